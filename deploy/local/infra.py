@@ -1,0 +1,335 @@
+"""Local infrastructure for tests and distributed mode: a real PostgreSQL and a real Apache Kafka.
+
+    python deploy/local/infra.py up       start both (idempotent), write var/infra.env
+    python deploy/local/infra.py down     stop both, leave no process behind
+    python deploy/local/infra.py status   say what runs where
+    python deploy/local/infra.py kafka-stop | kafka-start   (used by failure tests)
+
+PostgreSQL comes from the ``pgserver`` wheel (the same server binary the embedded mode uses) and
+listens only on a Unix socket under ``var/``. Kafka jars are resolved from Maven Central by
+``deploy/local/kafka/pom.xml`` and cached under ``var/kafka/libs``; the broker runs as a single
+KRaft broker+controller on 127.0.0.1 with ports chosen free on each start.
+
+Only the standard library and pgserver are used, so this runs as soon as the venv exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VAR = ROOT / "var"
+LOG_DIR = VAR / "log"
+RUN_DIR = VAR / "run"
+ENV_FILE = VAR / "infra.env"
+PG_DATA = VAR / "pg"
+KAFKA_HOME = VAR / "kafka"
+KAFKA_LIBS = KAFKA_HOME / "libs"
+KAFKA_DATA = KAFKA_HOME / "data"
+KAFKA_PID = RUN_DIR / "kafka.pid"
+KAFKA_LOG = LOG_DIR / "kafka.log"
+KAFKA_POM = ROOT / "deploy" / "local" / "kafka" / "pom.xml"
+KAFKA_READY_LINE = "Kafka Server started"
+KAFKA_START_TIMEOUT_S = 120.0
+
+LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = INFO
+"""
+
+
+def say(message: str) -> None:
+    print(f"infra: {message}", flush=True)
+
+
+def fail(message: str) -> None:
+    print(f"infra: ERROR: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def read_env() -> dict[str, str]:
+    if not ENV_FILE.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def write_env(updates: dict[str, str]) -> None:
+    env = read_env() | updates
+    ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def pg_up() -> None:
+    # pgserver keeps a lock file in the runtime dir; keep it under var/ rather than /tmp.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(RUN_DIR))
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    RUN_DIR.chmod(0o700)
+    import pgserver  # from the venv; imported late so `down` works without it
+
+    PG_DATA.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(PG_DATA, cleanup_mode=None)  # None: keep running after we exit
+    uri = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
+    socket_dir = uri.split("host=", 1)[1]
+    write_env({"TONGBAN_DATABASE_URL": f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"})
+    say(f"postgresql ready (socket {socket_dir}, data {PG_DATA.relative_to(ROOT)})")
+
+
+def pg_down() -> None:
+    if not (PG_DATA / "postmaster.pid").exists():
+        say("postgresql not running")
+        return
+    from pgserver._commands import pg_ctl
+
+    user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs postgres as this user under root
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=PG_DATA, user=user)
+    except subprocess.CalledProcessError as err:
+        say(f"pg_ctl stop: {err}")
+    say("postgresql stopped")
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def kafka_fetch() -> None:
+    if KAFKA_LIBS.exists() and any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
+        return
+    if shutil.which("mvn") is None:
+        fail("Maven (mvn) is not installed; it is needed once to fetch the Kafka jars")
+    say("fetching Kafka jars from Maven Central (first run only)...")
+    tmp = KAFKA_HOME / "libs.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(KAFKA_POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+            "-DincludeScope=runtime",
+        ],
+        check=True,
+    )
+    tmp.rename(KAFKA_LIBS)
+    say(f"cached {len(list(KAFKA_LIBS.glob('*.jar')))} jars under {KAFKA_LIBS.relative_to(ROOT)}")
+
+
+def java_cmd(main: str, *args: str, heap: str = "-Xmx256m") -> list[str]:
+    if shutil.which("java") is None:
+        fail("Java 17+ is not installed; the Kafka broker needs it")
+    return [
+        "java",
+        heap,
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={KAFKA_HOME / 'log4j2.properties'}",
+        "-cp",
+        f"{KAFKA_LIBS}/*",
+        main,
+        *args,
+    ]
+
+
+def kafka_running_pid() -> int | None:
+    if KAFKA_PID.exists():
+        pid = int(KAFKA_PID.read_text().strip() or 0)
+        if pid and pid_alive(pid):
+            return pid
+    return None
+
+
+def kafka_start() -> None:
+    if (pid := kafka_running_pid()) is not None:
+        port = read_env().get("TONGBAN_KAFKA_BOOTSTRAP", "?:0").rsplit(":", 1)[1]
+        if port.isdigit() and port_open(int(port)):
+            say(f"kafka already running (pid {pid}, 127.0.0.1:{port})")
+            return
+    kafka_fetch()
+    for d in (KAFKA_DATA, LOG_DIR, RUN_DIR):
+        d.mkdir(parents=True, exist_ok=True)
+    (KAFKA_HOME / "log4j2.properties").write_text(LOG4J2)
+    # Reuse the last ports when still free, so clients that cached the address can reconnect.
+    last = read_env().get("TONGBAN_KAFKA_BOOTSTRAP", "")
+    broker_port = int(last.rsplit(":", 1)[1]) if last else 0
+    if not broker_port or port_open(broker_port):
+        broker_port = free_port()
+    controller_port = free_port()
+    while controller_port == broker_port:
+        controller_port = free_port()
+    config = KAFKA_HOME / "server.properties"
+    config.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={KAFKA_DATA}",
+                "num.partitions=4",
+                "auto.create.topics.enable=true",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.flush.interval.messages=1",  # single node: fsync each batch so acks=all means on disk
+                "",
+            ]
+        )
+    )
+    if not (KAFKA_DATA / "meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        say(f"formatting KRaft storage (cluster {cluster_id})")
+        subprocess.run(
+            java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    offset = KAFKA_LOG.stat().st_size if KAFKA_LOG.exists() else 0
+    with KAFKA_LOG.open("ab") as log:
+        proc = subprocess.Popen(
+            java_cmd("kafka.Kafka", str(config), heap="-Xmx512m"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    KAFKA_PID.write_text(str(proc.pid))
+    say(f"kafka starting (pid {proc.pid}, 127.0.0.1:{broker_port}); log {KAFKA_LOG.relative_to(ROOT)}")
+    deadline = time.monotonic() + KAFKA_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = KAFKA_LOG.read_text(errors="replace")[-3000:]
+            fail(f"kafka exited with code {proc.returncode}; last log lines:\n{tail}")
+        with KAFKA_LOG.open("rb") as f:
+            f.seek(offset)
+            started = KAFKA_READY_LINE.encode() in f.read()
+        if started and port_open(broker_port):
+            write_env({"TONGBAN_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker_port}"})
+            say("kafka ready")
+            return
+        time.sleep(0.3)
+    kafka_stop()
+    fail(f"kafka did not become ready in {KAFKA_START_TIMEOUT_S:.0f}s; see {KAFKA_LOG}")
+
+
+def stray_kafka_pids() -> list[int]:
+    """Broker processes of this checkout that lost their pid file (e.g. after a crash)."""
+    found = []
+    marker = str(KAFKA_HOME / "server.properties").encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def kafka_stop(hard: bool = False) -> None:
+    pids = set(stray_kafka_pids())
+    if (pid := kafka_running_pid()) is not None:
+        pids.add(pid)
+    if not pids:
+        say("kafka not running")
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    KAFKA_PID.unlink(missing_ok=True)
+    say("kafka stopped" + (" (killed)" if hard else ""))
+
+
+def status() -> None:
+    env = read_env()
+    pid = kafka_running_pid()
+    say(f"kafka: {'running, pid ' + str(pid) if pid else 'stopped'} {env.get('TONGBAN_KAFKA_BOOTSTRAP', '')}")
+    pg = (PG_DATA / "postmaster.pid").exists()
+    say(f"postgresql: {'running' if pg else 'stopped'} {env.get('TONGBAN_DATABASE_URL', '')}")
+
+
+def main(argv: list[str]) -> None:
+    command = argv[1] if len(argv) > 1 else "status"
+    VAR.mkdir(exist_ok=True)
+    if command == "up":
+        pg_up()
+        kafka_start()
+        say(f"settings written to {ENV_FILE.relative_to(ROOT)}")
+    elif command == "down":
+        kafka_stop()
+        pg_down()
+    elif command == "kafka-stop":
+        kafka_stop(hard="--kill" in argv)
+    elif command == "kafka-start":
+        kafka_start()
+    elif command == "status":
+        status()
+    else:
+        fail(f"unknown command {command!r}; use up, down, status, kafka-stop or kafka-start")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,1 @@
+"""Audit — records every access, tamper-evidently, and answers who looked at what."""

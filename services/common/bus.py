@@ -1,0 +1,283 @@
+"""The message bus: one interface, two implementations.
+
+* :class:`KafkaBus` — Apache Kafka through aiokafka: an idempotent producer with ``acks=all``;
+  consumers that commit ``offset + 1`` per partition only after the handler has processed the
+  batch (at-least-once; handlers are idempotent by message id).
+* :class:`MemoryBus` — in-process queues for the embedded single-process mode.
+
+Handlers receive a batch of messages from one partition, in order, so that a consumer that writes
+to the database can do it in one transaction. A handler that keeps failing is retried with backoff;
+after ``max_attempts`` its batch goes to the dead-letter topic and the partition moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from services.common.logs import request_id_var
+
+log = logging.getLogger("tongban.bus")
+
+REQUEST_ID_HEADER = "request-id"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[Sequence[Message]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Subscription:
+    topics: list[str]
+    handler: Handler
+    group: str | None  # None: every instance sees every message, from the latest offset
+    dlq: str | None = None
+    max_attempts: int = 5
+
+
+class Bus(Protocol):
+    def subscribe(self, subscription: Subscription) -> None: ...
+    async def start(self, topics: Sequence[str] = ()) -> None: ...
+    async def stop(self) -> None: ...
+    async def publish(self, message: Message) -> None:
+        """Return once the broker has acknowledged the message (``acks=all``)."""
+
+    async def publish_many(self, messages: Sequence[Message]) -> None: ...
+    async def ping(self) -> None: ...
+
+
+def outgoing_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Headers with the current request id added, so logs on both sides join up."""
+    rid = request_id_var.get()
+    return headers if rid is None or REQUEST_ID_HEADER in headers else {**headers, REQUEST_ID_HEADER: rid}
+
+
+def dead_letter_of(sub: Subscription, default_topic: str, message: Message) -> Message:
+    """The dead-letter copy of ``message``: same key and value, its source topic in a header."""
+    return Message(
+        sub.dlq or default_topic, message.value, message.key, {**message.headers, "dlq-source": message.topic}
+    )
+
+
+async def run_with_retries(sub: Subscription, batch: Sequence[Message], dead_letter: Handler) -> None:
+    delay = 0.2
+    for attempt in range(1, sub.max_attempts + 1):
+        try:
+            await sub.handler(batch)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handler failed", extra={"ctx_topic": batch[0].topic, "ctx_attempt": attempt})
+            if attempt < sub.max_attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+    log.error("moving batch to dead-letter topic", extra={"ctx_topic": batch[0].topic, "ctx_count": len(batch)})
+    await dead_letter(batch)
+
+
+class KafkaBus:
+    def __init__(self, bootstrap: str, client_id: str, dlq_topic: str) -> None:
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._dlq_topic = dlq_topic
+        self._subscriptions: list[Subscription] = []
+        self._producer: Any = None
+        self._consumers: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def subscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.append(subscription)
+
+    async def start(self, topics: Sequence[str] = ()) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        await self.ensure_topics([*topics, self._dlq_topic, *(t for s in self._subscriptions for t in s.topics)])
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=1,
+            request_timeout_ms=15000,
+        )
+        await self._producer.start()
+        for sub in self._subscriptions:
+            consumer = AIOKafkaConsumer(
+                *sub.topics,
+                bootstrap_servers=self._bootstrap,
+                client_id=self._client_id,
+                group_id=sub.group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest" if sub.group else "latest",
+                fetch_max_wait_ms=100,
+                max_poll_records=500,
+            )
+            await consumer.start()
+            self._consumers.append(consumer)
+            self._tasks.append(asyncio.create_task(self._consume(consumer, sub), name=f"consume:{sub.topics}"))
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        """Create missing topics up front so consumers never subscribe to a void."""
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        wanted = sorted(set(topics))
+        if not wanted:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [NewTopic(t, num_partitions=4, replication_factor=1) for t in wanted if t not in existing]
+            if missing:
+                with contextlib.suppress(Exception):  # a replica may have created them meanwhile
+                    await admin.create_topics(missing)
+        finally:
+            await admin.close()
+
+    async def _consume(self, consumer: Any, sub: Subscription) -> None:
+        from aiokafka import TopicPartition
+
+        while True:
+            try:
+                records = await consumer.getmany(timeout_ms=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("poll failed; retrying", extra={"ctx_topics": sub.topics})
+                await asyncio.sleep(1.0)
+                continue
+            for tp, batch in records.items():
+                messages = [
+                    Message(
+                        topic=r.topic,
+                        value=r.value,
+                        key=r.key,
+                        headers={k: v.decode() for k, v in (r.headers or ())},
+                    )
+                    for r in batch
+                ]
+                await run_with_retries(sub, messages, self._dead_letter(sub))
+                if sub.group is not None:
+                    await self._commit(consumer, {TopicPartition(tp.topic, tp.partition): batch[-1].offset + 1})
+
+    async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> None:
+        # A failed commit (e.g. during a rebalance) only means redelivery; handlers are idempotent.
+        try:
+            await consumer.commit(offsets)
+        except Exception:
+            log.warning("offset commit failed; messages may be redelivered", exc_info=True)
+
+    def _dead_letter(self, sub: Subscription) -> Handler:
+        async def send(batch: Sequence[Message]) -> None:
+            await self.publish_many(
+                [
+                    Message(sub.dlq or self._dlq_topic, m.value, m.key, {**m.headers, "dlq-source": m.topic})
+                    for m in batch
+                ]
+            )
+
+        return send
+
+    async def publish(self, message: Message) -> None:
+        await self.publish_many([message])
+
+    async def publish_many(self, messages: Sequence[Message]) -> None:
+        futures = [
+            await self._producer.send(
+                m.topic,
+                m.value,
+                key=m.key,
+                headers=[(k, v.encode()) for k, v in outgoing_headers(m.headers).items()],
+            )
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
+
+    async def ping(self) -> None:
+        if self._producer is None:
+            raise RuntimeError("bus not started")
+        await self._producer.client.fetch_all_metadata()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for consumer in self._consumers:
+            await consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        self._tasks.clear()
+        self._consumers.clear()
+
+
+class MemoryBus:
+    """In-process bus for the embedded mode: same semantics, no durability beyond the process."""
+
+    def __init__(self, dlq_topic: str) -> None:
+        self._dlq_topic = dlq_topic
+        self._queues: dict[str, list[asyncio.Queue[Message]]] = defaultdict(list)
+        self._subscriptions: list[tuple[Subscription, asyncio.Queue[Message]]] = []
+        self._groups: set[tuple[str | None, tuple[str, ...]]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = 0  # subscriptions already consuming: services of one process share this bus
+
+    def subscribe(self, subscription: Subscription) -> None:
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        key = (subscription.group, tuple(subscription.topics))
+        # Two subscribers in one group share messages in Kafka; here one process owns the group.
+        if subscription.group is not None and key in self._groups:
+            raise ValueError(f"group {subscription.group} already subscribed in this process")
+        self._groups.add(key)
+        for topic in subscription.topics:
+            self._queues[topic].append(queue)
+        self._subscriptions.append((subscription, queue))
+
+    async def start(self, topics: Sequence[str] = ()) -> None:
+        for sub, queue in self._subscriptions[self._started :]:
+            self._tasks.append(asyncio.create_task(self._consume(sub, queue), name=f"memory:{sub.topics}"))
+        self._started = len(self._subscriptions)
+
+    async def _consume(self, sub: Subscription, queue: asyncio.Queue[Message]) -> None:
+        async def dead_letter(batch: Sequence[Message]) -> None:
+            await self.publish_many([dead_letter_of(sub, self._dlq_topic, m) for m in batch])
+
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < 500:
+                batch.append(queue.get_nowait())
+            await run_with_retries(sub, batch, dead_letter)
+
+    async def publish(self, message: Message) -> None:
+        await self.publish_many([message])
+
+    async def publish_many(self, messages: Sequence[Message]) -> None:
+        for m in messages:
+            m = Message(m.topic, m.value, m.key, outgoing_headers(m.headers))
+            for queue in self._queues.get(m.topic, []):
+                queue.put_nowait(m)
+
+    async def ping(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()

@@ -1,0 +1,74 @@
+"""Async SQLAlchemy: one engine per service, one schema per service, one unit of work per request.
+
+The request is the unit of work: :func:`unit_of_work` yields a session, commits when the route
+returns and rolls back when it raises. Domain code never calls ``commit()``.
+"""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def schema_metadata(schema: str) -> MetaData:
+    """Metadata whose tables all live in ``schema`` (one schema per service), with named constraints."""
+    return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with sessions() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def migrate(engine: AsyncEngine, schema: str, migrations: Path) -> None:
+    """Bring ``schema`` to the head of its own Alembic history.
+
+    Serialised by a PostgreSQL advisory lock so that replicas starting together take turns.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    def upgrade(connection: object) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(migrations))
+        cfg.attributes["connection"] = connection
+        cfg.attributes["schema"] = schema
+        command.upgrade(cfg, "head")
+
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT pg_advisory_lock(hashtext(:s))"), {"s": f"tongban-migrate-{schema}"})
+        try:
+            await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            await conn.commit()
+            await conn.run_sync(upgrade)
+            await conn.commit()
+        finally:
+            await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:s))"), {"s": f"tongban-migrate-{schema}"})
+            await conn.commit()

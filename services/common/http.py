@@ -1,0 +1,195 @@
+"""What every service's FastAPI app has in common: orjson responses, problem+json errors,
+request ids, a body-size limit, Prometheus metrics, ``/healthz`` and ``/readyz``.
+
+The middleware is plain ASGI (no ``BaseHTTPMiddleware``) because it sits on every request of the
+exchange's hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common.errors import Problem, install_error_handlers, problem_response
+from services.common.logs import request_id_var
+
+REQUEST_ID_HEADER = "x-request-id"
+log = logging.getLogger("tongban.http")
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+class OrjsonResponse(JSONResponse):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+class BodyTooLarge(Problem):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "body-too-large", "Request body too large", f"The body exceeds {limit} bytes.")
+
+
+class ServiceMiddleware:
+    """Request id (taken from ``X-Request-ID`` or made), body-size limit, request metrics."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, registry: CollectorRegistry, service: str) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.requests = Counter(
+            "http_requests", "HTTP requests handled", ["service", "method", "route", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            ["service", "method", "route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        started = time.perf_counter()
+        status = 500
+        try:
+            declared = _header(scope, b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await problem_response(BodyTooLarge(self.max_body_bytes))(scope, receive, _with_rid(send, rid))
+                status = 413
+                return
+            received = 0
+            too_large = False
+
+            async def limited_receive() -> Message:
+                # A chunked body can exceed the limit without a Content-Length: stop reading, end
+                # the body early, and replace whatever the app answers with the 413 below.
+                nonlocal received, too_large
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body_bytes:
+                        too_large = True
+                        return {"type": "http.request", "body": b"", "more_body": False}
+                return message
+
+            async def send_checked(message: Message) -> None:
+                nonlocal status
+                if too_large:
+                    if message["type"] == "http.response.start":
+                        status = 413
+                        await problem_response(BodyTooLarge(self.max_body_bytes))(scope, receive, _with_rid(send, rid))
+                    return
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            started_response = False
+
+            async def send_tracked(message: Message) -> None:
+                nonlocal started_response
+                started_response = started_response or message["type"] == "http.response.start"
+                await send_checked(message)
+
+            try:
+                await self.app(scope, limited_receive, _with_rid(send_tracked, rid))
+            except Exception as exc:
+                # Answered here, not by Starlette's outer handler, so the 500 carries the request id.
+                log.exception("unhandled error", exc_info=exc)
+                if started_response:
+                    raise
+                status = 500
+                problem = Problem(500, "internal", "Internal error", "The error was logged; quote request_id.")
+                await problem_response(problem)(scope, receive, _with_rid(send, rid))
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.requests.labels(self.service, scope["method"], path, str(status)).inc()
+            self.latency.labels(self.service, scope["method"], path).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _with_rid(send: Send, rid: str) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+        await send(message)
+
+    return wrapped
+
+
+def create_service_app(
+    *,
+    service: str,
+    title: str,
+    version: str,
+    lifespan: Callable[[FastAPI], Any],
+    max_body_bytes: int,
+    description: str = "",
+) -> FastAPI:
+    """A FastAPI app with the common middleware, error handlers and operational endpoints.
+
+    The lifespan stores readiness checks in ``app.state.readiness`` (a list of async callables).
+    """
+    registry = CollectorRegistry()
+    app = FastAPI(
+        title=title,
+        version=version,
+        description=description,
+        lifespan=lifespan,
+        default_response_class=OrjsonResponse,
+    )
+    app.state.metrics = registry
+    app.state.readiness = []
+    install_error_handlers(app)
+    app.add_middleware(ServiceMiddleware, max_body_bytes=max_body_bytes, registry=registry, service=service)
+
+    @app.get("/healthz", tags=["operations"], summary="Alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", tags=["operations"], summary="Database and broker reachable")
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        for check in request.app.state.readiness:
+            name = getattr(check, "__name__", "check")
+            try:
+                await check()
+                checks[name] = "ok"
+            except Exception as err:
+                checks[name] = f"failing: {err}"
+        ready = all(v == "ok" for v in checks.values())
+        if not ready:
+            return problem_response(
+                Problem(503, "not-ready", "Not ready", "; ".join(f"{k}: {v}" for k, v in checks.items()))
+            )
+        return OrjsonResponse({"status": "ready", "checks": checks})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    return app

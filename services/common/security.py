@@ -1,0 +1,131 @@
+"""Bearer-token verification, done by every service itself against the gateway's JWKS.
+
+The gateway is the front door, not the only lock: each service checks signature, issuer,
+audience and expiry, then its own object-level rules with the :class:`Principal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from joserfc.jws import extract_compact
+
+from services.common.errors import Problem
+
+JWT_ALGORITHMS = ["ES256"]
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a departmental system (client) or a person (user)."""
+
+    sub: str
+    client_id: str | None
+    dept: str  # 统一社会信用代码 of the caller's department
+    roles: frozenset[str]
+    scope: frozenset[str]
+    jti: str
+
+    def has_role(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
+
+
+def unauthorized(detail: str) -> Problem:
+    return Problem(401, "unauthorized", "Authentication required", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(detail: str, code: str = "forbidden") -> Problem:
+    return Problem(403, code, "Not allowed", detail)
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise unauthorized("Send an access token: 'Authorization: Bearer <token>' (POST /oauth2/token).")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("The Authorization header must be 'Bearer <token>'.")
+    return token.strip()
+
+
+class TokenVerifier:
+    """Verifies ES256 access tokens; keys come from a callable (the gateway's own key store) or
+    from the gateway's JWKS over HTTP, cached and refreshed when an unknown ``kid`` appears."""
+
+    def __init__(self, issuer: str, audience: str, jwks_url: str | None = None, keys: KeySet | None = None) -> None:
+        self._issuer = issuer
+        self._audience = audience
+        self._jwks_url = jwks_url
+        self._keys = keys
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+        self._http: httpx.AsyncClient | None = None
+        self._claims = jwt.JWTClaimsRegistry(
+            leeway=30,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            exp={"essential": True},
+            sub={"essential": True},
+            dept={"essential": True},
+        )
+
+    def use_keys(self, keys: KeySet) -> None:
+        self._keys = keys
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def _refresh(self, force: bool) -> None:
+        if self._jwks_url is None:
+            return
+        async with self._lock:
+            if not force and self._keys is not None:
+                return
+            if force and time.monotonic() - self._fetched_at < 5:  # don't let bad tokens hammer the gateway
+                return
+            if self._http is None:
+                self._http = httpx.AsyncClient(timeout=5.0)
+            try:
+                response = await self._http.get(self._jwks_url)
+                response.raise_for_status()
+                self._keys = KeySet.import_key_set(response.json())
+                self._fetched_at = time.monotonic()
+            except (httpx.HTTPError, ValueError) as err:
+                raise Problem(503, "jwks-unavailable", "Cannot verify tokens now", f"JWKS fetch failed: {err}") from err
+
+    async def verify(self, token: str) -> Principal:
+        await self._refresh(force=False)
+        try:
+            header = extract_compact(token.encode()).headers()
+        except (JoseError, ValueError) as err:
+            raise unauthorized("The access token is malformed.") from err
+        kid = header.get("kid")
+        if self._keys is None or not any(k.kid == kid for k in self._keys.keys):
+            await self._refresh(force=True)
+        if self._keys is None:
+            raise unauthorized("No signing keys are known yet.")
+        try:
+            decoded = jwt.decode(token, self._keys, algorithms=JWT_ALGORITHMS)
+            self._claims.validate(decoded.claims)
+        except JoseError as err:
+            raise unauthorized(f"The access token is not valid: {err.description or err.error}.") from err
+        return principal_from_claims(decoded.claims)
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    return Principal(
+        sub=str(claims["sub"]),
+        client_id=claims.get("client_id"),
+        dept=str(claims["dept"]),
+        roles=frozenset(claims.get("roles") or ()),
+        scope=frozenset(str(claims.get("scope") or "").split()),
+        jti=str(claims.get("jti", "")),
+    )

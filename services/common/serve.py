@@ -1,0 +1,21 @@
+"""Run one service as its own process (distributed mode): ``python -m services.<name>``."""
+
+import uvicorn
+from fastapi import FastAPI
+
+from services.common.logs import configure_logging
+from services.common.settings import CommonSettings
+
+
+def serve(app: FastAPI, settings: CommonSettings, port: int) -> None:
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )

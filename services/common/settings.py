@@ -1,0 +1,45 @@
+"""Settings shared by every service; each service's ``config.py`` extends :class:`CommonSettings`.
+
+Everything is read from the environment with the prefix ``TONGBAN_`` (``TONGBAN_DATABASE_URL``...).
+``make`` targets also load ``var/infra.env`` written by ``deploy/local/infra.py``.
+"""
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_SUBJECT_KEY = "development-only-subject-key"
+
+Environment = Literal["development", "test", "production"]
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TONGBAN_", extra="ignore", populate_by_name=True)
+
+    environment: Environment = "development"
+    database_url: str = "postgresql+asyncpg://postgres@/postgres?host=var/pg"
+    database_pool_size: int = 10
+    bus: Literal["kafka", "memory"] = "kafka"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "tongban."
+    host: str = "127.0.0.1"
+    # Where every service fetches the gateway's JWKS to verify bearer tokens itself.
+    gateway_url: str = "http://127.0.0.1:8000"
+    jwt_issuer: str = "tongban"
+    jwt_audience: str = "tongban"
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    log_level: str = "INFO"
+    log_json: bool = True
+    # Key of the HMAC that names a data subject without naming it (exchange and audit share it).
+    subject_hash_key: str = DEVELOPMENT_SUBJECT_KEY
+
+    @model_validator(mode="after")
+    def refuse_development_secrets(self) -> "CommonSettings":
+        if self.environment == "production" and self.subject_hash_key == DEVELOPMENT_SUBJECT_KEY:
+            raise ValueError("TONGBAN_SUBJECT_HASH_KEY must be set to a secret of your own in production")
+        return self
+
+    def topic(self, name: str) -> str:
+        """A topic's full name, e.g. ``topic("audit.events")`` → ``tongban.audit.events``."""
+        return f"{self.topic_prefix}{name}"

@@ -1,0 +1,58 @@
+"""Connector application factory; the lifespan owns the database, the bus and the request consumer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.common.bus import Bus, Subscription
+from services.common.http import create_service_app
+from services.common.identifiers import validate_credit_code
+from services.common.runtime import readiness_checks, service_runtime
+from services.connector import service
+from services.connector.config import ConnectorSettings
+from services.connector.messaging import on_requests
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None) -> FastAPI:
+    settings = settings or ConnectorSettings()
+    dept = validate_credit_code(settings.dept_code)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with service_runtime(settings, schema="connector", migrations=MIGRATIONS, bus=bus) as rt:
+            async with rt.sessions.begin() as session:
+                await service.seed_population(session, settings.demo_population)
+                key_id, key = await service.signing_key(session)
+            responder = service.Responder(dept, key_id, key)
+            requests = settings.topic(f"exchange.requests.{dept}")
+            replies = settings.topic("exchange.replies")
+            # Only this department's topic: a connector never sees another provider's requests.
+            rt.bus.subscribe(
+                Subscription(
+                    [requests],
+                    on_requests(responder, rt.sessions, rt.bus, replies),
+                    group=f"{settings.topic_prefix}connector.{dept}",
+                )
+            )
+            await rt.bus.start([replies])
+            app.state.runtime = rt
+            app.state.readiness = readiness_checks(rt)
+            try:
+                yield
+            finally:
+                await rt.bus.stop()
+
+    return create_service_app(
+        service="connector",
+        title="Tongban connector",
+        version="0.1.0",
+        description=f"前置机 of department {dept}: answers its exchange requests.",
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+    )

@@ -1,0 +1,13 @@
+from typing import Literal
+
+from pydantic import Field
+
+from services.common.settings import CommonSettings
+
+
+class ConnectorSettings(CommonSettings):
+    port: int = Field(8004, validation_alias="TONGBAN_CONNECTOR_PORT")
+    # The providing department this connector answers for (its 统一社会信用代码).
+    dept_code: str = Field("111101000000198608", validation_alias="TONGBAN_CONNECTOR_DEPT")
+    backend: Literal["demo"] = Field("demo", validation_alias="TONGBAN_CONNECTOR_BACKEND")
+    demo_population: int = Field(1000, ge=1, le=1_000_000, validation_alias="TONGBAN_CONNECTOR_DEMO_POPULATION")

@@ -1,0 +1,42 @@
+"""Connector message handler: requests in, signed replies out; offsets commit after the replies
+are acknowledged, so a crash means the requests are answered again (the exchange ignores dupes)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from google.protobuf.message import DecodeError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.common.bus import Bus, Handler, Message
+from services.common.pb import exchange_pb2
+from services.connector.service import Responder
+
+log = logging.getLogger("tongban.connector")
+
+
+def on_requests(
+    responder: Responder, sessions: async_sessionmaker[AsyncSession], bus: Bus, replies_topic: str
+) -> Handler:
+    async def handle(batch: Sequence[Message]) -> None:
+        requests = []
+        for message in batch:
+            request = exchange_pb2.ExchangeRequest()
+            try:
+                request.ParseFromString(message.value)
+            except DecodeError:
+                log.error("undecodable request dropped", extra={"ctx_key": message.key})
+                continue
+            requests.append((message.value, request))
+        async with sessions() as session:
+            replies = await responder.answer(session, requests)
+        now = int(time.time() * 1000)
+        for reply in replies:
+            reply.answered_unix_ms = now
+        await bus.publish_many(
+            [Message(topic=replies_topic, key=r.query_id.encode(), value=r.SerializeToString()) for r in replies]
+        )
+
+    return handle

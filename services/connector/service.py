@@ -1,0 +1,131 @@
+"""Connector rules: look the subject up in the backend, answer only the items asked, sign."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.identifiers import id_card_check_char
+from services.common.pb import exchange_pb2
+from services.connector.models import Resident, SigningKey
+
+Reply = exchange_pb2.ExchangeReply
+
+# The demo resource's information items, as the registry catalogue names them.
+ITEMS = ("姓名", "性别", "出生日期", "户籍地址", "公民身份号码")
+
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢"
+GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国红玉梅志文辉晨阳雪琳浩宇欣怡子涵"
+DISTRICTS = {
+    "110101": "北京市东城区",
+    "110102": "北京市西城区",
+    "110105": "北京市朝阳区",
+    "110106": "北京市丰台区",
+    "110108": "北京市海淀区",
+}
+STREETS = ("东长安街", "西单北大街", "建国路", "中关村大街", "南三环西路", "和平里街道", "学院路")
+
+
+def synthetic_residents(count: int, seed: int = 20180045) -> list[Resident]:
+    """A deterministic synthetic population with valid 居民身份证号码 (GB 11643 check digits)."""
+    rng = random.Random(seed)
+    residents: list[Resident] = []
+    seen: set[str] = set()
+    while len(residents) < count:
+        region = rng.choice(list(DISTRICTS))
+        born = date(1940, 1, 1) + timedelta(days=rng.randrange(0, 365 * 66))
+        sequence = rng.randrange(0, 1000)
+        first17 = f"{region}{born:%Y%m%d}{sequence:03d}"
+        number = first17 + id_card_check_char(first17)
+        if number in seen:
+            continue
+        seen.add(number)
+        gender = "男" if sequence % 2 else "女"  # GB 11643: odd sequence = male
+        name = rng.choice(SURNAMES) + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2))))
+        address = f"{DISTRICTS[region]}{rng.choice(STREETS)}{rng.randrange(1, 300)}号"
+        residents.append(Resident(id_number=number, name=name, gender=gender, birth_date=born, address=address))
+    return residents
+
+
+async def seed_population(session: AsyncSession, count: int) -> int:
+    existing = await session.scalar(select(func.count()).select_from(Resident)) or 0
+    if existing:
+        return int(existing)
+    rows = [
+        {"id_number": r.id_number, "name": r.name, "gender": r.gender, "birth_date": r.birth_date, "address": r.address}
+        for r in synthetic_residents(count)
+    ]
+    await session.execute(insert(Resident).values(rows).on_conflict_do_nothing())
+    return len(rows)
+
+
+async def signing_key(session: AsyncSession) -> tuple[str, Ed25519PrivateKey]:
+    row = await session.scalar(select(SigningKey).order_by(SigningKey.created_at.desc()).limit(1))
+    if row is None:
+        key = Ed25519PrivateKey.generate()
+        raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        key_id = hashlib.sha256(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
+        row = SigningKey(key_id=key_id, private_key=raw)
+        session.add(row)
+        await session.flush()
+    return row.key_id, Ed25519PrivateKey.from_private_bytes(row.private_key)
+
+
+def record_items(resident: Resident) -> dict[str, str]:
+    return {
+        "姓名": resident.name,
+        "性别": resident.gender,
+        "出生日期": resident.birth_date.isoformat(),
+        "户籍地址": resident.address,
+        "公民身份号码": resident.id_number,
+    }
+
+
+def signed_payload(request_hash: str, data: dict[str, str]) -> bytes:
+    return request_hash.encode() + b"\n" + orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+
+class Responder:
+    """Answers exchange requests for one providing department."""
+
+    def __init__(self, dept_code: str, key_id: str, key: Ed25519PrivateKey) -> None:
+        self.dept_code = dept_code
+        self.key_id = key_id
+        self.key = key
+
+    async def answer(
+        self, session: AsyncSession, requests: Sequence[tuple[bytes, exchange_pb2.ExchangeRequest]]
+    ) -> list[Reply]:
+        ids = [r.subject_value for _, r in requests if r.subject_type == "id_card"]
+        found = {
+            r.id_number: r for r in (await session.scalars(select(Resident).where(Resident.id_number.in_(ids)))).all()
+        }
+        return [self.reply(raw, request, found.get(request.subject_value)) for raw, request in requests]
+
+    def reply(self, raw: bytes, request: exchange_pb2.ExchangeRequest, resident: Resident | None) -> Reply:
+        request_hash = hashlib.sha256(raw).hexdigest()
+        reply = Reply(
+            query_id=request.query_id, provider_dept=self.dept_code, request_hash=request_hash, key_id=self.key_id
+        )
+        if request.provider_dept != self.dept_code:
+            reply.status = Reply.ERROR
+            reply.error = f"request addressed to {request.provider_dept}, not this connector"
+        elif resident is None:
+            reply.status = Reply.NOT_FOUND
+        else:
+            everything = record_items(resident)
+            data = {name: everything[name] for name in request.fields if name in everything}
+            reply.status = Reply.OK
+            reply.data.update(data)
+            reply.signature = base64.b64encode(self.key.sign(signed_payload(request_hash, data))).decode()
+        return reply

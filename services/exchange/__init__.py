@@ -1,0 +1,1 @@
+"""Exchange — brokers queries from consuming to providing departments over Kafka."""

@@ -1,0 +1,6 @@
+from services.common.serve import serve
+from services.exchange.app import create_app
+from services.exchange.config import ExchangeSettings
+
+settings = ExchangeSettings()
+serve(create_app(settings), settings, settings.port)

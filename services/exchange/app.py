@@ -1,0 +1,67 @@
+"""Exchange application factory; the lifespan owns the database, the bus, the outbox relay and
+the reply consumers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.common.bus import Bus, Subscription
+from services.common.http import create_service_app
+from services.common.outbox import Outbox
+from services.common.runtime import readiness_checks, service_runtime
+from services.exchange.api import router
+from services.exchange.config import ExchangeSettings
+from services.exchange.messaging import on_late_replies, on_registry_events, on_replies
+from services.exchange.models import Outbox as OutboxModel
+from services.exchange.service import Exchange
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None) -> FastAPI:
+    settings = settings or ExchangeSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with service_runtime(settings, schema="exchange", migrations=MIGRATIONS, bus=bus) as rt:
+            outbox = Outbox(OutboxModel, rt.sessions, rt.bus)
+            exchange = Exchange(settings, outbox)
+            replies = settings.topic("exchange.replies")
+            rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))
+            rt.bus.subscribe(
+                Subscription(
+                    [replies], on_late_replies(exchange, rt.sessions), group=settings.topic("exchange.late-replies")
+                )
+            )
+            rt.bus.subscribe(
+                Subscription(
+                    [settings.topic("registry.events")],
+                    on_registry_events(rt.sessions),
+                    group=settings.topic("exchange.registry"),
+                )
+            )
+            await rt.bus.start([settings.topic("audit.events")])
+            await outbox.start()
+            app.state.runtime = rt
+            app.state.exchange = exchange
+            app.state.readiness = readiness_checks(rt)
+            try:
+                yield
+            finally:
+                await outbox.stop()
+                await rt.bus.stop()
+
+    app = create_service_app(
+        service="exchange",
+        title="Tongban exchange",
+        version="0.1.0",
+        description="Brokers data queries from consuming to providing departments; masks and audits every answer.",
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.include_router(router)
+    return app

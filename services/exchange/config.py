@@ -1,0 +1,9 @@
+from pydantic import Field
+
+from services.common.settings import CommonSettings
+
+
+class ExchangeSettings(CommonSettings):
+    port: int = Field(8002, validation_alias="TONGBAN_EXCHANGE_PORT")
+    default_timeout_ms: int = Field(5000, ge=100, le=60000, validation_alias="TONGBAN_EXCHANGE_DEFAULT_TIMEOUT_MS")
+    max_timeout_ms: int = Field(30000, ge=100, le=120000, validation_alias="TONGBAN_EXCHANGE_MAX_TIMEOUT_MS")

@@ -1,0 +1,129 @@
+"""Exchange message handlers: the registry projection, and replies from connectors."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from google.protobuf.message import DecodeError
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.common.bus import Handler, Message
+from services.common.pb import exchange_pb2, registry_pb2
+from services.exchange.models import GrantView, ResourceView
+from services.exchange.service import Exchange
+
+log = logging.getLogger("tongban.exchange")
+
+
+def parse_reply(message: Message) -> exchange_pb2.ExchangeReply | None:
+    reply = exchange_pb2.ExchangeReply()
+    try:
+        reply.ParseFromString(message.value)
+    except DecodeError:
+        log.error("undecodable reply dropped", extra={"ctx_key": message.key})
+        return None
+    return reply
+
+
+def on_replies(exchange: Exchange) -> Handler:
+    """Every replica sees every reply and wakes its own waiters (no consumer group)."""
+
+    async def handle(batch: Sequence[Message]) -> None:
+        for message in batch:
+            if (reply := parse_reply(message)) is not None:
+                exchange.dispatch(reply)
+
+    return handle
+
+
+def on_late_replies(exchange: Exchange, sessions: async_sessionmaker[AsyncSession]) -> Handler:
+    """One replica (consumer group) records replies that came after their deadline."""
+
+    async def handle(batch: Sequence[Message]) -> None:
+        replies = [r for m in batch if (r := parse_reply(m)) is not None]
+        async with exchange.outbox.transaction(wait_for_publish=False) as session:
+            for reply in replies:
+                if await exchange.record_late(session, reply):
+                    log.info("late reply recorded", extra={"ctx_query_id": reply.query_id})
+
+    return handle
+
+
+async def apply_registry_event(session: AsyncSession, event: registry_pb2.RegistryEvent) -> None:
+    """Upsert the projection; applying the same event twice changes nothing (idempotent)."""
+    kind = event.WhichOneof("event")
+    if kind == "resource_published":
+        r = event.resource_published
+        values = {
+            "code": r.code,
+            "name": r.name,
+            "provider_dept": r.provider_dept,
+            "version": r.version,
+            "share_type": r.share_type,
+            "items": [
+                {
+                    "name": i.name,
+                    "data_type": i.data_type,
+                    "length": i.length,
+                    "sensitive": i.sensitive,
+                    "masking": i.masking,
+                }
+                for i in r.items
+            ],
+        }
+        stmt = insert(ResourceView).values(**values)
+        await session.execute(stmt.on_conflict_do_update(index_elements=["code"], set_=values))
+    elif kind == "grant_issued":
+        g = event.grant_issued
+        values = {
+            "id": uuid.UUID(g.grant_id),
+            "resource_code": g.resource_code,
+            "provider_dept": g.provider_dept,
+            "consumer_dept": g.consumer_dept,
+            "client_id": g.client_id,
+            "items": list(g.items),
+            "purpose": g.purpose,
+            "masking": dict(g.masking),
+            "valid_until": datetime.fromtimestamp(g.valid_until_unix_ms / 1000, UTC),
+            "daily_quota": g.daily_quota,
+            "revoked": False,
+        }
+        stmt = insert(GrantView).values(**values)
+        await session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+    elif kind == "grant_revoked":
+        await session.execute(
+            insert(GrantView)
+            .values(
+                id=uuid.UUID(event.grant_revoked.grant_id),
+                resource_code="",
+                provider_dept="",
+                consumer_dept="",
+                client_id="",
+                items=[],
+                purpose="",
+                masking={},
+                valid_until=datetime.now(UTC),
+                daily_quota=0,
+                revoked=True,
+            )
+            .on_conflict_do_update(index_elements=["id"], set_={"revoked": True})
+        )
+
+
+def on_registry_events(sessions: async_sessionmaker[AsyncSession]) -> Handler:
+    async def handle(batch: Sequence[Message]) -> None:
+        async with sessions.begin() as session:
+            for message in batch:
+                event = registry_pb2.RegistryEvent()
+                try:
+                    event.ParseFromString(message.value)
+                except DecodeError:
+                    log.error("undecodable registry event dropped", extra={"ctx_key": message.key})
+                    continue
+                await apply_registry_event(session, event)
+
+    return handle

@@ -1,0 +1,83 @@
+"""Exchange tables (schema ``exchange``): its projection of the registry, and the queries."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ARRAY, Boolean, DateTime, Index, Integer, String, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.db import schema_metadata
+from services.common.outbox import OutboxRow
+
+
+class Base(DeclarativeBase):
+    metadata = schema_metadata("exchange")
+
+
+class ResourceView(Base):
+    """A published resource as the exchange knows it from ``registry.events``."""
+
+    __tablename__ = "resources"
+
+    code: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    provider_dept: Mapped[str] = mapped_column(String(18))
+    version: Mapped[int] = mapped_column(Integer)
+    share_type: Mapped[str] = mapped_column(String(16))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+
+
+class GrantView(Base):
+    """A grant as the exchange knows it from ``registry.events``."""
+
+    __tablename__ = "grants"
+    __table_args__ = (Index("ix_grants_lookup", "client_id", "resource_code"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    resource_code: Mapped[str] = mapped_column(String(40))
+    provider_dept: Mapped[str] = mapped_column(String(18))
+    consumer_dept: Mapped[str] = mapped_column(String(18))
+    client_id: Mapped[str] = mapped_column(String(64))
+    items: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
+    purpose: Mapped[str] = mapped_column(String(64))
+    masking: Mapped[dict[str, str]] = mapped_column(JSONB)
+    valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    daily_quota: Mapped[int] = mapped_column(Integer)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Query(Base):
+    """Query — 数据查询: one request for data about one subject, and how it ended."""
+
+    __tablename__ = "queries"
+    __table_args__ = (
+        UniqueConstraint("client_id", "idempotency_key"),
+        Index("ix_queries_grant_day", "grant_id", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    consumer_dept: Mapped[str] = mapped_column(String(18))
+    actor: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    resource_code: Mapped[str] = mapped_column(String(40))
+    provider_dept: Mapped[str] = mapped_column(String(18))
+    grant_id: Mapped[uuid.UUID] = mapped_column()
+    purpose: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(16))
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    fields: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
+    # pending | completed | not_found | timeout | provider_error | late_reply
+    status: Mapped[str] = mapped_column(String(16))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Outbox(OutboxRow, Base):
+    pass

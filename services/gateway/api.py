@@ -1,0 +1,205 @@
+"""Gateway routes: tokens, JWKS, identity administration, and the proxy to the other services."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import parse_qs
+
+import httpx
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import Response
+
+from services.common.errors import Problem
+from services.common.runtime import CurrentPrincipal, RuntimeDep
+from services.common.security import bearer_token
+from services.gateway import service
+from services.gateway.config import GatewaySettings
+from services.gateway.schemas import (
+    DepartmentCreate,
+    DepartmentList,
+    DepartmentPublic,
+    Login,
+    SystemCreate,
+    SystemCreated,
+    SystemPublic,
+    TokenResponse,
+    UserCreate,
+    UserPublic,
+)
+from services.gateway.service import OAuthError
+
+router = APIRouter()
+
+# Headers passed through to the services behind the gateway, in both directions.
+FORWARD_REQUEST_HEADERS = ("authorization", "content-type", "idempotency-key", "x-request-id", "accept", "traceparent")
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
+
+
+def settings_of(request: Request) -> GatewaySettings:
+    settings: GatewaySettings = request.app.state.runtime.settings
+    return settings
+
+
+def department_public(d: object) -> DepartmentPublic:
+    return DepartmentPublic.model_validate(d, from_attributes=True)
+
+
+@router.post("/oauth2/token", response_model=TokenResponse, tags=["oauth2"], summary="Client credentials grant")
+async def token(
+    request: Request, rt: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+) -> TokenResponse:
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        raise OAuthError(400, "invalid_request", "Send the token request as application/x-www-form-urlencoded.")
+    form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
+    if form.get("grant_type") != "client_credentials":
+        raise OAuthError(400, "unsupported_grant_type", "Only grant_type=client_credentials is supported.")
+    client_id, secret = service.parse_basic(authorization)
+    async with rt.sessions() as session:
+        system = await service.authenticate_client(session, client_id, secret)
+    wanted = set(form.get("scope", "").split())
+    if wanted - set(system.roles):
+        raise OAuthError(400, "invalid_scope", f"This system may only ask for: {' '.join(system.roles)}.")
+    roles = sorted(wanted) if wanted else system.roles
+    access, ttl, scope = service.issue_token(
+        request.app.state.signing_keys[0],
+        settings_of(request),
+        sub=system.client_id,
+        client_id=system.client_id,
+        dept=system.dept_code,
+        roles=roles,
+    )
+    return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
+
+
+@router.post("/v1/auth/login", response_model=TokenResponse, tags=["identity"], summary="Log a person in")
+async def login(body: Login, request: Request, rt: RuntimeDep) -> TokenResponse:
+    async with rt.sessions() as session:
+        user = await service.authenticate_user(session, body.username, body.password)
+    access, ttl, scope = service.issue_token(
+        request.app.state.signing_keys[0],
+        settings_of(request),
+        sub=user.username,
+        client_id=None,
+        dept=user.dept_code,
+        roles=user.roles,
+    )
+    return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
+
+
+@router.get("/.well-known/jwks.json", tags=["oauth2"], summary="Token signing keys")
+async def jwks(request: Request) -> dict[str, object]:
+    return service.public_jwks(request.app.state.signing_keys)
+
+
+@router.get("/.well-known/oauth-authorization-server", tags=["oauth2"], summary="RFC 8414 metadata")
+async def metadata(request: Request) -> dict[str, object]:
+    base = settings_of(request).public_url
+    return {
+        "issuer": settings_of(request).jwt_issuer,
+        "token_endpoint": f"{base}/oauth2/token",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+    }
+
+
+@router.post("/v1/departments", status_code=201, response_model=DepartmentPublic, tags=["identity"])
+async def create_department(body: DepartmentCreate, principal: CurrentPrincipal, rt: RuntimeDep) -> DepartmentPublic:
+    async with rt.sessions.begin() as session:
+        return department_public(await service.create_department(session, principal, body))
+
+
+@router.get("/v1/departments", response_model=DepartmentList, tags=["identity"])
+async def list_departments(
+    principal: CurrentPrincipal,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=18)] = None,
+) -> DepartmentList:
+    async with rt.sessions() as session:
+        rows, next_cursor = await service.list_departments(session, limit, cursor)
+    return DepartmentList(items=[department_public(d) for d in rows], next_cursor=next_cursor)
+
+
+@router.get("/v1/departments/{code}", response_model=DepartmentPublic, tags=["identity"])
+async def get_department(code: str, principal: CurrentPrincipal, rt: RuntimeDep) -> DepartmentPublic:
+    async with rt.sessions() as session:
+        return department_public(await service.get_department(session, code))
+
+
+@router.post("/v1/departments/{code}/systems", status_code=201, response_model=SystemCreated, tags=["identity"])
+async def create_system(code: str, body: SystemCreate, principal: CurrentPrincipal, rt: RuntimeDep) -> SystemCreated:
+    async with rt.sessions.begin() as session:
+        system, secret = await service.create_system(session, principal, code, body)
+    return SystemCreated(
+        client_id=system.client_id,
+        client_secret=secret,
+        dept=system.dept_code,
+        name=system.name,
+        roles=system.roles,
+        auth_method=system.auth_method,
+    )
+
+
+@router.get("/v1/systems/{client_id}", response_model=SystemPublic, tags=["identity"])
+async def get_system(client_id: str, principal: CurrentPrincipal, rt: RuntimeDep) -> SystemPublic:
+    async with rt.sessions() as session:
+        system = await service.get_system(session, principal, client_id)
+    return SystemPublic(
+        client_id=system.client_id,
+        dept=system.dept_code,
+        name=system.name,
+        roles=system.roles,
+        auth_method=system.auth_method,
+    )
+
+
+@router.post("/v1/users", status_code=201, response_model=UserPublic, tags=["identity"])
+async def create_user(body: UserCreate, principal: CurrentPrincipal, rt: RuntimeDep) -> UserPublic:
+    async with rt.sessions.begin() as session:
+        user = await service.create_user(session, principal, body)
+    return UserPublic(username=user.username, department=user.dept_code, roles=user.roles)
+
+
+# --------------------------------------------------------------------------- proxy
+
+
+async def proxy(request: Request, upstream: str) -> Response:
+    """Forward to the owning service after checking the token here too (fail fast at the door)."""
+    await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
+    client: httpx.AsyncClient = request.app.state.upstream
+    headers = {k: v for k, v in request.headers.items() if k in FORWARD_REQUEST_HEADERS}
+    try:
+        upstream_response = await client.request(
+            request.method,
+            upstream + request.url.path,
+            params=str(request.query_params),
+            content=await request.body(),
+            headers=headers,
+        )
+    except httpx.TimeoutException as err:
+        raise Problem(504, "upstream-timeout", "Service did not answer in time", str(err) or "timeout") from err
+    except httpx.TransportError as err:
+        raise Problem(502, "upstream-unavailable", "Service unavailable", f"{upstream}: {err}") from err
+    out_headers = {k: v for k, v in upstream_response.headers.items() if k.lower() not in HOP_BY_HOP}
+    out_headers.pop("x-request-id", None)  # the middleware sets it
+    return Response(upstream_response.content, status_code=upstream_response.status_code, headers=out_headers)
+
+
+PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+@router.api_route("/v1/registry/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
+async def to_registry(request: Request) -> Response:
+    return await proxy(request, settings_of(request).registry_url)
+
+
+@router.api_route("/v1/exchange/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
+async def to_exchange(request: Request) -> Response:
+    return await proxy(request, settings_of(request).exchange_url)
+
+
+@router.api_route("/v1/audit/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
+async def to_audit(request: Request) -> Response:
+    return await proxy(request, settings_of(request).audit_url)

@@ -1,0 +1,18 @@
+from pydantic import Field
+
+from services.common.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    port: int = Field(8000, validation_alias="TONGBAN_GATEWAY_PORT")
+    public_url: str = Field("http://127.0.0.1:8000", validation_alias="TONGBAN_GATEWAY_PUBLIC_URL")
+    registry_url: str = Field("http://127.0.0.1:8001", validation_alias="TONGBAN_REGISTRY_URL")
+    exchange_url: str = Field("http://127.0.0.1:8002", validation_alias="TONGBAN_EXCHANGE_URL")
+    audit_url: str = Field("http://127.0.0.1:8003", validation_alias="TONGBAN_AUDIT_URL")
+    token_ttl_s: int = Field(900, ge=60, le=86400, validation_alias="TONGBAN_TOKEN_TTL_S")
+    upstream_timeout_s: float = Field(30.0, validation_alias="TONGBAN_UPSTREAM_TIMEOUT_S")
+    # Creates user "admin" (platform_admin) on first start when no user exists. Unset: no admin.
+    bootstrap_admin_password: str | None = Field(None, validation_alias="TONGBAN_BOOTSTRAP_ADMIN_PASSWORD")
+    # The department the platform operator (and its admin) belongs to.
+    platform_dept_code: str = Field("11110100MB00000001", validation_alias="TONGBAN_PLATFORM_DEPT_CODE")
+    platform_dept_name: str = Field("市大数据管理局", validation_alias="TONGBAN_PLATFORM_DEPT_NAME")

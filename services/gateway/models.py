@@ -1,0 +1,63 @@
+"""Gateway tables (schema ``gateway``): departments, their systems, people, signing keys."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ARRAY, DateTime, ForeignKey, String, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.db import schema_metadata
+
+
+class Base(DeclarativeBase):
+    metadata = schema_metadata("gateway")
+
+
+class Department(Base):
+    """Department — 部门, identified by its 统一社会信用代码."""
+
+    __tablename__ = "departments"
+
+    code: Mapped[str] = mapped_column(String(18), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    region_code: Mapped[str] = mapped_column(String(6))
+    level: Mapped[str] = mapped_column(String(16))
+    parent_code: Mapped[str | None] = mapped_column(String(18))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class System(Base):
+    """System — 业务系统: a departmental system that calls the platform as an OAuth2 client."""
+
+    __tablename__ = "systems"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dept_code: Mapped[str] = mapped_column(ForeignKey(Department.code), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    auth_method: Mapped[str] = mapped_column(String(32))
+    secret_hash: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class User(Base):
+    """A person: data administrator, approver, auditor or platform administrator."""
+
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dept_code: Mapped[str] = mapped_column(ForeignKey(Department.code), index=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SigningKey(Base):
+    """A token-signing key (ES256). The newest is used to sign; all are published in the JWKS."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    private_jwk: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,101 @@
+"""Gateway API schemas (separate from the tables)."""
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from services.common.identifiers import InvalidIdentifier, validate_credit_code, validate_region_code
+
+
+def _credit_code(value: str) -> str:
+    try:
+        return validate_credit_code(value)
+    except InvalidIdentifier as err:
+        raise ValueError(str(err)) from err
+
+
+def _region_code(value: str) -> str:
+    try:
+        return validate_region_code(value)
+    except InvalidIdentifier as err:
+        raise ValueError(str(err)) from err
+
+
+CreditCode = Annotated[str, Field(min_length=18, max_length=18), AfterValidator(_credit_code)]
+RegionCode = Annotated[str, Field(min_length=6, max_length=6), AfterValidator(_region_code)]
+DeptLevel = Literal["national", "province", "city", "county"]
+SystemRole = Literal["consumer", "provider"]
+UserRole = Literal["platform_admin", "data_admin", "approver", "auditor"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class DepartmentCreate(Strict):
+    code: CreditCode
+    name: str = Field(min_length=2, max_length=100)
+    region_code: RegionCode
+    level: DeptLevel
+    parent_code: CreditCode | None = None
+
+
+class DepartmentPublic(BaseModel):
+    code: str
+    name: str
+    region_code: str
+    level: str
+    parent_code: str | None
+
+
+class DepartmentList(BaseModel):
+    items: list[DepartmentPublic]
+    next_cursor: str | None
+
+
+class SystemCreate(Strict):
+    name: str = Field(min_length=2, max_length=100)
+    roles: list[SystemRole] = Field(min_length=1, max_length=2)
+    auth_method: Literal["client_secret_basic"] = "client_secret_basic"
+
+
+class SystemCreated(BaseModel):
+    client_id: str
+    client_secret: str | None = Field(description="Shown once; only its hash is stored.")
+    dept: str
+    name: str
+    roles: list[str]
+    auth_method: str
+
+
+class SystemPublic(BaseModel):
+    client_id: str
+    dept: str
+    name: str
+    roles: list[str]
+    auth_method: str
+
+
+class UserCreate(Strict):
+    username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    password: str = Field(min_length=8, max_length=128)
+    department: CreditCode
+    roles: list[UserRole] = Field(min_length=1, max_length=4)
+
+
+class UserPublic(BaseModel):
+    username: str
+    department: str
+    roles: list[str]
+
+
+class Login(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=128)
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    scope: str

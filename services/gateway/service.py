@@ -1,0 +1,246 @@
+"""Identity rules of the gateway: who may create what, how clients and people authenticate,
+and what a token says. No HTTP here."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.errors import NotFound, Problem
+from services.common.security import Principal, forbidden
+from services.gateway.config import GatewaySettings
+from services.gateway.models import Department, SigningKey, System, User
+from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
+
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+class OAuthError(Problem):
+    """RFC 6749 §5.2 error: problem+json that also carries ``error`` and ``error_description``."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        headers = {"WWW-Authenticate": 'Basic realm="tongban"'} if error == "invalid_client" else {}
+        super().__init__(
+            status,
+            f"oauth2-{error.replace('_', '-')}",
+            "OAuth2 token request failed",
+            description,
+            extra={"error": error, "error_description": description},
+            headers=headers,
+        )
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
+    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        _, salt_b64, digest_b64 = stored.split("$")
+    except ValueError:
+        return False
+    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), **SCRYPT)
+    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+
+
+def hash_client_secret(secret: str) -> str:
+    # Client secrets are 256-bit random values, so a fast hash is enough (no dictionary to try).
+    return "sha256$" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def verify_client_secret(secret: str, stored: str | None) -> bool:
+    return stored is not None and hmac.compare_digest(hash_client_secret(secret), stored)
+
+
+# --------------------------------------------------------------------------- departments
+
+
+def require_platform_admin(principal: Principal) -> None:
+    if not principal.has_role("platform_admin"):
+        raise forbidden("Only a platform administrator may do this.")
+
+
+async def create_department(session: AsyncSession, principal: Principal, body: DepartmentCreate) -> Department:
+    require_platform_admin(principal)
+    if body.parent_code is not None and await session.get(Department, body.parent_code) is None:
+        raise Problem(422, "unknown-parent", "Unknown parent department", f"No department {body.parent_code}.")
+    if await session.get(Department, body.code) is not None:
+        raise Problem(409, "department-exists", "Department exists", f"Department {body.code} is already registered.")
+    department = Department(**body.model_dump())
+    session.add(department)
+    await session.flush()
+    return department
+
+
+async def list_departments(
+    session: AsyncSession, limit: int, cursor: str | None
+) -> tuple[list[Department], str | None]:
+    query = select(Department).order_by(Department.code).limit(limit + 1)
+    if cursor:
+        query = query.where(Department.code > cursor)
+    rows = list((await session.scalars(query)).all())
+    return rows[:limit], rows[limit - 1].code if len(rows) > limit else None
+
+
+async def get_department(session: AsyncSession, code: str) -> Department:
+    department = await session.get(Department, code.upper())
+    if department is None:
+        raise NotFound("department", code)
+    return department
+
+
+# --------------------------------------------------------------------------- systems and people
+
+
+async def create_system(
+    session: AsyncSession, principal: Principal, dept_code: str, body: SystemCreate
+) -> tuple[System, str]:
+    department = await get_department(session, dept_code)
+    if not (
+        principal.has_role("platform_admin") or (principal.has_role("data_admin") and principal.dept == department.code)
+    ):
+        raise forbidden("Only a platform administrator or this department's data administrator may register systems.")
+    secret = secrets.token_urlsafe(32)
+    system = System(
+        client_id="sys-" + secrets.token_hex(8),
+        dept_code=department.code,
+        name=body.name,
+        roles=sorted(set(body.roles)),
+        auth_method=body.auth_method,
+        secret_hash=hash_client_secret(secret),
+    )
+    session.add(system)
+    await session.flush()
+    return system, secret
+
+
+async def get_system(session: AsyncSession, principal: Principal, client_id: str) -> System:
+    system = await session.get(System, client_id)
+    # Same answer for "absent" and "not yours", so existence does not leak.
+    if system is None or not (principal.has_role("platform_admin") or principal.dept == system.dept_code):
+        raise NotFound("system", client_id)
+    return system
+
+
+async def create_user(session: AsyncSession, principal: Principal, body: UserCreate) -> User:
+    require_platform_admin(principal)
+    await get_department(session, body.department)
+    user = User(
+        username=body.username,
+        dept_code=body.department,
+        password_hash=hash_password(body.password),
+        roles=sorted(set(body.roles)),
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as err:
+        raise Problem(409, "user-exists", "User exists", f"User {body.username!r} already exists.") from err
+    return user
+
+
+async def bootstrap(session: AsyncSession, settings: GatewaySettings) -> None:
+    """First start: the platform operator's department and, if a password is configured, ``admin``."""
+    if await session.get(Department, settings.platform_dept_code) is None:
+        session.add(
+            Department(
+                code=settings.platform_dept_code,
+                name=settings.platform_dept_name,
+                region_code=settings.platform_dept_code[2:8],
+                level="city",
+                parent_code=None,
+            )
+        )
+        await session.flush()
+    users = await session.scalar(select(func.count()).select_from(User))
+    if users == 0 and settings.bootstrap_admin_password:
+        session.add(
+            User(
+                username="admin",
+                dept_code=settings.platform_dept_code,
+                password_hash=hash_password(settings.bootstrap_admin_password),
+                roles=["platform_admin"],
+            )
+        )
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+async def signing_keys(session: AsyncSession) -> list[ECKey]:
+    """All signing keys, newest first; creates the first one on a fresh database."""
+    rows = (await session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc()))).all()
+    if rows:
+        return [ECKey.import_key(r.private_jwk) for r in rows]
+    kid = uuid.uuid4().hex[:16]
+    key = ECKey.generate_key("P-256", parameters={"kid": kid, "use": "sig", "alg": "ES256"}, private=True)
+    session.add(SigningKey(kid=kid, private_jwk=key.as_dict(private=True)))
+    await session.flush()
+    return [key]
+
+
+def public_jwks(keys: list[ECKey]) -> dict[str, object]:
+    return dict(KeySet(list(keys)).as_dict(private=False))
+
+
+def issue_token(
+    key: ECKey, settings: GatewaySettings, *, sub: str, client_id: str | None, dept: str, roles: list[str]
+) -> tuple[str, int, str]:
+    now = int(time.time())
+    scope = " ".join(sorted(roles))
+    claims = {
+        "iss": settings.jwt_issuer,
+        "sub": sub,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + settings.token_ttl_s,
+        "jti": uuid.uuid4().hex,
+        "client_id": client_id or sub,
+        "scope": scope,
+        "dept": dept,
+        "roles": roles,
+    }
+    token = jwt.encode({"alg": "ES256", "kid": key.kid, "typ": "at+jwt"}, claims, key)
+    return token, settings.token_ttl_s, scope
+
+
+def parse_basic(authorization: str | None) -> tuple[str, str]:
+    if not authorization or not authorization.lower().startswith("basic "):
+        raise OAuthError(401, "invalid_client", "Authenticate the client with HTTP Basic (client_secret_basic).")
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+        client_id, _, secret = decoded.partition(":")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise OAuthError(401, "invalid_client", "The Basic credentials are malformed.") from err
+    from urllib.parse import unquote
+
+    return unquote(client_id), unquote(secret)
+
+
+async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> System:
+    system = await session.get(System, client_id)
+    if system is None or not verify_client_secret(secret, system.secret_hash):
+        raise OAuthError(401, "invalid_client", "Unknown client or wrong secret.")
+    return system
+
+
+async def authenticate_user(session: AsyncSession, username: str, password: str) -> User:
+    user = await session.get(User, username)
+    if user is None or not verify_password(password, user.password_hash):
+        raise Problem(401, "invalid-credentials", "Login failed", "Unknown user or wrong password.")
+    return user

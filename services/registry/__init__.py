@@ -1,0 +1,1 @@
+"""Registry — 资源目录: the catalogue, applications and grants."""

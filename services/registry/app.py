@@ -1,0 +1,49 @@
+"""Registry application factory; the lifespan owns the database, the bus and the outbox relay."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.common.bus import Bus
+from services.common.http import create_service_app
+from services.common.outbox import Outbox
+from services.common.runtime import readiness_checks, service_runtime
+from services.registry.api import router
+from services.registry.config import RegistrySettings
+from services.registry.models import Outbox as OutboxModel
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: RegistrySettings | None = None, bus: Bus | None = None) -> FastAPI:
+    settings = settings or RegistrySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with service_runtime(settings, schema="registry", migrations=MIGRATIONS, bus=bus) as rt:
+            await rt.bus.start([settings.topic("registry.events")])
+            outbox = Outbox(OutboxModel, rt.sessions, rt.bus)
+            await outbox.start()
+            app.state.runtime = rt
+            app.state.outbox = outbox
+            app.state.readiness = readiness_checks(rt)
+            try:
+                yield
+            finally:
+                await outbox.stop()
+                await rt.bus.stop()
+
+    app = create_service_app(
+        service="registry",
+        title="Tongban registry",
+        version="0.1.0",
+        description="The shared-data catalogue (资源目录), applications and grants.",
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.include_router(router)
+    return app

@@ -1,0 +1,98 @@
+"""Registry tables (schema ``registry``)."""
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import ARRAY, Date, DateTime, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.common.db import schema_metadata
+from services.common.outbox import OutboxRow
+
+
+class Base(DeclarativeBase):
+    metadata = schema_metadata("registry")
+
+
+class Resource(Base):
+    """Resource — 信息资源, one catalogue entry (政务信息资源目录)."""
+
+    __tablename__ = "resources"
+
+    code: Mapped[str] = mapped_column(String(40), primary_key=True)  # 信息资源代码: 分类码/顺序码
+    name: Mapped[str] = mapped_column(String(100))
+    summary: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(String(32), index=True)
+    classification: Mapped[str] = mapped_column(String(16))
+    provider_dept: Mapped[str] = mapped_column(String(18), index=True)
+    format: Mapped[str] = mapped_column(String(16))
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    share: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    open: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    update_cycle: Mapped[str] = mapped_column(String(8))
+    related_codes: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
+    subject_types: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # draft | published | deprecated
+    version: Mapped[int] = mapped_column(Integer)
+    published_on: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CategorySequence(Base):
+    """The next 顺序码 per 分类码, so codes are dense, unique and never reused."""
+
+    __tablename__ = "category_sequences"
+
+    category: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)
+
+
+class Application(Base):
+    """Application — 共享申请: a consuming system asks for items of a resource for a purpose."""
+
+    __tablename__ = "applications"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    resource_code: Mapped[str] = mapped_column(String(40), index=True)
+    provider_dept: Mapped[str] = mapped_column(String(18), index=True)
+    consumer_dept: Mapped[str] = mapped_column(String(18), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    items: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
+    purpose: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    valid_days: Mapped[int] = mapped_column(Integer)
+    daily_quota: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # pending | approved | rejected | refused
+    due_by: Mapped[date | None] = mapped_column(Date)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    applicant: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Grant(Base):
+    """Grant — 授权: what an approved application lets a system fetch, for which purpose, until when."""
+
+    __tablename__ = "grants"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    application_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    resource_code: Mapped[str] = mapped_column(String(40), index=True)
+    provider_dept: Mapped[str] = mapped_column(String(18), index=True)
+    consumer_dept: Mapped[str] = mapped_column(String(18), index=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    items: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
+    purpose: Mapped[str] = mapped_column(String(64))
+    masking: Mapped[dict[str, str]] = mapped_column(JSONB)
+    valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    daily_quota: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # active | revoked
+    revoked_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Outbox(OutboxRow, Base):
+    pass
