@@ -4,6 +4,7 @@ The request is the unit of work: :func:`unit_of_work` yields a session, commits 
 returns and rolls back when it raises. Domain code never calls ``commit()``.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +18,12 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# Alembic keeps its running context in module globals (alembic.context), so two services of the
+# embedded process must not migrate at the same time. Replicas in other processes are serialised
+# by the advisory lock in migrate().
+_ALEMBIC_GLOBALS = asyncio.Lock()
 
 
 def schema_metadata(schema: str) -> MetaData:
@@ -62,13 +69,17 @@ async def migrate(engine: AsyncEngine, schema: str, migrations: Path) -> None:
         cfg.attributes["schema"] = schema
         command.upgrade(cfg, "head")
 
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT pg_advisory_lock(hashtext(:s))"), {"s": f"tongban-migrate-{schema}"})
+    lock_key = {"s": f"tongban-migrate-{schema}"}
+    async with _ALEMBIC_GLOBALS, engine.connect() as conn:
+        await conn.execute(text("SELECT pg_advisory_lock(hashtext(:s))"), lock_key)
+        await conn.commit()
         try:
             await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-            await conn.commit()
             await conn.run_sync(upgrade)
             await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
         finally:
-            await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:s))"), {"s": f"tongban-migrate-{schema}"})
+            await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:s))"), lock_key)
             await conn.commit()

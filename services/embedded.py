@@ -1,0 +1,126 @@
+"""Embedded default (``make run``): every service in one process on its own port, an in-process
+bus instead of Kafka, and a real PostgreSQL from the pgserver wheel under ``var/``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from services import demo
+from services.audit.app import create_app as audit_app
+from services.audit.config import AuditSettings
+from services.common.bus import MemoryBus
+from services.common.logs import configure_logging
+from services.connector.app import create_app as connector_app
+from services.connector.config import ConnectorSettings
+from services.exchange.app import create_app as exchange_app
+from services.exchange.config import ExchangeSettings
+from services.gateway.app import create_app as gateway_app
+from services.gateway.config import GatewaySettings
+from services.registry.app import create_app as registry_app
+from services.registry.config import RegistrySettings
+
+ROOT = Path(__file__).resolve().parents[1]
+VAR = ROOT / "var"
+CREDENTIALS = VAR / "demo-credentials.json"
+
+
+class QuietServer(uvicorn.Server):
+    """Five servers share one loop; this process, not each server, owns Ctrl-C."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def start_database() -> str:
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(VAR / "run"))
+    (VAR / "run").mkdir(parents=True, exist_ok=True)
+    (VAR / "run").chmod(0o700)
+    import pgserver
+
+    server = pgserver.get_server(VAR / "pg-embedded", cleanup_mode="stop")  # stopped when we exit
+    socket_dir = server.get_uri().split("host=", 1)[1]
+    return f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
+
+
+async def main() -> None:
+    os.environ.setdefault("TONGBAN_LOG_JSON", "false")
+    os.environ.setdefault("TONGBAN_LOG_LEVEL", "WARNING")
+    os.environ["TONGBAN_DATABASE_URL"] = start_database()
+    os.environ["TONGBAN_BUS"] = "memory"
+    saved = demo.load(CREDENTIALS)
+    os.environ.setdefault(
+        "TONGBAN_BOOTSTRAP_ADMIN_PASSWORD", saved.admin_password if saved else secrets.token_urlsafe(12)
+    )
+    gateway_settings = GatewaySettings()
+    configure_logging(gateway_settings.log_level, gateway_settings.log_json)
+    bus = MemoryBus(gateway_settings.topic("exchange.dlq"))
+    apps = [
+        (gateway_app(gateway_settings, bus), gateway_settings.port),
+        (registry_app(RegistrySettings(), bus), RegistrySettings().port),
+        (exchange_app(ExchangeSettings(), bus), ExchangeSettings().port),
+        (audit_app(AuditSettings(), bus), AuditSettings().port),
+        (connector_app(ConnectorSettings(), bus), ConnectorSettings().port),
+    ]
+    servers = [
+        QuietServer(uvicorn.Config(app, host=gateway_settings.host, port=port, log_config=None, access_log=False))
+        for app, port in apps
+    ]
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    while not all(s.started for s in servers):
+        if any(t.done() for t in tasks):
+            await asyncio.gather(*tasks)  # surfaces the start-up error
+            return
+        await asyncio.sleep(0.1)
+    gateway = f"http://{gateway_settings.host}:{gateway_settings.port}"
+    creds = saved if saved and saved.gateway == gateway else None
+    if creds is None:
+        creds = await demo.seed(gateway, os.environ["TONGBAN_BOOTSTRAP_ADMIN_PASSWORD"])
+        demo.save(creds, CREDENTIALS)
+    await demo.wait_until_queryable(creds)
+    names = ["gateway", "registry", "exchange", "audit", "connector"]
+    print(banner(creds, dict(zip(names, [port for _, port in apps], strict=True))), flush=True)
+    await asyncio.gather(*tasks)
+
+
+def banner(creds: demo.DemoCredentials, ports: dict[str, int]) -> str:
+    people = "\n".join(f"    {u:<13} {r:<11} password {demo.DEMO_PASSWORD}" for u, r in creds.people.items())
+    return f"""
+Tongban (通办) is running — embedded mode: one process, in-process bus, PostgreSQL under var/.
+
+  Gateway (the only address you need): {creds.gateway}
+    OpenAPI: {creds.gateway}/docs    JWKS: {creds.gateway}/.well-known/jwks.json
+  Services: registry :{ports["registry"]}  exchange :{ports["exchange"]}  audit :{ports["audit"]}  connector :{ports["connector"]}
+
+Demo credentials (also in var/demo-credentials.json):
+  platform admin    admin         password {creds.admin_password}
+{people}
+  低保审核系统 (市民政局, consumer system)
+    client_id     {creds.client_id}
+    client_secret {creds.client_secret}
+  resource 居民户籍信息 (市公安局): {creds.resource}
+  purpose (事项 最低生活保障审批): {creds.purpose}
+  a resident to ask about: {creds.subject}
+
+Try the walkthrough in README.md. Stop with Ctrl-C.
+"""
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
