@@ -94,9 +94,9 @@ async def seed(gateway: str, admin_password: str) -> DemoCredentials:
             "mzj_admin": ("data_admin", CIVIL_AFFAIRS["code"]),
             "auditor": ("auditor", None),
         }
-        for username, (role, dept) in people.items():
+        for username, (role, dept_code) in people.items():
             body: dict[str, Any] = {"username": username, "password": DEMO_PASSWORD, "roles": [role]}
-            body["department"] = dept or _claims(admin)["dept"]  # the auditor sits with the platform operator
+            body["department"] = dept_code or _claims(admin)["dept"]  # the auditor sits with the platform operator
             await _ok(await client.post("/v1/users", json=body, headers=admin), 409)
         system = await _ok(
             await client.post(

@@ -54,9 +54,12 @@ def start_database() -> str:
 async def main() -> None:
     os.environ.setdefault("TONGBAN_LOG_JSON", "false")
     os.environ.setdefault("TONGBAN_LOG_LEVEL", "WARNING")
-    os.environ["TONGBAN_DATABASE_URL"] = start_database()
+    # Tests point the embedded mode at their own database; a user gets pgserver under var/.
+    if "TONGBAN_DATABASE_URL" not in os.environ:
+        os.environ["TONGBAN_DATABASE_URL"] = start_database()
     os.environ["TONGBAN_BUS"] = "memory"
-    saved = demo.load(CREDENTIALS)
+    credentials = Path(os.environ.get("TONGBAN_DEMO_CREDENTIALS", CREDENTIALS))
+    saved = demo.load(credentials)
     os.environ.setdefault(
         "TONGBAN_BOOTSTRAP_ADMIN_PASSWORD", saved.admin_password if saved else secrets.token_urlsafe(12)
     )
@@ -92,7 +95,7 @@ async def main() -> None:
     creds = saved if saved and saved.gateway == gateway else None
     if creds is None:
         creds = await demo.seed(gateway, os.environ["TONGBAN_BOOTSTRAP_ADMIN_PASSWORD"])
-        demo.save(creds, CREDENTIALS)
+        demo.save(creds, credentials)
     await demo.wait_until_queryable(creds)
     names = ["gateway", "registry", "exchange", "audit", "connector"]
     print(banner(creds, dict(zip(names, [port for _, port in apps], strict=True))), flush=True)
@@ -108,7 +111,7 @@ Tongban (通办) is running — embedded mode: one process, in-process bus, Post
     OpenAPI: {creds.gateway}/docs    JWKS: {creds.gateway}/.well-known/jwks.json
   Services: registry :{ports["registry"]}  exchange :{ports["exchange"]}  audit :{ports["audit"]}  connector :{ports["connector"]}
 
-Demo credentials (also in var/demo-credentials.json):
+Demo credentials (also in {CREDENTIALS.relative_to(ROOT)}):
   platform admin    admin         password {creds.admin_password}
 {people}
   低保审核系统 (市民政局, consumer system)

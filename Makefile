@@ -1,0 +1,60 @@
+# Tongban — make help lists the targets. Every target is safe to run twice.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Load the addresses of the local PostgreSQL and Kafka written by `make infra-up`.
+INFRA_ENV = set -a; [ -f var/infra.env ] && . var/infra.env; set +a;
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Python 3.11)"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip sync -q --python $(PY) --require-hashes requirements.lock
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv with the locked dependencies
+
+lock: $(STAMP) ## Re-resolve requirements.lock from pyproject.toml
+	$(VENV)/bin/uv pip compile pyproject.toml --group dev --generate-hashes --python-version 3.11 -q -o requirements.lock
+
+run: $(STAMP) ## Start the whole platform, embedded (one process, PostgreSQL under var/), and print how to use it
+	$(PY) -m services.embedded
+
+infra-up: $(STAMP) ## Start real PostgreSQL and Apache Kafka (KRaft) for tests and distributed mode
+	$(PY) deploy/local/infra.py up
+
+infra-down: ## Stop them, leaving no process behind
+	@if [ -x $(PY) ]; then $(PY) deploy/local/infra.py down; else python3 deploy/local/infra.py down; fi
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check services tests bench deploy
+	$(VENV)/bin/ruff format --check services tests bench deploy
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix services tests bench deploy
+	$(VENV)/bin/ruff format services tests bench deploy
+
+proto: $(STAMP) ## Regenerate services/common/pb from proto/
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=services/common/pb --pyi_out=services/common/pb proto/*.proto
+
+test: $(STAMP) infra-up lint ## Install, start PostgreSQL and Kafka, lint, run every test
+	$(INFRA_ENV) CI=$${CI:-} $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP) infra-up ## Measure the query round trip against raw Kafka; writes bench/results/
+	$(INFRA_ENV) $(PY) -m bench.skeleton
+
+migration: $(STAMP) infra-up ## New Alembic revision: make migration S=<service> M="<message>"
+	$(INFRA_ENV) $(PY) -m services.common.make_migration $(S) "$(M)"
+
+clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
+	rm -rf var
+
+.PHONY: help venv lock run infra-up infra-down lint format proto test bench migration clean

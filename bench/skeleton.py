@@ -1,0 +1,628 @@
+"""Walking-skeleton benchmark: a synchronous exchange query through the gateway, against raw Kafka.
+
+    python -m bench.skeleton        (``make bench`` runs it with var/infra.env loaded)
+
+Order of the run, all on 127.0.0.1 and on the broker of ``make infra-up``:
+
+1. Raw Kafka baselines, measured first on a quiet machine (so they are the best case):
+   * produce→consume: one producer (acks=all, idempotent, linger 1 ms) to a fresh topic, one group-less
+     consumer (auto_offset_reset=latest, fetch_max_wait 100 ms); send→receive latency per message.
+   * request→reply (2 hops): the same, plus an echo consumer that produces every request to a reply
+     topic; the latency is send→reply received. The exchange makes two Kafka hops per query.
+2. The platform in distributed mode (tests/stack.py: five service processes), seeded with the demo.
+3. Phase A (latency): warm-up, then a fixed number of queries at concurrency 8.
+   Phase B (throughput): a closed loop at concurrency 32 for a fixed time; any non-200 is an error.
+
+Targets: query p99 ≤ 3× the raw Kafka round-trip p99, and ≥ 200 queries/s with zero errors.
+Results go to bench/results/<YYYY-MM-DD>-skeleton.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import re
+import secrets
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+
+from services.demo import DemoCredentials
+from tests.stack import ROOT, DistributedStack, asyncpg_dsn, create_database, infra_env
+
+RESULTS_DIR = ROOT / "bench" / "results"
+KAFKA_POM = ROOT / "deploy" / "local" / "kafka" / "pom.xml"
+KAFKA_PID_FILE = ROOT / "var" / "run" / "kafka.pid"
+
+QUERY_WARMUP = 50
+LATENCY_N = 1000
+LATENCY_CONCURRENCY = 8
+THROUGHPUT_SECONDS = 20.0
+THROUGHPUT_CONCURRENCY = 32
+THROUGHPUT_MAX_REQUESTS = 200_000  # a bound on the closed loop, far above what 20 s can reach here
+REQUEST_TIMEOUT_S = 10.0
+
+RAW_WARMUP = 50
+RAW_N = 1000
+RAW_CONCURRENCY = 8
+RAW_PARTITIONS = 4  # as the platform's own topics (services/common/bus.py)
+RAW_PAYLOAD = b"x" * 512  # roughly the size of a query event
+RAW_TIMEOUT_S = 10.0
+
+TARGET_P99_RATIO = 3.0
+TARGET_QPS = 200.0
+
+Op = Callable[[], Awaitable[str | None]]  # returns None on success, else a short error kind
+
+_T0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"[bench +{time.monotonic() - _T0:6.1f}s] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Sample:
+    label: str
+    concurrency: int
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    error_examples: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def completed(self) -> int:
+        return len(self.latencies_ms)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def rate(self) -> float:
+        return self.completed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies_ms, q)
+
+    def summary(self) -> dict[str, Any]:
+        lat = self.latencies_ms
+        return {
+            "label": self.label,
+            "concurrency": self.concurrency,
+            "completed": self.completed,
+            "errors": self.error_count,
+            "error_kinds": dict(self.errors),
+            "error_examples": self.error_examples,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "per_second": round(self.rate, 1),
+            "p50_ms": _r(self.p(50)),
+            "p90_ms": _r(self.p(90)),
+            "p99_ms": _r(self.p(99)),
+            "mean_ms": _r(statistics.fmean(lat) if lat else math.nan),
+            "min_ms": _r(min(lat) if lat else math.nan),
+            "max_ms": _r(max(lat) if lat else math.nan),
+        }
+
+
+def _r(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 3)
+
+
+async def _timed(op: Op, sample: Sample) -> None:
+    start = time.perf_counter()
+    try:
+        error = await op()
+    except Exception as exc:  # one failed request must not end the run
+        error = f"{type(exc).__name__}: {exc}"[:200]
+    if error is None:
+        sample.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+    else:
+        sample.errors[error.split(":", 1)[0]] += 1
+        if len(sample.error_examples) < 5:
+            sample.error_examples.append(error)
+
+
+async def run_count(label: str, op: Op, n: int, concurrency: int, progress_every: int = 0) -> Sample:
+    """n operations by `concurrency` closed-loop workers."""
+    sample = Sample(label, concurrency)
+    issued = 0
+
+    async def worker() -> None:
+        nonlocal issued
+        while issued < n:
+            issued += 1
+            await _timed(op, sample)
+            done = sample.completed + sample.error_count
+            if progress_every and done % progress_every == 0:
+                say(f"  {label}: {done}/{n}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    sample.elapsed_s = time.perf_counter() - start
+    return sample
+
+
+async def run_for(label: str, op: Op, seconds: float, concurrency: int, max_ops: int) -> Sample:
+    """`concurrency` closed-loop workers for `seconds` (and at most `max_ops` operations)."""
+    sample = Sample(label, concurrency)
+    issued = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def worker() -> None:
+        nonlocal issued
+        while time.perf_counter() < deadline and issued < max_ops:
+            issued += 1
+            await _timed(op, sample)
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            elapsed = time.perf_counter() - start
+            say(f"  {label}: {elapsed:4.1f}s, {sample.completed} ok, {sample.error_count} errors")
+
+    tick = asyncio.create_task(ticker())
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        tick.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tick
+    sample.elapsed_s = time.perf_counter() - start
+    return sample
+
+
+# --------------------------------------------------------------------------------------------- CPU use
+
+
+class CpuMeter:
+    """CPU seconds of named processes from /proc (Linux); reports % of one core over an interval."""
+
+    def __init__(self) -> None:
+        self.pids: dict[str, list[int]] = {}
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._start: dict[str, float] = {}
+        self._wall = 0.0
+
+    @staticmethod
+    def _cpu_ticks(pid: int) -> int | None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    @staticmethod
+    def pids_named(comm: str) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if (entry / "comm").read_text().strip() == comm:
+                        found.append(int(entry.name))
+        return found
+
+    def _snapshot(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, pids in self.pids.items():
+            ticks = [t for t in (self._cpu_ticks(p) for p in pids) if t is not None]
+            out[name] = sum(ticks) / self._tick
+        return out
+
+    def start(self) -> None:
+        self._start, self._wall = self._snapshot(), time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        end, wall = self._snapshot(), time.monotonic() - self._wall
+        return {name: round(100.0 * (end[name] - self._start.get(name, end[name])) / wall, 1) for name in end}
+
+
+def base_meter() -> CpuMeter:
+    meter = CpuMeter()
+    meter.pids["bench (this process)"] = [os.getpid()]
+    with contextlib.suppress(OSError, ValueError):
+        meter.pids["kafka broker"] = [int(KAFKA_PID_FILE.read_text().strip())]
+    meter.pids["postgresql (all)"] = CpuMeter.pids_named("postgres")
+    return meter
+
+
+def format_cpu(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{name} {pct:.0f}%" for name, pct in sorted(cpu.items(), key=lambda kv: -kv[1]))
+
+
+# --------------------------------------------------------------------------------------------- raw Kafka
+
+
+async def _wait_assigned(consumer: Any, topic: str, timeout_s: float = 30.0) -> None:
+    """Until the group-less consumer owns every partition and has resolved its 'latest' offsets."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assigned = consumer.assignment()
+        if len(assigned) == RAW_PARTITIONS:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"consumer of {topic} not assigned after {timeout_s}s (has {assigned})")
+        await asyncio.sleep(0.05)
+    for tp in assigned:
+        await consumer.position(tp)  # forces the offset reset now, before anything is sent
+
+
+async def raw_kafka(bootstrap: str, two_hop: bool) -> Sample:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    label = "raw kafka request→reply (2 hops)" if two_hop else "raw kafka produce→consume"
+    request_topic = f"bench.raw.{secrets.token_hex(4)}"
+    reply_topic = f"{request_topic}.reply"
+    topics = [request_topic, reply_topic] if two_hop else [request_topic]
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench")
+    await admin.start()
+    producers: list[Any] = []
+    consumers: list[Any] = []
+    tasks: list[asyncio.Task[None]] = []
+    pending: dict[bytes, asyncio.Future[None]] = {}
+    try:
+        await admin.create_topics([NewTopic(t, num_partitions=RAW_PARTITIONS, replication_factor=1) for t in topics])
+
+        def producer() -> Any:
+            p = AIOKafkaProducer(
+                bootstrap_servers=bootstrap, client_id="bench", acks="all", enable_idempotence=True, linger_ms=1
+            )
+            producers.append(p)
+            return p
+
+        def consumer(topic: str) -> Any:
+            c = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap,
+                client_id="bench",
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="latest",
+                fetch_max_wait_ms=100,
+            )
+            c.subscribe([topic])
+            consumers.append(c)
+            return c
+
+        requester = producer()
+        receiver = consumer(reply_topic if two_hop else request_topic)
+        for p in producers:
+            await p.start()
+        await receiver.start()
+        await _wait_assigned(receiver, reply_topic if two_hop else request_topic)
+
+        async def receive() -> None:
+            while True:
+                batches = await receiver.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    for record in records:
+                        future = pending.pop(record.key, None)
+                        if future is not None and not future.done():
+                            future.set_result(None)
+
+        tasks.append(asyncio.create_task(receive(), name="bench:receive"))
+
+        if two_hop:
+            echo_producer = producer()
+            await echo_producer.start()
+            echo_consumer = consumer(request_topic)
+            await echo_consumer.start()
+            await _wait_assigned(echo_consumer, request_topic)
+
+            async def echo() -> None:
+                while True:
+                    batches = await echo_consumer.getmany(timeout_ms=1000)
+                    for records in batches.values():
+                        for record in records:
+                            await echo_producer.send(reply_topic, value=record.value, key=record.key)
+
+            tasks.append(asyncio.create_task(echo(), name="bench:echo"))
+
+        loop = asyncio.get_running_loop()
+
+        async def round_trip() -> str | None:
+            key = secrets.token_bytes(16)
+            future: asyncio.Future[None] = loop.create_future()
+            pending[key] = future
+            try:
+                await requester.send(request_topic, value=RAW_PAYLOAD, key=key)
+                await asyncio.wait_for(future, RAW_TIMEOUT_S)
+            except TimeoutError:
+                return "timeout"
+            finally:
+                pending.pop(key, None)
+            return None
+
+        say(f"  {label}: warm-up {RAW_WARMUP}")
+        await run_count(label, round_trip, RAW_WARMUP, RAW_CONCURRENCY)
+        return await run_count(label, round_trip, RAW_N, RAW_CONCURRENCY, progress_every=250)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for c in consumers:
+            with contextlib.suppress(Exception):
+                await c.stop()
+        for p in producers:
+            with contextlib.suppress(Exception):
+                await p.stop()
+        with contextlib.suppress(Exception):
+            await admin.delete_topics(topics)
+        await admin.close()
+
+
+# --------------------------------------------------------------------------------------------- exchange
+
+
+async def exchange_phases(creds: DemoCredentials, meter: CpuMeter) -> tuple[Sample, Sample, dict[str, Any]]:
+    if not creds.gateway.startswith("http://127.0.0.1:"):
+        raise RuntimeError(f"refusing to benchmark a non-local gateway: {creds.gateway}")
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(
+        base_url=creds.gateway, timeout=REQUEST_TIMEOUT_S, limits=limits, trust_env=False
+    ) as client:
+        token = await client.post(
+            "/oauth2/token", data={"grant_type": "client_credentials"}, auth=(creds.client_id, creds.client_secret)
+        )
+        token.raise_for_status()
+        headers = {"authorization": f"Bearer {token.json()['access_token']}"}
+        body = {
+            "resource": creds.resource,
+            "purpose": creds.purpose,
+            "subject": {"type": "id_card", "value": creds.subject},
+        }
+
+        async def query() -> str | None:
+            response = await client.post("/v1/exchange/queries", json=body, headers=headers)
+            if response.status_code != 200:
+                return f"HTTP {response.status_code}: {response.text[:160]}"
+            return None
+
+        say(f"phase A: warm-up {QUERY_WARMUP} queries")
+        warm = await run_count("warm-up", query, QUERY_WARMUP, LATENCY_CONCURRENCY)
+        if warm.error_count:
+            say(f"  warm-up had {warm.error_count} errors: {warm.error_examples[:2]}")
+        say(f"phase A: {LATENCY_N} queries at concurrency {LATENCY_CONCURRENCY}")
+        meter.start()
+        latency = await run_count("exchange query", query, LATENCY_N, LATENCY_CONCURRENCY, progress_every=250)
+        cpu_a = meter.stop()
+        say(
+            f"phase A done: p50 {latency.p(50):.1f} ms, p99 {latency.p(99):.1f} ms, "
+            f"{latency.rate:.0f}/s, {latency.error_count} errors"
+        )
+        say(f"  CPU (% of one core): {format_cpu(cpu_a)}")
+
+        say(f"phase B: closed loop at concurrency {THROUGHPUT_CONCURRENCY} for {THROUGHPUT_SECONDS:.0f} s")
+        meter.start()
+        throughput = await run_for(
+            "exchange query", query, THROUGHPUT_SECONDS, THROUGHPUT_CONCURRENCY, THROUGHPUT_MAX_REQUESTS
+        )
+        cpu_b = meter.stop()
+        say(
+            f"phase B done: {throughput.completed} ok, {throughput.error_count} errors in "
+            f"{throughput.elapsed_s:.1f} s = {throughput.rate:.0f} queries/s (p99 under load {throughput.p(99):.1f} ms)"
+        )
+        say(f"  CPU (% of one core): {format_cpu(cpu_b)}")
+        extra = {"warmup": warm.summary(), "cpu_percent_phase_a": cpu_a, "cpu_percent_phase_b": cpu_b}
+        return latency, throughput, extra
+
+
+def log_tails(stack: DistributedStack, lines: int = 25) -> None:
+    for name in ("gateway", "registry", "exchange", "audit", "connector"):
+        path = stack.logs / f"{stack.prefix}{name}.log"
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            print(f"----- {path} (last {len(tail)} lines)", file=sys.stderr)
+            print("\n".join(tail), file=sys.stderr)
+
+
+async def drop_database(admin_url: str, url: str) -> None:
+    dsn, _ = asyncpg_dsn(admin_url)
+    _, name = asyncpg_dsn(url)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def kafka_version() -> str:
+    match = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", KAFKA_POM.read_text())
+    return match.group(1) if match else "unknown"
+
+
+def machine() -> dict[str, Any]:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "nproc": affinity,
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "client_event_loop": type(asyncio.get_running_loop()).__module__,
+    }
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return "—" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def print_table(rows: list[tuple[str, float, float, float, int]]) -> None:
+    header = ("", "p50 ms", "p99 ms", "queries/s", "errors")
+    body = [(label, fmt(p50), fmt(p99), fmt(rate, 0), str(errors)) for label, p50, p99, rate, errors in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(5)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print(line)
+    for i, row in enumerate([header, *body]):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        print(" " + " | ".join(cells))
+        if i == 0:
+            print(line)
+    print(line)
+
+
+async def main() -> int:
+    env = infra_env()
+    bootstrap = env["TONGBAN_KAFKA_BOOTSTRAP"]
+    started = dt.datetime.now().astimezone()
+    say(f"Kafka {kafka_version()} at {bootstrap}; {machine()['nproc']} CPUs; Python {sys.version.split()[0]}")
+
+    meter = base_meter()
+    raw: dict[str, Sample] = {}
+    raw_cpu: dict[str, dict[str, float]] = {}
+    for key, hops2 in (("single", False), ("two_hop", True)):
+        label = "raw kafka request→reply (2 hops)" if hops2 else "raw kafka produce→consume"
+        say(f"baseline: {label}, {RAW_N} messages at concurrency {RAW_CONCURRENCY}")
+        meter.start()
+        raw[key] = await raw_kafka(bootstrap, hops2)
+        raw_cpu[key] = meter.stop()
+        s = raw[key]
+        say(f"baseline done: p50 {s.p(50):.1f} ms, p99 {s.p(99):.1f} ms, {s.rate:.0f}/s, {s.error_count} errors")
+
+    say("starting the platform in distributed mode (5 service processes) and seeding the demo")
+    url = await create_database(env["TONGBAN_DATABASE_URL"])
+    stack = DistributedStack(database_url=url)
+    try:
+        t = time.monotonic()
+        try:
+            creds = await stack.start()
+        except Exception as exc:
+            say(f"the platform did not start: {type(exc).__name__}: {exc}")
+            log_tails(stack)
+            return 1
+        say(f"platform up in {time.monotonic() - t:.1f} s: gateway {creds.gateway}, logs var/log/{stack.prefix}*.log")
+        for name, process in stack.processes.items():
+            meter.pids[f"service {name}"] = [process.pid]
+        latency, throughput, extra = await exchange_phases(creds, meter)
+    finally:
+        say("stopping the platform")
+        stack.stop_all()
+        with contextlib.suppress(Exception):
+            await drop_database(env["TONGBAN_DATABASE_URL"], url)
+
+    single, two_hop = raw["single"], raw["two_hop"]
+    query_errors = latency.error_count + throughput.error_count
+    ratio_single = latency.p(99) / single.p(99)
+    ratio_two_hop = latency.p(99) / two_hop.p(99)
+    p99_met_single = ratio_single <= TARGET_P99_RATIO
+    p99_met_two_hop = ratio_two_hop <= TARGET_P99_RATIO
+    qps_met = throughput.rate >= TARGET_QPS and query_errors == 0
+
+    print()
+    print_table(
+        [
+            ("exchange query via gateway", latency.p(50), latency.p(99), throughput.rate, query_errors),
+            ("raw kafka produce→consume", single.p(50), single.p(99), single.rate, single.error_count),
+            ("raw kafka request→reply (2 hops)", two_hop.p(50), two_hop.p(99), two_hop.rate, two_hop.error_count),
+        ]
+    )
+    print(
+        f"exchange: p50/p99 from phase A ({LATENCY_N} queries, concurrency {LATENCY_CONCURRENCY}); queries/s from "
+        f"phase B ({THROUGHPUT_SECONDS:.0f} s closed loop, concurrency {THROUGHPUT_CONCURRENCY}); errors = A + B."
+    )
+    print(
+        f"raw kafka: {RAW_N} messages at concurrency {RAW_CONCURRENCY}; queries/s = round trips/s at that concurrency."
+    )
+    print()
+    verdict = {True: "MET", False: "NOT MET"}
+    print(
+        f"p99 ratio query / raw produce→consume   = {ratio_single:5.2f}  "
+        f"(target ≤ {TARGET_P99_RATIO:.0f}×): {verdict[p99_met_single]}"
+    )
+    print(
+        f"p99 ratio query / raw request→reply (2) = {ratio_two_hop:5.2f}  "
+        f"(target ≤ {TARGET_P99_RATIO:.0f}×): {verdict[p99_met_two_hop]}"
+    )
+    print(
+        f"throughput {throughput.rate:.0f} queries/s, {query_errors} errors "
+        f"(target ≥ {TARGET_QPS:.0f}/s, zero errors): {verdict[qps_met]}"
+    )
+
+    results = {
+        "benchmark": "skeleton",
+        "timestamp": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "kafka_version": kafka_version(),
+        "kafka_bootstrap": bootstrap,
+        "settings": {
+            "query_warmup": QUERY_WARMUP,
+            "latency_n": LATENCY_N,
+            "latency_concurrency": LATENCY_CONCURRENCY,
+            "throughput_seconds": THROUGHPUT_SECONDS,
+            "throughput_concurrency": THROUGHPUT_CONCURRENCY,
+            "raw_warmup": RAW_WARMUP,
+            "raw_n": RAW_N,
+            "raw_concurrency": RAW_CONCURRENCY,
+            "raw_partitions": RAW_PARTITIONS,
+            "raw_payload_bytes": len(RAW_PAYLOAD),
+        },
+        "exchange": {"latency_phase_a": latency.summary(), "throughput_phase_b": throughput.summary(), **extra},
+        "raw_kafka": {
+            "produce_consume": {**single.summary(), "cpu_percent": raw_cpu["single"]},
+            "request_reply_two_hops": {**two_hop.summary(), "cpu_percent": raw_cpu["two_hop"]},
+        },
+        "targets": {
+            "p99_ratio_max": TARGET_P99_RATIO,
+            "p99_ratio_vs_produce_consume": round(ratio_single, 3),
+            "p99_ratio_vs_request_reply_two_hops": round(ratio_two_hop, 3),
+            "p99_met_vs_produce_consume": p99_met_single,
+            "p99_met_vs_request_reply_two_hops": p99_met_two_hop,
+            "queries_per_s_min": TARGET_QPS,
+            "queries_per_s": round(throughput.rate, 1),
+            "errors": query_errors,
+            "throughput_met": qps_met,
+        },
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"{started:%Y-%m-%d}-skeleton.json"
+    out.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n")
+    print(f"\nresults written to {out.relative_to(ROOT)}")
+    return 0
+
+
+def run() -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+if __name__ == "__main__":
+    sys.exit(run())

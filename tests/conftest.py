@@ -1,0 +1,41 @@
+"""Shared fixtures: real PostgreSQL and Kafka from `make infra-up`; never mocked, never skipped."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from services.demo import DemoCredentials
+from tests.stack import DistributedStack, EmbeddedStack, asyncpg_dsn, create_database, infra_env
+
+
+@pytest.fixture(scope="session")
+async def distributed() -> AsyncIterator[tuple[DistributedStack, DemoCredentials]]:
+    stack = DistributedStack(database_url=await create_database(infra_env()["TONGBAN_DATABASE_URL"]))
+    try:
+        creds = await stack.start()
+        yield stack, creds
+    finally:
+        stack.stop_all()
+
+
+@pytest.fixture(scope="session")
+async def embedded() -> AsyncIterator[tuple[EmbeddedStack, DemoCredentials]]:
+    stack = EmbeddedStack(database_url=await create_database(infra_env()["TONGBAN_DATABASE_URL"]))
+    try:
+        creds = await stack.start()
+        yield stack, creds
+    finally:
+        stack.stop_all()
+
+
+@pytest.fixture
+async def db(distributed: tuple[DistributedStack, DemoCredentials]) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the distributed stack's database, to check what was (not) written."""
+    conn = await asyncpg.connect(asyncpg_dsn(distributed[0].database_url)[0])
+    try:
+        yield conn
+    finally:
+        await conn.close()

@@ -1,0 +1,90 @@
+"""A consuming department's view of the platform, over HTTP, as the README walkthrough plays it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from services.demo import DEMO_PASSWORD, DemoCredentials
+
+
+async def system_token(client: httpx.AsyncClient, creds: DemoCredentials) -> dict[str, str]:
+    response = await client.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, auth=(creds.client_id, creds.client_secret)
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "Bearer" and body["scope"] == "consumer"
+    return {"authorization": f"Bearer {body['access_token']}"}
+
+
+async def person_token(client: httpx.AsyncClient, username: str) -> dict[str, str]:
+    response = await client.post("/v1/auth/login", json={"username": username, "password": DEMO_PASSWORD})
+    assert response.status_code == 200, response.text
+    return {"authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def query_body(creds: DemoCredentials, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resource": creds.resource,
+        "purpose": creds.purpose,
+        "subject": {"type": "id_card", "value": creds.subject},
+    }
+    body.update(overrides)
+    return body
+
+
+async def audit_records(client: httpx.AsyncClient, auditor: dict[str, str], **filters: str) -> list[dict[str, Any]]:
+    response = await client.get("/v1/audit/events", params=filters, headers=auditor)
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+async def wait_for_audit(
+    client: httpx.AsyncClient, auditor: dict[str, str], query_id: str, outcome: str, timeout_s: float = 20.0
+) -> dict[str, Any]:
+    """Audit consumes events from Kafka: poll until the record for ``query_id`` is there."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        for record in await audit_records(client, auditor, outcome=outcome, limit="200"):
+            if record["query_id"] == query_id:
+                return record
+        assert asyncio.get_running_loop().time() < deadline, f"no {outcome} audit record for {query_id}"
+        await asyncio.sleep(0.3)
+
+
+async def walkthrough(creds: DemoCredentials) -> None:
+    """The README walkthrough: token, query, masked answer, the audit record as the auditor."""
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=30.0) as client:
+        headers = await system_token(client, creds)
+        response = await client.post(
+            "/v1/exchange/queries", json=query_body(creds), headers={**headers, "Idempotency-Key": "walkthrough-1"}
+        )
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["status"] == "completed"
+        assert answer["resource"] == creds.resource
+        assert set(answer["data"]) == {"姓名", "出生日期", "户籍地址"}  # only the granted items
+        assert answer["masked"] == ["姓名"]
+        name = answer["data"]["姓名"]
+        assert len(name) >= 2 and set(name[1:]) == {"*"}, name  # surname kept, given name masked
+        assert answer["data"]["出生日期"] == f"{creds.subject[6:10]}-{creds.subject[10:12]}-{creds.subject[12:14]}"
+        assert answer["signature"]["alg"] == "EdDSA" and answer["signature"]["value"]
+
+        again = await client.post(
+            "/v1/exchange/queries", json=query_body(creds), headers={**headers, "Idempotency-Key": "walkthrough-1"}
+        )
+        assert again.status_code == 200 and again.json()["id"] == answer["id"]  # same key, same answer
+
+        auditor = await person_token(client, "auditor")
+        record = await wait_for_audit(client, auditor, answer["id"], "completed")
+        assert record["consumer_client_id"] == creds.client_id
+        assert record["purpose"] == creds.purpose
+        assert record["fields"] == ["姓名", "出生日期", "户籍地址"]
+        assert creds.subject not in str(record)  # never in clear
+        by_subject = await audit_records(client, auditor, subject=creds.subject)
+        assert any(r["query_id"] == answer["id"] for r in by_subject)  # matched by keyed hash
+        verify = await client.get("/v1/audit/verify", headers=auditor)
+        assert verify.status_code == 200 and verify.json()["ok"] is True, verify.text

@@ -1,0 +1,195 @@
+"""Bad input gets a clear problem+json and writes nothing but the audit record of the denial;
+a provider that is down gives 504, and its late reply is recorded when it comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from services.demo import DemoCredentials
+from tests.e2e.client import person_token, query_body, system_token, wait_for_audit
+from tests.stack import DistributedStack
+
+Stack = tuple[DistributedStack, DemoCredentials]
+
+
+@pytest.fixture
+async def client(distributed: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=distributed[1].gateway, timeout=30.0) as c:
+        yield c
+
+
+async def counts(db: asyncpg.Connection) -> dict[str, int]:
+    return {
+        "queries": await db.fetchval("SELECT count(*) FROM exchange.queries"),
+        "departments": await db.fetchval("SELECT count(*) FROM gateway.departments"),
+    }
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = dict(response.json())
+    assert body["type"].endswith("/" + code), body
+    assert body["title"]
+    assert body["detail"]
+    assert body["request_id"]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "code"),
+    [
+        ({"resource": "999999/000001"}, 404, "unknown-resource"),
+        ({"purpose": "OTHER-ITEM"}, 403, "purpose-not-granted"),
+        ({"fields": ["公民身份号码"]}, 403, "item-not-granted"),
+        ({"subject": {"type": "id_card", "value": "110106197509161951"}}, 422, "invalid-subject"),
+        ({"subject": {"type": "id_card", "value": "11010619750916"}}, 422, "invalid-subject"),
+    ],
+)
+async def test_query_denials_are_audited_and_write_nothing_else(
+    distributed: Stack,
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    overrides: dict[str, Any],
+    status: int,
+    code: str,
+) -> None:
+    creds = distributed[1]
+    headers = await system_token(client, creds)
+    before = await counts(db)
+    response = await client.post("/v1/exchange/queries", json=query_body(creds, **overrides), headers=headers)
+    problem = assert_problem(response, status, code)
+    assert await counts(db) == before
+    # The one write: the denial's audit record, found by the request id the problem carries.
+    auditor = await person_token(client, "auditor")
+    deadline = time.monotonic() + 20
+    while True:
+        found = await client.get("/v1/audit/events", params={"outcome": "denied", "limit": 50}, headers=auditor)
+        records = [r for r in found.json()["items"] if r["request_id"] == problem["request_id"]]
+        if records or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert len(records) == 1
+    assert records[0]["reason"] == code
+    assert records[0]["consumer_client_id"] == creds.client_id
+
+
+async def test_no_grant(distributed: Stack, client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    creds = distributed[1]
+    police = await person_token(client, "gaj_admin")
+    resource = {
+        "name": "居民婚姻登记信息",
+        "summary": "婚姻登记",
+        "category": "101020",
+        "classification": "basic",
+        "items": [{"name": "婚姻状况", "data_type": "C", "length": 10}],
+        "share": {"type": "unconditional"},
+        "update_cycle": "每日",
+    }
+    created = await client.post("/v1/registry/resources", json=resource, headers=police)
+    assert created.status_code == 201, created.text
+    code = created.json()["code"]
+    assert (await client.post(f"/v1/registry/resources/{code}/publish", headers=police)).status_code == 200
+    headers = await system_token(client, creds)
+    before = await counts(db)
+    # The new resource reaches the exchange as an event; until then it is unknown, after it, not granted.
+    deadline = time.monotonic() + 20
+    while True:
+        response = await client.post("/v1/exchange/queries", json=query_body(creds, resource=code), headers=headers)
+        if response.status_code == 403 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert_problem(response, 403, "no-grant")
+    assert await counts(db) == before
+
+
+async def test_bad_credit_code_creates_no_department(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    wrong_password = await client.post("/v1/auth/login", json={"username": "gaj_admin", "password": "x" * 8})
+    assert_problem(wrong_password, 401, "invalid-credentials")
+    before = await counts(db)
+    admin = await person_token(client, "gaj_admin")
+    wrong_check = {"code": "111101000000198609", "name": "某局", "region_code": "110101", "level": "city"}
+    body = assert_problem(await client.post("/v1/departments", json=wrong_check, headers=admin), 422, "validation")
+    assert "check character" in body["detail"]
+    assert await counts(db) == before
+
+
+async def test_missing_expired_and_forged_tokens(
+    distributed: Stack, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    creds = distributed[1]
+    before = await counts(db)
+    assert_problem(await client.post("/v1/exchange/queries", json=query_body(creds)), 401, "unauthorized")
+    row = await db.fetchrow("SELECT private_jwk FROM gateway.signing_keys ORDER BY created_at DESC LIMIT 1")
+    key = ECKey.import_key(json.loads(row["private_jwk"]))
+    now = int(time.time())
+    claims = {
+        "iss": "tongban",
+        "aud": "tongban",
+        "sub": creds.client_id,
+        "client_id": creds.client_id,
+        "dept": "11110100000013020B",
+        "roles": ["consumer"],
+        "iat": now - 7200,
+        "exp": now - 3600,
+        "jti": "x",
+    }
+    expired = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
+    response = await client.post(
+        "/v1/exchange/queries", json=query_body(creds), headers={"authorization": f"Bearer {expired}"}
+    )
+    assert_problem(response, 401, "unauthorized")
+    other_key = ECKey.generate_key("P-256", parameters={"kid": key.kid}, private=True)
+    forged = jwt.encode({"alg": "ES256", "kid": key.kid}, {**claims, "exp": now + 600}, other_key)
+    response = await client.post(
+        "/v1/exchange/queries", json=query_body(creds), headers={"authorization": f"Bearer {forged}"}
+    )
+    assert_problem(response, 401, "unauthorized")
+    assert await counts(db) == before
+
+
+async def test_body_over_limit(distributed: Stack, client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    creds = distributed[1]
+    headers = await system_token(client, creds)
+    before = await counts(db)
+    huge = query_body(creds, padding="x" * 70_000)
+    assert_problem(await client.post("/v1/exchange/queries", json=huge, headers=headers), 413, "body-too-large")
+    assert await counts(db) == before
+
+
+async def test_connector_down_gives_504_and_late_reply_is_recorded(
+    distributed: Stack, client: httpx.AsyncClient
+) -> None:
+    stack, creds = distributed
+    headers = await system_token(client, creds)
+    stack.stop("connector", kill=True)
+    try:
+        response = await client.post("/v1/exchange/queries", json=query_body(creds, timeout_ms=1500), headers=headers)
+        query_id = assert_problem(response, 504, "provider-timeout")["query_id"]
+    finally:
+        stack.start_service("connector")
+        await stack.wait_ready("connector")
+    deadline = time.monotonic() + 30
+    while True:
+        late = await client.get(f"/v1/exchange/queries/{query_id}", headers=headers)
+        if late.json().get("status") == "late_reply" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert late.status_code == 200, late.text
+    assert late.json()["status"] == "late_reply"
+    assert late.json()["data"]["姓名"].endswith("*")
+    auditor = await person_token(client, "auditor")
+    await wait_for_audit(client, auditor, query_id, "timeout")
+    await wait_for_audit(client, auditor, query_id, "late_reply")
+    again = await client.post("/v1/exchange/queries", json=query_body(creds), headers=headers)
+    assert again.status_code == 200, again.text  # nothing crashed

@@ -1,0 +1,174 @@
+"""Start Tongban for tests and the benchmark, on the real PostgreSQL and Kafka of `make infra-up`.
+
+Each stack gets its own database and its own topic prefix, so runs never see each other's data.
+``DistributedStack`` runs every service as its own process (``python -m services.<name>``);
+``EmbeddedStack`` runs ``python -m services.embedded`` (one process, in-process bus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from services import demo
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ("gateway", "registry", "exchange", "audit", "connector")
+
+
+class InfraMissing(RuntimeError):
+    pass
+
+
+def infra_env() -> dict[str, str]:
+    """The addresses `make infra-up` wrote. Missing infrastructure is an error, never a skip."""
+    url, bootstrap = os.environ.get("TONGBAN_DATABASE_URL"), os.environ.get("TONGBAN_KAFKA_BOOTSTRAP")
+    if not (url and bootstrap):
+        raise InfraMissing("PostgreSQL and Kafka are not configured: run the tests with `make test` (it runs infra-up)")
+    return {"TONGBAN_DATABASE_URL": url, "TONGBAN_KAFKA_BOOTSTRAP": bootstrap}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def asyncpg_dsn(url: str) -> tuple[str, str]:
+    """(server dsn for asyncpg, database name) from our SQLAlchemy URL."""
+    base, _, query = url.partition("?")
+    dsn = base.replace("postgresql+asyncpg://", "postgresql://")
+    return dsn + ("?" + query if query else ""), dsn.rsplit("/", 1)[1]
+
+
+async def create_database(url: str) -> str:
+    """A fresh database on the same server; returns its SQLAlchemy URL."""
+    dsn, _ = asyncpg_dsn(url)
+    name = f"tongban_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, query = url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+@dataclass
+class Stack:
+    database_url: str
+    prefix: str = field(default_factory=lambda: f"t{secrets.token_hex(3)}.")
+    ports: dict[str, int] = field(default_factory=lambda: {s: free_port() for s in SERVICES})
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: Path = ROOT / "var" / "log"
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.ports['gateway']}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAN_")}
+        env.update(infra_env())
+        env.update(
+            {
+                "TONGBAN_DATABASE_URL": self.database_url,
+                "TONGBAN_TOPIC_PREFIX": self.prefix,
+                "TONGBAN_GATEWAY_URL": self.gateway,
+                "TONGBAN_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password,
+                "TONGBAN_LOG_LEVEL": "INFO",
+                **{f"TONGBAN_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
+                **{
+                    f"TONGBAN_{s.upper()}_URL": f"http://127.0.0.1:{p}" for s, p in self.ports.items() if s != "gateway"
+                },
+            }
+        )
+        return env
+
+    def spawn(self, name: str, module: str, extra: dict[str, str] | None = None) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{self.prefix}{name}.log").open("ab") as log:  # the child keeps its own copy
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", module],
+                cwd=ROOT,
+                env={**self.env(), **(extra or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self, name: str, kill: bool = False) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    async def wait_ready(self, name: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        url = f"http://127.0.0.1:{self.ports[name]}/readyz"
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                process = self.processes.get(name)
+                if process is not None and process.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {process.returncode}; see {self.logs}/{self.prefix}{name}.log"
+                    )
+                try:
+                    if (await client.get(url)).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"{name} not ready after {timeout_s}s; see {self.logs}/{self.prefix}{name}.log")
+
+
+class DistributedStack(Stack):
+    def start_service(self, name: str) -> None:
+        self.spawn(name, f"services.{name}")
+
+    async def start(self) -> demo.DemoCredentials:
+        self.start_service("gateway")
+        await self.wait_ready("gateway")
+        for name in SERVICES[1:]:
+            self.start_service(name)
+        for name in SERVICES[1:]:
+            await self.wait_ready(name)
+        creds = await demo.seed(self.gateway, self.admin_password)
+        await demo.wait_until_queryable(creds)
+        return creds
+
+
+class EmbeddedStack(Stack):
+    async def start(self) -> demo.DemoCredentials:
+        credentials = self.logs.parent / f"{self.prefix}credentials.json"
+        self.spawn("embedded", "services.embedded", {"TONGBAN_DEMO_CREDENTIALS": str(credentials)})
+        self.processes["gateway"] = self.processes["embedded"]
+        deadline = time.monotonic() + 90
+        while not credentials.exists() or not json.loads(credentials.read_text() or "{}"):
+            if self.processes["embedded"].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"embedded mode did not start; see {self.logs}/{self.prefix}embedded.log")
+            await asyncio.sleep(0.3)
+        creds = demo.load(credentials)
+        assert creds is not None
+        await demo.wait_until_queryable(creds)
+        return creds
