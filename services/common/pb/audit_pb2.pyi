@@ -1,14 +1,13 @@
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar
-
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditEvent(_message.Message):
-    __slots__ = ("action", "actor", "consumer_client_id", "consumer_dept", "event_id", "fields", "occurred_unix_ms", "outcome", "provider_dept", "purpose", "query_id", "reason", "request_id", "resource_code", "service", "subject_hash", "subject_type")
+    __slots__ = ("event_id", "occurred_unix_ms", "service", "action", "outcome", "reason", "actor", "consumer_dept", "consumer_client_id", "provider_dept", "resource_code", "purpose", "subject_type", "subject_hash", "fields", "query_id", "request_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -43,4 +42,4 @@ class AuditEvent(_message.Message):
     fields: _containers.RepeatedScalarFieldContainer[str]
     query_id: str
     request_id: str
-    def __init__(self, event_id: str | None = ..., occurred_unix_ms: int | None = ..., service: str | None = ..., action: str | None = ..., outcome: str | None = ..., reason: str | None = ..., actor: str | None = ..., consumer_dept: str | None = ..., consumer_client_id: str | None = ..., provider_dept: str | None = ..., resource_code: str | None = ..., purpose: str | None = ..., subject_type: str | None = ..., subject_hash: str | None = ..., fields: _Iterable[str] | None = ..., query_id: str | None = ..., request_id: str | None = ...) -> None: ...
+    def __init__(self, event_id: _Optional[str] = ..., occurred_unix_ms: _Optional[int] = ..., service: _Optional[str] = ..., action: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., consumer_dept: _Optional[str] = ..., consumer_client_id: _Optional[str] = ..., provider_dept: _Optional[str] = ..., resource_code: _Optional[str] = ..., purpose: _Optional[str] = ..., subject_type: _Optional[str] = ..., subject_hash: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ..., query_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...

@@ -1,16 +1,14 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ExchangeRequest(_message.Message):
-    __slots__ = ("consumer_client_id", "consumer_dept", "deadline_unix_ms", "fields", "grant_id", "provider_dept", "purpose", "query_id", "resource_code", "resource_version", "subject_type", "subject_value")
+    __slots__ = ("query_id", "resource_code", "resource_version", "consumer_dept", "consumer_client_id", "provider_dept", "purpose", "subject_type", "subject_value", "fields", "deadline_unix_ms", "grant_id")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_CODE_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -35,10 +33,10 @@ class ExchangeRequest(_message.Message):
     fields: _containers.RepeatedScalarFieldContainer[str]
     deadline_unix_ms: int
     grant_id: str
-    def __init__(self, query_id: str | None = ..., resource_code: str | None = ..., resource_version: int | None = ..., consumer_dept: str | None = ..., consumer_client_id: str | None = ..., provider_dept: str | None = ..., purpose: str | None = ..., subject_type: str | None = ..., subject_value: str | None = ..., fields: _Iterable[str] | None = ..., deadline_unix_ms: int | None = ..., grant_id: str | None = ...) -> None: ...
+    def __init__(self, query_id: _Optional[str] = ..., resource_code: _Optional[str] = ..., resource_version: _Optional[int] = ..., consumer_dept: _Optional[str] = ..., consumer_client_id: _Optional[str] = ..., provider_dept: _Optional[str] = ..., purpose: _Optional[str] = ..., subject_type: _Optional[str] = ..., subject_value: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ..., deadline_unix_ms: _Optional[int] = ..., grant_id: _Optional[str] = ...) -> None: ...
 
 class ExchangeReply(_message.Message):
-    __slots__ = ("answered_unix_ms", "data", "error", "key_id", "provider_dept", "query_id", "request_hash", "signature", "status")
+    __slots__ = ("query_id", "status", "data", "error", "provider_dept", "request_hash", "signature", "key_id", "answered_unix_ms")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[ExchangeReply.Status]
@@ -55,7 +53,7 @@ class ExchangeReply(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(self, key: str | None = ..., value: str | None = ...) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
@@ -74,4 +72,4 @@ class ExchangeReply(_message.Message):
     signature: str
     key_id: str
     answered_unix_ms: int
-    def __init__(self, query_id: str | None = ..., status: ExchangeReply.Status | str | None = ..., data: _Mapping[str, str] | None = ..., error: str | None = ..., provider_dept: str | None = ..., request_hash: str | None = ..., signature: str | None = ..., key_id: str | None = ..., answered_unix_ms: int | None = ...) -> None: ...
+    def __init__(self, query_id: _Optional[str] = ..., status: _Optional[_Union[ExchangeReply.Status, str]] = ..., data: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., provider_dept: _Optional[str] = ..., request_hash: _Optional[str] = ..., signature: _Optional[str] = ..., key_id: _Optional[str] = ..., answered_unix_ms: _Optional[int] = ...) -> None: ...

@@ -1,15 +1,13 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InformationItem(_message.Message):
-    __slots__ = ("data_type", "length", "masking", "name", "sensitive")
+    __slots__ = ("name", "data_type", "length", "sensitive", "masking")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -20,10 +18,10 @@ class InformationItem(_message.Message):
     length: int
     sensitive: bool
     masking: str
-    def __init__(self, name: str | None = ..., data_type: str | None = ..., length: int | None = ..., sensitive: bool | None = ..., masking: str | None = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., data_type: _Optional[str] = ..., length: _Optional[int] = ..., sensitive: _Optional[bool] = ..., masking: _Optional[str] = ...) -> None: ...
 
 class ResourcePublished(_message.Message):
-    __slots__ = ("code", "items", "name", "provider_dept", "share_type", "version")
+    __slots__ = ("code", "name", "provider_dept", "version", "share_type", "items")
     CODE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_DEPT_FIELD_NUMBER: _ClassVar[int]
@@ -36,17 +34,17 @@ class ResourcePublished(_message.Message):
     version: int
     share_type: str
     items: _containers.RepeatedCompositeFieldContainer[InformationItem]
-    def __init__(self, code: str | None = ..., name: str | None = ..., provider_dept: str | None = ..., version: int | None = ..., share_type: str | None = ..., items: _Iterable[InformationItem | _Mapping] | None = ...) -> None: ...
+    def __init__(self, code: _Optional[str] = ..., name: _Optional[str] = ..., provider_dept: _Optional[str] = ..., version: _Optional[int] = ..., share_type: _Optional[str] = ..., items: _Optional[_Iterable[_Union[InformationItem, _Mapping]]] = ...) -> None: ...
 
 class GrantIssued(_message.Message):
-    __slots__ = ("client_id", "consumer_dept", "daily_quota", "grant_id", "items", "masking", "provider_dept", "purpose", "resource_code", "valid_until_unix_ms")
+    __slots__ = ("grant_id", "resource_code", "consumer_dept", "client_id", "items", "purpose", "valid_until_unix_ms", "daily_quota", "masking", "provider_dept")
     class MaskingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(self, key: str | None = ..., value: str | None = ...) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     GRANT_ID_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_CODE_FIELD_NUMBER: _ClassVar[int]
     CONSUMER_DEPT_FIELD_NUMBER: _ClassVar[int]
@@ -67,7 +65,7 @@ class GrantIssued(_message.Message):
     daily_quota: int
     masking: _containers.ScalarMap[str, str]
     provider_dept: str
-    def __init__(self, grant_id: str | None = ..., resource_code: str | None = ..., consumer_dept: str | None = ..., client_id: str | None = ..., items: _Iterable[str] | None = ..., purpose: str | None = ..., valid_until_unix_ms: int | None = ..., daily_quota: int | None = ..., masking: _Mapping[str, str] | None = ..., provider_dept: str | None = ...) -> None: ...
+    def __init__(self, grant_id: _Optional[str] = ..., resource_code: _Optional[str] = ..., consumer_dept: _Optional[str] = ..., client_id: _Optional[str] = ..., items: _Optional[_Iterable[str]] = ..., purpose: _Optional[str] = ..., valid_until_unix_ms: _Optional[int] = ..., daily_quota: _Optional[int] = ..., masking: _Optional[_Mapping[str, str]] = ..., provider_dept: _Optional[str] = ...) -> None: ...
 
 class GrantRevoked(_message.Message):
     __slots__ = ("grant_id", "reason")
@@ -75,10 +73,10 @@ class GrantRevoked(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     grant_id: str
     reason: str
-    def __init__(self, grant_id: str | None = ..., reason: str | None = ...) -> None: ...
+    def __init__(self, grant_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RegistryEvent(_message.Message):
-    __slots__ = ("event_id", "grant_issued", "grant_revoked", "occurred_unix_ms", "resource_published")
+    __slots__ = ("event_id", "occurred_unix_ms", "resource_published", "grant_issued", "grant_revoked")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
@@ -89,4 +87,4 @@ class RegistryEvent(_message.Message):
     resource_published: ResourcePublished
     grant_issued: GrantIssued
     grant_revoked: GrantRevoked
-    def __init__(self, event_id: str | None = ..., occurred_unix_ms: int | None = ..., resource_published: ResourcePublished | _Mapping | None = ..., grant_issued: GrantIssued | _Mapping | None = ..., grant_revoked: GrantRevoked | _Mapping | None = ...) -> None: ...
+    def __init__(self, event_id: _Optional[str] = ..., occurred_unix_ms: _Optional[int] = ..., resource_published: _Optional[_Union[ResourcePublished, _Mapping]] = ..., grant_issued: _Optional[_Union[GrantIssued, _Mapping]] = ..., grant_revoked: _Optional[_Union[GrantRevoked, _Mapping]] = ...) -> None: ...
