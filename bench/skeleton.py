@@ -40,7 +40,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 
-from services.demo import DemoCredentials
+from services.demo import POLICE, DemoCredentials
 from tests.stack import ROOT, DistributedStack, asyncpg_dsn, create_database, infra_env
 
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -384,7 +384,9 @@ async def raw_kafka(bootstrap: str, two_hop: bool) -> Sample:
 # --------------------------------------------------------------------------------------------- exchange
 
 
-async def exchange_phases(creds: DemoCredentials, meter: CpuMeter) -> tuple[Sample, Sample, dict[str, Any]]:
+async def exchange_phases(
+    creds: DemoCredentials, meter: CpuMeter
+) -> tuple[Sample, Sample, list[Trace], dict[str, Any]]:
     if not creds.gateway.startswith("http://127.0.0.1:"):
         raise RuntimeError(f"refusing to benchmark a non-local gateway: {creds.gateway}")
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -402,10 +404,16 @@ async def exchange_phases(creds: DemoCredentials, meter: CpuMeter) -> tuple[Samp
             "subject": {"type": "id_card", "value": creds.subject},
         }
 
+        traces: list[Trace] = []
+        tracing = False
+
         async def query() -> str | None:
+            sent = time.time()
             response = await client.post("/v1/exchange/queries", json=body, headers=headers)
             if response.status_code != 200:
                 return f"HTTP {response.status_code}: {response.text[:160]}"
+            if tracing:
+                traces.append(Trace(str(response.json()["id"]), sent, time.time()))
             return None
 
         say(f"phase A: warm-up {QUERY_WARMUP} queries")
@@ -414,7 +422,9 @@ async def exchange_phases(creds: DemoCredentials, meter: CpuMeter) -> tuple[Samp
             say(f"  warm-up had {warm.error_count} errors: {warm.error_examples[:2]}")
         say(f"phase A: {LATENCY_N} queries at concurrency {LATENCY_CONCURRENCY}")
         meter.start()
+        tracing = True
         latency = await run_count("exchange query", query, LATENCY_N, LATENCY_CONCURRENCY, progress_every=250)
+        tracing = False
         cpu_a = meter.stop()
         say(
             f"phase A done: p50 {latency.p(50):.1f} ms, p99 {latency.p(99):.1f} ms, "
@@ -434,7 +444,103 @@ async def exchange_phases(creds: DemoCredentials, meter: CpuMeter) -> tuple[Samp
         )
         say(f"  CPU (% of one core): {format_cpu(cpu_b)}")
         extra = {"warmup": warm.summary(), "cpu_percent_phase_a": cpu_a, "cpu_percent_phase_b": cpu_b}
-        return latency, throughput, extra
+        return latency, throughput, traces, extra
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """One successful phase-A query as the client saw it (wall clock, seconds)."""
+
+    query_id: str
+    sent: float
+    received: float
+
+
+STAGES = (
+    ("client → exchange transaction start", "sent", "created"),
+    ("exchange: checks + insert + commit → request on Kafka", "created", "request"),
+    ("Kafka hop 1 + connector → reply on Kafka", "request", "reply"),
+    ("Kafka hop 2 → exchange wakes, finish begins", "reply", "completed"),
+    ("finish (update + audit commit) → gateway → client", "completed", "received"),
+)
+
+
+async def _topic_timestamps(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, float]:
+    """key → record timestamp (s) of every record of `topic` up to its current end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-trace", group_id=None)
+    await consumer.start()
+    out: dict[str, float] = {}
+    try:
+        await consumer.topics()  # fetches the cluster's metadata
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+
+        async def behind() -> bool:
+            for tp in partitions:
+                if await consumer.position(tp) < ends[tp]:
+                    return True
+            return False
+
+        while await behind() and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                for record in records:
+                    if record.key is not None:
+                        out.setdefault(record.key.decode(), record.timestamp / 1000.0)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def stage_breakdown(
+    traces: list[Trace], database_url: str, bootstrap: str, prefix: str, provider: str
+) -> dict[str, Any]:
+    """Where phase A's time went, from the queries' rows (created_at, completed_at: transaction starts)
+    and the Kafka record timestamps of each query's request and reply. One host, one clock."""
+    dsn, _ = asyncpg_dsn(database_url)
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT id::text AS id, created_at, completed_at FROM exchange.queries WHERE id = ANY($1::uuid[])",
+            [t.query_id for t in traces],
+        )
+    finally:
+        await conn.close()
+    db = {r["id"]: (r["created_at"].timestamp(), r["completed_at"].timestamp()) for r in rows if r["completed_at"]}
+    requests = await _topic_timestamps(bootstrap, f"{prefix}exchange.requests.{provider}")
+    replies = await _topic_timestamps(bootstrap, f"{prefix}exchange.replies")
+    durations: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
+    matched = 0
+    for t in traces:
+        if t.query_id not in db or t.query_id not in requests or t.query_id not in replies:
+            continue
+        matched += 1
+        points = {
+            "sent": t.sent,
+            "created": db[t.query_id][0],
+            "request": requests[t.query_id],
+            "reply": replies[t.query_id],
+            "completed": db[t.query_id][1],
+            "received": t.received,
+        }
+        for name, start, end in STAGES:
+            durations[name].append((points[end] - points[start]) * 1000.0)
+    return {
+        "matched_queries": matched,
+        "note": "Kafka timestamps have 1 ms resolution; created_at/completed_at are PostgreSQL transaction starts",
+        "stages": {
+            name: {"p50_ms": _r(percentile(v, 50)), "p99_ms": _r(percentile(v, 99)), "mean_ms": _r(_mean(v))}
+            for name, v in durations.items()
+        },
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
 
 
 def log_tails(stack: DistributedStack, lines: int = 25) -> None:
@@ -527,7 +633,13 @@ async def main() -> int:
         say(f"platform up in {time.monotonic() - t:.1f} s: gateway {creds.gateway}, logs var/log/{stack.prefix}*.log")
         for name, process in stack.processes.items():
             meter.pids[f"service {name}"] = [process.pid]
-        latency, throughput, extra = await exchange_phases(creds, meter)
+        latency, throughput, traces, extra = await exchange_phases(creds, meter)
+        say("stage breakdown of phase A (queries table + Kafka record timestamps)")
+        try:
+            breakdown = await stage_breakdown(traces, url, bootstrap, stack.prefix, POLICE["code"])
+        except Exception as exc:  # a diagnostic: never lose the run's figures over it
+            say(f"  stage breakdown failed: {type(exc).__name__}: {exc}")
+            breakdown = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         say("stopping the platform")
         stack.stop_all()
@@ -557,6 +669,16 @@ async def main() -> int:
     print(
         f"raw kafka: {RAW_N} messages at concurrency {RAW_CONCURRENCY}; queries/s = round trips/s at that concurrency."
     )
+    if "stages" in breakdown:
+        print()
+        print(f"where phase A's time went ({breakdown['matched_queries']} queries matched):")
+        width = max(len(name) for name in breakdown["stages"])
+        print(f"  {'stage'.ljust(width)}  p50 ms  p99 ms")
+        for name, figures in breakdown["stages"].items():
+            p50, p99 = figures["p50_ms"], figures["p99_ms"]
+            print(
+                f"  {name.ljust(width)}  {fmt(p50 if p50 is not None else math.nan):>6}  {fmt(p99 if p99 is not None else math.nan):>6}"
+            )
     print()
     verdict = {True: "MET", False: "NOT MET"}
     print(
@@ -591,7 +713,12 @@ async def main() -> int:
             "raw_partitions": RAW_PARTITIONS,
             "raw_payload_bytes": len(RAW_PAYLOAD),
         },
-        "exchange": {"latency_phase_a": latency.summary(), "throughput_phase_b": throughput.summary(), **extra},
+        "exchange": {
+            "latency_phase_a": latency.summary(),
+            "throughput_phase_b": throughput.summary(),
+            "stage_breakdown_phase_a": breakdown,
+            **extra,
+        },
         "raw_kafka": {
             "produce_consume": {**single.summary(), "cpu_percent": raw_cpu["single"]},
             "request_reply_two_hops": {**two_hop.summary(), "cpu_percent": raw_cpu["two_hop"]},

@@ -386,10 +386,17 @@ class Exchange:
             query_id = uuid.UUID(reply.query_id)
         except ValueError:
             return False
-        query = await session.get(Query, query_id, with_for_update=True)
-        if query is None or not (
-            query.status == "timeout" or (query.status == "pending" and query.deadline < datetime.now(UTC))
-        ):
+        # Lock only queries past their deadline: in-flight ones belong to their waiter, and
+        # locking them here would make every on-time answer wait for this consumer.
+        query = await session.scalar(
+            select(Query)
+            .where(
+                Query.id == query_id,
+                (Query.status == "timeout") | ((Query.status == "pending") & (Query.deadline < func.now())),
+            )
+            .with_for_update()
+        )
+        if query is None:
             return False
         grant = await session.get(GrantView, query.grant_id)
         resource = await session.get(ResourceView, query.resource_code)
