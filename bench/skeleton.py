@@ -201,13 +201,22 @@ async def run_for(label: str, op: Op, seconds: float, concurrency: int, max_ops:
 # --------------------------------------------------------------------------------------------- CPU use
 
 
+MACHINE = "whole machine"
+OTHER = "other processes (not this benchmark's)"
+
+
 class CpuMeter:
-    """CPU seconds of named processes from /proc (Linux); reports % of one core over an interval."""
+    """CPU seconds of named processes from /proc (Linux); reports % of one core over an interval.
+
+    ``pids`` are fixed processes; ``comms`` are process names rescanned at every snapshot (PostgreSQL
+    forks a backend per connection). A process born inside the interval counts from zero.
+    """
 
     def __init__(self) -> None:
         self.pids: dict[str, list[int]] = {}
+        self.comms: dict[str, str] = {}
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self._start: dict[str, float] = {}
+        self._start: dict[tuple[str, int], float] = {}
         self._wall = 0.0
 
     @staticmethod
@@ -229,19 +238,42 @@ class CpuMeter:
                         found.append(int(entry.name))
         return found
 
-    def _snapshot(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, pids in self.pids.items():
-            ticks = [t for t in (self._cpu_ticks(p) for p in pids) if t is not None]
-            out[name] = sum(ticks) / self._tick
+    @staticmethod
+    def _machine_busy_ticks() -> int | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except OSError:
+            return None
+        values = [int(v) for v in fields]
+        return sum(values[:8]) - values[3] - values[4]  # all but idle and iowait (guest is in user)
+
+    def _snapshot(self) -> dict[tuple[str, int], float]:
+        out: dict[tuple[str, int], float] = {}
+        machine = self._machine_busy_ticks()
+        if machine is not None:
+            out[(MACHINE, 0)] = machine / self._tick
+        groups = {**self.pids, **{name: self.pids_named(comm) for name, comm in self.comms.items()}}
+        for name, pids in groups.items():
+            for pid in pids:
+                ticks = self._cpu_ticks(pid)
+                if ticks is not None:
+                    out[(name, pid)] = ticks / self._tick
         return out
 
     def start(self) -> None:
         self._start, self._wall = self._snapshot(), time.monotonic()
 
     def stop(self) -> dict[str, float]:
+        """% of one core per name; also the whole machine and what is not ours ("other")."""
         end, wall = self._snapshot(), time.monotonic() - self._wall
-        return {name: round(100.0 * (end[name] - self._start.get(name, end[name])) / wall, 1) for name in end}
+        seconds: dict[str, float] = dict.fromkeys([*self.pids, *self.comms], 0.0)
+        for (name, pid), value in end.items():
+            seconds[name] = seconds.get(name, 0.0) + value - self._start.get((name, pid), 0.0)
+        used = {name: round(100.0 * value / wall, 1) for name, value in seconds.items()}
+        if MACHINE in used:
+            ours = sum(v for k, v in used.items() if k != MACHINE)
+            used[OTHER] = round(max(0.0, used[MACHINE] - ours), 1)
+        return used
 
 
 def base_meter() -> CpuMeter:
@@ -249,12 +281,15 @@ def base_meter() -> CpuMeter:
     meter.pids["bench (this process)"] = [os.getpid()]
     with contextlib.suppress(OSError, ValueError):
         meter.pids["kafka broker"] = [int(KAFKA_PID_FILE.read_text().strip())]
-    meter.pids["postgresql (all)"] = CpuMeter.pids_named("postgres")
+    meter.comms["postgresql (whole server)"] = "postgres"
     return meter
 
 
 def format_cpu(cpu: dict[str, float]) -> str:
-    return ", ".join(f"{name} {pct:.0f}%" for name, pct in sorted(cpu.items(), key=lambda kv: -kv[1]))
+    parts = [f"{name} {pct:.0f}%" for name, pct in sorted(cpu.items(), key=lambda kv: -kv[1]) if name != MACHINE]
+    capacity = 100 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    total = f"{MACHINE} {cpu[MACHINE]:.0f}% of {capacity}%; " if MACHINE in cpu else ""
+    return total + ", ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------- raw Kafka
@@ -467,18 +502,23 @@ STAGES = (
 
 async def _topic_timestamps(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, float]:
     """key → record timestamp (s) of every record of `topic` up to its current end."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="bench-trace", group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, client_id="bench-trace", group_id=None, auto_offset_reset="earliest"
+    )
+    consumer.subscribe([topic])
     await consumer.start()
     out: dict[str, float] = {}
     try:
-        await consumer.topics()  # fetches the cluster's metadata
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
+        deadline = time.monotonic() + timeout_s
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no partitions of {topic} assigned")
+            await asyncio.sleep(0.05)
+        partitions = sorted(consumer.assignment())
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        deadline = time.monotonic() + timeout_s
 
         async def behind() -> bool:
             for tp in partitions:
@@ -618,6 +658,7 @@ async def main() -> int:
         raw_cpu[key] = meter.stop()
         s = raw[key]
         say(f"baseline done: p50 {s.p(50):.1f} ms, p99 {s.p(99):.1f} ms, {s.rate:.0f}/s, {s.error_count} errors")
+        say(f"  CPU (% of one core): {format_cpu(raw_cpu[key])}")
 
     say("starting the platform in distributed mode (5 service processes) and seeding the demo")
     url = await create_database(env["TONGBAN_DATABASE_URL"])
