@@ -26,7 +26,11 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
         async with service_runtime(settings, schema="audit", migrations=MIGRATIONS, bus=bus) as rt:
             rt.bus.subscribe(
                 Subscription(
-                    [settings.topic("audit.events")], on_audit_events(rt.sessions), group=settings.topic("audit")
+                    [settings.topic("audit.events")],
+                    on_audit_events(rt.sessions),
+                    group=settings.topic("audit"),
+                    fetch_min_bytes=64 * 1024,  # one chain append per batch: fewer, larger batches
+                    fetch_max_wait_ms=250,
                 )
             )
             await rt.bus.start()

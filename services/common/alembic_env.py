@@ -13,7 +13,9 @@ def run(metadata: MetaData) -> None:
         connection=connection,
         target_metadata=metadata,
         version_table_schema=schema,
-        include_schemas=False,
+        # Compare against this service's schema only (autogenerate must not see the others').
+        include_schemas=True,
+        include_name=lambda name, type_, _parent: type_ != "schema" or name == schema,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -45,6 +45,9 @@ class Subscription:
     group: str | None  # None: every instance sees every message, from the latest offset
     dlq: str | None = None
     max_attempts: int = 5
+    # Throughput consumers (audit) wait for fuller batches; latency consumers answer at once.
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 100
 
 
 class Bus(Protocol):
@@ -122,7 +125,8 @@ class KafkaBus:
                 group_id=sub.group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest" if sub.group else "latest",
-                fetch_max_wait_ms=100,
+                fetch_min_bytes=sub.fetch_min_bytes,
+                fetch_max_wait_ms=sub.fetch_max_wait_ms,
                 max_poll_records=500,
             )
             await consumer.start()

@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, LargeBinary, String, delete, func, select, text
+from sqlalchemy import DateTime, LargeBinary, String, delete, func, insert, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
@@ -66,13 +66,13 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self._sessions
+
     def add(self, session: AsyncSession, message: Message) -> None:
-        """Stage ``message`` in the session's transaction; published after :meth:`transaction` commits."""
-        row_id = uuid.uuid4()
-        session.add(
-            self._model(id=row_id, topic=message.topic, key=message.key, value=message.value, headers=message.headers)
-        )
-        session.info.setdefault("outbox", []).append((row_id, message))
+        """Stage ``message`` in a :meth:`transaction`: written with it, published after it commits."""
+        session.info.setdefault("outbox", []).append((uuid.uuid4(), message))
 
     @asynccontextmanager
     async def transaction(self, *, wait_for_publish: bool = True) -> AsyncIterator[AsyncSession]:
@@ -83,6 +83,12 @@ class Outbox:
         """
         async with self._sessions.begin() as session:
             yield session
+            if staged := session.info.get("outbox"):
+                rows = [
+                    {"id": row_id, "topic": m.topic, "key": m.key, "value": m.value, "headers": m.headers}
+                    for row_id, m in staged
+                ]
+                await session.execute(insert(self._model), rows)
         pending = session.info.pop("outbox", [])
         if not pending:
             return

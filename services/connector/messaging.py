@@ -33,8 +33,9 @@ def on_requests(
         async with sessions() as session:
             replies = await responder.answer(session, requests)
         now = int(time.time() * 1000)
-        for reply in replies:
+        for (_, request), reply in zip(requests, replies, strict=True):
             reply.answered_unix_ms = now
+            reply.deadline_unix_ms = request.deadline_unix_ms
         await bus.publish_many(
             [Message(topic=replies_topic, key=r.query_id.encode(), value=r.SerializeToString()) for r in replies]
         )

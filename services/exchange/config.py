@@ -6,4 +6,6 @@ from services.common.settings import CommonSettings
 class ExchangeSettings(CommonSettings):
     port: int = Field(8002, validation_alias="TONGBAN_EXCHANGE_PORT")
     default_timeout_ms: int = Field(5000, ge=100, le=60000, validation_alias="TONGBAN_EXCHANGE_DEFAULT_TIMEOUT_MS")
+    # How long a grant look-up is reused; a revocation takes at most this long to bite.
+    grant_cache_s: float = Field(2.0, ge=0, le=60, validation_alias="TONGBAN_EXCHANGE_GRANT_CACHE_S")
     max_timeout_ms: int = Field(30000, ge=100, le=120000, validation_alias="TONGBAN_EXCHANGE_MAX_TIMEOUT_MS")

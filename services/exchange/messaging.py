@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from services.exchange.models import GrantView, ResourceView
 from services.exchange.service import Exchange
 
 log = logging.getLogger("tongban.exchange")
+
+LATE_GRACE_MS = 500
 
 
 def parse_reply(message: Message) -> exchange_pb2.ExchangeReply | None:
@@ -44,7 +47,16 @@ def on_late_replies(exchange: Exchange, sessions: async_sessionmaker[AsyncSessio
     """One replica (consumer group) records replies that came after their deadline."""
 
     async def handle(batch: Sequence[Message]) -> None:
-        replies = [r for m in batch if (r := parse_reply(m)) is not None]
+        # A reply well before its deadline is its waiter's (every replica sees every reply); only
+        # ones near or past the deadline can be late, and only those cost a database look-up.
+        soon = time.time() * 1000 + LATE_GRACE_MS
+        replies = [
+            r
+            for m in batch
+            if (r := parse_reply(m)) is not None and (not r.deadline_unix_ms or r.deadline_unix_ms < soon)
+        ]
+        if not replies:
+            return
         async with exchange.outbox.transaction(wait_for_publish=False) as session:
             for reply in replies:
                 if await exchange.record_late(session, reply):

@@ -1,10 +1,10 @@
 """Exchange tables (schema ``exchange``): its projection of the registry, and the queries."""
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Boolean, DateTime, Index, Integer, String, UniqueConstraint, func
+from sqlalchemy import ARRAY, Boolean, Date, DateTime, Index, Integer, String, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -77,6 +77,16 @@ class Query(Base):
     deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class GrantUsage(Base):
+    """Queries made today under a grant, counted against its daily quota (配额)."""
+
+    __tablename__ = "grant_usage"
+
+    grant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer)
 
 
 class Outbox(OutboxRow, Base):

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,7 +28,7 @@ from services.common.pb import audit_pb2, exchange_pb2
 from services.common.security import Principal
 from services.common.subjects import normalise_subject, subject_hash
 from services.exchange.config import ExchangeSettings
-from services.exchange.models import GrantView, Query, ResourceView
+from services.exchange.models import GrantUsage, GrantView, Query, ResourceView
 from services.exchange.schemas import QueryCreate
 
 Reply = exchange_pb2.ExchangeReply
@@ -110,6 +111,7 @@ class Exchange:
         self.settings = settings
         self.outbox = outbox
         self.waiters: dict[str, asyncio.Future[Reply]] = {}
+        self._grants: dict[tuple[str, str, str], tuple[float, ResourceView | None, GrantView | None]] = {}
 
     # ----------------------------------------------------------------------- audit
 
@@ -185,6 +187,27 @@ class Exchange:
         self.waiters[str(query_id)] = waiter
         try:
             try:
+                resource, grant = await self.grant_for(principal, body.resource, body.purpose)
+                context["provider"] = resource.provider_dept
+                grant = check_grant(grant, resource, body.purpose, body.fields or [], now)
+                fields = body.fields or list(grant.items)
+                context["fields"] = fields
+                masking = effective_masking(grant, resource)
+                deadline = now + timedelta(milliseconds=timeout_ms)
+                request = exchange_pb2.ExchangeRequest(
+                    query_id=str(query_id),
+                    resource_code=resource.code,
+                    resource_version=resource.version,
+                    consumer_dept=principal.dept,
+                    consumer_client_id=principal.client_id or "",
+                    provider_dept=resource.provider_dept,
+                    purpose=body.purpose,
+                    subject_type=body.subject.type,
+                    subject_value=subject_value,
+                    fields=fields,
+                    deadline_unix_ms=int(deadline.timestamp() * 1000),
+                    grant_id=str(grant.id),
+                )
                 async with self.outbox.transaction() as session:
                     if idempotency_key is not None:
                         earlier = await session.scalar(
@@ -194,43 +217,8 @@ class Exchange:
                         )
                         if earlier is not None:
                             return self.replay(earlier, print_)
-                    resource = await session.get(ResourceView, body.resource)
-                    if resource is None:
-                        raise Denied(
-                            404, "unknown-resource", "Unknown resource", f"No published resource {body.resource!r}."
-                        )
-                    context["provider"] = resource.provider_dept
-                    fields = body.fields or []
-                    grant = await session.scalar(
-                        select(GrantView)
-                        .where(GrantView.client_id == principal.client_id, GrantView.resource_code == resource.code)
-                        .order_by(
-                            GrantView.revoked, (GrantView.purpose == body.purpose).desc(), GrantView.valid_until.desc()
-                        )
-                        .limit(1)
-                    )
-                    grant = check_grant(grant, resource, body.purpose, fields, now)
-                    fields = fields or list(grant.items)
-                    context["fields"] = fields
-                    used = await session.scalar(
-                        select(func.count())
-                        .select_from(Query)
-                        .where(
-                            Query.grant_id == grant.id,
-                            Query.created_at >= now.replace(hour=0, minute=0, second=0, microsecond=0),
-                        )
-                    )
-                    if (used or 0) >= grant.daily_quota:
-                        raise Denied(
-                            429,
-                            "quota-exceeded",
-                            "Daily quota used up",
-                            f"Grant {grant.id} allows {grant.daily_quota} queries a day.",
-                            headers={"Retry-After": str(seconds_to_midnight(now))},
-                        )
-                    deadline = now + timedelta(milliseconds=timeout_ms)
-                    session.add(
-                        Query(
+                    await session.execute(
+                        insert(Query).values(
                             id=query_id,
                             client_id=principal.client_id,
                             consumer_dept=principal.dept,
@@ -248,25 +236,11 @@ class Exchange:
                             deadline=deadline,
                         )
                     )
-                    request = exchange_pb2.ExchangeRequest(
-                        query_id=str(query_id),
-                        resource_code=resource.code,
-                        resource_version=resource.version,
-                        consumer_dept=principal.dept,
-                        consumer_client_id=principal.client_id or "",
-                        provider_dept=resource.provider_dept,
-                        purpose=body.purpose,
-                        subject_type=body.subject.type,
-                        subject_value=subject_value,
-                        fields=fields,
-                        deadline_unix_ms=int(deadline.timestamp() * 1000),
-                        grant_id=str(grant.id),
-                    )
                     topic = self.settings.topic(f"exchange.requests.{resource.provider_dept}")
                     self.outbox.add(
                         session, Message(topic=topic, key=str(query_id).encode(), value=request.SerializeToString())
                     )
-                    masking = effective_masking(grant, resource)
+                    await self.count_against_quota(session, grant, now)  # last: its row lock is held to commit
             except Denied as problem:
                 raise await self.deny(principal, problem, **context) from None
             except IntegrityError:
@@ -283,6 +257,52 @@ class Exchange:
         finally:
             self.waiters.pop(str(query_id), None)
         return await self.finish(principal, query_id, reply, masking, context)
+
+    async def grant_for(
+        self, principal: Principal, resource_code: str, purpose: str
+    ) -> tuple[ResourceView, GrantView | None]:
+        """The resource and the caller's best grant for it, cached for ``grant_cache_s`` seconds.
+
+        The cache bounds how long a revocation takes to bite (seconds), and spares the database
+        two look-ups per query on the hot path.
+        """
+        key = (principal.client_id or "", resource_code, purpose)
+        cached = self._grants.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            resource, grant = cached[1], cached[2]
+        else:
+            async with self.outbox.sessions() as session:
+                resource = await session.get(ResourceView, resource_code)
+                grant = await session.scalar(
+                    select(GrantView)
+                    .where(GrantView.client_id == principal.client_id, GrantView.resource_code == resource_code)
+                    .order_by(GrantView.revoked, (GrantView.purpose == purpose).desc(), GrantView.valid_until.desc())
+                    .limit(1)
+                )
+            if len(self._grants) > 10_000:
+                self._grants.clear()
+            self._grants[key] = (time.monotonic() + self.settings.grant_cache_s, resource, grant)
+        if resource is None:
+            raise Denied(404, "unknown-resource", "Unknown resource", f"No published resource {resource_code!r}.")
+        return resource, grant
+
+    async def count_against_quota(self, session: AsyncSession, grant: GrantView, now: datetime) -> None:
+        """One more query today on this grant; over the daily quota is a 429 (and rolls back)."""
+        statement = (
+            pg_insert(GrantUsage)
+            .values(grant_id=grant.id, day=now.date(), used=1)
+            .on_conflict_do_update(index_elements=["grant_id", "day"], set_={"used": GrantUsage.used + 1})
+            .returning(GrantUsage.used)
+        )
+        used = await session.scalar(statement)
+        if (used or 0) > grant.daily_quota:
+            raise Denied(
+                429,
+                "quota-exceeded",
+                "Daily quota used up",
+                f"Grant {grant.id} allows {grant.daily_quota} queries a day.",
+                headers={"Retry-After": str(seconds_to_midnight(now))},
+            )
 
     def replay(self, earlier: Query, print_: str) -> Answer:
         """Same Idempotency-Key, same request: the same answer. Different request: an error."""
