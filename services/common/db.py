@@ -34,7 +34,9 @@ def schema_metadata(schema: str) -> MetaData:
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     # No overflow: under load requests wait for a pooled connection rather than open and close
     # short-lived ones (connection churn costs PostgreSQL more CPU than the wait costs us).
-    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True)
+    # No pre-ping either: it costs a round trip per checkout; a dead connection fails its request
+    # once and is discarded (pool_recycle bounds connection age).
+    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_recycle=1800)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

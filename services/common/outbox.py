@@ -88,7 +88,7 @@ class Outbox:
                     {"id": row_id, "topic": m.topic, "key": m.key, "value": m.value, "headers": m.headers}
                     for row_id, m in staged
                 ]
-                await session.execute(insert(self._model), rows)
+                await session.execute(insert(self._model.__table__), rows)  # Core: cheaper than the ORM
         pending = session.info.pop("outbox", [])
         if not pending:
             return

@@ -10,10 +10,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +32,9 @@ from services.exchange.models import GrantUsage, GrantView, Query, ResourceView
 from services.exchange.schemas import QueryCreate
 
 Reply = exchange_pb2.ExchangeReply
+# The hot path writes through the tables (SQLAlchemy Core), not the ORM: same SQL, less CPU.
+QUERIES = cast(Table, Query.__table__)
+USAGE = cast(Table, GrantUsage.__table__)
 
 
 class Denied(Problem):
@@ -218,7 +221,7 @@ class Exchange:
                         if earlier is not None:
                             return self.replay(earlier, print_)
                     await session.execute(
-                        insert(Query).values(
+                        insert(QUERIES).values(
                             id=query_id,
                             client_id=principal.client_id,
                             consumer_dept=principal.dept,
@@ -289,10 +292,10 @@ class Exchange:
     async def count_against_quota(self, session: AsyncSession, grant: GrantView, now: datetime) -> None:
         """One more query today on this grant; over the daily quota is a 429 (and rolls back)."""
         statement = (
-            pg_insert(GrantUsage)
+            pg_insert(USAGE)
             .values(grant_id=grant.id, day=now.date(), used=1)
-            .on_conflict_do_update(index_elements=["grant_id", "day"], set_={"used": GrantUsage.used + 1})
-            .returning(GrantUsage.used)
+            .on_conflict_do_update(index_elements=["grant_id", "day"], set_={"used": USAGE.c.used + 1})
+            .returning(USAGE.c.used)
         )
         used = await session.scalar(statement)
         if (used or 0) > grant.daily_quota:
@@ -359,8 +362,8 @@ class Exchange:
         body.pop("fields", None)
         async with self.outbox.transaction(wait_for_publish=False) as session:
             updated = await session.execute(
-                update(Query)
-                .where(Query.id == query_id, Query.status == "pending")
+                update(QUERIES)
+                .where(QUERIES.c.id == query_id, QUERIES.c.status == "pending")
                 .values(status=outcome, http_status=status_code, response=body, completed_at=func.now())
             )
             if updated.rowcount == 0:  # type: ignore[attr-defined]
@@ -384,8 +387,8 @@ class Exchange:
         problem = self.timeout_problem(query_id, timeout_ms)
         async with self.outbox.transaction(wait_for_publish=False) as session:
             updated = await session.execute(
-                update(Query)
-                .where(Query.id == query_id, Query.status == "pending")
+                update(QUERIES)
+                .where(QUERIES.c.id == query_id, QUERIES.c.status == "pending")
                 .values(status="timeout", http_status=504, response=problem.body(), completed_at=func.now())
             )
             if updated.rowcount:  # type: ignore[attr-defined]

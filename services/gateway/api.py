@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import parse_qs
 
-import httpx
+import aiohttp
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
@@ -168,23 +168,19 @@ async def create_user(body: UserCreate, principal: CurrentPrincipal, rt: Runtime
 async def proxy(request: Request, upstream: str) -> Response:
     """Forward to the owning service after checking the token here too (fail fast at the door)."""
     await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
-    client: httpx.AsyncClient = request.app.state.upstream
+    client: aiohttp.ClientSession = request.app.state.upstream
     headers = {k: v for k, v in request.headers.items() if k in FORWARD_REQUEST_HEADERS}
+    url = upstream + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     try:
-        upstream_response = await client.request(
-            request.method,
-            upstream + request.url.path,
-            params=str(request.query_params),
-            content=await request.body(),
-            headers=headers,
-        )
-    except httpx.TimeoutException as err:
-        raise Problem(504, "upstream-timeout", "Service did not answer in time", str(err) or "timeout") from err
-    except httpx.TransportError as err:
+        async with client.request(request.method, url, data=await request.body(), headers=headers) as upstream_response:
+            content = await upstream_response.read()
+            out_headers = {k.lower(): v for k, v in upstream_response.headers.items() if k.lower() not in HOP_BY_HOP}
+    except TimeoutError as err:
+        raise Problem(504, "upstream-timeout", "Service did not answer in time", f"{upstream}: timeout") from err
+    except aiohttp.ClientError as err:
         raise Problem(502, "upstream-unavailable", "Service unavailable", f"{upstream}: {err}") from err
-    out_headers = {k: v for k, v in upstream_response.headers.items() if k.lower() not in HOP_BY_HOP}
     out_headers.pop("x-request-id", None)  # the middleware sets it
-    return Response(upstream_response.content, status_code=upstream_response.status_code, headers=out_headers)
+    return Response(content, status_code=upstream_response.status, headers=out_headers)
 
 
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
