@@ -1,0 +1,81 @@
+"""Grant lifecycle at query time: the daily quota, and a revocation that reaches the exchange
+even when the registry died between committing it and publishing it (the outbox relay)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import httpx
+
+from services.common.pb import registry_pb2
+from services.demo import DemoCredentials
+from tests.e2e.client import person_token, query_body, system_token
+from tests.e2e.test_denials import assert_problem
+from tests.stack import DistributedStack
+
+Stack = tuple[DistributedStack, DemoCredentials]
+
+
+async def test_quota_then_revocation_left_in_the_outbox(distributed: Stack, db: asyncpg.Connection) -> None:
+    stack, creds = distributed
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=30.0) as client:
+        police = await person_token(client, "gaj_admin")
+        resource = {
+            "name": "居民姓名核验",
+            "summary": "姓名核验",
+            "category": "101030",
+            "classification": "basic",
+            "items": [{"name": "姓名", "data_type": "C", "length": 50}],
+            "share": {"type": "unconditional"},
+            "update_cycle": "实时",
+        }
+        code = (await client.post("/v1/registry/resources", json=resource, headers=police)).json()["code"]
+        assert (await client.post(f"/v1/registry/resources/{code}/publish", headers=police)).status_code == 200
+        system = await system_token(client, creds)
+        application = await client.post(
+            "/v1/registry/applications",
+            json={
+                "resource": code,
+                "client_id": creds.client_id,
+                "items": ["姓名"],
+                "purpose": {"service_item": "QUOTA-TEST"},
+                "daily_quota": 1,
+            },
+            headers=system,
+        )
+        assert application.status_code == 201, application.text
+        assert application.json()["status"] == "approved"  # unconditional: granted at once
+        grant_id = application.json()["grant_id"]
+        body = query_body(creds, resource=code, purpose="QUOTA-TEST")
+        deadline = time.monotonic() + 20
+        while (first := await client.post("/v1/exchange/queries", json=body, headers=system)).status_code != 200:
+            assert time.monotonic() < deadline, first.text  # the grant travels as an event
+            await asyncio.sleep(0.3)
+        assert first.json()["data"] == {"姓名": first.json()["data"]["姓名"]}
+        second = await client.post("/v1/exchange/queries", json=body, headers=system)
+        assert_problem(second, 429, "quota-exceeded")
+        assert int(second.headers["retry-after"]) > 0
+
+        # The registry committed a revocation and died before publishing it: the row is in its outbox.
+        event = registry_pb2.RegistryEvent(
+            event_id=uuid.uuid4().hex,
+            occurred_unix_ms=int(time.time() * 1000),
+            grant_revoked=registry_pb2.GrantRevoked(grant_id=grant_id, reason="test"),
+        )
+        await db.execute(
+            "INSERT INTO registry.outbox (id, topic, key, value, headers, created_at) "
+            "VALUES ($1, $2, $3, $4, '{}', now() - interval '1 minute')",
+            uuid.uuid4(),
+            f"{stack.prefix}registry.events",
+            grant_id.encode(),
+            event.SerializeToString(),
+        )
+        deadline = time.monotonic() + 30
+        while (revoked := await client.post("/v1/exchange/queries", json=body, headers=system)).status_code != 403:
+            assert time.monotonic() < deadline, revoked.text
+            await asyncio.sleep(0.5)
+        assert_problem(revoked, 403, "grant-revoked")
+        assert await db.fetchval("SELECT count(*) FROM registry.outbox") == 0  # published, then removed
