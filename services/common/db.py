@@ -1,11 +1,10 @@
 """Async SQLAlchemy: one engine per service, one schema per service, one unit of work per request.
 
-The request is the unit of work: :func:`unit_of_work` yields a session, commits when the route
-returns and rolls back when it raises. Domain code never calls ``commit()``.
+A route opens its unit of work explicitly (``sessions.begin()`` or ``Outbox.transaction()``), so
+the commit happens before the response is sent; domain code never calls ``commit()``.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sqlalchemy import MetaData, text
@@ -41,16 +40,6 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    async with sessions() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -52,10 +52,7 @@ class Query(Base):
     """Query — 数据查询: one request for data about one subject, and how it ended."""
 
     __tablename__ = "queries"
-    __table_args__ = (
-        UniqueConstraint("client_id", "idempotency_key"),
-        Index("ix_queries_grant_day", "grant_id", "created_at"),
-    )
+    __table_args__ = (UniqueConstraint("client_id", "idempotency_key"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64))
