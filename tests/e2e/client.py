@@ -26,6 +26,28 @@ async def person_token(client: httpx.AsyncClient, username: str) -> dict[str, st
     return {"authorization": f"Bearer {response.json()['access_token']}"}
 
 
+async def publish_unconditional_resource(
+    client: httpx.AsyncClient, name: str, category: str, item: str, length: int
+) -> str:
+    """市公安局's data administrator publishes a one-item, unconditionally shared resource; its code."""
+    police = await person_token(client, "gaj_admin")
+    resource = {
+        "name": name,
+        "summary": name,
+        "category": category,
+        "classification": "basic",
+        "items": [{"name": item, "data_type": "C", "length": length}],
+        "share": {"type": "unconditional"},
+        "update_cycle": "实时",
+    }
+    created = await client.post("/v1/registry/resources", json=resource, headers=police)
+    assert created.status_code == 201, created.text
+    code = str(created.json()["code"])
+    published = await client.post(f"/v1/registry/resources/{code}/publish", headers=police)
+    assert published.status_code == 200, published.text
+    return code
+
+
 def query_body(creds: DemoCredentials, **overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "resource": creds.resource,

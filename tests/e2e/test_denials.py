@@ -16,7 +16,13 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from services.demo import DemoCredentials
-from tests.e2e.client import person_token, query_body, system_token, wait_for_audit
+from tests.e2e.client import (
+    person_token,
+    publish_unconditional_resource,
+    query_body,
+    system_token,
+    wait_for_audit,
+)
 from tests.stack import DistributedStack
 
 Stack = tuple[DistributedStack, DemoCredentials]
@@ -86,20 +92,7 @@ async def test_query_denials_are_audited_and_write_nothing_else(
 
 async def test_no_grant(distributed: Stack, client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
     creds = distributed[1]
-    police = await person_token(client, "gaj_admin")
-    resource = {
-        "name": "居民婚姻登记信息",
-        "summary": "婚姻登记",
-        "category": "101020",
-        "classification": "basic",
-        "items": [{"name": "婚姻状况", "data_type": "C", "length": 10}],
-        "share": {"type": "unconditional"},
-        "update_cycle": "每日",
-    }
-    created = await client.post("/v1/registry/resources", json=resource, headers=police)
-    assert created.status_code == 201, created.text
-    code = created.json()["code"]
-    assert (await client.post(f"/v1/registry/resources/{code}/publish", headers=police)).status_code == 200
+    code = await publish_unconditional_resource(client, "居民婚姻登记信息", "101020", "婚姻状况", 10)
     headers = await system_token(client, creds)
     before = await counts(db)
     # The new resource reaches the exchange as an event; until then it is unknown, after it, not granted.

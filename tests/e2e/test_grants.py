@@ -12,7 +12,7 @@ import httpx
 
 from services.common.pb import registry_pb2
 from services.demo import DemoCredentials
-from tests.e2e.client import person_token, query_body, system_token
+from tests.e2e.client import publish_unconditional_resource, query_body, system_token
 from tests.e2e.test_denials import assert_problem
 from tests.stack import DistributedStack
 
@@ -22,18 +22,7 @@ Stack = tuple[DistributedStack, DemoCredentials]
 async def test_quota_then_revocation_left_in_the_outbox(distributed: Stack, db: asyncpg.Connection) -> None:
     stack, creds = distributed
     async with httpx.AsyncClient(base_url=creds.gateway, timeout=30.0) as client:
-        police = await person_token(client, "gaj_admin")
-        resource = {
-            "name": "居民姓名核验",
-            "summary": "姓名核验",
-            "category": "101030",
-            "classification": "basic",
-            "items": [{"name": "姓名", "data_type": "C", "length": 50}],
-            "share": {"type": "unconditional"},
-            "update_cycle": "实时",
-        }
-        code = (await client.post("/v1/registry/resources", json=resource, headers=police)).json()["code"]
-        assert (await client.post(f"/v1/registry/resources/{code}/publish", headers=police)).status_code == 200
+        code = await publish_unconditional_resource(client, "居民姓名核验", "101030", "姓名", 50)
         system = await system_token(client, creds)
         application = await client.post(
             "/v1/registry/applications",
