@@ -21,6 +21,8 @@ from services.common.errors import Problem
 
 JWT_ALGORITHMS = ["ES256"]
 JWKS_PATH = "/.well-known/jwks.json"
+LEEWAY_S = 30  # clock skew tolerated on exp/nbf/iat
+VERIFIED_CACHE_SIZE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +69,11 @@ class TokenVerifier:
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
         self._http: httpx.AsyncClient | None = None
+        # token -> (principal, exp): a token verified once need not be verified again until it
+        # expires (an ES256 verification is the costliest step of an authenticated request).
+        self._verified: dict[str, tuple[Principal, float]] = {}
         self._claims = jwt.JWTClaimsRegistry(
-            leeway=30,
+            leeway=LEEWAY_S,
             iss={"essential": True, "value": issuer},
             aud={"essential": True, "value": audience},
             exp={"essential": True},
@@ -78,6 +83,7 @@ class TokenVerifier:
 
     def use_keys(self, keys: KeySet) -> None:
         self._keys = keys
+        self._verified.clear()
 
     async def close(self) -> None:
         if self._http is not None:
@@ -97,11 +103,17 @@ class TokenVerifier:
                 response = await self._http.get(self._jwks_url)
                 response.raise_for_status()
                 self._keys = KeySet.import_key_set(response.json())
+                self._verified.clear()  # a key may have been withdrawn
                 self._fetched_at = time.monotonic()
             except (httpx.HTTPError, ValueError) as err:
                 raise Problem(503, "jwks-unavailable", "Cannot verify tokens now", f"JWKS fetch failed: {err}") from err
 
     async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() < cached[1] + LEEWAY_S:
+                return cached[0]
+            del self._verified[token]
         await self._refresh(force=False)
         try:
             header = extract_compact(token.encode()).headers()
@@ -117,7 +129,11 @@ class TokenVerifier:
             self._claims.validate(decoded.claims)
         except JoseError as err:
             raise unauthorized(f"The access token is not valid: {err.description or err.error}.") from err
-        return principal_from_claims(decoded.claims)
+        principal = principal_from_claims(decoded.claims)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # crude but bounded; a cold cache only costs verifications
+        self._verified[token] = (principal, float(decoded.claims["exp"]))
+        return principal
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
