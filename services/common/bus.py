@@ -6,7 +6,8 @@
 * :class:`MemoryBus` — in-process queues for the embedded single-process mode.
 
 Handlers receive a batch of messages from one partition, in order, so that a consumer that writes
-to the database can do it in one transaction. A handler that keeps failing is retried with backoff;
+to the database can do it in one transaction; batches of different partitions may be handled
+concurrently. A handler that keeps failing is retried with backoff;
 after ``max_attempts`` its batch goes to the dead-letter topic and the partition moves on.
 """
 
@@ -65,6 +66,12 @@ def outgoing_headers(headers: dict[str, str]) -> dict[str, str]:
     """Headers with the current request id added, so logs on both sides join up."""
     rid = request_id_var.get()
     return headers if rid is None or REQUEST_ID_HEADER in headers else {**headers, REQUEST_ID_HEADER: rid}
+
+
+def as_message(record: Any) -> Message:
+    """A consumed aiokafka record as a :class:`Message`."""
+    headers = {k: v.decode() for k, v in (record.headers or ())}
+    return Message(topic=record.topic, value=record.value, key=record.key, headers=headers)
 
 
 def dead_letter_of(sub: Subscription, default_topic: str, message: Message) -> Message:
@@ -163,19 +170,19 @@ class KafkaBus:
                 log.exception("poll failed; retrying", extra={"ctx_topics": sub.topics})
                 await asyncio.sleep(1.0)
                 continue
-            for tp, batch in records.items():
-                messages = [
-                    Message(
-                        topic=r.topic,
-                        value=r.value,
-                        key=r.key,
-                        headers={k: v.decode() for k, v in (r.headers or ())},
-                    )
-                    for r in batch
-                ]
-                await run_with_retries(sub, messages, self._dead_letter(sub))
-                if sub.group is not None:
-                    await self._commit(consumer, {TopicPartition(tp.topic, tp.partition): batch[-1].offset + 1})
+            if not records:
+                continue
+            # Partitions are independent: handle their batches concurrently (each still in order),
+            # so one partition's slow batch does not hold up the others' latency.
+            dead_letter = self._dead_letter(sub)
+            await asyncio.gather(
+                *(run_with_retries(sub, [as_message(r) for r in batch], dead_letter) for batch in records.values())
+            )
+            if sub.group is not None:
+                offsets = {
+                    TopicPartition(tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in records.items()
+                }
+                await self._commit(consumer, offsets)
 
     async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> None:
         # A failed commit (e.g. during a rebalance) only means redelivery; handlers are idempotent.
@@ -186,12 +193,7 @@ class KafkaBus:
 
     def _dead_letter(self, sub: Subscription) -> Handler:
         async def send(batch: Sequence[Message]) -> None:
-            await self.publish_many(
-                [
-                    Message(sub.dlq or self._dlq_topic, m.value, m.key, {**m.headers, "dlq-source": m.topic})
-                    for m in batch
-                ]
-            )
+            await self.publish_many([dead_letter_of(sub, self._dlq_topic, m) for m in batch])
 
         return send
 
