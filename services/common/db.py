@@ -5,7 +5,10 @@ the commit happens before the response is sent; domain code never calls ``commit
 """
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -40,6 +43,17 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The pooled asyncpg connection itself, for the few hot paths where SQLAlchemy's cost per
+    statement shows (the exchange's query path). It runs in autocommit: make each change a single
+    statement (CTEs) so that it is atomic. JSON and JSONB parameters are passed as ``str``.
+    """
+    async with engine.connect() as conn:
+        fairy = await conn.get_raw_connection()
+        yield fairy.driver_connection
 
 
 async def ping(engine: AsyncEngine) -> None:

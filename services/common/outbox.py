@@ -89,13 +89,21 @@ class Outbox:
                     for row_id, m in staged
                 ]
                 await session.execute(insert(self._model.__table__), rows)  # Core: cheaper than the ORM
-        pending = session.info.pop("outbox", [])
-        if not pending:
+        await self.committed(session.info.pop("outbox", []), wait_for_publish=wait_for_publish)
+
+    @staticmethod
+    def stage(message: Message) -> tuple[uuid.UUID, Message]:
+        """An outbox row id for ``message``, for code that writes the row with its own SQL."""
+        return uuid.uuid4(), message
+
+    async def committed(self, staged: Sequence[tuple[uuid.UUID, Message]], *, wait_for_publish: bool) -> None:
+        """The rows of ``staged`` have committed: publish them now, or in the background."""
+        if not staged:
             return
         if wait_for_publish:
-            await self.publish(*pending)
+            await self.publish(*staged)
         else:
-            task = asyncio.create_task(self.publish(*pending))
+            task = asyncio.create_task(self.publish(*staged))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 

@@ -29,7 +29,7 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with service_runtime(settings, schema="exchange", migrations=MIGRATIONS, bus=bus) as rt:
             outbox = Outbox(OutboxModel, rt.sessions, rt.bus)
-            exchange = Exchange(settings, outbox)
+            exchange = Exchange(settings, rt.engine, outbox)
             replies = settings.topic("exchange.replies")
             rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))
             rt.bus.subscribe(

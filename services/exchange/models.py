@@ -88,3 +88,42 @@ class GrantUsage(Base):
 
 class Outbox(OutboxRow, Base):
     pass
+
+
+# The query path's two writes, as single statements: one round trip each, atomic without an
+# explicit transaction (services.common.db.driver_connection). They must follow the tables above.
+
+# Count the query against today's quota; only if under it, insert the pending query and its
+# request's outbox row. Returns the day's count, or NULL when the quota is used up.
+START_QUERY = """
+WITH counted AS (
+    INSERT INTO exchange.grant_usage AS u (grant_id, day, used)
+    SELECT $1, $2, 1 WHERE $3::int > 0
+    ON CONFLICT (grant_id, day) DO UPDATE SET used = u.used + 1 WHERE u.used < $3::int
+    RETURNING u.used
+), query AS (
+    INSERT INTO exchange.queries (id, client_id, consumer_dept, actor, idempotency_key, fingerprint,
+        resource_code, provider_dept, grant_id, purpose, subject_type, subject_hash, fields, status, deadline)
+    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16 FROM counted
+    RETURNING id
+), request AS (
+    INSERT INTO exchange.outbox (id, topic, key, value, headers)
+    SELECT $17, $18, $19, $20, $21 FROM query
+)
+SELECT used FROM counted
+"""
+
+# Close a pending query and write its audit event's outbox row. Returns NULL (and changes
+# nothing) when the query is no longer pending: the late-reply consumer closed it first.
+FINISH_QUERY = """
+WITH done AS (
+    UPDATE exchange.queries SET status = $2, http_status = $3, response = $4, completed_at = now()
+    WHERE id = $1 AND status = 'pending'
+    RETURNING id
+)
+INSERT INTO exchange.outbox (id, topic, key, value, headers)
+SELECT $5, $6, $7, $8, $9 FROM done
+RETURNING id
+"""
+
+FIND_IDEMPOTENT = "SELECT fingerprint, status, http_status, response FROM exchange.queries WHERE client_id = $1 AND idempotency_key = $2"

@@ -10,15 +10,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from sqlalchemy import Table, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from asyncpg import Record, UniqueViolationError  # type: ignore[import-untyped]
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.bus import Message
+from services.common.db import driver_connection
 from services.common.errors import Problem
 from services.common.identifiers import InvalidIdentifier
 from services.common.logs import request_id_var
@@ -28,13 +28,10 @@ from services.common.pb import audit_pb2, exchange_pb2
 from services.common.security import Principal
 from services.common.subjects import normalise_subject, subject_hash
 from services.exchange.config import ExchangeSettings
-from services.exchange.models import GrantUsage, GrantView, Query, ResourceView
+from services.exchange.models import FIND_IDEMPOTENT, FINISH_QUERY, START_QUERY, GrantView, Query, ResourceView
 from services.exchange.schemas import QueryCreate
 
 Reply = exchange_pb2.ExchangeReply
-# The hot path writes through the tables (SQLAlchemy Core), not the ORM: same SQL, less CPU.
-QUERIES = cast(Table, Query.__table__)
-USAGE = cast(Table, GrantUsage.__table__)
 
 
 class Denied(Problem):
@@ -107,20 +104,36 @@ def seconds_to_midnight(now: datetime) -> int:
     return max(1, int((tomorrow - now).total_seconds()))
 
 
+def over_quota(grant: GrantView, now: datetime) -> Denied:
+    return Denied(
+        429,
+        "quota-exceeded",
+        "Daily quota used up",
+        f"Grant {grant.id} allows {grant.daily_quota} queries a day.",
+        headers={"Retry-After": str(seconds_to_midnight(now))},
+    )
+
+
+def outbox_row(staged: tuple[uuid.UUID, Message]) -> tuple[uuid.UUID, str, bytes | None, bytes, str]:
+    """The outbox columns (id, topic, key, value, headers) as statement parameters."""
+    row_id, m = staged
+    return row_id, m.topic, m.key, m.value, orjson.dumps(m.headers).decode()
+
+
 class Exchange:
     """Brokers queries. Owns the in-memory waiters that correlate replies with open requests."""
 
-    def __init__(self, settings: ExchangeSettings, outbox: Outbox) -> None:
+    def __init__(self, settings: ExchangeSettings, engine: AsyncEngine, outbox: Outbox) -> None:
         self.settings = settings
+        self.engine = engine
         self.outbox = outbox
         self.waiters: dict[str, asyncio.Future[Reply]] = {}
         self._grants: dict[tuple[str, str, str], tuple[float, ResourceView | None, GrantView | None]] = {}
 
     # ----------------------------------------------------------------------- audit
 
-    def audit(
+    def audit_message(
         self,
-        session: AsyncSession,
         principal: Principal,
         *,
         outcome: str,
@@ -132,7 +145,7 @@ class Exchange:
         subject: str = "",
         fields: list[str] | None = None,
         query_id: str = "",
-    ) -> None:
+    ) -> Message:
         event = audit_pb2.AuditEvent(
             event_id=uuid.uuid4().hex,
             occurred_unix_ms=int(time.time() * 1000),
@@ -153,7 +166,10 @@ class Exchange:
             request_id=request_id_var.get() or "",
         )
         topic = self.settings.topic("audit.events")
-        self.outbox.add(session, Message(topic=topic, key=event.event_id.encode(), value=event.SerializeToString()))
+        return Message(topic=topic, key=event.event_id.encode(), value=event.SerializeToString())
+
+    def audit(self, session: AsyncSession, principal: Principal, **event: Any) -> None:
+        self.outbox.add(session, self.audit_message(principal, **event))
 
     async def deny(self, principal: Principal, problem: Problem, **context: Any) -> Problem:
         """Record the denial durably, then hand back the problem to raise (fail closed)."""
@@ -211,42 +227,41 @@ class Exchange:
                     deadline_unix_ms=int(deadline.timestamp() * 1000),
                     grant_id=str(grant.id),
                 )
-                async with self.outbox.transaction() as session:
+                topic = self.settings.topic(f"exchange.requests.{resource.provider_dept}")
+                staged = self.outbox.stage(
+                    Message(topic=topic, key=str(query_id).encode(), value=request.SerializeToString())
+                )
+                async with driver_connection(self.engine) as db:
                     if idempotency_key is not None:
-                        earlier = await session.scalar(
-                            select(Query).where(
-                                Query.client_id == principal.client_id, Query.idempotency_key == idempotency_key
-                            )
-                        )
+                        earlier = await db.fetchrow(FIND_IDEMPOTENT, principal.client_id, idempotency_key)
                         if earlier is not None:
                             return self.replay(earlier, print_)
-                    await session.execute(
-                        insert(QUERIES).values(
-                            id=query_id,
-                            client_id=principal.client_id,
-                            consumer_dept=principal.dept,
-                            actor=principal.sub,
-                            idempotency_key=idempotency_key,
-                            fingerprint=print_,
-                            resource_code=resource.code,
-                            provider_dept=resource.provider_dept,
-                            grant_id=grant.id,
-                            purpose=body.purpose,
-                            subject_type=body.subject.type,
-                            subject_hash=context["subject"],
-                            fields=fields,
-                            status="pending",
-                            deadline=deadline,
-                        )
+                    used = await db.fetchval(
+                        START_QUERY,
+                        grant.id,
+                        now.date(),
+                        grant.daily_quota,
+                        query_id,
+                        principal.client_id,
+                        principal.dept,
+                        principal.sub,
+                        idempotency_key,
+                        print_,
+                        resource.code,
+                        resource.provider_dept,
+                        body.purpose,
+                        body.subject.type,
+                        context["subject"],
+                        fields,
+                        deadline,
+                        *outbox_row(staged),
                     )
-                    topic = self.settings.topic(f"exchange.requests.{resource.provider_dept}")
-                    self.outbox.add(
-                        session, Message(topic=topic, key=str(query_id).encode(), value=request.SerializeToString())
-                    )
-                    await self.count_against_quota(session, grant, now)  # last: its row lock is held to commit
+                if used is None:
+                    raise over_quota(grant, now)
+                await self.outbox.committed([staged], wait_for_publish=True)
             except Denied as problem:
                 raise await self.deny(principal, problem, **context) from None
-            except IntegrityError:
+            except UniqueViolationError:
                 raise Problem(
                     409,
                     "idempotency-in-progress",
@@ -289,41 +304,23 @@ class Exchange:
             raise Denied(404, "unknown-resource", "Unknown resource", f"No published resource {resource_code!r}.")
         return resource, grant
 
-    async def count_against_quota(self, session: AsyncSession, grant: GrantView, now: datetime) -> None:
-        """One more query today on this grant; over the daily quota is a 429 (and rolls back)."""
-        statement = (
-            pg_insert(USAGE)
-            .values(grant_id=grant.id, day=now.date(), used=1)
-            .on_conflict_do_update(index_elements=["grant_id", "day"], set_={"used": USAGE.c.used + 1})
-            .returning(USAGE.c.used)
-        )
-        used = await session.scalar(statement)
-        if (used or 0) > grant.daily_quota:
-            raise Denied(
-                429,
-                "quota-exceeded",
-                "Daily quota used up",
-                f"Grant {grant.id} allows {grant.daily_quota} queries a day.",
-                headers={"Retry-After": str(seconds_to_midnight(now))},
-            )
-
-    def replay(self, earlier: Query, print_: str) -> Answer:
+    def replay(self, earlier: Record, print_: str) -> Answer:
         """Same Idempotency-Key, same request: the same answer. Different request: an error."""
-        if earlier.fingerprint != print_:
+        if earlier["fingerprint"] != print_:
             raise Problem(
                 422,
                 "idempotency-key-reused",
                 "Idempotency-Key reused",
                 "This Idempotency-Key was used for a different query; use a new key.",
             )
-        if earlier.status == "pending" or earlier.response is None:
+        if earlier["status"] == "pending" or earlier["response"] is None:
             raise Problem(
                 409,
                 "idempotency-in-progress",
                 "Same Idempotency-Key in flight",
                 "A query with this Idempotency-Key is still being answered; retry shortly.",
             )
-        return Answer(earlier.http_status or 200, earlier.response)
+        return Answer(earlier["http_status"] or 200, earlier["response"])
 
     def outcome_of(
         self, reply: Reply, query: dict[str, Any], masking: dict[str, str]
@@ -360,17 +357,30 @@ class Exchange:
         }
         outcome, status_code, body = self.outcome_of(reply, base, masking)
         body.pop("fields", None)
-        async with self.outbox.transaction(wait_for_publish=False) as session:
-            updated = await session.execute(
-                update(QUERIES)
-                .where(QUERIES.c.id == query_id, QUERIES.c.status == "pending")
-                .values(status=outcome, http_status=status_code, response=body, completed_at=func.now())
-            )
-            if updated.rowcount == 0:  # type: ignore[attr-defined]
-                # The late-reply consumer got there first (we were at the deadline): its record stands.
-                raise self.timeout_problem(query_id, 0)
-            self.audit(session, principal, outcome=outcome, query_id=str(query_id), **context)
+        if not await self.close_query(principal, query_id, outcome, status_code, body, context):
+            # The late-reply consumer got there first (we were at the deadline): its record stands.
+            raise self.timeout_problem(query_id, 0)
         return Answer(status_code, body)
+
+    async def close_query(
+        self,
+        principal: Principal,
+        query_id: uuid.UUID,
+        outcome: str,
+        status_code: int,
+        body: dict[str, Any],
+        context: dict[str, Any],
+    ) -> bool:
+        """Record how a pending query ended, with its audit event; False if it was not pending."""
+        staged = self.outbox.stage(self.audit_message(principal, outcome=outcome, query_id=str(query_id), **context))
+        async with driver_connection(self.engine) as db:
+            closed = await db.fetchval(
+                FINISH_QUERY, query_id, outcome, status_code, orjson.dumps(body).decode(), *outbox_row(staged)
+            )
+        if closed is None:
+            return False
+        await self.outbox.committed([staged], wait_for_publish=False)
+        return True
 
     def timeout_problem(self, query_id: uuid.UUID, timeout_ms: int) -> Problem:
         return Problem(
@@ -385,14 +395,7 @@ class Exchange:
         self, principal: Principal, query_id: uuid.UUID, context: dict[str, Any], timeout_ms: int
     ) -> Answer:
         problem = self.timeout_problem(query_id, timeout_ms)
-        async with self.outbox.transaction(wait_for_publish=False) as session:
-            updated = await session.execute(
-                update(QUERIES)
-                .where(QUERIES.c.id == query_id, QUERIES.c.status == "pending")
-                .values(status="timeout", http_status=504, response=problem.body(), completed_at=func.now())
-            )
-            if updated.rowcount:  # type: ignore[attr-defined]
-                self.audit(session, principal, outcome="timeout", query_id=str(query_id), **context)
+        await self.close_query(principal, query_id, "timeout", 504, problem.body(), context)
         raise problem
 
     # ----------------------------------------------------------------------- replies
