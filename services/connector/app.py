@@ -36,7 +36,7 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
             rt.bus.subscribe(
                 Subscription(
                     [requests],
-                    on_requests(responder, rt.sessions, rt.bus, replies),
+                    on_requests(responder, rt.engine, rt.bus, replies),
                     group=f"{settings.topic_prefix}connector.{dept}",
                 )
             )

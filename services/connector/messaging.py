@@ -8,18 +8,17 @@ import time
 from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bus import Bus, Handler, Message
+from services.common.db import driver_connection
 from services.common.pb import exchange_pb2
 from services.connector.service import Responder
 
 log = logging.getLogger("tongban.connector")
 
 
-def on_requests(
-    responder: Responder, sessions: async_sessionmaker[AsyncSession], bus: Bus, replies_topic: str
-) -> Handler:
+def on_requests(responder: Responder, engine: AsyncEngine, bus: Bus, replies_topic: str) -> Handler:
     async def handle(batch: Sequence[Message]) -> None:
         requests = []
         for message in batch:
@@ -30,8 +29,8 @@ def on_requests(
                 log.error("undecodable request dropped", extra={"ctx_key": message.key})
                 continue
             requests.append((message.value, request))
-        async with sessions() as session:
-            replies = await responder.answer(session, requests)
+        async with driver_connection(engine) as db:
+            replies = await responder.answer(db, requests)
         now = int(time.time() * 1000)
         for (_, request), reply in zip(requests, replies, strict=True):
             reply.answered_unix_ms = now

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
+from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -81,13 +82,18 @@ async def signing_key(session: AsyncSession) -> tuple[str, Ed25519PrivateKey]:
     return row.key_id, Ed25519PrivateKey.from_private_bytes(row.private_key)
 
 
-def record_items(resident: Resident) -> dict[str, str]:
+FIND_RESIDENTS = (
+    "SELECT id_number, name, gender, birth_date, address FROM connector.residents WHERE id_number = ANY($1::text[])"
+)
+
+
+def record_items(resident: Mapping[str, Any]) -> dict[str, str]:
     return {
-        "姓名": resident.name,
-        "性别": resident.gender,
-        "出生日期": resident.birth_date.isoformat(),
-        "户籍地址": resident.address,
-        "公民身份号码": resident.id_number,
+        "姓名": resident["name"],
+        "性别": resident["gender"],
+        "出生日期": resident["birth_date"].isoformat(),
+        "户籍地址": resident["address"],
+        "公民身份号码": resident["id_number"],
     }
 
 
@@ -103,16 +109,13 @@ class Responder:
         self.key_id = key_id
         self.key = key
 
-    async def answer(
-        self, session: AsyncSession, requests: Sequence[tuple[bytes, exchange_pb2.ExchangeRequest]]
-    ) -> list[Reply]:
+    async def answer(self, db: Any, requests: Sequence[tuple[bytes, exchange_pb2.ExchangeRequest]]) -> list[Reply]:
+        """Replies to a batch of requests, with one look-up (``db``: an asyncpg connection)."""
         ids = [r.subject_value for _, r in requests if r.subject_type == "id_card"]
-        found = {
-            r.id_number: r for r in (await session.scalars(select(Resident).where(Resident.id_number.in_(ids)))).all()
-        }
+        found = {r["id_number"]: r for r in await db.fetch(FIND_RESIDENTS, ids)} if ids else {}
         return [self.reply(raw, request, found.get(request.subject_value)) for raw, request in requests]
 
-    def reply(self, raw: bytes, request: exchange_pb2.ExchangeRequest, resident: Resident | None) -> Reply:
+    def reply(self, raw: bytes, request: exchange_pb2.ExchangeRequest, resident: Mapping[str, Any] | None) -> Reply:
         request_hash = hashlib.sha256(raw).hexdigest()
         reply = Reply(
             query_id=request.query_id, provider_dept=self.dept_code, request_hash=request_hash, key_id=self.key_id
