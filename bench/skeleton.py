@@ -5,7 +5,7 @@
 Order of the run, all on 127.0.0.1 and on the broker of ``make infra-up``:
 
 1. Raw Kafka baselines, measured first on a quiet machine (so they are the best case):
-   * produce→consume: one producer (acks=all, idempotent, linger 1 ms) to a fresh topic, one group-less
+   * produce→consume: one producer (the platform's settings: acks=all, idempotent) to a fresh topic, one group-less
      consumer (auto_offset_reset=latest, fetch_max_wait 100 ms); send→receive latency per message.
    * request→reply (2 hops): the same, plus an echo consumer that produces every request to a reply
      topic; the latency is send→reply received. The exchange makes two Kafka hops per query.
@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 
+from services.common.bus import PRODUCER_SETTINGS
 from services.demo import POLICE, DemoCredentials
 from tests.stack import ROOT, DistributedStack, asyncpg_dsn, create_database, infra_env
 
@@ -328,9 +329,7 @@ async def raw_kafka(bootstrap: str, two_hop: bool) -> Sample:
         await admin.create_topics([NewTopic(t, num_partitions=RAW_PARTITIONS, replication_factor=1) for t in topics])
 
         def producer() -> Any:
-            p = AIOKafkaProducer(
-                bootstrap_servers=bootstrap, client_id="bench", acks="all", enable_idempotence=True, linger_ms=1
-            )
+            p = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="bench", **PRODUCER_SETTINGS)
             producers.append(p)
             return p
 

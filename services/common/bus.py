@@ -27,6 +27,10 @@ log = logging.getLogger("tongban.bus")
 
 REQUEST_ID_HEADER = "request-id"
 
+# Every producer of the platform (and the benchmark's raw-Kafka baseline, to compare like with
+# like). linger_ms=0: send at once; under load records still batch while a request is in flight.
+PRODUCER_SETTINGS: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 0}
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -118,10 +122,8 @@ class KafkaBus:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=1,
             request_timeout_ms=15000,
+            **PRODUCER_SETTINGS,
         )
         await self._producer.start()
         for sub in self._subscriptions:
