@@ -7,10 +7,12 @@ exchange's hot path.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -141,6 +143,21 @@ def _with_rid(send: Send, rid: str) -> Send:
     return wrapped
 
 
+def frozen_after_startup(lifespan: Callable[[FastAPI], Any]) -> Callable[[FastAPI], Any]:
+    """``lifespan``, then ``gc.freeze()``: what startup built (modules, metadata, clients) lives as
+    long as the process, so the collector stops walking it. Before, each full collection walked it
+    all and paused the event loop for 70-200 ms, which was most of the query p99."""
+
+    @asynccontextmanager
+    async def wrapped(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(app):
+            gc.collect()
+            gc.freeze()
+            yield
+
+    return wrapped
+
+
 def create_service_app(
     *,
     service: str,
@@ -159,7 +176,7 @@ def create_service_app(
         title=title,
         version=version,
         description=description,
-        lifespan=lifespan,
+        lifespan=frozen_after_startup(lifespan),
         default_response_class=OrjsonResponse,
     )
     app.state.metrics = registry
