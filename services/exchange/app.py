@@ -32,9 +32,15 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             exchange = Exchange(settings, rt.engine, outbox)
             replies = settings.topic("exchange.replies")
             rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))
+            # Late replies are by definition not urgent: fetch them in larger, slower batches so
+            # this consumer does not compete with on_replies the moment a reply arrives.
             rt.bus.subscribe(
                 Subscription(
-                    [replies], on_late_replies(exchange, rt.sessions), group=settings.topic("exchange.late-replies")
+                    [replies],
+                    on_late_replies(exchange, rt.sessions),
+                    group=settings.topic("exchange.late-replies"),
+                    fetch_min_bytes=64 * 1024,
+                    fetch_max_wait_ms=250,
                 )
             )
             rt.bus.subscribe(
