@@ -99,6 +99,13 @@ async def walkthrough(creds: DemoCredentials) -> None:
             "/v1/exchange/queries", json=query_body(creds), headers={**headers, "Idempotency-Key": "walkthrough-1"}
         )
         assert again.status_code == 200 and again.json()["id"] == answer["id"]  # same key, same answer
+        other = await client.post(
+            "/v1/exchange/queries",
+            json={**query_body(creds), "fields": ["姓名"]},
+            headers={**headers, "Idempotency-Key": "walkthrough-1"},
+        )
+        assert other.status_code == 422, other.text  # same key, another question: refused
+        assert other.json()["type"].endswith("/idempotency-key-reused"), other.text
 
         auditor = await person_token(client, "auditor")
         record = await wait_for_audit(client, auditor, answer["id"], "completed")
