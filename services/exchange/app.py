@@ -3,6 +3,8 @@ the reply consumers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -52,12 +54,16 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             )
             await rt.bus.start([settings.topic("audit.events")])
             await outbox.start()
+            sweeper = asyncio.create_task(exchange.sweep_abandoned(), name="exchange:abandoned")
             app.state.runtime = rt
             app.state.exchange = exchange
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
                 await outbox.stop()
                 await rt.bus.stop()
 

@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Boolean, Date, DateTime, Index, Integer, String, UniqueConstraint, func
+from sqlalchemy import ARRAY, Boolean, Date, DateTime, Index, Integer, String, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -52,7 +52,11 @@ class Query(Base):
     """Query — 数据查询: one request for data about one subject, and how it ended."""
 
     __tablename__ = "queries"
-    __table_args__ = (UniqueConstraint("client_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("client_id", "idempotency_key"),
+        # Only the few pending rows: the sweep of abandoned queries reads them by deadline.
+        Index("ix_queries_pending", "deadline", postgresql_where=text("status = 'pending'")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     client_id: Mapped[str] = mapped_column(String(64))

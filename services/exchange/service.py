@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from services.exchange.models import FIND_IDEMPOTENT, FINISH_QUERY, START_QUERY,
 from services.exchange.schemas import QueryCreate
 
 Reply = exchange_pb2.ExchangeReply
+log = logging.getLogger("tongban.exchange")
 
 
 class Denied(Problem):
@@ -441,28 +443,67 @@ class Exchange:
         query.http_status = status_code
         query.response = body
         query.completed_at = datetime.now(UTC)
-        principal = Principal(
-            sub=query.actor,
-            client_id=query.client_id,
-            dept=query.consumer_dept,
-            roles=frozenset(),
-            scope=frozenset(),
-            jti="",
-        )
-        self.audit(
-            session,
-            principal,
-            outcome="late_reply",
-            reason=outcome,
-            resource=query.resource_code,
-            provider=query.provider_dept,
-            purpose=query.purpose,
-            subject_type=query.subject_type,
-            subject=query.subject_hash,
-            fields=query.fields,
-            query_id=str(query.id),
-        )
+        self.audit(session, principal_of(query), outcome="late_reply", reason=outcome, **context_of(query))
         return True
+
+    async def close_abandoned(self) -> int:
+        """Close queries left ``pending`` well past their deadline: the replica that waited for them
+        died. They end as ``timeout`` with an audit event (reason ``abandoned``), so every query has
+        an outcome in the audit trail; a reply that still comes is recorded as a late reply."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.abandoned_after_s)
+        async with self.outbox.transaction(wait_for_publish=False) as session:
+            queries = (
+                await session.scalars(
+                    select(Query)
+                    .where(Query.status == "pending", Query.deadline < cutoff)
+                    .order_by(Query.deadline)
+                    .limit(500)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for query in queries:
+                waited_ms = int((query.deadline - query.created_at).total_seconds() * 1000)
+                query.status = "timeout"
+                query.http_status = 504
+                query.response = self.timeout_problem(query.id, waited_ms).body()
+                query.completed_at = datetime.now(UTC)
+                self.audit(session, principal_of(query), outcome="timeout", reason="abandoned", **context_of(query))
+        return len(queries)
+
+    async def sweep_abandoned(self) -> None:
+        """Run :meth:`close_abandoned` every ``abandoned_after_s / 3`` seconds (a lifespan task)."""
+        while True:
+            await asyncio.sleep(max(1.0, self.settings.abandoned_after_s / 3))
+            try:
+                if closed := await self.close_abandoned():
+                    log.warning("closed queries abandoned by a dead replica", extra={"ctx_count": closed})
+            except Exception:
+                log.warning("sweep of abandoned queries failed; will retry", exc_info=True)
+
+
+def principal_of(query: Query) -> Principal:
+    """Who asked ``query``, as far as the audit trail needs to know."""
+    return Principal(
+        sub=query.actor,
+        client_id=query.client_id,
+        dept=query.consumer_dept,
+        roles=frozenset(),
+        scope=frozenset(),
+        jti="",
+    )
+
+
+def context_of(query: Query) -> dict[str, Any]:
+    """The audit context of ``query`` (the fields :meth:`Exchange.audit_message` takes)."""
+    return {
+        "resource": query.resource_code,
+        "provider": query.provider_dept,
+        "purpose": query.purpose,
+        "subject_type": query.subject_type,
+        "subject": query.subject_hash,
+        "fields": query.fields,
+        "query_id": str(query.id),
+    }
 
 
 async def get_query(session: AsyncSession, principal: Principal, query_id: uuid.UUID) -> Query:
