@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import DateTime, LargeBinary, String, delete, func, insert, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -72,7 +73,7 @@ class Outbox:
 
     def add(self, session: AsyncSession, message: Message) -> None:
         """Stage ``message`` in a :meth:`transaction`: written with it, published after it commits."""
-        session.info.setdefault("outbox", []).append((uuid.uuid4(), message))
+        session.info.setdefault("outbox", []).append(self.stage(message))
 
     @asynccontextmanager
     async def transaction(self, *, wait_for_publish: bool = True) -> AsyncIterator[AsyncSession]:
@@ -93,8 +94,16 @@ class Outbox:
 
     @staticmethod
     def stage(message: Message) -> tuple[uuid.UUID, Message]:
-        """An outbox row id for ``message``, for code that writes the row with its own SQL."""
+        """An outbox row id for ``message``; code that writes the row with its own SQL passes
+        :meth:`row_parameters` to it, then hands the staged pair to :meth:`committed`."""
         return uuid.uuid4(), message
+
+    @staticmethod
+    def row_parameters(staged: tuple[uuid.UUID, Message]) -> tuple[uuid.UUID, str, bytes | None, bytes, str]:
+        """The outbox row of ``staged`` as statement parameters: (id, topic, key, value, headers),
+        headers as JSON text (asyncpg takes JSONB as ``str``)."""
+        row_id, m = staged
+        return row_id, m.topic, m.key, m.value, orjson.dumps(m.headers).decode()
 
     async def committed(self, staged: Sequence[tuple[uuid.UUID, Message]], *, wait_for_publish: bool) -> None:
         """The rows of ``staged`` have committed: publish them now, or in the background."""

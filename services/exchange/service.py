@@ -116,12 +116,6 @@ def over_quota(grant: GrantView, now: datetime) -> Denied:
     )
 
 
-def outbox_row(staged: tuple[uuid.UUID, Message]) -> tuple[uuid.UUID, str, bytes | None, bytes, str]:
-    """The outbox columns (id, topic, key, value, headers) as statement parameters."""
-    row_id, m = staged
-    return row_id, m.topic, m.key, m.value, orjson.dumps(m.headers).decode()
-
-
 class Exchange:
     """Brokers queries. Owns the in-memory waiters that correlate replies with open requests."""
 
@@ -256,7 +250,7 @@ class Exchange:
                         context["subject"],
                         fields,
                         deadline,
-                        *outbox_row(staged),
+                        *self.outbox.row_parameters(staged),
                     )
                 if used is None:
                     raise over_quota(grant, now)
@@ -377,7 +371,12 @@ class Exchange:
         staged = self.outbox.stage(self.audit_message(principal, outcome=outcome, query_id=str(query_id), **context))
         async with driver_connection(self.engine) as db:
             closed = await db.fetchval(
-                FINISH_QUERY, query_id, outcome, status_code, orjson.dumps(body).decode(), *outbox_row(staged)
+                FINISH_QUERY,
+                query_id,
+                outcome,
+                status_code,
+                orjson.dumps(body).decode(),
+                *self.outbox.row_parameters(staged),
             )
         if closed is None:
             return False
