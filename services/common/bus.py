@@ -163,6 +163,7 @@ class KafkaBus:
     async def _consume(self, consumer: Any, sub: Subscription) -> None:
         from aiokafka import TopicPartition
 
+        dead_letter = self._dead_letter(sub)
         while True:
             try:
                 records = await consumer.getmany(timeout_ms=1000)
@@ -176,7 +177,6 @@ class KafkaBus:
                 continue
             # Partitions are independent: handle their batches concurrently (each still in order),
             # so one partition's slow batch does not hold up the others' latency.
-            dead_letter = self._dead_letter(sub)
             await asyncio.gather(
                 *(run_with_retries(sub, [as_message(r) for r in batch], dead_letter) for batch in records.values())
             )
