@@ -319,10 +319,12 @@ class Exchange:
         return Answer(earlier["http_status"] or 200, earlier["response"])
 
     def outcome_of(
-        self, reply: Reply, query: dict[str, Any], masking: dict[str, str]
+        self, reply: Reply, query: dict[str, Any], fields: list[str], masking: dict[str, str]
     ) -> tuple[str, int, dict[str, Any]]:
+        """How a reply ends a query: (outcome, HTTP status, body). ``query`` heads the body of an
+        answer; only the ``fields`` asked are taken from the reply, then masked."""
         if reply.status == Reply.OK:
-            data, masked = apply_masking({k: reply.data[k] for k in query["fields"] if k in reply.data}, masking)
+            data, masked = apply_masking({k: reply.data[k] for k in fields if k in reply.data}, masking)
             signature = {
                 "alg": "EdDSA",
                 "key_id": reply.key_id,
@@ -345,14 +347,8 @@ class Exchange:
     async def finish(
         self, principal: Principal, query_id: uuid.UUID, reply: Reply, masking: dict[str, str], context: dict[str, Any]
     ) -> Answer:
-        base = {
-            "id": str(query_id),
-            "resource": context["resource"],
-            "provider": context["provider"],
-            "fields": context["fields"],
-        }
-        outcome, status_code, body = self.outcome_of(reply, base, masking)
-        body.pop("fields", None)
+        base = {"id": str(query_id), "resource": context["resource"], "provider": context["provider"]}
+        outcome, status_code, body = self.outcome_of(reply, base, context["fields"], masking)
         if not await self.close_query(principal, query_id, outcome, status_code, body, context):
             # The late-reply consumer got there first (we were at the deadline): its record stands.
             raise self.timeout_problem(query_id, 0)
@@ -428,14 +424,8 @@ class Exchange:
         grant = await session.get(GrantView, query.grant_id)
         resource = await session.get(ResourceView, query.resource_code)
         masking = effective_masking(grant, resource) if grant and resource else {}
-        base = {
-            "id": str(query.id),
-            "resource": query.resource_code,
-            "provider": query.provider_dept,
-            "fields": query.fields,
-        }
-        outcome, status_code, body = self.outcome_of(reply, base, masking)
-        body.pop("fields", None)
+        base = {"id": str(query.id), "resource": query.resource_code, "provider": query.provider_dept}
+        outcome, status_code, body = self.outcome_of(reply, base, query.fields, masking)
         if outcome == "completed":
             body["status"] = "late_reply"
         query.status = "late_reply" if outcome == "completed" else outcome
