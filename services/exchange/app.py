@@ -48,7 +48,7 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             rt.bus.subscribe(
                 Subscription(
                     [settings.topic("registry.events")],
-                    on_registry_events(rt.sessions),
+                    on_registry_events(exchange, rt.sessions),
                     group=settings.topic("exchange.registry"),
                 )
             )

@@ -126,7 +126,7 @@ async def apply_registry_event(session: AsyncSession, event: registry_pb2.Regist
         )
 
 
-def on_registry_events(sessions: async_sessionmaker[AsyncSession]) -> Handler:
+def on_registry_events(exchange: Exchange, sessions: async_sessionmaker[AsyncSession]) -> Handler:
     async def handle(batch: Sequence[Message]) -> None:
         async with sessions.begin() as session:
             for message in batch:
@@ -137,5 +137,6 @@ def on_registry_events(sessions: async_sessionmaker[AsyncSession]) -> Handler:
                     log.error("undecodable registry event dropped", extra={"ctx_key": message.key})
                     continue
                 await apply_registry_event(session, event)
+        exchange.forget_grants()  # committed: what this replica cached may be stale
 
     return handle

@@ -124,7 +124,7 @@ class Exchange:
         self.engine = engine
         self.outbox = outbox
         self.waiters: dict[str, asyncio.Future[Reply]] = {}
-        self._grants: dict[tuple[str, str, str], tuple[float, ResourceView | None, GrantView | None]] = {}
+        self._grants: dict[tuple[str, str, str], tuple[float, ResourceView, GrantView]] = {}
 
     # ----------------------------------------------------------------------- audit
 
@@ -275,30 +275,36 @@ class Exchange:
     async def grant_for(
         self, principal: Principal, resource_code: str, purpose: str
     ) -> tuple[ResourceView, GrantView | None]:
-        """The resource and the caller's best grant for it, cached for ``grant_cache_s`` seconds.
+        """The resource and the caller's best grant for it.
 
-        The cache bounds how long a revocation takes to bite (seconds), and spares the database
-        two look-ups per query on the hot path.
+        A grant found is cached for ``grant_cache_s`` seconds, sparing the database two look-ups
+        per query on the hot path; the replica that applies a registry event drops its cache at
+        once (:meth:`forget_grants`), other replicas within ``grant_cache_s``. A look-up that finds
+        nothing is never cached: a grant issued a moment ago must work on the next query.
         """
         key = (principal.client_id or "", resource_code, purpose)
         cached = self._grants.get(key)
         if cached is not None and cached[0] > time.monotonic():
-            resource, grant = cached[1], cached[2]
-        else:
-            async with self.outbox.sessions() as session:
-                resource = await session.get(ResourceView, resource_code)
-                grant = await session.scalar(
-                    select(GrantView)
-                    .where(GrantView.client_id == principal.client_id, GrantView.resource_code == resource_code)
-                    .order_by(GrantView.revoked, (GrantView.purpose == purpose).desc(), GrantView.valid_until.desc())
-                    .limit(1)
-                )
+            return cached[1], cached[2]
+        async with self.outbox.sessions() as session:
+            resource = await session.get(ResourceView, resource_code)
+            grant = await session.scalar(
+                select(GrantView)
+                .where(GrantView.client_id == principal.client_id, GrantView.resource_code == resource_code)
+                .order_by(GrantView.revoked, (GrantView.purpose == purpose).desc(), GrantView.valid_until.desc())
+                .limit(1)
+            )
+        if resource is not None and grant is not None:
             if len(self._grants) > 10_000:
                 self._grants.clear()
             self._grants[key] = (time.monotonic() + self.settings.grant_cache_s, resource, grant)
         if resource is None:
             raise Denied(404, "unknown-resource", "Unknown resource", f"No published resource {resource_code!r}.")
         return resource, grant
+
+    def forget_grants(self) -> None:
+        """Drop cached grant look-ups: a registry event changed resources or grants."""
+        self._grants.clear()
 
     def replay(self, earlier: Record, print_: str) -> Answer:
         """Same Idempotency-Key, same request: the same answer. Different request: an error."""

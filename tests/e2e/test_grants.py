@@ -12,7 +12,7 @@ import httpx
 
 from services.common.pb import registry_pb2
 from services.demo import DemoCredentials
-from tests.e2e.client import publish_unconditional_resource, query_body, system_token
+from tests.e2e.client import person_token, publish_unconditional_resource, query_body, system_token
 from tests.e2e.test_denials import assert_problem
 from tests.stack import DistributedStack
 
@@ -68,3 +68,48 @@ async def test_quota_then_revocation_left_in_the_outbox(distributed: Stack, db: 
             await asyncio.sleep(0.5)
         assert_problem(revoked, 403, "grant-revoked")
         assert await db.fetchval("SELECT count(*) FROM registry.outbox") == 0  # published, then removed
+
+
+async def wait_for_row(db: asyncpg.Connection, sql: str, *args: object, timeout_s: float = 20.0) -> None:
+    """Poll until ``sql`` returns true: the exchange has applied a registry event."""
+    deadline = time.monotonic() + timeout_s
+    while not await db.fetchval(sql, *args):
+        assert time.monotonic() < deadline, f"timed out waiting for: {sql} {args}"
+        await asyncio.sleep(0.1)
+
+
+async def test_grant_and_revocation_bite_on_the_next_query(distributed: Stack, db: asyncpg.Connection) -> None:
+    """No look-up cache may hide a change the exchange has applied: not a missing grant that has
+    just been issued, nor a grant that has just been revoked."""
+    _, creds = distributed
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=30.0) as client:
+        code = await publish_unconditional_resource(client, "居民性别核验", "101040", "性别", 2)
+        await wait_for_row(db, "SELECT count(*) = 1 FROM exchange.resources WHERE code = $1", code)
+        system = await system_token(client, creds)
+        body = query_body(creds, resource=code, purpose="CACHE-TEST")
+        assert_problem(await client.post("/v1/exchange/queries", json=body, headers=system), 403, "no-grant")
+
+        application = await client.post(
+            "/v1/registry/applications",
+            json={
+                "resource": code,
+                "client_id": creds.client_id,
+                "items": ["性别"],
+                "purpose": {"service_item": "CACHE-TEST"},
+            },
+            headers=system,
+        )
+        assert application.status_code == 201, application.text
+        grant_id = uuid.UUID(application.json()["grant_id"])
+        await wait_for_row(db, "SELECT count(*) = 1 FROM exchange.grants WHERE id = $1", grant_id)
+        granted = await client.post("/v1/exchange/queries", json=body, headers=system)
+        assert granted.status_code == 200, granted.text
+        assert list(granted.json()["data"]) == ["性别"]
+
+        police = await person_token(client, "gaj_admin")
+        revoke = await client.post(
+            f"/v1/registry/grants/{grant_id}/revoke", json={"reason": "用途已结束"}, headers=police
+        )
+        assert revoke.status_code == 200, revoke.text
+        await wait_for_row(db, "SELECT revoked FROM exchange.grants WHERE id = $1", grant_id)
+        assert_problem(await client.post("/v1/exchange/queries", json=body, headers=system), 403, "grant-revoked")
