@@ -26,6 +26,7 @@ from services import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("gateway", "registry", "exchange", "audit", "connector")
+INFRA = ROOT / "deploy" / "local" / "infra.py"
 
 
 class InfraMissing(RuntimeError):
@@ -172,3 +173,8 @@ class EmbeddedStack(Stack):
         assert creds is not None
         await demo.wait_until_queryable(creds)
         return creds
+
+
+def infra(*args: str) -> None:
+    """Run `deploy/local/infra.py` (e.g. ``kafka-stop --kill``), as an operator would."""
+    subprocess.run([sys.executable, str(INFRA), *args], check=True, timeout=180)

@@ -3,7 +3,8 @@
     python deploy/local/infra.py up       start both (idempotent), write var/infra.env
     python deploy/local/infra.py down     stop both, leave no process behind
     python deploy/local/infra.py status   say what runs where
-    python deploy/local/infra.py kafka-stop | kafka-start   (used by failure tests)
+    python deploy/local/infra.py kafka-stop [--kill] | kafka-start   (used by failure tests)
+    python deploy/local/infra.py pg-stop [--kill] | pg-start
 
 PostgreSQL comes from the ``pgserver`` wheel (the same server binary the embedded mode uses) and
 listens only on a Unix socket under ``var/``. Kafka jars are resolved from Maven Central by
@@ -122,7 +123,9 @@ def pg_up() -> None:
     say(f"postgresql ready (socket {socket_dir}, data {PG_DATA.relative_to(ROOT)})")
 
 
-def pg_down() -> None:
+def pg_down(hard: bool = False) -> None:
+    """Stop PostgreSQL; ``hard``: ``-m immediate``, no checkpoint, as if the server crashed (the
+    next start replays the WAL)."""
     if not (PG_DATA / "postmaster.pid").exists():
         say("postgresql not running")
         return
@@ -130,10 +133,10 @@ def pg_down() -> None:
 
     user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs postgres as this user under root
     try:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=PG_DATA, user=user)
+        pg_ctl(["-w", "-m", "immediate" if hard else "fast", "stop"], pgdata=PG_DATA, user=user)
     except subprocess.CalledProcessError as err:
         say(f"pg_ctl stop: {err}")
-    say("postgresql stopped")
+    say("postgresql stopped" + (" (crashed: immediate mode)" if hard else ""))
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -326,10 +329,14 @@ def main(argv: list[str]) -> None:
         kafka_stop(hard="--kill" in argv)
     elif command == "kafka-start":
         kafka_start()
+    elif command == "pg-stop":
+        pg_down(hard="--kill" in argv)
+    elif command == "pg-start":
+        pg_up()
     elif command == "status":
         status()
     else:
-        fail(f"unknown command {command!r}; use up, down, status, kafka-stop or kafka-start")
+        fail(f"unknown command {command!r}; use up, down, status, kafka-stop, kafka-start, pg-stop or pg-start")
 
 
 if __name__ == "__main__":

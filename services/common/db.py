@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 NAMING_CONVENTION = {
@@ -36,9 +37,16 @@ def schema_metadata(schema: str) -> MetaData:
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     # No overflow: under load requests wait for a pooled connection rather than open and close
     # short-lived ones (connection churn costs PostgreSQL more CPU than the wait costs us).
-    # No pre-ping either: it costs a round trip per checkout; a dead connection fails its request
-    # once and is discarded (pool_recycle bounds connection age).
-    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_recycle=1800)
+    # No pre-ping round trip per checkout; instead a free check: asyncpg marks a connection closed
+    # as soon as the server drops it (restart, crash), and the pool then opens a new one.
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_recycle=1800)
+    event.listen(engine.sync_engine, "checkout", _replace_if_closed)
+    return engine
+
+
+def _replace_if_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("closed by the server; the pool opens a new connection")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -50,10 +58,41 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
     """The pooled asyncpg connection itself, for the few hot paths where SQLAlchemy's cost per
     statement shows (the exchange's query path). It runs in autocommit: make each change a single
     statement (CTEs) so that it is atomic. JSON and JSONB parameters are passed as ``str``.
+
+    SQLAlchemy does not see errors raised here, so a connection that fails because the database
+    went away is invalidated here, not handed to the next caller.
     """
     async with engine.connect() as conn:
         fairy = await conn.get_raw_connection()
-        yield fairy.driver_connection
+        try:
+            yield fairy.driver_connection
+        except Exception as exc:
+            if database_unavailable(exc):
+                await conn.invalidate()
+            raise
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database cannot be reached right now: the
+    server is down, restarting, or dropped the connection. Such errors are worth a retry."""
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.exc import DBAPIError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(
+            seen,
+            asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError | ConnectionError,
+        ):
+            return True
+        if isinstance(seen, asyncpg.InterfaceError) and "closed" in str(seen):
+            return True
+        if isinstance(seen, FileNotFoundError) and seen.filename is None:  # its Unix socket is gone
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from services.common.db import database_unavailable
 from services.common.logs import request_id_var
 
 PROBLEM_BASE = "https://tongban.dev/problems/"
@@ -59,6 +60,22 @@ class NotFound(Problem):
         super().__init__(404, "not-found", f"{what} not found", f"No {what} {key!r} is visible to you.")
 
 
+def unexpected_problem(exc: Exception) -> Problem:
+    """The answer to an exception no route expected, logged: 503 when the database is out of
+    reach (the client should retry; nothing was committed), else 500."""
+    if database_unavailable(exc):
+        log.warning("database unavailable", exc_info=exc)
+        return Problem(
+            503,
+            "database-unavailable",
+            "Database unavailable",
+            "The service cannot reach its database right now; nothing was changed. Retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+    log.exception("unhandled error", exc_info=exc)
+    return Problem(500, "internal", "Internal error", "The error was logged; quote request_id.")
+
+
 def problem_response(problem: Problem) -> Response:
     return Response(
         orjson.dumps(problem.body()),
@@ -92,8 +109,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(Problem(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
 
     async def on_unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return problem_response(Problem(500, "internal", "Internal error", "The error was logged; quote request_id."))
+        return problem_response(unexpected_problem(exc))
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)

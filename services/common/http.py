@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common.errors import Problem, install_error_handlers, problem_response
+from services.common.errors import Problem, install_error_handlers, problem_response, unexpected_problem
 from services.common.logs import request_id_var
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -112,12 +112,12 @@ class ServiceMiddleware:
             try:
                 await self.app(scope, limited_receive, _with_rid(send_tracked, rid))
             except Exception as exc:
-                # Answered here, not by Starlette's outer handler, so the 500 carries the request id.
-                log.exception("unhandled error", exc_info=exc)
+                # Answered here, not by Starlette's outer handler, so the problem carries the request id.
                 if started_response:
+                    log.exception("unhandled error after the response started", exc_info=exc)
                     raise
-                status = 500
-                problem = Problem(500, "internal", "Internal error", "The error was logged; quote request_id.")
+                problem = unexpected_problem(exc)
+                status = problem.status
                 await problem_response(problem)(scope, receive, _with_rid(send, rid))
         finally:
             route = scope.get("route")

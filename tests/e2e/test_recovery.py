@@ -10,7 +10,7 @@ import httpx
 
 from services.demo import DemoCredentials
 from tests.e2e.client import person_token, query_body, system_token, wait_for_audit
-from tests.stack import DistributedStack
+from tests.stack import DistributedStack, asyncpg_dsn, infra
 
 Stack = tuple[DistributedStack, DemoCredentials]
 
@@ -63,3 +63,48 @@ async def test_query_abandoned_by_a_killed_exchange_is_closed_and_audited(
         await wait_for_audit(client, auditor, query_id, "late_reply")
         again = await client.post("/v1/exchange/queries", json=query_body(creds), headers=headers)
         assert again.status_code == 200, again.text
+
+
+async def test_database_crash_delays_queries_but_loses_nothing(distributed: Stack) -> None:
+    """PostgreSQL crashes (immediate stop, WAL replay on start) under a running platform: clients
+    get 503 problems, never a 500, until every service has reconnected; an answered query and its
+    audit record are still there."""
+    stack, creds = distributed
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=30.0) as client:
+        headers = await system_token(client, creds)
+        auditor = await person_token(client, "auditor")
+        before = await client.post("/v1/exchange/queries", json=query_body(creds), headers=headers)
+        assert before.status_code == 200, before.text
+
+        infra("pg-stop", "--kill")
+        try:
+            while_down = await client.post("/v1/exchange/queries", json=query_body(creds), headers=headers)
+            assert while_down.status_code == 503, while_down.text
+            assert while_down.json()["type"].endswith("/database-unavailable")
+            assert while_down.headers["retry-after"] == "1"
+        finally:
+            infra("pg-start")
+
+        seen: list[int] = []
+        deadline = time.monotonic() + 60
+        while (
+            after := await client.post("/v1/exchange/queries", json=query_body(creds), headers=headers)
+        ).status_code != 200:
+            seen.append(after.status_code)
+            assert after.status_code == 503, after.text  # a clear "try again", never a 500
+            assert after.headers["content-type"] == "application/problem+json"
+            assert after.json()["type"].endswith("/database-unavailable")
+            assert int(after.headers["retry-after"]) > 0
+            assert time.monotonic() < deadline, f"no answer 60 s after the database came back: {seen}"
+            await asyncio.sleep(0.2)
+
+        for answered in (before, after):
+            query_id = answered.json()["id"]
+            record = await wait_for_audit(client, auditor, query_id, "completed", timeout_s=60)
+            assert record["consumer_client_id"] == creds.client_id
+        conn = await asyncpg.connect(asyncpg_dsn(stack.database_url)[0])
+        try:
+            status = await conn.fetchval("SELECT status FROM exchange.queries WHERE id = $1::uuid", before.json()["id"])
+            assert status == "completed"
+        finally:
+            await conn.close()

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-INFRA = ROOT / "deploy" / "local" / "infra.py"
 
 
 def unique(name: str) -> str:
     """A topic or group name no other test (or earlier run) uses."""
     return f"it-{name}-{uuid.uuid4().hex[:8]}"
-
-
-def infra(*args: str) -> None:
-    """Run `deploy/local/infra.py` (e.g. ``kafka-stop --kill``), as an operator would."""
-    subprocess.run([sys.executable, str(INFRA), *args], check=True, timeout=180)
 
 
 async def eventually(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -8,7 +8,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from services.common.bus import KafkaBus, Message, Subscription
-from tests.integration.helpers import eventually, infra, unique, written_env
+from tests.integration.helpers import eventually, unique, written_env
+from tests.stack import infra
 
 
 async def started(bootstrap: str, *subscriptions: Subscription, topics: Sequence[str] = ()) -> KafkaBus:

@@ -13,9 +13,9 @@ from sqlalchemy.orm import DeclarativeBase
 from services.common.bus import Message, Subscription
 from services.common.db import create_engine, schema_metadata, session_factory
 from services.common.outbox import Outbox, OutboxRow
-from tests.integration.helpers import eventually, infra, unique
+from tests.integration.helpers import eventually, unique
 from tests.integration.test_bus import started
-from tests.stack import create_database, infra_env
+from tests.stack import create_database, infra, infra_env
 
 
 class Base(DeclarativeBase):
