@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import MetaData, event, text
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 NAMING_CONVENTION = {
@@ -75,9 +76,6 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
 def database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) says the database cannot be reached right now: the
     server is down, restarting, or dropped the connection. Such errors are worth a retry."""
-    import asyncpg  # type: ignore[import-untyped]
-    from sqlalchemy.exc import DBAPIError
-
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, DBAPIError) and seen.connection_invalidated:

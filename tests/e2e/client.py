@@ -48,6 +48,18 @@ async def publish_unconditional_resource(
     return code
 
 
+async def apply_for(
+    client: httpx.AsyncClient, system: dict[str, str], creds: DemoCredentials, code: str, item: str, **terms: Any
+) -> dict[str, Any]:
+    """The demo consumer system applies for ``item`` of resource ``code``; ``terms`` are the
+    application's other fields (``purpose`` as a service item code, ``daily_quota``…). The answer."""
+    purpose = {"service_item": terms.pop("purpose")}
+    application = {"resource": code, "client_id": creds.client_id, "items": [item], "purpose": purpose, **terms}
+    response = await client.post("/v1/registry/applications", json=application, headers=system)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
 def query_body(creds: DemoCredentials, **overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "resource": creds.resource,

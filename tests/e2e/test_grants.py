@@ -12,7 +12,7 @@ import httpx
 
 from services.common.pb import registry_pb2
 from services.demo import DemoCredentials
-from tests.e2e.client import person_token, publish_unconditional_resource, query_body, system_token
+from tests.e2e.client import apply_for, person_token, publish_unconditional_resource, query_body, system_token
 from tests.e2e.test_denials import assert_problem
 from tests.stack import DistributedStack
 
@@ -24,20 +24,9 @@ async def test_quota_then_revocation_left_in_the_outbox(distributed: Stack, db: 
     async with httpx.AsyncClient(base_url=creds.gateway, timeout=30.0) as client:
         code = await publish_unconditional_resource(client, "居民姓名核验", "101030", "姓名", 50)
         system = await system_token(client, creds)
-        application = await client.post(
-            "/v1/registry/applications",
-            json={
-                "resource": code,
-                "client_id": creds.client_id,
-                "items": ["姓名"],
-                "purpose": {"service_item": "QUOTA-TEST"},
-                "daily_quota": 1,
-            },
-            headers=system,
-        )
-        assert application.status_code == 201, application.text
-        assert application.json()["status"] == "approved"  # unconditional: granted at once
-        grant_id = application.json()["grant_id"]
+        application = await apply_for(client, system, creds, code, "姓名", purpose="QUOTA-TEST", daily_quota=1)
+        assert application["status"] == "approved"  # unconditional: granted at once
+        grant_id = application["grant_id"]
         body = query_body(creds, resource=code, purpose="QUOTA-TEST")
         deadline = time.monotonic() + 20
         while (first := await client.post("/v1/exchange/queries", json=body, headers=system)).status_code != 200:
@@ -89,18 +78,8 @@ async def test_grant_and_revocation_bite_on_the_next_query(distributed: Stack, d
         body = query_body(creds, resource=code, purpose="CACHE-TEST")
         assert_problem(await client.post("/v1/exchange/queries", json=body, headers=system), 403, "no-grant")
 
-        application = await client.post(
-            "/v1/registry/applications",
-            json={
-                "resource": code,
-                "client_id": creds.client_id,
-                "items": ["性别"],
-                "purpose": {"service_item": "CACHE-TEST"},
-            },
-            headers=system,
-        )
-        assert application.status_code == 201, application.text
-        grant_id = uuid.UUID(application.json()["grant_id"])
+        application = await apply_for(client, system, creds, code, "性别", purpose="CACHE-TEST")
+        grant_id = uuid.UUID(application["grant_id"])
         await wait_for_row(db, "SELECT count(*) = 1 FROM exchange.grants WHERE id = $1", grant_id)
         granted = await client.post("/v1/exchange/queries", json=body, headers=system)
         assert granted.status_code == 200, granted.text

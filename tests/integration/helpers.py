@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+
+from services.common.bus import KafkaBus, Subscription
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,11 +19,26 @@ def unique(name: str) -> str:
     return f"it-{name}-{uuid.uuid4().hex[:8]}"
 
 
-async def eventually(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+async def eventually(condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` (plain or async) until it holds; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while not await holds(condition):
         assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
         await asyncio.sleep(0.1)
+
+
+async def holds(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
+    result = condition()
+    return await result if inspect.isawaitable(result) else result
+
+
+async def started(bootstrap: str, *subscriptions: Subscription, topics: Sequence[str] = ()) -> KafkaBus:
+    """A started KafkaBus of its own (client id, dead-letter topic) with ``subscriptions``."""
+    bus = KafkaBus(bootstrap, client_id=unique("client"), dlq_topic=unique("dlq"))
+    for subscription in subscriptions:
+        bus.subscribe(subscription)
+    await bus.start(topics)
+    return bus
 
 
 def written_env() -> dict[str, str]:

@@ -7,17 +7,9 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 
-from services.common.bus import KafkaBus, Message, Subscription
-from tests.integration.helpers import eventually, unique, written_env
+from services.common.bus import Message, Subscription
+from tests.integration.helpers import eventually, started, unique, written_env
 from tests.stack import infra
-
-
-async def started(bootstrap: str, *subscriptions: Subscription, topics: Sequence[str] = ()) -> KafkaBus:
-    bus = KafkaBus(bootstrap, client_id=unique("client"), dlq_topic=unique("dlq"))
-    for subscription in subscriptions:
-        bus.subscribe(subscription)
-    await bus.start(topics)
-    return bus
 
 
 async def test_failing_handler_is_retried_then_dead_lettered_and_the_partition_moves_on(bootstrap: str) -> None:
