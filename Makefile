@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3.11
+# The newest python3.x on the PATH, 3.11 or later (the lock holds every version from 3.11 up).
+# A name on the PATH is not enough (pyenv shims answer for versions that are not active): it must run.
+PYTHON ?= $(shell for v in 3.14 3.13 3.12 3.11; do python$$v -c '' >/dev/null 2>&1 && { echo python$$v; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -13,7 +15,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): requirements.lock pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Python 3.11)"; exit 1; }
+	@[ -n "$(PYTHON)" ] && command -v $(PYTHON) >/dev/null || { echo "Python 3.11 or later is required (python3.11 … python3.14 on the PATH)"; exit 1; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(VENV)/bin/uv pip sync -q --python $(PY) --require-hashes requirements.lock
@@ -22,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 venv: $(STAMP) ## Create .venv with the locked dependencies
 
 lock: $(STAMP) ## Re-resolve requirements.lock from pyproject.toml
-	$(VENV)/bin/uv pip compile pyproject.toml --group dev --generate-hashes --python-version 3.11 -q -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --group dev --generate-hashes --universal --python-version 3.11 -q -o requirements.lock
 
 run: $(STAMP) ## Start the whole platform, embedded (one process, PostgreSQL under var/), and print how to use it
 	$(PY) -m services.embedded
