@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.audit.models import AuditRecord, ChainHead
 from services.common.pb import audit_pb2
-from services.common.security import Principal, forbidden
+from services.common.security import Principal, Role, forbidden
 
 GENESIS = "0" * 64
 CHAINED_FIELDS = (
@@ -90,7 +90,7 @@ async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) 
 
 
 def require_auditor(principal: Principal) -> None:
-    if not principal.has_role("auditor"):
+    if not principal.has_role(Role.AUDITOR):
         raise forbidden("Only an auditor may read the audit trail.")
 
 

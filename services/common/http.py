@@ -23,7 +23,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common.errors import Problem, install_error_handlers, problem_response, unexpected_problem
+from services.common.errors import (
+    CommonProblem,
+    Problem,
+    ProblemDetails,
+    install_error_handlers,
+    problem_response,
+    unexpected_problem,
+)
 from services.common.logs import request_id_var
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -39,9 +46,8 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
-class BodyTooLarge(Problem):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, "body-too-large", "Request body too large", f"The body exceeds {limit} bytes.")
+def body_too_large(limit: int) -> Problem:
+    return CommonProblem.BODY_TOO_LARGE.problem(f"The body exceeds {limit} bytes.")
 
 
 class ServiceMiddleware:
@@ -73,7 +79,7 @@ class ServiceMiddleware:
         try:
             declared = _header(scope, b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                await problem_response(BodyTooLarge(self.max_body_bytes))(scope, receive, _with_rid(send, rid))
+                await problem_response(body_too_large(self.max_body_bytes))(scope, receive, _with_rid(send, rid))
                 status = 413
                 return
             received = 0
@@ -96,7 +102,9 @@ class ServiceMiddleware:
                 if too_large:
                     if message["type"] == "http.response.start":
                         status = 413
-                        await problem_response(BodyTooLarge(self.max_body_bytes))(scope, receive, _with_rid(send, rid))
+                        await problem_response(body_too_large(self.max_body_bytes))(
+                            scope, receive, _with_rid(send, rid)
+                        )
                     return
                 if message["type"] == "http.response.start":
                     status = message["status"]
@@ -158,6 +166,20 @@ def frozen_after_startup(lifespan: Callable[[FastAPI], Any]) -> Callable[[FastAP
     return wrapped
 
 
+def document_problems(app: FastAPI) -> None:
+    """Put the problem+json schema that routes' ``responses=`` refer to into the OpenAPI document."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["ProblemDetails"] = ProblemDetails.model_json_schema()
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_service_app(
     *,
     service: str,
@@ -180,6 +202,7 @@ def create_service_app(
         default_response_class=OrjsonResponse,
     )
     app.state.metrics = registry
+    document_problems(app)
     app.state.readiness = []
     install_error_handlers(app)
     app.add_middleware(ServiceMiddleware, max_body_bytes=max_body_bytes, registry=registry, service=service)
@@ -200,9 +223,7 @@ def create_service_app(
                 checks[name] = f"failing: {err}"
         ready = all(v == "ok" for v in checks.values())
         if not ready:
-            return problem_response(
-                Problem(503, "not-ready", "Not ready", "; ".join(f"{k}: {v}" for k, v in checks.items()))
-            )
+            return problem_response(CommonProblem.NOT_READY.problem("; ".join(f"{k}: {v}" for k, v in checks.items())))
         return OrjsonResponse({"status": "ready", "checks": checks})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")

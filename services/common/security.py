@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -17,35 +18,68 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
 
-from services.common.errors import Problem
+from services.common.errors import CommonProblem, Problem
 
 JWT_ALGORITHMS = ["ES256"]
 JWKS_PATH = "/.well-known/jwks.json"
 LEEWAY_S = 30  # clock skew tolerated on exp/nbf/iat
 VERIFIED_CACHE_SIZE = 50_000
+# The access-token claim that says what the token identifies. It is the only way any service
+# tells a system from a person: nothing infers it from other claims (a username can look like
+# anything; a client id is only a name).
+PRINCIPAL_TYPE_CLAIM = "principal_type"
+
+
+class PrincipalType(StrEnum):
+    SYSTEM = "system"  # a departmental system (业务系统), an OAuth2 client
+    PERSON = "person"  # a person who logged in (数据管理员, 审批人, 审计员…)
+
+
+class Role(StrEnum):
+    """Roles a token may carry. Systems: consumer, provider. People: the rest."""
+
+    CONSUMER = "consumer"
+    PROVIDER = "provider"
+    PLATFORM_ADMIN = "platform_admin"
+    DATA_ADMIN = "data_admin"
+    APPROVER = "approver"
+    AUDITOR = "auditor"
+
+
+SYSTEM_ROLES = frozenset({Role.CONSUMER, Role.PROVIDER})
+PERSON_ROLES = frozenset({Role.PLATFORM_ADMIN, Role.DATA_ADMIN, Role.APPROVER, Role.AUDITOR})
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a departmental system (client) or a person (user)."""
+    """Who is calling: a departmental system (client) or a person (user), as the token says."""
 
+    type: PrincipalType
     sub: str
-    client_id: str | None
+    client_id: str | None  # systems only
     dept: str  # 统一社会信用代码 of the caller's department
     roles: frozenset[str]
     scope: frozenset[str]
     jti: str
 
-    def has_role(self, *roles: str) -> bool:
+    @property
+    def is_system(self) -> bool:
+        return self.type is PrincipalType.SYSTEM
+
+    @property
+    def is_person(self) -> bool:
+        return self.type is PrincipalType.PERSON
+
+    def has_role(self, *roles: Role) -> bool:
         return bool(self.roles.intersection(roles))
 
 
 def unauthorized(detail: str) -> Problem:
-    return Problem(401, "unauthorized", "Authentication required", detail, headers={"WWW-Authenticate": "Bearer"})
+    return CommonProblem.UNAUTHORIZED.problem(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def forbidden(detail: str, code: str = "forbidden") -> Problem:
-    return Problem(403, code, "Not allowed", detail)
+def forbidden(detail: str) -> Problem:
+    return CommonProblem.FORBIDDEN.problem(detail)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -79,6 +113,7 @@ class TokenVerifier:
             exp={"essential": True},
             sub={"essential": True},
             dept={"essential": True},
+            principal_type={"essential": True, "values": [t.value for t in PrincipalType]},  # PRINCIPAL_TYPE_CLAIM
         )
 
     def use_keys(self, keys: KeySet) -> None:
@@ -106,7 +141,7 @@ class TokenVerifier:
                 self._verified.clear()  # a key may have been withdrawn
                 self._fetched_at = time.monotonic()
             except (httpx.HTTPError, ValueError) as err:
-                raise Problem(503, "jwks-unavailable", "Cannot verify tokens now", f"JWKS fetch failed: {err}") from err
+                raise CommonProblem.JWKS_UNAVAILABLE.problem(f"JWKS fetch failed: {err}") from err
 
     async def verify(self, token: str) -> Principal:
         cached = self._verified.get(token)
@@ -137,9 +172,15 @@ class TokenVerifier:
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    """The principal of verified ``claims``; a system token must name its client."""
+    kind = PrincipalType(claims[PRINCIPAL_TYPE_CLAIM])
+    client_id = claims.get("client_id")
+    if (kind is PrincipalType.SYSTEM) != isinstance(client_id, str):
+        raise unauthorized("The access token is not valid: client_id goes with system tokens only.")
     return Principal(
+        type=kind,
         sub=str(claims["sub"]),
-        client_id=claims.get("client_id"),
+        client_id=client_id,
         dept=str(claims["dept"]),
         roles=frozenset(claims.get("roles") or ()),
         scope=frozenset(str(claims.get("scope") or "").split()),

@@ -26,7 +26,7 @@ from services.common.logs import request_id_var
 from services.common.masking import apply_masking
 from services.common.outbox import Outbox
 from services.common.pb import audit_pb2, exchange_pb2
-from services.common.security import Principal
+from services.common.security import Principal, PrincipalType, Role
 from services.common.subjects import normalise_subject, subject_hash
 from services.exchange.config import ExchangeSettings
 from services.exchange.models import FIND_IDEMPOTENT, FINISH_QUERY, START_QUERY, GrantView, Query, ResourceView
@@ -181,7 +181,7 @@ class Exchange:
             "purpose": body.purpose,
             "subject_type": body.subject.type,
         }
-        if principal.client_id != principal.sub or not principal.has_role("consumer"):
+        if not principal.is_system or not principal.has_role(Role.CONSUMER):
             problem = Problem(
                 403, "not-a-consumer", "Not a consuming system", "Queries are made by systems with the consumer role."
             )
@@ -479,6 +479,7 @@ class Exchange:
 def principal_of(query: Query) -> Principal:
     """Who asked ``query``, as far as the audit trail needs to know."""
     return Principal(
+        type=PrincipalType.SYSTEM,
         sub=query.actor,
         client_id=query.client_id,
         dept=query.consumer_dept,

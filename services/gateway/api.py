@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from services.common.errors import Problem
 from services.common.runtime import CurrentPrincipal, RuntimeDep
-from services.common.security import bearer_token
+from services.common.security import PrincipalType, bearer_token
 from services.gateway import service
 from services.gateway.config import GatewaySettings
 from services.gateway.schemas import (
@@ -63,8 +63,8 @@ async def token(
     access, ttl, scope = service.issue_token(
         request.app.state.signing_keys[0],
         settings_of(request),
+        kind=PrincipalType.SYSTEM,
         sub=system.client_id,
-        client_id=system.client_id,
         dept=system.dept_code,
         roles=roles,
     )
@@ -78,8 +78,8 @@ async def login(body: Login, request: Request, rt: RuntimeDep) -> TokenResponse:
     access, ttl, scope = service.issue_token(
         request.app.state.signing_keys[0],
         settings_of(request),
+        kind=PrincipalType.PERSON,
         sub=user.username,
-        client_id=None,
         dept=user.dept_code,
         roles=user.roles,
     )

@@ -2,9 +2,10 @@
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from services.common.identifiers import InvalidIdentifier, validate_credit_code, validate_region_code
+from services.common.schemas import Strict
 
 
 def _credit_code(value: str) -> str:
@@ -21,15 +22,20 @@ def _region_code(value: str) -> str:
         raise ValueError(str(err)) from err
 
 
+def _username(value: str) -> str:
+    # "sys-…" is the namespace of client ids (gateway.service.CLIENT_ID_PREFIX): a person's name
+    # may never equal a system's client id.
+    if value.lower().startswith("sys-"):
+        raise ValueError("usernames may not start with 'sys-' (reserved for systems' client ids)")
+    return value
+
+
+Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"), AfterValidator(_username)]
 CreditCode = Annotated[str, Field(min_length=18, max_length=18), AfterValidator(_credit_code)]
 RegionCode = Annotated[str, Field(min_length=6, max_length=6), AfterValidator(_region_code)]
 DeptLevel = Literal["national", "province", "city", "county"]
 SystemRole = Literal["consumer", "provider"]
 UserRole = Literal["platform_admin", "data_admin", "approver", "auditor"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class DepartmentCreate(Strict):
@@ -77,7 +83,7 @@ class SystemPublic(BaseModel):
 
 
 class UserCreate(Strict):
-    username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    username: Username
     password: str = Field(min_length=8, max_length=128)
     department: CreditCode
     roles: list[UserRole] = Field(min_length=1, max_length=4)

@@ -17,12 +17,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import NotFound, Problem
-from services.common.security import Principal, forbidden
+from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, forbidden
 from services.gateway.config import GatewaySettings
 from services.gateway.models import Department, SigningKey, System, User
 from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# Client ids are "sys-" + random hex; usernames may not start with it (schemas.UserCreate), so a
+# person can never be mistaken for a system by name.
+CLIENT_ID_PREFIX = "sys-"
 
 
 class OAuthError(Problem):
@@ -71,7 +74,7 @@ def verify_client_secret(secret: str, stored: str | None) -> bool:
 
 
 def require_platform_admin(principal: Principal) -> None:
-    if not principal.has_role("platform_admin"):
+    if not principal.has_role(Role.PLATFORM_ADMIN):
         raise forbidden("Only a platform administrator may do this.")
 
 
@@ -112,12 +115,13 @@ async def create_system(
 ) -> tuple[System, str]:
     department = await get_department(session, dept_code)
     if not (
-        principal.has_role("platform_admin") or (principal.has_role("data_admin") and principal.dept == department.code)
+        principal.has_role(Role.PLATFORM_ADMIN)
+        or (principal.has_role(Role.DATA_ADMIN) and principal.dept == department.code)
     ):
         raise forbidden("Only a platform administrator or this department's data administrator may register systems.")
     secret = secrets.token_urlsafe(32)
     system = System(
-        client_id="sys-" + secrets.token_hex(8),
+        client_id=CLIENT_ID_PREFIX + secrets.token_hex(8),
         dept_code=department.code,
         name=body.name,
         roles=sorted(set(body.roles)),
@@ -132,7 +136,7 @@ async def create_system(
 async def get_system(session: AsyncSession, principal: Principal, client_id: str) -> System:
     system = await session.get(System, client_id)
     # Same answer for "absent" and "not yours", so existence does not leak.
-    if system is None or not (principal.has_role("platform_admin") or principal.dept == system.dept_code):
+    if system is None or not (principal.has_role(Role.PLATFORM_ADMIN) or principal.dept == system.dept_code):
         raise NotFound("system", client_id)
     return system
 
@@ -199,22 +203,26 @@ def public_jwks(keys: list[ECKey]) -> dict[str, object]:
 
 
 def issue_token(
-    key: ECKey, settings: GatewaySettings, *, sub: str, client_id: str | None, dept: str, roles: list[str]
+    key: ECKey, settings: GatewaySettings, *, kind: PrincipalType, sub: str, dept: str, roles: list[str]
 ) -> tuple[str, int, str]:
+    """An RFC 9068 access token. ``kind`` goes into a claim of its own (``principal_type``); a
+    system's token also carries ``client_id`` (= ``sub``), a person's never does."""
     now = int(time.time())
     scope = " ".join(sorted(roles))
-    claims = {
+    claims: dict[str, object] = {
         "iss": settings.jwt_issuer,
         "sub": sub,
         "aud": settings.jwt_audience,
         "iat": now,
         "exp": now + settings.token_ttl_s,
         "jti": uuid.uuid4().hex,
-        "client_id": client_id or sub,
+        PRINCIPAL_TYPE_CLAIM: kind.value,
         "scope": scope,
         "dept": dept,
         "roles": roles,
     }
+    if kind is PrincipalType.SYSTEM:
+        claims["client_id"] = sub
     token = jwt.encode({"alg": "ES256", "kid": key.kid, "typ": "at+jwt"}, claims, key)
     return token, settings.token_ttl_s, scope
 

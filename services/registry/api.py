@@ -124,7 +124,7 @@ async def create_application(
     authorization: Annotated[str, Header()],
 ) -> ApplicationPublic:
     settings = request.app.state.runtime.settings
-    if principal.client_id == principal.sub:
+    if principal.is_system:
         client_dept: str | None = principal.dept if body.client_id == principal.client_id else None
     else:
         client_dept = await service.system_department(settings.gateway_url, authorization, body.client_id)

@@ -6,9 +6,10 @@ import uuid
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from services.common.masking import MASKING_RULES
+from services.common.schemas import Strict
 
 Classification = Literal["basic", "theme", "department"]  # 基础 / 主题 / 部门
 ResourceFormat = Literal["电子文件", "电子表格", "数据库", "图形图像", "流媒体", "自描述格式", "服务接口"]
@@ -25,10 +26,6 @@ assert set(MaskingRule.__args__) == set(MASKING_RULES)  # type: ignore[attr-defi
 
 ItemName = str
 SERVICE_ITEM_PATTERN = r"^[0-9A-Za-z\-]{4,64}$"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class ItemSpec(Strict):

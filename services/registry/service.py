@@ -17,7 +17,7 @@ from services.common.bus import Message
 from services.common.errors import NotFound, Problem
 from services.common.outbox import Outbox
 from services.common.pb import registry_pb2 as pb
-from services.common.security import Principal, forbidden
+from services.common.security import Principal, Role, forbidden
 from services.registry.models import Application, Grant, Resource
 from services.registry.schemas import ApplicationApprove, ApplicationCreate, ResourceCreate
 
@@ -51,7 +51,7 @@ def event_message(topic: str, key: str, value: bytes) -> Message:
 
 
 def require_data_admin(principal: Principal) -> None:
-    if not principal.has_role("data_admin", "platform_admin"):
+    if not principal.has_role(Role.DATA_ADMIN, Role.PLATFORM_ADMIN):
         raise forbidden("Only a data administrator may change the catalogue.")
 
 
@@ -194,10 +194,10 @@ async def create_application(
     client_dept: str | None,
     topic: str,
 ) -> tuple[Application, Grant | None]:
-    if principal.client_id == principal.sub:  # a system applying for itself
-        if body.client_id != principal.client_id or not principal.has_role("consumer"):
+    if principal.is_system:  # a system applying for itself
+        if body.client_id != principal.client_id or not principal.has_role(Role.CONSUMER):
             raise forbidden("A system may apply only for itself, and only with the consumer role.")
-    elif not principal.has_role("data_admin"):
+    elif not principal.has_role(Role.DATA_ADMIN):
         raise forbidden("Only a data administrator (or the consuming system itself) may apply.")
     if client_dept != principal.dept:
         raise Problem(422, "unknown-client", "Unknown system", f"No system {body.client_id!r} in your department.")
@@ -286,7 +286,7 @@ async def get_application(session: AsyncSession, principal: Principal, applicati
 
 
 def require_approver(principal: Principal, application: Application) -> None:
-    if principal.dept != application.provider_dept or not principal.has_role("approver"):
+    if principal.dept != application.provider_dept or not principal.has_role(Role.APPROVER):
         raise forbidden("Only an approver of the providing department may decide this application.")
     if application.status != "pending":
         raise Problem(409, "invalid-state", "Already decided", f"The application is {application.status}.")
@@ -362,7 +362,7 @@ async def revoke_grant(
     grant = await session.get(Grant, grant_id, with_for_update=True)
     if grant is None or principal.dept not in (grant.consumer_dept, grant.provider_dept):
         raise NotFound("grant", str(grant_id))
-    if principal.dept != grant.provider_dept or not principal.has_role("approver", "data_admin"):
+    if principal.dept != grant.provider_dept or not principal.has_role(Role.APPROVER, Role.DATA_ADMIN):
         raise forbidden("Only the providing department's approver or data administrator may revoke a grant.")
     if grant.status == "revoked":
         raise Problem(409, "invalid-state", "Already revoked", f"Grant {grant_id} is already revoked.")

@@ -131,6 +131,7 @@ async def test_missing_expired_and_forged_tokens(
         "aud": "tongban",
         "sub": creds.client_id,
         "client_id": creds.client_id,
+        "principal_type": "system",
         "dept": "11110100000013020B",
         "roles": ["consumer"],
         "iat": now - 7200,

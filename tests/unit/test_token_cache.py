@@ -20,7 +20,15 @@ def new_key() -> ECKey:
 
 
 def token(key: ECKey, exp: float) -> str:
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "sys-1", "client_id": "sys-1", "dept": "d", "exp": int(exp)}
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "sys-1",
+        "client_id": "sys-1",
+        "dept": "d",
+        "exp": int(exp),
+        "principal_type": "system",
+    }
     return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
 
 
