@@ -5,13 +5,14 @@ the commit happens before the response is sent; domain code never calls ``commit
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import CheckConstraint, MetaData, event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -33,6 +34,18 @@ _ALEMBIC_GLOBALS = asyncio.Lock()
 def schema_metadata(schema: str) -> MetaData:
     """Metadata whose tables all live in ``schema`` (one schema per service), with named constraints."""
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+
+def one_of(column: str, values: type[StrEnum]) -> CheckConstraint:
+    """A CHECK that ``column`` holds a member of ``values`` (named ``ck_<table>_<column>``): the
+    database refuses a status the code does not know, whoever writes it."""
+    return CheckConstraint(f"{column} IN ({', '.join(repr(v.value) for v in values)})", name=column)
+
+
+def subset_of(column: str, values: Iterable[str]) -> CheckConstraint:
+    """A CHECK that the array ``column`` holds only ``values`` (named ``ck_<table>_<column>``)."""
+    allowed = ", ".join(repr(str(v)) for v in sorted(values))
+    return CheckConstraint(f"{column} <@ ARRAY[{allowed}]::varchar[]", name=column)
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:

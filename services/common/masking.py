@@ -1,10 +1,13 @@
-"""Masking rules (脱敏) applied to information items, per item and per grant.
+"""Masking policy (脱敏), all of it: the rules, the defaults a grant takes from the catalogue,
+and what happens to a sensitive item nobody gave a rule. The registry uses it when it issues a
+grant, the exchange when it answers.
 
 ``id_card``: keep the first 6 and last 4 (``110101********1234``); ``mobile``: keep 3 + 4
 (``138****5678``); ``name``: keep the surname (``张*``, ``欧阳**``); ``full``: hide everything.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 # Two-character surnames (复姓) that must stay whole when a name is masked.
 COMPOUND_SURNAMES = frozenset(
@@ -75,3 +78,19 @@ def apply_masking(data: dict[str, str], rules: dict[str, str]) -> tuple[dict[str
         name: MASKING_RULES[rules[name]](value) if name in masked_items else value for name, value in data.items()
     }
     return masked, masked_items
+
+
+def grant_masking(items: Iterable[Mapping[str, Any]], chosen: Mapping[str, str]) -> dict[str, str]:
+    """The rules a grant is issued with: each catalogue item's default rule, overridden by what the
+    provider's approver ``chosen`` for this grant."""
+    return {**{i["name"]: i["masking"] for i in items if i.get("masking")}, **chosen}
+
+
+def effective_masking(granted: Mapping[str, str], items: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """The rules an answer is masked by: the grant's, and ``full`` for every sensitive item the
+    grant leaves without a rule — a sensitive item is never shown in clear by omission."""
+    rules = dict(granted)
+    for item in items:
+        if item.get("sensitive") and item["name"] not in rules:
+            rules[item["name"]] = "full"
+    return rules

@@ -1,10 +1,10 @@
 """Transactional outbox: a state change and the events it causes commit in one transaction.
 
-Usage::
+Usage (routes get the same through ``UnitOfWorkDep``, see :mod:`services.common.uow`)::
 
-    async with outbox.transaction() as session:   # one unit of work
-        ...                                        # change state
-        outbox.add(session, Message(topic, value, key))
+    async with outbox.unit_of_work() as uow:
+        ...                                        # change state through uow.session
+        uow.emit(Message(topic, value, key))
     # committed; the messages were then published eagerly (low latency on the happy path)
 
 Rows are deleted once the broker has acknowledged them. A relay task sweeps rows older than
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.bus import Bus, Message
+from services.common.uow import Staged, UnitOfWork
 
 log = logging.getLogger("tongban.outbox")
 
@@ -71,41 +72,42 @@ class Outbox:
     def sessions(self) -> async_sessionmaker[AsyncSession]:
         return self._sessions
 
-    def add(self, session: AsyncSession, message: Message) -> None:
-        """Stage ``message`` in a :meth:`transaction`: written with it, published after it commits."""
-        session.info.setdefault("outbox", []).append(self.stage(message))
-
     @asynccontextmanager
-    async def transaction(self, *, wait_for_publish: bool = True) -> AsyncIterator[AsyncSession]:
-        """A unit of work that commits on success, then publishes what it staged.
+    async def unit_of_work(self, *, wait_for_publish: bool = True) -> AsyncIterator[UnitOfWork]:
+        """A unit of work that commits on success — its events as outbox rows in the same
+        transaction — then publishes what it emitted. On an exception nothing is committed.
 
         ``wait_for_publish=False`` publishes in the background: use it when the caller needs the
         messages durable (committed) but not yet on the broker, e.g. audit events.
         """
         async with self._sessions.begin() as session:
-            yield session
-            if staged := session.info.get("outbox"):
+            uow = UnitOfWork(session)
+            try:
+                yield uow
+            finally:
+                uow.open = False
+            if uow.staged:
                 rows = [
                     {"id": row_id, "topic": m.topic, "key": m.key, "value": m.value, "headers": m.headers}
-                    for row_id, m in staged
+                    for row_id, m in uow.staged
                 ]
                 await session.execute(insert(self._model.__table__), rows)  # Core: cheaper than the ORM
-        await self.committed(session.info.pop("outbox", []), wait_for_publish=wait_for_publish)
+        await self.committed(uow.staged, wait_for_publish=wait_for_publish)
 
     @staticmethod
-    def stage(message: Message) -> tuple[uuid.UUID, Message]:
+    def stage(message: Message) -> Staged:
         """An outbox row id for ``message``; code that writes the row with its own SQL passes
         :meth:`row_parameters` to it, then hands the staged pair to :meth:`committed`."""
         return uuid.uuid4(), message
 
     @staticmethod
-    def row_parameters(staged: tuple[uuid.UUID, Message]) -> tuple[uuid.UUID, str, bytes | None, bytes, str]:
+    def row_parameters(staged: Staged) -> tuple[uuid.UUID, str, bytes | None, bytes, str]:
         """The outbox row of ``staged`` as statement parameters: (id, topic, key, value, headers),
         headers as JSON text (asyncpg takes JSONB as ``str``)."""
         row_id, m = staged
         return row_id, m.topic, m.key, m.value, orjson.dumps(m.headers).decode()
 
-    async def committed(self, staged: Sequence[tuple[uuid.UUID, Message]], *, wait_for_publish: bool) -> None:
+    async def committed(self, staged: Sequence[Staged], *, wait_for_publish: bool) -> None:
         """The rows of ``staged`` have committed: publish them now, or in the background."""
         if not staged:
             return
@@ -116,7 +118,7 @@ class Outbox:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def publish(self, *pending: tuple[uuid.UUID, Message]) -> None:
+    async def publish(self, *pending: Staged) -> None:
         """Publish right after commit. On failure the sweep will retry; the caller need not care."""
         try:
             await self._bus.publish_many([m for _, m in pending])

@@ -7,15 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.common.bus import Bus, KafkaBus, MemoryBus
 from services.common.db import create_engine, migrate, ping, session_factory
+from services.common.outbox import Outbox
 from services.common.security import Principal, TokenVerifier, bearer_token
 from services.common.settings import CommonSettings
+from services.common.uow import UnitOfWork
 
 log = logging.getLogger("tongban.runtime")
 
@@ -27,6 +29,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     bus: Bus
     verifier: TokenVerifier
+    outbox: Outbox | None  # services that emit events; its relay is started by the lifespan
 
 
 def make_bus(settings: CommonSettings, client_id: str) -> Bus:
@@ -38,9 +41,15 @@ def make_bus(settings: CommonSettings, client_id: str) -> Bus:
 
 @asynccontextmanager
 async def service_runtime(
-    settings: CommonSettings, *, schema: str, migrations: Path, bus: Bus | None = None
+    settings: CommonSettings,
+    *,
+    schema: str,
+    migrations: Path,
+    bus: Bus | None = None,
+    outbox_model: type[Any] | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Engine (migrated to head), session factory, bus (not yet started) and token verifier.
+    """Engine (migrated to head), session factory, bus (not yet started), token verifier, and the
+    outbox over ``outbox_model`` (the service's outbox table) if the service emits events.
 
     Pass ``bus`` to share one in-process bus between the services of the embedded mode.
     """
@@ -50,9 +59,10 @@ async def service_runtime(
     )
     try:
         await migrate(engine, schema, migrations)
-        yield Runtime(
-            settings, engine, session_factory(engine), bus or make_bus(settings, f"tongban-{schema}"), verifier
-        )
+        sessions = session_factory(engine)
+        the_bus = bus or make_bus(settings, f"tongban-{schema}")
+        outbox = Outbox(outbox_model, sessions, the_bus) if outbox_model is not None else None
+        yield Runtime(settings, engine, sessions, the_bus, verifier, outbox)
     finally:
         await verifier.close()
         await engine.dispose()
@@ -78,5 +88,24 @@ def get_runtime(request: Request) -> Runtime:
     return rt
 
 
+async def unit_of_work(request: Request) -> AsyncIterator[UnitOfWork]:
+    """The request's unit of work (:mod:`services.common.uow`): commits when the route returns,
+    rolls back when it raises, then publishes what it emitted — all before the response is sent."""
+    rt: Runtime = request.app.state.runtime
+    if rt.outbox is not None:
+        async with rt.outbox.unit_of_work() as uow:
+            yield uow
+        return
+    async with rt.sessions.begin() as session:
+        uow = UnitOfWork(session, accepts_events=False)
+        try:
+            yield uow
+        finally:
+            uow.open = False
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+# scope="function": the unit ends when the route function does, before the response is sent, so
+# a client is never told "done" about a change that then fails to commit.
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(unit_of_work, scope="function")]

@@ -4,9 +4,11 @@ Everything is read from the environment with the prefix ``TONGBAN_`` (``TONGBAN_
 ``make`` targets also load ``var/infra.env`` written by ``deploy/local/infra.py``.
 """
 
+from functools import cached_property
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_SUBJECT_KEY = "development-only-subject-key"
@@ -33,6 +35,21 @@ class CommonSettings(BaseSettings):
     log_json: bool = True
     # Key of the HMAC that names a data subject without naming it (exchange and audit share it).
     subject_hash_key: str = DEVELOPMENT_SUBJECT_KEY
+    # The zone business dates are counted in (application due dates, daily quotas).
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from err
+        return value
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @model_validator(mode="after")
     def refuse_development_secrets(self) -> "CommonSettings":

@@ -13,7 +13,6 @@ from fastapi import FastAPI
 
 from services.common.bus import Bus, Subscription
 from services.common.http import create_service_app
-from services.common.outbox import Outbox
 from services.common.runtime import readiness_checks, service_runtime
 from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
@@ -29,8 +28,11 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service_runtime(settings, schema="exchange", migrations=MIGRATIONS, bus=bus) as rt:
-            outbox = Outbox(OutboxModel, rt.sessions, rt.bus)
+        async with service_runtime(
+            settings, schema="exchange", migrations=MIGRATIONS, bus=bus, outbox_model=OutboxModel
+        ) as rt:
+            outbox = rt.outbox
+            assert outbox is not None
             exchange = Exchange(settings, rt.engine, outbox)
             replies = settings.topic("exchange.replies")
             rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))

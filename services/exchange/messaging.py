@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common.bus import Handler, Message
+from services.common.contracts.registry import GrantTerms, PublishedResource
 from services.common.pb import exchange_pb2, registry_pb2
 from services.exchange.models import GrantView, ResourceView
 from services.exchange.service import Exchange
@@ -57,9 +58,9 @@ def on_late_replies(exchange: Exchange, sessions: async_sessionmaker[AsyncSessio
         ]
         if not replies:
             return
-        async with exchange.outbox.transaction(wait_for_publish=False) as session:
+        async with exchange.outbox.unit_of_work(wait_for_publish=False) as uow:
             for reply in replies:
-                if await exchange.record_late(session, reply):
+                if await exchange.record_late(uow, reply):
                     log.info("late reply recorded", extra={"ctx_query_id": reply.query_id})
 
     return handle
@@ -69,59 +70,30 @@ async def apply_registry_event(session: AsyncSession, event: registry_pb2.Regist
     """Upsert the projection; applying the same event twice changes nothing (idempotent)."""
     kind = event.WhichOneof("event")
     if kind == "resource_published":
-        r = event.resource_published
-        values = {
-            "code": r.code,
-            "name": r.name,
-            "provider_dept": r.provider_dept,
-            "version": r.version,
-            "share_type": r.share_type,
-            "items": [
-                {
-                    "name": i.name,
-                    "data_type": i.data_type,
-                    "length": i.length,
-                    "sensitive": i.sensitive,
-                    "masking": i.masking,
-                }
-                for i in r.items
-            ],
-        }
+        values = PublishedResource.from_proto(event.resource_published).values()
         stmt = insert(ResourceView).values(**values)
         await session.execute(stmt.on_conflict_do_update(index_elements=["code"], set_=values))
     elif kind == "grant_issued":
-        g = event.grant_issued
-        values = {
-            "id": uuid.UUID(g.grant_id),
-            "resource_code": g.resource_code,
-            "provider_dept": g.provider_dept,
-            "consumer_dept": g.consumer_dept,
-            "client_id": g.client_id,
-            "items": list(g.items),
-            "purpose": g.purpose,
-            "masking": dict(g.masking),
-            "valid_until": datetime.fromtimestamp(g.valid_until_unix_ms / 1000, UTC),
-            "daily_quota": g.daily_quota,
-            "revoked": False,
-        }
-        stmt = insert(GrantView).values(**values)
+        stmt = insert(GrantView).values(**GrantTerms.from_proto(event.grant_issued).values(), revoked=False)
         await session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
     elif kind == "grant_revoked":
+        # A revocation may arrive before its grant (another partition): keep a revoked tombstone
+        # that the grant's own event will not overwrite.
+        tombstone = GrantTerms(
+            id=uuid.UUID(event.grant_revoked.grant_id),
+            resource_code="",
+            provider_dept="",
+            consumer_dept="",
+            client_id="",
+            items=[],
+            purpose="",
+            masking={},
+            valid_until=datetime.now(UTC),
+            daily_quota=0,
+        )
         await session.execute(
             insert(GrantView)
-            .values(
-                id=uuid.UUID(event.grant_revoked.grant_id),
-                resource_code="",
-                provider_dept="",
-                consumer_dept="",
-                client_id="",
-                items=[],
-                purpose="",
-                masking={},
-                valid_until=datetime.now(UTC),
-                daily_quota=0,
-                revoked=True,
-            )
+            .values(**tombstone.values(), revoked=True)
             .on_conflict_do_update(index_elements=["id"], set_={"revoked": True})
         )
 

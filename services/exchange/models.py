@@ -2,18 +2,28 @@
 
 import uuid
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ARRAY, Boolean, Date, DateTime, Index, Integer, String, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import schema_metadata
+from services.common.db import one_of, schema_metadata
 from services.common.outbox import OutboxRow
 
 
 class Base(DeclarativeBase):
     metadata = schema_metadata("exchange")
+
+
+class QueryStatus(StrEnum):
+    PENDING = "pending"  # sent to the provider, waiting for its reply
+    COMPLETED = "completed"
+    NOT_FOUND = "not_found"  # the provider has no record of the subject
+    TIMEOUT = "timeout"  # no reply by the deadline (or abandoned by a replica that died)
+    PROVIDER_ERROR = "provider_error"
+    LATE_REPLY = "late_reply"  # answered after the consumer was told 504
 
 
 class ResourceView(Base):
@@ -56,6 +66,7 @@ class Query(Base):
         UniqueConstraint("client_id", "idempotency_key"),
         # Only the few pending rows: the sweep of abandoned queries reads them by deadline.
         Index("ix_queries_pending", "deadline", postgresql_where=text("status = 'pending'")),
+        one_of("status", QueryStatus),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -71,8 +82,7 @@ class Query(Base):
     subject_type: Mapped[str] = mapped_column(String(16))
     subject_hash: Mapped[str] = mapped_column(String(64))
     fields: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
-    # pending | completed | not_found | timeout | provider_error | late_reply
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[QueryStatus] = mapped_column(String(16))
     http_status: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -92,42 +102,3 @@ class GrantUsage(Base):
 
 class Outbox(OutboxRow, Base):
     pass
-
-
-# The query path's two writes, as single statements: one round trip each, atomic without an
-# explicit transaction (services.common.db.driver_connection). They must follow the tables above.
-
-# Count the query against today's quota; only if under it, insert the pending query and its
-# request's outbox row. Returns the day's count, or NULL when the quota is used up.
-START_QUERY = """
-WITH counted AS (
-    INSERT INTO exchange.grant_usage AS u (grant_id, day, used)
-    SELECT $1, $2, 1 WHERE $3::int > 0
-    ON CONFLICT (grant_id, day) DO UPDATE SET used = u.used + 1 WHERE u.used < $3::int
-    RETURNING u.used
-), query AS (
-    INSERT INTO exchange.queries (id, client_id, consumer_dept, actor, idempotency_key, fingerprint,
-        resource_code, provider_dept, grant_id, purpose, subject_type, subject_hash, fields, status, deadline)
-    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16 FROM counted
-    RETURNING id
-), request AS (
-    INSERT INTO exchange.outbox (id, topic, key, value, headers)
-    SELECT $17, $18, $19, $20, $21 FROM query
-)
-SELECT used FROM counted
-"""
-
-# Close a pending query and write its audit event's outbox row. Returns NULL (and changes
-# nothing) when the query is no longer pending: the late-reply consumer closed it first.
-FINISH_QUERY = """
-WITH done AS (
-    UPDATE exchange.queries SET status = $2, http_status = $3, response = $4, completed_at = now()
-    WHERE id = $1 AND status = 'pending'
-    RETURNING id
-)
-INSERT INTO exchange.outbox (id, topic, key, value, headers)
-SELECT $5, $6, $7, $8, $9 FROM done
-RETURNING id
-"""
-
-FIND_IDEMPOTENT = "SELECT fingerprint, status, http_status, response FROM exchange.queries WHERE client_id = $1 AND idempotency_key = $2"

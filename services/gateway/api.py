@@ -9,11 +9,11 @@ import aiohttp
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
-from services.common.errors import Problem
-from services.common.runtime import CurrentPrincipal, RuntimeDep
+from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.common.security import PrincipalType, bearer_token
 from services.gateway import service
 from services.gateway.config import GatewaySettings
+from services.gateway.problems import GatewayProblem
 from services.gateway.schemas import (
     DepartmentCreate,
     DepartmentList,
@@ -46,19 +46,24 @@ def department_public(d: object) -> DepartmentPublic:
 
 @router.post("/oauth2/token", response_model=TokenResponse, tags=["oauth2"], summary="Client credentials grant")
 async def token(
-    request: Request, rt: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, uow: UnitOfWorkDep, authorization: Annotated[str | None, Header()] = None
 ) -> TokenResponse:
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        raise OAuthError(400, "invalid_request", "Send the token request as application/x-www-form-urlencoded.")
+        raise OAuthError(
+            GatewayProblem.OAUTH2_INVALID_REQUEST, "Send the token request as application/x-www-form-urlencoded."
+        )
     form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
     if form.get("grant_type") != "client_credentials":
-        raise OAuthError(400, "unsupported_grant_type", "Only grant_type=client_credentials is supported.")
+        raise OAuthError(
+            GatewayProblem.OAUTH2_UNSUPPORTED_GRANT_TYPE, "Only grant_type=client_credentials is supported."
+        )
     client_id, secret = service.parse_basic(authorization)
-    async with rt.sessions() as session:
-        system = await service.authenticate_client(session, client_id, secret)
+    system = await service.authenticate_client(uow.session, client_id, secret)
     wanted = set(form.get("scope", "").split())
     if wanted - set(system.roles):
-        raise OAuthError(400, "invalid_scope", f"This system may only ask for: {' '.join(system.roles)}.")
+        raise OAuthError(
+            GatewayProblem.OAUTH2_INVALID_SCOPE, f"This system may only ask for: {' '.join(system.roles)}."
+        )
     roles = sorted(wanted) if wanted else system.roles
     access, ttl, scope = service.issue_token(
         request.app.state.signing_keys[0],
@@ -72,9 +77,8 @@ async def token(
 
 
 @router.post("/v1/auth/login", response_model=TokenResponse, tags=["identity"], summary="Log a person in")
-async def login(body: Login, request: Request, rt: RuntimeDep) -> TokenResponse:
-    async with rt.sessions() as session:
-        user = await service.authenticate_user(session, body.username, body.password)
+async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenResponse:
+    user = await service.authenticate_user(uow.session, body.username, body.password)
     access, ttl, scope = service.issue_token(
         request.app.state.signing_keys[0],
         settings_of(request),
@@ -105,33 +109,33 @@ async def metadata(request: Request) -> dict[str, object]:
 
 
 @router.post("/v1/departments", status_code=201, response_model=DepartmentPublic, tags=["identity"])
-async def create_department(body: DepartmentCreate, principal: CurrentPrincipal, rt: RuntimeDep) -> DepartmentPublic:
-    async with rt.sessions.begin() as session:
-        return department_public(await service.create_department(session, principal, body))
+async def create_department(
+    body: DepartmentCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> DepartmentPublic:
+    return department_public(await service.create_department(uow.session, principal, body))
 
 
 @router.get("/v1/departments", response_model=DepartmentList, tags=["identity"])
 async def list_departments(
     principal: CurrentPrincipal,
-    rt: RuntimeDep,
+    uow: UnitOfWorkDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=18)] = None,
 ) -> DepartmentList:
-    async with rt.sessions() as session:
-        rows, next_cursor = await service.list_departments(session, limit, cursor)
+    rows, next_cursor = await service.list_departments(uow.session, limit, cursor)
     return DepartmentList(items=[department_public(d) for d in rows], next_cursor=next_cursor)
 
 
 @router.get("/v1/departments/{code}", response_model=DepartmentPublic, tags=["identity"])
-async def get_department(code: str, principal: CurrentPrincipal, rt: RuntimeDep) -> DepartmentPublic:
-    async with rt.sessions() as session:
-        return department_public(await service.get_department(session, code))
+async def get_department(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> DepartmentPublic:
+    return department_public(await service.get_department(uow.session, code))
 
 
 @router.post("/v1/departments/{code}/systems", status_code=201, response_model=SystemCreated, tags=["identity"])
-async def create_system(code: str, body: SystemCreate, principal: CurrentPrincipal, rt: RuntimeDep) -> SystemCreated:
-    async with rt.sessions.begin() as session:
-        system, secret = await service.create_system(session, principal, code, body)
+async def create_system(
+    code: str, body: SystemCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> SystemCreated:
+    system, secret = await service.create_system(uow.session, principal, code, body)
     return SystemCreated(
         client_id=system.client_id,
         client_secret=secret,
@@ -143,9 +147,8 @@ async def create_system(code: str, body: SystemCreate, principal: CurrentPrincip
 
 
 @router.get("/v1/systems/{client_id}", response_model=SystemPublic, tags=["identity"])
-async def get_system(client_id: str, principal: CurrentPrincipal, rt: RuntimeDep) -> SystemPublic:
-    async with rt.sessions() as session:
-        system = await service.get_system(session, principal, client_id)
+async def get_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SystemPublic:
+    system = await service.get_system(uow.session, principal, client_id)
     return SystemPublic(
         client_id=system.client_id,
         dept=system.dept_code,
@@ -156,9 +159,8 @@ async def get_system(client_id: str, principal: CurrentPrincipal, rt: RuntimeDep
 
 
 @router.post("/v1/users", status_code=201, response_model=UserPublic, tags=["identity"])
-async def create_user(body: UserCreate, principal: CurrentPrincipal, rt: RuntimeDep) -> UserPublic:
-    async with rt.sessions.begin() as session:
-        user = await service.create_user(session, principal, body)
+async def create_user(body: UserCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> UserPublic:
+    user = await service.create_user(uow.session, principal, body)
     return UserPublic(username=user.username, department=user.dept_code, roles=user.roles)
 
 
@@ -176,9 +178,9 @@ async def proxy(request: Request, upstream: str) -> Response:
             content = await upstream_response.read()
             out_headers = {k.lower(): v for k, v in upstream_response.headers.items() if k.lower() not in HOP_BY_HOP}
     except TimeoutError as err:
-        raise Problem(504, "upstream-timeout", "Service did not answer in time", f"{upstream}: timeout") from err
+        raise GatewayProblem.UPSTREAM_TIMEOUT.problem(f"{upstream}: timeout") from err
     except aiohttp.ClientError as err:
-        raise Problem(502, "upstream-unavailable", "Service unavailable", f"{upstream}: {err}") from err
+        raise GatewayProblem.UPSTREAM_UNAVAILABLE.problem(f"{upstream}: {err}") from err
     out_headers.pop("x-request-id", None)  # the middleware sets it
     return Response(content, status_code=upstream_response.status, headers=out_headers)
 

@@ -7,7 +7,8 @@ from sqlalchemy import ARRAY, DateTime, ForeignKey, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import schema_metadata
+from services.common.db import schema_metadata, subset_of
+from services.common.security import PERSON_ROLES, SYSTEM_ROLES
 
 
 class Base(DeclarativeBase):
@@ -31,6 +32,7 @@ class System(Base):
     """System — 业务系统: a departmental system that calls the platform as an OAuth2 client."""
 
     __tablename__ = "systems"
+    __table_args__ = (subset_of("roles", SYSTEM_ROLES),)
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     dept_code: Mapped[str] = mapped_column(ForeignKey(Department.code), index=True)
@@ -45,6 +47,7 @@ class User(Base):
     """A person: data administrator, approver, auditor or platform administrator."""
 
     __tablename__ = "users"
+    __table_args__ = (subset_of("roles", PERSON_ROLES),)
 
     username: Mapped[str] = mapped_column(String(64), primary_key=True)
     dept_code: Mapped[str] = mapped_column(ForeignKey(Department.code), index=True)

@@ -3,6 +3,7 @@ and what a token says. No HTTP here."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -20,6 +21,7 @@ from services.common.errors import NotFound, Problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, forbidden
 from services.gateway.config import GatewaySettings
 from services.gateway.models import Department, SigningKey, System, User
+from services.gateway.problems import GatewayProblem
 from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -31,12 +33,13 @@ CLIENT_ID_PREFIX = "sys-"
 class OAuthError(Problem):
     """RFC 6749 §5.2 error: problem+json that also carries ``error`` and ``error_description``."""
 
-    def __init__(self, status: int, error: str, description: str) -> None:
+    def __init__(self, code: GatewayProblem, description: str) -> None:
+        error = code.value.removeprefix("oauth2-").replace("-", "_")
         headers = {"WWW-Authenticate": 'Basic realm="tongban"'} if error == "invalid_client" else {}
         super().__init__(
-            status,
-            f"oauth2-{error.replace('_', '-')}",
-            "OAuth2 token request failed",
+            code.status,
+            code,
+            code.headline,
             description,
             extra={"error": error, "error_description": description},
             headers=headers,
@@ -46,13 +49,23 @@ class OAuthError(Problem):
 # --------------------------------------------------------------------------- secrets
 
 
-def hash_password(password: str) -> str:
+async def hash_password(password: str) -> str:
+    """scrypt, off the event loop: one hash takes ~40 ms of CPU, which would stall every request
+    of the process (all five services, in the embedded mode) while it runs."""
+    return await asyncio.to_thread(_hash_password, password)
+
+
+async def verify_password(password: str, stored: str) -> bool:
+    return await asyncio.to_thread(_verify_password, password, stored)
+
+
+def _hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
     return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
 
 
-def verify_password(password: str, stored: str) -> bool:
+def _verify_password(password: str, stored: str) -> bool:
     try:
         _, salt_b64, digest_b64 = stored.split("$")
     except ValueError:
@@ -81,9 +94,9 @@ def require_platform_admin(principal: Principal) -> None:
 async def create_department(session: AsyncSession, principal: Principal, body: DepartmentCreate) -> Department:
     require_platform_admin(principal)
     if body.parent_code is not None and await session.get(Department, body.parent_code) is None:
-        raise Problem(422, "unknown-parent", "Unknown parent department", f"No department {body.parent_code}.")
+        raise GatewayProblem.UNKNOWN_PARENT.problem(f"No department {body.parent_code}.")
     if await session.get(Department, body.code) is not None:
-        raise Problem(409, "department-exists", "Department exists", f"Department {body.code} is already registered.")
+        raise GatewayProblem.DEPARTMENT_EXISTS.problem(f"Department {body.code} is already registered.")
     department = Department(**body.model_dump())
     session.add(department)
     await session.flush()
@@ -147,14 +160,14 @@ async def create_user(session: AsyncSession, principal: Principal, body: UserCre
     user = User(
         username=body.username,
         dept_code=body.department,
-        password_hash=hash_password(body.password),
+        password_hash=await hash_password(body.password),
         roles=sorted(set(body.roles)),
     )
     session.add(user)
     try:
         await session.flush()
     except IntegrityError as err:
-        raise Problem(409, "user-exists", "User exists", f"User {body.username!r} already exists.") from err
+        raise GatewayProblem.USER_EXISTS.problem(f"User {body.username!r} already exists.") from err
     return user
 
 
@@ -177,7 +190,7 @@ async def bootstrap(session: AsyncSession, settings: GatewaySettings) -> None:
             User(
                 username="admin",
                 dept_code=settings.platform_dept_code,
-                password_hash=hash_password(settings.bootstrap_admin_password),
+                password_hash=await hash_password(settings.bootstrap_admin_password),
                 roles=["platform_admin"],
             )
         )
@@ -229,12 +242,14 @@ def issue_token(
 
 def parse_basic(authorization: str | None) -> tuple[str, str]:
     if not authorization or not authorization.lower().startswith("basic "):
-        raise OAuthError(401, "invalid_client", "Authenticate the client with HTTP Basic (client_secret_basic).")
+        raise OAuthError(
+            GatewayProblem.OAUTH2_INVALID_CLIENT, "Authenticate the client with HTTP Basic (client_secret_basic)."
+        )
     try:
         decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
         client_id, _, secret = decoded.partition(":")
     except (ValueError, UnicodeDecodeError) as err:
-        raise OAuthError(401, "invalid_client", "The Basic credentials are malformed.") from err
+        raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "The Basic credentials are malformed.") from err
     from urllib.parse import unquote
 
     return unquote(client_id), unquote(secret)
@@ -243,12 +258,12 @@ def parse_basic(authorization: str | None) -> tuple[str, str]:
 async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> System:
     system = await session.get(System, client_id)
     if system is None or not verify_client_secret(secret, system.secret_hash):
-        raise OAuthError(401, "invalid_client", "Unknown client or wrong secret.")
+        raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
     return system
 
 
 async def authenticate_user(session: AsyncSession, username: str, password: str) -> User:
     user = await session.get(User, username)
-    if user is None or not verify_password(password, user.password_hash):
-        raise Problem(401, "invalid-credentials", "Login failed", "Unknown user or wrong password.")
+    if user is None or not await verify_password(password, user.password_hash):
+        raise GatewayProblem.INVALID_CREDENTIALS.problem("Unknown user or wrong password.")
     return user

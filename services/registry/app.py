@@ -6,14 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from services.common.bus import Bus
 from services.common.http import create_service_app
-from services.common.outbox import Outbox
 from services.common.runtime import readiness_checks, service_runtime
 from services.registry.api import router
 from services.registry.config import RegistrySettings
+from services.registry.identity import SystemDirectory
 from services.registry.models import Outbox as OutboxModel
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -24,17 +25,22 @@ def create_app(settings: RegistrySettings | None = None, bus: Bus | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service_runtime(settings, schema="registry", migrations=MIGRATIONS, bus=bus) as rt:
+        async with (
+            service_runtime(
+                settings, schema="registry", migrations=MIGRATIONS, bus=bus, outbox_model=OutboxModel
+            ) as rt,
+            httpx.AsyncClient(timeout=5.0) as gateway,
+        ):
+            assert rt.outbox is not None
             await rt.bus.start([settings.topic("registry.events")])
-            outbox = Outbox(OutboxModel, rt.sessions, rt.bus)
-            await outbox.start()
+            await rt.outbox.start()
             app.state.runtime = rt
-            app.state.outbox = outbox
+            app.state.systems = SystemDirectory(settings.gateway_url, gateway)
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
-                await outbox.stop()
+                await rt.outbox.stop()
                 await rt.bus.stop()
 
     app = create_service_app(

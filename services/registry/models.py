@@ -2,13 +2,14 @@
 
 import uuid
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ARRAY, Date, DateTime, Integer, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import schema_metadata
+from services.common.db import one_of, schema_metadata
 from services.common.outbox import OutboxRow
 
 
@@ -16,10 +17,29 @@ class Base(DeclarativeBase):
     metadata = schema_metadata("registry")
 
 
+class ResourceStatus(StrEnum):
+    DRAFT = "draft"  # 草稿
+    PUBLISHED = "published"  # 已发布
+    DEPRECATED = "deprecated"  # 已废止
+
+
+class ApplicationStatus(StrEnum):
+    PENDING = "pending"  # 待审批 (conditional sharing, within 10 working days)
+    APPROVED = "approved"  # 已批准
+    REJECTED = "rejected"  # 已驳回 by the provider's approver, with a reason
+    REFUSED = "refused"  # 不予共享: refused at once, citing the legal basis
+
+
+class GrantStatus(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
 class Resource(Base):
     """Resource — 信息资源, one catalogue entry (政务信息资源目录)."""
 
     __tablename__ = "resources"
+    __table_args__ = (one_of("status", ResourceStatus),)
 
     code: Mapped[str] = mapped_column(String(40), primary_key=True)  # 信息资源代码: 分类码/顺序码
     name: Mapped[str] = mapped_column(String(100))
@@ -34,7 +54,7 @@ class Resource(Base):
     update_cycle: Mapped[str] = mapped_column(String(8))
     related_codes: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
     subject_types: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
-    status: Mapped[str] = mapped_column(String(16), index=True)  # draft | published | deprecated
+    status: Mapped[ResourceStatus] = mapped_column(String(16), index=True)
     version: Mapped[int] = mapped_column(Integer)
     published_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -54,6 +74,7 @@ class Application(Base):
     """Application — 共享申请: a consuming system asks for items of a resource for a purpose."""
 
     __tablename__ = "applications"
+    __table_args__ = (one_of("status", ApplicationStatus),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     resource_code: Mapped[str] = mapped_column(String(40), index=True)
@@ -64,7 +85,7 @@ class Application(Base):
     purpose: Mapped[dict[str, Any]] = mapped_column(JSONB)
     valid_days: Mapped[int] = mapped_column(Integer)
     daily_quota: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))  # pending | approved | rejected | refused
+    status: Mapped[ApplicationStatus] = mapped_column(String(16))
     due_by: Mapped[date | None] = mapped_column(Date)
     decided_by: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
@@ -77,6 +98,7 @@ class Grant(Base):
     """Grant — 授权: what an approved application lets a system fetch, for which purpose, until when."""
 
     __tablename__ = "grants"
+    __table_args__ = (one_of("status", GrantStatus),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     application_id: Mapped[uuid.UUID] = mapped_column(index=True)
@@ -89,7 +111,7 @@ class Grant(Base):
     masking: Mapped[dict[str, str]] = mapped_column(JSONB)
     valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     daily_quota: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))  # active | revoked
+    status: Mapped[GrantStatus] = mapped_column(String(16))
     revoked_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

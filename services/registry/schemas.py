@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from services.common.masking import MASKING_RULES
 from services.common.schemas import Strict
+from services.registry.models import ApplicationStatus, GrantStatus, ResourceStatus
 
 Classification = Literal["basic", "theme", "department"]  # 基础 / 主题 / 部门
 ResourceFormat = Literal["电子文件", "电子表格", "数据库", "图形图像", "流媒体", "自描述格式", "服务接口"]
@@ -19,8 +20,6 @@ ShareMode = Literal["接口", "库表", "文件"]
 UpdateCycle = Literal["实时", "每日", "每周", "每月", "每季度", "每半年", "每年", "其他"]
 SubjectKind = Literal["id_card", "credit_code"]
 MaskingRule = Literal["id_card", "mobile", "name", "full"]
-ResourceStatus = Literal["draft", "published", "deprecated"]
-ApplicationStatus = Literal["pending", "approved", "rejected", "refused"]
 
 assert set(MaskingRule.__args__) == set(MASKING_RULES)  # type: ignore[attr-defined]
 
@@ -159,7 +158,7 @@ class GrantPublic(BaseModel):
     masking: dict[str, str]
     valid_until: datetime
     daily_quota: int
-    status: str
+    status: GrantStatus
 
 
 class GrantList(BaseModel):

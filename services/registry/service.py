@@ -4,21 +4,26 @@ unconditional data is granted at once, conditional data waits for the provider's
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
-import httpx
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.bus import Message
-from services.common.errors import NotFound, Problem
-from services.common.outbox import Outbox
-from services.common.pb import registry_pb2 as pb
+from services.common.contracts.registry import GrantTerms, PublishedResource, event_message
+from services.common.errors import NotFound
+from services.common.masking import grant_masking
 from services.common.security import Principal, Role, forbidden
-from services.registry.models import Application, Grant, Resource
+from services.common.uow import UnitOfWork
+from services.registry.models import (
+    Application,
+    ApplicationStatus,
+    Grant,
+    GrantStatus,
+    Resource,
+    ResourceStatus,
+)
+from services.registry.problems import RegistryProblem
 from services.registry.schemas import ApplicationApprove, ApplicationCreate, ResourceCreate
 
 APPROVAL_WORKING_DAYS = 10  # 政务数据共享条例: a conditional application is decided within 10 working days
@@ -35,16 +40,6 @@ def add_working_days(start: date, days: int) -> date:
         if current.weekday() < 5:
             days -= 1
     return current
-
-
-def registry_event(**event: Any) -> bytes:
-    return pb.RegistryEvent(
-        event_id=uuid.uuid4().hex, occurred_unix_ms=int(time.time() * 1000), **event
-    ).SerializeToString()
-
-
-def event_message(topic: str, key: str, value: bytes) -> Message:
-    return Message(topic=topic, key=key.encode(), value=value)
 
 
 # --------------------------------------------------------------------------- catalogue
@@ -65,12 +60,13 @@ async def next_code(session: AsyncSession, category: str) -> str:
         {"c": category},
     )
     if last is None or last > 999_999:
-        raise Problem(409, "category-full", "No codes left", f"分类 {category} has used all 999999 顺序码.")
+        raise RegistryProblem.CATEGORY_FULL.problem(f"分类 {category} has used all 999999 顺序码.")
     return f"{category}/{last:06d}"
 
 
-async def create_resource(session: AsyncSession, principal: Principal, body: ResourceCreate) -> Resource:
+async def create_resource(uow: UnitOfWork, principal: Principal, body: ResourceCreate) -> Resource:
     require_data_admin(principal)
+    session = uow.session
     resource = Resource(
         code=await next_code(session, body.category),
         name=body.name,
@@ -85,7 +81,7 @@ async def create_resource(session: AsyncSession, principal: Principal, body: Res
         update_cycle=body.update_cycle,
         related_codes=body.related_codes,
         subject_types=body.subject_types,
-        status="draft",
+        status=ResourceStatus.DRAFT,
         version=1,
     )
     session.add(resource)
@@ -94,7 +90,9 @@ async def create_resource(session: AsyncSession, principal: Principal, body: Res
 
 
 def visible(resource: Resource | None, principal: Principal) -> bool:
-    return resource is not None and (resource.status != "draft" or resource.provider_dept == principal.dept)
+    return resource is not None and (
+        resource.status != ResourceStatus.DRAFT or resource.provider_dept == principal.dept
+    )
 
 
 async def get_resource(session: AsyncSession, principal: Principal, code: str, *, lock: bool = False) -> Resource:
@@ -108,7 +106,7 @@ async def list_resources(
     session: AsyncSession, principal: Principal, filters: dict[str, str | None], limit: int, cursor: str | None
 ) -> tuple[list[Resource], str | None]:
     query = select(Resource).order_by(Resource.code).limit(limit + 1)
-    query = query.where((Resource.status != "draft") | (Resource.provider_dept == principal.dept))
+    query = query.where((Resource.status != ResourceStatus.DRAFT) | (Resource.provider_dept == principal.dept))
     if cursor:
         query = query.where(Resource.code > cursor)
     if q := filters.get("q"):
@@ -127,83 +125,59 @@ async def list_resources(
     return rows[:limit], rows[limit - 1].code if len(rows) > limit else None
 
 
-async def publish_resource(
-    session: AsyncSession, outbox: Outbox, principal: Principal, code: str, topic: str
-) -> Resource:
+async def publish_resource(uow: UnitOfWork, principal: Principal, code: str, topic: str, today: date) -> Resource:
     require_data_admin(principal)
-    resource = await get_resource(session, principal, code, lock=True)
+    resource = await get_resource(uow.session, principal, code, lock=True)
     if resource.provider_dept != principal.dept:
-        raise forbidden("Only the providing department may publish its resource.")
-    if resource.status != "draft":
-        raise Problem(409, "invalid-state", "Cannot publish", f"Resource {code} is {resource.status}, not draft.")
-    resource.status = "published"
-    resource.published_on = datetime.now(UTC).date()
+        raise NotFound("resource", code)  # another department's entry: as if it did not exist
+    if resource.status != ResourceStatus.DRAFT:
+        raise RegistryProblem.INVALID_STATE.problem(f"Resource {code} is {resource.status}, not draft.")
+    resource.status = ResourceStatus.PUBLISHED
+    resource.published_on = today
     resource.updated_at = datetime.now(UTC)
-    published = pb.ResourcePublished(
-        code=resource.code,
-        name=resource.name,
-        provider_dept=resource.provider_dept,
-        version=resource.version,
-        share_type=resource.share["type"],
-        items=[
-            pb.InformationItem(
-                name=i["name"],
-                data_type=i["data_type"],
-                length=i["length"],
-                sensitive=i["sensitive"],
-                masking=i.get("masking") or "",
-            )
-            for i in resource.items
-        ],
+    published = PublishedResource(
+        resource.code, resource.name, resource.provider_dept, resource.version, resource.share["type"], resource.items
     )
-    outbox.add(session, event_message(topic, resource.code, registry_event(resource_published=published)))
+    uow.emit(event_message(topic, resource.code, published=published))
     return resource
 
 
 # --------------------------------------------------------------------------- applications and grants
 
 
-async def system_department(gateway_url: str, authorization: str, client_id: str) -> str | None:
-    """The department owning ``client_id``, asked of the gateway (identity is the gateway's data)."""
-    async with httpx.AsyncClient(timeout=5.0) as client:
-        response = await client.get(f"{gateway_url}/v1/systems/{client_id}", headers={"authorization": authorization})
-    if response.status_code == 404:
-        return None
-    response.raise_for_status()
-    dept: str = response.json()["dept"]
-    return dept
-
-
 def check_items(resource: Resource, items: list[str]) -> None:
     known = {i["name"] for i in resource.items}
     unknown = [i for i in items if i not in known]
     if unknown:
-        raise Problem(
-            422, "unknown-items", "Unknown information items", f"{resource.code} has no items: {', '.join(unknown)}."
-        )
+        raise RegistryProblem.UNKNOWN_ITEMS.problem(f"{resource.code} has no items: {', '.join(unknown)}.")
     if len(set(items)) != len(items):
-        raise Problem(422, "duplicate-items", "Duplicate items", "Each information item may be listed once.")
+        raise RegistryProblem.DUPLICATE_ITEMS.problem("Each information item may be listed once.")
 
 
 async def create_application(
-    session: AsyncSession,
-    outbox: Outbox,
+    uow: UnitOfWork,
     principal: Principal,
     body: ApplicationCreate,
     *,
     client_dept: str | None,
     topic: str,
+    today: date,
 ) -> tuple[Application, Grant | None]:
+    """Apply for access (共享申请). The sharing class of the resource decides at once:
+    unconditional → approved with a grant; conditional → pending, due within
+    :data:`APPROVAL_WORKING_DAYS` working days of ``today`` (a business date); not shared →
+    refused, citing the legal basis (以共享为原则、不共享为例外)."""
+    session = uow.session
     if principal.is_system:  # a system applying for itself
         if body.client_id != principal.client_id or not principal.has_role(Role.CONSUMER):
             raise forbidden("A system may apply only for itself, and only with the consumer role.")
     elif not principal.has_role(Role.DATA_ADMIN):
         raise forbidden("Only a data administrator (or the consuming system itself) may apply.")
     if client_dept != principal.dept:
-        raise Problem(422, "unknown-client", "Unknown system", f"No system {body.client_id!r} in your department.")
+        raise RegistryProblem.UNKNOWN_CLIENT.problem(f"No system {body.client_id!r} in your department.")
     resource = await get_resource(session, principal, body.resource)
-    if resource.status != "published":
-        raise Problem(409, "resource-not-published", "Resource not published", f"{resource.code} is {resource.status}.")
+    if resource.status != ResourceStatus.PUBLISHED:
+        raise RegistryProblem.RESOURCE_NOT_PUBLISHED.problem(f"{resource.code} is {resource.status}.")
     check_items(resource, body.items)
     application = Application(
         id=uuid.uuid4(),
@@ -216,36 +190,27 @@ async def create_application(
         valid_days=body.valid_days,
         daily_quota=body.daily_quota,
         applicant=principal.sub,
-        status="pending",
+        status=ApplicationStatus.PENDING,
     )
     session.add(application)
     share = resource.share
     grant = None
     if share["type"] == "unconditional":
-        application.status = "approved"
+        application.status = ApplicationStatus.APPROVED
         application.decided_at = datetime.now(UTC)
-        grant = issue_grant(session, outbox, application, resource, {}, topic)
+        grant = issue_grant(uow, application, resource, {}, topic)
     elif share["type"] == "conditional":
-        application.due_by = add_working_days(datetime.now(UTC).date(), APPROVAL_WORKING_DAYS)
+        application.due_by = add_working_days(today, APPROVAL_WORKING_DAYS)
     else:
-        application.status = "refused"
+        application.status = ApplicationStatus.REFUSED
         application.decided_at = datetime.now(UTC)
         application.reason = f"不予共享: {share['basis']}"
     await session.flush()
     return application, grant
 
 
-def default_masking(resource: Resource) -> dict[str, str]:
-    return {i["name"]: i["masking"] for i in resource.items if i.get("masking")}
-
-
 def issue_grant(
-    session: AsyncSession,
-    outbox: Outbox,
-    application: Application,
-    resource: Resource,
-    masking: dict[str, str],
-    topic: str,
+    uow: UnitOfWork, application: Application, resource: Resource, masking: dict[str, str], topic: str
 ) -> Grant:
     grant = Grant(
         id=uuid.uuid4(),
@@ -256,25 +221,25 @@ def issue_grant(
         client_id=application.client_id,
         items=application.items,
         purpose=application.purpose["service_item"],
-        masking={**default_masking(resource), **masking},
+        masking=grant_masking(resource.items, masking),
         valid_until=datetime.now(UTC) + timedelta(days=application.valid_days),
         daily_quota=application.daily_quota,
-        status="active",
+        status=GrantStatus.ACTIVE,
     )
-    session.add(grant)
-    issued = pb.GrantIssued(
-        grant_id=str(grant.id),
+    uow.session.add(grant)
+    issued = GrantTerms(
+        id=grant.id,
         resource_code=grant.resource_code,
         provider_dept=grant.provider_dept,
         consumer_dept=grant.consumer_dept,
         client_id=grant.client_id,
         items=grant.items,
         purpose=grant.purpose,
-        valid_until_unix_ms=int(grant.valid_until.timestamp() * 1000),
-        daily_quota=grant.daily_quota,
         masking=grant.masking,
+        valid_until=grant.valid_until,
+        daily_quota=grant.daily_quota,
     )
-    outbox.add(session, event_message(topic, str(grant.id), registry_event(grant_issued=issued)))
+    uow.emit(event_message(topic, str(grant.id), issued=issued))
     return grant
 
 
@@ -288,43 +253,38 @@ async def get_application(session: AsyncSession, principal: Principal, applicati
 def require_approver(principal: Principal, application: Application) -> None:
     if principal.dept != application.provider_dept or not principal.has_role(Role.APPROVER):
         raise forbidden("Only an approver of the providing department may decide this application.")
-    if application.status != "pending":
-        raise Problem(409, "invalid-state", "Already decided", f"The application is {application.status}.")
+    if application.status != ApplicationStatus.PENDING:
+        raise RegistryProblem.INVALID_STATE.problem(f"The application is already {application.status}.")
 
 
 async def approve_application(
-    session: AsyncSession,
-    outbox: Outbox,
-    principal: Principal,
-    application_id: uuid.UUID,
-    body: ApplicationApprove,
-    topic: str,
+    uow: UnitOfWork, principal: Principal, application_id: uuid.UUID, body: ApplicationApprove, topic: str
 ) -> tuple[Application, Grant]:
+    """Approve a pending application; the approver may only narrow what was asked for."""
+    session = uow.session
     application = await get_application(session, principal, application_id)
     require_approver(principal, application)
     resource = await session.get(Resource, application.resource_code)
     assert resource is not None
     if body.items is not None:
         if not set(body.items) <= set(application.items):
-            raise Problem(422, "widening", "Cannot widen", "The approval may only narrow the items asked for.")
+            raise RegistryProblem.WIDENING.problem("The approval may only narrow the items asked for.")
         application.items = body.items
     if body.valid_days is not None:
         if body.valid_days > application.valid_days:
-            raise Problem(422, "widening", "Cannot widen", "The approval may only shorten the validity.")
+            raise RegistryProblem.WIDENING.problem("The approval may only shorten the validity.")
         application.valid_days = body.valid_days
     if body.daily_quota is not None:
         if body.daily_quota > application.daily_quota:
-            raise Problem(422, "widening", "Cannot widen", "The approval may only lower the quota.")
+            raise RegistryProblem.WIDENING.problem("The approval may only lower the quota.")
         application.daily_quota = body.daily_quota
     unknown = set(body.masking) - set(application.items)
     if unknown:
-        raise Problem(
-            422, "unknown-items", "Masking for items not granted", f"Not granted: {', '.join(sorted(unknown))}."
-        )
-    application.status = "approved"
+        raise RegistryProblem.UNKNOWN_ITEMS.problem(f"Masking for items not granted: {', '.join(sorted(unknown))}.")
+    application.status = ApplicationStatus.APPROVED
     application.decided_by = principal.sub
     application.decided_at = datetime.now(UTC)
-    grant = issue_grant(session, outbox, application, resource, dict(body.masking), topic)
+    grant = issue_grant(uow, application, resource, dict(body.masking), topic)
     await session.flush()
     return application, grant
 
@@ -334,7 +294,7 @@ async def reject_application(
 ) -> Application:
     application = await get_application(session, principal, application_id)
     require_approver(principal, application)
-    application.status = "rejected"
+    application.status = ApplicationStatus.REJECTED
     application.reason = reason
     application.decided_by = principal.sub
     application.decided_at = datetime.now(UTC)
@@ -356,18 +316,15 @@ async def list_grants(
     return rows[:limit], str(rows[limit - 1].id) if len(rows) > limit else None
 
 
-async def revoke_grant(
-    session: AsyncSession, outbox: Outbox, principal: Principal, grant_id: uuid.UUID, reason: str, topic: str
-) -> Grant:
-    grant = await session.get(Grant, grant_id, with_for_update=True)
+async def revoke_grant(uow: UnitOfWork, principal: Principal, grant_id: uuid.UUID, reason: str, topic: str) -> Grant:
+    grant = await uow.session.get(Grant, grant_id, with_for_update=True)
     if grant is None or principal.dept not in (grant.consumer_dept, grant.provider_dept):
         raise NotFound("grant", str(grant_id))
     if principal.dept != grant.provider_dept or not principal.has_role(Role.APPROVER, Role.DATA_ADMIN):
         raise forbidden("Only the providing department's approver or data administrator may revoke a grant.")
-    if grant.status == "revoked":
-        raise Problem(409, "invalid-state", "Already revoked", f"Grant {grant_id} is already revoked.")
-    grant.status = "revoked"
+    if grant.status == GrantStatus.REVOKED:
+        raise RegistryProblem.INVALID_STATE.problem(f"Grant {grant_id} is already revoked.")
+    grant.status = GrantStatus.REVOKED
     grant.revoked_reason = reason
-    revoked = pb.GrantRevoked(grant_id=str(grant.id), reason=reason)
-    outbox.add(session, event_message(topic, str(grant.id), registry_event(grant_revoked=revoked)))
+    uow.emit(event_message(topic, str(grant.id), revoked=(grant.id, reason)))
     return grant

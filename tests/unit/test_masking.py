@@ -2,7 +2,15 @@
 
 import pytest
 
-from services.common.masking import apply_masking, mask_full, mask_id_card, mask_mobile, mask_name
+from services.common.masking import (
+    apply_masking,
+    effective_masking,
+    grant_masking,
+    mask_full,
+    mask_id_card,
+    mask_mobile,
+    mask_name,
+)
 
 
 def test_id_card_keeps_first_six_and_last_four() -> None:
@@ -67,3 +75,19 @@ def test_apply_masking_ignores_rules_for_items_not_in_the_data() -> None:
 def test_apply_masking_without_rules_returns_the_data_unchanged() -> None:
     data = {"姓名": "张三"}
     assert apply_masking(data, {}) == ({"姓名": "张三"}, [])
+
+
+def test_a_grant_takes_the_catalogue_defaults_and_the_approver_overrides_them() -> None:
+    items = [{"name": "姓名", "masking": "name"}, {"name": "公民身份号码", "masking": "id_card"}, {"name": "住址"}]
+    assert grant_masking(items, {"公民身份号码": "full"}) == {"姓名": "name", "公民身份号码": "full"}
+
+
+def test_a_sensitive_item_without_a_rule_is_hidden_not_shown() -> None:
+    items = [{"name": "公民身份号码", "sensitive": True}, {"name": "住址", "sensitive": False}, {"name": "姓名"}]
+    assert effective_masking({"姓名": "name"}, items) == {"姓名": "name", "公民身份号码": "full"}
+
+
+def test_a_sensitive_item_keeps_the_rule_its_grant_gives_it() -> None:
+    assert effective_masking({"公民身份号码": "id_card"}, [{"name": "公民身份号码", "sensitive": True}]) == {
+        "公民身份号码": "id_card"
+    }

@@ -1,0 +1,138 @@
+"""``registry.events`` (proto/registry.proto): what the registry tells the exchange.
+
+The registry builds these from its tables; the exchange keeps them as its projection
+(``exchange.resources``, ``exchange.grants``). Both sides use the functions here.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from services.common.bus import Message
+from services.common.pb import registry_pb2 as pb
+
+Item = Mapping[str, Any]  # name, data_type, length, sensitive, masking (as the catalogue keeps it)
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedResource:
+    """ResourcePublished — 信息资源发布: a catalogue entry the exchange may serve."""
+
+    code: str
+    name: str
+    provider_dept: str
+    version: int
+    share_type: str
+    items: list[dict[str, Any]]
+
+    def to_proto(self) -> pb.ResourcePublished:
+        return pb.ResourcePublished(
+            code=self.code,
+            name=self.name,
+            provider_dept=self.provider_dept,
+            version=self.version,
+            share_type=self.share_type,
+            items=[
+                pb.InformationItem(
+                    name=i["name"],
+                    data_type=i["data_type"],
+                    length=i["length"],
+                    sensitive=bool(i.get("sensitive")),
+                    masking=i.get("masking") or "",
+                )
+                for i in self.items
+            ],
+        )
+
+    @classmethod
+    def from_proto(cls, m: pb.ResourcePublished) -> PublishedResource:
+        items = [
+            {
+                "name": i.name,
+                "data_type": i.data_type,
+                "length": i.length,
+                "sensitive": i.sensitive,
+                "masking": i.masking,
+            }
+            for i in m.items
+        ]
+        return cls(m.code, m.name, m.provider_dept, m.version, m.share_type, items)
+
+    def values(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GrantTerms:
+    """GrantIssued — 授权: what a consuming system may fetch, for which purpose, until when."""
+
+    id: uuid.UUID
+    resource_code: str
+    provider_dept: str
+    consumer_dept: str
+    client_id: str
+    items: list[str]
+    purpose: str
+    masking: dict[str, str]
+    valid_until: datetime
+    daily_quota: int
+
+    def to_proto(self) -> pb.GrantIssued:
+        return pb.GrantIssued(
+            grant_id=str(self.id),
+            resource_code=self.resource_code,
+            provider_dept=self.provider_dept,
+            consumer_dept=self.consumer_dept,
+            client_id=self.client_id,
+            items=self.items,
+            purpose=self.purpose,
+            valid_until_unix_ms=int(self.valid_until.timestamp() * 1000),
+            daily_quota=self.daily_quota,
+            masking=self.masking,
+        )
+
+    @classmethod
+    def from_proto(cls, m: pb.GrantIssued) -> GrantTerms:
+        return cls(
+            id=uuid.UUID(m.grant_id),
+            resource_code=m.resource_code,
+            provider_dept=m.provider_dept,
+            consumer_dept=m.consumer_dept,
+            client_id=m.client_id,
+            items=list(m.items),
+            purpose=m.purpose,
+            masking=dict(m.masking),
+            valid_until=datetime.fromtimestamp(m.valid_until_unix_ms / 1000, UTC),
+            daily_quota=m.daily_quota,
+        )
+
+    def values(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def event_message(
+    topic: str,
+    key: str,
+    *,
+    published: PublishedResource | None = None,
+    issued: GrantTerms | None = None,
+    revoked: tuple[uuid.UUID, str] | None = None,
+) -> Message:
+    """A ``RegistryEvent`` carrying exactly one of its kinds, keyed by ``key`` (resource code or
+    grant id, so one object's events keep their order)."""
+    event = pb.RegistryEvent(event_id=uuid.uuid4().hex, occurred_unix_ms=int(time.time() * 1000))
+    kinds: Sequence[object] = [k for k in (published, issued, revoked) if k is not None]
+    if len(kinds) != 1:
+        raise ValueError("a registry event carries exactly one kind")
+    if published is not None:
+        event.resource_published.CopyFrom(published.to_proto())
+    elif issued is not None:
+        event.grant_issued.CopyFrom(issued.to_proto())
+    elif revoked is not None:
+        event.grant_revoked.CopyFrom(pb.GrantRevoked(grant_id=str(revoked[0]), reason=revoked[1]))
+    return Message(topic=topic, key=key.encode(), value=event.SerializeToString())

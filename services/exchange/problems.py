@@ -1,0 +1,36 @@
+"""The exchange's problem catalogue. A denial's code is also the ``reason`` of its audit record."""
+
+from services.common.errors import ProblemCode
+
+
+class ExchangeProblem(ProblemCode):
+    NOT_A_CONSUMER = "not-a-consumer", 403, "Not a consuming system"
+    INVALID_SUBJECT = "invalid-subject", 422, "Invalid subject identifier"
+    UNKNOWN_RESOURCE = "unknown-resource", 404, "Unknown resource"
+    NO_GRANT = "no-grant", 403, "No grant"
+    GRANT_REVOKED = "grant-revoked", 403, "Grant revoked"
+    GRANT_EXPIRED = "grant-expired", 403, "Grant expired"
+    PURPOSE_NOT_GRANTED = "purpose-not-granted", 403, "Purpose not granted"
+    UNKNOWN_ITEMS = "unknown-items", 422, "Unknown information items"
+    ITEM_NOT_GRANTED = "item-not-granted", 403, "Item not granted"
+    QUOTA_EXCEEDED = "quota-exceeded", 429, "Daily quota used up"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency-in-progress", 409, "Same Idempotency-Key in flight"
+    IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused", 422, "Idempotency-Key reused"
+    SUBJECT_NOT_FOUND = "subject-not-found", 404, "No record"
+    PROVIDER_ERROR = "provider-error", 502, "Provider error"
+    PROVIDER_TIMEOUT = "provider-timeout", 504, "Provider did not answer in time"
+
+
+# Refusals before the provider is asked: each is audited as a denial with its code as the reason.
+DENIALS = (
+    ExchangeProblem.NOT_A_CONSUMER,
+    ExchangeProblem.INVALID_SUBJECT,
+    ExchangeProblem.UNKNOWN_RESOURCE,
+    ExchangeProblem.NO_GRANT,
+    ExchangeProblem.GRANT_REVOKED,
+    ExchangeProblem.GRANT_EXPIRED,
+    ExchangeProblem.PURPOSE_NOT_GRANTED,
+    ExchangeProblem.UNKNOWN_ITEMS,
+    ExchangeProblem.ITEM_NOT_GRANTED,
+    ExchangeProblem.QUOTA_EXCEEDED,
+)

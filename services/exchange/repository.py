@@ -1,0 +1,115 @@
+"""The query path's SQL, typed: each write is one statement (one round trip, atomic without an
+explicit transaction) on the pooled asyncpg connection (:func:`services.common.db.driver_connection`).
+The order of a statement's parameters is owned here and nowhere else."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+from asyncpg import Record  # type: ignore[import-untyped]
+
+from services.common.outbox import Outbox
+from services.common.uow import Staged
+
+# Count the query against today's quota; only if under it, insert the pending query and its
+# request's outbox row. Returns the day's count, or NULL when the quota is used up.
+START_QUERY = """
+WITH counted AS (
+    INSERT INTO exchange.grant_usage AS u (grant_id, day, used)
+    SELECT $1, $2, 1 WHERE $3::int > 0
+    ON CONFLICT (grant_id, day) DO UPDATE SET used = u.used + 1 WHERE u.used < $3::int
+    RETURNING u.used
+), query AS (
+    INSERT INTO exchange.queries (id, client_id, consumer_dept, actor, idempotency_key, fingerprint,
+        resource_code, provider_dept, grant_id, purpose, subject_type, subject_hash, fields, status, deadline)
+    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16 FROM counted
+    RETURNING id
+), request AS (
+    INSERT INTO exchange.outbox (id, topic, key, value, headers)
+    SELECT $17, $18, $19, $20, $21 FROM query
+)
+SELECT used FROM counted
+"""
+
+# Close a pending query and write its audit event's outbox row. Returns NULL (and changes
+# nothing) when the query is no longer pending: the late-reply consumer closed it first.
+FINISH_QUERY = """
+WITH done AS (
+    UPDATE exchange.queries SET status = $2, http_status = $3, response = $4, completed_at = now()
+    WHERE id = $1 AND status = 'pending'
+    RETURNING id
+)
+INSERT INTO exchange.outbox (id, topic, key, value, headers)
+SELECT $5, $6, $7, $8, $9 FROM done
+RETURNING id
+"""
+
+FIND_IDEMPOTENT = (
+    "SELECT fingerprint, status, http_status, response FROM exchange.queries "
+    "WHERE client_id = $1 AND idempotency_key = $2"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewQuery:
+    """A query about to be sent: its row in ``exchange.queries``."""
+
+    id: uuid.UUID
+    client_id: str
+    consumer_dept: str
+    actor: str
+    idempotency_key: str | None
+    fingerprint: str
+    resource_code: str
+    provider_dept: str
+    grant_id: uuid.UUID
+    purpose: str
+    subject_type: str
+    subject_hash: str
+    fields: list[str]
+    deadline: datetime
+
+
+async def find_idempotent(db: Any, client_id: str, key: str) -> Record | None:
+    """The earlier query this system made with Idempotency-Key ``key``, if any."""
+    return await db.fetchrow(FIND_IDEMPOTENT, client_id, key)
+
+
+async def start_query(db: Any, q: NewQuery, day: date, daily_quota: int, request: Staged) -> bool:
+    """Count ``q`` against its grant's quota for ``day`` and insert it with its request's outbox
+    row; False (nothing written) when the quota is used up."""
+    used = await db.fetchval(
+        START_QUERY,
+        q.grant_id,
+        day,
+        daily_quota,
+        q.id,
+        q.client_id,
+        q.consumer_dept,
+        q.actor,
+        q.idempotency_key,
+        q.fingerprint,
+        q.resource_code,
+        q.provider_dept,
+        q.purpose,
+        q.subject_type,
+        q.subject_hash,
+        q.fields,
+        q.deadline,
+        *Outbox.row_parameters(request),
+    )
+    return used is not None
+
+
+async def finish_query(
+    db: Any, query_id: uuid.UUID, status: str, http_status: int, response: dict[str, Any], audit: Staged
+) -> bool:
+    """Close a pending query with its audit event; False if it was no longer pending."""
+    closed = await db.fetchval(
+        FINISH_QUERY, query_id, status, http_status, orjson.dumps(response).decode(), *Outbox.row_parameters(audit)
+    )
+    return closed is not None

@@ -1,0 +1,17 @@
+"""The gateway's problem catalogue (besides CommonProblem)."""
+
+from services.common.errors import ProblemCode
+
+
+class GatewayProblem(ProblemCode):
+    UNKNOWN_PARENT = "unknown-parent", 422, "Unknown parent department"
+    DEPARTMENT_EXISTS = "department-exists", 409, "Department exists"
+    USER_EXISTS = "user-exists", 409, "User exists"
+    INVALID_CREDENTIALS = "invalid-credentials", 401, "Login failed"
+    UPSTREAM_TIMEOUT = "upstream-timeout", 504, "Service did not answer in time"
+    UPSTREAM_UNAVAILABLE = "upstream-unavailable", 502, "Service unavailable"
+    # RFC 6749 §5.2 token errors; their bodies also carry ``error`` and ``error_description``.
+    OAUTH2_INVALID_REQUEST = "oauth2-invalid-request", 400, "OAuth2 token request failed"
+    OAUTH2_INVALID_CLIENT = "oauth2-invalid-client", 401, "OAuth2 token request failed"
+    OAUTH2_UNSUPPORTED_GRANT_TYPE = "oauth2-unsupported-grant-type", 400, "OAuth2 token request failed"
+    OAUTH2_INVALID_SCOPE = "oauth2-invalid-scope", 400, "OAuth2 token request failed"

@@ -1,0 +1,14 @@
+"""The registry's problem catalogue: every error type its routes can answer (besides CommonProblem)."""
+
+from services.common.errors import ProblemCode
+
+
+class RegistryProblem(ProblemCode):
+    CATEGORY_FULL = "category-full", 409, "No codes left in this category"
+    INVALID_STATE = "invalid-state", 409, "Not allowed in this state"
+    RESOURCE_NOT_PUBLISHED = "resource-not-published", 409, "Resource not published"
+    UNKNOWN_ITEMS = "unknown-items", 422, "Unknown information items"
+    DUPLICATE_ITEMS = "duplicate-items", 422, "Duplicate items"
+    UNKNOWN_CLIENT = "unknown-client", 422, "Unknown system"
+    WIDENING = "widening", 422, "An approval may only narrow"
+    GATEWAY_UNAVAILABLE = "gateway-unavailable", 503, "Identity service unavailable"
