@@ -83,8 +83,19 @@ def gb2260() -> RegionTable:
 
 
 def lookup(code: str) -> Region | None:
-    """The region with this code in any year since 1980, or ``None`` if GB/T 2260 never had it."""
-    return gb2260().get(code)
+    """The region with this code in any year since 1980, or ``None`` if GB/T 2260 never had it.
+
+    ``xxxx01`` 市辖区 (the districts of city ``xxxx00`` taken together) is in the editions of the
+    standard and on real ID numbers and credit codes (``91440101…`` 广州市), but the ministry's yearly
+    lists leave it out; it is taken to exist whenever its city does.
+    """
+    table = gb2260()
+    region = table.get(code)
+    if region is None and code.endswith("01") and not code.endswith("0001"):
+        city = table.get(prefecture_of(code))
+        if city is not None:
+            return Region(code, f"{city.name}市辖区", city.periods)
+    return region
 
 
 def scope_prefix(code: str) -> str:
