@@ -56,7 +56,10 @@ bench: $(STAMP) infra-up ## Measure the query round trip against raw Kafka; writ
 migration: $(STAMP) infra-up ## New Alembic revision: make migration S=<service> M="<message>"
 	$(INFRA_ENV) $(PY) -m services.common.make_migration $(S) "$(M)"
 
+regions: $(STAMP) ## Rebuild services/common/data/gb2260.tsv (GB/T 2260 codes) from its pinned, checksummed source
+	$(PY) services/common/data/refresh_regions.py
+
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run infra-up infra-down lint format proto test bench migration clean
+.PHONY: help venv lock run infra-up infra-down lint format proto test bench migration regions clean

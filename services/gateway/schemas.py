@@ -1,10 +1,15 @@
 """Gateway API schemas (separate from the tables)."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from services.common.identifiers import InvalidIdentifier, validate_credit_code, validate_region_code
+from services.common.identifiers import (
+    InvalidIdentifier,
+    check_department_region,
+    validate_credit_code,
+    validate_region_code,
+)
 from services.common.schemas import Strict
 
 
@@ -17,7 +22,7 @@ def _credit_code(value: str) -> str:
 
 def _region_code(value: str) -> str:
     try:
-        return validate_region_code(value)
+        return validate_region_code(value, current=True)  # a new department sits in a division that exists today
     except InvalidIdentifier as err:
         raise ValueError(str(err)) from err
 
@@ -44,6 +49,14 @@ class DepartmentCreate(Strict):
     region_code: RegionCode
     level: DeptLevel
     parent_code: CreditCode | None = None
+
+    @model_validator(mode="after")
+    def _region_agrees_with_code(self) -> Self:
+        try:
+            check_department_region(self.code, self.region_code)
+        except InvalidIdentifier as err:
+            raise ValueError(str(err)) from err
+        return self
 
 
 class DepartmentPublic(BaseModel):
