@@ -1,6 +1,6 @@
 """Async SQLAlchemy: one engine per service, one schema per service, one unit of work per request.
 
-A route opens its unit of work explicitly (``sessions.begin()`` or ``Outbox.transaction()``), so
+A route takes its unit of work as a dependency (``UnitOfWorkDep``, :mod:`services.common.uow`), so
 the commit happens before the response is sent; domain code never calls ``commit()``.
 """
 

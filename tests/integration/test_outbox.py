@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import DeclarativeBase
 
-from services.common.bus import Message, Subscription
+from services.common.bus import MemoryBus, Message, Subscription
 from services.common.db import create_engine, schema_metadata, session_factory
 from services.common.outbox import Outbox, OutboxRow
+from services.common.uow import UnitClosed
 from tests.integration.helpers import eventually, started, unique
 from tests.stack import create_database, infra, infra_env
 
@@ -49,8 +51,8 @@ async def test_committed_while_the_broker_is_down_is_published_when_it_is_back(b
         infra("kafka-stop", "--kill")
         try:
             for n in range(20):  # twenty units of work, each committed; the broker is gone
-                async with outbox.transaction(wait_for_publish=False) as session:
-                    outbox.add(session, Message(topic, f"event-{n}".encode(), key=str(n % 3).encode()))
+                async with outbox.unit_of_work(wait_for_publish=False) as uow:
+                    uow.emit(Message(topic, f"event-{n}".encode(), key=str(n % 3).encode()))
             assert await left_in_outbox() == 20
         finally:
             infra("kafka-start")
@@ -61,4 +63,17 @@ async def test_committed_while_the_broker_is_down_is_published_when_it_is_back(b
     finally:
         await outbox.stop()
         await bus.stop()
+        await engine.dispose()
+
+
+async def test_an_event_emitted_after_its_unit_ended_is_refused_not_lost(bootstrap: str) -> None:
+    """Before, ``Outbox.add`` on a session the outbox did not open dropped the event silently."""
+    engine = create_engine(infra_env()["TONGBAN_DATABASE_URL"], pool_size=1)
+    try:
+        outbox = Outbox(OutboxTable, session_factory(engine), MemoryBus("dlq"))
+        async with outbox.unit_of_work() as uow:
+            pass
+        with pytest.raises(UnitClosed):
+            uow.emit(Message("t", b"late"))
+    finally:
         await engine.dispose()
