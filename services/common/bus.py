@@ -16,16 +16,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.common.logs import request_id_var
+from services.common.logs import (
+    REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER,
+    bound_context,
+    continue_trace,
+    parse_traceparent,
+    request_id_var,
+    restored_context,
+    trace_var,
+)
 
 log = logging.getLogger("tongban.bus")
-
-REQUEST_ID_HEADER = "request-id"
 
 # Every producer of the platform (and the benchmark's raw-Kafka baseline, to compare like with
 # like). linger_ms=0: send at once; under load records still batch while a request is in flight.
@@ -67,15 +75,38 @@ class Bus(Protocol):
 
 
 def outgoing_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Headers with the current request id added, so logs on both sides join up."""
-    rid = request_id_var.get()
-    return headers if rid is None or REQUEST_ID_HEADER in headers else {**headers, REQUEST_ID_HEADER: rid}
+    """Headers with the current request id and ``traceparent`` added (unless the message has its
+    own), so the logs of sender and consumer join up."""
+    added: dict[str, str] = {}
+    if (rid := request_id_var.get()) is not None and REQUEST_ID_HEADER not in headers:
+        added[REQUEST_ID_HEADER] = rid
+    if (trace := trace_var.get()) is not None and TRACEPARENT_HEADER not in headers:
+        added[TRACEPARENT_HEADER] = trace.traceparent
+    return {**headers, **added} if added else headers
 
 
 def as_message(record: Any) -> Message:
-    """A consumed aiokafka record as a :class:`Message`."""
-    headers = {k: v.decode() for k, v in (record.headers or ())}
+    """A consumed aiokafka record as a :class:`Message`. Header values are not ours to trust:
+    undecodable bytes are replaced (restoring the context then drops them), never raised on."""
+    headers = {str(k): v.decode(errors="replace") for k, v in (record.headers or ()) if v is not None}
     return Message(topic=record.topic, value=record.value, key=record.key, headers=headers)
+
+
+@contextlib.contextmanager
+def handling(batch: Sequence[Message]) -> Iterator[None]:
+    """Handle ``batch`` in the request id and trace its messages were sent in, and log that it was
+    handled. A batch of one trace (a latency consumer's usual batch of one) continues that trace;
+    a batch that mixes traces gets a trace of its own, and its log line lists the ones it served."""
+    parsed = [parse_traceparent(m.headers.get(TRACEPARENT_HEADER)) for m in batch]
+    traces = sorted({p[0] for p in parsed if p is not None})
+    one_trace = len(traces) == 1 and all(p is not None for p in parsed)
+    extra: dict[str, object] = {"ctx_topic": batch[0].topic, "ctx_count": len(batch)}
+    if not one_trace and traces:
+        extra["ctx_trace_ids"] = traces
+    started = time.perf_counter()
+    with restored_context(batch[0].headers) if one_trace else bound_context(None, continue_trace(None)):
+        yield
+        log.info("batch handled", extra={**extra, "ctx_ms": round((time.perf_counter() - started) * 1000, 1)})
 
 
 def dead_letter_of(sub: Subscription, default_topic: str, message: Message) -> Message:
@@ -89,7 +120,8 @@ async def run_with_retries(sub: Subscription, batch: Sequence[Message], dead_let
     delay = 0.2
     for attempt in range(1, sub.max_attempts + 1):
         try:
-            await sub.handler(batch)
+            with handling(batch):
+                await sub.handler(batch)
             return
         except asyncio.CancelledError:
             raise

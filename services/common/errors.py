@@ -55,6 +55,7 @@ class CommonProblem(ProblemCode):
     NOT_FOUND = "not-found", 404, "Not found"
     METHOD_NOT_ALLOWED = "method-not-allowed", 405, "Method not allowed"
     HTTP_ERROR = "http-error", 400, "Bad request"
+    INVALID_PATH = "invalid-path", 400, "Path not allowed"
     UNAUTHORIZED = "unauthorized", 401, "Authentication required"
     FORBIDDEN = "forbidden", 403, "Not allowed"
     BODY_TOO_LARGE = "body-too-large", 413, "Request body too large"

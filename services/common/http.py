@@ -1,5 +1,6 @@
 """What every service's FastAPI app has in common: orjson responses, problem+json errors,
-request ids, a body-size limit, Prometheus metrics, ``/healthz`` and ``/readyz``.
+bounded request ids and W3C trace context, text-only paths and query strings, a body-size limit,
+security headers, Prometheus metrics, ``/healthz`` and ``/readyz``.
 
 The middleware is plain ASGI (no ``BaseHTTPMiddleware``) because it sits on every request of the
 exchange's hot path.
@@ -10,14 +11,15 @@ from __future__ import annotations
 import gc
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,9 +33,8 @@ from services.common.errors import (
     problem_response,
     unexpected_problem,
 )
-from services.common.logs import request_id_var
+from services.common.logs import bound_context, continue_trace, request_id_or_new
 
-REQUEST_ID_HEADER = "x-request-id"
 log = logging.getLogger("tongban.http")
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -50,8 +51,47 @@ def body_too_large(limit: int) -> Problem:
     return CommonProblem.BODY_TOO_LARGE.problem(f"The body exceeds {limit} bytes.")
 
 
+class NoStoreRoute(APIRoute):
+    """A route that hands out credentials (tokens): every answer, errors included, carries
+    ``Cache-Control: no-store`` and ``Pragma: no-cache`` (RFC 6749 §5.1)."""
+
+
+# On every response: no MIME sniffing, never framed (old and new browsers), no Referer leaks.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+)
+HSTS = (b"strict-transport-security", b"max-age=31536000")  # only sent over TLS, as RFC 6797 says
+NO_STORE = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
+# Operational endpoints polled by orchestrators and Prometheus: not worth a log line each.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def text_problem(scope: Scope) -> Problem | None:
+    """A 422 when the path or query string, percent-decoded, is not text a database can store:
+    invalid UTF-8 (lone surrogates included) or NUL. Checked on the raw bytes, before Starlette
+    decodes them leniently into something that reaches a route."""
+    raw_path = scope.get("raw_path")
+    checks = (
+        ("path", raw_path if raw_path is not None else scope["path"].encode("utf-8", "surrogatepass")),
+        ("query string", scope.get("query_string", b"").replace(b"+", b" ")),
+    )
+    for where, raw in checks:
+        try:
+            text = unquote_to_bytes(raw).decode("utf-8")  # strict: refuses surrogates, overlongs
+        except UnicodeDecodeError:
+            return CommonProblem.VALIDATION.problem(f"The {where} is not valid UTF-8 once percent-decoded.")
+        if "\x00" in text:
+            return CommonProblem.VALIDATION.problem(f"The {where} contains a NUL character.")
+    return None
+
+
 class ServiceMiddleware:
-    """Request id (taken from ``X-Request-ID`` or made), body-size limit, request metrics."""
+    """Bounded request id (``X-Request-Id`` if acceptable, else a new one), W3C trace context,
+    text-only paths and query strings, body-size limit, security headers, request metrics and
+    one log line per request."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, registry: CollectorRegistry, service: str) -> None:
         self.app = app
@@ -72,14 +112,21 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _header(scope, b"x-request-id") or uuid.uuid4().hex
-        token = request_id_var.set(rid)
+        rid = request_id_or_new(_header(scope, b"x-request-id"))
+        with bound_context(rid, continue_trace(_header(scope, b"traceparent"))):
+            await self._handle(scope, receive, _with_headers(send, scope, rid))
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
         try:
+            if (refused := text_problem(scope)) is not None:
+                status = refused.status
+                await problem_response(refused)(scope, receive, send)
+                return
             declared = _header(scope, b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                await problem_response(body_too_large(self.max_body_bytes))(scope, receive, _with_rid(send, rid))
+                await problem_response(body_too_large(self.max_body_bytes))(scope, receive, send)
                 status = 413
                 return
             received = 0
@@ -97,28 +144,22 @@ class ServiceMiddleware:
                         return {"type": "http.request", "body": b"", "more_body": False}
                 return message
 
+            started_response = False
+
             async def send_checked(message: Message) -> None:
-                nonlocal status
+                nonlocal status, started_response
+                started_response = started_response or message["type"] == "http.response.start"
                 if too_large:
                     if message["type"] == "http.response.start":
                         status = 413
-                        await problem_response(body_too_large(self.max_body_bytes))(
-                            scope, receive, _with_rid(send, rid)
-                        )
+                        await problem_response(body_too_large(self.max_body_bytes))(scope, receive, send)
                     return
                 if message["type"] == "http.response.start":
                     status = message["status"]
                 await send(message)
 
-            started_response = False
-
-            async def send_tracked(message: Message) -> None:
-                nonlocal started_response
-                started_response = started_response or message["type"] == "http.response.start"
-                await send_checked(message)
-
             try:
-                await self.app(scope, limited_receive, _with_rid(send_tracked, rid))
+                await self.app(scope, limited_receive, send_checked)
             except Exception as exc:
                 # Answered here, not by Starlette's outer handler, so the problem carries the request id.
                 if started_response:
@@ -126,26 +167,51 @@ class ServiceMiddleware:
                     raise
                 problem = unexpected_problem(exc)
                 status = problem.status
-                await problem_response(problem)(scope, receive, _with_rid(send, rid))
+                await problem_response(problem)(scope, receive, send)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
             self.requests.labels(self.service, scope["method"], path, str(status)).inc()
-            self.latency.labels(self.service, scope["method"], path).observe(time.perf_counter() - started)
-            request_id_var.reset(token)
+            self.latency.labels(self.service, scope["method"], path).observe(elapsed)
+            if path not in QUIET_PATHS:
+                log.info(
+                    "request handled",
+                    extra={
+                        "ctx_method": scope["method"],
+                        "ctx_route": path,
+                        "ctx_status": status,
+                        "ctx_ms": round(elapsed * 1000, 1),
+                    },
+                )
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+    """The request header ``name``; repeated ones joined with ", " as RFC 9110 §5.3 allows (so a
+    repeated ``traceparent`` is invalid and dropped, as W3C Trace Context requires)."""
+    values = [value for key, value in scope["headers"] if key == name]
+    if not values:
+        return None
+    return b", ".join(values).decode("latin-1")
 
 
-def _with_rid(send: Send, rid: str) -> Send:
+def _with_headers(send: Send, scope: Scope, rid: str) -> Send:
+    """``send`` that puts the request id and the security headers on the response (replacing any
+    the app set, so a proxied answer does not carry two), and no-store on a :class:`NoStoreRoute`'s."""
+    ours = [(b"x-request-id", rid.encode()), *SECURITY_HEADERS]
+    if scope.get("scheme") == "https":
+        ours.append(HSTS)
+
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            headers = ours
+            if isinstance(scope.get("route"), NoStoreRoute):
+                headers = [*ours, *NO_STORE]
+            names = {name for name, _ in headers}
+            message["headers"] = [
+                *((k, v) for k, v in message.get("headers", []) if k.lower() not in names),
+                *headers,
+            ]
         await send(message)
 
     return wrapped

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
 
 import aiohttp
+import yarl
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
+from services.common.errors import CommonProblem
+from services.common.http import NoStoreRoute
+from services.common.logs import request_id_var, trace_var
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.common.security import PrincipalType, bearer_token
 from services.gateway import service
@@ -29,10 +34,16 @@ from services.gateway.schemas import (
 from services.gateway.service import OAuthError
 
 router = APIRouter()
+# Routes that answer with tokens: no-store on every answer, errors included (RFC 6749 §5.1).
+credentials = APIRouter(route_class=NoStoreRoute)
 
 # Headers passed through to the services behind the gateway, in both directions.
 FORWARD_REQUEST_HEADERS = ("authorization", "content-type", "idempotency-key", "x-request-id", "accept", "traceparent")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
+# RFC 3986 pchar (and "/") plus "%", so that existing escapes are kept as they are.
+PATH_SAFE = "/%!$&'()*+,;=:@-._~"
+QUERY_SAFE = PATH_SAFE + "?"
+BROKEN_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def settings_of(request: Request) -> GatewaySettings:
@@ -44,7 +55,7 @@ def department_public(d: object) -> DepartmentPublic:
     return DepartmentPublic.model_validate(d, from_attributes=True)
 
 
-@router.post("/oauth2/token", response_model=TokenResponse, tags=["oauth2"], summary="Client credentials grant")
+@credentials.post("/oauth2/token", response_model=TokenResponse, tags=["oauth2"], summary="Client credentials grant")
 async def token(
     request: Request, uow: UnitOfWorkDep, authorization: Annotated[str | None, Header()] = None
 ) -> TokenResponse:
@@ -76,7 +87,7 @@ async def token(
     return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
 
 
-@router.post("/v1/auth/login", response_model=TokenResponse, tags=["identity"], summary="Log a person in")
+@credentials.post("/v1/auth/login", response_model=TokenResponse, tags=["identity"], summary="Log a person in")
 async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenResponse:
     user = await service.authenticate_user(uow.session, body.username, body.password)
     access, ttl, scope = service.issue_token(
@@ -88,6 +99,9 @@ async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenRespo
         roles=user.roles,
     )
     return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
+
+
+router.include_router(credentials)
 
 
 @router.get("/.well-known/jwks.json", tags=["oauth2"], summary="Token signing keys")
@@ -167,12 +181,46 @@ async def create_user(body: UserCreate, principal: CurrentPrincipal, uow: UnitOf
 # --------------------------------------------------------------------------- proxy
 
 
-async def proxy(request: Request, upstream: str) -> Response:
-    """Forward to the owning service after checking the token here too (fail fast at the door)."""
+def forwarded_target(raw_path: bytes, query_string: bytes, prefix: str) -> str:
+    """The already-encoded path and query to send upstream, exactly as checked here.
+
+    Refuses (400 ``invalid-path``) a path outside ``prefix``, with a ``.`` or ``..`` segment
+    (literal or percent-encoded, any case), an encoded slash or backslash, a backslash or a broken
+    percent escape: each could make the service behind resolve it to another place than the one
+    the route names (e.g. ``/v1/exchange/%2e%2e/%2e%2e/openapi.json``, the internal ``/openapi.json``).
+    """
+    try:
+        path = raw_path.decode("ascii")
+    except UnicodeDecodeError:
+        # Clients should percent-encode; a raw UTF-8 byte (checked as text by the middleware) is
+        # encoded here rather than refused.
+        path = quote(raw_path, safe=PATH_SAFE)
+    if not path.startswith(prefix):
+        raise CommonProblem.INVALID_PATH.problem(f"The path must start with {prefix}.")
+    lowered = path.lower()
+    if "\\" in path or "%2f" in lowered or "%5c" in lowered or BROKEN_ESCAPE.search(path):
+        raise CommonProblem.INVALID_PATH.problem("Encoded slashes, backslashes and broken %-escapes are not allowed.")
+    if any(unquote(segment) in (".", "..") for segment in path.split("/")):
+        raise CommonProblem.INVALID_PATH.problem("Dot segments (. and ..) are not allowed in a path.")
+    query = quote(query_string, safe=QUERY_SAFE)
+    return path + (f"?{query}" if query else "")
+
+
+async def proxy(request: Request, upstream: str, prefix: str) -> Response:
+    """Forward to the owning service after checking the path and the token here too (fail fast at
+    the door). The request id and ``traceparent`` sent on are this request's checked ones."""
+    target = forwarded_target(
+        request.scope.get("raw_path") or request.url.path.encode(), request.scope.get("query_string", b""), prefix
+    )
     await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
     client: aiohttp.ClientSession = request.app.state.upstream
     headers = {k: v for k, v in request.headers.items() if k in FORWARD_REQUEST_HEADERS}
-    url = upstream + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if (rid := request_id_var.get()) is not None:
+        headers["x-request-id"] = rid
+    if (trace := trace_var.get()) is not None:
+        headers["traceparent"] = trace.traceparent
+    # encoded=True: yarl must not re-quote or normalise what was checked above.
+    url = yarl.URL(upstream + target, encoded=True)
     try:
         async with client.request(request.method, url, data=await request.body(), headers=headers) as upstream_response:
             content = await upstream_response.read()
@@ -190,14 +238,14 @@ PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 @router.api_route("/v1/registry/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_registry(request: Request) -> Response:
-    return await proxy(request, settings_of(request).registry_url)
+    return await proxy(request, settings_of(request).registry_url, "/v1/registry/")
 
 
 @router.api_route("/v1/exchange/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_exchange(request: Request) -> Response:
-    return await proxy(request, settings_of(request).exchange_url)
+    return await proxy(request, settings_of(request).exchange_url, "/v1/exchange/")
 
 
 @router.api_route("/v1/audit/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_audit(request: Request) -> Response:
-    return await proxy(request, settings_of(request).audit_url)
+    return await proxy(request, settings_of(request).audit_url, "/v1/audit/")
