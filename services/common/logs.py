@@ -87,6 +87,16 @@ def continue_trace(traceparent: str | None) -> Trace:
     return Trace(secrets.token_hex(16), secrets.token_hex(8))
 
 
+def context_headers() -> dict[str, str]:
+    """HTTP headers that carry the current request id and trace to a call this service makes."""
+    headers: dict[str, str] = {}
+    if (rid := request_id_var.get()) is not None:
+        headers["x-request-id"] = rid
+    if (trace := trace_var.get()) is not None:
+        headers["traceparent"] = trace.traceparent
+    return headers
+
+
 @contextmanager
 def bound_context(request_id: str | None, trace: Trace) -> Iterator[None]:
     """Run the body with ``request_id`` and ``trace`` as the current ones (logs, outgoing calls,

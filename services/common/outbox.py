@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.bus import Bus, Message
-from services.common.uow import Staged, UnitOfWork
+from services.common.uow import Staged, UnitOfWork, stage
 
 log = logging.getLogger("tongban.outbox")
 
@@ -98,7 +98,7 @@ class Outbox:
     def stage(message: Message) -> Staged:
         """An outbox row id for ``message``; code that writes the row with its own SQL passes
         :meth:`row_parameters` to it, then hands the staged pair to :meth:`committed`."""
-        return uuid.uuid4(), message
+        return stage(message)
 
     @staticmethod
     def row_parameters(staged: Staged) -> tuple[uuid.UUID, str, bytes | None, bytes, str]:

@@ -17,9 +17,15 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.bus import Message
+from services.common.bus import Message, outgoing_headers
 
 Staged = tuple[uuid.UUID, Message]  # an outbox row id and its message
+
+
+def stage(message: Message) -> Staged:
+    """An outbox row id for ``message``, whose headers now carry the current request id and
+    trace: a message the relay publishes after a crash still joins the logs of its request."""
+    return uuid.uuid4(), Message(message.topic, message.value, message.key, outgoing_headers(message.headers))
 
 
 class UnitClosed(RuntimeError):
@@ -39,4 +45,4 @@ class UnitOfWork:
             raise UnitClosed("event staged after its unit of work ended; it would be lost")
         if not self.accepts_events:
             raise UnitClosed("this service has no outbox; its units of work cannot emit events")
-        self.staged.append((uuid.uuid4(), message))
+        self.staged.append(stage(message))

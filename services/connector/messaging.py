@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from google.protobuf.message import DecodeError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.bus import Bus, Handler, Message
+from services.common.bus import Bus, Handler, Message, outgoing_headers
 from services.common.db import driver_connection
+from services.common.logs import restored_context
 from services.common.pb import exchange_pb2
 from services.connector.service import Responder
 
@@ -28,15 +29,20 @@ def on_requests(responder: Responder, engine: AsyncEngine, bus: Bus, replies_top
             except DecodeError:
                 log.error("undecodable request dropped", extra={"ctx_key": message.key})
                 continue
-            requests.append((message.value, request))
+            requests.append((message, request))
+        if not requests:
+            return
         async with driver_connection(engine) as db:
-            replies = await responder.answer(db, requests)
+            replies = await responder.answer(db, [(m.value, r) for m, r in requests])
         now = int(time.time() * 1000)
-        for (_, request), reply in zip(requests, replies, strict=True):
+        outgoing = []
+        for (message, request), reply in zip(requests, replies, strict=True):
             reply.answered_unix_ms = now
             reply.deadline_unix_ms = request.deadline_unix_ms
-        await bus.publish_many(
-            [Message(topic=replies_topic, key=r.query_id.encode(), value=r.SerializeToString()) for r in replies]
-        )
+            # Each reply continues its own request's trace, whatever else shared the batch.
+            with restored_context(message.headers):
+                headers = outgoing_headers({})
+            outgoing.append(Message(replies_topic, reply.SerializeToString(), reply.query_id.encode(), headers))
+        await bus.publish_many(outgoing)
 
     return handle

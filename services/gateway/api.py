@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from services.common.errors import CommonProblem
 from services.common.http import NoStoreRoute
-from services.common.logs import request_id_var, trace_var
+from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.common.security import PrincipalType, bearer_token
 from services.gateway import service
@@ -215,10 +215,7 @@ async def proxy(request: Request, upstream: str, prefix: str) -> Response:
     await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
     client: aiohttp.ClientSession = request.app.state.upstream
     headers = {k: v for k, v in request.headers.items() if k in FORWARD_REQUEST_HEADERS}
-    if (rid := request_id_var.get()) is not None:
-        headers["x-request-id"] = rid
-    if (trace := trace_var.get()) is not None:
-        headers["traceparent"] = trace.traceparent
+    headers.update(context_headers())
     # encoded=True: yarl must not re-quote or normalise what was checked above.
     url = yarl.URL(upstream + target, encoded=True)
     try:

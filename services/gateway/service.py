@@ -10,6 +10,7 @@ import hmac
 import secrets
 import time
 import uuid
+from urllib.parse import unquote
 
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
@@ -18,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import NotFound, Problem
+from services.common.schemas import storable_text_problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, forbidden
 from services.gateway.config import GatewaySettings
 from services.gateway.models import Department, SigningKey, System, User
@@ -28,6 +30,7 @@ SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 # Client ids are "sys-" + random hex; usernames may not start with it (schemas.UserCreate), so a
 # person can never be mistaken for a system by name.
 CLIENT_ID_PREFIX = "sys-"
+CLIENT_ID_MAX_LENGTH = 64
 
 
 class OAuthError(Problem):
@@ -250,9 +253,12 @@ def parse_basic(authorization: str | None) -> tuple[str, str]:
         client_id, _, secret = decoded.partition(":")
     except (ValueError, UnicodeDecodeError) as err:
         raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "The Basic credentials are malformed.") from err
-    from urllib.parse import unquote
-
-    return unquote(client_id), unquote(secret)
+    # RFC 6749 §2.3.1: both parts are form-urlencoded. What cannot be a client id (NUL, a lone
+    # surrogate, more than a client id's length) is malformed, not a database error.
+    client_id, secret = unquote(client_id), unquote(secret)
+    if storable_text_problem([client_id, secret]) or not 0 < len(client_id) <= CLIENT_ID_MAX_LENGTH:
+        raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "The Basic credentials are malformed.")
+    return client_id, secret
 
 
 async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> System:

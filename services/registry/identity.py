@@ -3,8 +3,11 @@ The HTTP client is created and closed by the lifespan (:func:`services.registry.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 
+from services.common.logs import context_headers
 from services.registry.problems import RegistryProblem
 
 
@@ -20,7 +23,8 @@ class SystemDirectory:
         """The credit code of the department owning ``client_id``; None if it is not visible."""
         try:
             response = await self._client.get(
-                f"{self._gateway_url}/v1/systems/{client_id}", headers={"authorization": authorization}
+                f"{self._gateway_url}/v1/systems/{quote(client_id, safe='')}",
+                headers={"authorization": authorization, **context_headers()},
             )
         except httpx.HTTPError as err:
             raise RegistryProblem.GATEWAY_UNAVAILABLE.problem(f"The gateway did not answer: {err}") from err

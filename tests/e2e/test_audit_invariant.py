@@ -40,12 +40,13 @@ async def second_system(client: httpx.AsyncClient, stack: DistributedStack, cred
     return DemoCredentials(**{**other.__dict__, "resource": code, "purpose": "INVARIANT-1"})
 
 
-def hostile_mix(creds: DemoCredentials) -> list[tuple[dict[str, Any], dict[str, str]]]:
+def hostile_mix(creds: DemoCredentials) -> list[tuple[dict[str, Any], dict[str, str | bytes]]]:
     """(body, extra headers) pairs: valid queries and the inputs that used to break audit."""
     long_id = "x" * 200
     return [
         (query_body(creds), {"x-request-id": long_id}),
-        (query_body(creds), {"x-request-id": "含中文的请求号"}),
+        (query_body(creds), {"x-request-id": "含中文的请求号".encode()}),  # raw UTF-8 bytes on the wire
+        (query_body(creds), {"x-request-id": "a b;c"}),
         (query_body(creds), {"traceparent": "00-" + "z" * 32 + "-" + "1" * 16 + "-01"}),
         (query_body(creds), {}),
         (query_body(creds, purpose="NOT-GRANTED"), {"x-request-id": long_id}),

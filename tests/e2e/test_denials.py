@@ -114,6 +114,11 @@ async def test_bad_credit_code_creates_no_department(client: httpx.AsyncClient, 
     wrong_check = {"code": "111101000000198609", "name": "某局", "region_code": "110101", "level": "city"}
     body = assert_problem(await client.post("/v1/departments", json=wrong_check, headers=admin), 422, "validation")
     assert "check character" in body["detail"]
+    # GB/T 2260: a region code that never existed, and one that disagrees with the credit code.
+    no_region = {"code": "111101000000198608", "name": "某局", "region_code": "110199", "level": "city"}
+    assert_problem(await client.post("/v1/departments", json=no_region, headers=admin), 422, "validation")
+    elsewhere = {"code": "111101000000198608", "name": "某局", "region_code": "310101", "level": "city"}
+    assert_problem(await client.post("/v1/departments", json=elsewhere, headers=admin), 422, "validation")
     assert await counts(db) == before
 
 
