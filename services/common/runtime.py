@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.common.bus import Bus, KafkaBus, MemoryBus
@@ -29,20 +30,27 @@ class Runtime:
     verifier: TokenVerifier
 
 
-def make_bus(settings: CommonSettings, client_id: str) -> Bus:
+def make_bus(settings: CommonSettings, client_id: str, registry: CollectorRegistry | None = None) -> Bus:
+    """The bus of the settings, its metrics in ``registry`` (the service's, ``app.state.metrics``)."""
     dlq = settings.topic("exchange.dlq")
     if settings.bus == "memory":
-        return MemoryBus(dlq)
-    return KafkaBus(settings.kafka_bootstrap, client_id, dlq)
+        return MemoryBus(dlq, registry=registry)
+    return KafkaBus(settings.kafka_bootstrap, client_id, dlq, registry=registry)
 
 
 @asynccontextmanager
 async def service_runtime(
-    settings: CommonSettings, *, schema: str, migrations: Path, bus: Bus | None = None
+    settings: CommonSettings,
+    *,
+    schema: str,
+    migrations: Path,
+    bus: Bus | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> AsyncIterator[Runtime]:
     """Engine (migrated to head), session factory, bus (not yet started) and token verifier.
 
-    Pass ``bus`` to share one in-process bus between the services of the embedded mode.
+    Pass ``bus`` to share one in-process bus between the services of the embedded mode; its
+    owner exports its metrics once. A bus made here exports them into ``registry``.
     """
     engine = create_engine(settings.database_url, settings.database_pool_size)
     verifier = TokenVerifier(
@@ -51,7 +59,11 @@ async def service_runtime(
     try:
         await migrate(engine, schema, migrations)
         yield Runtime(
-            settings, engine, session_factory(engine), bus or make_bus(settings, f"tongban-{schema}"), verifier
+            settings,
+            engine,
+            session_factory(engine),
+            bus or make_bus(settings, f"tongban-{schema}", registry),
+            verifier,
         )
     finally:
         await verifier.close()
