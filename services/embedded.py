@@ -87,6 +87,8 @@ async def main() -> None:
         (audit_app(AuditSettings(), bus), AuditSettings().port),
         (connector_app(ConnectorSettings(), bus), ConnectorSettings().port),
     ]
+    # The five services share one bus: its metrics are exported once, through the audit service.
+    bus.metrics.export(apps[3][0].state.metrics)
     servers = [
         QuietServer(uvicorn.Config(app, host=gateway_settings.host, port=port, log_config=None, access_log=False))
         for app, port in apps

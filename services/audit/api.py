@@ -2,35 +2,54 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
 from services.audit import service
-from services.audit.schemas import AuditRecordList, AuditRecordPublic, VerifyReport
-from services.common.errors import Problem
+from services.audit.models import DeadLetter
+from services.audit.problems import AuditProblem
+from services.audit.schemas import (
+    AuditRecordList,
+    AuditRecordPublic,
+    DeadLetterList,
+    DeadLetterPublic,
+    VerifyReport,
+)
+from services.common.contracts.audit import storable
+from services.common.errors import CommonProblem, problem_responses
 from services.common.identifiers import InvalidIdentifier
-from services.common.runtime import CurrentPrincipal, RuntimeDep
+from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.common.subjects import SubjectType, normalise_subject, subject_hash
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 Code = Annotated[str | None, Query(max_length=64)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+# Sequence numbers are BIGINT: a cursor past it is a bad request, not a database error.
+Cursor = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+AUDITOR_ONLY = (CommonProblem.UNAUTHORIZED, CommonProblem.FORBIDDEN, CommonProblem.VALIDATION)
 
 
 def hashed_subject(request: Request, subject_type: SubjectType, value: str) -> str:
     try:
         normalised = normalise_subject(subject_type, value)
     except InvalidIdentifier as err:
-        raise Problem(422, "invalid-subject", "Invalid subject identifier", str(err)) from err
+        raise AuditProblem.INVALID_SUBJECT.problem(str(err)) from err
     return subject_hash(request.app.state.runtime.settings.subject_hash_key, subject_type, normalised)
 
 
-@router.get("/events", response_model=AuditRecordList, summary="Search the audit trail")
+@router.get(
+    "/events",
+    response_model=AuditRecordList,
+    summary="Search the audit trail",
+    responses=problem_responses(*AUDITOR_ONLY, AuditProblem.INVALID_SUBJECT),
+)
 async def events(
     principal: CurrentPrincipal,
-    rt: RuntimeDep,
+    uow: UnitOfWorkDep,
     request: Request,
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: datetime | None = None,
@@ -45,8 +64,8 @@ async def events(
         str | None, Query(max_length=32, description="identifier in clear; matched by keyed hash")
     ] = None,
     subject_type: SubjectType = "id_card",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[int | None, Query(ge=1)] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> AuditRecordList:
     service.require_auditor(principal)
     filters = {
@@ -61,34 +80,83 @@ async def events(
         "client_id": client_id,
         "subject_hash": hashed_subject(request, subject_type, subject) if subject else None,
     }
-    async with rt.sessions() as session:
-        rows, next_cursor = await service.search(session, filters, limit, cursor)
+    rows, next_cursor = await service.search(uow.session, filters, limit, cursor)
     return AuditRecordList(
         items=[AuditRecordPublic.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor
     )
 
 
-@router.get("/subjects/accesses", response_model=AuditRecordList, summary="Who accessed data about this person")
+@router.get(
+    "/subjects/accesses",
+    response_model=AuditRecordList,
+    summary="Who accessed data about this person",
+    responses=problem_responses(*AUDITOR_ONLY, AuditProblem.INVALID_SUBJECT),
+)
 async def subject_accesses(
     principal: CurrentPrincipal,
-    rt: RuntimeDep,
+    uow: UnitOfWorkDep,
     request: Request,
     value: Annotated[str, Query(min_length=1, max_length=32)],
     type: SubjectType = "id_card",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[int | None, Query(ge=1)] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> AuditRecordList:
     service.require_auditor(principal)
     filters = {"subject_hash": hashed_subject(request, type, value)}
-    async with rt.sessions() as session:
-        rows, next_cursor = await service.search(session, filters, limit, cursor)
+    rows, next_cursor = await service.search(uow.session, filters, limit, cursor)
     return AuditRecordList(
         items=[AuditRecordPublic.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor
     )
 
 
-@router.get("/verify", response_model=VerifyReport, summary="Check the hash chain")
-async def verify(principal: CurrentPrincipal, rt: RuntimeDep) -> VerifyReport:
+@router.get(
+    "/verify",
+    response_model=VerifyReport,
+    summary="Check the hash chain",
+    responses=problem_responses(CommonProblem.UNAUTHORIZED, CommonProblem.FORBIDDEN),
+)
+async def verify(principal: CurrentPrincipal, uow: UnitOfWorkDep) -> VerifyReport:
     service.require_auditor(principal)
-    async with rt.sessions() as session:
-        return VerifyReport.model_validate(await service.verify(session))
+    return VerifyReport.model_validate(await service.verify(uow.session))
+
+
+def dead_letter_public(letter: DeadLetter) -> DeadLetterPublic:
+    key_text = None
+    if letter.key is not None:
+        try:
+            key_text = letter.key.decode()
+        except UnicodeDecodeError:
+            key_text = None
+    return DeadLetterPublic(
+        id=letter.id,
+        source_topic=letter.source_topic,
+        source_partition=letter.source_partition,
+        source_offset=letter.source_offset,
+        consumer_group=letter.consumer_group,
+        key=storable(key_text) if key_text is not None else None,
+        key_base64=base64.b64encode(letter.key).decode() if letter.key is not None else None,
+        value_base64=base64.b64encode(letter.value).decode(),
+        headers=letter.headers,
+        reason=letter.reason,
+        received_at=letter.received_at,
+        replayed_at=letter.replayed_at,
+    )
+
+
+@router.get(
+    "/dead-letters",
+    response_model=DeadLetterList,
+    summary="Messages no consumer could handle (死信), newest first",
+    description="Replay them once the cause is fixed: `python -m services.audit dead-letters replay`.",
+    responses=problem_responses(*AUDITOR_ONLY),
+)
+async def dead_letters(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    replayed: Annotated[bool | None, Query(description="true: only replayed; false: only not yet")] = None,
+) -> DeadLetterList:
+    service.require_auditor(principal)
+    rows, next_cursor = await service.list_dead_letters(uow.session, limit, cursor, replayed)
+    return DeadLetterList(items=[dead_letter_public(r) for r in rows], next_cursor=next_cursor)

@@ -1,7 +1,9 @@
-"""Audit application factory; the lifespan owns the database, the bus and the event consumer."""
+"""Audit application factory; the lifespan owns the database, the bus and the event consumers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,12 +12,15 @@ from fastapi import FastAPI
 
 from services.audit.api import router
 from services.audit.config import AuditSettings
-from services.audit.messaging import on_audit_events
+from services.audit.messaging import UnreplayedDeadLetters, on_audit_events, on_dead_letters
 from services.common.bus import Bus, Subscription
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The platform-wide dead-letter topic (services.common.runtime.make_bus): the audit service keeps
+# what arrives there, so that it is seen and can be replayed.
+DEAD_LETTER_TOPIC = "exchange.dlq"
 
 
 def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) -> FastAPI:
@@ -23,7 +28,10 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service_runtime(settings, schema="audit", migrations=MIGRATIONS, bus=bus) as rt:
+        async with service_runtime(
+            settings, schema="audit", migrations=MIGRATIONS, bus=bus, registry=app.state.metrics
+        ) as rt:
+            unreplayed = UnreplayedDeadLetters(rt.sessions, app.state.metrics)
             rt.bus.subscribe(
                 Subscription(
                     [settings.topic("audit.events")],
@@ -33,19 +41,31 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
                     fetch_max_wait_ms=250,
                 )
             )
+            rt.bus.subscribe(
+                Subscription(
+                    [settings.topic(DEAD_LETTER_TOPIC)],
+                    on_dead_letters(rt.sessions, unreplayed),
+                    group=settings.topic("audit.dead-letters"),
+                )
+            )
             await rt.bus.start()
+            watcher = asyncio.create_task(unreplayed.watch(), name="audit-unreplayed-dead-letters")
             app.state.runtime = rt
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
                 await rt.bus.stop()
 
     app = create_service_app(
         service="audit",
         title="Tongban audit",
         version="0.1.0",
-        description="Every access, hash-chained; searched by auditors; subjects matched by keyed hash.",
+        description="Every access, hash-chained; searched by auditors; subjects matched by keyed hash. "
+        "Keeps the platform's dead letters for auditors and operators.",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )

@@ -1,10 +1,26 @@
-"""Audit tables (schema ``audit``): an append-only, hash-chained record of accesses."""
+"""Audit tables (schema ``audit``): an append-only, hash-chained record of accesses, and the dead
+letters (死信) of the whole platform."""
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, DateTime, Identity, Index, String, func
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.contracts.audit import FIELD_NAME_MAX, TEXT_LIMITS
 from services.common.db import schema_metadata
 
 
@@ -12,8 +28,13 @@ class Base(DeclarativeBase):
     metadata = schema_metadata("audit")
 
 
+def _text(field: str) -> Any:
+    return mapped_column(String(TEXT_LIMITS[field]))
+
+
 class AuditRecord(Base):
-    """AuditRecord — 访问记录. ``hash`` = SHA-256(previous hash + this record's canonical form)."""
+    """AuditRecord — 访问记录. ``hash`` = SHA-256(previous hash + this record's canonical form, in
+    the version ``canonical_version`` names)."""
 
     __tablename__ = "records"
     __table_args__ = (
@@ -23,24 +44,28 @@ class AuditRecord(Base):
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
-    event_id: Mapped[str] = mapped_column(String(32), unique=True)
+    canonical_version: Mapped[int] = mapped_column(SmallInteger)
+    event_id: Mapped[str] = mapped_column(String(TEXT_LIMITS["event_id"]), unique=True)
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The producer's occurred_unix_ms when it was out of range (occurred_at is then the time the
+    # event was received); None when occurred_at is the producer's.
+    occurred_unix_ms_raw: Mapped[int | None] = mapped_column(BigInteger)
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    service: Mapped[str] = mapped_column(String(32))
-    action: Mapped[str] = mapped_column(String(64))
-    outcome: Mapped[str] = mapped_column(String(32))
-    reason: Mapped[str] = mapped_column(String(64))
-    actor: Mapped[str] = mapped_column(String(64))
-    consumer_dept: Mapped[str] = mapped_column(String(18))
-    consumer_client_id: Mapped[str] = mapped_column(String(64))
-    provider_dept: Mapped[str] = mapped_column(String(18))
-    resource_code: Mapped[str] = mapped_column(String(40))
-    purpose: Mapped[str] = mapped_column(String(64))
-    subject_type: Mapped[str] = mapped_column(String(16))
-    subject_hash: Mapped[str] = mapped_column(String(64))
-    fields: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
-    query_id: Mapped[str] = mapped_column(String(40))
-    request_id: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str] = _text("service")
+    action: Mapped[str] = _text("action")
+    outcome: Mapped[str] = _text("outcome")
+    reason: Mapped[str] = _text("reason")
+    actor: Mapped[str] = _text("actor")
+    consumer_dept: Mapped[str] = _text("consumer_dept")
+    consumer_client_id: Mapped[str] = _text("consumer_client_id")
+    provider_dept: Mapped[str] = _text("provider_dept")
+    resource_code: Mapped[str] = _text("resource_code")
+    purpose: Mapped[str] = _text("purpose")
+    subject_type: Mapped[str] = _text("subject_type")
+    subject_hash: Mapped[str] = _text("subject_hash")
+    fields: Mapped[list[str]] = mapped_column(ARRAY(String(FIELD_NAME_MAX)))
+    query_id: Mapped[str] = _text("query_id")
+    request_id: Mapped[str] = _text("request_id")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -53,3 +78,23 @@ class ChainHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class DeadLetter(Base):
+    """DeadLetter — 死信: a message some consumer of the platform could not handle, as it was
+    dead-lettered (value, key, headers), with why; ``replayed_at`` once it was sent back."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    letter_id: Mapped[str] = mapped_column(String(64), unique=True)  # dlq-id, or a digest: idempotency
+    source_topic: Mapped[str] = mapped_column(String(255))
+    source_partition: Mapped[int | None] = mapped_column(Integer)
+    source_offset: Mapped[int | None] = mapped_column(BigInteger)
+    consumer_group: Mapped[str] = mapped_column(String(255))
+    key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, str]] = mapped_column(JSONB)
+    reason: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -7,8 +7,10 @@ from pydantic import BaseModel
 
 class AuditRecordPublic(BaseModel):
     seq: int
+    canonical_version: int
     event_id: str
     occurred_at: datetime
+    occurred_unix_ms_raw: int | None
     recorded_at: datetime
     action: str
     outcome: str
@@ -39,3 +41,25 @@ class VerifyReport(BaseModel):
     first_bad_seq: int | None = None
     first_bad_event_id: str | None = None
     detail: str | None = None
+
+
+class DeadLetterPublic(BaseModel):
+    """A dead letter (死信): where it came from, why, and the message itself (bytes in base64)."""
+
+    id: int
+    source_topic: str
+    source_partition: int | None
+    source_offset: int | None
+    consumer_group: str
+    key: str | None  # the key as text, when it is UTF-8
+    key_base64: str | None
+    value_base64: str
+    headers: dict[str, str]
+    reason: str
+    received_at: datetime
+    replayed_at: datetime | None
+
+
+class DeadLetterList(BaseModel):
+    items: list[DeadLetterPublic]
+    next_cursor: str | None

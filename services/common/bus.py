@@ -7,21 +7,37 @@
 
 Handlers receive a batch of messages from one partition, in order, so that a consumer that writes
 to the database can do it in one transaction; batches of different partitions may be handled
-concurrently. A handler that keeps failing is retried with backoff;
-after ``max_attempts`` its batch goes to the dead-letter topic and the partition moves on.
+concurrently. What happens when a handler fails (:func:`run_with_retries`):
+
+* the database is out of reach (:func:`services.common.db.database_unavailable`): the same batch
+  is tried again, with capped backoff, for as long as the outage lasts — an outage is never a
+  reason to dead-letter, and nothing is committed meanwhile;
+* the handler names one message it can never handle (:class:`PoisonMessage`): that message goes
+  to the dead-letter topic at once and the rest of the batch is handled;
+* anything else: the batch is split in halves until the failing message stands alone (the good
+  messages of the batch are handled); a message that still fails ``max_attempts`` times on its
+  own goes to the dead-letter topic, with headers saying why, and the partition moves on.
+
+Metrics (in the registry the bus is given): ``tongban_bus_dead_letters_total{topic,group}`` and
+``tongban_bus_consumer_lag{group,topic,partition}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from services.common.db import database_unavailable
 from services.common.logs import (
     REQUEST_ID_HEADER,
     TRACEPARENT_HEADER,
@@ -35,6 +51,27 @@ from services.common.logs import (
 
 log = logging.getLogger("tongban.bus")
 
+
+# Headers of a dead letter (死信). ``dlq-id`` names one dead-lettering, so that a redelivered copy
+# of the same dead letter is recognised; the others say where it came from and why.
+DLQ_ID = "dlq-id"
+DLQ_SOURCE = "dlq-source"
+DLQ_REASON = "dlq-reason"
+DLQ_GROUP = "dlq-group"
+DLQ_PARTITION = "dlq-partition"
+DLQ_OFFSET = "dlq-offset"
+DLQ_HEADER_PREFIX = "dlq-"
+DLQ_REASON_MAX = 500  # characters: enough for a type and a message, not for a whole traceback
+
+# Waiting out a database outage: first retry soon, then every OUTAGE_MAX_DELAY_S at most, and one
+# warning per OUTAGE_WARN_EVERY_S rather than one per retry.
+OUTAGE_FIRST_DELAY_S = 0.1
+OUTAGE_MAX_DELAY_S = 2.0
+OUTAGE_WARN_EVERY_S = 5.0
+# Retrying a message that fails on its own (not the database).
+RETRY_FIRST_DELAY_S = 0.2
+RETRY_MAX_DELAY_S = 5.0
+
 # Every producer of the platform (and the benchmark's raw-Kafka baseline, to compare like with
 # like). linger_ms=0: send at once; under load records still batch while a request is in flight.
 PRODUCER_SETTINGS: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 0}
@@ -46,9 +83,22 @@ class Message:
     value: bytes
     key: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Where a consumed message was read from, when the bus knows (Kafka); None when publishing.
+    partition: int | None = None
+    offset: int | None = None
 
 
 Handler = Callable[[Sequence[Message]], Awaitable[None]]
+DeadLetter = Callable[[Message, BaseException], Awaitable[None]]
+
+
+class PoisonMessage(Exception):
+    """Raised by a handler: ``message`` can never be handled (e.g. it does not decode). The bus
+    dead-letters it at once, without retries, and handles the rest of the batch."""
+
+    def __init__(self, message: Message, reason: str) -> None:
+        super().__init__(reason)
+        self.message = message
 
 
 @dataclass(slots=True)
@@ -63,7 +113,34 @@ class Subscription:
     fetch_max_wait_ms: int = 100
 
 
+class BusMetrics:
+    """The bus's Prometheus metrics. Made unregistered, then :meth:`export`-ed into the registry of
+    the service that reports them (exactly one, so that no count is scraped twice)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.dead_letters = Counter(
+            "tongban_bus_dead_letters",
+            "Messages moved to the dead-letter topic, by source topic and consumer group",
+            ["topic", "group"],
+            registry=None,
+        )
+        self.consumer_lag = Gauge(
+            "tongban_bus_consumer_lag",
+            "Messages not yet consumed: highwater minus position (Kafka) or queued (in-process)",
+            ["group", "topic", "partition"],
+            registry=None,
+        )
+        if registry is not None:
+            self.export(registry)
+
+    def export(self, registry: CollectorRegistry) -> None:
+        registry.register(self.dead_letters)
+        registry.register(self.consumer_lag)
+
+
 class Bus(Protocol):
+    metrics: BusMetrics
+
     def subscribe(self, subscription: Subscription) -> None: ...
     async def start(self, topics: Sequence[str] = ()) -> None: ...
     async def stop(self) -> None: ...
@@ -109,33 +186,184 @@ def handling(batch: Sequence[Message]) -> Iterator[None]:
         log.info("batch handled", extra={**extra, "ctx_ms": round((time.perf_counter() - started) * 1000, 1)})
 
 
-def dead_letter_of(sub: Subscription, default_topic: str, message: Message) -> Message:
-    """The dead-letter copy of ``message``: same key and value, its source topic in a header."""
-    return Message(
-        sub.dlq or default_topic, message.value, message.key, {**message.headers, "dlq-source": message.topic}
-    )
+def group_label(sub: Subscription) -> str:
+    return sub.group or "-"
 
 
-async def run_with_retries(sub: Subscription, batch: Sequence[Message], dead_letter: Handler) -> None:
-    delay = 0.2
-    for attempt in range(1, sub.max_attempts + 1):
+def failure_reason(exc: BaseException) -> str:
+    """``Type: message``, bounded, for the ``dlq-reason`` header."""
+    text = str(exc) if isinstance(exc, PoisonMessage) else f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= DLQ_REASON_MAX else text[: DLQ_REASON_MAX - 1] + "…"
+
+
+def dead_letter_of(sub: Subscription, default_topic: str, message: Message, exc: BaseException) -> Message:
+    """The dead-letter copy of ``message``: same key and value; its own headers (without those of
+    an earlier dead-lettering), plus where it came from and why."""
+    headers = {k: v for k, v in message.headers.items() if not k.startswith(DLQ_HEADER_PREFIX)}
+    headers |= {
+        DLQ_ID: uuid.uuid4().hex,
+        DLQ_SOURCE: message.topic,
+        DLQ_REASON: failure_reason(exc),
+        DLQ_GROUP: sub.group or "",
+    }
+    if message.partition is not None:
+        headers[DLQ_PARTITION] = str(message.partition)
+    if message.offset is not None:
+        headers[DLQ_OFFSET] = str(message.offset)
+    return Message(sub.dlq or default_topic, message.value, message.key, headers)
+
+
+class Outage:
+    """Waits out a database outage: capped exponential backoff, one warning every few seconds.
+    One per consumer, shared by the batches of its partitions, so the warnings do not multiply."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.delay = OUTAGE_FIRST_DELAY_S
+        self.since: float | None = None
+        self.warned_at = 0.0
+
+    async def wait(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        if self.since == now or now - self.warned_at >= OUTAGE_WARN_EVERY_S:
+            self.warned_at = now
+            log.warning(
+                "database unavailable; the batch waits (not dead-lettered, offsets not committed)",
+                extra={"ctx_topic": self.topic, "ctx_down_s": round(now - self.since, 1), "ctx_error": repr(exc)},
+            )
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, OUTAGE_MAX_DELAY_S)
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning(
+                "database back; the batch went through",
+                extra={"ctx_topic": self.topic, "ctx_down_s": round(time.monotonic() - self.since, 1)},
+            )
+            self.since = None
+            self.delay = OUTAGE_FIRST_DELAY_S
+
+
+async def _attempt(sub: Subscription, batch: Sequence[Message], outage: Outage) -> Exception | None:
+    """One handler call, waiting out database outages (which count as no attempt). The failure
+    that is not an outage, or None."""
+    while True:
         try:
             with handling(batch):
                 await sub.handler(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if database_unavailable(exc):
+                await outage.wait(exc)
+                continue
+            return exc
+        outage.over()
+        return None
+
+
+async def run_with_retries(
+    sub: Subscription, batch: Sequence[Message], dead_letter: DeadLetter | None, outage: Outage | None = None
+) -> None:
+    """Handle ``batch`` as the module docstring says. ``dead_letter`` None: never give up on a
+    message (a consumer of the dead-letter topic itself), retry it until it goes through."""
+    if batch:
+        await _handle(sub, list(batch), dead_letter, outage or Outage(batch[0].topic))
+
+
+async def _handle(sub: Subscription, batch: list[Message], dead_letter: DeadLetter | None, outage: Outage) -> None:
+    while batch:
+        exc = await _attempt(sub, batch, outage)
+        if exc is None:
             return
+        if isinstance(exc, PoisonMessage) and dead_letter is not None and any(m is exc.message for m in batch):
+            log.error("message cannot be handled; dead-lettered", extra=_context(exc.message, exc))
+            await dead_letter(exc.message, exc)
+            batch = [m for m in batch if m is not exc.message]
+            continue
+        if len(batch) == 1:
+            await _retry_alone(sub, batch[0], exc, dead_letter, outage)
+            return
+        log.warning(
+            "batch failed; splitting it to isolate the message at fault",
+            extra={"ctx_topic": batch[0].topic, "ctx_count": len(batch), "ctx_error": repr(exc)},
+        )
+        middle = len(batch) // 2
+        await _handle(sub, batch[:middle], dead_letter, outage)
+        batch = batch[middle:]
+
+
+async def _retry_alone(
+    sub: Subscription, message: Message, exc: Exception, dead_letter: DeadLetter | None, outage: Outage
+) -> None:
+    """``message`` failed on its own once: retry with backoff until ``max_attempts``, then dead-letter."""
+    delay, attempt = RETRY_FIRST_DELAY_S, 1
+    while True:
+        log.error("handler failed", exc_info=exc, extra={**_context(message, exc), "ctx_attempt": attempt})
+        if dead_letter is not None and (attempt >= sub.max_attempts or isinstance(exc, PoisonMessage)):
+            break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_DELAY_S)
+        attempt += 1
+        failed = await _attempt(sub, [message], outage)
+        if failed is None:
+            return
+        exc = failed
+    log.error("moving message to the dead-letter topic", extra=_context(message, exc))
+    await dead_letter(message, exc)
+
+
+def _context(message: Message, exc: BaseException) -> dict[str, Any]:
+    return {
+        "ctx_topic": message.topic,
+        "ctx_partition": message.partition,
+        "ctx_offset": message.offset,
+        "ctx_reason": failure_reason(exc),
+    }
+
+
+async def _publish_dead_letter(
+    bus: Bus, sub: Subscription, default_topic: str, message: Message, exc: BaseException
+) -> None:
+    """Publish the dead letter, waiting out a broker outage: it is the message's last home."""
+    letter = dead_letter_of(sub, default_topic, message, exc)
+    delay = RETRY_FIRST_DELAY_S
+    while True:
+        try:
+            await bus.publish(letter)
+            break
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("handler failed", extra={"ctx_topic": batch[0].topic, "ctx_attempt": attempt})
-            if attempt < sub.max_attempts:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-    log.error("moving batch to dead-letter topic", extra={"ctx_topic": batch[0].topic, "ctx_count": len(batch)})
-    await dead_letter(batch)
+            log.warning("dead-letter publish failed; retrying", exc_info=True, extra={"ctx_topic": letter.topic})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY_S)
+    bus.metrics.dead_letters.labels(message.topic, group_label(sub)).inc()
+
+
+def _dead_letter_handler(bus: Bus, sub: Subscription, default_topic: str) -> DeadLetter | None:
+    """How ``sub`` dead-letters; None for a subscription to its own dead-letter topic, which would
+    otherwise feed its failures back to itself for ever."""
+    if (sub.dlq or default_topic) in sub.topics:
+        return None
+
+    async def send(message: Message, exc: BaseException) -> None:
+        await _publish_dead_letter(bus, sub, default_topic, message, exc)
+
+    return send
+
+
+def _consumed(record: Any) -> Message:
+    """A consumed aiokafka record as a :class:`Message` that knows its partition and offset."""
+    return dataclasses.replace(as_message(record), partition=record.partition, offset=record.offset)
 
 
 class KafkaBus:
-    def __init__(self, bootstrap: str, client_id: str, dlq_topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, client_id: str, dlq_topic: str, *, registry: CollectorRegistry | None = None
+    ) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
         self._dlq_topic = dlq_topic
@@ -143,6 +371,7 @@ class KafkaBus:
         self._producer: Any = None
         self._consumers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.metrics = BusMetrics(registry)
 
     def subscribe(self, subscription: Subscription) -> None:
         self._subscriptions.append(subscription)
@@ -195,7 +424,9 @@ class KafkaBus:
     async def _consume(self, consumer: Any, sub: Subscription) -> None:
         from aiokafka import TopicPartition
 
-        dead_letter = self._dead_letter(sub)
+        dead_letter = _dead_letter_handler(self, sub, self._dlq_topic)
+        outage = Outage(",".join(sub.topics))
+        lagging: set[tuple[str, str, str]] = set()
         while True:
             try:
                 records = await consumer.getmany(timeout_ms=1000)
@@ -205,18 +436,46 @@ class KafkaBus:
                 log.exception("poll failed; retrying", extra={"ctx_topics": sub.topics})
                 await asyncio.sleep(1.0)
                 continue
-            if not records:
-                continue
-            # Partitions are independent: handle their batches concurrently (each still in order),
-            # so one partition's slow batch does not hold up the others' latency.
-            await asyncio.gather(
-                *(run_with_retries(sub, [as_message(r) for r in batch], dead_letter) for batch in records.values())
-            )
-            if sub.group is not None:
-                offsets = {
-                    TopicPartition(tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in records.items()
-                }
-                await self._commit(consumer, offsets)
+            if records:
+                # Partitions are independent: handle their batches concurrently (each still in
+                # order), so one partition's slow batch does not hold up the others' latency.
+                await asyncio.gather(
+                    *(
+                        run_with_retries(sub, [_consumed(r) for r in batch], dead_letter, outage)
+                        for batch in records.values()
+                    )
+                )
+                if sub.group is not None:
+                    offsets = {
+                        TopicPartition(tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in records.items()
+                    }
+                    await self._commit(consumer, offsets)
+            lagging = await self._record_lag(consumer, sub, lagging)
+
+    async def _record_lag(
+        self, consumer: Any, sub: Subscription, before: set[tuple[str, str, str]]
+    ) -> set[tuple[str, str, str]]:
+        """Set the lag of every assigned partition whose highwater is known; drop the labels of
+        partitions no longer assigned (after a rebalance). Never fails the consumer."""
+        now: set[tuple[str, str, str]] = set()
+        try:
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is None:  # not fetched yet
+                    continue
+                position = await asyncio.wait_for(consumer.position(tp), 1.0)
+                labels = (group_label(sub), tp.topic, str(tp.partition))
+                self.metrics.consumer_lag.labels(*labels).set(max(highwater - position, 0))
+                now.add(labels)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # e.g. a partition revoked meanwhile: the next poll tries again
+            log.debug("consumer lag not updated", exc_info=True)
+            return before
+        for labels in before - now:
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(*labels)
+        return now
 
     async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> None:
         # A failed commit (e.g. during a rebalance) only means redelivery; handlers are idempotent.
@@ -224,12 +483,6 @@ class KafkaBus:
             await consumer.commit(offsets)
         except Exception:
             log.warning("offset commit failed; messages may be redelivered", exc_info=True)
-
-    def _dead_letter(self, sub: Subscription) -> Handler:
-        async def send(batch: Sequence[Message]) -> None:
-            await self.publish_many([dead_letter_of(sub, self._dlq_topic, m) for m in batch])
-
-        return send
 
     async def publish(self, message: Message) -> None:
         await self.publish_many([message])
@@ -266,15 +519,21 @@ class KafkaBus:
 
 
 class MemoryBus:
-    """In-process bus for the embedded mode: same semantics, no durability beyond the process."""
+    """In-process bus for the embedded mode: same semantics, no durability beyond the process.
 
-    def __init__(self, dlq_topic: str) -> None:
+    The services of the embedded process share one MemoryBus, so its metrics are exported once:
+    by ``registry`` here, or later with ``bus.metrics.export(registry)``. Its consumer lag is the
+    queue length of each subscription (label ``partition`` is "0"), read at scrape time.
+    """
+
+    def __init__(self, dlq_topic: str, *, registry: CollectorRegistry | None = None) -> None:
         self._dlq_topic = dlq_topic
         self._queues: dict[str, list[asyncio.Queue[Message]]] = defaultdict(list)
         self._subscriptions: list[tuple[Subscription, asyncio.Queue[Message]]] = []
         self._groups: set[tuple[str | None, tuple[str, ...]]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = 0  # subscriptions already consuming: services of one process share this bus
+        self.metrics = BusMetrics(registry)
 
     def subscribe(self, subscription: Subscription) -> None:
         queue: asyncio.Queue[Message] = asyncio.Queue()
@@ -286,6 +545,9 @@ class MemoryBus:
         for topic in subscription.topics:
             self._queues[topic].append(queue)
         self._subscriptions.append((subscription, queue))
+        self.metrics.consumer_lag.labels(group_label(subscription), ",".join(subscription.topics), "0").set_function(
+            queue.qsize
+        )
 
     async def start(self, topics: Sequence[str] = ()) -> None:
         for sub, queue in self._subscriptions[self._started :]:
@@ -293,14 +555,13 @@ class MemoryBus:
         self._started = len(self._subscriptions)
 
     async def _consume(self, sub: Subscription, queue: asyncio.Queue[Message]) -> None:
-        async def dead_letter(batch: Sequence[Message]) -> None:
-            await self.publish_many([dead_letter_of(sub, self._dlq_topic, m) for m in batch])
-
+        dead_letter = _dead_letter_handler(self, sub, self._dlq_topic)
+        outage = Outage(",".join(sub.topics))
         while True:
             batch = [await queue.get()]
             while not queue.empty() and len(batch) < 500:
                 batch.append(queue.get_nowait())
-            await run_with_retries(sub, batch, dead_letter)
+            await run_with_retries(sub, batch, dead_letter, outage)
 
     async def publish(self, message: Message) -> None:
         await self.publish_many([message])

@@ -11,6 +11,8 @@ Rows are deleted once the broker has acknowledged them. A relay task sweeps rows
 ``sweep_after_s`` — what a crash left unsent — and publishes them, so nothing committed is lost.
 Replicas sweep with ``FOR UPDATE SKIP LOCKED``. A message can be published twice (eager publish
 racing the sweep, or a crash between publish and delete): consumers are idempotent by key.
+
+Metric: ``tongban_outbox_backlog``, the rows not yet published, counted by each relay round.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import DateTime, LargeBinary, String, delete, func, insert, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -58,6 +61,7 @@ class Outbox:
         *,
         sweep_after_s: float = 2.0,
         sweep_every_s: float = 1.0,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._model = model  # the service's Outbox table class (OutboxRow + its Base)
         self._sessions = sessions
@@ -67,6 +71,8 @@ class Outbox:
         self._published: list[uuid.UUID] = []
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Grows while the broker is out of reach: the relay cannot keep up or cannot publish.
+        self.backlog = Gauge("tongban_outbox_backlog", "Outbox rows committed but not yet published", registry=registry)
 
     @property
     def sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -146,11 +152,18 @@ class Outbox:
                 await self._forget_published()
                 while await self.sweep() > 0:
                     pass
+                await self._count_backlog()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("outbox relay round failed; retrying", exc_info=True)
             await asyncio.sleep(self._sweep_every_s)
+
+    async def _count_backlog(self) -> None:
+        async with self._sessions() as session:
+            left = await session.scalar(select(func.count()).select_from(self._model))
+        # Rows published eagerly but not yet deleted are not backlog.
+        self.backlog.set(max(int(left or 0) - len(self._published), 0))
 
     async def _forget_published(self) -> None:
         if not self._published:

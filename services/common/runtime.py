@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.common.bus import Bus, KafkaBus, MemoryBus
@@ -32,11 +33,12 @@ class Runtime:
     outbox: Outbox | None  # services that emit events; its relay is started by the lifespan
 
 
-def make_bus(settings: CommonSettings, client_id: str) -> Bus:
+def make_bus(settings: CommonSettings, client_id: str, registry: CollectorRegistry | None = None) -> Bus:
+    """The bus of the settings, its metrics in ``registry`` (the service's, ``app.state.metrics``)."""
     dlq = settings.topic("exchange.dlq")
     if settings.bus == "memory":
-        return MemoryBus(dlq)
-    return KafkaBus(settings.kafka_bootstrap, client_id, dlq)
+        return MemoryBus(dlq, registry=registry)
+    return KafkaBus(settings.kafka_bootstrap, client_id, dlq, registry=registry)
 
 
 @asynccontextmanager
@@ -47,11 +49,14 @@ async def service_runtime(
     migrations: Path,
     bus: Bus | None = None,
     outbox_model: type[Any] | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> AsyncIterator[Runtime]:
     """Engine (migrated to head), session factory, bus (not yet started), token verifier, and the
     outbox over ``outbox_model`` (the service's outbox table) if the service emits events.
 
-    Pass ``bus`` to share one in-process bus between the services of the embedded mode.
+    Pass ``bus`` to share one in-process bus between the services of the embedded mode; its
+    owner exports its metrics once. A bus and outbox made here export theirs into ``registry``
+    (the service's own, ``app.state.metrics``).
     """
     engine = create_engine(settings.database_url, settings.database_pool_size)
     verifier = TokenVerifier(
@@ -60,8 +65,8 @@ async def service_runtime(
     try:
         await migrate(engine, schema, migrations)
         sessions = session_factory(engine)
-        the_bus = bus or make_bus(settings, f"tongban-{schema}")
-        outbox = Outbox(outbox_model, sessions, the_bus) if outbox_model is not None else None
+        the_bus = bus or make_bus(settings, f"tongban-{schema}", registry)
+        outbox = Outbox(outbox_model, sessions, the_bus, registry=registry) if outbox_model is not None else None
         yield Runtime(settings, engine, sessions, the_bus, verifier, outbox)
     finally:
         await verifier.close()

@@ -25,7 +25,9 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service_runtime(settings, schema="connector", migrations=MIGRATIONS, bus=bus) as rt:
+        async with service_runtime(
+            settings, schema="connector", migrations=MIGRATIONS, bus=bus, registry=app.state.metrics
+        ) as rt:
             async with rt.sessions.begin() as session:
                 await service.seed_population(session, settings.demo_population)
                 key_id, key = await service.signing_key(session)

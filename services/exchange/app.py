@@ -29,7 +29,12 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with service_runtime(
-            settings, schema="exchange", migrations=MIGRATIONS, bus=bus, outbox_model=OutboxModel
+            settings,
+            schema="exchange",
+            migrations=MIGRATIONS,
+            bus=bus,
+            registry=app.state.metrics,
+            outbox_model=OutboxModel,
         ) as rt:
             outbox = rt.outbox
             assert outbox is not None

@@ -26,7 +26,9 @@ def create_app(settings: GatewaySettings | None = None, bus: Bus | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service_runtime(settings, schema="gateway", migrations=MIGRATIONS, bus=bus) as rt:
+        async with service_runtime(
+            settings, schema="gateway", migrations=MIGRATIONS, bus=bus, registry=app.state.metrics
+        ) as rt:
             async with rt.sessions.begin() as session:
                 await service.bootstrap(session, settings)
                 keys = await service.signing_keys(session)

@@ -27,7 +27,12 @@ def create_app(settings: RegistrySettings | None = None, bus: Bus | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
             service_runtime(
-                settings, schema="registry", migrations=MIGRATIONS, bus=bus, outbox_model=OutboxModel
+                settings,
+                schema="registry",
+                migrations=MIGRATIONS,
+                bus=bus,
+                registry=app.state.metrics,
+                outbox_model=OutboxModel,
             ) as rt,
             httpx.AsyncClient(timeout=5.0) as gateway,
         ):

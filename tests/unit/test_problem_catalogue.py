@@ -4,13 +4,14 @@ documented: the codes are a contract clients branch on."""
 import re
 from pathlib import Path
 
+from services.audit.problems import AuditProblem
 from services.common.errors import CommonProblem, ProblemCode
 from services.exchange.problems import ExchangeProblem
 from services.gateway.problems import GatewayProblem
 from services.registry.problems import RegistryProblem
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-CATALOGUES: list[type[ProblemCode]] = [CommonProblem, GatewayProblem, RegistryProblem, ExchangeProblem]
+CATALOGUES: list[type[ProblemCode]] = [CommonProblem, GatewayProblem, RegistryProblem, ExchangeProblem, AuditProblem]
 
 
 def documented() -> set[str]:

@@ -1,8 +1,11 @@
-"""``audit.events`` (proto/audit.proto): what every service tells audit about an access.
+"""``audit.events`` (proto/audit.proto): what every service tells audit about an access, and the
+bounds of its fields, in one place.
 
 :class:`AuditContext` is who asked what about whom; :func:`audit_message` turns it and an outcome
-into the wire message. Every string is bounded here, at the edge, to :data:`FIELD_LIMITS`, so no
-event a client can provoke is too long for the audit store.
+into the wire message, every value bounded at the edge to :data:`TEXT_LIMITS`. The audit store's
+columns are sized by the same numbers, and it cuts whatever is longer anyway (ending in
+:data:`TRUNCATED`, so a cut value is visibly not the original): no event a client can provoke is
+too long, or unstorable, for the store.
 """
 
 from __future__ import annotations
@@ -14,31 +17,58 @@ from dataclasses import dataclass, field, replace
 from services.common.bus import Message
 from services.common.logs import request_id_var
 from services.common.pb import audit_pb2
+from services.common.schemas import UNSTORABLE
 
-# The longest value each field may carry. Producers cut to these; audit's columns hold them.
-FIELD_LIMITS: dict[str, int] = {
+# Longest text per string field, in characters (PostgreSQL's VARCHAR counts characters too).
+TEXT_LIMITS: dict[str, int] = {
     "event_id": 64,
     "service": 32,
     "action": 64,
     "outcome": 32,
-    "reason": 64,
-    "actor": 64,
-    "consumer_dept": 18,
-    "consumer_client_id": 64,
+    "reason": 128,  # a problem code
+    "actor": 128,  # a token subject: a username or a client id, perhaps with a namespace prefix
+    "consumer_dept": 18,  # 统一社会信用代码
+    "consumer_client_id": 128,
     "provider_dept": 18,
-    "resource_code": 40,
-    "purpose": 64,
+    "resource_code": 40,  # 信息资源代码
+    "purpose": 64,  # 事项 code
     "subject_type": 16,
-    "subject_hash": 64,
-    "field": 50,
+    "subject_hash": 64,  # hex HMAC-SHA256
     "query_id": 40,
-    "request_id": 64,
+    "request_id": 64,  # X-Request-Id, after the gateway's check
 }
-MAX_FIELDS = 200
+FIELD_NAME_MAX = 50  # each entry of ``fields`` (a catalogue item name)
+FIELDS_MAX = 200  # entries of ``fields``
+
+# occurred_unix_ms outside [1970-01-01, 9999-12-31 23:59:59.999 UTC] is not a time the event can
+# have happened at (nor one Python can represent): the store records the time it received the
+# event instead, and keeps the raw value.
+OCCURRED_MIN_MS = 0
+OCCURRED_MAX_MS = 253_402_300_799_999
+
+TRUNCATED = "…"  # U+2026 ends a value that was cut to its bound
+REPLACEMENT = "\ufffd"  # stands for a character that cannot be stored (NUL, an unpaired surrogate)
 
 
-def bounded(value: str, name: str) -> str:
-    return value[: FIELD_LIMITS[name]]
+def storable(value: str) -> str:
+    """``value`` without what PostgreSQL text cannot hold: NUL and unpaired surrogates become U+FFFD."""
+    return UNSTORABLE.sub(REPLACEMENT, value)
+
+
+def bounded(value: str, limit: int) -> str:
+    """``value`` storable and at most ``limit`` characters; a longer one is cut and ends in
+    :data:`TRUNCATED`."""
+    value = storable(value)
+    return value if len(value) <= limit else value[: limit - 1] + TRUNCATED
+
+
+def bounded_fields(fields: list[str]) -> list[str]:
+    """``fields`` with each entry bounded; past :data:`FIELDS_MAX` entries the last one says how
+    many were left out."""
+    kept = [bounded(f, FIELD_NAME_MAX) for f in fields]
+    if len(kept) <= FIELDS_MAX:
+        return kept
+    return [*kept[: FIELDS_MAX - 1], f"{TRUNCATED}+{len(kept) - FIELDS_MAX + 1}"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,20 +99,20 @@ def audit_message(
     event = audit_pb2.AuditEvent(
         event_id=uuid.uuid4().hex,
         occurred_unix_ms=int(time.time() * 1000),
-        service=bounded(service, "service"),
-        action=bounded(action, "action"),
-        outcome=bounded(outcome, "outcome"),
-        reason=bounded(reason, "reason"),
-        actor=bounded(ctx.actor, "actor"),
-        consumer_dept=bounded(ctx.consumer_dept, "consumer_dept"),
-        consumer_client_id=bounded(ctx.consumer_client_id, "consumer_client_id"),
-        provider_dept=bounded(ctx.provider, "provider_dept"),
-        resource_code=bounded(ctx.resource, "resource_code"),
-        purpose=bounded(ctx.purpose, "purpose"),
-        subject_type=bounded(ctx.subject_type, "subject_type"),
-        subject_hash=bounded(ctx.subject_hash, "subject_hash"),
-        fields=[bounded(f, "field") for f in ctx.fields[:MAX_FIELDS]],
-        query_id=bounded(ctx.query_id, "query_id"),
-        request_id=bounded(request_id_var.get() or "", "request_id"),
+        service=bounded(service, TEXT_LIMITS["service"]),
+        action=bounded(action, TEXT_LIMITS["action"]),
+        outcome=bounded(outcome, TEXT_LIMITS["outcome"]),
+        reason=bounded(reason, TEXT_LIMITS["reason"]),
+        actor=bounded(ctx.actor, TEXT_LIMITS["actor"]),
+        consumer_dept=bounded(ctx.consumer_dept, TEXT_LIMITS["consumer_dept"]),
+        consumer_client_id=bounded(ctx.consumer_client_id, TEXT_LIMITS["consumer_client_id"]),
+        provider_dept=bounded(ctx.provider, TEXT_LIMITS["provider_dept"]),
+        resource_code=bounded(ctx.resource, TEXT_LIMITS["resource_code"]),
+        purpose=bounded(ctx.purpose, TEXT_LIMITS["purpose"]),
+        subject_type=bounded(ctx.subject_type, TEXT_LIMITS["subject_type"]),
+        subject_hash=bounded(ctx.subject_hash, TEXT_LIMITS["subject_hash"]),
+        fields=bounded_fields(list(ctx.fields)),
+        query_id=bounded(ctx.query_id, TEXT_LIMITS["query_id"]),
+        request_id=bounded(request_id_var.get() or "", TEXT_LIMITS["request_id"]),
     )
     return Message(topic=topic, key=event.event_id.encode(), value=event.SerializeToString())

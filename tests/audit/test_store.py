@@ -1,0 +1,203 @@
+"""The audit store accepts every event the platform can produce, and its chain keeps verifying —
+including chains written before the canonical form had a version."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.audit.app import MIGRATIONS
+from services.audit.models import AuditRecord
+from services.audit.service import GENESIS, append, chain_hash, event_id_of, record_values, verify
+from services.common.contracts.audit import (
+    FIELD_NAME_MAX,
+    FIELDS_MAX,
+    OCCURRED_MAX_MS,
+    TEXT_LIMITS,
+    TRUNCATED,
+    bounded,
+)
+from services.common.db import create_engine, session_factory
+from services.common.pb import audit_pb2
+
+STRING_FIELDS = tuple(TEXT_LIMITS)
+
+
+def texts(limit: int) -> st.SearchStrategy[str]:
+    """Any text protobuf accepts, with the edges: NUL, the bound, one past it, wide characters."""
+    return st.one_of(
+        st.text(max_size=limit + 8),  # any code point but surrogates (NUL and controls included)
+        st.text(alphabet=st.sampled_from("\x00a字𝄞\ufffd…"), max_size=2 * limit),
+        st.sampled_from(["", "\x00", "x" * limit, "x" * (limit + 1), "字" * (limit + 1), "\x00" * 4096]),
+    )
+
+
+timestamps = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.sampled_from([0, -1, 1_795_000_000_123, OCCURRED_MAX_MS, OCCURRED_MAX_MS + 1, -(2**63), 2**63 - 1]),
+)
+
+
+@st.composite
+def audit_events(draw: st.DrawFn) -> audit_pb2.AuditEvent:
+    values: dict[str, Any] = {f: draw(texts(TEXT_LIMITS[f])) for f in STRING_FIELDS}
+    values["event_id"] = draw(st.one_of(st.just(""), st.uuids().map(lambda u: u.hex), texts(TEXT_LIMITS["event_id"])))
+    values["occurred_unix_ms"] = draw(timestamps)
+    values["fields"] = draw(
+        st.one_of(
+            st.lists(texts(FIELD_NAME_MAX), max_size=8),
+            st.integers(FIELDS_MAX - 1, FIELDS_MAX + 40).map(lambda n: [f"item{i}" for i in range(n)]),
+        )
+    )
+    return audit_pb2.AuditEvent(**values)
+
+
+def test_protobuf_itself_refuses_unpaired_surrogates() -> None:
+    """Why no lone surrogate reaches the store in an event: protobuf will neither set one nor
+    decode one (an event carrying bad UTF-8 is undecodable: it is dead-lettered alone)."""
+    with pytest.raises(UnicodeEncodeError):
+        audit_pb2.AuditEvent(resource_code="a\ud800b")
+    undecodable = b"\x5a\x05a\xed\xa0\x80b"  # field 11 (resource_code): "a", a CESU-8 surrogate, "b"
+    with pytest.raises(Exception, match="UTF-8"):
+        audit_pb2.AuditEvent().ParseFromString(undecodable)
+    # The bound still makes one storable, should a producer ever find a way.
+    assert bounded("a\ud800b\x00", 10) == "a\ufffdb\ufffd"
+
+
+@pytest.fixture(scope="module")
+def first_of_id() -> dict[str, audit_pb2.AuditEvent]:
+    """Examples may repeat an event id with other content: the store keeps the first (the id is
+    the idempotency key), so that is what the later ones are compared with."""
+    return {}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event=audit_events())
+async def test_any_event_is_appended_once_and_the_chain_verifies(
+    event: audit_pb2.AuditEvent,
+    sessions: async_sessionmaker[AsyncSession],
+    first_of_id: dict[str, audit_pb2.AuditEvent],
+) -> None:
+    event = first_of_id.setdefault(event_id_of(event), event)
+    expected = record_values(event)
+    async with sessions.begin() as session:
+        await append(session, [event])
+    async with sessions.begin() as session:
+        assert await append(session, [event]) == 0  # redelivered: stays one record
+    async with sessions() as session:
+        stored = (await session.scalars(select(AuditRecord).where(AuditRecord.event_id == event_id_of(event)))).one()
+        report = await verify(session)
+    assert report["ok"] is True, report
+    assert stored.canonical_version == 2
+    for field in STRING_FIELDS:
+        value = getattr(stored, field)
+        assert len(value) <= TEXT_LIMITS[field] and "\x00" not in value
+        assert value == expected[field]
+        if getattr(event, field) != value and field != "event_id":
+            assert value.endswith(TRUNCATED) or "\ufffd" in value  # a change is visible
+    assert stored.fields == expected["fields"] and len(stored.fields) <= FIELDS_MAX
+    if stored.occurred_unix_ms_raw is None:
+        assert stored.occurred_at == expected["occurred_at"]
+        assert int(stored.occurred_at.timestamp() * 1000) == event.occurred_unix_ms
+    else:  # out of range: the raw value kept, the time it was received in its place
+        assert stored.occurred_unix_ms_raw == event.occurred_unix_ms
+        assert abs((stored.occurred_at - datetime.now(UTC)).total_seconds()) < 60
+
+
+async def test_a_batch_of_hostile_events_is_stored_whole(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """The two examples of issue 7: an X-Request-Id longer than 64 characters, a NUL in a resource."""
+    events = [
+        audit_pb2.AuditEvent(event_id="long-rid", occurred_unix_ms=1, request_id="r" * 300),
+        audit_pb2.AuditEvent(event_id="nul-resource", occurred_unix_ms=1, resource_code="101010/\x00000001"),
+        audit_pb2.AuditEvent(occurred_unix_ms=-5),  # no id at all, a time before 1970
+    ]
+    async with sessions.begin() as session:
+        assert await append(session, events) == 3
+    async with sessions() as session:
+        rows = {
+            r.event_id: r
+            for r in (
+                await session.scalars(
+                    select(AuditRecord).where(AuditRecord.event_id.in_([event_id_of(e) for e in events]))
+                )
+            ).all()
+        }
+        assert (await verify(session))["ok"] is True
+    assert rows["long-rid"].request_id == "r" * 63 + TRUNCATED
+    assert rows["nul-resource"].resource_code == "101010/\ufffd000001"
+    assert rows[event_id_of(events[2])].occurred_unix_ms_raw == -5
+
+
+# A version-1 record as the code before canonical versions hashed it (computed with that code).
+V1_EVENT: dict[str, Any] = {
+    "event_id": "0123456789abcdef0123456789abcdef",
+    "occurred_at": datetime(2026, 11, 18, 11, 6, 40, 123000, tzinfo=UTC),
+    "service": "exchange",
+    "action": "exchange.query",
+    "outcome": "completed",
+    "reason": "",
+    "actor": "sys-demo",
+    "consumer_dept": "11110000000000001X",
+    "consumer_client_id": "sys-demo",
+    "provider_dept": "11110000000000002Y",
+    "resource_code": "101010/000001",
+    "purpose": "ZDSHBZ-SP",
+    "subject_type": "id_card",
+    "subject_hash": "ab" * 32,
+    "fields": ["姓名", "出生日期"],
+    "query_id": "q-1",
+    "request_id": "r-1",
+}
+V1_HASH = "05852e789209bc0c1665ee9231cb9549dafdc0afb4ca134155c91fe95be5503a"
+
+
+def test_version_1_hashes_exactly_as_before_versions_existed() -> None:
+    assert chain_hash(GENESIS, {**V1_EVENT, "canonical_version": 1}) == V1_HASH
+
+
+async def test_a_chain_written_before_the_migration_keeps_verifying_and_grows(empty_database: str) -> None:
+    """Migrate a database to the first revision, write a record the old way, migrate to head:
+    the record is version 1, and the chain verifies before and after new records join it."""
+    engine = create_engine(empty_database, pool_size=2)
+
+    def upgrade(connection: object, revision: str) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = connection
+        cfg.attributes["schema"] = "audit"
+        command.upgrade(cfg, revision)
+
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text('CREATE SCHEMA "audit"'))
+            await conn.run_sync(upgrade, "f5834a7e44dd")
+            columns, params = ", ".join(V1_EVENT), ", ".join(f":{c}" for c in V1_EVENT)
+            insert = f"INSERT INTO audit.records ({columns}, prev_hash, hash) VALUES ({params}, :prev, :hash)"  # noqa: S608
+            await conn.execute(text(insert), {**V1_EVENT, "prev": GENESIS, "hash": V1_HASH})
+            await conn.execute(text("INSERT INTO audit.chain_head (id, seq, hash) VALUES (1, 1, :h)"), {"h": V1_HASH})
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade, "head")
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            assert await verify(session) == {"ok": True, "checked": 1, "head": V1_HASH}
+            old = (await session.scalars(select(AuditRecord))).one()
+            assert old.canonical_version == 1
+        async with sessions.begin() as session:
+            await append(session, [audit_pb2.AuditEvent(event_id="after", occurred_unix_ms=2, request_id="x" * 99)])
+        async with sessions() as session:
+            report = await verify(session)
+            assert report["ok"] is True and report["checked"] == 2
+            await session.execute(
+                text("UPDATE audit.records SET canonical_version = 2 WHERE event_id = :e"), {"e": V1_EVENT["event_id"]}
+            )
+            assert (await verify(session))["first_bad_event_id"] == V1_EVENT["event_id"]  # the version is bound in
+    finally:
+        await engine.dispose()
