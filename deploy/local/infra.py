@@ -137,8 +137,29 @@ def pg_server(start: bool) -> PostgresServer:
     return get_server(PG_DATA, cleanup_mode=None, start=start, postgres_version=PG_MAJOR)
 
 
+def pg_wait_ready(timeout_s: float = 300.0) -> None:
+    """Wait until the postmaster says ``ready`` (line 8 of postmaster.pid)."""
+    deadline = time.monotonic() + timeout_s
+    pid_file = PG_DATA / "postmaster.pid"
+    while time.monotonic() < deadline:
+        lines = pid_file.read_text().splitlines() if pid_file.exists() else []
+        if len(lines) >= 8 and lines[7].strip() == "ready":
+            return
+        time.sleep(0.5)
+    fail(f"postgresql did not become ready in {timeout_s:.0f} s; see {PG_DATA.relative_to(ROOT)}/log")
+
+
 def pg_up() -> None:
-    uri = pg_server(start=True).get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
+    try:
+        server = pg_server(start=True)
+    except subprocess.SubprocessError:
+        # The wheel gives pg_ctl 10 s. Crash recovery first fsyncs every file of the data
+        # directory, which can take longer; the postmaster keeps starting meanwhile: wait for it,
+        # then attach to it.
+        say("postgresql is still recovering; waiting for it")
+        pg_wait_ready()
+        server = pg_server(start=True)
+    uri = server.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
     socket_dir = uri.split("host=", 1)[1]
     write_env({"TONGBAN_DATABASE_URL": f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"})
     say(f"postgresql {PG_MAJOR} ready (socket {socket_dir}, data {PG_DATA.relative_to(ROOT)})")
