@@ -33,6 +33,7 @@ from services.common.contracts.audit import (
     bounded_fields,
     storable,
 )
+from services.common.pagination import one_more, page
 from services.common.pb import audit_pb2
 from services.common.security import Principal, Role, forbidden
 
@@ -147,7 +148,7 @@ def require_auditor(principal: Principal) -> None:
 async def search(
     session: AsyncSession, filters: dict[str, Any], limit: int, cursor: int | None
 ) -> tuple[list[AuditRecord], str | None]:
-    query = select(AuditRecord).order_by(AuditRecord.seq.desc()).limit(limit + 1)
+    query = one_more(select(AuditRecord).order_by(AuditRecord.seq.desc()), limit)
     if cursor is not None:
         query = query.where(AuditRecord.seq < cursor)
     columns = {
@@ -168,7 +169,7 @@ async def search(
     if filters.get("to") is not None:
         query = query.where(AuditRecord.occurred_at < filters["to"])
     rows = list((await session.scalars(query)).all())
-    return rows[:limit], str(rows[limit - 1].seq) if len(rows) > limit else None
+    return page(rows, limit, lambda r: r.seq)
 
 
 async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
@@ -273,13 +274,13 @@ async def list_dead_letters(
     session: AsyncSession, limit: int, cursor: int | None, replayed: bool | None
 ) -> tuple[list[DeadLetter], str | None]:
     """Newest first; ``replayed`` True/False filters, None lists both."""
-    query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit + 1)
+    query = one_more(select(DeadLetter).order_by(DeadLetter.id.desc()), limit)
     if cursor is not None:
         query = query.where(DeadLetter.id < cursor)
     if replayed is not None:
         query = query.where(DeadLetter.replayed_at.is_not(None) if replayed else DeadLetter.replayed_at.is_(None))
     rows = list((await session.scalars(query)).all())
-    return rows[:limit], str(rows[limit - 1].id) if len(rows) > limit else None
+    return page(rows, limit, lambda d: d.id)
 
 
 def replay_message(letter: DeadLetter) -> Message:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import NotFound, Problem
+from services.common.pagination import one_more, page
 from services.common.schemas import storable_text_problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, forbidden
 from services.gateway.config import GatewaySettings
@@ -109,11 +110,11 @@ async def create_department(session: AsyncSession, principal: Principal, body: D
 async def list_departments(
     session: AsyncSession, limit: int, cursor: str | None
 ) -> tuple[list[Department], str | None]:
-    query = select(Department).order_by(Department.code).limit(limit + 1)
+    query = one_more(select(Department).order_by(Department.code), limit)
     if cursor:
         query = query.where(Department.code > cursor)
     rows = list((await session.scalars(query)).all())
-    return rows[:limit], rows[limit - 1].code if len(rows) > limit else None
+    return page(rows, limit, lambda d: d.code)
 
 
 async def get_department(session: AsyncSession, code: str) -> Department:

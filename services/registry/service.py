@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.contracts.registry import GrantTerms, PublishedResource, event_message
 from services.common.errors import NotFound
 from services.common.masking import grant_masking
+from services.common.pagination import one_more, page
 from services.common.security import Principal, Role, forbidden
 from services.common.uow import UnitOfWork
 from services.registry.models import (
@@ -105,7 +106,7 @@ async def get_resource(session: AsyncSession, principal: Principal, code: str, *
 async def list_resources(
     session: AsyncSession, principal: Principal, filters: dict[str, str | None], limit: int, cursor: str | None
 ) -> tuple[list[Resource], str | None]:
-    query = select(Resource).order_by(Resource.code).limit(limit + 1)
+    query = one_more(select(Resource).order_by(Resource.code), limit)
     query = query.where((Resource.status != ResourceStatus.DRAFT) | (Resource.provider_dept == principal.dept))
     if cursor:
         query = query.where(Resource.code > cursor)
@@ -122,7 +123,7 @@ async def list_resources(
     if (share_type := filters.get("share_type")) is not None:
         query = query.where(Resource.share["type"].astext == share_type)
     rows = list((await session.scalars(query)).all())
-    return rows[:limit], rows[limit - 1].code if len(rows) > limit else None
+    return page(rows, limit, lambda r: r.code)
 
 
 async def publish_resource(uow: UnitOfWork, principal: Principal, code: str, topic: str, today: date) -> Resource:
@@ -304,16 +305,16 @@ async def reject_application(
 async def list_grants(
     session: AsyncSession, principal: Principal, limit: int, cursor: str | None
 ) -> tuple[list[Grant], str | None]:
-    query = (
+    query = one_more(
         select(Grant)
         .where((Grant.consumer_dept == principal.dept) | (Grant.provider_dept == principal.dept))
-        .order_by(Grant.id)
-        .limit(limit + 1)
+        .order_by(Grant.id),
+        limit,
     )
     if cursor:
         query = query.where(Grant.id > uuid.UUID(cursor))
     rows = list((await session.scalars(query)).all())
-    return rows[:limit], str(rows[limit - 1].id) if len(rows) > limit else None
+    return page(rows, limit, lambda g: g.id)
 
 
 async def revoke_grant(uow: UnitOfWork, principal: Principal, grant_id: uuid.UUID, reason: str, topic: str) -> Grant:
