@@ -113,7 +113,9 @@ async def drop_test_databases(url: str, *, abandoned: bool = False) -> list[str]
 async def drop_databases(dsn: str, chosen: Callable[[str], bool]) -> list[str]:
     conn = await asyncpg.connect(dsn)
     try:
-        names = [r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'tongban%'")]
+        names = [
+            r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'tongban%'")
+        ]
         dropped = [name for name in names if chosen(name)]
         for name in dropped:
             # FORCE: a stopped service's pool may not have closed its connections yet.

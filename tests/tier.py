@@ -12,6 +12,11 @@ Tiers, by folder (marker applied automatically; select with ``-m``, e.g. ``-m "n
 The service tier uses one database per pytest-xdist worker, created at session start on the
 server of ``TONGBAN_DATABASE_URL``, migrated by each service's own Alembic history into its own
 schema (as in embedded mode), and dropped at session end.
+
+``make test`` runs the suite in one process: with pytest-xdist (``-n 2 --dist loadgroup``) it was
+slower on a 2-core machine, where the e2e stacks already use every core, and the tests that crash
+shared infrastructure (e2e kills PostgreSQL, integration kills the broker) break whatever runs
+beside them on another worker. ``-n 2`` is safe for ``-m "unit or service"``.
 """
 
 from __future__ import annotations
@@ -102,9 +107,7 @@ async def session(tier_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     rows. Code under test may ``flush``, ``commit`` or ``rollback``: those act on a savepoint."""
     async with tier_engine.connect() as connection:
         outer = await connection.begin()
-        sessions = async_sessionmaker(
-            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
-        )
+        sessions = async_sessionmaker(bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
         try:
             async with sessions() as session:
                 yield session
