@@ -1,4 +1,8 @@
-"""Shared fixtures: real PostgreSQL and Kafka from `make infra-up`; never mocked, never skipped."""
+"""Shared fixtures: real PostgreSQL and Kafka from `make infra-up`; never mocked, never skipped.
+
+The tiers (markers by folder) and the service tier's per-worker database and rolled-back
+``session`` live in ``tests/tier.py``; the e2e stacks are here.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +12,29 @@ import asyncpg
 import pytest
 
 from services.demo import DemoCredentials
-from tests.stack import DistributedStack, EmbeddedStack, asyncpg_dsn, create_database, infra_env
+from tests.stack import DistributedStack, EmbeddedStack, asyncpg_dsn, create_database, drop_database, infra_env
+
+pytest_plugins = ("tests.tier",)
 
 
 @pytest.fixture(scope="session")
 async def distributed() -> AsyncIterator[tuple[DistributedStack, DemoCredentials]]:
     stack = DistributedStack(database_url=await create_database(infra_env()["TONGBAN_DATABASE_URL"]))
     try:
-        creds = await stack.start()
-        yield stack, creds
+        yield stack, await stack.start()
     finally:
-        stack.stop_all()
+        stack.stop_all()  # first: the database is dropped under no one's feet
+        await drop_database(stack.database_url)
 
 
 @pytest.fixture(scope="session")
 async def embedded() -> AsyncIterator[tuple[EmbeddedStack, DemoCredentials]]:
     stack = EmbeddedStack(database_url=await create_database(infra_env()["TONGBAN_DATABASE_URL"]))
     try:
-        creds = await stack.start()
-        yield stack, creds
+        yield stack, await stack.start()
     finally:
-        stack.stop_all()
+        stack.stop_all()  # first: the database is dropped under no one's feet
+        await drop_database(stack.database_url)
 
 
 @pytest.fixture

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,17 +56,83 @@ def asyncpg_dsn(url: str) -> tuple[str, str]:
     return dsn + ("?" + query if query else ""), dsn.rsplit("/", 1)[1]
 
 
-async def create_database(url: str) -> str:
-    """A fresh database on the same server; returns its SQLAlchemy URL."""
+# Every database the tests create is named ``tongban_<pid>_<tag>`` after the process that created
+# it, so a process can drop exactly its own at the end, and a later run can drop what a killed one
+# left behind (its process is gone) without touching a run that is still going.
+TEST_DATABASE = re.compile(r"tongban_(\d+)_[a-z0-9]+")
+# Names of the form create_database() used before it tagged them with the pid.
+LEGACY_TEST_DATABASE = re.compile(r"tongban_[0-9a-f]{8}")
+MAINTENANCE_DATABASE = "postgres"
+
+
+def database_url(url: str, name: str) -> str:
+    """``url`` (a SQLAlchemy URL) pointed at database ``name`` on the same server."""
+    base, _, query = url.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+async def create_database(url: str, tag: str | None = None) -> str:
+    """A fresh database on the same server, ``tongban_<pid>_<tag>`` (tag: random unless given);
+    returns its SQLAlchemy URL. An existing database of that name (a crashed run's) is replaced."""
     dsn, _ = asyncpg_dsn(url)
-    name = f"tongban_{secrets.token_hex(4)}"
+    name = f"tongban_{os.getpid()}_{tag or secrets.token_hex(4)}"
+    assert TEST_DATABASE.fullmatch(name), name
     conn = await asyncpg.connect(dsn)
     try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    base, _, query = url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    return database_url(url, name)
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database of ``url``, closing any connection still open to it (stop its users first)."""
+    _, name = asyncpg_dsn(url)
+    # From the maintenance database: a session cannot drop the database it is connected to.
+    await drop_databases(asyncpg_dsn(database_url(url, MAINTENANCE_DATABASE))[0], lambda candidate: candidate == name)
+
+
+async def drop_test_databases(url: str, *, abandoned: bool = False) -> list[str]:
+    """Drop this process's test databases on the server of ``url``, or with ``abandoned=True``
+    those whose creating process is gone (and legacy-named ones). Returns the names dropped."""
+    pid = os.getpid()
+
+    def chosen(name: str) -> bool:
+        if abandoned and LEGACY_TEST_DATABASE.fullmatch(name):
+            return True
+        match = TEST_DATABASE.fullmatch(name)
+        if match is None:
+            return False
+        owner = int(match.group(1))
+        return not process_alive(owner) if abandoned else owner == pid
+
+    return await drop_databases(asyncpg_dsn(database_url(url, MAINTENANCE_DATABASE))[0], chosen)
+
+
+async def drop_databases(dsn: str, chosen: Callable[[str], bool]) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        names = [
+            r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'tongban%'")
+        ]
+        dropped = [name for name in names if chosen(name)]
+        for name in dropped:
+            # FORCE: a stopped service's pool may not have closed its connections yet.
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    return dropped
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @dataclass

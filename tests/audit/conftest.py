@@ -5,23 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.audit.app import MIGRATIONS
 from services.common.db import create_engine, migrate, session_factory
-from tests.stack import asyncpg_dsn, create_database, infra_env
-
-
-async def drop_database(url: str) -> None:
-    dsn, name = asyncpg_dsn(url)
-    server = dsn.replace(f"/{name}", "/postgres", 1)
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+from tests.stack import create_database, drop_database, infra_env
 
 
 @pytest.fixture(scope="module")
