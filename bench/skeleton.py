@@ -43,7 +43,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from services.common.bus import PRODUCER_SETTINGS
 from services.demo import POLICE, DemoCredentials
-from tests.stack import ROOT, DistributedStack, asyncpg_dsn, create_database, infra_env
+from tests.stack import ROOT, DistributedStack, asyncpg_dsn, create_database, drop_database, infra_env
 
 RESULTS_DIR = ROOT / "bench" / "results"
 KAFKA_POM = ROOT / "deploy" / "local" / "kafka" / "pom.xml"
@@ -598,16 +598,6 @@ def log_tails(stack: DistributedStack, lines: int = 25) -> None:
             print("\n".join(tail), file=sys.stderr)
 
 
-async def drop_database(admin_url: str, url: str) -> None:
-    dsn, _ = asyncpg_dsn(admin_url)
-    _, name = asyncpg_dsn(url)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 # --------------------------------------------------------------------------------------------- report
 
 
@@ -710,7 +700,7 @@ async def main() -> int:
         say("stopping the platform")
         stack.stop_all()
         with contextlib.suppress(Exception):
-            await drop_database(env["TONGBAN_DATABASE_URL"], url)
+            await drop_database(url)
 
     query_errors = sum(s.error_count for s in latency.values()) + throughput.error_count
     ratios = {

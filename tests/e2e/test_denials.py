@@ -60,6 +60,11 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
         ({"fields": ["公民身份号码"]}, 403, "item-not-granted"),
         ({"subject": {"type": "id_card", "value": "110106197509161951"}}, 422, "invalid-subject"),
         ({"subject": {"type": "id_card", "value": "11010619750916"}}, 422, "invalid-subject"),
+        # Digits that are not ASCII: Arabic-Indic, and a superscript (NFKC would make it a 2).
+        ({"subject": {"type": "id_card", "value": "١١٠١٠٦١٩٧٥٠٩١٦١٩٥X"}}, 422, "invalid-subject"),
+        ({"subject": {"type": "id_card", "value": "11010619750916195²"}}, 422, "invalid-subject"),
+        # A valid check digit, but a region code (110199) that GB/T 2260 never had.
+        ({"subject": {"type": "id_card", "value": "110199197509161953"}}, 422, "invalid-subject"),
     ],
 )
 async def test_query_denials_are_audited_and_write_nothing_else(
@@ -192,3 +197,22 @@ async def test_connector_down_gives_504_and_late_reply_is_recorded(
     await wait_for_audit(client, auditor, query_id, "late_reply")
     again = await client.post("/v1/exchange/queries", json=query_body(creds), headers=headers)
     assert again.status_code == 200, again.text  # nothing crashed
+
+
+async def test_full_width_digits_name_the_same_person(distributed: Stack, client: httpx.AsyncClient) -> None:
+    """全角 digits (as a Chinese input method types them) are folded before the check and the hash:
+    one person has exactly one subject hash in the audit trail, however the number was typed."""
+    creds = distributed[1]
+    headers = await system_token(client, creds)
+    wide = creds.subject.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789X"})
+    assert wide != creds.subject
+    ascii_answer = await client.post("/v1/exchange/queries", json=query_body(creds), headers=headers)
+    wide_answer = await client.post(
+        "/v1/exchange/queries", json=query_body(creds, subject={"type": "id_card", "value": wide}), headers=headers
+    )
+    assert ascii_answer.status_code == wide_answer.status_code == 200, wide_answer.text
+    assert wide_answer.json()["data"] == ascii_answer.json()["data"]
+    auditor = await person_token(client, "auditor")
+    first = await wait_for_audit(client, auditor, ascii_answer.json()["id"], "completed")
+    second = await wait_for_audit(client, auditor, wide_answer.json()["id"], "completed")
+    assert first["subject_hash"] == second["subject_hash"]
