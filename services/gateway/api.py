@@ -11,7 +11,7 @@ import yarl
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
-from services.common.errors import CommonProblem
+from services.common.errors import CommonProblem, problem_responses
 from services.common.http import NoStoreRoute
 from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
@@ -55,7 +55,38 @@ def department_public(d: object) -> DepartmentPublic:
     return DepartmentPublic.model_validate(d, from_attributes=True)
 
 
-@credentials.post("/oauth2/token", response_model=TokenResponse, tags=["oauth2"], summary="Client credentials grant")
+# The form is read by hand (RFC 6749 names its fields; FastAPI's Form() would need python-multipart
+# for one urlencoded body); declared here so that the OpenAPI document, and its clients, know it.
+TOKEN_REQUEST = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "required": ["grant_type"],
+                "properties": {
+                    "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                    "scope": {"type": "string", "description": "space-separated roles; default: all of the system's"},
+                },
+            }
+        }
+    },
+}
+
+
+@credentials.post(
+    "/oauth2/token",
+    response_model=TokenResponse,
+    tags=["oauth2"],
+    summary="Client credentials grant (client_secret_basic)",
+    openapi_extra={"requestBody": TOKEN_REQUEST},
+    responses=problem_responses(
+        GatewayProblem.OAUTH2_INVALID_REQUEST,
+        GatewayProblem.OAUTH2_INVALID_CLIENT,
+        GatewayProblem.OAUTH2_UNSUPPORTED_GRANT_TYPE,
+        GatewayProblem.OAUTH2_INVALID_SCOPE,
+    ),
+)
 async def token(
     request: Request, uow: UnitOfWorkDep, authorization: Annotated[str | None, Header()] = None
 ) -> TokenResponse:
