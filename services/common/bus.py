@@ -9,9 +9,9 @@ Handlers receive a batch of messages from one partition, in order, so that a con
 to the database can do it in one transaction; batches of different partitions may be handled
 concurrently. What happens when a handler fails (:func:`run_with_retries`):
 
-* the database is out of reach (:func:`services.common.db.database_unavailable`): the same batch
-  is tried again, with capped backoff, for as long as the outage lasts — an outage is never a
-  reason to dead-letter, and nothing is committed meanwhile;
+* the database or the broker is out of reach (:func:`services.common.db.database_unavailable`,
+  :func:`broker_unavailable`): the same batch is tried again, with capped backoff, for as long as
+  the outage lasts — an outage is never a reason to dead-letter, and nothing is committed meanwhile;
 * the handler names one message it can never handle (:class:`PoisonMessage`): that message goes
   to the dead-letter topic at once and the rest of the batch is handled;
 * anything else: the batch is split in halves until the failing message stands alone (the good
@@ -213,8 +213,30 @@ def dead_letter_of(sub: Subscription, default_topic: str, message: Message, exc:
     return Message(sub.dlq or default_topic, message.value, message.key, headers)
 
 
+def broker_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the broker cannot be reached right now (a handler
+    that publishes, such as the connector's, fails so while Kafka is down)."""
+    from aiokafka import errors  # the bus's own dependency, imported where it is used
+
+    unreachable = (
+        errors.KafkaConnectionError,
+        errors.KafkaTimeoutError,
+        errors.NodeNotReadyError,
+        errors.RequestTimedOutError,
+        errors.LeaderNotAvailableError,
+        errors.NotLeaderForPartitionError,
+    )
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, unreachable):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Outage:
-    """Waits out a database outage: capped exponential backoff, one warning every few seconds.
+    """Waits out an outage of the database or the broker: capped exponential backoff, one warning
+    every few seconds.
     One per consumer, shared by the batches of its partitions, so the warnings do not multiply."""
 
     def __init__(self, topic: str) -> None:
@@ -230,7 +252,7 @@ class Outage:
         if self.since == now or now - self.warned_at >= OUTAGE_WARN_EVERY_S:
             self.warned_at = now
             log.warning(
-                "database unavailable; the batch waits (not dead-lettered, offsets not committed)",
+                "database or broker unavailable; the batch waits (not dead-lettered, offsets not committed)",
                 extra={"ctx_topic": self.topic, "ctx_down_s": round(now - self.since, 1), "ctx_error": repr(exc)},
             )
         await asyncio.sleep(self.delay)
@@ -239,7 +261,7 @@ class Outage:
     def over(self) -> None:
         if self.since is not None:
             log.warning(
-                "database back; the batch went through",
+                "outage over; the batch went through",
                 extra={"ctx_topic": self.topic, "ctx_down_s": round(time.monotonic() - self.since, 1)},
             )
             self.since = None
@@ -256,7 +278,7 @@ async def _attempt(sub: Subscription, batch: Sequence[Message], outage: Outage) 
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if database_unavailable(exc):
+            if database_unavailable(exc) or broker_unavailable(exc):
                 await outage.wait(exc)
                 continue
             return exc

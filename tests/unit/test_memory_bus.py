@@ -391,3 +391,35 @@ async def test_metrics_count_dead_letters_per_topic_and_show_queued_messages_as_
     finally:
         await bus.stop()
     assert registry.get_sample_value("tongban_bus_dead_letters_total", {"topic": "t.bad", "group": "bad"}) == 2
+
+
+async def test_a_broker_outage_is_waited_out_not_dead_lettered() -> None:
+    """A handler that publishes (the connector's replies) fails while Kafka is down: more failures
+    than ``max_attempts`` allows, yet nothing is dead-lettered, and the message goes through."""
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    bus = MemoryBus(DLQ)
+    calls = 0
+    handled = Collector(expected=1)
+
+    async def broker_down_for_a_while(batch: Sequence[Message]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 4:
+            raise (KafkaConnectionError if calls % 2 else KafkaTimeoutError)("broker unreachable")
+        await handled(batch)
+
+    dead = Collector(expected=1)
+    bus.subscribe(Subscription(topics=["t.work"], handler=broker_down_for_a_while, group="g", max_attempts=2))
+    bus.subscribe(Subscription(topics=[DLQ], handler=dead, group="dlq-reader"))
+    await bus.start()
+    try:
+        await bus.publish(Message("t.work", b"a"))
+        await handled.wait()
+        await asyncio.sleep(0.01)
+    finally:
+        await bus.stop()
+
+    assert calls == 5
+    assert [m.value for m in handled.messages] == [b"a"]
+    assert dead.messages == []
