@@ -161,34 +161,6 @@ async def test_subscription_dead_letter_topic_overrides_the_bus_default() -> Non
     assert default_dlq.messages == []
 
 
-async def test_handler_that_recovers_is_not_dead_lettered() -> None:
-    bus = MemoryBus(DLQ)
-    calls = 0
-    handled = Collector(expected=1)
-
-    async def fails_once(batch: Sequence[Message]) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("transient")
-        await handled(batch)
-
-    dead = Collector(expected=1)
-    bus.subscribe(Subscription(topics=["t.work"], handler=fails_once, group="g", max_attempts=2))
-    bus.subscribe(Subscription(topics=[DLQ], handler=dead, group="dlq-reader"))
-    await bus.start()
-    try:
-        await bus.publish(Message("t.work", b"a"))
-        await handled.wait()
-        await asyncio.sleep(0.01)
-    finally:
-        await bus.stop()
-
-    assert calls == 2
-    assert [m.value for m in handled.messages] == [b"a"]
-    assert dead.messages == []
-
-
 async def test_dead_letter_message_records_its_source_topic() -> None:
     # KafkaBus adds ``dlq-source`` so a dead letter can be traced and replayed; the embedded bus
     # promises the same semantics.
@@ -393,24 +365,22 @@ async def test_metrics_count_dead_letters_per_topic_and_show_queued_messages_as_
     assert registry.get_sample_value("tongban_bus_dead_letters_total", {"topic": "t.bad", "group": "bad"}) == 2
 
 
-async def test_a_broker_outage_is_waited_out_not_dead_lettered() -> None:
-    """A handler that publishes (the connector's replies) fails while Kafka is down: more failures
-    than ``max_attempts`` allows, yet nothing is dead-lettered, and the message goes through."""
-    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
-
+async def failing_then_handled(failures: list[Exception], max_attempts: int) -> tuple[int, list[bytes], list[Message]]:
+    """Publish one message to a handler that raises ``failures`` one by one, then handles it;
+    (calls, values handled, dead letters)."""
     bus = MemoryBus(DLQ)
     calls = 0
     handled = Collector(expected=1)
 
-    async def broker_down_for_a_while(batch: Sequence[Message]) -> None:
+    async def flaky(batch: Sequence[Message]) -> None:
         nonlocal calls
         calls += 1
-        if calls <= 4:
-            raise (KafkaConnectionError if calls % 2 else KafkaTimeoutError)("broker unreachable")
+        if calls <= len(failures):
+            raise failures[calls - 1]
         await handled(batch)
 
     dead = Collector(expected=1)
-    bus.subscribe(Subscription(topics=["t.work"], handler=broker_down_for_a_while, group="g", max_attempts=2))
+    bus.subscribe(Subscription(topics=["t.work"], handler=flaky, group="g", max_attempts=max_attempts))
     bus.subscribe(Subscription(topics=[DLQ], handler=dead, group="dlq-reader"))
     await bus.start()
     try:
@@ -419,7 +389,19 @@ async def test_a_broker_outage_is_waited_out_not_dead_lettered() -> None:
         await asyncio.sleep(0.01)
     finally:
         await bus.stop()
+    return calls, [m.value for m in handled.messages], dead.messages
 
-    assert calls == 5
-    assert [m.value for m in handled.messages] == [b"a"]
-    assert dead.messages == []
+
+async def test_handler_that_recovers_is_not_dead_lettered() -> None:
+    calls, handled, dead = await failing_then_handled([RuntimeError("transient")], max_attempts=2)
+    assert (calls, handled, dead) == (2, [b"a"], [])
+
+
+async def test_a_broker_outage_is_waited_out_not_dead_lettered() -> None:
+    """A handler that publishes (the connector's replies) fails while Kafka is down: more failures
+    than ``max_attempts`` allows, yet nothing is dead-lettered, and the message goes through."""
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    outage = [KafkaConnectionError("down"), KafkaTimeoutError("down")] * 2
+    calls, handled, dead = await failing_then_handled(outage, max_attempts=2)
+    assert (calls, handled, dead) == (5, [b"a"], [])
