@@ -59,7 +59,12 @@ migration: $(STAMP) infra-up ## New Alembic revision: make migration S=<service>
 regions: $(STAMP) ## Rebuild services/common/data/gb2260.tsv (GB/T 2260 codes) from its pinned, checksummed source
 	$(PY) services/common/data/refresh_regions.py
 
+manifests: $(STAMP) ## Regenerate deploy/k8s's PrometheusRule from deploy/monitoring, render both overlays into var/k8s/
+	$(PY) deploy/k8s/prometheusrule.py
+	@mkdir -p var/k8s
+	@for o in dev prod; do kubectl kustomize deploy/k8s/overlays/$$o > var/k8s/$$o.yaml && echo "rendered var/k8s/$$o.yaml"; done
+
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run infra-up infra-down lint format proto test bench migration regions clean
+.PHONY: help venv lock run infra-up infra-down lint format proto test bench migration regions manifests clean
