@@ -33,10 +33,8 @@ K8S = ROOT / "deploy" / "k8s"
 CRDS = K8S / "crds"
 OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSION = "1.33"
-# Vendored CRDs cover these groups; Strimzi's cannot be had from a reachable registry (crds/README.md).
-NOT_VENDORED = frozenset({"kafka.strimzi.io"})
-STRIMZI_KINDS = {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"}
-VALIDATED_KINDS = {
+CUSTOM_KINDS = {
+    *("Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser"),  # Strimzi
     *("Cluster", "Pooler", "ScheduledBackup"),  # CloudNativePG
     *("ScaledObject", "TriggerAuthentication"),  # KEDA
     *("ServiceMonitor", "PrometheusRule"),  # prometheus-operator
@@ -163,12 +161,9 @@ def test_custom_resources_are_valid_against_their_crds(
     objects: list[Obj], schemas: dict[tuple[str, str, str], Obj]
 ) -> None:
     custom = [o for o in objects if "." in group_of(o) and not group_of(o).endswith(".k8s.io")]
-    validated = [o for o in custom if group_of(o) not in NOT_VENDORED]
-    assert {o["kind"] for o in validated} == VALIDATED_KINDS
-    for obj in validated:
+    assert {o["kind"] for o in custom} == CUSTOM_KINDS
+    for obj in custom:
         assert crd_errors(obj, schemas) == [], (obj["kind"], obj["metadata"]["name"])
-    # Only Strimzi's kinds go unvalidated by schema, and the policy tests below cover them.
-    assert {o["kind"] for o in custom if group_of(o) in NOT_VENDORED} == STRIMZI_KINDS
 
 
 def test_crd_validation_refuses_unknown_and_mistyped_fields(
@@ -180,6 +175,9 @@ def test_crd_validation_refuses_unknown_and_mistyped_fields(
     errors = crd_errors(cluster, schemas)
     assert any("instance" in e and "unexpected" in e for e in errors), errors
     assert any(e.startswith("spec/instances") for e in errors), errors
+    user = copy.deepcopy(named(prod, "KafkaUser", "tongban-exchange"))
+    user["spec"]["authorization"]["acls"][0]["operations"] = ["Reed"]
+    assert any("Reed" in e for e in crd_errors(user, schemas))
 
 
 # --------------------------------------------------------------------------- policies
@@ -356,7 +354,6 @@ def test_kafka_is_three_brokers_rf3_min_isr2_with_every_topic_retained_for_a_sta
     (pool,) = of_kind(prod, "KafkaNodePool")
     assert pool["spec"]["replicas"] == 3 and sorted(pool["spec"]["roles"]) == ["broker", "controller"]
     kafka = named(prod, "Kafka", "tongban-kafka")
-    assert kafka["metadata"]["annotations"]["strimzi.io/kraft"] == "enabled"
     config = kafka["spec"]["kafka"]["config"]
     assert config["default.replication.factor"] == 3 and config["min.insync.replicas"] == 2
     assert config["auto.create.topics.enable"] is False
