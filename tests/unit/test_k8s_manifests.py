@@ -415,6 +415,16 @@ def test_only_the_gateway_is_exposed_with_tls(objects: list[Obj]) -> None:
     assert all(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in of_kind(objects, "Service"))
     (deny,) = [n for n in of_kind(objects, "NetworkPolicy") if n["metadata"]["name"] == "default-deny"]
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    # Only the gateway admits the ingress controller.
+    admitting = [
+        n["spec"]["podSelector"]
+        for n in of_kind(objects, "NetworkPolicy")
+        for rule in n["spec"].get("ingress", [])
+        for peer in rule.get("from", [])
+        if peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+        == "ingress-nginx"
+    ]
+    assert admitting == [{"matchLabels": {"app.kubernetes.io/name": "tongban-gateway"}}]
 
 
 def test_prometheus_rule_is_generated_from_the_alert_rules(objects: list[Obj]) -> None:
