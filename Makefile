@@ -47,7 +47,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 proto: $(STAMP) ## Regenerate services/common/pb from proto/
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=services/common/pb --pyi_out=services/common/pb proto/*.proto
 
-test: $(STAMP) infra-up lint ## Install, start PostgreSQL and Kafka, lint, run every test
+test: $(STAMP) infra-up lint kustomize ## Install, start PostgreSQL and Kafka, lint, run every test
 	$(INFRA_ENV) CI=$${CI:-} $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP) infra-up ## Measure the query round trip against raw Kafka; writes bench/results/
@@ -59,10 +59,17 @@ migration: $(STAMP) infra-up ## New Alembic revision: make migration S=<service>
 regions: $(STAMP) ## Rebuild services/common/data/gb2260.tsv (GB/T 2260 codes) from its pinned, checksummed source
 	$(PY) services/common/data/refresh_regions.py
 
-manifests: $(STAMP) ## Regenerate deploy/k8s's PrometheusRule from deploy/monitoring, render both overlays into var/k8s/
+# deploy/k8s is rendered with kustomize: kubectl's built-in one, or else kustomize itself, built
+# once from the Go module proxy (pinned) into var/bin.
+KUSTOMIZE_VERSION := v5.6.0
+kustomize: ## Make sure a kustomize renderer is there (kubectl's, or build var/bin/kustomize)
+	@command -v kubectl >/dev/null || [ -x var/bin/kustomize ] || { echo "building kustomize $(KUSTOMIZE_VERSION) (first run only)"; GOBIN=$(CURDIR)/var/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); }
+
+manifests: $(STAMP) kustomize ## Regenerate deploy/k8s's PrometheusRule from deploy/monitoring, render both overlays into var/k8s/
 	$(PY) deploy/k8s/prometheusrule.py
 	@mkdir -p var/k8s
-	@for o in dev prod; do kubectl kustomize deploy/k8s/overlays/$$o > var/k8s/$$o.yaml && echo "rendered var/k8s/$$o.yaml"; done
+	@render=$$(command -v kubectl >/dev/null && echo "kubectl kustomize" || echo var/bin/kustomize build); \
+	for o in dev prod; do $$render deploy/k8s/overlays/$$o > var/k8s/$$o.yaml && echo "rendered var/k8s/$$o.yaml"; done
 
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
