@@ -7,6 +7,8 @@ class RegistryProblem(ProblemCode):
     CATEGORY_FULL = "category-full", 409, "No codes left in this category"
     INVALID_STATE = "invalid-state", 409, "Not allowed in this state"
     RESOURCE_NOT_PUBLISHED = "resource-not-published", 409, "Resource not published"
+    UNKNOWN_CATEGORY = "unknown-category", 422, "Unknown class"
+    CATEGORY_MISMATCH = "category-mismatch", 422, "Classification does not match the class"
     UNKNOWN_ITEMS = "unknown-items", 422, "Unknown information items"
     DUPLICATE_ITEMS = "duplicate-items", 422, "Duplicate items"
     UNKNOWN_CLIENT = "unknown-client", 422, "Unknown system"

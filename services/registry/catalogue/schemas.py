@@ -1,16 +1,15 @@
-"""Registry API schemas. Enumerations follow 发改高技〔2017〕1272号 and GB/T 21063 (MISSION.md)."""
+"""Catalogue schemas. Enumerations follow 发改高技〔2017〕1272号 and GB/T 21063 (MISSION.md)."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from services.common.masking import MASKING_RULES
 from services.common.schemas import Strict
-from services.registry.models import ApplicationStatus, GrantStatus, ResourceStatus
+from services.registry.models import ResourceStatus
 
 Classification = Literal["basic", "theme", "department"]  # 基础 / 主题 / 部门
 ResourceFormat = Literal["电子文件", "电子表格", "数据库", "图形图像", "流媒体", "自描述格式", "服务接口"]
@@ -22,9 +21,6 @@ SubjectKind = Literal["id_card", "credit_code"]
 MaskingRule = Literal["id_card", "mobile", "name", "full"]
 
 assert set(MaskingRule.__args__) == set(MASKING_RULES)  # type: ignore[attr-defined]
-
-ItemName = str
-SERVICE_ITEM_PATTERN = r"^[0-9A-Za-z\-]{4,64}$"
 
 
 class ItemSpec(Strict):
@@ -103,68 +99,16 @@ class ResourceList(BaseModel):
     next_cursor: str | None
 
 
-class Purpose(Strict):
-    service_item: str = Field(pattern=SERVICE_ITEM_PATTERN, description="事项 code the data will be used for")
-    basis: str | None = Field(None, max_length=500)
+class ClassNodePublic(BaseModel):
+    """One node of 信息资源分类: ``code`` is the full 分类码 prefix (类 1, 项 3, 目 6 digits)."""
+
+    code: str
+    name: str
+    level: str
+    kind: Classification
+    children: list[ClassNodePublic]
 
 
-class ApplicationCreate(Strict):
-    resource: str = Field(min_length=3, max_length=40)
-    client_id: str = Field(min_length=1, max_length=64)
-    items: list[ItemName] = Field(min_length=1, max_length=200)
-    purpose: Purpose
-    valid_days: int = Field(365, ge=1, le=1095)
-    daily_quota: int = Field(1000, ge=1, le=10_000_000)
-
-
-class ApplicationApprove(Strict):
-    """The approver may narrow what was asked for, never widen it."""
-
-    items: list[ItemName] | None = Field(None, min_length=1, max_length=200)
-    valid_days: int | None = Field(None, ge=1, le=1095)
-    daily_quota: int | None = Field(None, ge=1, le=10_000_000)
-    masking: dict[str, MaskingRule] = Field(default_factory=dict, max_length=200)
-
-
-class ApplicationReject(Strict):
-    reason: str = Field(min_length=2, max_length=1000)
-
-
-class ApplicationPublic(BaseModel):
-    id: uuid.UUID
-    resource: str
-    provider: str
-    consumer: str
-    client_id: str
-    items: list[str]
-    purpose: Purpose
-    valid_days: int
-    daily_quota: int
-    status: ApplicationStatus
-    due_by: date | None
-    reason: str | None
-    grant_id: uuid.UUID | None = None
-
-
-class GrantPublic(BaseModel):
-    id: uuid.UUID
-    application_id: uuid.UUID
-    resource: str
-    provider: str
-    consumer: str
-    client_id: str
-    items: list[str]
-    purpose: str
-    masking: dict[str, str]
-    valid_until: datetime
-    daily_quota: int
-    status: GrantStatus
-
-
-class GrantList(BaseModel):
-    items: list[GrantPublic]
-    next_cursor: str | None
-
-
-class GrantRevoke(Strict):
-    reason: str = Field(min_length=2, max_length=1000)
+class ClassificationPublic(BaseModel):
+    source: str
+    classes: list[ClassNodePublic]
