@@ -9,6 +9,7 @@ class RegistryProblem(ProblemCode):
     RESOURCE_NOT_PUBLISHED = "resource-not-published", 409, "Resource not published"
     UNKNOWN_CATEGORY = "unknown-category", 422, "Unknown class"
     CATEGORY_MISMATCH = "category-mismatch", 422, "Classification does not match the class"
+    UNKNOWN_RELATED = "unknown-related", 422, "Unknown related resources"
     UNKNOWN_ITEMS = "unknown-items", 422, "Unknown information items"
     DUPLICATE_ITEMS = "duplicate-items", 422, "Duplicate items"
     UNKNOWN_CLIENT = "unknown-client", 422, "Unknown system"

@@ -77,7 +77,10 @@ class Registry:
         """A published 信息资源 of ``admin``'s department (the provider)."""
         async with self.unit() as uow:
             draft = await catalogue.create_resource(uow, admin, ResourceCreateFactory.build(share=share))
-            return await catalogue.publish_resource(uow, admin, draft.code, TOPIC, filing_day())
+            await catalogue.submit_resource(uow, admin, draft.code)
+            reviewer = person(credit_code(), Role.PLATFORM_ADMIN)
+            resource, _ = await catalogue.publish_resource(uow, reviewer, draft.code, TOPIC, filing_day())
+            return resource
 
     async def apply(
         self, principal: Principal, body: ApplicationCreate, *, client_dept: str | None = None

@@ -6,53 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import pytest
-from sqlalchemy import delete, func, select
+from pydantic import ValidationError
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.common.db import create_engine
 from services.common.errors import Problem
 from services.common.security import Principal, Role
-from services.common.uow import Staged, UnitOfWork
+from services.common.uow import UnitOfWork
 from services.registry.catalogue import service as catalogue
 from services.registry.catalogue.classification import TAXONOMY, check_category
-from services.registry.catalogue.schemas import ResourceCreate
+from services.registry.catalogue.schemas import ItemSpec
 from services.registry.models import CategorySequence, Resource
 from tests.factories import ResourceCreateFactory, credit_code, person
+from tests.registry.calls import Catalogue
 
 POPULATION_HOUSEHOLD = "101010"  # 基础/人口/户籍登记: the demo's 居民户籍信息
-
-
-@dataclass
-class Catalogue:
-    """The catalogue calls these tests make, each in its own unit of work (all or nothing)."""
-
-    session: AsyncSession
-    staged: list[Staged] = field(default_factory=list)
-
-    @asynccontextmanager
-    async def unit(self) -> AsyncIterator[UnitOfWork]:
-        async with self.session.begin_nested():
-            uow = UnitOfWork(self.session)
-            try:
-                yield uow
-            finally:
-                uow.open = False
-        self.staged.extend(uow.staged)
-
-    async def create(self, admin: Principal, body: ResourceCreate) -> Resource:
-        async with self.unit() as uow:
-            return await catalogue.create_resource(uow, admin, body)
-
-    async def count(self, category: str) -> tuple[int, int]:
-        """Resources and 顺序码 counters of ``category``: both 0 when nothing was written."""
-        resources = await self.session.scalar(select(func.count()).where(Resource.category == category))
-        sequences = await self.session.scalar(select(func.count()).where(CategorySequence.category == category))
-        return int(resources or 0), int(sequences or 0)
 
 
 @pytest.fixture
@@ -174,3 +145,65 @@ async def test_codes_are_unique_and_dense_under_concurrent_creation(tier_engine:
             await session.execute(delete(Resource).where(Resource.category == category))
             await session.execute(delete(CategorySequence).where(CategorySequence.category == category))
         await engine.dispose()
+
+
+# --------------------------------------------------------------------------- information items (信息项)
+
+
+@pytest.mark.parametrize(
+    ("data_type", "length"),
+    [("D", 8), ("T", 14), ("L", 1), ("C", 1), ("C", 4000), ("M", 65_535), ("N", 38), ("I", 19), ("B", 17), ("Y", 19)],
+)
+def test_a_length_valid_for_its_data_type_is_accepted(data_type: str, length: int) -> None:
+    assert ItemSpec.model_validate({"name": "项", "data_type": data_type, "length": length}).length == length
+
+
+@pytest.mark.parametrize(
+    ("data_type", "length"),
+    [("D", 10), ("T", 8), ("L", 2), ("C", 4001), ("M", 65_536), ("N", 39), ("I", 20), ("B", 18), ("F", 18), ("Y", 20)],
+)
+def test_a_length_out_of_range_for_its_data_type_is_refused(data_type: str, length: int) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ItemSpec.model_validate({"name": "出生日期", "data_type": data_type, "length": length})
+    assert f"数据类型 {data_type}" in str(refused.value) and "出生日期" in str(refused.value)
+
+
+def test_an_unknown_data_type_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        ItemSpec.model_validate({"name": "姓名", "data_type": "X", "length": 10})
+
+
+async def test_related_codes_must_name_existing_entries(registry: Catalogue, admin: Principal) -> None:
+    reviewer = person(credit_code(), Role.PLATFORM_ADMIN)
+    other = await registry.published(person(credit_code(), Role.DATA_ADMIN), reviewer, ResourceCreateFactory.build())
+    own_draft = await registry.create(admin, ResourceCreateFactory.build())
+    related = await registry.create(admin, ResourceCreateFactory.build(related_codes=[other.code, own_draft.code]))
+    assert related.related_codes == [other.code, own_draft.code]
+
+
+async def test_a_missing_related_code_is_refused_naming_it_and_nothing_written(
+    registry: Catalogue, admin: Principal
+) -> None:
+    existing = await registry.create(admin, ResourceCreateFactory.build())
+    someone_elses_draft = await registry.create(person(credit_code(), Role.DATA_ADMIN), ResourceCreateFactory.build())
+    category = POPULATION_HOUSEHOLD + "8"  # a 细目 no other test uses
+    asked = [existing.code, "101010/999999", someone_elses_draft.code]
+    with pytest.raises(Problem) as refused:
+        await registry.create(
+            admin, ResourceCreateFactory.build(category=category, classification="basic", related_codes=asked)
+        )
+    assert (refused.value.status, refused.value.code) == (422, "unknown-related")
+    assert refused.value.body()["missing"] == ["101010/999999", someone_elses_draft.code]  # a draft not yours: absent
+    assert "101010/999999" in refused.value.detail
+    assert await registry.count(category) == (0, 0)
+
+
+async def test_an_edit_with_a_missing_related_code_is_refused_and_writes_nothing(
+    registry: Catalogue, admin: Principal
+) -> None:
+    draft = await registry.create(admin, ResourceCreateFactory.build())
+    before = await registry.state(draft.code)
+    with pytest.raises(Problem) as refused:
+        await registry.patch(admin, draft.code, related_codes=["209010/000404"])
+    assert refused.value.body()["missing"] == ["209010/000404"]
+    assert await registry.state(draft.code) == before

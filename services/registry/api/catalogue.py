@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -14,12 +14,17 @@ from services.registry.catalogue.classification import TAXONOMY, ClassNode
 from services.registry.catalogue.schemas import (
     ClassificationPublic,
     ClassNodePublic,
+    FieldChange,
     ResourceCreate,
     ResourceList,
+    ResourcePatch,
     ResourcePublic,
+    ResourceReject,
     ShareType,
+    VersionList,
+    VersionPublic,
 )
-from services.registry.models import Resource, ResourceStatus
+from services.registry.models import Resource, ResourceStatus, ResourceVersion
 from services.registry.problems import RegistryProblem
 
 router = APIRouter(prefix="/v1/registry", tags=["registry"], responses=problem_responses(*AUTH))
@@ -28,6 +33,22 @@ router = APIRouter(prefix="/v1/registry", tags=["registry"], responses=problem_r
 def resource_public(r: Resource) -> ResourcePublic:
     return ResourcePublic.model_validate(
         {**{c: getattr(r, c) for c in ResourcePublic.model_fields if hasattr(r, c)}, "provider": r.provider_dept}
+    )
+
+
+def version_public(v: ResourceVersion, changes: list[dict[str, Any]] | None = None) -> VersionPublic:
+    return VersionPublic(
+        code=v.code,
+        version=v.version,
+        status=v.status,
+        author=v.author,
+        decided_by=v.decided_by,
+        reason=v.reason,
+        published_on=v.published_on,
+        created_at=v.created_at,
+        updated_at=v.updated_at,
+        content=v.content,
+        changes=[FieldChange.model_validate(c) for c in changes or []],
     )
 
 
@@ -58,6 +79,7 @@ async def classification(principal: CurrentPrincipal) -> ClassificationPublic:
         RegistryProblem.CATEGORY_FULL,
         RegistryProblem.UNKNOWN_CATEGORY,
         RegistryProblem.CATEGORY_MISMATCH,
+        RegistryProblem.UNKNOWN_RELATED,
     ),
 )
 async def create_resource(body: ResourceCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> ResourcePublic:
@@ -81,24 +103,85 @@ async def list_resources(
     return ResourceList(items=[resource_public(r) for r in rows], next_cursor=next_cursor)
 
 
+CHANGE = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND, RegistryProblem.INVALID_STATE)
+
+
+@router.post(
+    "/resources/{code:path}/submit",
+    response_model=VersionPublic,
+    summary="Submit the draft version for review (provider's data_admin)",
+    responses=problem_responses(*CHANGE),
+)
+async def submit_resource(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> VersionPublic:
+    _, version = await service.submit_resource(uow, principal, code)
+    return version_public(version)
+
+
 @router.post(
     "/resources/{code:path}/publish",
     response_model=ResourcePublic,
-    summary="Publish a draft",
-    responses=problem_responses(CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND, RegistryProblem.INVALID_STATE),
+    summary="Publish the submitted version (platform_admin); it replaces the one serving",
+    responses=problem_responses(*CHANGE),
 )
 async def publish_resource(
     code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep
 ) -> ResourcePublic:
-    resource = await service.publish_resource(uow, principal, code, events_topic(rt), today(rt))
+    resource, _ = await service.publish_resource(uow, principal, code, events_topic(rt), today(rt))
     return resource_public(resource)
+
+
+@router.post(
+    "/resources/{code:path}/reject",
+    response_model=VersionPublic,
+    summary="Reject the submitted version with a reason (platform_admin); it goes back to draft",
+    responses=problem_responses(*CHANGE),
+)
+async def reject_resource(
+    code: str, body: ResourceReject, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> VersionPublic:
+    _, version = await service.reject_resource(uow, principal, code, body.reason)
+    return version_public(version)
+
+
+@router.post(
+    "/resources/{code:path}/deprecate",
+    response_model=ResourcePublic,
+    summary="Deprecate a published entry (provider's data_admin)",
+    responses=problem_responses(*CHANGE),
+)
+async def deprecate_resource(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> ResourcePublic:
+    return resource_public(await service.deprecate_resource(uow, principal, code))
+
+
+@router.get(
+    "/resources/{code:path}/versions",
+    response_model=VersionList,
+    summary="The versions of an entry, each with its changes from the previous one",
+    responses=problem_responses(CommonProblem.NOT_FOUND),
+)
+async def list_versions(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> VersionList:
+    history = await service.list_versions(uow.session, principal, code)
+    return VersionList(items=[version_public(v, changes) for v, changes in history])
 
 
 @router.get(
     "/resources/{code:path}",
     response_model=ResourcePublic,
-    summary="One catalogue entry",
+    summary="One catalogue entry (its published version, or its draft for the provider)",
     responses=problem_responses(CommonProblem.NOT_FOUND),
 )
 async def get_resource(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> ResourcePublic:
     return resource_public(await service.get_resource(uow.session, principal, code))
+
+
+@router.patch(
+    "/resources/{code:path}",
+    response_model=VersionPublic,
+    summary="Edit an entry: a draft in place; a published entry gets a new draft version",
+    responses=problem_responses(*CHANGE, RegistryProblem.UNKNOWN_RELATED),
+)
+async def update_resource(
+    code: str, body: ResourcePatch, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> VersionPublic:
+    _, version = await service.update_resource(uow, principal, code, body)
+    return version_public(version)
