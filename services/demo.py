@@ -1,5 +1,5 @@
 """The demo seed (ARCHITECTURE.md, "Demo seed"), played through the public API as an
-administrator would: 市公安局 publishes 居民户籍信息; 市民政局's 低保审核系统 applies for
+administrator would: 市公安局 submits 居民户籍信息 and the platform's reviewer publishes it; 市民政局's 低保审核系统 applies for
 姓名/出生日期/户籍地址 for 最低生活保障审批; 公安局's approver approves, masking the name.
 
 Used by ``make run`` (embedded), the e2e tests and the benchmark. Credentials it creates are kept
@@ -93,10 +93,11 @@ async def seed(gateway: str, admin_password: str) -> DemoCredentials:
             "gaj_approver": ("approver", POLICE["code"]),
             "mzj_admin": ("data_admin", CIVIL_AFFAIRS["code"]),
             "auditor": ("auditor", None),
+            "reviewer": ("platform_admin", None),  # 目录审核: publishes the catalogue entries submitted to it
         }
         for username, (role, dept_code) in people.items():
             body: dict[str, Any] = {"username": username, "password": DEMO_PASSWORD, "roles": [role]}
-            body["department"] = dept_code or _claims(admin)["dept"]  # the auditor sits with the platform operator
+            body["department"] = dept_code or _claims(admin)["dept"]  # auditor, reviewer: with the platform operator
             await _ok(await client.post("/v1/users", json=body, headers=admin), 409)
         system = await _ok(
             await client.post(
@@ -107,7 +108,9 @@ async def seed(gateway: str, admin_password: str) -> DemoCredentials:
         )
         police = await _token(client, "gaj_admin", DEMO_PASSWORD)
         resource = await _ok(await client.post("/v1/registry/resources", json=HOUSEHOLD_RESOURCE, headers=police))
-        await _ok(await client.post(f"/v1/registry/resources/{resource['code']}/publish", headers=police))
+        await _ok(await client.post(f"/v1/registry/resources/{resource['code']}/submit", headers=police))
+        reviewer = await _token(client, "reviewer", DEMO_PASSWORD)
+        await _ok(await client.post(f"/v1/registry/resources/{resource['code']}/publish", headers=reviewer))
         consumer = await client.post(
             "/oauth2/token",
             data={"grant_type": "client_credentials"},

@@ -20,7 +20,9 @@ from services.common.identifiers import credit_code_check_char
 from services.common.security import Principal, PrincipalType, Role
 from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
 from services.gateway.service import CLIENT_ID_PREFIX
-from services.registry.schemas import ApplicationCreate, ItemSpec, OpenSpec, Purpose, ResourceCreate, ShareSpec
+from services.registry.applications.schemas import ApplicationCreate, Purpose
+from services.registry.catalogue.classification import TAXONOMY
+from services.registry.catalogue.schemas import ItemSpec, OpenSpec, ResourceCreate, ShareSpec
 
 zh = Faker("zh_CN")
 
@@ -122,7 +124,8 @@ class ResourceCreateFactory(ModelFactory[ResourceCreate]):
     __faker__ = zh
     name = Use(lambda: zh.random_element(RESOURCE_NAMES))
     summary = PostGenerated(lambda _name, values: f"{values['name']}：{'、'.join(i.name for i in values['items'])}。")
-    category = Use(lambda: str(zh.random_int(1, 9)) + zh.numerify("#####"))  # 类+项+目
+    category = Use(lambda: zh.random_element(sorted(TAXONOMY.targets)))  # a known 类+项+目
+    classification = PostGenerated(lambda _name, values: TAXONOMY.kind_of(values["category"]))
     format = "服务接口"
     items = Use(lambda: list(HOUSEHOLD_ITEMS))
     share = Use(unconditional_share)

@@ -18,9 +18,23 @@ class Base(DeclarativeBase):
 
 
 class ResourceStatus(StrEnum):
+    """An entry's state: draft → submitted → published → deprecated (a rejection sends it back to draft)."""
+
     DRAFT = "draft"  # 草稿
+    SUBMITTED = "submitted"  # 待审核: submitted by the provider, awaiting the platform administrator
     PUBLISHED = "published"  # 已发布
     DEPRECATED = "deprecated"  # 已废止
+
+
+class VersionStatus(StrEnum):
+    """A version's state. Only one version of an entry is published (serving) at a time; the one it
+    replaced is superseded. A draft or submitted version is the entry's pending change."""
+
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    PUBLISHED = "published"
+    SUPERSEDED = "superseded"  # 已被替代: a later version was published
+    DEPRECATED = "deprecated"
 
 
 class ApplicationStatus(StrEnum):
@@ -56,6 +70,28 @@ class Resource(Base):
     subject_types: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
     status: Mapped[ResourceStatus] = mapped_column(String(16), index=True)
     version: Mapped[int] = mapped_column(Integer)
+    published_on: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ResourceVersion(Base):
+    """One version of a catalogue entry (版本): its full content as the data administrator wrote it.
+
+    ``resources`` holds the serving copy (the published version, or the first draft of an entry
+    never published); this table holds every version, so a published entry keeps serving while its
+    next version is drafted, submitted and reviewed."""
+
+    __tablename__ = "resource_versions"
+    __table_args__ = (one_of("status", VersionStatus),)
+
+    code: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content: Mapped[dict[str, Any]] = mapped_column(JSONB)  # the editable elements (CONTENT_FIELDS)
+    status: Mapped[VersionStatus] = mapped_column(String(16))
+    author: Mapped[str] = mapped_column(String(64))
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)  # why the platform administrator rejected it
     published_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -29,7 +29,8 @@ async def person_token(client: httpx.AsyncClient, username: str) -> dict[str, st
 async def publish_unconditional_resource(
     client: httpx.AsyncClient, name: str, category: str, item: str, length: int
 ) -> str:
-    """市公安局's data administrator publishes a one-item, unconditionally shared resource; its code."""
+    """市公安局's data administrator submits a one-item, unconditionally shared resource, and the
+    platform's reviewer publishes it; its code."""
     police = await person_token(client, "gaj_admin")
     resource = {
         "name": name,
@@ -43,7 +44,10 @@ async def publish_unconditional_resource(
     created = await client.post("/v1/registry/resources", json=resource, headers=police)
     assert created.status_code == 201, created.text
     code = str(created.json()["code"])
-    published = await client.post(f"/v1/registry/resources/{code}/publish", headers=police)
+    submitted = await client.post(f"/v1/registry/resources/{code}/submit", headers=police)
+    assert submitted.status_code == 200, submitted.text
+    reviewer = await person_token(client, "reviewer")
+    published = await client.post(f"/v1/registry/resources/{code}/publish", headers=reviewer)
     assert published.status_code == 200, published.text
     return code
 

@@ -24,9 +24,11 @@ from services.common.pb import registry_pb2 as pb
 from services.common.security import Principal, Role
 from services.common.settings import CommonSettings
 from services.common.uow import Staged, UnitOfWork
-from services.registry import service
+from services.registry.applications import service
+from services.registry.applications.schemas import ApplicationApprove, ApplicationCreate
+from services.registry.catalogue import service as catalogue
+from services.registry.catalogue.schemas import ShareSpec
 from services.registry.models import Application, Grant, Resource
-from services.registry.schemas import ApplicationApprove, ApplicationCreate, ShareSpec
 from tests.factories import (
     ApplicationCreateFactory,
     ResourceCreateFactory,
@@ -53,7 +55,7 @@ def filing_day() -> date:
 
 @dataclass
 class Registry:
-    """Every call of ``services.registry.service`` these tests make, in one place, each in its own
+    """Every call of the registry's services these tests make, in one place, each in its own
     unit of work (as a route runs it: all or nothing), and the events the calls staged."""
 
     session: AsyncSession
@@ -74,8 +76,11 @@ class Registry:
     async def publish(self, admin: Principal, share: ShareSpec) -> Resource:
         """A published 信息资源 of ``admin``'s department (the provider)."""
         async with self.unit() as uow:
-            draft = await service.create_resource(uow, admin, ResourceCreateFactory.build(share=share))
-            return await service.publish_resource(uow, admin, draft.code, TOPIC, filing_day())
+            draft = await catalogue.create_resource(uow, admin, ResourceCreateFactory.build(share=share))
+            await catalogue.submit_resource(uow, admin, draft.code)
+            reviewer = person(credit_code(), Role.PLATFORM_ADMIN)
+            resource, _ = await catalogue.publish_resource(uow, reviewer, draft.code, TOPIC, filing_day())
+            return resource
 
     async def apply(
         self, principal: Principal, body: ApplicationCreate, *, client_dept: str | None = None

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from services.registry.service import add_working_days
+from services.registry.applications.service import add_working_days
 
 
 def test_friday_plus_one_is_monday() -> None:

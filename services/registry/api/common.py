@@ -1,0 +1,19 @@
+"""What every registry router shares: the events topic and the business date."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from services.common.clock import business_date
+from services.common.errors import CommonProblem
+from services.common.runtime import RuntimeDep
+
+AUTH = (CommonProblem.UNAUTHORIZED, CommonProblem.VALIDATION)
+
+
+def events_topic(rt: RuntimeDep) -> str:
+    return rt.settings.topic("registry.events")
+
+
+def today(rt: RuntimeDep) -> date:
+    return business_date(rt.settings.zone)

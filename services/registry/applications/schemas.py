@@ -1,0 +1,82 @@
+"""Application and grant schemas (共享申请, 授权)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+from services.common.schemas import Strict
+from services.registry.catalogue.schemas import MaskingRule
+from services.registry.models import ApplicationStatus, GrantStatus
+
+ItemName = str
+SERVICE_ITEM_PATTERN = r"^[0-9A-Za-z\-]{4,64}$"
+
+
+class Purpose(Strict):
+    service_item: str = Field(pattern=SERVICE_ITEM_PATTERN, description="事项 code the data will be used for")
+    basis: str | None = Field(None, max_length=500)
+
+
+class ApplicationCreate(Strict):
+    resource: str = Field(min_length=3, max_length=40)
+    client_id: str = Field(min_length=1, max_length=64)
+    items: list[ItemName] = Field(min_length=1, max_length=200)
+    purpose: Purpose
+    valid_days: int = Field(365, ge=1, le=1095)
+    daily_quota: int = Field(1000, ge=1, le=10_000_000)
+
+
+class ApplicationApprove(Strict):
+    """The approver may narrow what was asked for, never widen it."""
+
+    items: list[ItemName] | None = Field(None, min_length=1, max_length=200)
+    valid_days: int | None = Field(None, ge=1, le=1095)
+    daily_quota: int | None = Field(None, ge=1, le=10_000_000)
+    masking: dict[str, MaskingRule] = Field(default_factory=dict, max_length=200)
+
+
+class ApplicationReject(Strict):
+    reason: str = Field(min_length=2, max_length=1000)
+
+
+class ApplicationPublic(BaseModel):
+    id: uuid.UUID
+    resource: str
+    provider: str
+    consumer: str
+    client_id: str
+    items: list[str]
+    purpose: Purpose
+    valid_days: int
+    daily_quota: int
+    status: ApplicationStatus
+    due_by: date | None
+    reason: str | None
+    grant_id: uuid.UUID | None = None
+
+
+class GrantPublic(BaseModel):
+    id: uuid.UUID
+    application_id: uuid.UUID
+    resource: str
+    provider: str
+    consumer: str
+    client_id: str
+    items: list[str]
+    purpose: str
+    masking: dict[str, str]
+    valid_until: datetime
+    daily_quota: int
+    status: GrantStatus
+
+
+class GrantList(BaseModel):
+    items: list[GrantPublic]
+    next_cursor: str | None
+
+
+class GrantRevoke(Strict):
+    reason: str = Field(min_length=2, max_length=1000)

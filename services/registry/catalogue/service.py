@@ -1,0 +1,356 @@
+"""Catalogue rules: 信息资源代码 allocation, the classification, related codes, and the lifecycle of an
+entry and its versions. No HTTP here.
+
+Lifecycle (目录编目 → 审核 → 发布): the providing department's ``data_admin`` drafts and submits;
+a ``platform_admin`` publishes or rejects with a reason; a published entry may be deprecated.
+Editing a published entry drafts a new version while the published one keeps serving: the
+``resources`` row is the serving copy, ``resource_versions`` every version (see the models).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import ColumnElement, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.contracts.registry import PublishedResource, event_message
+from services.common.errors import CommonProblem, NotFound, Problem
+from services.common.pagination import one_more, page
+from services.common.security import Principal, Role, forbidden
+from services.common.uow import UnitOfWork
+from services.registry.catalogue.classification import check_category
+from services.registry.catalogue.schemas import ResourceCreate, ResourcePatch
+from services.registry.models import Resource, ResourceStatus, ResourceVersion, VersionStatus
+from services.registry.problems import RegistryProblem
+
+# The elements of an entry a data administrator writes (MISSION.md, the catalogue entry); a version
+# keeps exactly these.
+CONTENT_FIELDS = (
+    "name",
+    "summary",
+    "category",
+    "classification",
+    "format",
+    "items",
+    "share",
+    "open",
+    "update_cycle",
+    "related_codes",
+    "subject_types",
+)
+PUBLIC_STATES = (ResourceStatus.PUBLISHED, ResourceStatus.DEPRECATED)
+PUBLIC_VERSIONS = (VersionStatus.PUBLISHED, VersionStatus.SUPERSEDED, VersionStatus.DEPRECATED)
+
+
+def require_data_admin(principal: Principal) -> None:
+    if not principal.has_role(Role.DATA_ADMIN, Role.PLATFORM_ADMIN):
+        raise forbidden("Only a data administrator may change the catalogue.")
+
+
+def require_platform_admin(principal: Principal) -> None:
+    if not principal.has_role(Role.PLATFORM_ADMIN):
+        raise forbidden("Only a platform administrator may publish or reject a catalogue entry (审核).")
+
+
+def invalid_state(code: str, what: str) -> Problem:
+    return RegistryProblem.INVALID_STATE.problem(f"{code}: {what}")
+
+
+async def next_code(session: AsyncSession, category: str) -> str:
+    """信息资源代码 = 分类码 "/" 6-digit 顺序码, allocated under a row lock (unique, never reused)."""
+    last = await session.scalar(
+        text(
+            "INSERT INTO registry.category_sequences (category, last) VALUES (:c, 1) "
+            "ON CONFLICT (category) DO UPDATE SET last = category_sequences.last + 1 RETURNING last"
+        ),
+        {"c": category},
+    )
+    if last is None or last > 999_999:
+        raise RegistryProblem.CATEGORY_FULL.problem(f"分类 {category} has used all 999999 顺序码.")
+    return f"{category}/{last:06d}"
+
+
+def visible_clause(principal: Principal) -> ColumnElement[bool]:
+    """Which entries ``principal`` may see: published or deprecated ones, its own department's
+    drafts, and — for a platform administrator, who reviews them — every submitted one."""
+    clause = Resource.status.in_(PUBLIC_STATES) | (Resource.provider_dept == principal.dept)
+    if principal.has_role(Role.PLATFORM_ADMIN):
+        clause = clause | (Resource.status == ResourceStatus.SUBMITTED)
+    return clause
+
+
+def visible(resource: Resource | None, principal: Principal) -> bool:
+    if resource is None:
+        return False
+    return (
+        resource.status in PUBLIC_STATES
+        or resource.provider_dept == principal.dept
+        or (resource.status == ResourceStatus.SUBMITTED and principal.has_role(Role.PLATFORM_ADMIN))
+    )
+
+
+async def check_related(session: AsyncSession, principal: Principal, codes: list[str]) -> None:
+    """关联资源代码 must name entries that exist (and that the caller may see): 422 naming the rest."""
+    if not codes:
+        return
+    found = set(
+        (await session.scalars(select(Resource.code).where(Resource.code.in_(codes), visible_clause(principal)))).all()
+    )
+    missing = [c for c in codes if c not in found]
+    if missing:
+        raise RegistryProblem.UNKNOWN_RELATED.problem(
+            f"关联资源代码不存在 (no such resources): {', '.join(missing)}.", extra={"missing": missing}
+        )
+
+
+async def create_resource(uow: UnitOfWork, principal: Principal, body: ResourceCreate) -> Resource:
+    """A draft entry (version 1) of the caller's department, with a newly allocated code."""
+    require_data_admin(principal)
+    check_category(body.category, body.classification)
+    session = uow.session
+    await check_related(session, principal, body.related_codes)
+    content = body.model_dump(mode="json")
+    resource = Resource(
+        code=await next_code(session, body.category),
+        provider_dept=principal.dept,
+        status=ResourceStatus.DRAFT,
+        version=1,
+        **content,
+    )
+    session.add(resource)
+    session.add(
+        ResourceVersion(
+            code=resource.code, version=1, content=content, status=VersionStatus.DRAFT, author=principal.sub
+        )
+    )
+    await session.flush()
+    return resource
+
+
+async def get_resource(session: AsyncSession, principal: Principal, code: str, *, lock: bool = False) -> Resource:
+    resource = await session.get(Resource, code, with_for_update=lock)
+    if resource is None or not visible(resource, principal):
+        raise NotFound("resource", code)
+    return resource
+
+
+async def list_resources(
+    session: AsyncSession, principal: Principal, filters: dict[str, str | None], limit: int, cursor: str | None
+) -> tuple[list[Resource], str | None]:
+    query = one_more(select(Resource).order_by(Resource.code), limit)
+    query = query.where(visible_clause(principal))
+    if cursor:
+        query = query.where(Resource.code > cursor)
+    if q := filters.get("q"):
+        like = f"%{q}%"
+        query = query.where(Resource.name.ilike(like) | Resource.summary.ilike(like))
+    for column, key in (
+        (Resource.provider_dept, "provider"),
+        (Resource.category, "category"),
+        (Resource.status, "status"),
+    ):
+        if (value := filters.get(key)) is not None:
+            query = query.where(column == value)
+    if (share_type := filters.get("share_type")) is not None:
+        query = query.where(Resource.share["type"].astext == share_type)
+    rows = list((await session.scalars(query)).all())
+    return page(rows, limit, lambda r: r.code)
+
+
+# --------------------------------------------------------------------------- lifecycle and versions
+
+
+async def latest_version(session: AsyncSession, code: str) -> ResourceVersion:
+    """The newest version of ``code`` (locked): the pending change if there is one, else the serving one."""
+    version = await session.scalar(
+        select(ResourceVersion)
+        .where(ResourceVersion.code == code)
+        .order_by(ResourceVersion.version.desc())
+        .limit(1)
+        .with_for_update()
+    )
+    if version is None:
+        raise RuntimeError(f"{code} has no version")  # every entry is created with version 1
+    return version
+
+
+async def own_entry(session: AsyncSession, principal: Principal, code: str) -> Resource:
+    """``code`` for its provider's data administrator (locked); another department's entry is a
+    404, as if it did not exist, and only a ``data_admin`` of the provider may change it."""
+    resource = await session.get(Resource, code, with_for_update=True)
+    if resource is None or resource.provider_dept != principal.dept:
+        raise NotFound("resource", code)
+    if not principal.has_role(Role.DATA_ADMIN):
+        raise forbidden("Only the providing department's data administrator may change this entry.")
+    return resource
+
+
+def show(resource: Resource, content: dict[str, Any]) -> None:
+    """Make ``content`` the serving copy of ``resource``."""
+    for name in CONTENT_FIELDS:
+        setattr(resource, name, content[name])
+    resource.updated_at = datetime.now(UTC)
+
+
+async def update_resource(
+    uow: UnitOfWork, principal: Principal, code: str, patch: ResourcePatch
+) -> tuple[Resource, ResourceVersion]:
+    """Edit an entry. A draft is changed in place; a published entry gets a new draft version
+    (版本) and keeps serving the published one until that is published. A submitted version is
+    under review and cannot change; a deprecated entry cannot change at all."""
+    session = uow.session
+    resource = await own_entry(session, principal, code)
+    if resource.status == ResourceStatus.DEPRECATED:
+        raise invalid_state(code, "a deprecated entry cannot be edited.")
+    working = await latest_version(session, code)
+    if working.status == VersionStatus.SUBMITTED:
+        raise invalid_state(code, f"version {working.version} is submitted for review; wait for the decision.")
+    merged = {**working.content, **patch.model_dump(mode="json", exclude_unset=True)}
+    try:
+        body = ResourceCreate.model_validate(merged)
+    except ValidationError as err:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors(include_url=False)]
+        raise CommonProblem.VALIDATION.problem("The edited entry is not valid.", extra={"errors": errors}) from err
+    await check_related(session, principal, body.related_codes)
+    content = body.model_dump(mode="json")
+    now = datetime.now(UTC)
+    if working.status == VersionStatus.DRAFT:
+        working.content = content
+        working.author = principal.sub
+        working.updated_at = now
+        if resource.status == ResourceStatus.DRAFT:  # never published: the draft is what is shown
+            show(resource, content)
+        await session.flush()
+        return resource, working
+    if content == working.content:
+        return resource, working  # nothing changed: no new version
+    draft = ResourceVersion(
+        code=code, version=working.version + 1, content=content, status=VersionStatus.DRAFT, author=principal.sub
+    )
+    session.add(draft)
+    await session.flush()
+    return resource, draft
+
+
+async def submit_resource(uow: UnitOfWork, principal: Principal, code: str) -> tuple[Resource, ResourceVersion]:
+    """提交审核: the provider's data administrator submits the draft version for review."""
+    session = uow.session
+    resource = await own_entry(session, principal, code)
+    working = await latest_version(session, code)
+    if resource.status == ResourceStatus.DEPRECATED or working.status != VersionStatus.DRAFT:
+        raise invalid_state(code, f"only a draft can be submitted (version {working.version} is {working.status}).")
+    working.status = VersionStatus.SUBMITTED
+    working.updated_at = datetime.now(UTC)
+    if resource.status == ResourceStatus.DRAFT:
+        resource.status = ResourceStatus.SUBMITTED
+    return resource, working
+
+
+async def reviewed(session: AsyncSession, principal: Principal, code: str) -> tuple[Resource, ResourceVersion]:
+    """The entry and its submitted version, for a platform administrator's decision (审核)."""
+    require_platform_admin(principal)
+    resource = await get_resource(session, principal, code, lock=True)
+    working = await latest_version(session, code)
+    if resource.status == ResourceStatus.DEPRECATED or working.status != VersionStatus.SUBMITTED:
+        raise invalid_state(
+            code, f"only a submitted version can be decided (version {working.version} is {working.status})."
+        )
+    return resource, working
+
+
+async def publish_resource(
+    uow: UnitOfWork, principal: Principal, code: str, topic: str, today: date
+) -> tuple[Resource, ResourceVersion]:
+    """发布: the submitted version becomes the serving one (the previous one is superseded), and
+    ``resource_published`` tells the exchange, whose projection it replaces."""
+    session = uow.session
+    resource, working = await reviewed(session, principal, code)
+    if working.version > 1 and resource.status == ResourceStatus.PUBLISHED:
+        previous = await session.get(ResourceVersion, (code, resource.version), with_for_update=True)
+        if previous is not None:
+            previous.status = VersionStatus.SUPERSEDED
+    now = datetime.now(UTC)
+    working.status = VersionStatus.PUBLISHED
+    working.decided_by = principal.sub
+    working.reason = None
+    working.published_on = today
+    working.updated_at = now
+    show(resource, working.content)
+    resource.status = ResourceStatus.PUBLISHED
+    resource.version = working.version
+    resource.published_on = today
+    published = PublishedResource(
+        resource.code, resource.name, resource.provider_dept, resource.version, resource.share["type"], resource.items
+    )
+    uow.emit(event_message(topic, resource.code, published=published))
+    await session.flush()
+    return resource, working
+
+
+async def reject_resource(
+    uow: UnitOfWork, principal: Principal, code: str, reason: str
+) -> tuple[Resource, ResourceVersion]:
+    """驳回: the submitted version goes back to draft with the reviewer's reason."""
+    resource, working = await reviewed(uow.session, principal, code)
+    working.status = VersionStatus.DRAFT
+    working.decided_by = principal.sub
+    working.reason = reason
+    working.updated_at = datetime.now(UTC)
+    if resource.status == ResourceStatus.SUBMITTED:
+        resource.status = ResourceStatus.DRAFT
+    return resource, working
+
+
+async def deprecate_resource(uow: UnitOfWork, principal: Principal, code: str) -> Resource:
+    """废止: the provider's data administrator withdraws a published entry; no new application is
+    accepted for it. A pending version can then no longer be submitted or published."""
+    session = uow.session
+    resource = await own_entry(session, principal, code)
+    if resource.status != ResourceStatus.PUBLISHED:
+        raise invalid_state(code, f"only a published entry can be deprecated (it is {resource.status}).")
+    serving = await session.get(ResourceVersion, (code, resource.version), with_for_update=True)
+    if serving is not None:
+        serving.status = VersionStatus.DEPRECATED
+        serving.updated_at = datetime.now(UTC)
+    resource.status = ResourceStatus.DEPRECATED
+    resource.updated_at = datetime.now(UTC)
+    return resource
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
+    """What changed between two versions, element by element; a 信息项 by its name (``items.姓名``)."""
+    changes: list[dict[str, Any]] = []
+    for name in CONTENT_FIELDS:
+        old, new = before.get(name), after.get(name)
+        if name == "items":
+            old_items = {i["name"]: i for i in old or []}
+            new_items = {i["name"]: i for i in new or []}
+            for item in [*old_items, *(n for n in new_items if n not in old_items)]:
+                if old_items.get(item) != new_items.get(item):
+                    changes.append(
+                        {"field": f"items.{item}", "before": old_items.get(item), "after": new_items.get(item)}
+                    )
+        elif old != new:
+            changes.append({"field": name, "before": old, "after": new})
+    return changes
+
+
+async def list_versions(
+    session: AsyncSession, principal: Principal, code: str
+) -> list[tuple[ResourceVersion, list[dict[str, Any]]]]:
+    """The history of ``code``, oldest first, each version with its changes from the one before.
+    Other departments see only the versions that were published."""
+    resource = await get_resource(session, principal, code)
+    query = select(ResourceVersion).where(ResourceVersion.code == code).order_by(ResourceVersion.version)
+    if resource.provider_dept != principal.dept and not principal.has_role(Role.PLATFORM_ADMIN):
+        query = query.where(ResourceVersion.status.in_(PUBLIC_VERSIONS))
+    versions = list((await session.scalars(query)).all())
+    history: list[tuple[ResourceVersion, list[dict[str, Any]]]] = []
+    previous: dict[str, Any] | None = None
+    for version in versions:
+        history.append((version, diff(previous, version.content) if previous is not None else []))
+        previous = version.content
+    return history
