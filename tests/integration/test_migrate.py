@@ -28,3 +28,41 @@ async def test_migrate_all_brings_every_schema_to_its_head_and_is_idempotent() -
         assert await alembic_heads(url) == heads
     finally:
         await drop_database(url)
+
+
+async def test_every_migration_downgrades_and_upgrades_again() -> None:
+    """Each history runs down to nothing and back up: a downgrade that names a constraint wrongly
+    (Alembic applies the naming convention to it again) fails here, not during an operator's rollback."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from services.common.db import create_engine
+    from services.common.migrate import PACKAGES
+
+    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
+    engine = create_engine(url, pool_size=1)
+    try:
+        await migrate_all(url)
+        for schema in SERVICES:
+
+            def run(connection: object, step: str, revision: str, schema: str = schema) -> None:
+                cfg = Config()
+                cfg.set_main_option("script_location", str(PACKAGES / schema / "migrations"))
+                cfg.attributes["connection"] = connection
+                cfg.attributes["schema"] = schema
+                getattr(command, step)(cfg, revision)
+
+            async with engine.begin() as conn:
+                await conn.run_sync(run, "downgrade", "base")
+                tables = await conn.scalar(
+                    text("SELECT count(*) FROM pg_tables WHERE schemaname = :s AND tablename <> 'alembic_version'"),
+                    {"s": schema},
+                )
+                assert tables == 0, f"{schema}: {tables} tables left after downgrade to base"
+                await conn.run_sync(run, "upgrade", "head")
+        heads = await alembic_heads(url)
+        assert all(heads.values()), heads
+    finally:
+        await engine.dispose()
+        await drop_database(url)

@@ -25,4 +25,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_constraint("ck_queries_status", "queries", type_="check", schema="exchange")
+    op.drop_constraint(op.f("ck_queries_status"), "queries", type_="check", schema="exchange")

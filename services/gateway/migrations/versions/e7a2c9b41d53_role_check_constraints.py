@@ -28,4 +28,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in ROLES:
-        op.drop_constraint(f"ck_{table}_roles", table, type_="check", schema="gateway")
+        op.drop_constraint(op.f(f"ck_{table}_roles"), table, type_="check", schema="gateway")

@@ -29,4 +29,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in CHECKS:
-        op.drop_constraint(f"ck_{table}_status", table, type_="check", schema="registry")
+        op.drop_constraint(op.f(f"ck_{table}_status"), table, type_="check", schema="registry")
