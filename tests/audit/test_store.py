@@ -3,6 +3,7 @@ including chains written before the canonical form had a version."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.app import MIGRATIONS
+from services.audit.merkle import leaf_hash
 from services.audit.models import AuditRecord
 from services.audit.service import GENESIS, append, chain_hash, event_id_of, record_values, verify
 from services.common.contracts.audit import (
@@ -187,7 +189,16 @@ async def test_a_chain_written_before_the_migration_keeps_verifying_and_grows(em
             await conn.run_sync(upgrade, "head")
         sessions = session_factory(engine)
         async with sessions() as session:
-            assert await verify(session) == {"ok": True, "checked": 1, "head": V1_HASH}
+            # The migration made the old record leaf 0 of the Merkle tree: its root is that leaf.
+            root = base64.b64encode(leaf_hash(bytes.fromhex(V1_HASH))).decode()
+            assert await verify(session) == {
+                "ok": True,
+                "checked": 1,
+                "head": V1_HASH,
+                "tree_size": 1,
+                "root": root,
+                "checkpoints": 0,
+            }
             old = (await session.scalars(select(AuditRecord))).one()
             assert old.canonical_version == 1
         async with sessions.begin() as session:
