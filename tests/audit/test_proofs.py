@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +20,9 @@ from services.audit.models import Checkpoint, TreeHash
 from services.audit.problems import AuditProblem
 from services.common.errors import Problem
 from services.common.pb import audit_pb2
-from tests.stack import ROOT
+from tests.audit.conftest import run_go
 
 ORIGIN = "test.tongban.dev/audit"
-SOURCE = Path(__file__).resolve().parent / "tlogverify"
-BINARY = ROOT / "var" / "tlogverify" / "tlogverify"  # built, never committed
-
-
-@pytest.fixture(scope="session")
-def tlogverify() -> Path:
-    """The Go verifier, built (Go's build cache makes a rebuild of unchanged sources instant)."""
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail(
-            "the Go toolchain is needed to build tests/audit/tlogverify (the independent proof verifier): "
-            "install Go 1.26 or later and put `go` on PATH"
-        )
-    BINARY.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOFLAGS": "-mod=mod"}
-    built = subprocess.run(
-        [go, "build", "-o", str(BINARY), "."], cwd=SOURCE, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert built.returncode == 0, f"go build failed:\n{built.stderr}"
-    return BINARY
-
-
-def run_go(binary: Path, document: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(binary)], input=json.dumps(document), capture_output=True, text=True, timeout=30)
 
 
 def events(prefix: str, n: int) -> list[audit_pb2.AuditEvent]:
