@@ -245,7 +245,11 @@ def check_tree_size(size: int, current: int) -> None:
 async def inclusion(session: AsyncSession, event_id: str, size: int | None) -> dict[str, Any]:
     """The inclusion proof (包含证明) of a record in the tree of ``size`` leaves — by default the
     latest checkpoint's — with that checkpoint when one was signed at that size."""
-    record = (await session.scalars(select(AuditRecord).where(AuditRecord.event_id == event_id))).first()
+    # An id that cannot be stored (a NUL…) names no record: asking PostgreSQL would be an error.
+    known = storable(event_id) == event_id
+    record = (
+        (await session.scalars(select(AuditRecord).where(AuditRecord.event_id == event_id))).first() if known else None
+    )
     if record is None:
         raise AuditProblem.UNKNOWN_EVENT.problem("no audit record has this event id")
     if size is None:

@@ -132,6 +132,7 @@ async def written(session: AsyncSession) -> tuple[int, int]:
     ("ask", "code"),
     [
         ({"proof": ("no-such-event", None)}, AuditProblem.UNKNOWN_EVENT),
+        ({"proof": ("a\x00b", None)}, AuditProblem.UNKNOWN_EVENT),  # storable by no record
         ({"proof": ("bad-0", 10**9)}, AuditProblem.TREE_SIZE),
         ({"proof": ("bad-3", "before it")}, AuditProblem.TREE_SIZE),
         ({"consistency": (5, 2)}, AuditProblem.CONSISTENCY_RANGE),

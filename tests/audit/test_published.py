@@ -114,6 +114,9 @@ async def test_bad_proof_requests_get_problems_and_write_nothing(audit: Audit) -
     huge = str(2**62)
     for path, params, status, code in [
         ("/v1/audit/events/no-such-event/proof", {}, 404, "unknown-event"),
+        ("/v1/audit/events/a%00b/proof", {}, 422, "validation"),  # refused before any route
+        ("/v1/audit/events/" + "x" * 65 + "/proof", {}, 422, "validation"),
+        ("/v1/audit/events/x/proof", {"tree_size": "0"}, 422, "validation"),
         ("/v1/audit/consistency", {"from": "3", "to": "2"}, 422, "consistency-range-invalid"),
         ("/v1/audit/consistency", {"from": "1", "to": huge}, 422, "tree-size-out-of-range"),
         ("/v1/audit/consistency", {"from": "0", "to": "1"}, 422, "validation"),
