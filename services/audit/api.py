@@ -6,7 +6,8 @@ import base64
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import PlainTextResponse
 
 from services.audit import service
 from services.audit.models import DeadLetter
@@ -14,8 +15,10 @@ from services.audit.problems import AuditProblem
 from services.audit.schemas import (
     AuditRecordList,
     AuditRecordPublic,
+    ConsistencyProof,
     DeadLetterList,
     DeadLetterPublic,
+    InclusionProof,
     VerifyReport,
 )
 from services.common.contracts.audit import storable
@@ -112,12 +115,90 @@ async def subject_accesses(
 @router.get(
     "/verify",
     response_model=VerifyReport,
-    summary="Check the hash chain",
+    summary="Check the hash chain, the Merkle tree and every signed checkpoint",
     responses=problem_responses(CommonProblem.UNAUTHORIZED, CommonProblem.FORBIDDEN),
 )
 async def verify(principal: CurrentPrincipal, uow: UnitOfWorkDep) -> VerifyReport:
     service.require_auditor(principal)
     return VerifyReport.model_validate(await service.verify(uow.session))
+
+
+@router.get(
+    "/checkpoint",
+    response_class=PlainTextResponse,
+    summary="The latest signed checkpoint (C2SP tlog-checkpoint signed note)",
+    description="Public, like a certificate transparency log's: it names a tree size and a root hash, "
+    "no record. Check it with the key at `/v1/audit/checkpoint/key`.",
+    responses={200: {"content": {"text/plain": {}}}, **problem_responses(AuditProblem.NO_CHECKPOINT)},
+)
+async def checkpoint(uow: UnitOfWorkDep) -> PlainTextResponse:
+    latest = await service.latest_checkpoint(uow.session)
+    if latest is None:
+        raise AuditProblem.NO_CHECKPOINT.problem("no checkpoint has been signed yet")
+    return PlainTextResponse(latest.note)
+
+
+@router.get(
+    "/checkpoint/key",
+    response_class=PlainTextResponse,
+    summary="The checkpoints' verifier key (signed-note verifier key format)",
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def checkpoint_key(uow: UnitOfWorkDep, request: Request) -> PlainTextResponse:
+    key = await service.signing_key(uow.session, request.app.state.runtime.settings.log_origin)
+    return PlainTextResponse(service.verifier_key_of(key) + "\n")
+
+
+@router.post(
+    "/checkpoints",
+    response_class=PlainTextResponse,
+    summary="Sign a checkpoint of the tree now (auditors)",
+    responses={200: {"content": {"text/plain": {}}}, **problem_responses(*AUDITOR_ONLY, AuditProblem.NO_CHECKPOINT)},
+)
+async def take_checkpoint(principal: CurrentPrincipal, uow: UnitOfWorkDep, request: Request) -> PlainTextResponse:
+    service.require_auditor(principal)
+    taken = await service.take_checkpoint(uow.session, request.app.state.runtime.settings.log_origin)
+    if taken is None:
+        raise AuditProblem.NO_CHECKPOINT.problem("the log is empty: there is nothing to sign")
+    return PlainTextResponse(taken.note)
+
+
+# A tree size is a count of records, so at least 1 for any proof, and within BIGINT.
+TreeSize = Annotated[int, Query(ge=1, le=2**63 - 1)]
+
+
+@router.get(
+    "/events/{event_id}/proof",
+    response_model=InclusionProof,
+    summary="Inclusion proof of a record (RFC 9162)",
+    responses=problem_responses(
+        *AUDITOR_ONLY, AuditProblem.UNKNOWN_EVENT, AuditProblem.NO_CHECKPOINT, AuditProblem.TREE_SIZE
+    ),
+)
+async def proof(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    event_id: Annotated[str, Path(min_length=1, max_length=64)],
+    tree_size: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="default: the latest checkpoint's")] = None,
+) -> InclusionProof:
+    service.require_auditor(principal)
+    return InclusionProof.model_validate(await service.inclusion(uow.session, event_id, tree_size))
+
+
+@router.get(
+    "/consistency",
+    response_model=ConsistencyProof,
+    summary="Consistency proof between two tree sizes (RFC 9162)",
+    responses=problem_responses(*AUDITOR_ONLY, AuditProblem.CONSISTENCY_RANGE, AuditProblem.TREE_SIZE),
+)
+async def consistency(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    from_: Annotated[int, Query(alias="from", ge=1, le=2**63 - 1)],
+    to: TreeSize,
+) -> ConsistencyProof:
+    service.require_auditor(principal)
+    return ConsistencyProof.model_validate(await service.consistency(uow.session, from_, to))
 
 
 def dead_letter_public(letter: DeadLetter) -> DeadLetterPublic:

@@ -12,7 +12,8 @@ from fastapi import FastAPI
 
 from services.audit.api import router
 from services.audit.config import AuditSettings
-from services.audit.messaging import UnreplayedDeadLetters, on_audit_events, on_dead_letters
+from services.audit.messaging import UnreplayedDeadLetters, on_audit_events, on_dead_letters, sign_checkpoints
+from services.audit.service import signing_key
 from services.common.bus import Bus, Subscription
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
@@ -48,16 +49,23 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
                     group=settings.topic("audit.dead-letters"),
                 )
             )
+            async with rt.sessions.begin() as session:
+                await signing_key(session, settings.log_origin)  # made once, before anything is signed
             await rt.bus.start()
             watcher = asyncio.create_task(unreplayed.watch(), name="audit-unreplayed-dead-letters")
+            checkpointer = asyncio.create_task(
+                sign_checkpoints(rt.sessions, settings.log_origin, settings.checkpoint_interval_s),
+                name="audit-checkpoints",
+            )
             app.state.runtime = rt
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                for task in (watcher, checkpointer):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await rt.bus.stop()
 
     app = create_service_app(

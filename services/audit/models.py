@@ -68,6 +68,8 @@ class AuditRecord(Base):
     request_id: Mapped[str] = _text("request_id")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # Position in the Merkle tree (0, 1, 2… in seq order, no gaps, unlike seq): a proof names it.
+    leaf_index: Mapped[int] = mapped_column(BigInteger, unique=True)
 
 
 class ChainHead(Base):
@@ -78,6 +80,43 @@ class ChainHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class TreeHash(Base):
+    """TreeHash — 树哈希: one stored hash of the Merkle tree (``services.audit.merkle``), at its
+    tlog storage index; written with the records that complete it, never changed."""
+
+    __tablename__ = "tree_hashes"
+
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Checkpoint(Base):
+    """Checkpoint — 检查点: the signed note (C2SP tlog-checkpoint) of the tree at ``tree_size``."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (Index("ix_checkpoints_tree_size", "tree_size"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SigningKey(Base):
+    """The log's Ed25519 checkpoint key (签名密钥), made on first start. Kept in clear here; its
+    encryption at rest is issue 9's. Whoever can write this table can sign: the auditors' own
+    copies of checkpoints (and witnesses' cosignatures) are what catch that."""
+
+    __tablename__ = "signing_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class DeadLetter(Base):

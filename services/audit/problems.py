@@ -6,3 +6,7 @@ from services.common.errors import ProblemCode
 
 class AuditProblem(ProblemCode):
     INVALID_SUBJECT = "invalid-subject", 422, "Invalid subject identifier"
+    UNKNOWN_EVENT = "unknown-event", 404, "Unknown audit event"
+    NO_CHECKPOINT = "no-checkpoint", 404, "No checkpoint yet"
+    TREE_SIZE = "tree-size-out-of-range", 422, "Tree size out of range"
+    CONSISTENCY_RANGE = "consistency-range-invalid", 422, "Invalid consistency range"

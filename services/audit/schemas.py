@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AuditRecordPublic(BaseModel):
@@ -40,7 +40,37 @@ class VerifyReport(BaseModel):
     head: str | None = None
     first_bad_seq: int | None = None
     first_bad_event_id: str | None = None
+    first_bad_leaf: int | None = None  # position in the Merkle tree; set also when the record is gone
     detail: str | None = None
+    tree_size: int | None = None
+    root: str | None = None  # base64, as in a checkpoint
+    checkpoints: int | None = None  # how many signed checkpoints were checked
+
+
+class InclusionProof(BaseModel):
+    """RFC 9162 inclusion proof: leaf ``leaf_index`` of the tree of ``tree_size`` records. The
+    leaf's data is the 32 bytes of the record's chain hash ``leaf_data`` (hex); ``hashes`` are
+    base64, leaf to root; ``checkpoint`` is the signed note of that tree size, if one was taken."""
+
+    event_id: str
+    seq: int
+    leaf_index: int
+    tree_size: int
+    leaf_data: str
+    hashes: list[str]
+    checkpoint: str | None
+
+
+class ConsistencyProof(BaseModel):
+    """RFC 9162 consistency proof between the trees of ``from`` and ``to`` records (base64)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: int = Field(alias="from")
+    to: int
+    hashes: list[str]
+    from_checkpoint: str | None
+    to_checkpoint: str | None
 
 
 class DeadLetterPublic(BaseModel):

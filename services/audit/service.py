@@ -3,17 +3,22 @@ the platform's dead letters (死信) and send them back when asked."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import func, select, update
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.audit.models import AuditRecord, ChainHead, DeadLetter
+from services.audit import merkle, notes
+from services.audit.models import AuditRecord, ChainHead, Checkpoint, DeadLetter, SigningKey, TreeHash
+from services.audit.problems import AuditProblem
 from services.common.bus import (
     DLQ_GROUP,
     DLQ_HEADER_PREFIX,
@@ -36,6 +41,9 @@ from services.common.contracts.audit import (
 from services.common.pagination import one_more, page
 from services.common.pb import audit_pb2
 from services.common.security import Principal, Role, forbidden
+
+log = logging.getLogger("tongban.audit")
+T = TypeVar("T")
 
 GENESIS = "0" * 64
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -116,7 +124,10 @@ def chain_hash(prev_hash: str, values: dict[str, Any]) -> str:
 
 
 async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) -> int:
-    """Append the events not yet recorded (redelivery is normal); returns how many were new."""
+    """Append the events not yet recorded (redelivery is normal); returns how many were new.
+
+    Each new record is also a leaf of the Merkle tree: its stored hashes are written in the same
+    transaction, from the tree's right edge read once per batch (O(batch + log n) hashes)."""
     head = await session.get(ChainHead, 1, with_for_update=True)
     if head is None:
         await session.execute(insert(ChainHead).values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing())
@@ -126,18 +137,159 @@ async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) 
     batch = [record_values(e, received_at) for e in events]
     ids = [v["event_id"] for v in batch]
     known = set((await session.scalars(select(AuditRecord.event_id).where(AuditRecord.event_id.in_(ids)))).all())
+    frontier: merkle.Frontier | None = None
+    stored: list[dict[str, Any]] = []
     added = 0
     for values in batch:
         if values["event_id"] in known:
             continue
         known.add(values["event_id"])
+        if frontier is None:
+            frontier = await load_frontier(session, head.seq)
         digest = chain_hash(head.hash, values)
-        session.add(AuditRecord(**values, prev_hash=head.hash, hash=digest))
+        index = frontier.size
+        session.add(AuditRecord(**values, prev_hash=head.hash, hash=digest, leaf_index=index))
+        first = merkle.stored_hash_index(0, index)
+        stored += [{"idx": first + k, "hash": h} for k, h in enumerate(frontier.append(bytes.fromhex(digest)))]
         head.hash = digest
         added += 1
     await session.flush()
+    if stored:  # a Core insert: the ORM's per-row bookkeeping would cost more than the hashing
+        await session.execute(insert(cast(Table, TreeHash.__table__)), stored)
     head.seq = head.seq + added
     return added
+
+
+async def read_stored(session: AsyncSession, indexes: Sequence[int]) -> dict[int, bytes]:
+    rows = await session.execute(select(TreeHash.idx, TreeHash.hash).where(TreeHash.idx.in_(set(indexes))))
+    return {idx: bytes(h) for idx, h in rows}
+
+
+async def load_frontier(session: AsyncSession, size: int) -> merkle.Frontier:
+    indexes = merkle.Frontier.indexes(size)
+    stored = await read_stored(session, indexes)
+    return merkle.Frontier(size, [stored[i] for i in indexes])
+
+
+async def tree_size(session: AsyncSession) -> int:
+    """How many records the tree has (the chain head counts them)."""
+    head = await session.get(ChainHead, 1)
+    return 0 if head is None else head.seq
+
+
+async def compute_from_store(session: AsyncSession, compute: Callable[[merkle.Reader], T]) -> T:
+    """Run a root or proof computation over the stored hashes, fetched in one query."""
+    stored = await read_stored(session, merkle.needed(compute))
+    return compute(merkle.reader_of(stored))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+async def signing_key(session: AsyncSession, name: str) -> SigningKey:
+    """The log's checkpoint key; made (Ed25519) and stored the first time it is asked for."""
+    row = await session.get(SigningKey, 1)
+    if row is None:
+        key = Ed25519PrivateKey.generate()
+        await session.execute(
+            insert(SigningKey)
+            .values(id=1, name=name, public_key=notes.public_bytes(key), private_key=key.private_bytes_raw())
+            .on_conflict_do_nothing()  # another instance made one first: use that one
+        )
+        row = await session.get(SigningKey, 1)
+        assert row is not None
+    return row
+
+
+def verifier_key_of(key: SigningKey) -> str:
+    return notes.verifier_key(key.name, key.public_key)
+
+
+async def latest_checkpoint(session: AsyncSession) -> Checkpoint | None:
+    query = select(Checkpoint).order_by(Checkpoint.tree_size.desc(), Checkpoint.id.desc()).limit(1)
+    return (await session.scalars(query)).first()
+
+
+async def take_checkpoint(session: AsyncSession, origin: str) -> Checkpoint | None:
+    """Sign the tree as it is now (检查点), unless the latest checkpoint already covers it; None
+    while the tree is empty. A tree smaller than a checkpoint already signed is never signed:
+    records were removed, and ``verify`` says which."""
+    size = await tree_size(session)
+    latest = await latest_checkpoint(session)
+    if latest is not None and latest.tree_size >= size:
+        if latest.tree_size > size:
+            log.error("tree is smaller than its last checkpoint", extra={"ctx_size": size})
+        return latest
+    if size == 0:
+        return None
+    key = await signing_key(session, origin)
+    root = await compute_from_store(session, lambda read: merkle.tree_hash(size, read))
+    private = Ed25519PrivateKey.from_private_bytes(key.private_key)
+    note = notes.sign_checkpoint(private, key.name, origin, size, root)
+    row = Checkpoint(tree_size=size, root_hash=root, note=note)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def checkpoint_at(session: AsyncSession, size: int) -> Checkpoint | None:
+    query = select(Checkpoint).where(Checkpoint.tree_size == size).order_by(Checkpoint.id.desc()).limit(1)
+    return (await session.scalars(query)).first()
+
+
+def check_tree_size(size: int, current: int) -> None:
+    if size > current:
+        raise AuditProblem.TREE_SIZE.problem(f"the tree has {current} records, not {size}")
+
+
+async def inclusion(session: AsyncSession, event_id: str, size: int | None) -> dict[str, Any]:
+    """The inclusion proof (包含证明) of a record in the tree of ``size`` leaves — by default the
+    latest checkpoint's — with that checkpoint when one was signed at that size."""
+    # An id that cannot be stored (a NUL…) names no record: asking PostgreSQL would be an error.
+    known = storable(event_id) == event_id
+    record = (
+        (await session.scalars(select(AuditRecord).where(AuditRecord.event_id == event_id))).first() if known else None
+    )
+    if record is None:
+        raise AuditProblem.UNKNOWN_EVENT.problem("no audit record has this event id")
+    if size is None:
+        latest = await latest_checkpoint(session)
+        if latest is None:
+            raise AuditProblem.NO_CHECKPOINT.problem("no checkpoint has been signed yet; name a tree_size")
+        size = latest.tree_size
+    check_tree_size(size, await tree_size(session))
+    if size <= record.leaf_index:
+        raise AuditProblem.TREE_SIZE.problem(
+            f"the record is leaf {record.leaf_index}: a tree of {size} records does not contain it"
+        )
+    index = record.leaf_index
+    proof = await compute_from_store(session, lambda read: merkle.inclusion_proof(index, size, read))
+    checkpoint = await checkpoint_at(session, size)
+    return {
+        "event_id": record.event_id,
+        "seq": record.seq,
+        "leaf_index": index,
+        "tree_size": size,
+        "leaf_data": record.hash,
+        "hashes": [base64.b64encode(h).decode() for h in proof],
+        "checkpoint": checkpoint.note if checkpoint else None,
+    }
+
+
+async def consistency(session: AsyncSession, old: int, new: int) -> dict[str, Any]:
+    """The consistency proof (一致性证明) that the tree of ``old`` records is a prefix of ``new``."""
+    if old > new:
+        raise AuditProblem.CONSISTENCY_RANGE.problem(f"from ({old}) is after to ({new})")
+    check_tree_size(new, await tree_size(session))
+    proof = await compute_from_store(session, lambda read: merkle.consistency_proof(old, new, read))
+    old_cp, new_cp = await checkpoint_at(session, old), await checkpoint_at(session, new)
+    return {
+        "from": old,
+        "to": new,
+        "hashes": [base64.b64encode(h).decode() for h in proof],
+        "from_checkpoint": old_cp.note if old_cp else None,
+        "to_checkpoint": new_cp.note if new_cp else None,
+    }
 
 
 def require_auditor(principal: Principal) -> None:
@@ -172,9 +324,42 @@ async def search(
     return page(rows, limit, lambda r: r.seq)
 
 
+def _bad(checked: int, row: AuditRecord | None, leaf: int | None, detail: str, **more: Any) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "checked": checked,
+        "first_bad_seq": row.seq if row else None,
+        "first_bad_event_id": row.event_id if row else None,
+        "first_bad_leaf": leaf,
+        "detail": detail,
+        **more,
+    }
+
+
 async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
-    """Recompute the chain from the start; report the first record that does not match."""
-    prev, checked, last_seq = GENESIS, 0, 0
+    """Recompute the chain and the Merkle tree from the start, and check every signed checkpoint
+    against them; report the first record that does not match.
+
+    Per record, in seq order: its chain link, its leaf position, and the tree hashes stored for
+    it. Per checkpoint: its signature and, once the walk reaches its size, its root. A checkpoint
+    whose root differs (the chain was rewritten consistently) cannot say which of its leaves
+    changed: the first record after the last checkpoint that still matches is named."""
+    key = await session.get(SigningKey, 1)
+    checkpoints = list((await session.scalars(select(Checkpoint).order_by(Checkpoint.tree_size, Checkpoint.id))).all())
+    for cp in checkpoints:
+        if key is None:
+            return _bad(0, None, None, f"checkpoint {cp.id} exists but the signing key does not")
+        try:
+            signed = notes.open_checkpoint(cp.note, key.name, key.public_key)
+        except notes.BadNote as err:
+            return _bad(0, None, None, f"checkpoint {cp.id}: {err}")
+        if signed.size != cp.tree_size or signed.root != cp.root_hash:
+            return _bad(0, None, None, f"checkpoint {cp.id}: its row differs from its signed note")
+    pending = iter(checkpoints)
+    next_cp = next(pending, None)
+    frontier = merkle.Frontier()
+    prev, checked, last_seq, good_size = GENESIS, 0, 0, 0
+    after_good: AuditRecord | None = None  # the first record after the last matching checkpoint
     while True:
         rows = (
             await session.scalars(
@@ -183,30 +368,76 @@ async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
         ).all()
         if not rows:
             break
+        lo = merkle.stored_hash_index(0, frontier.size)
+        hi = merkle.stored_hash_count(frontier.size + len(rows))
+        stored = {
+            idx: bytes(h)
+            for idx, h in (
+                await session.execute(select(TreeHash.idx, TreeHash.hash).where(TreeHash.idx >= lo, TreeHash.idx < hi))
+            )
+        }
         for row in rows:
+            position = frontier.size
+            if position == good_size:
+                after_good = row
             fields = CHAINED_FIELDS_BY_VERSION.get(row.canonical_version)
             if fields is None:
-                return {
-                    "ok": False,
-                    "checked": checked,
-                    "first_bad_seq": row.seq,
-                    "first_bad_event_id": row.event_id,
-                    "detail": f"unknown canonical version {row.canonical_version}",
-                }
+                return _bad(checked, row, position, f"unknown canonical version {row.canonical_version}")
             values = {"canonical_version": row.canonical_version} | {f: getattr(row, f) for f in fields}
-            if row.prev_hash != prev or chain_hash(prev, values) != row.hash:
-                return {"ok": False, "checked": checked, "first_bad_seq": row.seq, "first_bad_event_id": row.event_id}
+            if row.prev_hash != prev:
+                return _bad(
+                    checked,
+                    row,
+                    position,
+                    "prev_hash is not the hash of the record before: one is missing, added or moved",
+                )
+            if chain_hash(prev, values) != row.hash:
+                return _bad(checked, row, position, "the record's content does not match its hash")
+            if row.leaf_index != position:
+                return _bad(
+                    checked, row, position, f"the record says it is leaf {row.leaf_index}, it is leaf {position}"
+                )
+            first = merkle.stored_hash_index(0, position)
+            for k, h in enumerate(frontier.append(bytes.fromhex(row.hash))):
+                if stored.get(first + k) != h:
+                    return _bad(checked, row, position, "the tree hashes stored for the record do not match it")
             prev, last_seq = row.hash, row.seq
             checked += 1
+            while next_cp is not None and next_cp.tree_size == frontier.size:
+                if frontier.root() != next_cp.root_hash:
+                    return _bad(
+                        checked,
+                        after_good,
+                        good_size,
+                        f"checkpoint {next_cp.id} signed another tree of {next_cp.tree_size} records: "
+                        f"records from leaf {good_size} on were changed",
+                    )
+                good_size = next_cp.tree_size
+                next_cp = next(pending, None)
+    if next_cp is not None:
+        return _bad(
+            checked,
+            None,
+            frontier.size,
+            f"checkpoint {next_cp.id} signed {next_cp.tree_size} records; only {frontier.size} remain: the tail is missing",
+        )
     head = await session.get(ChainHead, 1)
-    if head is not None and head.hash != prev:
-        return {
-            "ok": False,
-            "checked": checked,
-            "first_bad_seq": None,
-            "detail": "chain head does not match the last record",
-        }
-    return {"ok": True, "checked": checked, "head": prev}
+    if head is not None and (head.hash != prev or head.seq != checked):
+        return _bad(checked, None, frontier.size, "chain head does not match the last record")
+    if await _stored_count(session) != merkle.stored_hash_count(frontier.size):
+        return _bad(checked, None, frontier.size, "tree hashes are stored beyond the last record")
+    return {
+        "ok": True,
+        "checked": checked,
+        "head": prev,
+        "tree_size": frontier.size,
+        "root": base64.b64encode(frontier.root()).decode(),
+        "checkpoints": len(checkpoints),
+    }
+
+
+async def _stored_count(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(TreeHash)) or 0)
 
 
 # ----------------------------------------------------------------------------- dead letters

@@ -6,109 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import secrets
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-import httpx
-import pytest
-from fastapi import FastAPI
-from joserfc import jwt
-from joserfc.jwk import ECKey, KeySet
-
-from services.audit import messaging
-from services.audit.app import create_app
-from services.audit.config import AuditSettings
-from services.common.bus import KafkaBus, Message, Subscription
+from services.common.bus import Message, Subscription
 from services.common.pb import audit_pb2
+from tests.audit.conftest import Audit
 from tests.integration.helpers import eventually, started, unique
-from tests.stack import ROOT, infra_env
-
-
-@dataclass
-class Audit:
-    app: FastAPI
-    settings: AuditSettings
-    client: httpx.AsyncClient
-    key: ECKey
-    producer: KafkaBus
-
-    def token(self, roles: Sequence[str], kind: str = "person") -> dict[str, str]:
-        claims: dict[str, Any] = {
-            "iss": self.settings.jwt_issuer,
-            "aud": self.settings.jwt_audience,
-            "sub": f"someone-{secrets.token_hex(3)}",
-            "dept": "11110000000000001X",
-            "exp": int(time.time()) + 600,
-            "principal_type": kind,
-            "roles": list(roles),
-        }
-        if kind == "system":
-            claims["client_id"] = claims["sub"]
-        return {"Authorization": "Bearer " + jwt.encode({"alg": "ES256", "kid": self.key.kid}, claims, self.key)}
-
-    @property
-    def auditor(self) -> dict[str, str]:
-        return self.token(["auditor"])
-
-    async def dead_letters(self, **params: str) -> list[dict[str, Any]]:
-        response = await self.client.get("/v1/audit/dead-letters", params=params, headers=self.auditor)
-        assert response.status_code == 200, response.text
-        return list(response.json()["items"])
-
-    async def records(self, **params: str) -> list[dict[str, Any]]:
-        response = await self.client.get("/v1/audit/events", params=params, headers=self.auditor)
-        assert response.status_code == 200, response.text
-        return list(response.json()["items"])
-
-    def unreplayed_gauge(self) -> float | None:
-        value: float | None = self.app.state.metrics.get_sample_value("tongban_audit_dead_letters_unreplayed")
-        return value
-
-    async def replay(self, *args: str) -> tuple[int, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAN_")}
-        env |= {
-            "TONGBAN_DATABASE_URL": self.settings.database_url,
-            "TONGBAN_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,
-            "TONGBAN_TOPIC_PREFIX": self.settings.topic_prefix,
-            "TONGBAN_BUS": "kafka",
-        }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.audit", "dead-letters", "replay", *args,
-            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        output, _ = await asyncio.wait_for(process.communicate(), 120)
-        assert process.returncode is not None
-        return process.returncode, output.decode()
-
-
-@pytest.fixture(scope="module")
-async def audit(database_url: str) -> AsyncIterator[Audit]:
-    infra = infra_env()
-    settings = AuditSettings(
-        database_url=database_url,
-        kafka_bootstrap=infra["TONGBAN_KAFKA_BOOTSTRAP"],
-        topic_prefix=f"ta{secrets.token_hex(3)}.",
-        bus="kafka",
-    )
-    key = ECKey.generate_key("P-256", parameters={"kid": "audit-test", "alg": "ES256"}, private=True)
-    app = create_app(settings)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(messaging, "UNREPLAYED_EVERY_S", 0.3)  # the replay command runs in another process
-        async with app.router.lifespan_context(app):
-            app.state.runtime.verifier.use_keys(KeySet([key]))  # tokens signed here, not by a gateway
-            producer = await started(settings.kafka_bootstrap)
-            transport = httpx.ASGITransport(app=app)
-            try:
-                async with httpx.AsyncClient(transport=transport, base_url="http://audit") as client:
-                    yield Audit(app, settings, client, key, producer)
-            finally:
-                await producer.stop()
 
 
 def event(event_id: str, **fields: Any) -> audit_pb2.AuditEvent:

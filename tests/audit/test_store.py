@@ -3,6 +3,7 @@ including chains written before the canonical form had a version."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,8 +16,17 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.app import MIGRATIONS
+from services.audit.merkle import Frontier, leaf_hash
 from services.audit.models import AuditRecord
-from services.audit.service import GENESIS, append, chain_hash, event_id_of, record_values, verify
+from services.audit.service import (
+    GENESIS,
+    append,
+    chain_hash,
+    event_id_of,
+    record_values,
+    take_checkpoint,
+    verify,
+)
 from services.common.contracts.audit import (
     FIELD_NAME_MAX,
     FIELDS_MAX,
@@ -187,7 +197,16 @@ async def test_a_chain_written_before_the_migration_keeps_verifying_and_grows(em
             await conn.run_sync(upgrade, "head")
         sessions = session_factory(engine)
         async with sessions() as session:
-            assert await verify(session) == {"ok": True, "checked": 1, "head": V1_HASH}
+            # The migration made the old record leaf 0 of the Merkle tree: its root is that leaf.
+            root = base64.b64encode(leaf_hash(bytes.fromhex(V1_HASH))).decode()
+            assert await verify(session) == {
+                "ok": True,
+                "checked": 1,
+                "head": V1_HASH,
+                "tree_size": 1,
+                "root": root,
+                "checkpoints": 0,
+            }
             old = (await session.scalars(select(AuditRecord))).one()
             assert old.canonical_version == 1
         async with sessions.begin() as session:
@@ -199,5 +218,62 @@ async def test_a_chain_written_before_the_migration_keeps_verifying_and_grows(em
                 text("UPDATE audit.records SET canonical_version = 2 WHERE event_id = :e"), {"e": V1_EVENT["event_id"]}
             )
             assert (await verify(session))["first_bad_event_id"] == V1_EVENT["event_id"]  # the version is bound in
+    finally:
+        await engine.dispose()
+
+
+async def test_the_merkle_migration_makes_existing_records_leaves(empty_database: str) -> None:
+    """Records written before the Merkle tree existed (with a gap in seq, as a rolled-back
+    append leaves) get dense leaf positions and their stored hashes from the data migration: the
+    tree verifies, and a checkpoint taken after it covers them."""
+    engine = create_engine(empty_database, pool_size=2)
+
+    def upgrade(connection: object, revision: str) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = connection
+        cfg.attributes["schema"] = "audit"
+        command.upgrade(cfg, revision)
+
+    prev, hashes = GENESIS, []
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text('CREATE SCHEMA "audit"'))
+            await conn.run_sync(upgrade, "c153f2c3e0bb")  # the revision before the Merkle tree
+            for i in range(11):
+                values = record_values(
+                    audit_pb2.AuditEvent(event_id=f"pre-{i}", occurred_unix_ms=1_795_000_000_000 + i)
+                )
+                digest = chain_hash(prev, values)
+                columns = ", ".join(values)
+                params = ", ".join(f":{c}" for c in values)
+                insert = (
+                    f"INSERT INTO audit.records (seq, {columns}, prev_hash, hash) VALUES (:seq, {params}, :prev, :hash)"  # noqa: S608
+                )
+                await conn.execute(text(insert), {**values, "seq": i + 1 + (i >= 4) * 3, "prev": prev, "hash": digest})
+                prev = digest
+                hashes.append(digest)
+            await conn.execute(text("INSERT INTO audit.chain_head (id, seq, hash) VALUES (1, 11, :h)"), {"h": prev})
+            # seq given explicitly (for the gap): move the identity past it, as generated values would
+            await conn.execute(text("SELECT setval(pg_get_serial_sequence('audit.records', 'seq'), 20)"))
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade, "head")
+        frontier = Frontier()
+        for digest in hashes:
+            frontier.append(bytes.fromhex(digest))
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            report = await verify(session)
+            assert report["ok"] is True and report["tree_size"] == 11, report
+            assert report["root"] == base64.b64encode(frontier.root()).decode()
+            leaves = (await session.scalars(select(AuditRecord.leaf_index).order_by(AuditRecord.seq))).all()
+            assert list(leaves) == list(range(11))
+        async with sessions.begin() as session:
+            await append(session, [audit_pb2.AuditEvent(event_id="post", occurred_unix_ms=2)])
+            checkpoint = await take_checkpoint(session, "test.tongban.dev/audit")
+            assert checkpoint is not None and checkpoint.tree_size == 12
+        async with sessions() as session:
+            report = await verify(session)
+            assert report["ok"] is True and report["checkpoints"] == 1, report
     finally:
         await engine.dispose()
