@@ -266,7 +266,7 @@ def kafka_start() -> None:
     # Reuse the last ports when still free, so clients that cached the address can reconnect.
     last = read_env().get("TONGBAN_KAFKA_BOOTSTRAP", "")
     broker_port = int(last.rsplit(":", 1)[1]) if last else 0
-    if not broker_port or not port_free(broker_port):
+    if broker_port not in SERVER_PORTS or not port_free(broker_port):
         broker_port = free_port()
     controller_port = free_port()
     while controller_port == broker_port:
