@@ -3,10 +3,7 @@ and what a token says. No HTTP here."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import hashlib
-import hmac
 import secrets
 import time
 import uuid
@@ -23,11 +20,11 @@ from services.common.pagination import one_more, page
 from services.common.schemas import storable_text_problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, forbidden
 from services.gateway.config import GatewaySettings
+from services.gateway.hashing import hash_secret, verify_secret
 from services.gateway.models import Department, SigningKey, System, User
 from services.gateway.problems import GatewayProblem
 from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
 
-SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 # Client ids are "sys-" + random hex; usernames may not start with it (schemas.UserCreate), so a
 # person can never be mistaken for a system by name.
 CLIENT_ID_PREFIX = "sys-"
@@ -48,43 +45,6 @@ class OAuthError(Problem):
             extra={"error": error, "error_description": description},
             headers=headers,
         )
-
-
-# --------------------------------------------------------------------------- secrets
-
-
-async def hash_password(password: str) -> str:
-    """scrypt, off the event loop: one hash takes ~40 ms of CPU, which would stall every request
-    of the process (all five services, in the embedded mode) while it runs."""
-    return await asyncio.to_thread(_hash_password, password)
-
-
-async def verify_password(password: str, stored: str) -> bool:
-    return await asyncio.to_thread(_verify_password, password, stored)
-
-
-def _hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
-    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
-
-
-def _verify_password(password: str, stored: str) -> bool:
-    try:
-        _, salt_b64, digest_b64 = stored.split("$")
-    except ValueError:
-        return False
-    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), **SCRYPT)
-    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
-
-
-def hash_client_secret(secret: str) -> str:
-    # Client secrets are 256-bit random values, so a fast hash is enough (no dictionary to try).
-    return "sha256$" + hashlib.sha256(secret.encode()).hexdigest()
-
-
-def verify_client_secret(secret: str, stored: str | None) -> bool:
-    return stored is not None and hmac.compare_digest(hash_client_secret(secret), stored)
 
 
 # --------------------------------------------------------------------------- departments
@@ -143,7 +103,7 @@ async def create_system(
         name=body.name,
         roles=sorted(set(body.roles)),
         auth_method=body.auth_method,
-        secret_hash=hash_client_secret(secret),
+        secret_hash=await hash_secret(secret),
     )
     session.add(system)
     await session.flush()
@@ -164,7 +124,7 @@ async def create_user(session: AsyncSession, principal: Principal, body: UserCre
     user = User(
         username=body.username,
         dept_code=body.department,
-        password_hash=await hash_password(body.password),
+        password_hash=await hash_secret(body.password),
         roles=sorted(set(body.roles)),
     )
     session.add(user)
@@ -194,7 +154,7 @@ async def bootstrap(session: AsyncSession, settings: GatewaySettings) -> None:
             User(
                 username="admin",
                 dept_code=settings.platform_dept_code,
-                password_hash=await hash_password(settings.bootstrap_admin_password),
+                password_hash=await hash_secret(settings.bootstrap_admin_password),
                 roles=["platform_admin"],
             )
         )
@@ -263,14 +223,24 @@ def parse_basic(authorization: str | None) -> tuple[str, str]:
 
 
 async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> System:
+    """The system whose secret this is. An unknown client id costs one hash like a wrong secret
+    (checked against a dummy), so the timing does not tell which client ids exist."""
     system = await session.get(System, client_id)
-    if system is None or not verify_client_secret(secret, system.secret_hash):
+    verdict = await verify_secret(secret, system.secret_hash if system is not None else None)
+    if system is None or not verdict.ok:
         raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
+    if verdict.needs_rehash:  # a sha256$ secret from before argon2id: replaced now that we know it
+        system.secret_hash = await hash_secret(secret)
     return system
 
 
 async def authenticate_user(session: AsyncSession, username: str, password: str) -> User:
+    """The person with this name and password. An unknown name costs one hash like a wrong
+    password (checked against a dummy), so the timing does not tell which names exist."""
     user = await session.get(User, username)
-    if user is None or not await verify_password(password, user.password_hash):
+    verdict = await verify_secret(password, user.password_hash if user is not None else None)
+    if user is None or not verdict.ok:
         raise GatewayProblem.INVALID_CREDENTIALS.problem("Unknown user or wrong password.")
+    if verdict.needs_rehash:  # a scrypt$ password from before argon2id: replaced now that we know it
+        user.password_hash = await hash_secret(password)
     return user
