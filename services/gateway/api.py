@@ -24,6 +24,9 @@ from services.gateway.schemas import (
     DepartmentList,
     DepartmentPublic,
     Login,
+    SecretCreated,
+    SecretList,
+    SecretPublic,
     SystemCreate,
     SystemCreated,
     SystemPublic,
@@ -132,9 +135,6 @@ async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenRespo
     return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
 
 
-router.include_router(credentials)
-
-
 @router.get("/.well-known/jwks.json", tags=["oauth2"], summary="Token signing keys")
 async def jwks(request: Request) -> dict[str, object]:
     return service.public_jwks(request.app.state.signing_keys)
@@ -203,10 +203,55 @@ async def get_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWor
     )
 
 
+MANAGE_SYSTEM_PROBLEMS = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND)
+
+
+@credentials.post(
+    "/v1/systems/{client_id}/secrets",
+    status_code=201,
+    response_model=SecretCreated,
+    tags=["identity"],
+    summary="Add a client secret (rotation); shown once",
+    responses=problem_responses(*MANAGE_SYSTEM_PROBLEMS, GatewayProblem.TOO_MANY_SECRETS),
+)
+async def rotate_secret(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SecretCreated:
+    row, secret = await service.rotate_secret(uow.session, principal, client_id)
+    return SecretCreated(id=row.id, client_secret=secret, created_at=row.created_at)
+
+
+@router.get(
+    "/v1/systems/{client_id}/secrets",
+    response_model=SecretList,
+    tags=["identity"],
+    summary="A system's active client secrets (never the secrets themselves)",
+    responses=problem_responses(*MANAGE_SYSTEM_PROBLEMS),
+)
+async def list_secrets(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SecretList:
+    system = await service.managed_system(uow.session, principal, client_id)
+    rows = await service.client_secrets(uow.session, system.client_id)
+    return SecretList(items=[SecretPublic.model_validate(r, from_attributes=True) for r in rows])
+
+
+@router.delete(
+    "/v1/systems/{client_id}/secrets/{secret_id}",
+    status_code=204,
+    tags=["identity"],
+    summary="Retire a client secret; it stops working at once",
+    responses=problem_responses(*MANAGE_SYSTEM_PROBLEMS, GatewayProblem.LAST_SECRET),
+)
+async def retire_secret(client_id: str, secret_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+    await service.retire_secret(uow.session, principal, client_id, secret_id)
+    return Response(status_code=204)
+
+
 @router.post("/v1/users", status_code=201, response_model=UserPublic, tags=["identity"])
 async def create_user(body: UserCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> UserPublic:
     user = await service.create_user(uow.session, principal, body)
     return UserPublic(username=user.username, department=user.dept_code, roles=user.roles)
+
+
+# Last, after every route of ``credentials`` is declared: include_router copies the routes it has now.
+router.include_router(credentials)
 
 
 # --------------------------------------------------------------------------- proxy

@@ -39,8 +39,21 @@ class System(Base):
     name: Mapped[str] = mapped_column(String(100))
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     auth_method: Mapped[str] = mapped_column(String(32))
-    secret_hash: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ClientSecret(Base):
+    """A system's client secret (客户端密钥), as its argon2id hash. At most two are active at once,
+    so that a secret can be rotated without downtime: add the new one, deploy it, retire the old."""
+
+    __tablename__ = "client_secrets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey(System.client_id), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set at each successful use: shows whether the older secret is still used before it is retired.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class User(Base):

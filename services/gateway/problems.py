@@ -7,6 +7,8 @@ class GatewayProblem(ProblemCode):
     UNKNOWN_PARENT = "unknown-parent", 422, "Unknown parent department"
     DEPARTMENT_EXISTS = "department-exists", 409, "Department exists"
     USER_EXISTS = "user-exists", 409, "User exists"
+    TOO_MANY_SECRETS = "too-many-secrets", 409, "Two secrets are already active"
+    LAST_SECRET = "last-secret", 409, "The only secret cannot be retired"
     INVALID_CREDENTIALS = "invalid-credentials", 401, "Login failed"
     UPSTREAM_TIMEOUT = "upstream-timeout", 504, "Service did not answer in time"
     UPSTREAM_UNAVAILABLE = "upstream-unavailable", 502, "Service unavailable"

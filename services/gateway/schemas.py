@@ -1,5 +1,6 @@
 """Gateway API schemas (separate from the tables)."""
 
+from datetime import datetime
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
@@ -93,6 +94,22 @@ class SystemPublic(BaseModel):
     name: str
     roles: list[str]
     auth_method: str
+
+
+class SecretCreated(BaseModel):
+    id: str
+    client_secret: str = Field(description="Shown once; only its hash is stored.")
+    created_at: datetime
+
+
+class SecretPublic(BaseModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class SecretList(BaseModel):
+    items: list[SecretPublic]
 
 
 class UserCreate(Strict):

@@ -7,6 +7,7 @@ import base64
 import secrets
 import time
 import uuid
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 from joserfc import jwt
@@ -21,7 +22,7 @@ from services.common.schemas import storable_text_problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, forbidden
 from services.gateway.config import GatewaySettings
 from services.gateway.hashing import hash_secret, verify_secret
-from services.gateway.models import Department, SigningKey, System, User
+from services.gateway.models import ClientSecret, Department, SigningKey, System, User
 from services.gateway.problems import GatewayProblem
 from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
 
@@ -29,6 +30,8 @@ from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
 # person can never be mistaken for a system by name.
 CLIENT_ID_PREFIX = "sys-"
 CLIENT_ID_MAX_LENGTH = 64
+# Rotation: a new secret is added while the old one still works; a third waits until one is retired.
+MAX_ACTIVE_SECRETS = 2
 
 
 class OAuthError(Problem):
@@ -87,27 +90,87 @@ async def get_department(session: AsyncSession, code: str) -> Department:
 # --------------------------------------------------------------------------- systems and people
 
 
+def may_manage_systems_of(principal: Principal, dept_code: str) -> bool:
+    """A platform administrator, or the department's own data administrator (数据管理员)."""
+    return principal.has_role(Role.PLATFORM_ADMIN) or (
+        principal.has_role(Role.DATA_ADMIN) and principal.dept == dept_code
+    )
+
+
 async def create_system(
     session: AsyncSession, principal: Principal, dept_code: str, body: SystemCreate
 ) -> tuple[System, str]:
     department = await get_department(session, dept_code)
-    if not (
-        principal.has_role(Role.PLATFORM_ADMIN)
-        or (principal.has_role(Role.DATA_ADMIN) and principal.dept == department.code)
-    ):
+    if not may_manage_systems_of(principal, department.code):
         raise forbidden("Only a platform administrator or this department's data administrator may register systems.")
-    secret = secrets.token_urlsafe(32)
     system = System(
         client_id=CLIENT_ID_PREFIX + secrets.token_hex(8),
         dept_code=department.code,
         name=body.name,
         roles=sorted(set(body.roles)),
         auth_method=body.auth_method,
-        secret_hash=await hash_secret(secret),
     )
     session.add(system)
     await session.flush()
+    _, secret = await add_secret(session, system)
     return system, secret
+
+
+async def add_secret(session: AsyncSession, system: System) -> tuple[ClientSecret, str]:
+    """A new random secret (256 bits) for ``system``; only its hash is kept, the secret is returned once."""
+    secret = secrets.token_urlsafe(32)
+    row = ClientSecret(id=secrets.token_hex(8), client_id=system.client_id, secret_hash=await hash_secret(secret))
+    session.add(row)
+    await session.flush()
+    return row, secret
+
+
+async def managed_system(session: AsyncSession, principal: Principal, client_id: str) -> System:
+    """The system, if ``principal`` may administer it; another department's is NotFound."""
+    system = await get_system(session, principal, client_id)
+    if not may_manage_systems_of(principal, system.dept_code):
+        raise forbidden("Only a platform administrator or this department's data administrator may do this.")
+    return system
+
+
+async def client_secrets(session: AsyncSession, client_id: str) -> list[ClientSecret]:
+    """The system's active secrets, newest first."""
+    query = (
+        select(ClientSecret)
+        .where(ClientSecret.client_id == client_id)
+        .order_by(ClientSecret.created_at.desc(), ClientSecret.id)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def rotate_secret(session: AsyncSession, principal: Principal, client_id: str) -> tuple[ClientSecret, str]:
+    """Secret rotation (密钥轮换), step one: a second secret, valid beside the current one until
+    that one is retired. Refused while two are active, so no secret stops working unannounced."""
+    system = await managed_system(session, principal, client_id)
+    # Lock the system's row: two concurrent rotations must not both see one secret and make three.
+    await session.refresh(system, with_for_update=True)
+    if len(await client_secrets(session, system.client_id)) >= MAX_ACTIVE_SECRETS:
+        raise GatewayProblem.TOO_MANY_SECRETS.problem(
+            f"{system.client_id} already has {MAX_ACTIVE_SECRETS} active secrets; retire one first."
+        )
+    return await add_secret(session, system)
+
+
+async def retire_secret(session: AsyncSession, principal: Principal, client_id: str, secret_id: str) -> None:
+    """Secret rotation, step two: the old secret stops working at once. The last one is kept
+    (disable the system to stop it altogether)."""
+    system = await managed_system(session, principal, client_id)
+    await session.refresh(system, with_for_update=True)
+    active = await client_secrets(session, system.client_id)
+    target = next((s for s in active if s.id == secret_id), None)
+    if target is None:
+        raise NotFound("secret", secret_id)
+    if len(active) == 1:
+        raise GatewayProblem.LAST_SECRET.problem(
+            "This is the system's only secret; add a new one first, or disable the system."
+        )
+    await session.delete(target)
+    await session.flush()
 
 
 async def get_system(session: AsyncSession, principal: Principal, client_id: str) -> System:
@@ -223,15 +286,23 @@ def parse_basic(authorization: str | None) -> tuple[str, str]:
 
 
 async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> System:
-    """The system whose secret this is. An unknown client id costs one hash like a wrong secret
-    (checked against a dummy), so the timing does not tell which client ids exist."""
+    """The system whose secret this is (any of its active ones, newest first).
+
+    A failure always costs :data:`MAX_ACTIVE_SECRETS` hashes — an unknown client id and a system
+    with one secret are checked against dummies — so the timing tells neither which client ids
+    exist nor how many secrets a system has.
+    """
     system = await session.get(System, client_id)
-    verdict = await verify_secret(secret, system.secret_hash if system is not None else None)
-    if system is None or not verdict.ok:
-        raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
-    if verdict.needs_rehash:  # a sha256$ secret from before argon2id: replaced now that we know it
-        system.secret_hash = await hash_secret(secret)
-    return system
+    candidates: list[ClientSecret | None] = list(await client_secrets(session, client_id)) if system else []
+    candidates += [None] * (MAX_ACTIVE_SECRETS - len(candidates))
+    for candidate in candidates:
+        verdict = await verify_secret(secret, candidate.secret_hash if candidate is not None else None)
+        if system is not None and candidate is not None and verdict.ok:
+            if verdict.needs_rehash:  # a sha256$ secret from before argon2id: replaced now that we know it
+                candidate.secret_hash = await hash_secret(secret)
+            candidate.last_used_at = datetime.now(UTC)
+            return system
+    raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
 
 
 async def authenticate_user(session: AsyncSession, username: str, password: str) -> User:

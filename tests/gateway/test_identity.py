@@ -99,7 +99,8 @@ async def test_a_departments_data_admin_registers_its_system(session: AsyncSessi
 
     assert created.client_id.startswith(service.CLIENT_ID_PREFIX)
     assert created.dept_code == department.code
-    assert secret not in (created.secret_hash or "")  # only its hash is kept
+    [stored] = await service.client_secrets(session, created.client_id)
+    assert stored.secret_hash.startswith("$argon2id$") and secret not in stored.secret_hash  # only its hash is kept
     assert await service.authenticate_client(session, created.client_id, secret) is created
 
 
