@@ -130,6 +130,29 @@ class Login(Strict):
     password: str = Field(min_length=1, max_length=128)
 
 
+class StatusPublic(BaseModel):
+    id: str = Field(description="department code, client id or username")
+    status: Literal["active", "disabled"]
+
+
+class Introspection(BaseModel):
+    """RFC 7662 §2.2: only ``active`` when the token is not (or no longer) good."""
+
+    active: bool
+    token_type: str | None = None
+    scope: str | None = None
+    client_id: str | None = None
+    username: str | None = None
+    sub: str | None = None
+    aud: str | list[str] | None = None
+    iss: str | None = None
+    exp: int | None = None
+    iat: int | None = None
+    jti: str | None = None
+    principal_type: str | None = None
+    dept: str | None = None
+
+
 class TokenResponse(BaseModel):
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"

@@ -4,6 +4,7 @@ and what a token says. No HTTP here."""
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import time
 import uuid
@@ -12,6 +13,7 @@ from urllib.parse import unquote
 
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
+from joserfc.jws import extract_compact
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,10 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.errors import NotFound, Problem
 from services.common.pagination import one_more, page
 from services.common.schemas import storable_text_problem
-from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, forbidden
+from services.common.security import (
+    PRINCIPAL_TYPE_CLAIM,
+    Principal,
+    PrincipalType,
+    Role,
+    TokenVerifier,
+    forbidden,
+)
 from services.gateway.config import GatewaySettings
 from services.gateway.hashing import hash_secret, verify_secret
-from services.gateway.models import ClientSecret, Department, SigningKey, System, User
+from services.gateway.models import ClientSecret, Department, SigningKey, Status, System, User
 from services.gateway.problems import GatewayProblem
 from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
 
@@ -198,6 +207,50 @@ async def create_user(session: AsyncSession, principal: Principal, body: UserCre
     return user
 
 
+# --------------------------------------------------------------------------- disable and enable (停用 / 启用)
+
+
+async def set_department_status(session: AsyncSession, principal: Principal, code: str, status: Status) -> Department:
+    """Disable (停用) or enable a department: while disabled, none of its systems or people gets a
+    new token. A platform administrator's; not their own department (they would lock themselves out)."""
+    require_platform_admin(principal)
+    department = await get_department(session, code)
+    if status is Status.DISABLED and department.code == principal.dept:
+        raise GatewayProblem.CANNOT_DISABLE_SELF.problem("You cannot disable your own department.")
+    department.status = status
+    await session.flush()
+    return department
+
+
+async def set_system_status(session: AsyncSession, principal: Principal, client_id: str, status: Status) -> System:
+    """Disable or enable a system: while disabled, its token requests are refused. A platform
+    administrator's, or the department's data administrator's."""
+    system = await managed_system(session, principal, client_id)
+    system.status = status
+    await session.flush()
+    return system
+
+
+async def set_user_status(session: AsyncSession, principal: Principal, username: str, status: Status) -> User:
+    """Disable or enable a person: while disabled, their logins are refused. A platform
+    administrator's; not their own account."""
+    require_platform_admin(principal)
+    user = await session.get(User, username)
+    if user is None:
+        raise NotFound("user", username)
+    if status is Status.DISABLED and principal.is_person and principal.sub == user.username:
+        raise GatewayProblem.CANNOT_DISABLE_SELF.problem("You cannot disable your own account.")
+    user.status = status
+    await session.flush()
+    return user
+
+
+async def is_active(session: AsyncSession, dept_code: str, status: Status) -> bool:
+    """A principal may get and use tokens while it and its department are both active."""
+    department = await session.get(Department, dept_code)
+    return status == Status.ACTIVE and department is not None and department.status == Status.ACTIVE
+
+
 async def bootstrap(session: AsyncSession, settings: GatewaySettings) -> None:
     """First start: the platform operator's department and, if a password is configured, ``admin``."""
     if await session.get(Department, settings.platform_dept_code) is None:
@@ -300,6 +353,11 @@ async def authenticate_client(session: AsyncSession, client_id: str, secret: str
         if system is not None and candidate is not None and verdict.ok:
             if verdict.needs_rehash:  # a sha256$ secret from before argon2id: replaced now that we know it
                 candidate.secret_hash = await hash_secret(secret)
+            if not await is_active(session, system.dept_code, system.status):
+                # Told only to a client that proved its secret.
+                raise OAuthError(
+                    GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT, "This system, or its department, is disabled (停用)."
+                )
             candidate.last_used_at = datetime.now(UTC)
             return system
     raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
@@ -312,6 +370,46 @@ async def authenticate_user(session: AsyncSession, username: str, password: str)
     verdict = await verify_secret(password, user.password_hash if user is not None else None)
     if user is None or not verdict.ok:
         raise GatewayProblem.INVALID_CREDENTIALS.problem("Unknown user or wrong password.")
+    if not await is_active(session, user.dept_code, user.status):
+        # Told only to someone who knows the password.
+        raise GatewayProblem.ACCOUNT_DISABLED.problem("This account, or its department, is disabled (停用).")
     if verdict.needs_rehash:  # a scrypt$ password from before argon2id: replaced now that we know it
         user.password_hash = await hash_secret(password)
     return user
+
+
+# --------------------------------------------------------------------------- introspection
+
+
+async def introspect(session: AsyncSession, verifier: TokenVerifier, token: str) -> dict[str, object]:
+    """RFC 7662 token introspection: ``active`` only for a token that verifies, has not expired
+    (no leeway here) and whose system or person, and department, are still active — the answer
+    for callers that cannot wait for a disabled principal's tokens to expire."""
+    inactive: dict[str, object] = {"active": False}
+    try:
+        principal = await verifier.verify(token)
+    except Problem:
+        return inactive
+    claims = json.loads(extract_compact(token.encode()).payload)  # verified just above
+    if int(claims["exp"]) <= time.time():
+        return inactive
+    if principal.is_system:
+        holder: System | User | None = await session.get(System, principal.sub)
+    else:
+        holder = await session.get(User, principal.sub)
+    if (
+        holder is None
+        or holder.dept_code != principal.dept
+        or not await is_active(session, holder.dept_code, holder.status)
+    ):
+        return inactive
+    answer: dict[str, object] = {
+        "active": True,
+        "token_type": "Bearer",
+        **{k: claims[k] for k in ("scope", "sub", "aud", "iss", "exp", "iat", "jti", PRINCIPAL_TYPE_CLAIM, "dept")},
+    }
+    if principal.is_system:
+        answer["client_id"] = principal.client_id
+    else:
+        answer["username"] = principal.sub
+    return answer
