@@ -57,6 +57,10 @@ def settings_of(request: Request) -> GatewaySettings:
     return settings
 
 
+def lockout_of(request: Request) -> service.Lockout:
+    return service.Lockout.of(request.app.state.runtime.sessions, settings_of(request))
+
+
 def department_public(d: object) -> DepartmentPublic:
     return DepartmentPublic.model_validate(d, from_attributes=True)
 
@@ -101,6 +105,7 @@ TOKEN_REQUEST = {
         GatewayProblem.OAUTH2_UNSUPPORTED_GRANT_TYPE,
         GatewayProblem.OAUTH2_INVALID_SCOPE,
         GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT,
+        GatewayProblem.OAUTH2_CLIENT_LOCKED,
     ),
 )
 async def token(
@@ -112,7 +117,7 @@ async def token(
             GatewayProblem.OAUTH2_UNSUPPORTED_GRANT_TYPE, "Only grant_type=client_credentials is supported."
         )
     client_id, secret = service.parse_basic(authorization)
-    system = await service.authenticate_client(uow.session, client_id, secret)
+    system = await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
     wanted = set(form.get("scope", "").split())
     if wanted - set(system.roles):
         raise OAuthError(
@@ -158,6 +163,7 @@ INTROSPECTION_REQUEST = {
         GatewayProblem.OAUTH2_INVALID_REQUEST,
         GatewayProblem.OAUTH2_INVALID_CLIENT,
         GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT,
+        GatewayProblem.OAUTH2_CLIENT_LOCKED,
     ),
 )
 async def introspect(
@@ -166,7 +172,7 @@ async def introspect(
     form = await read_form(request)
     # Only a registered, active system may ask (RFC 7662 §2.1), so tokens cannot be probed anonymously.
     client_id, secret = service.parse_basic(authorization)
-    await service.authenticate_client(uow.session, client_id, secret)
+    await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
     token_value = form.get("token")
     if not token_value:
         raise OAuthError(GatewayProblem.OAUTH2_INVALID_REQUEST, "Send the token to introspect as token=….")
@@ -179,10 +185,12 @@ async def introspect(
     response_model=TokenResponse,
     tags=["identity"],
     summary="Log a person in",
-    responses=problem_responses(GatewayProblem.INVALID_CREDENTIALS, GatewayProblem.ACCOUNT_DISABLED),
+    responses=problem_responses(
+        GatewayProblem.INVALID_CREDENTIALS, GatewayProblem.ACCOUNT_DISABLED, GatewayProblem.ACCOUNT_LOCKED
+    ),
 )
 async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenResponse:
-    user = await service.authenticate_user(uow.session, body.username, body.password)
+    user = await service.authenticate_user(uow.session, lockout_of(request), body.username, body.password)
     access, ttl, scope = service.issue_token(
         request.app.state.signing_keys[0],
         settings_of(request),
@@ -357,6 +365,30 @@ def add_status_routes(status: Status) -> None:
 
 for _status in STATUS_PATHS:
     add_status_routes(_status)
+
+
+@router.post(
+    "/v1/users/{username}/unlock",
+    status_code=204,
+    tags=["identity"],
+    summary="Lift a person's lockout at once (platform_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def unlock_user(username: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+    await service.unlock_user(uow.session, principal, username)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/systems/{client_id}/unlock",
+    status_code=204,
+    tags=["identity"],
+    summary="Lift a system's lockout at once (platform_admin, or the department's data_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def unlock_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+    await service.unlock_system(uow.session, principal, client_id)
+    return Response(status_code=204)
 
 
 # Last, after every route of ``credentials`` is declared: include_router copies the routes it has now.

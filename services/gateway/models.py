@@ -4,12 +4,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ARRAY, DateTime, ForeignKey, String, func
+from sqlalchemy import ARRAY, DateTime, ForeignKey, Integer, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import one_of, schema_metadata, subset_of
-from services.common.security import PERSON_ROLES, SYSTEM_ROLES
+from services.common.security import PERSON_ROLES, SYSTEM_ROLES, PrincipalType
 
 
 class Base(DeclarativeBase):
@@ -83,6 +83,21 @@ class User(Base):
     status: Mapped[Status] = status_column()
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SignInFailures(Base):
+    """Consecutive failed sign-ins (登录失败) of one name — a username or a client id, whether it
+    exists or not, so that a lockout does not tell which names exist. In PostgreSQL, so that every
+    gateway replica counts the same failures; the lockout (锁定) is decided from it."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (one_of("kind", PrincipalType),)
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SigningKey(Base):

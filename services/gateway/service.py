@@ -8,15 +8,17 @@ import json
 import secrets
 import time
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from joserfc.jws import extract_compact
-from sqlalchemy import func, select
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common.errors import NotFound, Problem
 from services.common.pagination import one_more, page
@@ -31,7 +33,7 @@ from services.common.security import (
 )
 from services.gateway.config import GatewaySettings
 from services.gateway.hashing import hash_secret, verify_secret
-from services.gateway.models import ClientSecret, Department, SigningKey, Status, System, User
+from services.gateway.models import ClientSecret, Department, SignInFailures, SigningKey, Status, System, User
 from services.gateway.problems import GatewayProblem
 from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
 
@@ -46,9 +48,13 @@ MAX_ACTIVE_SECRETS = 2
 class OAuthError(Problem):
     """RFC 6749 §5.2 error: problem+json that also carries ``error`` and ``error_description``."""
 
-    def __init__(self, code: GatewayProblem, description: str) -> None:
-        error = code.value.removeprefix("oauth2-").replace("-", "_")
-        headers = {"WWW-Authenticate": 'Basic realm="tongban"'} if error == "invalid_client" else {}
+    def __init__(
+        self, code: GatewayProblem, description: str, *, error: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        error = error or code.value.removeprefix("oauth2-").replace("-", "_")
+        headers = dict(headers or {})
+        if error == "invalid_client":
+            headers["WWW-Authenticate"] = 'Basic realm="tongban"'
         super().__init__(
             code.status,
             code,
@@ -276,6 +282,95 @@ async def bootstrap(session: AsyncSession, settings: GatewaySettings) -> None:
         )
 
 
+# --------------------------------------------------------------------------- lockout (锁定)
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """Failed sign-ins per name, and the lockout they lead to: ``threshold`` failures in a row
+    lock the name for ``duration_s`` seconds; failures older than that are forgotten.
+
+    A failure is written in a transaction of its own (``sessions``): it must count although the
+    request that made it fails, and a failing request's unit of work is rolled back. One
+    ``INSERT … ON CONFLICT DO UPDATE`` per failure, so that replicas counting the same name at the
+    same time never lose a count.
+    """
+
+    sessions: async_sessionmaker[AsyncSession]
+    threshold: int
+    duration_s: int
+
+    @classmethod
+    def of(cls, sessions: async_sessionmaker[AsyncSession], settings: GatewaySettings) -> Lockout:
+        return cls(sessions, settings.lockout_threshold, settings.lockout_s)
+
+    async def locked_for(self, session: AsyncSession, kind: PrincipalType, name: str) -> int:
+        """Seconds until ``name`` may try again; 0 when it is not locked."""
+        until = await session.scalar(
+            select(SignInFailures.locked_until).where(SignInFailures.kind == kind, SignInFailures.name == name)
+        )
+        return max(0, int((until - datetime.now(UTC)).total_seconds()) + 1) if until is not None else 0
+
+    async def failed(self, kind: PrincipalType, name: str) -> int:
+        """Count one failure; seconds of lockout it leads to (0: not locked)."""
+        now, row = datetime.now(UTC), SignInFailures
+        until = now + timedelta(seconds=self.duration_s)
+        # The failures so far, this one included; those older than the lockout period are forgotten.
+        failures = case((row.last_failed_at < now - timedelta(seconds=self.duration_s), 1), else_=row.failures + 1)
+        locks = failures >= self.threshold
+        first_locks = self.threshold <= 1
+        upsert = (
+            insert(row)
+            .values(
+                kind=kind.value, name=name, failures=1, last_failed_at=now, locked_until=until if first_locks else None
+            )
+            .on_conflict_do_update(
+                index_elements=[row.kind, row.name],
+                set_={
+                    "failures": case((locks, 0), else_=failures),  # a lockout starts a new count
+                    "last_failed_at": now,
+                    "locked_until": case((locks, until), else_=row.locked_until),
+                },
+            )
+            .returning(row.locked_until)
+        )
+        async with self.sessions.begin() as own:
+            locked_until = await own.scalar(upsert)
+        return self.duration_s if locked_until == until else 0
+
+    @staticmethod
+    async def succeeded(session: AsyncSession, kind: PrincipalType, name: str) -> None:
+        """A success forgets the failures (in the request's own unit of work)."""
+        await session.execute(delete(SignInFailures).where(SignInFailures.kind == kind, SignInFailures.name == name))
+
+
+async def unlock(session: AsyncSession, kind: PrincipalType, name: str) -> None:
+    """Lift a lockout at once (解锁) and forget the failures."""
+    await session.execute(delete(SignInFailures).where(SignInFailures.kind == kind, SignInFailures.name == name))
+
+
+async def unlock_user(session: AsyncSession, principal: Principal, username: str) -> None:
+    """A platform administrator unlocks a person."""
+    require_platform_admin(principal)
+    if await session.get(User, username) is None:
+        raise NotFound("user", username)
+    await unlock(session, PrincipalType.PERSON, username)
+
+
+async def unlock_system(session: AsyncSession, principal: Principal, client_id: str) -> None:
+    """A platform administrator, or the department's data administrator, unlocks a system."""
+    system = await managed_system(session, principal, client_id)
+    await unlock(session, PrincipalType.SYSTEM, system.client_id)
+
+
+def locked_problem(kind: PrincipalType, seconds: int) -> Problem:
+    detail = f"Too many failed attempts in a row: locked for {seconds} s more (连续失败次数过多，已锁定)."
+    headers = {"Retry-After": str(seconds)}
+    if kind is PrincipalType.SYSTEM:
+        return OAuthError(GatewayProblem.OAUTH2_CLIENT_LOCKED, detail, error="invalid_client", headers=headers)
+    return GatewayProblem.ACCOUNT_LOCKED.problem(detail, headers=headers)
+
+
 # --------------------------------------------------------------------------- tokens
 
 
@@ -338,43 +433,55 @@ def parse_basic(authorization: str | None) -> tuple[str, str]:
     return client_id, secret
 
 
-async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> System:
+async def authenticate_client(session: AsyncSession, lockout: Lockout, client_id: str, secret: str) -> System:
     """The system whose secret this is (any of its active ones, newest first).
 
     A failure always costs :data:`MAX_ACTIVE_SECRETS` hashes — an unknown client id and a system
     with one secret are checked against dummies — so the timing tells neither which client ids
-    exist nor how many secrets a system has.
+    exist nor how many secrets a system has. Failures count towards a lockout of the client id
+    (known or not); a locked one is refused before any hashing.
     """
+    if seconds := await lockout.locked_for(session, PrincipalType.SYSTEM, client_id):
+        raise locked_problem(PrincipalType.SYSTEM, seconds)
     system = await session.get(System, client_id)
     candidates: list[ClientSecret | None] = list(await client_secrets(session, client_id)) if system else []
     candidates += [None] * (MAX_ACTIVE_SECRETS - len(candidates))
     for candidate in candidates:
         verdict = await verify_secret(secret, candidate.secret_hash if candidate is not None else None)
         if system is not None and candidate is not None and verdict.ok:
-            if verdict.needs_rehash:  # a sha256$ secret from before argon2id: replaced now that we know it
-                candidate.secret_hash = await hash_secret(secret)
             if not await is_active(session, system.dept_code, system.status):
                 # Told only to a client that proved its secret.
                 raise OAuthError(
                     GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT, "This system, or its department, is disabled (停用)."
                 )
+            if verdict.needs_rehash:  # a sha256$ secret from before argon2id: replaced now that we know it
+                candidate.secret_hash = await hash_secret(secret)
             candidate.last_used_at = datetime.now(UTC)
+            await lockout.succeeded(session, PrincipalType.SYSTEM, client_id)
             return system
+    if seconds := await lockout.failed(PrincipalType.SYSTEM, client_id):
+        raise locked_problem(PrincipalType.SYSTEM, seconds)
     raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
 
 
-async def authenticate_user(session: AsyncSession, username: str, password: str) -> User:
+async def authenticate_user(session: AsyncSession, lockout: Lockout, username: str, password: str) -> User:
     """The person with this name and password. An unknown name costs one hash like a wrong
-    password (checked against a dummy), so the timing does not tell which names exist."""
+    password (checked against a dummy), so the timing does not tell which names exist. Failures
+    count towards a lockout of the name (known or not); a locked one is refused before hashing."""
+    if seconds := await lockout.locked_for(session, PrincipalType.PERSON, username):
+        raise locked_problem(PrincipalType.PERSON, seconds)
     user = await session.get(User, username)
     verdict = await verify_secret(password, user.password_hash if user is not None else None)
     if user is None or not verdict.ok:
+        if seconds := await lockout.failed(PrincipalType.PERSON, username):
+            raise locked_problem(PrincipalType.PERSON, seconds)
         raise GatewayProblem.INVALID_CREDENTIALS.problem("Unknown user or wrong password.")
     if not await is_active(session, user.dept_code, user.status):
         # Told only to someone who knows the password.
         raise GatewayProblem.ACCOUNT_DISABLED.problem("This account, or its department, is disabled (停用).")
     if verdict.needs_rehash:  # a scrypt$ password from before argon2id: replaced now that we know it
         user.password_hash = await hash_secret(password)
+    await lockout.succeeded(session, PrincipalType.PERSON, username)
     return user
 
 

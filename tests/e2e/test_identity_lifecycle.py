@@ -1,10 +1,12 @@
 """Identity over HTTP, through the real gateway process and its database: a client secret is
 rotated without downtime; a disabled system or person gets no new token, and introspection
-(RFC 7662) says at once that its tokens are no longer active. Each test registers its own department, systems and people, so that the
+(RFC 7662) says at once that its tokens are no longer active; repeated failures lock a person or a
+client, counted by two gateway replicas together, until it ends or an administrator unlocks it. Each test registers its own department, systems and people, so that the
 demo's stay as the other tests expect them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -12,12 +14,16 @@ import asyncpg
 import httpx
 import pytest
 
-from services.demo import DemoCredentials
+from services.demo import DEMO_PASSWORD, DemoCredentials
+from services.gateway.config import GatewaySettings
 from tests.e2e.test_denials import assert_problem
 from tests.factories import DepartmentCreateFactory
-from tests.stack import DistributedStack
+from tests.stack import DistributedStack, free_port
 
 Stack = tuple[DistributedStack, DemoCredentials]
+# The stack's gateways run with the default lockout settings.
+LOCKOUT_THRESHOLD = GatewaySettings.model_fields["lockout_threshold"].default
+LOCKOUT_S = GatewaySettings.model_fields["lockout_s"].default
 
 
 @pytest.fixture
@@ -197,3 +203,87 @@ async def test_the_metadata_lists_introspection(client: httpx.AsyncClient) -> No
     assert metadata["introspection_endpoint"] == f"{base}/oauth2/introspect"
     assert metadata["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic"]
     assert metadata["token_endpoint_auth_methods_supported"] == ["client_secret_basic"]
+
+
+# --------------------------------------------------------------------------- lockout, password policy
+
+
+@pytest.fixture
+async def second_replica(distributed: Stack) -> AsyncIterator[str]:
+    """Another gateway process on the same database, as a second replica behind a load balancer."""
+    stack = distributed[0]
+    stack.ports["gateway2"] = free_port()
+    stack.spawn("gateway2", "services.gateway", {"TONGBAN_GATEWAY_PORT": str(stack.ports["gateway2"])})
+    try:
+        await stack.wait_ready("gateway2")
+        yield f"http://127.0.0.1:{stack.ports['gateway2']}"
+    finally:
+        stack.stop("gateway2")
+        del stack.ports["gateway2"]
+
+
+async def test_wrong_passwords_on_two_replicas_lock_the_person_until_the_admin_unlocks(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    registered: Registered,
+    second_replica: str,
+    db: asyncpg.Connection,
+) -> None:
+    person = {"username": f"locked.{registered.client_id[-6:]}", "password": "Tongban-e2e-2026"}
+    created = await client.post(
+        "/v1/users", json={**person, "department": registered.dept, "roles": ["auditor"]}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    wrong = {**person, "password": "Wrong-e2e-2026"}
+
+    async with httpx.AsyncClient(base_url=second_replica, timeout=30.0) as other:
+        replicas = [client, other]
+        for attempt in range(LOCKOUT_THRESHOLD - 1):  # alternating: the count is shared
+            assert_problem(await replicas[attempt % 2].post("/v1/auth/login", json=wrong), 401, "invalid-credentials")
+        locked = await replicas[(LOCKOUT_THRESHOLD - 1) % 2].post("/v1/auth/login", json=wrong)
+        assert_problem(locked, 429, "account-locked")
+        assert 0 < int(locked.headers["retry-after"]) <= LOCKOUT_S
+        for replica in replicas:  # the right password too, on either replica
+            assert_problem(await replica.post("/v1/auth/login", json=person), 429, "account-locked")
+
+    unlocked = await client.post(f"/v1/users/{person['username']}/unlock", headers=admin)
+    assert unlocked.status_code == 204, unlocked.text
+    assert (await client.post("/v1/auth/login", json=person)).status_code == 200
+    assert await db.fetchval("SELECT count(*) FROM gateway.sign_in_failures WHERE name = $1", person["username"]) == 0
+
+
+async def test_wrong_secrets_lock_the_client_until_unlocked(
+    client: httpx.AsyncClient, admin: dict[str, str], registered: Registered
+) -> None:
+    for _ in range(LOCKOUT_THRESHOLD - 1):
+        assert_problem(await token_status(client, registered.client_id, "wrong"), 401, "oauth2-invalid-client")
+    locked = await token_status(client, registered.client_id, "wrong")
+    body = assert_problem(locked, 429, "oauth2-client-locked")
+    assert body["error"] == "invalid_client" and int(locked.headers["retry-after"]) > 0
+    assert_problem(
+        await token_status(client, registered.client_id, registered.client_secret), 429, "oauth2-client-locked"
+    )
+
+    person_token = await client.post("/v1/auth/login", json={"username": "auditor", "password": DEMO_PASSWORD})
+    auditor = {"authorization": f"Bearer {person_token.json()['access_token']}"}
+    assert_problem(await client.post(f"/v1/systems/{registered.client_id}/unlock", headers=auditor), 404, "not-found")
+
+    assert (await client.post(f"/v1/systems/{registered.client_id}/unlock", headers=admin)).status_code == 204
+    assert (await token_status(client, registered.client_id, registered.client_secret)).status_code == 200
+
+
+async def test_a_weak_password_is_refused_and_nothing_is_written(
+    client: httpx.AsyncClient, admin: dict[str, str], registered: Registered, db: asyncpg.Connection
+) -> None:
+    before = await db.fetchval("SELECT count(*) FROM gateway.users")
+    body = {
+        "username": "weak.password",
+        "password": "tongbanpassword",
+        "department": registered.dept,
+        "roles": ["auditor"],
+    }
+
+    refused = assert_problem(await client.post("/v1/users", json=body, headers=admin), 422, "validation")
+
+    assert "at least 12 characters" in json.dumps(refused, ensure_ascii=False)
+    assert await db.fetchval("SELECT count(*) FROM gateway.users") == before

@@ -18,6 +18,7 @@ from services.common.security import Role
 from services.gateway import hashing, service
 from services.gateway.models import Department, System, User
 from tests.factories import DepartmentCreateFactory, SystemCreateFactory, UserCreateFactory, credit_code, person
+from tests.gateway.support import lockout_on
 
 
 def scrypt_hash(password: str) -> str:
@@ -88,12 +89,12 @@ async def test_a_persons_scrypt_password_becomes_argon2id_at_the_next_login(
     await session.flush()
 
     with pytest.raises(Problem):
-        await service.authenticate_user(session, "li.na", "Tongban-2027")
+        await service.authenticate_user(session, lockout_on(session), "li.na", "Tongban-2027")
     assert user.password_hash.startswith("scrypt$")  # a failed login changes nothing
 
-    assert await service.authenticate_user(session, "li.na", "Tongban-2026") is user
+    assert await service.authenticate_user(session, lockout_on(session), "li.na", "Tongban-2026") is user
     assert user.password_hash.startswith("$argon2id$")
-    assert await service.authenticate_user(session, "li.na", "Tongban-2026") is user
+    assert await service.authenticate_user(session, lockout_on(session), "li.na", "Tongban-2026") is user
 
 
 async def test_a_systems_sha256_secret_becomes_argon2id_at_the_next_token(
@@ -107,12 +108,12 @@ async def test_a_systems_sha256_secret_becomes_argon2id_at_the_next_token(
     await session.flush()
 
     with pytest.raises(Problem):
-        await service.authenticate_client(session, system.client_id, old_secret + "x")
+        await service.authenticate_client(session, lockout_on(session), system.client_id, old_secret + "x")
     assert stored.secret_hash.startswith("sha256$")
 
-    assert await service.authenticate_client(session, system.client_id, old_secret) is system
+    assert await service.authenticate_client(session, lockout_on(session), system.client_id, old_secret) is system
     assert stored.secret_hash.startswith("$argon2id$")
-    assert await service.authenticate_client(session, system.client_id, old_secret) is system
+    assert await service.authenticate_client(session, lockout_on(session), system.client_id, old_secret) is system
 
 
 # --------------------------------------------------------------------------- timing
@@ -134,14 +135,19 @@ async def test_an_unknown_name_costs_the_time_of_a_wrong_password(
     # Before argon2id and the dummy hash: 51 ms against 0.7 ms. A wide band, for a busy machine:
     # what it must catch is a missing hash (a factor of 50), not a few milliseconds of noise.
     admin = person(department.code, Role.PLATFORM_ADMIN)
+    quiet = lockout_on(session, threshold=1000)  # the repeated failures here must not lock anyone out
     user = await service.create_user(session, admin, UserCreateFactory.build(department=department.code))
     system: System
     system, _ = await service.create_system(session, admin, department.code, SystemCreateFactory.build())
 
-    wrong_password = await median_ms(lambda: service.authenticate_user(session, user.username, "Wrong-password-1"))
-    unknown_user = await median_ms(lambda: service.authenticate_user(session, "nobody.here", "Wrong-password-1"))
-    wrong_secret = await median_ms(lambda: service.authenticate_client(session, system.client_id, "x" * 43))
-    unknown_client = await median_ms(lambda: service.authenticate_client(session, "sys-0000000000000000", "x" * 43))
+    wrong_password = await median_ms(
+        lambda: service.authenticate_user(session, quiet, user.username, "Wrong-password-1")
+    )
+    unknown_user = await median_ms(lambda: service.authenticate_user(session, quiet, "nobody.here", "Wrong-password-1"))
+    wrong_secret = await median_ms(lambda: service.authenticate_client(session, quiet, system.client_id, "x" * 43))
+    unknown_client = await median_ms(
+        lambda: service.authenticate_client(session, quiet, "sys-0000000000000000", "x" * 43)
+    )
 
     assert 1 / 3 < unknown_user / wrong_password < 3, (unknown_user, wrong_password)
     assert 1 / 3 < unknown_client / wrong_secret < 3, (unknown_client, wrong_secret)

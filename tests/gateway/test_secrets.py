@@ -14,6 +14,7 @@ from services.common.security import Principal, Role
 from services.gateway import service
 from services.gateway.models import ClientSecret, Department, System
 from tests.factories import DepartmentCreateFactory, SystemCreateFactory, credit_code, person
+from tests.gateway.support import lockout_on
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ async def secret_count(session: AsyncSession) -> int:
 
 async def authenticates(session: AsyncSession, client_id: str, secret: str) -> bool:
     try:
-        await service.authenticate_client(session, client_id, secret)
+        await service.authenticate_client(session, lockout_on(session), client_id, secret)
     except Problem as problem:
         if problem.code != "oauth2-invalid-client":
             raise

@@ -18,6 +18,7 @@ from services.gateway import service
 from services.gateway.config import GatewaySettings
 from services.gateway.models import Department, Status, System, User
 from tests.factories import DepartmentCreateFactory, SystemCreateFactory, UserCreateFactory, credit_code, person
+from tests.gateway.support import lockout_on
 
 SETTINGS = GatewaySettings(jwt_issuer="tongban-test", jwt_audience="tongban-test", token_ttl_s=900)
 PASSWORD = "Tongban-2026"
@@ -84,18 +85,18 @@ async def test_a_disabled_system_gets_no_token_until_enabled(
 
     await service.set_system_status(session, admin, system.client_id, Status.DISABLED)
 
-    assert await problem_of(service.authenticate_client(session, system.client_id, secret)) == (
+    assert await problem_of(service.authenticate_client(session, lockout_on(session), system.client_id, secret)) == (
         400,
         "oauth2-unauthorized-client",
     )
     # A wrong secret still says only "invalid client": being disabled is told to the secret's holder.
-    assert await problem_of(service.authenticate_client(session, system.client_id, "x" * 43)) == (
+    assert await problem_of(service.authenticate_client(session, lockout_on(session), system.client_id, "x" * 43)) == (
         401,
         "oauth2-invalid-client",
     )
 
     await service.set_system_status(session, admin, system.client_id, Status.ACTIVE)
-    assert await service.authenticate_client(session, system.client_id, secret) is system
+    assert await service.authenticate_client(session, lockout_on(session), system.client_id, secret) is system
 
 
 async def test_a_disabled_person_cannot_log_in_until_enabled(
@@ -103,14 +104,17 @@ async def test_a_disabled_person_cannot_log_in_until_enabled(
 ) -> None:
     await service.set_user_status(session, admin, user.username, Status.DISABLED)
 
-    assert await problem_of(service.authenticate_user(session, user.username, PASSWORD)) == (403, "account-disabled")
-    assert await problem_of(service.authenticate_user(session, user.username, "Wrong-2026")) == (
+    assert await problem_of(service.authenticate_user(session, lockout_on(session), user.username, PASSWORD)) == (
+        403,
+        "account-disabled",
+    )
+    assert await problem_of(service.authenticate_user(session, lockout_on(session), user.username, "Wrong-2026")) == (
         401,
         "invalid-credentials",
     )
 
     await service.set_user_status(session, admin, user.username, Status.ACTIVE)
-    assert await service.authenticate_user(session, user.username, PASSWORD) is user
+    assert await service.authenticate_user(session, lockout_on(session), user.username, PASSWORD) is user
 
 
 async def test_a_disabled_department_stops_its_systems_and_people(
@@ -120,15 +124,17 @@ async def test_a_disabled_department_stops_its_systems_and_people(
 
     await service.set_department_status(session, admin, department.code, Status.DISABLED)
 
-    assert (await problem_of(service.authenticate_client(session, system.client_id, secret)))[1] == (
-        "oauth2-unauthorized-client"
-    )
-    assert (await problem_of(service.authenticate_user(session, user.username, PASSWORD)))[1] == "account-disabled"
+    assert (await problem_of(service.authenticate_client(session, lockout_on(session), system.client_id, secret)))[
+        1
+    ] == ("oauth2-unauthorized-client")
+    assert (await problem_of(service.authenticate_user(session, lockout_on(session), user.username, PASSWORD)))[
+        1
+    ] == "account-disabled"
     assert (system.status, user.status) == (Status.ACTIVE, Status.ACTIVE)  # their own status is untouched
 
     await service.set_department_status(session, admin, department.code, Status.ACTIVE)
-    assert await service.authenticate_client(session, system.client_id, secret) is system
-    assert await service.authenticate_user(session, user.username, PASSWORD) is user
+    assert await service.authenticate_client(session, lockout_on(session), system.client_id, secret) is system
+    assert await service.authenticate_user(session, lockout_on(session), user.username, PASSWORD) is user
 
 
 # --------------------------------------------------------------------------- who may
