@@ -15,7 +15,7 @@ from services.common.errors import CommonProblem, problem_responses
 from services.common.http import NoStoreRoute
 from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
-from services.common.security import PrincipalType, bearer_token
+from services.common.security import SYSTEM_ROLES, PrincipalType, bearer_token
 from services.gateway import service
 from services.gateway.config import GatewaySettings
 from services.gateway.models import Status
@@ -209,6 +209,8 @@ async def jwks(request: Request) -> dict[str, object]:
 
 @router.get("/.well-known/oauth-authorization-server", tags=["oauth2"], summary="RFC 8414 metadata")
 async def metadata(request: Request) -> dict[str, object]:
+    """What the token endpoint supports. No ``token_endpoint_auth_signing_alg_values_supported``:
+    it belongs to JWT client authentication (private_key_jwt), which is not offered yet."""
     base = settings_of(request).public_url
     return {
         "issuer": settings_of(request).jwt_issuer,
@@ -218,7 +220,8 @@ async def metadata(request: Request) -> dict[str, object]:
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+        "scopes_supported": sorted(SYSTEM_ROLES),
+        "response_types_supported": [],  # required by RFC 8414; no authorization endpoint, so none
     }
 
 
