@@ -15,7 +15,7 @@ from urllib.parse import unquote
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from joserfc.jws import extract_compact
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -286,14 +286,24 @@ async def bootstrap(session: AsyncSession, settings: GatewaySettings) -> None:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """What the lockout says of a sign-in about to be checked."""
+
+    locked_s: int  # > 0: the name is locked for this long; refuse without checking anything
+    locks_s: int  # > 0: this attempt, if it fails, is the one that locks the name for this long
+
+
+@dataclass(frozen=True)
 class Lockout:
     """Failed sign-ins per name, and the lockout they lead to: ``threshold`` failures in a row
     lock the name for ``duration_s`` seconds; failures older than that are forgotten.
 
-    A failure is written in a transaction of its own (``sessions``): it must count although the
-    request that made it fails, and a failing request's unit of work is rolled back. One
-    ``INSERT … ON CONFLICT DO UPDATE`` per failure, so that replicas counting the same name at the
-    same time never lose a count.
+    Each attempt is counted *before* the secret is checked, in a transaction of its own
+    (``sessions``), and a success forgets it in the request's unit of work. So a failure counts
+    although its request fails (and its unit of work rolls back), and a request never holds two
+    pooled connections at once: counting after the check, while the unit of work holds one, let
+    concurrent wrong attempts take every connection and wait for each other. The name's row is
+    locked while it is counted, so replicas counting the same name never lose a count.
     """
 
     sessions: async_sessionmaker[AsyncSession]
@@ -304,48 +314,32 @@ class Lockout:
     def of(cls, sessions: async_sessionmaker[AsyncSession], settings: GatewaySettings) -> Lockout:
         return cls(sessions, settings.lockout_threshold, settings.lockout_s)
 
-    async def locked_for(self, session: AsyncSession, kind: PrincipalType, name: str) -> int:
-        """Seconds until ``name`` may try again; 0 when it is not locked."""
-        until = await session.scalar(
-            select(SignInFailures.locked_until).where(SignInFailures.kind == kind, SignInFailures.name == name)
-        )
-        return max(0, int((until - datetime.now(UTC)).total_seconds()) + 1) if until is not None else 0
-
-    async def failed(self, kind: PrincipalType, name: str) -> int:
-        """Count one failure; seconds of lockout it leads to (0: not locked)."""
-        now, row = datetime.now(UTC), SignInFailures
-        until = now + timedelta(seconds=self.duration_s)
-        # The failures so far, this one included; those older than the lockout period are forgotten.
-        failures = case((row.last_failed_at < now - timedelta(seconds=self.duration_s), 1), else_=row.failures + 1)
-        locks = failures >= self.threshold
-        first_locks = self.threshold <= 1
-        upsert = (
-            insert(row)
-            .values(
-                kind=kind.value, name=name, failures=1, last_failed_at=now, locked_until=until if first_locks else None
-            )
-            .on_conflict_do_update(
-                index_elements=[row.kind, row.name],
-                set_={
-                    "failures": case((locks, 0), else_=failures),  # a lockout starts a new count
-                    "last_failed_at": now,
-                    "locked_until": case((locks, until), else_=row.locked_until),
-                },
-            )
-            .returning(row.locked_until)
-        )
+    async def attempt(self, kind: PrincipalType, name: str) -> Attempt:
+        """Count an attempt of ``name`` as a failure until it succeeds (see :func:`forget_failures`)."""
+        now = datetime.now(UTC)
+        key = {"kind": kind.value, "name": name}
+        # Inserted, or the existing row, locked until this transaction ends: in one statement, so
+        # that a success forgetting the row at the same time cannot slip in between.
+        fresh = insert(SignInFailures).values(**key, failures=0, last_failed_at=now, locked_until=None)
+        upsert = fresh.on_conflict_do_update(
+            index_elements=[SignInFailures.kind, SignInFailures.name], set_={"kind": fresh.excluded.kind}
+        ).returning(SignInFailures)
         async with self.sessions.begin() as own:
-            locked_until = await own.scalar(upsert)
-        return self.duration_s if locked_until == until else 0
+            row = (await own.scalars(upsert)).one()
+            if row.locked_until is not None and row.locked_until > now:
+                return Attempt(locked_s=int((row.locked_until - now).total_seconds()) + 1, locks_s=0)
+            stale = row.last_failed_at < now - timedelta(seconds=self.duration_s)
+            row.failures = 1 if stale else row.failures + 1
+            row.last_failed_at = now
+            if row.failures >= self.threshold:
+                row.failures, row.locked_until = 0, now + timedelta(seconds=self.duration_s)  # a new count after it
+                return Attempt(locked_s=0, locks_s=self.duration_s)
+            return Attempt(locked_s=0, locks_s=0)
 
-    @staticmethod
-    async def succeeded(session: AsyncSession, kind: PrincipalType, name: str) -> None:
-        """A success forgets the failures (in the request's own unit of work)."""
-        await session.execute(delete(SignInFailures).where(SignInFailures.kind == kind, SignInFailures.name == name))
 
-
-async def unlock(session: AsyncSession, kind: PrincipalType, name: str) -> None:
-    """Lift a lockout at once (解锁) and forget the failures."""
+async def forget_failures(session: AsyncSession, kind: PrincipalType, name: str) -> None:
+    """After a success, or to lift a lockout at once (解锁): the failures of ``name`` are forgotten
+    (in the request's own unit of work)."""
     await session.execute(delete(SignInFailures).where(SignInFailures.kind == kind, SignInFailures.name == name))
 
 
@@ -354,13 +348,13 @@ async def unlock_user(session: AsyncSession, principal: Principal, username: str
     require_platform_admin(principal)
     if await session.get(User, username) is None:
         raise NotFound("user", username)
-    await unlock(session, PrincipalType.PERSON, username)
+    await forget_failures(session, PrincipalType.PERSON, username)
 
 
 async def unlock_system(session: AsyncSession, principal: Principal, client_id: str) -> None:
     """A platform administrator, or the department's data administrator, unlocks a system."""
     system = await managed_system(session, principal, client_id)
-    await unlock(session, PrincipalType.SYSTEM, system.client_id)
+    await forget_failures(session, PrincipalType.SYSTEM, system.client_id)
 
 
 def locked_problem(kind: PrincipalType, seconds: int) -> Problem:
@@ -441,8 +435,9 @@ async def authenticate_client(session: AsyncSession, lockout: Lockout, client_id
     exist nor how many secrets a system has. Failures count towards a lockout of the client id
     (known or not); a locked one is refused before any hashing.
     """
-    if seconds := await lockout.locked_for(session, PrincipalType.SYSTEM, client_id):
-        raise locked_problem(PrincipalType.SYSTEM, seconds)
+    attempt = await lockout.attempt(PrincipalType.SYSTEM, client_id)  # first: see Lockout
+    if attempt.locked_s:
+        raise locked_problem(PrincipalType.SYSTEM, attempt.locked_s)
     system = await session.get(System, client_id)
     candidates: list[ClientSecret | None] = list(await client_secrets(session, client_id)) if system else []
     candidates += [None] * (MAX_ACTIVE_SECRETS - len(candidates))
@@ -457,10 +452,10 @@ async def authenticate_client(session: AsyncSession, lockout: Lockout, client_id
             if verdict.needs_rehash:  # a sha256$ secret from before argon2id: replaced now that we know it
                 candidate.secret_hash = await hash_secret(secret)
             candidate.last_used_at = datetime.now(UTC)
-            await lockout.succeeded(session, PrincipalType.SYSTEM, client_id)
+            await forget_failures(session, PrincipalType.SYSTEM, client_id)
             return system
-    if seconds := await lockout.failed(PrincipalType.SYSTEM, client_id):
-        raise locked_problem(PrincipalType.SYSTEM, seconds)
+    if attempt.locks_s:
+        raise locked_problem(PrincipalType.SYSTEM, attempt.locks_s)
     raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
 
 
@@ -468,20 +463,21 @@ async def authenticate_user(session: AsyncSession, lockout: Lockout, username: s
     """The person with this name and password. An unknown name costs one hash like a wrong
     password (checked against a dummy), so the timing does not tell which names exist. Failures
     count towards a lockout of the name (known or not); a locked one is refused before hashing."""
-    if seconds := await lockout.locked_for(session, PrincipalType.PERSON, username):
-        raise locked_problem(PrincipalType.PERSON, seconds)
+    attempt = await lockout.attempt(PrincipalType.PERSON, username)  # first: see Lockout
+    if attempt.locked_s:
+        raise locked_problem(PrincipalType.PERSON, attempt.locked_s)
     user = await session.get(User, username)
     verdict = await verify_secret(password, user.password_hash if user is not None else None)
     if user is None or not verdict.ok:
-        if seconds := await lockout.failed(PrincipalType.PERSON, username):
-            raise locked_problem(PrincipalType.PERSON, seconds)
+        if attempt.locks_s:
+            raise locked_problem(PrincipalType.PERSON, attempt.locks_s)
         raise GatewayProblem.INVALID_CREDENTIALS.problem("Unknown user or wrong password.")
     if not await is_active(session, user.dept_code, user.status):
         # Told only to someone who knows the password.
         raise GatewayProblem.ACCOUNT_DISABLED.problem("This account, or its department, is disabled (停用).")
     if verdict.needs_rehash:  # a scrypt$ password from before argon2id: replaced now that we know it
         user.password_hash = await hash_secret(password)
-    await lockout.succeeded(session, PrincipalType.PERSON, username)
+    await forget_failures(session, PrincipalType.PERSON, username)
     return user
 
 

@@ -6,6 +6,7 @@ demo's stay as the other tests expect them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -290,3 +291,29 @@ async def test_a_weak_password_is_refused_and_nothing_is_written(
 
     assert "at least 12 characters" in json.dumps(refused, ensure_ascii=False)
     assert await db.fetchval("SELECT count(*) FROM gateway.users") == before
+
+
+async def test_a_burst_of_wrong_attempts_on_two_replicas_is_counted_exactly_and_never_stalls(
+    client: httpx.AsyncClient, second_replica: str
+) -> None:
+    # Every attempt is counted under the name's row lock, before the password is checked, and no
+    # request holds two pooled connections: a burst larger than the pool (10) neither loses a
+    # count nor waits for connections that its own requests hold.
+    name = f"burst.{free_port()}"
+    async with httpx.AsyncClient(base_url=second_replica, timeout=60.0) as other:
+        replicas = [client, other]
+        same_name = [
+            replicas[i % 2].post("/v1/auth/login", json={"username": name, "password": "Wrong-e2e-2026"})
+            for i in range(2 * LOCKOUT_THRESHOLD)
+        ]
+        many_names = [
+            replicas[i % 2].post("/v1/auth/login", json={"username": f"{name}.{i}", "password": "Wrong-e2e-2026"})
+            for i in range(30)
+        ]
+        answers = await asyncio.gather(*same_name, *many_names)
+
+    codes = [a.json()["type"].rsplit("/", 1)[1] for a in answers]
+    assert sorted(codes[: len(same_name)]) == ["account-locked"] * (LOCKOUT_THRESHOLD + 1) + ["invalid-credentials"] * (
+        LOCKOUT_THRESHOLD - 1
+    )
+    assert codes[len(same_name) :] == ["invalid-credentials"] * len(many_names)
