@@ -110,7 +110,7 @@ class UserCreateFactory(ModelFactory[UserCreate]):
     __faker__ = zh
     # Romanised names (zhang.wei): usernames are ASCII, and "sys-…" is reserved for systems.
     username = Use(lambda: f"{zh.user_name()}.{secrets.token_hex(2)}")
-    password = Use(lambda: secrets.token_urlsafe(12))
+    password = Use(lambda: f"Tb-{secrets.token_urlsafe(12)}")  # the password policy: 12+ characters, 3 kinds
     department = Require()
     roles: ClassVar[list[str]] = ["data_admin"]
 

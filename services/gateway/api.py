@@ -15,15 +15,21 @@ from services.common.errors import CommonProblem, problem_responses
 from services.common.http import NoStoreRoute
 from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
-from services.common.security import PrincipalType, bearer_token
+from services.common.security import SYSTEM_ROLES, PrincipalType, bearer_token
 from services.gateway import service
 from services.gateway.config import GatewaySettings
+from services.gateway.models import Status
 from services.gateway.problems import GatewayProblem
 from services.gateway.schemas import (
     DepartmentCreate,
     DepartmentList,
     DepartmentPublic,
+    Introspection,
     Login,
+    SecretCreated,
+    SecretList,
+    SecretPublic,
+    StatusPublic,
     SystemCreate,
     SystemCreated,
     SystemPublic,
@@ -51,8 +57,21 @@ def settings_of(request: Request) -> GatewaySettings:
     return settings
 
 
+def lockout_of(request: Request) -> service.Lockout:
+    return service.Lockout.of(request.app.state.runtime.sessions, settings_of(request))
+
+
 def department_public(d: object) -> DepartmentPublic:
     return DepartmentPublic.model_validate(d, from_attributes=True)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An OAuth2 endpoint's form (RFC 6749 §3.2, RFC 7662 §2.1): urlencoded or refused."""
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        raise OAuthError(
+            GatewayProblem.OAUTH2_INVALID_REQUEST, "Send the request as application/x-www-form-urlencoded."
+        )
+    return {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
 
 
 # The form is read by hand (RFC 6749 names its fields; FastAPI's Form() would need python-multipart
@@ -85,22 +104,20 @@ TOKEN_REQUEST = {
         GatewayProblem.OAUTH2_INVALID_CLIENT,
         GatewayProblem.OAUTH2_UNSUPPORTED_GRANT_TYPE,
         GatewayProblem.OAUTH2_INVALID_SCOPE,
+        GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT,
+        GatewayProblem.OAUTH2_CLIENT_LOCKED,
     ),
 )
 async def token(
     request: Request, uow: UnitOfWorkDep, authorization: Annotated[str | None, Header()] = None
 ) -> TokenResponse:
-    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        raise OAuthError(
-            GatewayProblem.OAUTH2_INVALID_REQUEST, "Send the token request as application/x-www-form-urlencoded."
-        )
-    form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
+    form = await read_form(request)
     if form.get("grant_type") != "client_credentials":
         raise OAuthError(
             GatewayProblem.OAUTH2_UNSUPPORTED_GRANT_TYPE, "Only grant_type=client_credentials is supported."
         )
     client_id, secret = service.parse_basic(authorization)
-    system = await service.authenticate_client(uow.session, client_id, secret)
+    system = await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
     wanted = set(form.get("scope", "").split())
     if wanted - set(system.roles):
         raise OAuthError(
@@ -118,9 +135,62 @@ async def token(
     return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
 
 
-@credentials.post("/v1/auth/login", response_model=TokenResponse, tags=["identity"], summary="Log a person in")
+INTROSPECTION_REQUEST = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "required": ["token"],
+                "properties": {
+                    "token": {"type": "string", "description": "the access token to check"},
+                    "token_type_hint": {"type": "string", "enum": ["access_token"]},
+                },
+            }
+        }
+    },
+}
+
+
+@credentials.post(
+    "/oauth2/introspect",
+    response_model=Introspection,
+    response_model_exclude_none=True,
+    tags=["oauth2"],
+    summary="RFC 7662 token introspection (client_secret_basic): is this token still good?",
+    openapi_extra={"requestBody": INTROSPECTION_REQUEST},
+    responses=problem_responses(
+        GatewayProblem.OAUTH2_INVALID_REQUEST,
+        GatewayProblem.OAUTH2_INVALID_CLIENT,
+        GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT,
+        GatewayProblem.OAUTH2_CLIENT_LOCKED,
+    ),
+)
+async def introspect(
+    request: Request, uow: UnitOfWorkDep, authorization: Annotated[str | None, Header()] = None
+) -> Introspection:
+    form = await read_form(request)
+    # Only a registered, active system may ask (RFC 7662 §2.1), so tokens cannot be probed anonymously.
+    client_id, secret = service.parse_basic(authorization)
+    await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
+    token_value = form.get("token")
+    if not token_value:
+        raise OAuthError(GatewayProblem.OAUTH2_INVALID_REQUEST, "Send the token to introspect as token=….")
+    answer = await service.introspect(uow.session, request.app.state.runtime.verifier, token_value)
+    return Introspection.model_validate(answer)
+
+
+@credentials.post(
+    "/v1/auth/login",
+    response_model=TokenResponse,
+    tags=["identity"],
+    summary="Log a person in",
+    responses=problem_responses(
+        GatewayProblem.INVALID_CREDENTIALS, GatewayProblem.ACCOUNT_DISABLED, GatewayProblem.ACCOUNT_LOCKED
+    ),
+)
 async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenResponse:
-    user = await service.authenticate_user(uow.session, body.username, body.password)
+    user = await service.authenticate_user(uow.session, lockout_of(request), body.username, body.password)
     access, ttl, scope = service.issue_token(
         request.app.state.signing_keys[0],
         settings_of(request),
@@ -132,9 +202,6 @@ async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenRespo
     return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
 
 
-router.include_router(credentials)
-
-
 @router.get("/.well-known/jwks.json", tags=["oauth2"], summary="Token signing keys")
 async def jwks(request: Request) -> dict[str, object]:
     return service.public_jwks(request.app.state.signing_keys)
@@ -142,14 +209,19 @@ async def jwks(request: Request) -> dict[str, object]:
 
 @router.get("/.well-known/oauth-authorization-server", tags=["oauth2"], summary="RFC 8414 metadata")
 async def metadata(request: Request) -> dict[str, object]:
+    """What the token endpoint supports. No ``token_endpoint_auth_signing_alg_values_supported``:
+    it belongs to JWT client authentication (private_key_jwt), which is not offered yet."""
     base = settings_of(request).public_url
     return {
         "issuer": settings_of(request).jwt_issuer,
         "token_endpoint": f"{base}/oauth2/token",
         "jwks_uri": f"{base}/.well-known/jwks.json",
+        "introspection_endpoint": f"{base}/oauth2/introspect",
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+        "scopes_supported": sorted(SYSTEM_ROLES),
+        "response_types_supported": [],  # required by RFC 8414; no authorization endpoint, so none
     }
 
 
@@ -203,10 +275,127 @@ async def get_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWor
     )
 
 
+ADMIN_PROBLEMS = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND)
+
+
+@credentials.post(
+    "/v1/systems/{client_id}/secrets",
+    status_code=201,
+    response_model=SecretCreated,
+    tags=["identity"],
+    summary="Add a client secret (rotation); shown once",
+    responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.TOO_MANY_SECRETS),
+)
+async def rotate_secret(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SecretCreated:
+    row, secret = await service.rotate_secret(uow.session, principal, client_id)
+    return SecretCreated(id=row.id, client_secret=secret, created_at=row.created_at)
+
+
+@router.get(
+    "/v1/systems/{client_id}/secrets",
+    response_model=SecretList,
+    tags=["identity"],
+    summary="A system's active client secrets (never the secrets themselves)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def list_secrets(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SecretList:
+    system = await service.managed_system(uow.session, principal, client_id)
+    rows = await service.client_secrets(uow.session, system.client_id)
+    return SecretList(items=[SecretPublic.model_validate(r, from_attributes=True) for r in rows])
+
+
+@router.delete(
+    "/v1/systems/{client_id}/secrets/{secret_id}",
+    status_code=204,
+    tags=["identity"],
+    summary="Retire a client secret; it stops working at once",
+    responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.LAST_SECRET),
+)
+async def retire_secret(client_id: str, secret_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+    await service.retire_secret(uow.session, principal, client_id, secret_id)
+    return Response(status_code=204)
+
+
 @router.post("/v1/users", status_code=201, response_model=UserPublic, tags=["identity"])
 async def create_user(body: UserCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> UserPublic:
     user = await service.create_user(uow.session, principal, body)
     return UserPublic(username=user.username, department=user.dept_code, roles=user.roles)
+
+
+# --------------------------------------------------------------------------- disable and enable (停用 / 启用)
+
+# New tokens stop at once; tokens already issued stop when they expire (token_ttl_s, 15 minutes by
+# default), or at once for callers that ask POST /oauth2/introspect.
+STATUS_PATHS = {Status.DISABLED: "disable", Status.ACTIVE: "enable"}
+
+
+def add_status_routes(status: Status) -> None:
+    verb = STATUS_PATHS[status]
+
+    @router.post(
+        f"/v1/departments/{{code}}/{verb}",
+        response_model=StatusPublic,
+        tags=["identity"],
+        summary=f"{verb.capitalize()} a department (platform_admin)",
+        responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.CANNOT_DISABLE_SELF),
+    )
+    async def department_status(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> StatusPublic:
+        department = await service.set_department_status(uow.session, principal, code, status)
+        return StatusPublic(id=department.code, status=department.status)
+
+    @router.post(
+        f"/v1/systems/{{client_id}}/{verb}",
+        response_model=StatusPublic,
+        tags=["identity"],
+        summary=f"{verb.capitalize()} a system (platform_admin, or the department's data_admin)",
+        responses=problem_responses(*ADMIN_PROBLEMS),
+    )
+    async def system_status(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> StatusPublic:
+        system = await service.set_system_status(uow.session, principal, client_id, status)
+        return StatusPublic(id=system.client_id, status=system.status)
+
+    @router.post(
+        f"/v1/users/{{username}}/{verb}",
+        response_model=StatusPublic,
+        tags=["identity"],
+        summary=f"{verb.capitalize()} a person (platform_admin)",
+        responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.CANNOT_DISABLE_SELF),
+    )
+    async def user_status(username: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> StatusPublic:
+        user = await service.set_user_status(uow.session, principal, username, status)
+        return StatusPublic(id=user.username, status=user.status)
+
+
+for _status in STATUS_PATHS:
+    add_status_routes(_status)
+
+
+@router.post(
+    "/v1/users/{username}/unlock",
+    status_code=204,
+    tags=["identity"],
+    summary="Lift a person's lockout at once (platform_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def unlock_user(username: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+    await service.unlock_user(uow.session, principal, username)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/systems/{client_id}/unlock",
+    status_code=204,
+    tags=["identity"],
+    summary="Lift a system's lockout at once (platform_admin, or the department's data_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def unlock_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+    await service.unlock_system(uow.session, principal, client_id)
+    return Response(status_code=204)
+
+
+# Last, after every route of ``credentials`` is declared: include_router copies the routes it has now.
+router.include_router(credentials)
 
 
 # --------------------------------------------------------------------------- proxy

@@ -11,6 +11,11 @@ class GatewaySettings(CommonSettings):
     audit_url: str = Field("http://127.0.0.1:8003", validation_alias="TONGBAN_AUDIT_URL")
     token_ttl_s: int = Field(900, ge=60, le=86400, validation_alias="TONGBAN_TOKEN_TTL_S")
     upstream_timeout_s: float = Field(30.0, validation_alias="TONGBAN_UPSTREAM_TIMEOUT_S")
+    # Lockout (锁定): this many failed logins (or client secrets) in a row lock the name for
+    # lockout_s seconds; failures older than lockout_s are forgotten. Counted in PostgreSQL,
+    # shared by every replica.
+    lockout_threshold: int = Field(5, ge=1, le=1000, validation_alias="TONGBAN_LOCKOUT_THRESHOLD")
+    lockout_s: int = Field(900, ge=1, le=7 * 86400, validation_alias="TONGBAN_LOCKOUT_S")
     # Creates user "admin" (platform_admin) on first start when no user exists. Unset: no admin.
     bootstrap_admin_password: str | None = Field(None, validation_alias="TONGBAN_BOOTSTRAP_ADMIN_PASSWORD")
     # The department the platform operator (and its admin) belongs to.

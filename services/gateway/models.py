@@ -1,30 +1,44 @@
 """Gateway tables (schema ``gateway``): departments, their systems, people, signing keys."""
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ARRAY, DateTime, ForeignKey, String, func
+from sqlalchemy import ARRAY, DateTime, ForeignKey, Integer, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import schema_metadata, subset_of
-from services.common.security import PERSON_ROLES, SYSTEM_ROLES
+from services.common.db import one_of, schema_metadata, subset_of
+from services.common.security import PERSON_ROLES, SYSTEM_ROLES, PrincipalType
 
 
 class Base(DeclarativeBase):
     metadata = schema_metadata("gateway")
 
 
+class Status(StrEnum):
+    """Whether a department, system or person may get new tokens (启用 / 停用)."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+def status_column() -> Mapped[Status]:
+    return mapped_column(String(16), default=Status.ACTIVE, server_default=Status.ACTIVE.value)
+
+
 class Department(Base):
     """Department — 部门, identified by its 统一社会信用代码."""
 
     __tablename__ = "departments"
+    __table_args__ = (one_of("status", Status),)
 
     code: Mapped[str] = mapped_column(String(18), primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     region_code: Mapped[str] = mapped_column(String(6))
     level: Mapped[str] = mapped_column(String(16))
     parent_code: Mapped[str | None] = mapped_column(String(18))
+    status: Mapped[Status] = status_column()
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -32,28 +46,58 @@ class System(Base):
     """System — 业务系统: a departmental system that calls the platform as an OAuth2 client."""
 
     __tablename__ = "systems"
-    __table_args__ = (subset_of("roles", SYSTEM_ROLES),)
+    __table_args__ = (subset_of("roles", SYSTEM_ROLES), one_of("status", Status))
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     dept_code: Mapped[str] = mapped_column(ForeignKey(Department.code), index=True)
     name: Mapped[str] = mapped_column(String(100))
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     auth_method: Mapped[str] = mapped_column(String(32))
-    secret_hash: Mapped[str | None] = mapped_column(String(128))
+    status: Mapped[Status] = status_column()
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ClientSecret(Base):
+    """A system's client secret (客户端密钥), as its argon2id hash. At most two are active at once,
+    so that a secret can be rotated without downtime: add the new one, deploy it, retire the old."""
+
+    __tablename__ = "client_secrets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey(System.client_id), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set at each successful use: shows whether the older secret is still used before it is retired.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class User(Base):
     """A person: data administrator, approver, auditor or platform administrator."""
 
     __tablename__ = "users"
-    __table_args__ = (subset_of("roles", PERSON_ROLES),)
+    __table_args__ = (subset_of("roles", PERSON_ROLES), one_of("status", Status))
 
     username: Mapped[str] = mapped_column(String(64), primary_key=True)
     dept_code: Mapped[str] = mapped_column(ForeignKey(Department.code), index=True)
     password_hash: Mapped[str] = mapped_column(String(256))
+    status: Mapped[Status] = status_column()
     roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SignInFailures(Base):
+    """Consecutive failed sign-ins (登录失败) of one name — a username or a client id, whether it
+    exists or not, so that a lockout does not tell which names exist. In PostgreSQL, so that every
+    gateway replica counts the same failures; the lockout (锁定) is decided from it."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (one_of("kind", PrincipalType),)
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class SigningKey(Base):

@@ -7,7 +7,12 @@ class GatewayProblem(ProblemCode):
     UNKNOWN_PARENT = "unknown-parent", 422, "Unknown parent department"
     DEPARTMENT_EXISTS = "department-exists", 409, "Department exists"
     USER_EXISTS = "user-exists", 409, "User exists"
+    TOO_MANY_SECRETS = "too-many-secrets", 409, "Two secrets are already active"
+    LAST_SECRET = "last-secret", 409, "The only secret cannot be retired"
     INVALID_CREDENTIALS = "invalid-credentials", 401, "Login failed"
+    ACCOUNT_DISABLED = "account-disabled", 403, "Account disabled"
+    ACCOUNT_LOCKED = "account-locked", 429, "Account locked after repeated failures"
+    CANNOT_DISABLE_SELF = "cannot-disable-self", 409, "You cannot disable yourself"
     UPSTREAM_TIMEOUT = "upstream-timeout", 504, "Service did not answer in time"
     UPSTREAM_UNAVAILABLE = "upstream-unavailable", 502, "Service unavailable"
     # RFC 6749 §5.2 token errors; their bodies also carry ``error`` and ``error_description``.
@@ -15,3 +20,6 @@ class GatewayProblem(ProblemCode):
     OAUTH2_INVALID_CLIENT = "oauth2-invalid-client", 401, "OAuth2 token request failed"
     OAUTH2_UNSUPPORTED_GRANT_TYPE = "oauth2-unsupported-grant-type", 400, "OAuth2 token request failed"
     OAUTH2_INVALID_SCOPE = "oauth2-invalid-scope", 400, "OAuth2 token request failed"
+    OAUTH2_UNAUTHORIZED_CLIENT = "oauth2-unauthorized-client", 400, "OAuth2 token request failed"
+    # A client locked after repeated wrong secrets; its body says error=invalid_client (RFC 6749 has no other).
+    OAUTH2_CLIENT_LOCKED = "oauth2-client-locked", 429, "OAuth2 token request failed"

@@ -1,5 +1,7 @@
 """Gateway API schemas (separate from the tables)."""
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
@@ -33,6 +35,40 @@ def _username(value: str) -> str:
     if value.lower().startswith("sys-"):
         raise ValueError("usernames may not start with 'sys-' (reserved for systems' client ids)")
     return value
+
+
+# Password policy (密码策略) for new users: long enough, of several kinds of character, not the name.
+PASSWORD_MIN_LENGTH = 12
+PASSWORD_MIN_CLASSES = 3
+
+
+def _is_symbol(c: str) -> bool:
+    return not c.isalnum()
+
+
+PASSWORD_CLASSES: dict[str, Callable[[str], bool]] = {
+    "lower-case letters": str.islower,
+    "upper-case letters": str.isupper,
+    "digits": str.isdigit,
+    "symbols": _is_symbol,
+}
+
+
+def password_policy_problem(password: str, username: str) -> str | None:
+    """Why ``password`` is not acceptable for ``username``, or None when it is."""
+    kinds = [name for name, test in PASSWORD_CLASSES.items() if any(test(c) for c in password)]
+    rule = (
+        f"密码至少 {PASSWORD_MIN_LENGTH} 个字符，包含大写字母、小写字母、数字、符号中的至少 {PASSWORD_MIN_CLASSES} 类，"
+        f"且不含用户名 (a password needs at least {PASSWORD_MIN_LENGTH} characters, at least "
+        f"{PASSWORD_MIN_CLASSES} of: {', '.join(PASSWORD_CLASSES)}, and must not contain the username)"
+    )
+    if len(password) < PASSWORD_MIN_LENGTH:
+        return f"{rule}: this one has {len(password)} characters"
+    if len(kinds) < PASSWORD_MIN_CLASSES:
+        return f"{rule}: this one has only {', '.join(kinds) or 'no letters, digits or symbols'}"
+    if username.lower() in password.lower():
+        return f"{rule}: this one contains the username"
+    return None
 
 
 Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"), AfterValidator(_username)]
@@ -95,11 +131,34 @@ class SystemPublic(BaseModel):
     auth_method: str
 
 
+class SecretCreated(BaseModel):
+    id: str
+    client_secret: str = Field(description="Shown once; only its hash is stored.")
+    created_at: datetime
+
+
+class SecretPublic(BaseModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class SecretList(BaseModel):
+    items: list[SecretPublic]
+
+
 class UserCreate(Strict):
     username: Username
-    password: str = Field(min_length=8, max_length=128)
+    password: str = Field(max_length=128, description=f"at least {PASSWORD_MIN_LENGTH} characters, of 3 kinds")
     department: CreditCode
     roles: list[UserRole] = Field(min_length=1, max_length=4)
+
+    @model_validator(mode="after")
+    def _password_policy(self) -> Self:
+        problem = password_policy_problem(self.password, self.username)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 class UserPublic(BaseModel):
@@ -111,6 +170,29 @@ class UserPublic(BaseModel):
 class Login(Strict):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=128)
+
+
+class StatusPublic(BaseModel):
+    id: str = Field(description="department code, client id or username")
+    status: Literal["active", "disabled"]
+
+
+class Introspection(BaseModel):
+    """RFC 7662 §2.2: only ``active`` when the token is not (or no longer) good."""
+
+    active: bool
+    token_type: str | None = None
+    scope: str | None = None
+    client_id: str | None = None
+    username: str | None = None
+    sub: str | None = None
+    aud: str | list[str] | None = None
+    iss: str | None = None
+    exp: int | None = None
+    iat: int | None = None
+    jti: str | None = None
+    principal_type: str | None = None
+    dept: str | None = None
 
 
 class TokenResponse(BaseModel):

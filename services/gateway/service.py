@@ -3,43 +3,58 @@ and what a token says. No HTTP here."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import hashlib
-import hmac
+import json
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
-from sqlalchemy import func, select
+from joserfc.jws import extract_compact
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common.errors import NotFound, Problem
 from services.common.pagination import one_more, page
 from services.common.schemas import storable_text_problem
-from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, forbidden
+from services.common.security import (
+    PRINCIPAL_TYPE_CLAIM,
+    Principal,
+    PrincipalType,
+    Role,
+    TokenVerifier,
+    forbidden,
+)
 from services.gateway.config import GatewaySettings
-from services.gateway.models import Department, SigningKey, System, User
+from services.gateway.hashing import hash_secret, verify_secret
+from services.gateway.models import ClientSecret, Department, SignInFailures, SigningKey, Status, System, User
 from services.gateway.problems import GatewayProblem
 from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
 
-SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 # Client ids are "sys-" + random hex; usernames may not start with it (schemas.UserCreate), so a
 # person can never be mistaken for a system by name.
 CLIENT_ID_PREFIX = "sys-"
 CLIENT_ID_MAX_LENGTH = 64
+# Rotation: a new secret is added while the old one still works; a third waits until one is retired.
+MAX_ACTIVE_SECRETS = 2
 
 
 class OAuthError(Problem):
     """RFC 6749 §5.2 error: problem+json that also carries ``error`` and ``error_description``."""
 
-    def __init__(self, code: GatewayProblem, description: str) -> None:
-        error = code.value.removeprefix("oauth2-").replace("-", "_")
-        headers = {"WWW-Authenticate": 'Basic realm="tongban"'} if error == "invalid_client" else {}
+    def __init__(
+        self, code: GatewayProblem, description: str, *, error: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        error = error or code.value.removeprefix("oauth2-").replace("-", "_")
+        headers = dict(headers or {})
+        if error == "invalid_client":
+            headers["WWW-Authenticate"] = 'Basic realm="tongban"'
         super().__init__(
             code.status,
             code,
@@ -48,43 +63,6 @@ class OAuthError(Problem):
             extra={"error": error, "error_description": description},
             headers=headers,
         )
-
-
-# --------------------------------------------------------------------------- secrets
-
-
-async def hash_password(password: str) -> str:
-    """scrypt, off the event loop: one hash takes ~40 ms of CPU, which would stall every request
-    of the process (all five services, in the embedded mode) while it runs."""
-    return await asyncio.to_thread(_hash_password, password)
-
-
-async def verify_password(password: str, stored: str) -> bool:
-    return await asyncio.to_thread(_verify_password, password, stored)
-
-
-def _hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
-    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
-
-
-def _verify_password(password: str, stored: str) -> bool:
-    try:
-        _, salt_b64, digest_b64 = stored.split("$")
-    except ValueError:
-        return False
-    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), **SCRYPT)
-    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
-
-
-def hash_client_secret(secret: str) -> str:
-    # Client secrets are 256-bit random values, so a fast hash is enough (no dictionary to try).
-    return "sha256$" + hashlib.sha256(secret.encode()).hexdigest()
-
-
-def verify_client_secret(secret: str, stored: str | None) -> bool:
-    return stored is not None and hmac.compare_digest(hash_client_secret(secret), stored)
 
 
 # --------------------------------------------------------------------------- departments
@@ -127,27 +105,87 @@ async def get_department(session: AsyncSession, code: str) -> Department:
 # --------------------------------------------------------------------------- systems and people
 
 
+def may_manage_systems_of(principal: Principal, dept_code: str) -> bool:
+    """A platform administrator, or the department's own data administrator (数据管理员)."""
+    return principal.has_role(Role.PLATFORM_ADMIN) or (
+        principal.has_role(Role.DATA_ADMIN) and principal.dept == dept_code
+    )
+
+
 async def create_system(
     session: AsyncSession, principal: Principal, dept_code: str, body: SystemCreate
 ) -> tuple[System, str]:
     department = await get_department(session, dept_code)
-    if not (
-        principal.has_role(Role.PLATFORM_ADMIN)
-        or (principal.has_role(Role.DATA_ADMIN) and principal.dept == department.code)
-    ):
+    if not may_manage_systems_of(principal, department.code):
         raise forbidden("Only a platform administrator or this department's data administrator may register systems.")
-    secret = secrets.token_urlsafe(32)
     system = System(
         client_id=CLIENT_ID_PREFIX + secrets.token_hex(8),
         dept_code=department.code,
         name=body.name,
         roles=sorted(set(body.roles)),
         auth_method=body.auth_method,
-        secret_hash=hash_client_secret(secret),
     )
     session.add(system)
     await session.flush()
+    _, secret = await add_secret(session, system)
     return system, secret
+
+
+async def add_secret(session: AsyncSession, system: System) -> tuple[ClientSecret, str]:
+    """A new random secret (256 bits) for ``system``; only its hash is kept, the secret is returned once."""
+    secret = secrets.token_urlsafe(32)
+    row = ClientSecret(id=secrets.token_hex(8), client_id=system.client_id, secret_hash=await hash_secret(secret))
+    session.add(row)
+    await session.flush()
+    return row, secret
+
+
+async def managed_system(session: AsyncSession, principal: Principal, client_id: str) -> System:
+    """The system, if ``principal`` may administer it; another department's is NotFound."""
+    system = await get_system(session, principal, client_id)
+    if not may_manage_systems_of(principal, system.dept_code):
+        raise forbidden("Only a platform administrator or this department's data administrator may do this.")
+    return system
+
+
+async def client_secrets(session: AsyncSession, client_id: str) -> list[ClientSecret]:
+    """The system's active secrets, newest first."""
+    query = (
+        select(ClientSecret)
+        .where(ClientSecret.client_id == client_id)
+        .order_by(ClientSecret.created_at.desc(), ClientSecret.id)
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def rotate_secret(session: AsyncSession, principal: Principal, client_id: str) -> tuple[ClientSecret, str]:
+    """Secret rotation (密钥轮换), step one: a second secret, valid beside the current one until
+    that one is retired. Refused while two are active, so no secret stops working unannounced."""
+    system = await managed_system(session, principal, client_id)
+    # Lock the system's row: two concurrent rotations must not both see one secret and make three.
+    await session.refresh(system, with_for_update=True)
+    if len(await client_secrets(session, system.client_id)) >= MAX_ACTIVE_SECRETS:
+        raise GatewayProblem.TOO_MANY_SECRETS.problem(
+            f"{system.client_id} already has {MAX_ACTIVE_SECRETS} active secrets; retire one first."
+        )
+    return await add_secret(session, system)
+
+
+async def retire_secret(session: AsyncSession, principal: Principal, client_id: str, secret_id: str) -> None:
+    """Secret rotation, step two: the old secret stops working at once. The last one is kept
+    (disable the system to stop it altogether)."""
+    system = await managed_system(session, principal, client_id)
+    await session.refresh(system, with_for_update=True)
+    active = await client_secrets(session, system.client_id)
+    target = next((s for s in active if s.id == secret_id), None)
+    if target is None:
+        raise NotFound("secret", secret_id)
+    if len(active) == 1:
+        raise GatewayProblem.LAST_SECRET.problem(
+            "This is the system's only secret; add a new one first, or disable the system."
+        )
+    await session.delete(target)
+    await session.flush()
 
 
 async def get_system(session: AsyncSession, principal: Principal, client_id: str) -> System:
@@ -164,7 +202,7 @@ async def create_user(session: AsyncSession, principal: Principal, body: UserCre
     user = User(
         username=body.username,
         dept_code=body.department,
-        password_hash=await hash_password(body.password),
+        password_hash=await hash_secret(body.password),
         roles=sorted(set(body.roles)),
     )
     session.add(user)
@@ -173,6 +211,50 @@ async def create_user(session: AsyncSession, principal: Principal, body: UserCre
     except IntegrityError as err:
         raise GatewayProblem.USER_EXISTS.problem(f"User {body.username!r} already exists.") from err
     return user
+
+
+# --------------------------------------------------------------------------- disable and enable (停用 / 启用)
+
+
+async def set_department_status(session: AsyncSession, principal: Principal, code: str, status: Status) -> Department:
+    """Disable (停用) or enable a department: while disabled, none of its systems or people gets a
+    new token. A platform administrator's; not their own department (they would lock themselves out)."""
+    require_platform_admin(principal)
+    department = await get_department(session, code)
+    if status is Status.DISABLED and department.code == principal.dept:
+        raise GatewayProblem.CANNOT_DISABLE_SELF.problem("You cannot disable your own department.")
+    department.status = status
+    await session.flush()
+    return department
+
+
+async def set_system_status(session: AsyncSession, principal: Principal, client_id: str, status: Status) -> System:
+    """Disable or enable a system: while disabled, its token requests are refused. A platform
+    administrator's, or the department's data administrator's."""
+    system = await managed_system(session, principal, client_id)
+    system.status = status
+    await session.flush()
+    return system
+
+
+async def set_user_status(session: AsyncSession, principal: Principal, username: str, status: Status) -> User:
+    """Disable or enable a person: while disabled, their logins are refused. A platform
+    administrator's; not their own account."""
+    require_platform_admin(principal)
+    user = await session.get(User, username)
+    if user is None:
+        raise NotFound("user", username)
+    if status is Status.DISABLED and principal.is_person and principal.sub == user.username:
+        raise GatewayProblem.CANNOT_DISABLE_SELF.problem("You cannot disable your own account.")
+    user.status = status
+    await session.flush()
+    return user
+
+
+async def is_active(session: AsyncSession, dept_code: str, status: Status) -> bool:
+    """A principal may get and use tokens while it and its department are both active."""
+    department = await session.get(Department, dept_code)
+    return status == Status.ACTIVE and department is not None and department.status == Status.ACTIVE
 
 
 async def bootstrap(session: AsyncSession, settings: GatewaySettings) -> None:
@@ -194,10 +276,93 @@ async def bootstrap(session: AsyncSession, settings: GatewaySettings) -> None:
             User(
                 username="admin",
                 dept_code=settings.platform_dept_code,
-                password_hash=await hash_password(settings.bootstrap_admin_password),
+                password_hash=await hash_secret(settings.bootstrap_admin_password),
                 roles=["platform_admin"],
             )
         )
+
+
+# --------------------------------------------------------------------------- lockout (锁定)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the lockout says of a sign-in about to be checked."""
+
+    locked_s: int  # > 0: the name is locked for this long; refuse without checking anything
+    locks_s: int  # > 0: this attempt, if it fails, is the one that locks the name for this long
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """Failed sign-ins per name, and the lockout they lead to: ``threshold`` failures in a row
+    lock the name for ``duration_s`` seconds; failures older than that are forgotten.
+
+    Each attempt is counted *before* the secret is checked, in a transaction of its own
+    (``sessions``), and a success forgets it in the request's unit of work. So a failure counts
+    although its request fails (and its unit of work rolls back), and a request never holds two
+    pooled connections at once: counting after the check, while the unit of work holds one, let
+    concurrent wrong attempts take every connection and wait for each other. The name's row is
+    locked while it is counted, so replicas counting the same name never lose a count.
+    """
+
+    sessions: async_sessionmaker[AsyncSession]
+    threshold: int
+    duration_s: int
+
+    @classmethod
+    def of(cls, sessions: async_sessionmaker[AsyncSession], settings: GatewaySettings) -> Lockout:
+        return cls(sessions, settings.lockout_threshold, settings.lockout_s)
+
+    async def attempt(self, kind: PrincipalType, name: str) -> Attempt:
+        """Count an attempt of ``name`` as a failure until it succeeds (see :func:`forget_failures`)."""
+        now = datetime.now(UTC)
+        key = {"kind": kind.value, "name": name}
+        # Inserted, or the existing row, locked until this transaction ends: in one statement, so
+        # that a success forgetting the row at the same time cannot slip in between.
+        fresh = insert(SignInFailures).values(**key, failures=0, last_failed_at=now, locked_until=None)
+        upsert = fresh.on_conflict_do_update(
+            index_elements=[SignInFailures.kind, SignInFailures.name], set_={"kind": fresh.excluded.kind}
+        ).returning(SignInFailures)
+        async with self.sessions.begin() as own:
+            row = (await own.scalars(upsert)).one()
+            if row.locked_until is not None and row.locked_until > now:
+                return Attempt(locked_s=int((row.locked_until - now).total_seconds()) + 1, locks_s=0)
+            stale = row.last_failed_at < now - timedelta(seconds=self.duration_s)
+            row.failures = 1 if stale else row.failures + 1
+            row.last_failed_at = now
+            if row.failures >= self.threshold:
+                row.failures, row.locked_until = 0, now + timedelta(seconds=self.duration_s)  # a new count after it
+                return Attempt(locked_s=0, locks_s=self.duration_s)
+            return Attempt(locked_s=0, locks_s=0)
+
+
+async def forget_failures(session: AsyncSession, kind: PrincipalType, name: str) -> None:
+    """After a success, or to lift a lockout at once (解锁): the failures of ``name`` are forgotten
+    (in the request's own unit of work)."""
+    await session.execute(delete(SignInFailures).where(SignInFailures.kind == kind, SignInFailures.name == name))
+
+
+async def unlock_user(session: AsyncSession, principal: Principal, username: str) -> None:
+    """A platform administrator unlocks a person."""
+    require_platform_admin(principal)
+    if await session.get(User, username) is None:
+        raise NotFound("user", username)
+    await forget_failures(session, PrincipalType.PERSON, username)
+
+
+async def unlock_system(session: AsyncSession, principal: Principal, client_id: str) -> None:
+    """A platform administrator, or the department's data administrator, unlocks a system."""
+    system = await managed_system(session, principal, client_id)
+    await forget_failures(session, PrincipalType.SYSTEM, system.client_id)
+
+
+def locked_problem(kind: PrincipalType, seconds: int) -> Problem:
+    detail = f"Too many failed attempts in a row: locked for {seconds} s more (连续失败次数过多，已锁定)."
+    headers = {"Retry-After": str(seconds)}
+    if kind is PrincipalType.SYSTEM:
+        return OAuthError(GatewayProblem.OAUTH2_CLIENT_LOCKED, detail, error="invalid_client", headers=headers)
+    return GatewayProblem.ACCOUNT_LOCKED.problem(detail, headers=headers)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -262,15 +427,92 @@ def parse_basic(authorization: str | None) -> tuple[str, str]:
     return client_id, secret
 
 
-async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> System:
+async def authenticate_client(session: AsyncSession, lockout: Lockout, client_id: str, secret: str) -> System:
+    """The system whose secret this is (any of its active ones, newest first).
+
+    A failure always costs :data:`MAX_ACTIVE_SECRETS` hashes — an unknown client id and a system
+    with one secret are checked against dummies — so the timing tells neither which client ids
+    exist nor how many secrets a system has. Failures count towards a lockout of the client id
+    (known or not); a locked one is refused before any hashing.
+    """
+    attempt = await lockout.attempt(PrincipalType.SYSTEM, client_id)  # first: see Lockout
+    if attempt.locked_s:
+        raise locked_problem(PrincipalType.SYSTEM, attempt.locked_s)
     system = await session.get(System, client_id)
-    if system is None or not verify_client_secret(secret, system.secret_hash):
-        raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
-    return system
+    candidates: list[ClientSecret | None] = list(await client_secrets(session, client_id)) if system else []
+    candidates += [None] * (MAX_ACTIVE_SECRETS - len(candidates))
+    for candidate in candidates:
+        verdict = await verify_secret(secret, candidate.secret_hash if candidate is not None else None)
+        if system is not None and candidate is not None and verdict.ok:
+            if not await is_active(session, system.dept_code, system.status):
+                # Told only to a client that proved its secret.
+                raise OAuthError(
+                    GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT, "This system, or its department, is disabled (停用)."
+                )
+            if verdict.needs_rehash:  # a sha256$ secret from before argon2id: replaced now that we know it
+                candidate.secret_hash = await hash_secret(secret)
+            candidate.last_used_at = datetime.now(UTC)
+            await forget_failures(session, PrincipalType.SYSTEM, client_id)
+            return system
+    if attempt.locks_s:
+        raise locked_problem(PrincipalType.SYSTEM, attempt.locks_s)
+    raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
 
 
-async def authenticate_user(session: AsyncSession, username: str, password: str) -> User:
+async def authenticate_user(session: AsyncSession, lockout: Lockout, username: str, password: str) -> User:
+    """The person with this name and password. An unknown name costs one hash like a wrong
+    password (checked against a dummy), so the timing does not tell which names exist. Failures
+    count towards a lockout of the name (known or not); a locked one is refused before hashing."""
+    attempt = await lockout.attempt(PrincipalType.PERSON, username)  # first: see Lockout
+    if attempt.locked_s:
+        raise locked_problem(PrincipalType.PERSON, attempt.locked_s)
     user = await session.get(User, username)
-    if user is None or not await verify_password(password, user.password_hash):
+    verdict = await verify_secret(password, user.password_hash if user is not None else None)
+    if user is None or not verdict.ok:
+        if attempt.locks_s:
+            raise locked_problem(PrincipalType.PERSON, attempt.locks_s)
         raise GatewayProblem.INVALID_CREDENTIALS.problem("Unknown user or wrong password.")
+    if not await is_active(session, user.dept_code, user.status):
+        # Told only to someone who knows the password.
+        raise GatewayProblem.ACCOUNT_DISABLED.problem("This account, or its department, is disabled (停用).")
+    if verdict.needs_rehash:  # a scrypt$ password from before argon2id: replaced now that we know it
+        user.password_hash = await hash_secret(password)
+    await forget_failures(session, PrincipalType.PERSON, username)
     return user
+
+
+# --------------------------------------------------------------------------- introspection
+
+
+async def introspect(session: AsyncSession, verifier: TokenVerifier, token: str) -> dict[str, object]:
+    """RFC 7662 token introspection: ``active`` only for a token that verifies, has not expired
+    (no leeway here) and whose system or person, and department, are still active — the answer
+    for callers that cannot wait for a disabled principal's tokens to expire."""
+    inactive: dict[str, object] = {"active": False}
+    try:
+        principal = await verifier.verify(token)
+    except Problem:
+        return inactive
+    claims = json.loads(extract_compact(token.encode()).payload)  # verified just above
+    if int(claims["exp"]) <= time.time():
+        return inactive
+    if principal.is_system:
+        holder: System | User | None = await session.get(System, principal.sub)
+    else:
+        holder = await session.get(User, principal.sub)
+    if (
+        holder is None
+        or holder.dept_code != principal.dept
+        or not await is_active(session, holder.dept_code, holder.status)
+    ):
+        return inactive
+    answer: dict[str, object] = {
+        "active": True,
+        "token_type": "Bearer",
+        **{k: claims[k] for k in ("scope", "sub", "aud", "iss", "exp", "iat", "jti", PRINCIPAL_TYPE_CLAIM, "dept")},
+    }
+    if principal.is_system:
+        answer["client_id"] = principal.client_id
+    else:
+        answer["username"] = principal.sub
+    return answer

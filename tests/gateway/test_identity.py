@@ -27,6 +27,7 @@ from tests.factories import (
     person,
     region_of,
 )
+from tests.gateway.support import lockout_on
 
 SETTINGS = GatewaySettings(jwt_issuer="tongban-test", jwt_audience="tongban-test", token_ttl_s=900)
 
@@ -99,8 +100,9 @@ async def test_a_departments_data_admin_registers_its_system(session: AsyncSessi
 
     assert created.client_id.startswith(service.CLIENT_ID_PREFIX)
     assert created.dept_code == department.code
-    assert secret not in (created.secret_hash or "")  # only its hash is kept
-    assert await service.authenticate_client(session, created.client_id, secret) is created
+    [stored] = await service.client_secrets(session, created.client_id)
+    assert stored.secret_hash.startswith("$argon2id$") and secret not in stored.secret_hash  # only its hash is kept
+    assert await service.authenticate_client(session, lockout_on(session), created.client_id, secret) is created
 
 
 async def test_another_departments_data_admin_may_not_register_its_systems(

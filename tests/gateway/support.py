@@ -1,0 +1,16 @@
+"""Helpers of the gateway's service tier."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.gateway.service import Lockout
+
+LOCKOUT_THRESHOLD = 3
+LOCKOUT_S = 60
+
+
+def lockout_on(session: AsyncSession, threshold: int = LOCKOUT_THRESHOLD, duration_s: int = LOCKOUT_S) -> Lockout:
+    """A lockout whose own transactions are savepoints of the test's ``session``: rolled back with it."""
+    sessions = async_sessionmaker(bind=session.bind, expire_on_commit=False, join_transaction_mode="create_savepoint")
+    return Lockout(sessions, threshold, duration_s)
