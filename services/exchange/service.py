@@ -299,7 +299,9 @@ class Exchange:
                     if earlier is not None:
                         return replay(earlier, print_)
                 day = business_date(self.settings.zone, now)
-                if not await repository.start_query(db, new, day, grant.daily_quota, staged):
+                if not await repository.start_query(
+                    db, new, day, grant.daily_quota, self.outbox.row_parameters(staged)
+                ):
                     raise self.over_quota(grant, now, ctx)
         except UniqueViolationError:  # the same key, committed by a concurrent request meanwhile
             raise ExchangeProblem.IDEMPOTENCY_IN_PROGRESS.problem(
@@ -374,7 +376,9 @@ class Exchange:
         """Record how a pending query ended, with its audit event; False if it was not pending."""
         staged = self.outbox.stage(self.audit_message(ctx, outcome=status))
         async with driver_connection(self.engine) as db:
-            closed = await repository.finish_query(db, query_id, status, http_status, body, staged)
+            closed = await repository.finish_query(
+                db, query_id, status, http_status, body, self.outbox.row_parameters(staged)
+            )
         if closed:
             await self.outbox.committed([staged], wait_for_publish=False)
         return closed
