@@ -33,7 +33,9 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
             async with rt.sessions.begin() as session:
                 await service.seed_population(session, settings.demo_population)
                 key_id, key = await service.signing_key(session)
-            responder = service.Responder(dept, key_id, key, service.LookupMetrics(app.state.metrics))
+            responder = service.Responder(
+                dept, key_id, key, service.LookupMetrics(app.state.metrics), log_lookups=settings.log_lookups
+            )
             requests = settings.topic(f"exchange.requests.{dept}")
             replies = settings.topic("exchange.replies")
             # Only this department's topic: a connector never sees another provider's requests.

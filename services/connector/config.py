@@ -16,3 +16,5 @@ class ConnectorSettings(CommonSettings):
     reply_retention_s: float = Field(
         86400.0, ge=60, le=30 * 86400, validation_alias="TONGBAN_CONNECTOR_REPLY_RETENTION_S"
     )
+    # The provider's access log: a line per backend look-up naming its queries (never a subject).
+    log_lookups: bool = Field(False, validation_alias="TONGBAN_CONNECTOR_LOG_LOOKUPS")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,9 @@ from services.common.pb import exchange_pb2
 from services.connector.models import Resident, SigningKey
 
 Reply = exchange_pb2.ExchangeReply
+# The provider's access log (访问日志): one line per backend look-up, naming the queries (never the
+# subjects), written before the look-up; on when ``TONGBAN_CONNECTOR_LOG_LOOKUPS`` is set.
+lookup_log = logging.getLogger("tongban.connector.lookups")
 
 # The demo resource's information items, as the registry catalogue names them.
 ITEMS = ("姓名", "性别", "出生日期", "户籍地址", "公民身份号码")
@@ -149,12 +153,19 @@ class Responder:
     """Answers exchange requests for one providing department."""
 
     def __init__(
-        self, dept_code: str, key_id: str, key: Ed25519PrivateKey, metrics: LookupMetrics | None = None
+        self,
+        dept_code: str,
+        key_id: str,
+        key: Ed25519PrivateKey,
+        metrics: LookupMetrics | None = None,
+        *,
+        log_lookups: bool = False,
     ) -> None:
         self.dept_code = dept_code
         self.key_id = key_id
         self.key = key
         self.metrics = metrics or LookupMetrics(CollectorRegistry())
+        self.log_lookups = log_lookups
 
     async def answer_once(
         self, db: Any, requests: Sequence[tuple[bytes, exchange_pb2.ExchangeRequest]]
@@ -185,9 +196,10 @@ class Responder:
 
     async def answer(self, db: Any, requests: Sequence[tuple[bytes, exchange_pb2.ExchangeRequest]]) -> list[Reply]:
         """Replies to a batch of requests, with one look-up (``db``: an asyncpg connection)."""
-        ids = [
-            r.subject_value for _, r in requests if r.subject_type == "id_card" and r.provider_dept == self.dept_code
-        ]
+        asked = [r for _, r in requests if r.subject_type == "id_card" and r.provider_dept == self.dept_code]
+        ids = [r.subject_value for r in asked]
+        if asked and self.log_lookups:
+            lookup_log.info("backend look-up", extra={"ctx_query_ids": [r.query_id for r in asked]})
         found = {r["id_number"]: r for r in await db.fetch(FIND_RESIDENTS, ids)} if ids else {}
         self.metrics.lookups.inc(len(ids))
 
