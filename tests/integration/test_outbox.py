@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 from sqlalchemy import func, select, text
@@ -121,3 +121,48 @@ async def test_a_dead_replicas_rows_are_published_by_a_survivor_only_after_their
     finally:
         await bus.stop()
         await engine.dispose()
+
+
+async def test_a_row_published_while_its_delete_fails_is_not_published_again(bootstrap: str) -> None:
+    """PostgreSQL crashes after the eager publish and before the relay deleted the row: the row is
+    still there when the database is back, its lease long expired, yet the relay does not publish
+    it again (this process marked it published), and deletes it."""
+    engine = create_engine(await create_database(infra_env()["TONGBAN_DATABASE_URL"]), pool_size=2)
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE SCHEMA it_outbox"))
+        await conn.run_sync(Base.metadata.create_all)
+    sessions = session_factory(engine)
+    topic = unique("marked")
+    received: list[bytes] = []
+
+    async def collect(batch: Sequence[Message]) -> None:
+        received.extend(m.value for m in batch)
+
+    async def left_in_outbox() -> int:
+        async with sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(OutboxTable)) or 0)
+
+    bus = await started(bootstrap, Subscription([topic], collect, group=unique("g")), topics=[topic])
+    # A short lease and sweep age: only the mark can keep the relay from publishing the row again.
+    outbox = Outbox(OutboxTable, sessions, bus, sweep_after_s=0.2, sweep_every_s=0.2, lease_s=0.3)
+    try:
+        async with outbox.unit_of_work() as uow:
+            uow.emit(Message(topic, b"published once", key=b"k"))
+        await eventually(lambda: received == [b"published once"], 30, "the eager publish")
+        infra("pg-stop", "--kill")  # before the relay's first round deletes the row
+        try:
+            await outbox.start()
+            await asyncio.sleep(1.0)  # relay rounds fail: the database is down
+        finally:
+            infra("pg-start")
+        await eventually(lambda: left_in_outbox_is_zero(left_in_outbox), 60, "the published row to be deleted")
+        await asyncio.sleep(1.0)
+        assert received == [b"published once"]
+    finally:
+        await outbox.stop()
+        await bus.stop()
+        await engine.dispose()
+
+
+async def left_in_outbox_is_zero(count: Callable[[], Awaitable[int]]) -> bool:
+    return await count() == 0
