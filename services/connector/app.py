@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +16,7 @@ from services.common.identifiers import validate_credit_code
 from services.common.runtime import readiness_checks, service_runtime
 from services.connector import service
 from services.connector.config import ConnectorSettings
-from services.connector.messaging import on_requests
+from services.connector.messaging import on_requests, purge_old_replies
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -31,7 +33,9 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
             async with rt.sessions.begin() as session:
                 await service.seed_population(session, settings.demo_population)
                 key_id, key = await service.signing_key(session)
-            responder = service.Responder(dept, key_id, key)
+            responder = service.Responder(
+                dept, key_id, key, service.LookupMetrics(app.state.metrics), log_lookups=settings.log_lookups
+            )
             requests = settings.topic(f"exchange.requests.{dept}")
             replies = settings.topic("exchange.replies")
             # Only this department's topic: a connector never sees another provider's requests.
@@ -43,11 +47,17 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
                 )
             )
             await rt.bus.start([replies])
+            purger = asyncio.create_task(
+                purge_old_replies(rt.engine, settings.reply_retention_s), name="connector:purge-replies"
+            )
             app.state.runtime = rt
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
                 await rt.bus.stop()
 
     return create_service_app(

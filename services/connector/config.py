@@ -11,3 +11,10 @@ class ConnectorSettings(CommonSettings):
     dept_code: str = Field("111101000000198608", validation_alias="TONGBAN_CONNECTOR_DEPT")
     backend: Literal["demo"] = Field("demo", validation_alias="TONGBAN_CONNECTOR_BACKEND")
     demo_population: int = Field(1000, ge=1, le=1_000_000, validation_alias="TONGBAN_CONNECTOR_DEMO_POPULATION")
+    # How long a sent reply is kept to answer a redelivered request without a second look-up; it
+    # holds personal data, so no longer than redelivery can happen (a day covers any outage).
+    reply_retention_s: float = Field(
+        86400.0, ge=60, le=30 * 86400, validation_alias="TONGBAN_CONNECTOR_REPLY_RETENTION_S"
+    )
+    # The provider's access log: a line per backend look-up naming its queries (never a subject).
+    log_lookups: bool = Field(False, validation_alias="TONGBAN_CONNECTOR_LOG_LOOKUPS")

@@ -1,10 +1,11 @@
 """Connector message handler: requests in, signed replies out; offsets commit after the replies
-are acknowledged, so a crash means the requests are answered again (the exchange ignores dupes)."""
+are acknowledged, so a crash means the requests are delivered again — and answered from the reply
+store (:meth:`Responder.answer_once`), the backend being asked once per query."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
@@ -14,7 +15,7 @@ from services.common.bus import Bus, Handler, Message, outgoing_headers
 from services.common.db import driver_connection
 from services.common.logs import restored_context
 from services.common.pb import exchange_pb2
-from services.connector.service import Responder
+from services.connector.service import Responder, purge_replies
 
 log = logging.getLogger("tongban.connector")
 
@@ -33,16 +34,26 @@ def on_requests(responder: Responder, engine: AsyncEngine, bus: Bus, replies_top
         if not requests:
             return
         async with driver_connection(engine) as db:
-            replies = await responder.answer(db, [(m.value, r) for m, r in requests])
-        now = int(time.time() * 1000)
+            replies = await responder.answer_once(db, [(m.value, r) for m, r in requests])
+        delivered = {request.query_id: message for message, request in requests}
         outgoing = []
-        for (message, request), reply in zip(requests, replies, strict=True):
-            reply.answered_unix_ms = now
-            reply.deadline_unix_ms = request.deadline_unix_ms
+        for reply in replies:
             # Each reply continues its own request's trace, whatever else shared the batch.
-            with restored_context(message.headers):
+            with restored_context(delivered[reply.query_id].headers):
                 headers = outgoing_headers({})
-            outgoing.append(Message(replies_topic, reply.SerializeToString(), reply.query_id.encode(), headers))
+            outgoing.append(Message(replies_topic, reply.value, reply.query_id.encode(), headers))
         await bus.publish_many(outgoing)
 
     return handle
+
+
+async def purge_old_replies(engine: AsyncEngine, retention_s: float) -> None:
+    """Delete stored replies past their retention, every tenth of it (at most hourly): a lifespan task."""
+    while True:
+        await asyncio.sleep(min(retention_s / 10, 3600.0))
+        try:
+            async with driver_connection(engine) as db:
+                if purged := await purge_replies(db, retention_s):
+                    log.info("stored replies purged", extra={"ctx_count": purged})
+        except Exception:
+            log.warning("purge of stored replies failed; will retry", exc_info=True)

@@ -1,8 +1,9 @@
-"""Connector tables (schema ``connector``): the demo backend and the reply-signing key."""
+"""Connector tables (schema ``connector``): the demo backend, the reply-signing key and the
+replies already sent (so a request delivered again is not looked up again)."""
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, DateTime, LargeBinary, String, func
+from sqlalchemy import Date, DateTime, LargeBinary, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import schema_metadata
@@ -32,3 +33,17 @@ class SigningKey(Base):
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     private_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SentReply(Base):
+    """The signed reply to one query, kept for ``reply_retention_s`` (回执留存): a request that
+    arrives again (Kafka redelivers after a crash or a rebalance; the exchange's outbox may publish
+    twice) is answered with these bytes, never by asking the backend again. A row is claimed
+    (``reply`` NULL) in the transaction that looks the subject up and stores the reply, so two
+    deliveries at once wait for each other instead of both asking the backend."""
+
+    __tablename__ = "replies"
+
+    query_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    reply: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)

@@ -1,18 +1,23 @@
-"""Connector rules: look the subject up in the backend, answer only the items asked, sign."""
+"""Connector rules: look the subject up in the backend, answer only the items asked, sign; a
+request already answered is answered again from the reply store, never from the backend."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import hashlib
+import logging
 import random
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +27,9 @@ from services.common.pb import exchange_pb2
 from services.connector.models import Resident, SigningKey
 
 Reply = exchange_pb2.ExchangeReply
+# The provider's access log (访问日志): one line per backend look-up, naming the queries (never the
+# subjects), written before the look-up; on when ``TONGBAN_CONNECTOR_LOG_LOOKUPS`` is set.
+lookup_log = logging.getLogger("tongban.connector.lookups")
 
 # The demo resource's information items, as the registry catalogue names them.
 ITEMS = ("姓名", "性别", "出生日期", "户籍地址", "公民身份号码")
@@ -85,6 +93,19 @@ async def signing_key(session: AsyncSession) -> tuple[str, Ed25519PrivateKey]:
 
 SIGN_IN_THREAD_FROM = 32  # requests in a batch
 
+# Claim the queries not answered yet. A query another delivery claimed in a transaction still open
+# makes this statement wait for it; after its commit the query counts as answered (its reply is
+# then stored), after its rollback it is claimed here. Returns the query ids claimed.
+CLAIM_REPLIES = (
+    "INSERT INTO connector.replies (query_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING query_id"
+)
+STORED_REPLIES = "SELECT query_id, reply FROM connector.replies WHERE query_id = ANY($1::text[]) AND reply IS NOT NULL"
+STORE_REPLIES = (
+    "UPDATE connector.replies AS r SET reply = s.reply "
+    "FROM unnest($1::text[], $2::bytea[]) AS s(query_id, reply) WHERE r.query_id = s.query_id"
+)
+PURGE_REPLIES = "DELETE FROM connector.replies WHERE created_at < now() - make_interval(secs => $1)"
+
 FIND_RESIDENTS = (
     "SELECT id_number, name, gender, birth_date, address FROM connector.residents WHERE id_number = ANY($1::text[])"
 )
@@ -104,18 +125,83 @@ def signed_payload(request_hash: str, data: dict[str, str]) -> bytes:
     return request_hash.encode() + b"\n" + orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
 
+class LookupMetrics:
+    """How often the backend was asked, and how often a stored reply spared asking it."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.lookups = Counter(
+            "tongban_connector_backend_lookups",
+            "Subjects looked up in the provider's backend (once per query; a redelivery is not counted)",
+            registry=registry,
+        )
+        self.resent = Counter(
+            "tongban_connector_replies_resent",
+            "Replies sent again from the reply store for a request delivered again",
+            registry=registry,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A reply to send: the query it answers and its serialised ``ExchangeReply``."""
+
+    query_id: str
+    value: bytes
+
+
 class Responder:
     """Answers exchange requests for one providing department."""
 
-    def __init__(self, dept_code: str, key_id: str, key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self,
+        dept_code: str,
+        key_id: str,
+        key: Ed25519PrivateKey,
+        metrics: LookupMetrics | None = None,
+        *,
+        log_lookups: bool = False,
+    ) -> None:
         self.dept_code = dept_code
         self.key_id = key_id
         self.key = key
+        self.metrics = metrics or LookupMetrics(CollectorRegistry())
+        self.log_lookups = log_lookups
+
+    async def answer_once(
+        self, db: Any, requests: Sequence[tuple[bytes, exchange_pb2.ExchangeRequest]]
+    ) -> list[Outgoing]:
+        """One reply per distinct query of ``requests``: the stored one if the query was answered
+        before, else a new one looked up, signed and stored. Runs in one transaction on ``db`` (an
+        asyncpg connection), so the claim, the look-up and the stored reply commit together: a
+        crash before the commit leaves the query unclaimed, to be answered by the redelivery."""
+        distinct: dict[str, tuple[bytes, exchange_pb2.ExchangeRequest]] = {}
+        for raw, request in requests:
+            distinct.setdefault(request.query_id, (raw, request))
+        async with db.transaction():
+            claimed = {r["query_id"] for r in await db.fetch(CLAIM_REPLIES, list(distinct))}
+            others = [q for q in distinct if q not in claimed]
+            stored = (
+                {r["query_id"]: bytes(r["reply"]) for r in await db.fetch(STORED_REPLIES, others)} if others else {}
+            )
+            fresh = await self.answer(db, [distinct[q] for q in distinct if q in claimed])
+            now = int(time.time() * 1000)
+            for reply in fresh:
+                reply.answered_unix_ms = now
+                reply.deadline_unix_ms = distinct[reply.query_id][1].deadline_unix_ms
+            values = {reply.query_id: reply.SerializeToString() for reply in fresh}
+            if values:
+                await db.execute(STORE_REPLIES, list(values), list(values.values()))
+        self.metrics.resent.inc(len(stored))
+        return [Outgoing(q, values[q] if q in values else stored[q]) for q in distinct if q in values or q in stored]
 
     async def answer(self, db: Any, requests: Sequence[tuple[bytes, exchange_pb2.ExchangeRequest]]) -> list[Reply]:
         """Replies to a batch of requests, with one look-up (``db``: an asyncpg connection)."""
-        ids = [r.subject_value for _, r in requests if r.subject_type == "id_card"]
+        asked = [r for _, r in requests if r.subject_type == "id_card" and r.provider_dept == self.dept_code]
+        ids = [r.subject_value for r in asked]
+        if asked and self.log_lookups:
+            lookup_log.info("backend look-up", extra={"ctx_query_ids": [r.query_id for r in asked]})
         found = {r["id_number"]: r for r in await db.fetch(FIND_RESIDENTS, ids)} if ids else {}
+        self.metrics.lookups.inc(len(ids))
 
         def sign_all() -> list[Reply]:
             return [self.reply(raw, request, found.get(request.subject_value)) for raw, request in requests]
@@ -141,3 +227,9 @@ class Responder:
             reply.data.update(data)
             reply.signature = base64.b64encode(self.key.sign(signed_payload(request_hash, data))).decode()
         return reply
+
+
+async def purge_replies(db: Any, retention_s: float) -> int:
+    """Delete stored replies older than ``retention_s`` (they hold personal data); how many."""
+    status: str = await db.execute(PURGE_REPLIES, float(retention_s))
+    return int(status.rsplit(" ", 1)[-1])

@@ -33,6 +33,8 @@ router = APIRouter(
         ExchangeProblem.SUBJECT_NOT_FOUND,
         ExchangeProblem.PROVIDER_ERROR,
         ExchangeProblem.PROVIDER_TIMEOUT,
+        ExchangeProblem.QUERY_INTERRUPTED,
+        CommonProblem.DATABASE_UNAVAILABLE,
     ),
 )
 async def create_query(

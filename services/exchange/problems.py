@@ -19,6 +19,8 @@ class ExchangeProblem(ProblemCode):
     SUBJECT_NOT_FOUND = "subject-not-found", 404, "No record"
     PROVIDER_ERROR = "provider-error", 502, "Provider error"
     PROVIDER_TIMEOUT = "provider-timeout", 504, "Provider did not answer in time"
+    # After the request was committed to be sent: never "nothing was changed" (see the README).
+    QUERY_INTERRUPTED = "query-interrupted", 503, "Query sent, outcome not recorded"
 
 
 # Refusals before the provider is asked: each is audited as a denial with its code as the reason.

@@ -5,6 +5,7 @@ The order of a statement's parameters is owned here and nowhere else."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -12,11 +13,8 @@ from typing import Any
 import orjson
 from asyncpg import Record  # type: ignore[import-untyped]
 
-from services.common.outbox import Outbox
-from services.common.uow import Staged
-
 # Count the query against today's quota; only if under it, insert the pending query and its
-# request's outbox row. Returns the day's count, or NULL when the quota is used up.
+# request's outbox row (claimed by this process, which publishes it at once: see outbox.py). Returns the day's count, or NULL when the quota is used up.
 START_QUERY = """
 WITH counted AS (
     INSERT INTO exchange.grant_usage AS u (grant_id, day, used)
@@ -29,8 +27,8 @@ WITH counted AS (
     SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16 FROM counted
     RETURNING id
 ), request AS (
-    INSERT INTO exchange.outbox (id, topic, key, value, headers)
-    SELECT $17, $18, $19, $20, $21 FROM query
+    INSERT INTO exchange.outbox (id, topic, key, value, headers, claimed_by, lease_until)
+    SELECT $17, $18, $19, $20, $21, $22, now() + make_interval(secs => $23) FROM query
 )
 SELECT used FROM counted
 """
@@ -43,8 +41,8 @@ WITH done AS (
     WHERE id = $1 AND status = 'pending'
     RETURNING id
 )
-INSERT INTO exchange.outbox (id, topic, key, value, headers)
-SELECT $5, $6, $7, $8, $9 FROM done
+INSERT INTO exchange.outbox (id, topic, key, value, headers, claimed_by, lease_until)
+SELECT $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11) FROM done
 RETURNING id
 """
 
@@ -79,9 +77,9 @@ async def find_idempotent(db: Any, client_id: str, key: str) -> Record | None:
     return await db.fetchrow(FIND_IDEMPOTENT, client_id, key)
 
 
-async def start_query(db: Any, q: NewQuery, day: date, daily_quota: int, request: Staged) -> bool:
+async def start_query(db: Any, q: NewQuery, day: date, daily_quota: int, request: Sequence[Any]) -> bool:
     """Count ``q`` against its grant's quota for ``day`` and insert it with its request's outbox
-    row; False (nothing written) when the quota is used up."""
+    row (``request``: :meth:`Outbox.row_parameters`); False (nothing written) when the quota is used up."""
     used = await db.fetchval(
         START_QUERY,
         q.grant_id,
@@ -100,16 +98,15 @@ async def start_query(db: Any, q: NewQuery, day: date, daily_quota: int, request
         q.subject_hash,
         q.fields,
         q.deadline,
-        *Outbox.row_parameters(request),
+        *request,
     )
     return used is not None
 
 
 async def finish_query(
-    db: Any, query_id: uuid.UUID, status: str, http_status: int, response: dict[str, Any], audit: Staged
+    db: Any, query_id: uuid.UUID, status: str, http_status: int, response: dict[str, Any], audit: Sequence[Any]
 ) -> bool:
-    """Close a pending query with its audit event; False if it was no longer pending."""
-    closed = await db.fetchval(
-        FINISH_QUERY, query_id, status, http_status, orjson.dumps(response).decode(), *Outbox.row_parameters(audit)
-    )
+    """Close a pending query with its audit event (``audit``: :meth:`Outbox.row_parameters`);
+    False if it was no longer pending."""
+    closed = await db.fetchval(FINISH_QUERY, query_id, status, http_status, orjson.dumps(response).decode(), *audit)
     return closed is not None

@@ -84,6 +84,18 @@ class Subject:
 
 
 @dataclass(frozen=True, slots=True)
+class Opened:
+    """When the consumer's call began: ``timeout_ms`` counts from here, the publish included."""
+
+    monotonic: float
+    at: datetime
+
+    @classmethod
+    def now(cls) -> Opened:
+        return cls(time.monotonic(), datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
 class Started:
     """A query written and sent: what the remaining steps need."""
 
@@ -91,6 +103,11 @@ class Started:
     context: AuditContext
     masking: dict[str, str]
     timeout_ms: int
+    opened: Opened
+
+    def remaining_s(self) -> float:
+        """Time left before the consumer's deadline (never negative)."""
+        return max(0.0, self.opened.monotonic + self.timeout_ms / 1000 - time.monotonic())
 
 
 def fingerprint(body: QueryCreate, subject_value: str) -> str:
@@ -129,6 +146,18 @@ def timeout_problem(query_id: uuid.UUID, timeout_ms: int) -> Problem:
     return ExchangeProblem.PROVIDER_TIMEOUT.problem(
         f"No reply within {timeout_ms} ms. A late reply will be recorded; fetch GET /v1/exchange/queries/{query_id}.",
         extra={"query_id": str(query_id)},
+    )
+
+
+def interrupted_problem(query_id: uuid.UUID) -> Problem:
+    """An error after the request was committed to be sent: the provider may have it (and may
+    answer), so the consumer must not be told that nothing happened."""
+    return ExchangeProblem.QUERY_INTERRUPTED.problem(
+        f"Query {query_id} was sent to the provider, but its outcome could not be recorded just now. "
+        f"Read GET /v1/exchange/queries/{query_id} shortly, or retry with the same Idempotency-Key: "
+        "the provider is not asked again.",
+        extra={"query_id": str(query_id)},
+        headers={"Retry-After": "1"},
     )
 
 
@@ -196,6 +225,7 @@ class Exchange:
             purpose=body.purpose,
             subject_type=body.subject.type,
         )
+        opened = Opened.now()
         query_id = uuid.uuid4()
         waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self.waiters[str(query_id)] = waiter
@@ -206,15 +236,33 @@ class Exchange:
                 ctx = ctx.with_(subject_hash=subject.hash)
                 resource, grant = await self.check_grant(principal, body, ctx)
                 ctx = ctx.with_(provider=resource.provider_dept)
-                started = await self.start(principal, body, subject, resource, grant, idempotency_key, query_id, ctx)
+                started = await self.start(
+                    principal, body, subject, resource, grant, idempotency_key, query_id, ctx, opened
+                )
             except Denied as denied:
                 raise await self.deny(denied.context or ctx, denied) from None
             if isinstance(started, dict):  # an idempotent replay
                 return started
-            reply = await self.await_reply(started, waiter)
+            # From here the request is committed and will reach the provider.
+            try:
+                reply = await self.await_reply(started, waiter)
+            except Problem:
+                raise
+            except Exception as exc:
+                raise self.interrupted(started.id, exc) from exc
         finally:
             self.waiters.pop(str(query_id), None)
-        return await self.finish(started, reply)
+        try:
+            return await self.finish(started, reply)
+        except Problem:
+            raise
+        except Exception as exc:
+            raise self.interrupted(started.id, exc) from exc
+
+    @staticmethod
+    def interrupted(query_id: uuid.UUID, exc: Exception) -> Problem:
+        log.warning("query outcome not recorded", extra={"ctx_query_id": str(query_id)}, exc_info=exc)
+        return interrupted_problem(query_id)
 
     def authorise(self, principal: Principal) -> None:
         """Queries are made by consuming systems, never by people (the token says which it is)."""
@@ -250,11 +298,14 @@ class Exchange:
         idempotency_key: str | None,
         query_id: uuid.UUID,
         ctx: AuditContext,
+        opened: Opened,
     ) -> Started | dict[str, Any]:
         """Write the pending query with its request (counted against the day's quota) in one
-        statement, then publish the request. Returns the earlier answer instead when
-        ``idempotency_key`` was used before for the same question."""
-        now = datetime.now(UTC)
+        statement, then publish the request (in the background: the consumer's deadline, counted
+        from ``opened``, is awaited by :meth:`await_reply`, however long a broker outage blocks
+        the publish). Returns the earlier answer instead when ``idempotency_key`` was used before
+        for the same question."""
+        now = opened.at
         fields = body.fields or list(grant.items)
         ctx = ctx.with_(fields=tuple(fields), query_id=str(query_id))
         timeout_ms = min(body.timeout_ms or self.settings.default_timeout_ms, self.settings.max_timeout_ms)
@@ -299,14 +350,16 @@ class Exchange:
                     if earlier is not None:
                         return replay(earlier, print_)
                 day = business_date(self.settings.zone, now)
-                if not await repository.start_query(db, new, day, grant.daily_quota, staged):
+                if not await repository.start_query(
+                    db, new, day, grant.daily_quota, self.outbox.row_parameters(staged)
+                ):
                     raise self.over_quota(grant, now, ctx)
         except UniqueViolationError:  # the same key, committed by a concurrent request meanwhile
             raise ExchangeProblem.IDEMPOTENCY_IN_PROGRESS.problem(
                 "A query with this Idempotency-Key is still being answered; retry shortly."
             ) from None
-        await self.outbox.committed([staged], wait_for_publish=True)
-        return Started(query_id, ctx, effective_masking(grant.masking, resource.items), timeout_ms)
+        await self.outbox.committed([staged], wait_for_publish=False)
+        return Started(query_id, ctx, effective_masking(grant.masking, resource.items), timeout_ms, opened)
 
     def over_quota(self, grant: GrantView, now: datetime, ctx: AuditContext) -> Denied:
         return Denied(
@@ -353,7 +406,7 @@ class Exchange:
     async def await_reply(self, started: Started, waiter: asyncio.Future[Reply]) -> Reply:
         """The provider's reply; at the deadline the query is closed as a timeout (504)."""
         try:
-            return await asyncio.wait_for(waiter, started.timeout_ms / 1000)
+            return await asyncio.wait_for(waiter, started.remaining_s())
         except TimeoutError:
             problem = timeout_problem(started.id, started.timeout_ms)
             await self.close_query(started.id, QueryStatus.TIMEOUT, problem.status, problem.body(), started.context)
@@ -374,7 +427,9 @@ class Exchange:
         """Record how a pending query ended, with its audit event; False if it was not pending."""
         staged = self.outbox.stage(self.audit_message(ctx, outcome=status))
         async with driver_connection(self.engine) as db:
-            closed = await repository.finish_query(db, query_id, status, http_status, body, staged)
+            closed = await repository.finish_query(
+                db, query_id, status, http_status, body, self.outbox.row_parameters(staged)
+            )
         if closed:
             await self.outbox.committed([staged], wait_for_publish=False)
         return closed

@@ -30,5 +30,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in TABLES:
-        op.drop_constraint(f"ck_{table}_status", table, type_="check", schema="gateway")
+        op.drop_constraint(op.f(f"ck_{table}_status"), table, type_="check", schema="gateway")
         op.drop_column(table, "status", schema="gateway")

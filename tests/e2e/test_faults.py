@@ -1,0 +1,200 @@
+"""Faults while queries flow (issue 10): the connector SIGKILLed and restarted; the Kafka broker
+SIGKILLed and restarted. After each, every accepted query ends in a state the consumer can read,
+none is lost, the provider's backend was asked exactly once per query, each query has one audit
+outcome (``completed``, or ``timeout`` then ``late_reply``: one outcome chain), and the audit
+chain verifies.
+
+Backend look-ups are counted from the connector's access log (``TONGBAN_CONNECTOR_LOG_LOOKUPS``):
+one line per look-up naming its queries, written *before* the look-up, to a file that survives the
+connector's SIGKILL. A look-up cannot escape the count; a kill between the line and the look-up
+could only over-count, so the test can fail wrongly but never pass wrongly. (The backend's own
+statistics were tried first: PostgreSQL counts rows per plan, a sequential scan of the whole table
+for a large batch, so they cannot count subjects.) The connector's counters
+(``tongban_connector_backend_lookups_total``, ``…_replies_resent_total``) are reported too, for
+the process alive at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+
+from services.connector.service import synthetic_residents
+from services.demo import DemoCredentials
+from tests.e2e.client import person_token, query_body, system_token
+from tests.stack import DistributedStack, infra
+
+Stack = tuple[DistributedStack, DemoCredentials]
+
+QUERIES = 30
+TIMEOUT_MS = 2500
+# The connector's demo population (TONGBAN_CONNECTOR_DEMO_POPULATION, 1000): each fault test asks
+# about subjects no other test asks about.
+RESIDENTS = [r.id_number for r in synthetic_residents(1000)]
+
+
+async def restart_connector(stack: DistributedStack, *, kill: bool) -> None:
+    """Stop the connector (SIGKILL or SIGTERM) and start it again with its access log on."""
+    stack.stop("connector", kill=kill)
+    stack.spawn("connector", "services.connector", {"TONGBAN_CONNECTOR_LOG_LOOKUPS": "true"})
+    await stack.wait_ready("connector")
+
+
+def lookups_of(stack: DistributedStack, ids: list[str]) -> dict[str, int]:
+    """How many times the backend was asked about each of the queries ``ids``, from the access log."""
+    asked = dict.fromkeys(ids, 0)
+    for line in (stack.logs / f"{stack.prefix}connector.log").read_bytes().splitlines():
+        if b"backend look-up" not in line:
+            continue
+        for query_id in orjson.loads(line).get("query_ids", []):
+            if query_id in asked:
+                asked[query_id] += 1
+    return asked
+
+
+async def connector_counters(stack: DistributedStack) -> dict[str, float]:
+    """The live connector's look-up and re-send counters (since its last start)."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        text = (await client.get(f"http://127.0.0.1:{stack.ports['connector']}/metrics")).text
+    wanted = ("tongban_connector_backend_lookups_total", "tongban_connector_replies_resent_total")
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith(wanted)}
+
+
+async def ask(client: httpx.AsyncClient, headers: dict[str, str], creds: DemoCredentials, subject: str) -> str:
+    """One query as a consumer sends it; the query id (every outcome here names it)."""
+    body = query_body(creds, subject={"type": "id_card", "value": subject}, timeout_ms=TIMEOUT_MS)
+    began = time.monotonic()
+    response = await client.post(
+        "/v1/exchange/queries", json=body, headers={**headers, "Idempotency-Key": str(uuid.uuid4())}
+    )
+    took = time.monotonic() - began
+    answer: dict[str, Any] = response.json()
+    if response.status_code == 200:
+        return str(answer["id"])
+    assert response.status_code == 504, response.text  # the provider (or the way to it) is down
+    assert answer["type"].endswith("/provider-timeout")
+    # The deadline bounds the whole call, the publish included (before, a broker outage held it 19-22 s).
+    assert took < TIMEOUT_MS / 1000 + 1.5, f"504 after {took:.1f} s for a {TIMEOUT_MS} ms timeout"
+    return str(answer["query_id"])
+
+
+async def queries_under(
+    stack: Stack, db: asyncpg.Connection, subjects: list[str], fault: Callable[[], Awaitable[None]]
+) -> dict[str, int]:
+    """Send one query per subject, four at a time; inject ``fault`` after the first third; check
+    every outcome. The counts, for the report."""
+    distributed, creds = stack
+    await restart_connector(distributed, kill=False)  # its access log on
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=60.0) as client:
+        headers = await system_token(client, creds)
+        auditor = await person_token(client, "auditor")
+        waiting = asyncio.Queue[str]()
+        for subject in subjects:
+            waiting.put_nowait(subject)
+        ids: list[str] = []
+
+        async def sender() -> None:
+            while not waiting.empty():
+                ids.append(await ask(client, headers, creds, waiting.get_nowait()))
+                await asyncio.sleep(0.1)
+
+        senders = [asyncio.create_task(sender()) for _ in range(4)]
+        await asyncio.sleep(len(subjects) / 3 / 4 * 0.15)  # about a third sent, four at a time
+        await fault()
+        await asyncio.gather(*senders)
+        assert len(ids) == len(subjects) == len(set(ids))
+
+        # Every query ends answered: on time, or late (its 504 then its late reply); none is lost.
+        statuses = await terminal(db, ids, timeout_s=60)
+        for query_id in ids:
+            read = await client.get(f"/v1/exchange/queries/{query_id}", headers=headers)
+            assert read.status_code == 200, read.text
+            assert read.json()["status"] in ("completed", "late_reply"), read.text
+
+        chains = await outcome_chains(db, ids, timeout_s=60)
+        assert {tuple(chain) for chain in chains.values()} <= {("completed",), ("timeout", "late_reply")}, chains
+        for query_id in ids:
+            expected = ["completed"] if statuses[query_id] == "completed" else ["timeout", "late_reply"]
+            assert chains[query_id] == expected, (query_id, statuses[query_id], chains[query_id])
+
+        verify = await client.get("/v1/audit/verify", headers=auditor)
+        assert verify.status_code == 200 and verify.json()["ok"] is True, verify.text
+
+    asked = lookups_of(distributed, ids)
+    assert [q for q, n in asked.items() if n == 0] == [], "answered without a logged look-up?"
+    duplicates = {q: n for q, n in asked.items() if n > 1}
+    assert duplicates == {}, f"the backend was asked more than once: {duplicates}"
+    late = sum(1 for s in statuses.values() if s == "late_reply")
+    return {
+        "queries": len(ids),
+        "lost": 0,
+        "late": late,
+        "lookups": sum(asked.values()),
+        "duplicates": 0,
+        **await connector_counters(distributed),
+    }
+
+
+async def terminal(db: asyncpg.Connection, ids: list[str], timeout_s: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await db.fetch("SELECT id::text, status FROM exchange.queries WHERE id = ANY($1::uuid[])", ids)
+        statuses = {r["id"]: r["status"] for r in rows}
+        if len(statuses) == len(ids) and set(statuses.values()) <= {"completed", "late_reply"}:
+            return statuses
+        assert time.monotonic() < deadline, f"not all answered after {timeout_s} s: {sorted(statuses.values())}"
+        await asyncio.sleep(0.3)
+
+
+async def outcome_chains(db: asyncpg.Connection, ids: list[str], timeout_s: float) -> dict[str, list[str]]:
+    """Each query's audit outcomes in chain order, once every query has its final one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await db.fetch(
+            "SELECT query_id, outcome FROM audit.records WHERE query_id = ANY($1::text[]) ORDER BY seq", ids
+        )
+        chains: dict[str, list[str]] = {query_id: [] for query_id in ids}
+        for row in rows:
+            chains[row["query_id"]].append(row["outcome"])
+        if all(chain and chain[-1] in ("completed", "late_reply") for chain in chains.values()):
+            await asyncio.sleep(1.0)  # a duplicate record would arrive with the same batch: give it time
+            rows = await db.fetch(
+                "SELECT query_id, outcome FROM audit.records WHERE query_id = ANY($1::text[]) ORDER BY seq", ids
+            )
+            chains = {query_id: [] for query_id in ids}
+            for row in rows:
+                chains[row["query_id"]].append(row["outcome"])
+            return chains
+        assert time.monotonic() < deadline, f"audit outcomes missing after {timeout_s} s"
+        await asyncio.sleep(0.3)
+
+
+async def test_a_connector_killed_while_queries_flow_asks_the_backend_once_per_query(
+    distributed: Stack, db: asyncpg.Connection
+) -> None:
+    stack, _ = distributed
+
+    async def kill_and_restart_connector() -> None:
+        await restart_connector(stack, kill=True)
+
+    counts = await queries_under(distributed, db, RESIDENTS[900 : 900 + QUERIES], kill_and_restart_connector)
+    print(f"connector SIGKILL: {counts}")
+
+
+async def test_a_broker_killed_while_queries_flow_loses_nothing_and_asks_once(
+    distributed: Stack, db: asyncpg.Connection
+) -> None:
+    async def kill_and_restart_broker() -> None:
+        await asyncio.to_thread(infra, "kafka-stop", "--kill")
+        await asyncio.sleep(2.0)  # queries keep coming while the broker is gone
+        await asyncio.to_thread(infra, "kafka-start")
+
+    counts = await queries_under(distributed, db, RESIDENTS[950 : 950 + QUERIES], kill_and_restart_broker)
+    print(f"broker SIGKILL: {counts}")

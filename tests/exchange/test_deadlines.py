@@ -1,0 +1,152 @@
+"""期限 — a query's deadline and the errors after its request has gone. ``timeout_ms`` bounds the
+call; at the deadline the consumer gets 504 and the query stays readable. An error after the
+request was committed to be sent says so (503 ``query-interrupted``, with the query's id), never
+that nothing was changed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.bus import MemoryBus
+from services.common.db import create_engine, migrate, session_factory
+from services.common.errors import Problem
+from services.common.outbox import Outbox
+from services.common.security import Principal, PrincipalType, Role
+from services.connector.service import synthetic_residents
+from services.exchange.app import MIGRATIONS
+from services.exchange.config import ExchangeSettings
+from services.exchange.models import GrantView, Query, ResourceView
+from services.exchange.models import Outbox as OutboxModel
+from services.exchange.problems import ExchangeProblem
+from services.exchange.schemas import QueryCreate
+from services.exchange.service import Exchange
+from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
+from tests.stack import asyncpg_dsn, create_database, database_url, drop_database, infra_env
+
+PURPOSE = SERVICE_ITEMS[0][0]
+CLIENT = "sys-deadline-test"
+CONSUMER = credit_code("110102")
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[AsyncEngine]:
+    """A database of its own (one test makes it refuse connections), the exchange schema migrated,
+    with one resource and a live grant for it."""
+    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
+    engine = create_engine(url, pool_size=2)
+    try:
+        await migrate(engine, "exchange", MIGRATIONS)
+        async with session_factory(engine).begin() as session:
+            session.add(
+                ResourceView(
+                    code="101010/000001",
+                    name="居民户籍信息",
+                    provider_dept=credit_code("110101"),
+                    version=1,
+                    share_type="conditional",
+                    items=[item.model_dump() for item in HOUSEHOLD_ITEMS],
+                )
+            )
+            session.add(
+                GrantView(
+                    id=uuid.uuid4(),
+                    resource_code="101010/000001",
+                    provider_dept=credit_code("110101"),
+                    consumer_dept=CONSUMER,
+                    client_id=CLIENT,
+                    items=["姓名", "户籍地址"],
+                    purpose=PURPOSE,
+                    masking={},
+                    valid_until=datetime.now(UTC) + timedelta(days=30),
+                    daily_quota=100,
+                    revoked=False,
+                )
+            )
+        yield engine
+    finally:
+        await engine.dispose()
+        await drop_database(url)
+
+
+def exchange_on(engine: AsyncEngine) -> Exchange:
+    """An exchange whose requests go nowhere (no connector listens): every query runs to its deadline."""
+    outbox = Outbox(OutboxModel, session_factory(engine), MemoryBus("dlq"))
+    return Exchange(ExchangeSettings(), engine, outbox)
+
+
+def consumer() -> Principal:
+    return Principal(
+        type=PrincipalType.SYSTEM,
+        sub=CLIENT,
+        client_id=CLIENT,
+        dept=CONSUMER,
+        roles=frozenset({Role.CONSUMER}),
+        scope=frozenset({Role.CONSUMER}),
+        jti="t",
+    )
+
+
+def body(timeout_ms: int) -> QueryCreate:
+    subject = synthetic_residents(1)[0].id_number
+    return QueryCreate.model_validate(
+        {
+            "resource": "101010/000001",
+            "purpose": PURPOSE,
+            "subject": {"type": "id_card", "value": subject},
+            "timeout_ms": timeout_ms,
+        }
+    )
+
+
+async def test_at_the_deadline_the_consumer_gets_504_and_the_query_stays_readable(engine: AsyncEngine) -> None:
+    exchange = exchange_on(engine)
+    began = time.monotonic()
+    with pytest.raises(Problem) as raised:
+        await exchange.query(consumer(), body(timeout_ms=300), "deadline-1")
+    took = time.monotonic() - began
+    assert raised.value.status == 504 and raised.value.code == ExchangeProblem.PROVIDER_TIMEOUT
+    assert 0.3 <= took < 1.5, took  # the whole call, counted from its start
+    query_id = uuid.UUID(raised.value.body()["query_id"])
+    async with session_factory(engine)() as session:
+        query = await session.get(Query, query_id)
+    assert query is not None and query.status == "timeout"
+
+
+async def test_an_error_after_the_request_was_sent_says_so_and_names_the_query(engine: AsyncEngine) -> None:
+    """The database goes away while the query waits for its reply: the request was committed to
+    be sent (the provider may answer it), so the answer is 503 ``query-interrupted`` with the
+    query's id — read it later or retry with the same key — not ``database-unavailable``."""
+    exchange = exchange_on(engine)
+    url = engine.url.render_as_string(hide_password=False)
+    _, name = asyncpg_dsn(url)
+    admin = await asyncpg.connect(asyncpg_dsn(database_url(url, "postgres"))[0])
+    try:
+        asking = asyncio.create_task(exchange.query(consumer(), body(timeout_ms=1500), "interrupted-1"))
+        await asyncio.sleep(0.7)  # the query is written and waits for the reply
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        with pytest.raises(Problem) as raised:
+            await asking
+        problem = raised.value
+        assert problem.status == 503 and problem.code == ExchangeProblem.QUERY_INTERRUPTED, problem.body()
+        assert "nothing was changed" not in problem.body()["detail"]
+        assert "Idempotency-Key" in problem.body()["detail"]
+        assert problem.headers["Retry-After"] == "1"
+        query_id = uuid.UUID(problem.body()["query_id"])
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    async with session_factory(engine)() as session:
+        query = await session.get(Query, query_id)
+    assert query is not None and query.status == "pending"  # sent; its outcome is still to come
