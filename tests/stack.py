@@ -51,6 +51,7 @@ def free_port() -> int:
     for _ in range(1000):
         port = random.randrange(20000, 32768)
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's listener does
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:

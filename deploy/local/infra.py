@@ -83,7 +83,10 @@ SERVER_PORTS = range(20000, 32768)
 
 
 def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR, as the broker's own listener
+    sets it: the connections a killed broker leaves in TIME_WAIT do not hold its port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -365,6 +368,12 @@ def kafka_stop(hard: bool = False) -> None:
     for pid in pids:
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+    # A killed JVM's main thread is a zombie while its other threads still exit; the listener
+    # closes only when the last of them has. Wait for it, so a restart can have the port back.
+    port = read_env().get("TONGBAN_KAFKA_BOOTSTRAP", "?:0").rsplit(":", 1)[1]
+    deadline = time.monotonic() + 10
+    while port.isdigit() and port_open(int(port)) and time.monotonic() < deadline:
+        time.sleep(0.1)
     KAFKA_PID.unlink(missing_ok=True)
     say("kafka stopped" + (" (killed)" if hard else ""))
 
