@@ -99,25 +99,30 @@ async def test_a_dead_replicas_rows_are_published_by_a_survivor_only_after_their
     async def collect(batch: Sequence[Message]) -> None:
         received.extend(m.value for m in batch)
 
-    bus = await started(bootstrap, Subscription([topic], collect, group=unique("g")), topics=[topic])
+    bus = await asyncio.wait_for(
+        started(bootstrap, Subscription([topic], collect, group=unique("g")), topics=[topic]), 60
+    )
     dead = Outbox(OutboxTable, sessions, bus, lease_s=2.0)
     survivor = Outbox(OutboxTable, sessions, bus, lease_s=2.0)
     try:
-        staged = dead.stage(Message(topic, b"in flight when A died", key=uuid.uuid4().bytes))
-        async with engine.connect() as conn:  # the row as the exchange's hot path writes it
-            raw = (await conn.get_raw_connection()).driver_connection
-            await raw.execute(
-                "INSERT INTO it_outbox.outbox (id, topic, key, value, headers, claimed_by, lease_until) "
-                "VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
-                *dead.row_parameters(staged),
-            )
-        assert await survivor.sweep(older_than_s=0) == 0  # A's lease still holds
-        await asyncio.sleep(2.2)
-        assert await survivor.sweep(older_than_s=0) == 1
-        assert await survivor.sweep(older_than_s=0) == 0  # published and deleted: not again
-        await eventually(lambda: received == [b"in flight when A died"], 30, "the survivor's publish")
-        async with sessions() as session:
-            assert await session.scalar(select(func.count()).select_from(OutboxTable)) == 0
+        # Once, in a CI run, this test hung past pytest-timeout, whose dump shows threads, not
+        # asyncio tasks: a timeout of its own makes the traceback name the await that hangs.
+        async with asyncio.timeout(90):
+            staged = dead.stage(Message(topic, b"in flight when A died", key=uuid.uuid4().bytes))
+            async with engine.connect() as conn:  # the row as the exchange's hot path writes it
+                raw = (await conn.get_raw_connection()).driver_connection
+                await raw.execute(
+                    "INSERT INTO it_outbox.outbox (id, topic, key, value, headers, claimed_by, lease_until) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
+                    *dead.row_parameters(staged),
+                )
+            assert await survivor.sweep(older_than_s=0) == 0  # A's lease still holds
+            await asyncio.sleep(2.2)
+            assert await survivor.sweep(older_than_s=0) == 1
+            assert await survivor.sweep(older_than_s=0) == 0  # published and deleted: not again
+            await eventually(lambda: received == [b"in flight when A died"], 30, "the survivor's publish")
+            async with sessions() as session:
+                assert await session.scalar(select(func.count()).select_from(OutboxTable)) == 0
     finally:
         await bus.stop()
         await engine.dispose()
