@@ -24,7 +24,10 @@ TODAY = date(2026, 11, 27)
 
 
 @dataclass
-class Catalogue:
+class Units:
+    """The registry's service calls of a test, each in a unit of work on the test's session, and
+    the events they staged (the base of :class:`Catalogue` and the applications tests' helper)."""
+
     session: AsyncSession
     staged: list[Staged] = field(default_factory=list)
 
@@ -40,6 +43,15 @@ class Catalogue:
                 uow.open = False
         self.staged.extend(uow.staged)
 
+    def events(self) -> list[pb.RegistryEvent]:
+        """The events staged so far, and forget them."""
+        staged, self.staged = self.staged, []
+        assert all(message.topic == TOPIC for _, message in staged)
+        return [pb.RegistryEvent.FromString(message.value) for _, message in staged]
+
+
+@dataclass
+class Catalogue(Units):
     async def create(self, admin: Principal, body: ResourceCreate) -> Resource:
         async with self.unit() as uow:
             return await catalogue.create_resource(uow, admin, body)
@@ -94,9 +106,3 @@ class Catalogue:
         ).all()
         shown = {c: getattr(resource, c) for c in catalogue.CONTENT_FIELDS}
         return resource.status, resource.version, shown, [tuple(v) for v in versions]
-
-    def events(self) -> list[pb.RegistryEvent]:
-        """The events staged so far, and forget them."""
-        staged, self.staged = self.staged, []
-        assert all(message.topic == TOPIC for _, message in staged)
-        return [pb.RegistryEvent.FromString(message.value) for _, message in staged]

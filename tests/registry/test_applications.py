@@ -8,9 +8,7 @@ was asked, never widen it. Run against real PostgreSQL; each test is rolled back
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -20,10 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import business_date
 from services.common.errors import Problem
-from services.common.pb import registry_pb2 as pb
 from services.common.security import Principal, Role
 from services.common.settings import CommonSettings
-from services.common.uow import Staged, UnitOfWork
 from services.registry.applications import service
 from services.registry.applications.schemas import ApplicationApprove, ApplicationCreate
 from services.registry.catalogue import service as catalogue
@@ -39,8 +35,8 @@ from tests.factories import (
     system,
     unconditional_share,
 )
+from tests.registry.calls import TOPIC, Units
 
-TOPIC = "t.registry.events"
 ASKED = ["姓名", "出生日期", "户籍地址", "公民身份号码"]
 
 
@@ -54,24 +50,9 @@ def filing_day() -> date:
 
 
 @dataclass
-class Registry:
+class Registry(Units):
     """Every call of the registry's services these tests make, in one place, each in its own
     unit of work (as a route runs it: all or nothing), and the events the calls staged."""
-
-    session: AsyncSession
-    staged: list[Staged] = field(default_factory=list)
-
-    @asynccontextmanager
-    async def unit(self) -> AsyncIterator[UnitOfWork]:
-        """A unit of work on the test's session, inside a savepoint: what it emits counts only if
-        it ends without an error (nothing is published: the test's transaction never commits)."""
-        async with self.session.begin_nested():
-            uow = UnitOfWork(self.session)
-            try:
-                yield uow
-            finally:
-                uow.open = False
-        self.staged.extend(uow.staged)
 
     async def publish(self, admin: Principal, share: ShareSpec) -> Resource:
         """A published 信息资源 of ``admin``'s department (the provider)."""
@@ -115,12 +96,6 @@ class Registry:
 
     async def count(self, model: type[Application | Grant]) -> int:
         return int(await self.session.scalar(select(func.count()).select_from(model)) or 0)
-
-    def events(self) -> list[pb.RegistryEvent]:
-        """The events staged so far (published after the unit of work commits), and forget them."""
-        staged, self.staged = self.staged, []
-        assert all(message.topic == TOPIC for _, message in staged)
-        return [pb.RegistryEvent.FromString(message.value) for _, message in staged]
 
 
 @pytest.fixture
