@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase
 
-from services.common.bus import MemoryBus, Message, Subscription
+from services.common.bus import Handler, MemoryBus, Message, Subscription
 from services.common.db import create_engine, schema_metadata, session_factory
 from services.common.outbox import Outbox, OutboxRow
 from services.common.uow import UnitClosed
 from tests.integration.helpers import eventually, started, unique
-from tests.stack import create_database, infra, infra_env
+from tests.stack import create_database, drop_database, infra, infra_env
 
 
 class Base(DeclarativeBase):
@@ -29,17 +30,37 @@ class OutboxTable(OutboxRow, Base):
     pass
 
 
-async def test_committed_while_the_broker_is_down_is_published_when_it_is_back(bootstrap: str) -> None:
-    engine = create_engine(await create_database(infra_env()["TONGBAN_DATABASE_URL"]), pool_size=2)
-    async with engine.begin() as conn:
-        await conn.execute(text("CREATE SCHEMA it_outbox"))
-        await conn.run_sync(Base.metadata.create_all)
-    sessions = session_factory(engine)
-    topic = unique("outbox")
+@pytest.fixture
+async def engine() -> AsyncIterator[AsyncEngine]:
+    """A database of the test's own with an outbox table, dropped at the end."""
+    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
+    engine = create_engine(url, pool_size=2)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE SCHEMA it_outbox"))
+            await conn.run_sync(Base.metadata.create_all)
+        yield engine
+    finally:
+        await engine.dispose()
+        await drop_database(url)
+
+
+def collector() -> tuple[list[bytes], Handler]:
+    """The values a subscription received, and the handler that collects them."""
     received: list[bytes] = []
 
     async def collect(batch: Sequence[Message]) -> None:
         received.extend(m.value for m in batch)
+
+    return received, collect
+
+
+async def test_committed_while_the_broker_is_down_is_published_when_it_is_back(
+    bootstrap: str, engine: AsyncEngine
+) -> None:
+    sessions = session_factory(engine)
+    topic = unique("outbox")
+    received, collect = collector()
 
     async def left_in_outbox() -> int:
         async with sessions() as session:
@@ -69,35 +90,25 @@ async def test_committed_while_the_broker_is_down_is_published_when_it_is_back(b
     finally:
         await outbox.stop()
         await bus.stop()
-        await engine.dispose()
 
 
-async def test_an_event_emitted_after_its_unit_ended_is_refused_not_lost(bootstrap: str) -> None:
+async def test_an_event_emitted_after_its_unit_ended_is_refused_not_lost(engine: AsyncEngine) -> None:
     """Before, ``Outbox.add`` on a session the outbox did not open dropped the event silently."""
-    engine = create_engine(infra_env()["TONGBAN_DATABASE_URL"], pool_size=1)
-    try:
-        outbox = Outbox(OutboxTable, session_factory(engine), MemoryBus("dlq"))
-        async with outbox.unit_of_work() as uow:
-            pass
-        with pytest.raises(UnitClosed):
-            uow.emit(Message("t", b"late"))
-    finally:
-        await engine.dispose()
+    outbox = Outbox(OutboxTable, session_factory(engine), MemoryBus("dlq"))
+    async with outbox.unit_of_work() as uow:
+        pass
+    with pytest.raises(UnitClosed):
+        uow.emit(Message("t", b"late"))
 
 
-async def test_a_dead_replicas_rows_are_published_by_a_survivor_only_after_their_lease(bootstrap: str) -> None:
+async def test_a_dead_replicas_rows_are_published_by_a_survivor_only_after_their_lease(
+    bootstrap: str, engine: AsyncEngine
+) -> None:
     """Replica A commits a row and dies before publishing it (its eager publish never ran).
     Replica B's relay leaves the row alone while A's lease lasts, then publishes it, once."""
-    engine = create_engine(await create_database(infra_env()["TONGBAN_DATABASE_URL"]), pool_size=2)
-    async with engine.begin() as conn:
-        await conn.execute(text("CREATE SCHEMA it_outbox"))
-        await conn.run_sync(Base.metadata.create_all)
     sessions = session_factory(engine)
     topic = unique("lease")
-    received: list[bytes] = []
-
-    async def collect(batch: Sequence[Message]) -> None:
-        received.extend(m.value for m in batch)
+    received, collect = collector()
 
     bus = await asyncio.wait_for(
         started(bootstrap, Subscription([topic], collect, group=unique("g")), topics=[topic]), 60
@@ -125,23 +136,17 @@ async def test_a_dead_replicas_rows_are_published_by_a_survivor_only_after_their
                 assert await session.scalar(select(func.count()).select_from(OutboxTable)) == 0
     finally:
         await bus.stop()
-        await engine.dispose()
 
 
-async def test_a_row_published_while_its_delete_fails_is_not_published_again(bootstrap: str) -> None:
+async def test_a_row_published_while_its_delete_fails_is_not_published_again(
+    bootstrap: str, engine: AsyncEngine
+) -> None:
     """PostgreSQL crashes after the eager publish and before the relay deleted the row: the row is
     still there when the database is back, its lease long expired, yet the relay does not publish
     it again (this process marked it published), and deletes it."""
-    engine = create_engine(await create_database(infra_env()["TONGBAN_DATABASE_URL"]), pool_size=2)
-    async with engine.begin() as conn:
-        await conn.execute(text("CREATE SCHEMA it_outbox"))
-        await conn.run_sync(Base.metadata.create_all)
     sessions = session_factory(engine)
     topic = unique("marked")
-    received: list[bytes] = []
-
-    async def collect(batch: Sequence[Message]) -> None:
-        received.extend(m.value for m in batch)
+    received, collect = collector()
 
     async def left_in_outbox() -> int:
         async with sessions() as session:
@@ -166,7 +171,6 @@ async def test_a_row_published_while_its_delete_fails_is_not_published_again(boo
     finally:
         await outbox.stop()
         await bus.stop()
-        await engine.dispose()
 
 
 async def left_in_outbox_is_zero(count: Callable[[], Awaitable[int]]) -> bool:
