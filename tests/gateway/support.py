@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.gateway.config import GatewaySettings
 from services.gateway.service import Lockout
+
+SETTINGS = GatewaySettings(jwt_issuer="tongban-test", jwt_audience="tongban-test", token_ttl_s=900)
+PASSWORD = "Tongban-2026"  # meets the password policy
 
 LOCKOUT_THRESHOLD = 3
 LOCKOUT_S = 60

@@ -17,7 +17,7 @@ from services.common.errors import Problem
 from services.common.security import Role
 from services.gateway import hashing, service
 from services.gateway.models import Department, System, User
-from tests.factories import DepartmentCreateFactory, SystemCreateFactory, UserCreateFactory, credit_code, person
+from tests.factories import SystemCreateFactory, UserCreateFactory, person
 from tests.gateway.support import lockout_on
 
 
@@ -31,12 +31,6 @@ def scrypt_hash(password: str) -> str:
 def sha256_hash(secret: str) -> str:
     """A client secret's hash as the gateway wrote it before argon2id (unsalted)."""
     return "sha256$" + hashlib.sha256(secret.encode()).hexdigest()
-
-
-@pytest.fixture
-async def department(session: AsyncSession) -> Department:
-    admin = person(credit_code("110101"), Role.PLATFORM_ADMIN, username="admin")
-    return await service.create_department(session, admin, DepartmentCreateFactory.build())
 
 
 # --------------------------------------------------------------------------- the hashes

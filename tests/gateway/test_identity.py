@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.errors import Problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, TokenVerifier
 from services.gateway import service
-from services.gateway.config import GatewaySettings
 from services.gateway.models import Department, System, User
 from services.gateway.schemas import UserCreate
 from tests.factories import (
@@ -27,20 +26,7 @@ from tests.factories import (
     person,
     region_of,
 )
-from tests.gateway.support import lockout_on
-
-SETTINGS = GatewaySettings(jwt_issuer="tongban-test", jwt_audience="tongban-test", token_ttl_s=900)
-
-
-@pytest.fixture
-def admin() -> Principal:
-    """The platform operator's administrator (platform_admin)."""
-    return person(credit_code("110101"), Role.PLATFORM_ADMIN, username="admin")
-
-
-@pytest.fixture
-async def department(session: AsyncSession, admin: Principal) -> Department:
-    return await service.create_department(session, admin, DepartmentCreateFactory.build())
+from tests.gateway.support import SETTINGS, lockout_on
 
 
 async def count(session: AsyncSession, model: type[Department | System | User]) -> int:

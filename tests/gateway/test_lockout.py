@@ -15,20 +15,8 @@ from services.common.security import Principal, PrincipalType, Role
 from services.gateway import service
 from services.gateway.models import Department, SignInFailures, System, User
 from services.gateway.schemas import UserCreate
-from tests.factories import DepartmentCreateFactory, SystemCreateFactory, UserCreateFactory, credit_code, person
-from tests.gateway.support import LOCKOUT_S, LOCKOUT_THRESHOLD, lockout_on
-
-PASSWORD = "Tongban-2026"
-
-
-@pytest.fixture
-def admin() -> Principal:
-    return person(credit_code("110101"), Role.PLATFORM_ADMIN, username="admin")
-
-
-@pytest.fixture
-async def department(session: AsyncSession, admin: Principal) -> Department:
-    return await service.create_department(session, admin, DepartmentCreateFactory.build())
+from tests.factories import SystemCreateFactory, UserCreateFactory, credit_code, person
+from tests.gateway.support import LOCKOUT_S, LOCKOUT_THRESHOLD, PASSWORD, lockout_on
 
 
 @pytest.fixture

@@ -13,14 +13,8 @@ from services.common.errors import Problem
 from services.common.security import Principal, Role
 from services.gateway import service
 from services.gateway.models import ClientSecret, Department, System
-from tests.factories import DepartmentCreateFactory, SystemCreateFactory, credit_code, person
+from tests.factories import SystemCreateFactory, credit_code, person
 from tests.gateway.support import lockout_on
-
-
-@pytest.fixture
-async def department(session: AsyncSession) -> Department:
-    admin = person(credit_code("110101"), Role.PLATFORM_ADMIN, username="admin")
-    return await service.create_department(session, admin, DepartmentCreateFactory.build())
 
 
 @pytest.fixture

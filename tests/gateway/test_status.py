@@ -15,23 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.errors import Problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, TokenVerifier
 from services.gateway import service
-from services.gateway.config import GatewaySettings
 from services.gateway.models import Department, Status, System, User
-from tests.factories import DepartmentCreateFactory, SystemCreateFactory, UserCreateFactory, credit_code, person
-from tests.gateway.support import lockout_on
-
-SETTINGS = GatewaySettings(jwt_issuer="tongban-test", jwt_audience="tongban-test", token_ttl_s=900)
-PASSWORD = "Tongban-2026"
-
-
-@pytest.fixture
-def admin() -> Principal:
-    return person(credit_code("110101"), Role.PLATFORM_ADMIN, username="admin")
-
-
-@pytest.fixture
-async def department(session: AsyncSession, admin: Principal) -> Department:
-    return await service.create_department(session, admin, DepartmentCreateFactory.build())
+from tests.factories import SystemCreateFactory, UserCreateFactory, credit_code, person
+from tests.gateway.support import PASSWORD, SETTINGS, lockout_on
 
 
 @pytest.fixture
