@@ -111,20 +111,27 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
+def alembic_config(connection: object, schema: str, migrations: Path) -> Any:
+    """The Alembic configuration of one service's history, run on ``connection`` (a sync
+    connection, inside ``run_sync``) against its own ``schema`` (see ``alembic_env.run``)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations))
+    cfg.attributes["connection"] = connection
+    cfg.attributes["schema"] = schema
+    return cfg
+
+
 async def migrate(engine: AsyncEngine, schema: str, migrations: Path) -> None:
     """Bring ``schema`` to the head of its own Alembic history.
 
     Serialised by a PostgreSQL advisory lock so that replicas starting together take turns.
     """
     from alembic import command
-    from alembic.config import Config
 
     def upgrade(connection: object) -> None:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(migrations))
-        cfg.attributes["connection"] = connection
-        cfg.attributes["schema"] = schema
-        command.upgrade(cfg, "head")
+        command.upgrade(alembic_config(connection, schema, migrations), "head")
 
     lock_key = {"s": f"tongban-migrate-{schema}"}
     async with _ALEMBIC_GLOBALS, engine.connect() as conn:

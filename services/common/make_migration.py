@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import text
 
-from services.common.db import create_engine, migrate
+from services.common.db import alembic_config, create_engine, migrate
 from services.common.settings import CommonSettings
 
 
@@ -21,11 +20,7 @@ async def main(service: str, message: str) -> None:
     await migrate(engine, service, migrations)  # autogenerate diffs against head
 
     def revision(connection: object) -> None:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(migrations))
-        cfg.attributes["connection"] = connection
-        cfg.attributes["schema"] = service
-        command.revision(cfg, message=message, autogenerate=True)
+        command.revision(alembic_config(connection, service, migrations), message=message, autogenerate=True)
 
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))

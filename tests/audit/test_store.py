@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from alembic import command
-from alembic.config import Config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
@@ -35,7 +34,7 @@ from services.common.contracts.audit import (
     TRUNCATED,
     bounded,
 )
-from services.common.db import create_engine, session_factory
+from services.common.db import alembic_config, create_engine, session_factory
 from services.common.pb import audit_pb2
 
 STRING_FIELDS = tuple(TEXT_LIMITS)
@@ -179,11 +178,7 @@ async def test_a_chain_written_before_the_migration_keeps_verifying_and_grows(em
     engine = create_engine(empty_database, pool_size=2)
 
     def upgrade(connection: object, revision: str) -> None:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = connection
-        cfg.attributes["schema"] = "audit"
-        command.upgrade(cfg, revision)
+        command.upgrade(alembic_config(connection, "audit", MIGRATIONS), revision)
 
     try:
         async with engine.begin() as conn:
@@ -229,11 +224,7 @@ async def test_the_merkle_migration_makes_existing_records_leaves(empty_database
     engine = create_engine(empty_database, pool_size=2)
 
     def upgrade(connection: object, revision: str) -> None:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = connection
-        cfg.attributes["schema"] = "audit"
-        command.upgrade(cfg, revision)
+        command.upgrade(alembic_config(connection, "audit", MIGRATIONS), revision)
 
     prev, hashes = GENESIS, []
     try:

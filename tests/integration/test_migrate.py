@@ -34,10 +34,9 @@ async def test_every_migration_downgrades_and_upgrades_again() -> None:
     """Each history runs down to nothing and back up: a downgrade that names a constraint wrongly
     (Alembic applies the naming convention to it again) fails here, not during an operator's rollback."""
     from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
 
-    from services.common.db import create_engine
+    from services.common.db import alembic_config, create_engine
     from services.common.migrate import PACKAGES
 
     url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
@@ -47,11 +46,7 @@ async def test_every_migration_downgrades_and_upgrades_again() -> None:
         for schema in SERVICES:
 
             def run(connection: object, step: str, revision: str, schema: str = schema) -> None:
-                cfg = Config()
-                cfg.set_main_option("script_location", str(PACKAGES / schema / "migrations"))
-                cfg.attributes["connection"] = connection
-                cfg.attributes["schema"] = schema
-                getattr(command, step)(cfg, revision)
+                getattr(command, step)(alembic_config(connection, schema, PACKAGES / schema / "migrations"), revision)
 
             async with engine.begin() as conn:
                 await conn.run_sync(run, "downgrade", "base")
