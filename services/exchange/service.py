@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.bus import Message
 from services.common.clock import business_date, seconds_to_midnight
-from services.common.contracts.audit import AuditContext, audit_message
+from services.common.contracts.audit import AuditAction, AuditContext, audit_message
 from services.common.db import driver_connection
 from services.common.errors import NotFound, Problem
 from services.common.identifiers import InvalidIdentifier
@@ -44,7 +44,6 @@ from services.exchange.schemas import QueryCreate
 
 Reply = exchange_pb2.ExchangeReply
 log = logging.getLogger("tongban.exchange")
-AUDIT_ACTION = "exchange.query"
 
 
 class Denied(Problem):
@@ -204,7 +203,12 @@ class Exchange:
 
     def audit_message(self, ctx: AuditContext, *, outcome: str, reason: str = "") -> Message:
         return audit_message(
-            self.settings.topic("audit.events"), "exchange", AUDIT_ACTION, ctx, outcome=outcome, reason=reason
+            self.settings.topic("audit.events"),
+            "exchange",
+            AuditAction.EXCHANGE_QUERY,
+            ctx,
+            outcome=outcome,
+            reason=reason,
         )
 
     async def deny(self, ctx: AuditContext, problem: Problem) -> Problem:

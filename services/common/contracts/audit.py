@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 from services.common.bus import Message
 from services.common.logs import request_id_var
@@ -71,6 +72,35 @@ def bounded_fields(fields: list[str]) -> list[str]:
     return [*kept[: FIELDS_MAX - 1], f"{TRUNCATED}+{len(kept) - FIELDS_MAX + 1}"]
 
 
+class AuditAction(StrEnum):
+    """What an audit event records: ``<service>.<object>.<verb>``. The catalogue of every action
+    any service reports; an auditor filters by these values, so they are a contract (never rename
+    one)."""
+
+    EXCHANGE_QUERY = "exchange.query"  # one query of shared data, and its outcome
+    EXCHANGE_EVIDENCE = "exchange.evidence"  # one evidence bundle (免提交), tying its queries
+    # gateway: tokens, sign-ins and identities
+    TOKEN_ISSUED = "gateway.token.issued"
+    TOKEN_DENIED = "gateway.token.denied"
+    SIGN_IN = "gateway.sign_in"  # outcome completed or denied
+    LOCKOUT = "gateway.lockout"
+    UNLOCK = "gateway.unlock"
+    IDENTITY_CHANGED = "gateway.identity.changed"  # a department, system or user created/changed
+    SECRET_ROTATED = "gateway.secret.rotated"
+    KEY_ROTATED = "gateway.key.rotated"  # a token signing key
+    # registry: the catalogue and its lifecycle, the lists, applications and grants
+    RESOURCE_CREATED = "registry.resource.created"
+    RESOURCE_EDITED = "registry.resource.edited"
+    RESOURCE_SUBMITTED = "registry.resource.submitted"
+    RESOURCE_PUBLISHED = "registry.resource.published"
+    RESOURCE_REJECTED = "registry.resource.rejected"
+    RESOURCE_DEPRECATED = "registry.resource.deprecated"
+    APPLICATION_SUBMITTED = "registry.application.submitted"
+    APPLICATION_APPROVED = "registry.application.approved"
+    APPLICATION_REJECTED = "registry.application.rejected"
+    GRANT_REVOKED = "registry.grant.revoked"
+
+
 @dataclass(frozen=True, slots=True)
 class AuditContext:
     """Who asked (actor, department, system), for what (resource, purpose 事项, fields) and about
@@ -92,7 +122,7 @@ class AuditContext:
 
 
 def audit_message(
-    topic: str, service: str, action: str, ctx: AuditContext, *, outcome: str, reason: str = ""
+    topic: str, service: str, action: AuditAction, ctx: AuditContext, *, outcome: str, reason: str = ""
 ) -> Message:
     """The ``AuditEvent`` of ``ctx`` ending in ``outcome`` (``reason``: the problem code of a
     denial), keyed by its event id, with the current request id."""
