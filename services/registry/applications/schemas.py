@@ -54,8 +54,25 @@ class ApplicationPublic(BaseModel):
     daily_quota: int
     status: ApplicationStatus
     due_by: date | None
+    working_days_left: int | None = Field(
+        None,
+        description="Working days (工作日, on the official calendar) from today to due_by; 0 on the due date, "
+        "negative when overdue. Only for a pending application.",
+    )
+    overdue: bool = Field(False, description="Pending past its due date (逾期)")
     reason: str | None
     grant_id: uuid.UUID | None = None
+
+
+class ApplicationList(BaseModel):
+    """A page of applications, oldest first (for a queue of pending ones: the most urgent first,
+    as due dates follow filing dates)."""
+
+    items: list[ApplicationPublic]
+    next_cursor: str | None
+    overdue: int = Field(
+        description="Overdue applications among all those the filters select (every page, the overdue filter aside)"
+    )
 
 
 class GrantPublic(BaseModel):
