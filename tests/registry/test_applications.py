@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,7 +25,7 @@ from services.common.security import Principal, Role
 from services.common.settings import CommonSettings
 from services.registry.applications import service
 from services.registry.applications.calendar import WorkingCalendar
-from services.registry.applications.schemas import ApplicationApprove, ApplicationCreate
+from services.registry.applications.schemas import ApplicationApprove, ApplicationCreate, ApplicationReject
 from services.registry.catalogue import service as catalogue
 from services.registry.catalogue.schemas import ShareSpec
 from services.registry.models import Application, Grant, Resource
@@ -302,6 +303,9 @@ async def test_approval_may_narrow_items_validity_and_quota(registry: Registry, 
         pytest.param(ApplicationApprove(items=[*ASKED, "联系电话"]), id="an item not asked for"),
         pytest.param(ApplicationApprove(items=["联系电话"]), id="another item instead"),
         pytest.param(ApplicationApprove(valid_days=366), id="longer validity"),
+        pytest.param(
+            ApplicationApprove(valid_until=datetime.now(UTC) + timedelta(days=366)), id="validity ending later"
+        ),
         pytest.param(ApplicationApprove(daily_quota=1001), id="higher quota"),
         pytest.param(ApplicationApprove(items=["姓名"], daily_quota=5000), id="narrower items, higher quota"),
     ],
@@ -318,6 +322,37 @@ async def test_approval_may_not_widen(registry: Registry, parties: Parties, appr
     assert (stored.decided_by, stored.decided_at) == (None, None)
     assert await registry.count(Grant) == 0
     assert (registry.events(), registry.audits()) == ([], [])
+
+
+async def test_approval_may_end_the_validity_earlier(registry: Registry, parties: Parties) -> None:
+    application_id = await applied(registry, parties, conditional_share(), valid_days=365)
+    ends = datetime.now(UTC) + timedelta(days=30, hours=12)
+
+    decided, grant = await registry.approve(parties.approver, application_id, ApplicationApprove(valid_until=ends))
+
+    assert (grant.valid_until, decided.valid_days) == (ends, 31)
+    issued, _ = registry.events()
+    assert issued.grant_issued.valid_until_unix_ms == int(ends.timestamp() * 1000)
+
+
+async def test_a_validity_already_past_or_given_twice_is_refused(registry: Registry, parties: Parties) -> None:
+    application_id = await applied(registry, parties, conditional_share(), valid_days=365)
+
+    past = ApplicationApprove(valid_until=datetime.now(UTC) - timedelta(minutes=1))
+    with pytest.raises(Problem) as raised:
+        await registry.approve(parties.approver, application_id, past)
+
+    assert_problem(raised, 422, "validation")
+    with pytest.raises(ValidationError, match="not both"):
+        ApplicationApprove.model_validate({"valid_days": 30, "valid_until": "2027-01-01T00:00:00+08:00"})
+    assert (await registry.stored(application_id)).status == "pending"
+    assert (await registry.count(Grant), registry.events(), registry.audits()) == (0, [], [])
+
+
+async def test_a_rejection_needs_a_reason() -> None:
+    for reason in ("", "  ", "x"):
+        with pytest.raises(ValidationError):
+            ApplicationReject.model_validate({"reason": reason})
 
 
 async def test_a_decided_application_cannot_be_approved_again(registry: Registry, parties: Parties) -> None:

@@ -8,6 +8,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -15,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import NotFound
+from services.common.errors import CommonProblem, NotFound
 from services.common.masking import grant_masking
 from services.common.pagination import one_more, page
 from services.common.security import Principal, Role, forbidden
@@ -100,14 +101,20 @@ async def create_application(
         application.status = ApplicationStatus.APPROVED
         application.decided_by = AUTOMATIC
         application.decided_at = datetime.now(UTC)
-        grant = issue_grant(uow, topics, application, resource, {})
+        until = application.decided_at + timedelta(days=application.valid_days)
+        grant = issue_grant(uow, topics, application, resource, {}, until)
         application_transition(uow, topics, AUTOMATIC, application, ApplicationTransition.APPROVED, grant)
     await session.flush()
     return application, grant
 
 
 def issue_grant(
-    uow: UnitOfWork, topics: Topics, application: Application, resource: Resource, masking: dict[str, str]
+    uow: UnitOfWork,
+    topics: Topics,
+    application: Application,
+    resource: Resource,
+    masking: dict[str, str],
+    valid_until: datetime,
 ) -> Grant:
     """授权: the terms the exchange will enforce — the application's items, purpose (事项), validity
     and daily quota as (perhaps narrowed and) approved, and the masking rules."""
@@ -121,7 +128,7 @@ def issue_grant(
         items=application.items,
         purpose=application.purpose["service_item"],
         masking=grant_masking(resource.items, masking),
-        valid_until=datetime.now(UTC) + timedelta(days=application.valid_days),
+        valid_until=valid_until,
         daily_quota=application.daily_quota,
         status=GrantStatus.ACTIVE,
     )
@@ -266,10 +273,12 @@ def require_approver(principal: Principal, application: Application) -> None:
         raise RegistryProblem.INVALID_STATE.problem(f"The application is already {application.status}.")
 
 
-def narrowed(application: Application, body: ApplicationApprove) -> tuple[list[str], int, int]:
-    """The items, validity (days) and daily quota an approval grants: each as asked, or narrower.
-    Anything wider is a ``widening`` problem (批准只能收窄，不能放宽)."""
-    items, valid_days, quota = application.items, application.valid_days, application.daily_quota
+def narrowed(application: Application, body: ApplicationApprove, now: datetime) -> tuple[list[str], datetime, int]:
+    """The items, end of validity and daily quota an approval decided at ``now`` grants: each as
+    asked, or narrower. Anything wider is a ``widening`` problem (批准只能收窄，不能放宽)."""
+    items, quota = application.items, application.daily_quota
+    asked_until = now + timedelta(days=application.valid_days)
+    until = asked_until
     if body.items is not None:
         if not set(body.items) <= set(items):
             extra = sorted(set(body.items) - set(items))
@@ -278,18 +287,27 @@ def narrowed(application: Application, body: ApplicationApprove) -> tuple[list[s
             )
         items = body.items
     if body.valid_days is not None:
-        if body.valid_days > valid_days:
+        if body.valid_days > application.valid_days:
             raise RegistryProblem.WIDENING.problem(
-                f"The approval may only shorten the validity ({body.valid_days} > {valid_days} days asked)."
+                f"The approval may only shorten the validity ({body.valid_days} > {application.valid_days} days asked)."
             )
-        valid_days = body.valid_days
+        until = now + timedelta(days=body.valid_days)
+    if body.valid_until is not None:
+        if body.valid_until > asked_until:
+            raise RegistryProblem.WIDENING.problem(
+                f"The approval may only shorten the validity (valid_until after {asked_until.isoformat()}, "
+                f"the {application.valid_days} days asked)."
+            )
+        if body.valid_until <= now:
+            raise CommonProblem.VALIDATION.problem("valid_until is already past.")
+        until = body.valid_until
     if body.daily_quota is not None:
         if body.daily_quota > quota:
             raise RegistryProblem.WIDENING.problem(
                 f"The approval may only lower the daily quota ({body.daily_quota} > {quota} asked)."
             )
         quota = body.daily_quota
-    return items, valid_days, quota
+    return items, until, quota
 
 
 async def approve_application(
@@ -303,14 +321,16 @@ async def approve_application(
     resource = await session.get(Resource, application.resource_code)
     if resource is None:  # the catalogue never deletes an entry an application names
         raise RuntimeError(f"application {application.id} names a missing resource")
-    items, valid_days, quota = narrowed(application, body)
+    now = datetime.now(UTC)
+    items, until, quota = narrowed(application, body, now)
     if unknown := set(body.masking) - set(items):
         raise RegistryProblem.UNKNOWN_ITEMS.problem(f"Masking for items not granted: {', '.join(sorted(unknown))}.")
-    application.items, application.valid_days, application.daily_quota = items, valid_days, quota
+    application.items, application.daily_quota = items, quota
+    application.valid_days = math.ceil((until - now) / timedelta(days=1))  # as granted, in started days
     application.status = ApplicationStatus.APPROVED
     application.decided_by = principal.sub
-    application.decided_at = datetime.now(UTC)
-    grant = issue_grant(uow, topics, application, resource, dict(body.masking))
+    application.decided_at = now
+    grant = issue_grant(uow, topics, application, resource, dict(body.masking), until)
     application_transition(uow, topics, principal.sub, application, ApplicationTransition.APPROVED, grant)
     await session.flush()
     return application, grant
