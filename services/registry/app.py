@@ -13,6 +13,7 @@ from services.common.bus import Bus
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 from services.registry.api import router
+from services.registry.applications.calendar import WorkingCalendar
 from services.registry.config import RegistrySettings
 from services.registry.identity import SystemDirectory
 from services.registry.models import Outbox as OutboxModel
@@ -56,5 +57,7 @@ def create_app(settings: RegistrySettings | None = None, bus: Bus | None = None)
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+    # The working-day calendar is data read once; its fallback counter lives in the app's registry.
+    app.state.calendar = WorkingCalendar.load(app.state.metrics)
     app.include_router(router)
     return app

@@ -15,3 +15,5 @@ class RegistryProblem(ProblemCode):
     UNKNOWN_CLIENT = "unknown-client", 422, "Unknown system"
     WIDENING = "widening", 422, "An approval may only narrow"
     GATEWAY_UNAVAILABLE = "gateway-unavailable", 503, "Identity service unavailable"
+    NOT_SHARED = "not-shared", 422, "Resource is not shared"
+    INVALID_CURSOR = "invalid-cursor", 422, "Invalid cursor"

@@ -12,14 +12,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.pb import audit_pb2
 from services.common.pb import registry_pb2 as pb
 from services.common.security import Principal
 from services.common.uow import Staged, UnitOfWork
 from services.registry.catalogue import service as catalogue
 from services.registry.catalogue.schemas import ResourceCreate, ResourcePatch
+from services.registry.events import Topics
 from services.registry.models import CategorySequence, Resource, ResourceVersion
 
 TOPIC = "t.registry.events"
+AUDIT_TOPIC = "t.audit.events"
+TOPICS = Topics(events=TOPIC, audit=AUDIT_TOPIC)
 TODAY = date(2026, 11, 27)
 
 
@@ -43,42 +47,68 @@ class Units:
                 uow.open = False
         self.staged.extend(uow.staged)
 
+    def _take(self, topic: str) -> list[bytes]:
+        assert all(message.topic in (TOPIC, AUDIT_TOPIC) for _, message in self.staged)
+        taken = [message for _, message in self.staged if message.topic == topic]
+        self.staged = [(i, message) for i, message in self.staged if message.topic != topic]
+        # The wire contract: every message is keyed by its event id.
+        for message in taken:
+            event_id = (pb.RegistryEvent if topic == TOPIC else audit_pb2.AuditEvent).FromString(message.value).event_id
+            assert message.key == event_id.encode()
+        return [message.value for message in taken]
+
     def events(self) -> list[pb.RegistryEvent]:
-        """The events staged so far, and forget them."""
-        staged, self.staged = self.staged, []
-        assert all(message.topic == TOPIC for _, message in staged)
-        return [pb.RegistryEvent.FromString(message.value) for _, message in staged]
+        """The ``registry.events`` staged so far, and forget them."""
+        return [pb.RegistryEvent.FromString(value) for value in self._take(TOPIC)]
+
+    def audits(self) -> list[audit_pb2.AuditEvent]:
+        """The audit events staged so far, and forget them."""
+        return [audit_pb2.AuditEvent.FromString(value) for value in self._take(AUDIT_TOPIC)]
+
+    def changes(self) -> list[str]:
+        """The kinds of the ``registry.events`` staged so far (a resource's or an application's
+        change by its name), and forget them and the audit events."""
+        self.audits()
+        names = []
+        for event in self.events():
+            kind = event.WhichOneof("event")
+            if kind in ("resource_changed", "application_changed"):
+                kind = getattr(event, kind).change
+            names.append(str(kind))
+        return names
 
 
 @dataclass
 class Catalogue(Units):
     async def create(self, admin: Principal, body: ResourceCreate) -> Resource:
         async with self.unit() as uow:
-            return await catalogue.create_resource(uow, admin, body)
+            return await catalogue.create_resource(uow, admin, body, TOPICS)
 
     async def patch(self, admin: Principal, code: str, **changes: Any) -> ResourceVersion:
         async with self.unit() as uow:
-            _, version = await catalogue.update_resource(uow, admin, code, ResourcePatch.model_validate(changes))
+            _, version = await catalogue.update_resource(
+                uow, admin, code, ResourcePatch.model_validate(changes), TOPICS
+            )
             return version
 
     async def submit(self, admin: Principal, code: str) -> ResourceVersion:
         async with self.unit() as uow:
-            _, version = await catalogue.submit_resource(uow, admin, code)
+            _, version = await catalogue.submit_resource(uow, admin, code, TOPICS)
             return version
 
     async def publish(self, reviewer: Principal, code: str) -> Resource:
         async with self.unit() as uow:
-            resource, _ = await catalogue.publish_resource(uow, reviewer, code, TOPIC, TODAY)
+            resource, _ = await catalogue.publish_resource(uow, reviewer, code, TOPICS, TODAY)
             return resource
 
     async def reject(self, reviewer: Principal, code: str, reason: str) -> ResourceVersion:
         async with self.unit() as uow:
-            _, version = await catalogue.reject_resource(uow, reviewer, code, reason)
+            _, version = await catalogue.reject_resource(uow, reviewer, code, reason, TOPICS)
             return version
 
     async def deprecate(self, admin: Principal, code: str) -> Resource:
         async with self.unit() as uow:
-            return await catalogue.deprecate_resource(uow, admin, code)
+            return await catalogue.deprecate_resource(uow, admin, code, TOPICS)
 
     async def published(self, admin: Principal, reviewer: Principal, body: ResourceCreate) -> Resource:
         """A published entry: created, submitted and published."""

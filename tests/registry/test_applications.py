@@ -8,20 +8,24 @@ was asked, never widen it. Run against real PostgreSQL; each test is rolled back
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.clock import business_date
+from services.common.contracts.audit import AuditAction
 from services.common.errors import Problem
 from services.common.security import Principal, Role
 from services.common.settings import CommonSettings
 from services.registry.applications import service
-from services.registry.applications.schemas import ApplicationApprove, ApplicationCreate
+from services.registry.applications.calendar import WorkingCalendar
+from services.registry.applications.schemas import ApplicationApprove, ApplicationCreate, ApplicationReject
 from services.registry.catalogue import service as catalogue
 from services.registry.catalogue.schemas import ShareSpec
 from services.registry.models import Application, Grant, Resource
@@ -35,7 +39,7 @@ from tests.factories import (
     system,
     unconditional_share,
 )
-from tests.registry.calls import TOPIC, Units
+from tests.registry.calls import TOPICS, Units
 
 ASKED = ["姓名", "出生日期", "户籍地址", "公民身份号码"]
 
@@ -54,36 +58,76 @@ class Registry(Units):
     """Every call of the registry's services these tests make, in one place, each in its own
     unit of work (as a route runs it: all or nothing), and the events the calls staged."""
 
+    calendar: WorkingCalendar = field(default_factory=lambda: WorkingCalendar.load(CollectorRegistry()))
+
     async def publish(self, admin: Principal, share: ShareSpec) -> Resource:
-        """A published 信息资源 of ``admin``'s department (the provider)."""
+        """A published 信息资源 of ``admin``'s department (the provider); its catalogue events are
+        forgotten (the catalogue's tests check them)."""
         async with self.unit() as uow:
-            draft = await catalogue.create_resource(uow, admin, ResourceCreateFactory.build(share=share))
-            await catalogue.submit_resource(uow, admin, draft.code)
+            draft = await catalogue.create_resource(uow, admin, ResourceCreateFactory.build(share=share), TOPICS)
+            await catalogue.submit_resource(uow, admin, draft.code, TOPICS)
             reviewer = person(credit_code(), Role.PLATFORM_ADMIN)
-            resource, _ = await catalogue.publish_resource(uow, reviewer, draft.code, TOPIC, filing_day())
-            return resource
+            resource, _ = await catalogue.publish_resource(uow, reviewer, draft.code, TOPICS, filing_day())
+        self.changes()
+        return resource
 
     async def apply(
-        self, principal: Principal, body: ApplicationCreate, *, client_dept: str | None = None
+        self,
+        principal: Principal,
+        body: ApplicationCreate,
+        *,
+        client_dept: str | None = None,
+        today: date | None = None,
     ) -> tuple[Application, Grant | None]:
-        """Apply as ``principal``. A system's department is its own (as the route decides); for a
-        person, ``client_dept`` is what the gateway says owns ``body.client_id``."""
+        """Apply as ``principal`` on ``today`` (default: the business date now). A system's
+        department is its own (as the route decides); for a person, ``client_dept`` is what the
+        gateway says owns ``body.client_id``."""
         if principal.is_system:
             client_dept = principal.dept if body.client_id == principal.client_id else None
         async with self.unit() as uow:
             return await service.create_application(
-                uow, principal, body, client_dept=client_dept, topic=TOPIC, today=filing_day()
+                uow,
+                principal,
+                body,
+                client_dept=client_dept,
+                topics=TOPICS,
+                today=today or filing_day(),
+                calendar=self.calendar,
             )
 
     async def approve(
         self, principal: Principal, application_id: uuid.UUID, body: ApplicationApprove
     ) -> tuple[Application, Grant]:
         async with self.unit() as uow:
-            return await service.approve_application(uow, principal, application_id, body, TOPIC)
+            return await service.approve_application(uow, principal, application_id, body, TOPICS)
 
     async def reject(self, principal: Principal, application_id: uuid.UUID, reason: str) -> Application:
         async with self.unit() as uow:
-            return await service.reject_application(uow.session, principal, application_id, reason)
+            return await service.reject_application(uow, principal, application_id, reason, TOPICS)
+
+    async def revoke(self, principal: Principal, grant_id: uuid.UUID, reason: str) -> Grant:
+        async with self.unit() as uow:
+            return await service.revoke_grant(uow, principal, grant_id, reason, TOPICS)
+
+    async def list(
+        self, principal: Principal, *, today: date, limit: int = 100, cursor: str | None = None, **filters: Any
+    ) -> tuple[list[Application], str | None, int]:
+        return await service.list_applications(
+            self.session,
+            principal,
+            service.ApplicationFilters(**filters),
+            limit=limit,
+            cursor=cursor,
+            today=today,
+        )
+
+    async def grants(self, principal: Principal) -> list[Grant]:
+        rows, _ = await service.list_grants(self.session, principal, 500, None)
+        return rows
+
+    def actions(self) -> list[str]:
+        """The audit actions staged so far, and forget them."""
+        return [event.action for event in self.audits()]
 
     async def get(self, principal: Principal, application_id: uuid.UUID) -> Application:
         return await service.get_application(self.session, principal, application_id)
@@ -141,7 +185,7 @@ async def applied(registry: Registry, parties: Parties, share: ShareSpec, **fiel
     """
     resource = await registry.publish(parties.provider_admin, share)
     application, _ = await registry.apply(parties.client, parties.asking(resource, **fields))
-    registry.events()
+    registry.changes()
     return application.id
 
 
@@ -154,8 +198,6 @@ def assert_problem(raised: pytest.ExceptionInfo[Problem], status: int, code: str
 
 async def test_unconditional_data_is_granted_at_once(registry: Registry, parties: Parties) -> None:
     resource = await registry.publish(parties.provider_admin, unconditional_share())
-    [published] = registry.events()
-    assert published.resource_published.code == resource.code
 
     body = parties.asking(resource)
     application, grant = await registry.apply(parties.client, body)
@@ -172,43 +214,56 @@ async def test_unconditional_data_is_granted_at_once(registry: Registry, parties
     expected_end = datetime.now(UTC) + timedelta(days=body.valid_days)
     assert abs(grant.valid_until - expected_end) < timedelta(minutes=1)
     assert grant.masking == {"公民身份号码": "id_card", "联系电话": "mobile"}  # the resource's defaults
-    [issued] = registry.events()
+    submitted, issued, approved = registry.events()
     assert issued.grant_issued.grant_id == str(grant.id)
     assert list(issued.grant_issued.items) == ASKED
+    assert (submitted.application_changed.change, submitted.application_changed.status) == ("submitted", "pending")
+    assert (approved.application_changed.change, approved.application_changed.grant_id) == ("approved", str(grant.id))
+    assert approved.application_changed.actor == service.AUTOMATIC
+    assert registry.actions() == [AuditAction.APPLICATION_SUBMITTED, AuditAction.APPLICATION_APPROVED]
     assert await registry.count(Grant) == 1
 
 
 async def test_conditional_data_waits_ten_working_days_for_the_provider(registry: Registry, parties: Parties) -> None:
     resource = await registry.publish(parties.provider_admin, conditional_share())
-    registry.events()
-    filed = filing_day()
+    filed = date(2026, 9, 25)  # before 中秋节 and 国庆节: 9-25..9-27 and 10-01..10-07 off, 10-10 (Sat) worked
 
-    application, grant = await registry.apply(parties.client, parties.asking(resource))
+    application, grant = await registry.apply(parties.client, parties.asking(resource), today=filed)
 
     assert (application.status, grant) == ("pending", None)
-    assert application.due_by is not None
-    due = application.due_by
-    # 10 working days later: the 10th weekday after filing, Saturdays and Sundays not counted.
-    days = [filed + timedelta(days=n) for n in range(1, (due - filed).days + 1)]
-    assert sum(d.weekday() < 5 for d in days) == 10
-    assert due.weekday() < 5
-    assert 14 <= (due - filed).days <= 16
+    assert application.due_by == date(2026, 10, 15)  # weekends only would have said 10-09
     assert await registry.count(Grant) == 0
-    assert registry.events() == []
+    [submitted] = registry.events()
+    change = submitted.application_changed
+    assert (change.change, change.status, change.due_by, list(change.items)) == (
+        "submitted",
+        "pending",
+        "2026-10-15",
+        ASKED,
+    )
+    [audit] = registry.audits()
+    assert (audit.action, audit.actor, audit.resource_code, audit.consumer_dept, audit.provider_dept) == (
+        AuditAction.APPLICATION_SUBMITTED,
+        parties.client.sub,
+        resource.code,
+        parties.consumer,
+        parties.provider,
+    )
 
 
-async def test_data_not_shared_is_refused_citing_its_basis(registry: Registry, parties: Parties) -> None:
+async def test_data_not_shared_is_refused_citing_its_basis_and_nothing_is_written(
+    registry: Registry, parties: Parties
+) -> None:
     basis = "《中华人民共和国居民身份证法》第六条：公安机关对履行职责获得的个人信息应予保密"
     resource = await registry.publish(parties.provider_admin, not_shared(basis))
-    registry.events()
 
-    application, grant = await registry.apply(parties.client, parties.asking(resource))
+    with pytest.raises(Problem) as raised:
+        await registry.apply(parties.client, parties.asking(resource))
 
-    assert (application.status, grant) == ("refused", None)
-    assert application.reason is not None and basis in application.reason
-    assert (application.due_by, application.decided_at is not None) == (None, True)
-    assert await registry.count(Grant) == 0
-    assert registry.events() == []
+    assert_problem(raised, 422, "not-shared")
+    assert basis in raised.value.detail and raised.value.body()["basis"] == basis
+    assert (await registry.count(Application), await registry.count(Grant)) == (0, 0)
+    assert (registry.events(), registry.audits()) == ([], [])
 
 
 # --------------------------------------------------------------------------- approval narrows, never widens
@@ -224,8 +279,22 @@ async def test_approval_may_narrow_items_validity_and_quota(registry: Registry, 
     assert (grant.items, grant.daily_quota) == (["姓名", "户籍地址"], 200)
     assert abs(grant.valid_until - (datetime.now(UTC) + timedelta(days=90))) < timedelta(minutes=1)
     assert grant.masking["姓名"] == "name"
-    [issued] = registry.events()
+    issued, approved = registry.events()
     assert (list(issued.grant_issued.items), issued.grant_issued.daily_quota) == (["姓名", "户籍地址"], 200)
+    change = approved.application_changed
+    assert (change.change, change.status, change.actor, list(change.items), change.grant_id) == (
+        "approved",
+        "approved",
+        parties.approver.sub,
+        ["姓名", "户籍地址"],
+        str(grant.id),
+    )
+    [audit] = registry.audits()
+    assert (audit.action, audit.actor, list(audit.fields)) == (
+        AuditAction.APPLICATION_APPROVED,
+        parties.approver.sub,
+        ["姓名", "户籍地址"],
+    )
 
 
 @pytest.mark.parametrize(
@@ -234,6 +303,9 @@ async def test_approval_may_narrow_items_validity_and_quota(registry: Registry, 
         pytest.param(ApplicationApprove(items=[*ASKED, "联系电话"]), id="an item not asked for"),
         pytest.param(ApplicationApprove(items=["联系电话"]), id="another item instead"),
         pytest.param(ApplicationApprove(valid_days=366), id="longer validity"),
+        pytest.param(
+            ApplicationApprove(valid_until=datetime.now(UTC) + timedelta(days=366)), id="validity ending later"
+        ),
         pytest.param(ApplicationApprove(daily_quota=1001), id="higher quota"),
         pytest.param(ApplicationApprove(items=["姓名"], daily_quota=5000), id="narrower items, higher quota"),
     ],
@@ -247,8 +319,40 @@ async def test_approval_may_not_widen(registry: Registry, parties: Parties, appr
     assert_problem(raised, 422, "widening")
     stored = await registry.stored(application_id)
     assert (stored.status, stored.items, stored.valid_days, stored.daily_quota) == ("pending", ASKED, 365, 1000)
+    assert (stored.decided_by, stored.decided_at) == (None, None)
     assert await registry.count(Grant) == 0
-    assert registry.events() == []
+    assert (registry.events(), registry.audits()) == ([], [])
+
+
+async def test_approval_may_end_the_validity_earlier(registry: Registry, parties: Parties) -> None:
+    application_id = await applied(registry, parties, conditional_share(), valid_days=365)
+    ends = datetime.now(UTC) + timedelta(days=30, hours=12)
+
+    decided, grant = await registry.approve(parties.approver, application_id, ApplicationApprove(valid_until=ends))
+
+    assert (grant.valid_until, decided.valid_days) == (ends, 31)
+    issued, _ = registry.events()
+    assert issued.grant_issued.valid_until_unix_ms == int(ends.timestamp() * 1000)
+
+
+async def test_a_validity_already_past_or_given_twice_is_refused(registry: Registry, parties: Parties) -> None:
+    application_id = await applied(registry, parties, conditional_share(), valid_days=365)
+
+    past = ApplicationApprove(valid_until=datetime.now(UTC) - timedelta(minutes=1))
+    with pytest.raises(Problem) as raised:
+        await registry.approve(parties.approver, application_id, past)
+
+    assert_problem(raised, 422, "validation")
+    with pytest.raises(ValidationError, match="not both"):
+        ApplicationApprove.model_validate({"valid_days": 30, "valid_until": "2027-01-01T00:00:00+08:00"})
+    assert (await registry.stored(application_id)).status == "pending"
+    assert (await registry.count(Grant), registry.events(), registry.audits()) == (0, [], [])
+
+
+async def test_a_rejection_needs_a_reason() -> None:
+    for reason in ("", "  ", "x"):
+        with pytest.raises(ValidationError):
+            ApplicationReject.model_validate({"reason": reason})
 
 
 async def test_a_decided_application_cannot_be_approved_again(registry: Registry, parties: Parties) -> None:
@@ -277,17 +381,26 @@ async def test_the_providers_approver_rejects_with_a_reason(registry: Registry, 
     )
     assert (await registry.stored(application_id)).status == "rejected"
     assert await registry.count(Grant) == 0
+    [event] = registry.events()
+    assert (event.application_changed.change, event.application_changed.reason) == (
+        "rejected",
+        "用途与所申请信息项不相符",
+    )
+    assert registry.actions() == [AuditAction.APPLICATION_REJECTED]
 
 
 @pytest.mark.parametrize(
-    "who",
+    ("who", "status", "code"),
     [
-        pytest.param(lambda p: p.provider_admin, id="the provider's data admin"),
-        pytest.param(lambda p: person(p.consumer, Role.APPROVER), id="the consumer's approver"),
-        pytest.param(lambda p: system(p.provider, Role.PROVIDER), id="the provider's system"),
+        pytest.param(lambda p: p.provider_admin, 403, "forbidden", id="the provider's data admin"),
+        pytest.param(lambda p: person(p.consumer, Role.APPROVER), 403, "forbidden", id="the consumer's approver"),
+        # A system sees only its own applications: the provider's does not see this one at all.
+        pytest.param(lambda p: system(p.provider, Role.PROVIDER), 404, "not-found", id="the provider's system"),
     ],
 )
-async def test_only_the_providers_approver_may_decide(registry: Registry, parties: Parties, who: Any) -> None:
+async def test_only_the_providers_approver_may_decide(
+    registry: Registry, parties: Parties, who: Any, status: int, code: str
+) -> None:
     application_id = await applied(registry, parties, conditional_share())
 
     with pytest.raises(Problem) as rejecting:
@@ -295,10 +408,11 @@ async def test_only_the_providers_approver_may_decide(registry: Registry, partie
     with pytest.raises(Problem) as approving:
         await registry.approve(who(parties), application_id, ApplicationApprove())
 
-    assert_problem(rejecting, 403, "forbidden")
-    assert_problem(approving, 403, "forbidden")
+    assert_problem(rejecting, status, code)
+    assert_problem(approving, status, code)
     assert (await registry.stored(application_id)).status == "pending"
     assert await registry.count(Grant) == 0
+    assert (registry.events(), registry.audits()) == ([], [])
 
 
 async def test_another_departments_application_looks_like_one_that_does_not_exist(
@@ -391,3 +505,170 @@ async def test_items_the_resource_does_not_have_are_refused(registry: Registry, 
     assert_problem(raised, 422, "unknown-items")
     assert "银行账号" in raised.value.detail
     assert await registry.count(Application) == 0
+
+
+# --------------------------------------------------------------------------- the approver's queue
+
+QUEUE_DAY = date(2026, 11, 27)  # the business date the queue is read on (a Friday)
+
+
+async def test_the_approver_sees_their_departments_pending_applications_with_working_days_left(
+    registry: Registry, parties: Parties
+) -> None:
+    resource = await registry.publish(parties.provider_admin, conditional_share())
+    fresh, _ = await registry.apply(parties.client, parties.asking(resource), today=date(2026, 11, 26))
+    late, _ = await registry.apply(parties.client, parties.asking(resource), today=date(2026, 10, 9))
+    decided_id = (await registry.apply(parties.client, parties.asking(resource), today=date(2026, 11, 26)))[0].id
+    fresh_id, late_id = fresh.id, late.id
+    await registry.reject(parties.approver, decided_id, "用途不明确")
+    elsewhere = await registry.publish(person(parties.other, Role.DATA_ADMIN), conditional_share())
+    await registry.apply(parties.client, parties.asking(elsewhere))  # pending at another provider
+
+    rows, next_cursor, overdue = await registry.list(
+        parties.approver, today=QUEUE_DAY, status="pending", provider=parties.provider
+    )
+
+    assert {a.id for a in rows} == {fresh_id, late_id}
+    assert next_cursor is None
+    assert overdue == 1
+    by_id = {a.id: a for a in rows}
+    # filed 11-26 → due 12-10; after Friday 11-27: 11-30, 12-01…12-04 and 12-07…12-10 are left.
+    assert by_id[fresh_id].due_by == date(2026, 12, 10)
+    assert service.working_days_left(by_id[fresh_id], QUEUE_DAY, registry.calendar) == 9
+    assert not service.is_overdue(by_id[fresh_id], QUEUE_DAY)
+    # filed 10-09 → due 10-22 (Saturday 10-10 is worked): 10-23 and five full weeks are past since.
+    assert by_id[late_id].due_by == date(2026, 10, 22)
+    assert service.is_overdue(by_id[late_id], QUEUE_DAY)
+    assert service.working_days_left(by_id[late_id], QUEUE_DAY, registry.calendar) == -26
+
+
+async def test_filters_select_and_overdue_applications_are_counted(registry: Registry, parties: Parties) -> None:
+    resource = await registry.publish(parties.provider_admin, conditional_share())
+    other_resource = await registry.publish(parties.provider_admin, conditional_share())
+    late = [
+        (await registry.apply(parties.client, parties.asking(resource), today=date(2026, 9, 1)))[0].id for _ in range(2)
+    ]
+    on_time = (await registry.apply(parties.client, parties.asking(other_resource), today=QUEUE_DAY))[0].id
+
+    overdue_rows, _, overdue = await registry.list(parties.approver, today=QUEUE_DAY, overdue=True)
+    assert ({a.id for a in overdue_rows}, overdue) == (set(late), 2)
+    current_rows, _, overdue = await registry.list(parties.approver, today=QUEUE_DAY, overdue=False)
+    assert ({a.id for a in current_rows}, overdue) == ({on_time}, 2)  # the count ignores the overdue filter
+    by_resource, _, overdue = await registry.list(parties.approver, today=QUEUE_DAY, resource=other_resource.code)
+    assert ({a.id for a in by_resource}, overdue) == ({on_time}, 0)
+    by_consumer, _, _ = await registry.list(parties.approver, today=QUEUE_DAY, consumer=parties.other)
+    assert by_consumer == []
+    approved, _, _ = await registry.list(parties.approver, today=QUEUE_DAY, status="approved")
+    assert approved == []
+
+
+async def test_the_list_pages_with_a_cursor_and_refuses_a_tampered_one(registry: Registry, parties: Parties) -> None:
+    resource = await registry.publish(parties.provider_admin, conditional_share())
+    filed = {(await registry.apply(parties.client, parties.asking(resource)))[0].id for _ in range(5)}
+
+    seen: list[uuid.UUID] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        rows, cursor, _ = await registry.list(parties.approver, today=QUEUE_DAY, limit=2, cursor=cursor)
+        seen.extend(a.id for a in rows)
+        pages += 1
+        if cursor is None:
+            break
+    assert (pages, len(seen), set(seen)) == (3, 5, filed)
+
+    _, first_cursor, _ = await registry.list(parties.approver, today=QUEUE_DAY, limit=2)
+    assert first_cursor is not None
+    before = (await registry.count(Application), await registry.count(Grant))
+    for tampered in (first_cursor[:-3] + "xyz", "not-a-cursor", "MjAyNnxub3QtYS11dWlk", first_cursor + "!"):
+        with pytest.raises(Problem) as raised:
+            await registry.list(parties.approver, today=QUEUE_DAY, limit=2, cursor=tampered)
+        assert_problem(raised, 422, "invalid-cursor")
+    assert (await registry.count(Application), await registry.count(Grant)) == before
+
+
+# --------------------------------------------------------------------------- grants and revocation
+
+
+async def test_the_provider_revokes_a_grant_and_tells_the_exchange(registry: Registry, parties: Parties) -> None:
+    application_id = await applied(registry, parties, conditional_share())
+    _, grant = await registry.approve(parties.approver, application_id, ApplicationApprove(daily_quota=10))
+    grant_id = grant.id
+    registry.changes()
+
+    revoked = await registry.revoke(parties.approver, grant_id, "事项已办结，不再需要")
+
+    assert (revoked.status, revoked.revoked_reason, revoked.daily_quota) == ("revoked", "事项已办结，不再需要", 10)
+    [event] = registry.events()
+    assert (event.grant_revoked.grant_id, event.grant_revoked.reason) == (str(grant_id), "事项已办结，不再需要")
+    [audit] = registry.audits()
+    assert (audit.action, audit.actor, audit.consumer_client_id) == (
+        AuditAction.GRANT_REVOKED,
+        parties.approver.sub,
+        parties.client.client_id,
+    )
+    with pytest.raises(Problem) as again:
+        await registry.revoke(parties.approver, grant_id, "再次撤销")
+    assert_problem(again, 409, "invalid-state")
+
+
+# --------------------------------------------------------------------------- BOLA: another department, another system
+
+
+async def test_another_department_sees_none_of_the_applications_or_grants(registry: Registry, parties: Parties) -> None:
+    resource = await registry.publish(parties.provider_admin, unconditional_share())
+    application, grant = await registry.apply(parties.client, parties.asking(resource))
+    assert grant is not None
+    application_id, grant_id = application.id, grant.id
+    registry.changes()
+    outsider = person(parties.other, Role.APPROVER, Role.DATA_ADMIN)
+
+    rows, _, overdue = await registry.list(outsider, today=QUEUE_DAY)
+    assert (rows, overdue) == ([], 0)
+    rows, _, _ = await registry.list(outsider, today=QUEUE_DAY, provider=parties.provider, status="approved")
+    assert rows == []
+    assert await registry.grants(outsider) == []
+    with pytest.raises(Problem) as hidden:
+        await registry.get(outsider, application_id)
+    assert_problem(hidden, 404, "not-found")
+    with pytest.raises(Problem) as hidden:
+        await registry.revoke(outsider, grant_id, "越权撤销")
+    assert_problem(hidden, 404, "not-found")
+    assert (await registry.session.get(Grant, grant_id, populate_existing=True)).status == "active"  # type: ignore[union-attr]
+    assert (registry.changes(), registry.audits()) == ([], [])
+
+
+async def test_a_consumer_system_sees_only_its_own_applications_and_grants(
+    registry: Registry, parties: Parties
+) -> None:
+    resource = await registry.publish(parties.provider_admin, unconditional_share())
+    mine, my_grant = await registry.apply(parties.client, parties.asking(resource))
+    colleague = system(parties.consumer)  # another system of the consuming department
+    theirs, their_grant = await registry.apply(colleague, parties.asking(resource, client_id=colleague.client_id))
+    assert my_grant is not None and their_grant is not None
+    mine_id, theirs_id, my_grant_id = mine.id, theirs.id, my_grant.id
+
+    rows, _, _ = await registry.list(parties.client, today=QUEUE_DAY)
+    assert [a.id for a in rows] == [mine_id]
+    assert [g.id for g in await registry.grants(parties.client)] == [my_grant_id]
+    assert (await registry.get(parties.client, mine_id)).id == mine_id
+    with pytest.raises(Problem) as hidden:
+        await registry.get(parties.client, theirs_id)
+    assert_problem(hidden, 404, "not-found")
+    # People of the consuming department see both; the provider's approver sees both too.
+    for who in (person(parties.consumer, Role.DATA_ADMIN), parties.approver):
+        rows, _, _ = await registry.list(who, today=QUEUE_DAY)
+        assert {a.id for a in rows} == {mine_id, theirs_id}
+
+
+async def test_only_the_provider_may_revoke_a_grant(registry: Registry, parties: Parties) -> None:
+    resource = await registry.publish(parties.provider_admin, unconditional_share())
+    _, grant = await registry.apply(parties.client, parties.asking(resource))
+    assert grant is not None
+    grant_id = grant.id
+
+    for who in (person(parties.consumer, Role.APPROVER, Role.DATA_ADMIN), person(parties.provider, Role.AUDITOR)):
+        with pytest.raises(Problem) as refused:
+            await registry.revoke(who, grant_id, "无权撤销")
+        assert_problem(refused, 403, "forbidden")
+    assert (await registry.session.get(Grant, grant_id, populate_existing=True)).status == "active"  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ from services.registry.catalogue.classification import TAXONOMY, check_category
 from services.registry.catalogue.schemas import ItemSpec
 from services.registry.models import CategorySequence, Resource
 from tests.factories import ResourceCreateFactory, credit_code, person
-from tests.registry.calls import Catalogue
+from tests.registry.calls import TOPICS, Catalogue
 
 POPULATION_HOUSEHOLD = "101010"  # 基础/人口/户籍登记: the demo's 居民户籍信息
 
@@ -127,6 +127,7 @@ async def test_codes_are_unique_and_dense_under_concurrent_creation(tier_engine:
                 UnitOfWork(session),
                 admins[n % len(admins)],
                 ResourceCreateFactory.build(category=category, classification="basic"),
+                TOPICS,
             )
             await asyncio.sleep(0.005)  # hold the counter's row lock a moment: the others queue behind it
             return resource.code

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.contracts.audit import AuditAction
 from services.common.errors import Problem
 from services.common.security import Principal, Role
 from services.registry.catalogue import service as catalogue
@@ -52,7 +53,7 @@ async def test_an_entry_goes_from_draft_through_review_to_published(registry: Ca
     submitted = await registry.submit(people.admin, draft.code)
     assert submitted.status == VersionStatus.SUBMITTED
     assert (await registry.state(draft.code))[0] == ResourceStatus.SUBMITTED
-    assert registry.events() == []  # nothing is served before publication
+    assert registry.changes() == ["created", "submitted"]  # nothing is served before publication
     published = await registry.publish(people.reviewer, draft.code)
     assert (published.status, published.version, published.published_on) == (
         ResourceStatus.PUBLISHED,
@@ -61,6 +62,53 @@ async def test_an_entry_goes_from_draft_through_review_to_published(registry: Ca
     )
     [event] = registry.events()
     assert (event.resource_published.code, event.resource_published.version) == (draft.code, 1)
+
+
+async def test_every_transition_is_an_event_and_an_audit_event(registry: Catalogue, people: People) -> None:
+    draft = await registry.create(people.admin, ResourceCreateFactory.build())
+    code = draft.code
+    await registry.patch(people.admin, code, name="居民户籍登记信息")
+    await registry.submit(people.admin, code)
+    await registry.reject(people.reviewer, code, "摘要未说明数据来源")
+    await registry.submit(people.admin, code)
+    await registry.publish(people.reviewer, code)
+    await registry.patch(people.admin, code, summary="新摘要")
+    await registry.deprecate(people.admin, code)
+
+    events = registry.events()
+    kinds = [e.WhichOneof("event") for e in events]
+    changes = [(e.resource_changed.change, e.resource_changed.version) for e in events if e.resource_changed.code]
+    assert kinds == ["resource_changed"] * 5 + ["resource_published"] + ["resource_changed"] * 2
+    assert changes == [
+        ("created", 1),
+        ("edited", 1),
+        ("submitted", 1),
+        ("rejected", 1),
+        ("submitted", 1),
+        ("edited", 2),
+        ("deprecated", 1),
+    ]
+    rejected = events[3].resource_changed
+    assert (rejected.reason, rejected.actor, rejected.provider_dept) == (
+        "摘要未说明数据来源",
+        people.reviewer.sub,
+        people.admin.dept,
+    )
+    audits = registry.audits()
+    assert [a.action for a in audits] == [
+        AuditAction.RESOURCE_CREATED,
+        AuditAction.RESOURCE_EDITED,
+        AuditAction.RESOURCE_SUBMITTED,
+        AuditAction.RESOURCE_REJECTED,
+        AuditAction.RESOURCE_SUBMITTED,
+        AuditAction.RESOURCE_PUBLISHED,
+        AuditAction.RESOURCE_EDITED,
+        AuditAction.RESOURCE_DEPRECATED,
+    ]
+    assert {(a.resource_code, a.provider_dept, a.service, a.outcome) for a in audits} == {
+        (code, people.admin.dept, "registry", "completed")
+    }
+    assert [a.actor for a in audits][3::2] == [people.reviewer.sub, people.reviewer.sub, people.admin.sub]
 
 
 async def test_a_rejection_returns_the_version_to_draft_with_the_reason(registry: Catalogue, people: People) -> None:
@@ -105,12 +153,13 @@ async def test_editing_a_published_entry_drafts_a_new_version_while_the_old_one_
         body.name,
         ResourceStatus.PUBLISHED,
     )
-    assert registry.events() == []
+    assert registry.changes() == ["edited", "edited"]
 
     await registry.submit(people.admin, entry.code)
     republished = await registry.publish(people.reviewer, entry.code)
     assert (republished.version, republished.summary, republished.update_cycle) == (2, "新摘要", "每日")
-    [event] = registry.events()
+    submitted, event = registry.events()
+    assert (submitted.resource_changed.change, submitted.resource_changed.version) == ("submitted", 2)
     assert (event.resource_published.version, event.resource_published.name) == (2, "居民户籍信息（新）")
 
     history = await catalogue.list_versions(registry.session, people.other_admin, entry.code)
@@ -227,13 +276,13 @@ async def test_a_wrong_transition_is_refused_and_writes_nothing(
     registry: Catalogue, people: People, state: str, action: str
 ) -> None:
     code = await SETUPS[state](registry, people)
-    registry.events()
+    registry.changes()
     before = await registry.state(code)
     with pytest.raises(Problem) as refused:
         await act(registry, people, action, code)
     assert (refused.value.status, refused.value.code) == (409, "invalid-state")
     assert await registry.state(code) == before
-    assert registry.events() == []
+    assert (registry.events(), registry.audits()) == ([], [])
 
 
 # --------------------------------------------------------------------------- who may do what
@@ -265,12 +314,13 @@ async def test_only_the_data_admin_of_the_provider_edits(registry: Catalogue, pe
 async def test_only_a_platform_admin_publishes_or_rejects(registry: Catalogue, people: People, action: str) -> None:
     code = await at_submitted(registry, people)
     before = await registry.state(code)
+    registry.changes()
     provider_as_reviewer = People(people.admin, people.approver, people.other_admin, people.admin)
     with pytest.raises(Problem) as refused:
         await act(registry, provider_as_reviewer, action, code)
     assert refused.value.status == 403
     assert await registry.state(code) == before
-    assert registry.events() == []
+    assert (registry.events(), registry.audits()) == ([], [])
 
 
 @pytest.mark.parametrize("action", ["publish", "reject"])
@@ -279,11 +329,12 @@ async def test_a_draft_is_not_the_reviewers_to_decide_nor_to_see(
 ) -> None:
     code = await at_draft(registry, people)
     before = await registry.state(code)
+    registry.changes()
     with pytest.raises(Problem) as refused:
         await act(registry, people, action, code)
     assert (refused.value.status, refused.value.code) == (404, "not-found")
     assert await registry.state(code) == before
-    assert registry.events() == []
+    assert (registry.events(), registry.audits()) == ([], [])
 
 
 async def test_a_submitted_entry_is_visible_to_the_reviewer_but_not_to_other_departments(

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from services.common.bus import Message
@@ -115,18 +115,95 @@ class GrantTerms:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class ResourceChange:
+    """ResourceChanged — a catalogue entry's lifecycle transition other than publication."""
+
+    code: str
+    provider_dept: str
+    version: int
+    change: str  # created | edited | submitted | rejected | deprecated
+    actor: str
+    reason: str = ""
+
+    def to_proto(self) -> pb.ResourceChanged:
+        return pb.ResourceChanged(**asdict(self))
+
+    @classmethod
+    def from_proto(cls, m: pb.ResourceChanged) -> ResourceChange:
+        return cls(m.code, m.provider_dept, m.version, m.change, m.actor, m.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationChange:
+    """ApplicationChanged — an application (共享申请) submitted, approved or rejected."""
+
+    application_id: uuid.UUID
+    resource_code: str
+    provider_dept: str
+    consumer_dept: str
+    client_id: str
+    change: str  # submitted | approved | rejected
+    status: str
+    items: list[str]
+    purpose: str
+    actor: str
+    due_by: date | None = None
+    reason: str = ""
+    grant_id: uuid.UUID | None = None
+
+    def to_proto(self) -> pb.ApplicationChanged:
+        return pb.ApplicationChanged(
+            application_id=str(self.application_id),
+            resource_code=self.resource_code,
+            provider_dept=self.provider_dept,
+            consumer_dept=self.consumer_dept,
+            client_id=self.client_id,
+            change=self.change,
+            status=self.status,
+            items=self.items,
+            purpose=self.purpose,
+            actor=self.actor,
+            due_by=self.due_by.isoformat() if self.due_by else "",
+            reason=self.reason,
+            grant_id=str(self.grant_id) if self.grant_id else "",
+        )
+
+    @classmethod
+    def from_proto(cls, m: pb.ApplicationChanged) -> ApplicationChange:
+        return cls(
+            application_id=uuid.UUID(m.application_id),
+            resource_code=m.resource_code,
+            provider_dept=m.provider_dept,
+            consumer_dept=m.consumer_dept,
+            client_id=m.client_id,
+            change=m.change,
+            status=m.status,
+            items=list(m.items),
+            purpose=m.purpose,
+            actor=m.actor,
+            due_by=date.fromisoformat(m.due_by) if m.due_by else None,
+            reason=m.reason,
+            grant_id=uuid.UUID(m.grant_id) if m.grant_id else None,
+        )
+
+
 def event_message(
     topic: str,
-    key: str,
     *,
     published: PublishedResource | None = None,
     issued: GrantTerms | None = None,
     revoked: tuple[uuid.UUID, str] | None = None,
+    resource_changed: ResourceChange | None = None,
+    application_changed: ApplicationChange | None = None,
 ) -> Message:
-    """A ``RegistryEvent`` carrying exactly one of its kinds, keyed by ``key`` (resource code or
-    grant id, so one object's events keep their order)."""
+    """A ``RegistryEvent`` carrying exactly one of its kinds, keyed by its event id (the wire
+    contract: consumers are idempotent by event id, and a revocation that overtakes its grant
+    leaves a tombstone in the exchange's projection)."""
     event = pb.RegistryEvent(event_id=uuid.uuid4().hex, occurred_unix_ms=int(time.time() * 1000))
-    kinds: Sequence[object] = [k for k in (published, issued, revoked) if k is not None]
+    kinds: Sequence[object] = [
+        k for k in (published, issued, revoked, resource_changed, application_changed) if k is not None
+    ]
     if len(kinds) != 1:
         raise ValueError("a registry event carries exactly one kind")
     if published is not None:
@@ -135,4 +212,8 @@ def event_message(
         event.grant_issued.CopyFrom(issued.to_proto())
     elif revoked is not None:
         event.grant_revoked.CopyFrom(pb.GrantRevoked(grant_id=str(revoked[0]), reason=revoked[1]))
-    return Message(topic=topic, key=key.encode(), value=event.SerializeToString())
+    elif resource_changed is not None:
+        event.resource_changed.CopyFrom(resource_changed.to_proto())
+    elif application_changed is not None:
+        event.application_changed.CopyFrom(application_changed.to_proto())
+    return Message(topic=topic, key=event.event_id.encode(), value=event.SerializeToString())

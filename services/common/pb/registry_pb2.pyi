@@ -75,16 +75,66 @@ class GrantRevoked(_message.Message):
     reason: str
     def __init__(self, grant_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class ResourceChanged(_message.Message):
+    __slots__ = ("code", "provider_dept", "version", "change", "actor", "reason")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_DEPT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    provider_dept: str
+    version: int
+    change: str
+    actor: str
+    reason: str
+    def __init__(self, code: _Optional[str] = ..., provider_dept: _Optional[str] = ..., version: _Optional[int] = ..., change: _Optional[str] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ApplicationChanged(_message.Message):
+    __slots__ = ("application_id", "resource_code", "provider_dept", "consumer_dept", "client_id", "change", "status", "items", "purpose", "due_by", "reason", "actor", "grant_id")
+    APPLICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_CODE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_DEPT_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_DEPT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    DUE_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    application_id: str
+    resource_code: str
+    provider_dept: str
+    consumer_dept: str
+    client_id: str
+    change: str
+    status: str
+    items: _containers.RepeatedScalarFieldContainer[str]
+    purpose: str
+    due_by: str
+    reason: str
+    actor: str
+    grant_id: str
+    def __init__(self, application_id: _Optional[str] = ..., resource_code: _Optional[str] = ..., provider_dept: _Optional[str] = ..., consumer_dept: _Optional[str] = ..., client_id: _Optional[str] = ..., change: _Optional[str] = ..., status: _Optional[str] = ..., items: _Optional[_Iterable[str]] = ..., purpose: _Optional[str] = ..., due_by: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., grant_id: _Optional[str] = ...) -> None: ...
+
 class RegistryEvent(_message.Message):
-    __slots__ = ("event_id", "occurred_unix_ms", "resource_published", "grant_issued", "grant_revoked")
+    __slots__ = ("event_id", "occurred_unix_ms", "resource_published", "grant_issued", "grant_revoked", "resource_changed", "application_changed")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
     GRANT_ISSUED_FIELD_NUMBER: _ClassVar[int]
     GRANT_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_CHANGED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_unix_ms: int
     resource_published: ResourcePublished
     grant_issued: GrantIssued
     grant_revoked: GrantRevoked
-    def __init__(self, event_id: _Optional[str] = ..., occurred_unix_ms: _Optional[int] = ..., resource_published: _Optional[_Union[ResourcePublished, _Mapping]] = ..., grant_issued: _Optional[_Union[GrantIssued, _Mapping]] = ..., grant_revoked: _Optional[_Union[GrantRevoked, _Mapping]] = ...) -> None: ...
+    resource_changed: ResourceChanged
+    application_changed: ApplicationChanged
+    def __init__(self, event_id: _Optional[str] = ..., occurred_unix_ms: _Optional[int] = ..., resource_published: _Optional[_Union[ResourcePublished, _Mapping]] = ..., grant_issued: _Optional[_Union[GrantIssued, _Mapping]] = ..., grant_revoked: _Optional[_Union[GrantRevoked, _Mapping]] = ..., resource_changed: _Optional[_Union[ResourceChanged, _Mapping]] = ..., application_changed: _Optional[_Union[ApplicationChanged, _Mapping]] = ...) -> None: ...

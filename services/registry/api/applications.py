@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
 from services.common.errors import CommonProblem, problem_responses
 from services.common.runtime import CurrentPrincipal, RuntimeDep, UnitOfWorkDep
-from services.registry.api.common import AUTH, events_topic, today
+from services.registry.api.common import AUTH, CalendarDep, TopicsDep, today
 from services.registry.applications import service
+from services.registry.applications.calendar import WorkingCalendar
 from services.registry.applications.schemas import (
     ApplicationApprove,
     ApplicationCreate,
+    ApplicationList,
     ApplicationPublic,
     ApplicationReject,
     GrantList,
@@ -21,13 +24,15 @@ from services.registry.applications.schemas import (
     GrantRevoke,
 )
 from services.registry.identity import SystemDirectory
-from services.registry.models import Application, Grant
+from services.registry.models import Application, ApplicationStatus, Grant
 from services.registry.problems import RegistryProblem
 
 router = APIRouter(prefix="/v1/registry", tags=["registry"], responses=problem_responses(*AUTH))
 
 
-def application_public(a: Application, grant: Grant | None = None) -> ApplicationPublic:
+def application_public(
+    a: Application, today: date, calendar: WorkingCalendar, grant: Grant | None = None
+) -> ApplicationPublic:
     return ApplicationPublic(
         id=a.id,
         resource=a.resource_code,
@@ -40,6 +45,8 @@ def application_public(a: Application, grant: Grant | None = None) -> Applicatio
         daily_quota=a.daily_quota,
         status=a.status,
         due_by=a.due_by,
+        working_days_left=service.working_days_left(a, today, calendar),
+        overdue=service.is_overdue(a, today),
         reason=a.reason,
         grant_id=grant.id if grant else None,
     )
@@ -72,6 +79,7 @@ def grant_public(g: Grant) -> GrantPublic:
         CommonProblem.NOT_FOUND,
         RegistryProblem.UNKNOWN_CLIENT,
         RegistryProblem.RESOURCE_NOT_PUBLISHED,
+        RegistryProblem.NOT_SHARED,
         RegistryProblem.UNKNOWN_ITEMS,
         RegistryProblem.DUPLICATE_ITEMS,
         RegistryProblem.GATEWAY_UNAVAILABLE,
@@ -82,6 +90,8 @@ async def create_application(
     principal: CurrentPrincipal,
     uow: UnitOfWorkDep,
     rt: RuntimeDep,
+    topics: TopicsDep,
+    calendar: CalendarDep,
     request: Request,
     authorization: Annotated[str, Header()],
 ) -> ApplicationPublic:
@@ -90,10 +100,11 @@ async def create_application(
     else:
         systems: SystemDirectory = request.app.state.systems
         client_dept = await systems.department_of(body.client_id, authorization)
+    day = today(rt)
     application, grant = await service.create_application(
-        uow, principal, body, client_dept=client_dept, topic=events_topic(rt), today=today(rt)
+        uow, principal, body, client_dept=client_dept, topics=topics, today=day, calendar=calendar
     )
-    return application_public(application, grant)
+    return application_public(application, day, calendar, grant)
 
 
 DECIDE = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND, RegistryProblem.INVALID_STATE)
@@ -106,10 +117,16 @@ DECIDE = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND, RegistryProblem.INVA
     responses=problem_responses(*DECIDE, RegistryProblem.WIDENING, RegistryProblem.UNKNOWN_ITEMS),
 )
 async def approve_application(
-    application_id: uuid.UUID, body: ApplicationApprove, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep
+    application_id: uuid.UUID,
+    body: ApplicationApprove,
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    rt: RuntimeDep,
+    topics: TopicsDep,
+    calendar: CalendarDep,
 ) -> ApplicationPublic:
-    application, grant = await service.approve_application(uow, principal, application_id, body, events_topic(rt))
-    return application_public(application, grant)
+    application, grant = await service.approve_application(uow, principal, application_id, body, topics)
+    return application_public(application, today(rt), calendar, grant)
 
 
 @router.post(
@@ -119,9 +136,45 @@ async def approve_application(
     responses=problem_responses(*DECIDE),
 )
 async def reject_application(
-    application_id: uuid.UUID, body: ApplicationReject, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    application_id: uuid.UUID,
+    body: ApplicationReject,
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    rt: RuntimeDep,
+    topics: TopicsDep,
+    calendar: CalendarDep,
 ) -> ApplicationPublic:
-    return application_public(await service.reject_application(uow.session, principal, application_id, body.reason))
+    application = await service.reject_application(uow, principal, application_id, body.reason, topics)
+    return application_public(application, today(rt), calendar)
+
+
+@router.get(
+    "/applications",
+    response_model=ApplicationList,
+    summary="Applications you may see (an approver's queue: status=pending&provider=<your department>)",
+    responses=problem_responses(RegistryProblem.INVALID_CURSOR),
+)
+async def list_applications(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    rt: RuntimeDep,
+    calendar: CalendarDep,
+    status: ApplicationStatus | None = None,
+    resource: Annotated[str | None, Query(max_length=40)] = None,
+    consumer: Annotated[str | None, Query(max_length=18)] = None,
+    provider: Annotated[str | None, Query(max_length=18)] = None,
+    overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ApplicationList:
+    day = today(rt)
+    filters = service.ApplicationFilters(status, resource, consumer, provider, overdue)
+    rows, next_cursor, overdue_count = await service.list_applications(
+        uow.session, principal, filters, limit=limit, cursor=cursor, today=day
+    )
+    return ApplicationList(
+        items=[application_public(a, day, calendar) for a in rows], next_cursor=next_cursor, overdue=overdue_count
+    )
 
 
 @router.get(
@@ -131,9 +184,11 @@ async def reject_application(
     responses=problem_responses(CommonProblem.NOT_FOUND),
 )
 async def get_application(
-    application_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    application_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep, calendar: CalendarDep
 ) -> ApplicationPublic:
-    return application_public(await service.get_application(uow.session, principal, application_id))
+    application = await service.get_application(uow.session, principal, application_id)
+    grant = await service.grant_of(uow.session, application.id)
+    return application_public(application, today(rt), calendar, grant)
 
 
 @router.get("/grants", response_model=GrantList, summary="Grants of your department (as consumer or provider)")
@@ -154,6 +209,6 @@ async def list_grants(
     responses=problem_responses(*DECIDE),
 )
 async def revoke_grant(
-    grant_id: uuid.UUID, body: GrantRevoke, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep
+    grant_id: uuid.UUID, body: GrantRevoke, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
 ) -> GrantPublic:
-    return grant_public(await service.revoke_grant(uow, principal, grant_id, body.reason, events_topic(rt)))
+    return grant_public(await service.revoke_grant(uow, principal, grant_id, body.reason, topics))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from services.common.errors import CommonProblem, problem_responses
 from services.common.runtime import CurrentPrincipal, RuntimeDep, UnitOfWorkDep
-from services.registry.api.common import AUTH, events_topic, today
+from services.registry.api.common import AUTH, TopicsDep, today
 from services.registry.catalogue import service
 from services.registry.catalogue.classification import TAXONOMY, ClassNode
 from services.registry.catalogue.schemas import (
@@ -82,8 +82,10 @@ async def classification(principal: CurrentPrincipal) -> ClassificationPublic:
         RegistryProblem.UNKNOWN_RELATED,
     ),
 )
-async def create_resource(body: ResourceCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> ResourcePublic:
-    return resource_public(await service.create_resource(uow, principal, body))
+async def create_resource(
+    body: ResourceCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
+) -> ResourcePublic:
+    return resource_public(await service.create_resource(uow, principal, body, topics))
 
 
 @router.get("/resources", response_model=ResourceList, summary="Search the catalogue")
@@ -112,8 +114,10 @@ CHANGE = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND, RegistryProblem.INVA
     summary="Submit the draft version for review (provider's data_admin)",
     responses=problem_responses(*CHANGE),
 )
-async def submit_resource(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> VersionPublic:
-    _, version = await service.submit_resource(uow, principal, code)
+async def submit_resource(
+    code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
+) -> VersionPublic:
+    _, version = await service.submit_resource(uow, principal, code, topics)
     return version_public(version)
 
 
@@ -124,9 +128,9 @@ async def submit_resource(code: str, principal: CurrentPrincipal, uow: UnitOfWor
     responses=problem_responses(*CHANGE),
 )
 async def publish_resource(
-    code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep
+    code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep, topics: TopicsDep
 ) -> ResourcePublic:
-    resource, _ = await service.publish_resource(uow, principal, code, events_topic(rt), today(rt))
+    resource, _ = await service.publish_resource(uow, principal, code, topics, today(rt))
     return resource_public(resource)
 
 
@@ -137,9 +141,9 @@ async def publish_resource(
     responses=problem_responses(*CHANGE),
 )
 async def reject_resource(
-    code: str, body: ResourceReject, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    code: str, body: ResourceReject, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
 ) -> VersionPublic:
-    _, version = await service.reject_resource(uow, principal, code, body.reason)
+    _, version = await service.reject_resource(uow, principal, code, body.reason, topics)
     return version_public(version)
 
 
@@ -149,8 +153,10 @@ async def reject_resource(
     summary="Deprecate a published entry (provider's data_admin)",
     responses=problem_responses(*CHANGE),
 )
-async def deprecate_resource(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> ResourcePublic:
-    return resource_public(await service.deprecate_resource(uow, principal, code))
+async def deprecate_resource(
+    code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
+) -> ResourcePublic:
+    return resource_public(await service.deprecate_resource(uow, principal, code, topics))
 
 
 @router.get(
@@ -181,7 +187,7 @@ async def get_resource(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDe
     responses=problem_responses(*CHANGE, RegistryProblem.UNKNOWN_RELATED),
 )
 async def update_resource(
-    code: str, body: ResourcePatch, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    code: str, body: ResourcePatch, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
 ) -> VersionPublic:
-    _, version = await service.update_resource(uow, principal, code, body)
+    _, version = await service.update_resource(uow, principal, code, body, topics)
     return version_public(version)

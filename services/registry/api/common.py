@@ -1,19 +1,33 @@
-"""What every registry router shares: the events topic and the business date."""
+"""What every registry router shares: the outgoing topics, the business date and the calendar."""
 
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from services.common.clock import business_date
 from services.common.errors import CommonProblem
 from services.common.runtime import RuntimeDep
+from services.registry.applications.calendar import WorkingCalendar
+from services.registry.events import Topics
 
 AUTH = (CommonProblem.UNAUTHORIZED, CommonProblem.VALIDATION)
 
 
-def events_topic(rt: RuntimeDep) -> str:
-    return rt.settings.topic("registry.events")
+def topics(rt: RuntimeDep) -> Topics:
+    return Topics(events=rt.settings.topic("registry.events"), audit=rt.settings.topic("audit.events"))
 
 
 def today(rt: RuntimeDep) -> date:
     return business_date(rt.settings.zone)
+
+
+def working_calendar(request: Request) -> WorkingCalendar:
+    calendar: WorkingCalendar = request.app.state.calendar
+    return calendar
+
+
+TopicsDep = Annotated[Topics, Depends(topics)]
+CalendarDep = Annotated[WorkingCalendar, Depends(working_calendar)]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Self
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from services.common.schemas import Strict
 from services.registry.catalogue.schemas import MaskingRule
@@ -30,12 +31,22 @@ class ApplicationCreate(Strict):
 
 
 class ApplicationApprove(Strict):
-    """The approver may narrow what was asked for, never widen it."""
+    """The approver may narrow what was asked for, never widen it. The validity is narrowed either
+    in days from the decision (``valid_days``) or as an instant (``valid_until``), not both."""
 
     items: list[ItemName] | None = Field(None, min_length=1, max_length=200)
     valid_days: int | None = Field(None, ge=1, le=1095)
+    valid_until: AwareDatetime | None = Field(
+        None, description="When the grant ends: after now, and no later than the validity asked for"
+    )
     daily_quota: int | None = Field(None, ge=1, le=10_000_000)
     masking: dict[str, MaskingRule] = Field(default_factory=dict, max_length=200)
+
+    @model_validator(mode="after")
+    def one_validity(self) -> Self:
+        if self.valid_days is not None and self.valid_until is not None:
+            raise ValueError("give valid_days or valid_until, not both")
+        return self
 
 
 class ApplicationReject(Strict):
@@ -54,8 +65,25 @@ class ApplicationPublic(BaseModel):
     daily_quota: int
     status: ApplicationStatus
     due_by: date | None
+    working_days_left: int | None = Field(
+        None,
+        description="Working days (工作日, on the official calendar) from today to due_by; 0 on the due date, "
+        "negative when overdue. Only for a pending application.",
+    )
+    overdue: bool = Field(False, description="Pending past its due date (逾期)")
     reason: str | None
     grant_id: uuid.UUID | None = None
+
+
+class ApplicationList(BaseModel):
+    """A page of applications, oldest first (for a queue of pending ones: the most urgent first,
+    as due dates follow filing dates)."""
+
+    items: list[ApplicationPublic]
+    next_cursor: str | None
+    overdue: int = Field(
+        description="Overdue applications among all those the filters select (every page, the overdue filter aside)"
+    )
 
 
 class GrantPublic(BaseModel):

@@ -16,13 +16,13 @@ from pydantic import ValidationError
 from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.contracts.registry import PublishedResource, event_message
 from services.common.errors import CommonProblem, NotFound, Problem
 from services.common.pagination import one_more, page
 from services.common.security import Principal, Role, forbidden
 from services.common.uow import UnitOfWork
 from services.registry.catalogue.classification import check_category
 from services.registry.catalogue.schemas import ResourceCreate, ResourcePatch
+from services.registry.events import ResourceTransition, Topics, resource_transition
 from services.registry.models import Resource, ResourceStatus, ResourceVersion, VersionStatus
 from services.registry.problems import RegistryProblem
 
@@ -106,7 +106,7 @@ async def check_related(session: AsyncSession, principal: Principal, codes: list
         )
 
 
-async def create_resource(uow: UnitOfWork, principal: Principal, body: ResourceCreate) -> Resource:
+async def create_resource(uow: UnitOfWork, principal: Principal, body: ResourceCreate, topics: Topics) -> Resource:
     """A draft entry (version 1) of the caller's department, with a newly allocated code."""
     require_data_admin(principal)
     check_category(body.category, body.classification)
@@ -127,6 +127,7 @@ async def create_resource(uow: UnitOfWork, principal: Principal, body: ResourceC
         )
     )
     await session.flush()
+    resource_transition(uow, topics, principal, resource, ResourceTransition.CREATED, version=1)
     return resource
 
 
@@ -196,7 +197,7 @@ def show(resource: Resource, content: dict[str, Any]) -> None:
 
 
 async def update_resource(
-    uow: UnitOfWork, principal: Principal, code: str, patch: ResourcePatch
+    uow: UnitOfWork, principal: Principal, code: str, patch: ResourcePatch, topics: Topics
 ) -> tuple[Resource, ResourceVersion]:
     """Edit an entry. A draft is changed in place; a published entry gets a new draft version
     (版本) and keeps serving the published one until that is published. A submitted version is
@@ -218,6 +219,8 @@ async def update_resource(
     content = body.model_dump(mode="json")
     now = datetime.now(UTC)
     if working.status == VersionStatus.DRAFT:
+        if content != working.content:
+            resource_transition(uow, topics, principal, resource, ResourceTransition.EDITED, version=working.version)
         working.content = content
         working.author = principal.sub
         working.updated_at = now
@@ -232,10 +235,13 @@ async def update_resource(
     )
     session.add(draft)
     await session.flush()
+    resource_transition(uow, topics, principal, resource, ResourceTransition.EDITED, version=draft.version)
     return resource, draft
 
 
-async def submit_resource(uow: UnitOfWork, principal: Principal, code: str) -> tuple[Resource, ResourceVersion]:
+async def submit_resource(
+    uow: UnitOfWork, principal: Principal, code: str, topics: Topics
+) -> tuple[Resource, ResourceVersion]:
     """提交审核: the provider's data administrator submits the draft version for review."""
     session = uow.session
     resource = await own_entry(session, principal, code)
@@ -246,6 +252,7 @@ async def submit_resource(uow: UnitOfWork, principal: Principal, code: str) -> t
     working.updated_at = datetime.now(UTC)
     if resource.status == ResourceStatus.DRAFT:
         resource.status = ResourceStatus.SUBMITTED
+    resource_transition(uow, topics, principal, resource, ResourceTransition.SUBMITTED, version=working.version)
     return resource, working
 
 
@@ -262,7 +269,7 @@ async def reviewed(session: AsyncSession, principal: Principal, code: str) -> tu
 
 
 async def publish_resource(
-    uow: UnitOfWork, principal: Principal, code: str, topic: str, today: date
+    uow: UnitOfWork, principal: Principal, code: str, topics: Topics, today: date
 ) -> tuple[Resource, ResourceVersion]:
     """发布: the submitted version becomes the serving one (the previous one is superseded), and
     ``resource_published`` tells the exchange, whose projection it replaces."""
@@ -282,16 +289,13 @@ async def publish_resource(
     resource.status = ResourceStatus.PUBLISHED
     resource.version = working.version
     resource.published_on = today
-    published = PublishedResource(
-        resource.code, resource.name, resource.provider_dept, resource.version, resource.share["type"], resource.items
-    )
-    uow.emit(event_message(topic, resource.code, published=published))
+    resource_transition(uow, topics, principal, resource, ResourceTransition.PUBLISHED, version=working.version)
     await session.flush()
     return resource, working
 
 
 async def reject_resource(
-    uow: UnitOfWork, principal: Principal, code: str, reason: str
+    uow: UnitOfWork, principal: Principal, code: str, reason: str, topics: Topics
 ) -> tuple[Resource, ResourceVersion]:
     """驳回: the submitted version goes back to draft with the reviewer's reason."""
     resource, working = await reviewed(uow.session, principal, code)
@@ -301,10 +305,13 @@ async def reject_resource(
     working.updated_at = datetime.now(UTC)
     if resource.status == ResourceStatus.SUBMITTED:
         resource.status = ResourceStatus.DRAFT
+    resource_transition(
+        uow, topics, principal, resource, ResourceTransition.REJECTED, version=working.version, reason=reason
+    )
     return resource, working
 
 
-async def deprecate_resource(uow: UnitOfWork, principal: Principal, code: str) -> Resource:
+async def deprecate_resource(uow: UnitOfWork, principal: Principal, code: str, topics: Topics) -> Resource:
     """废止: the provider's data administrator withdraws a published entry; no new application is
     accepted for it. A pending version can then no longer be submitted or published."""
     session = uow.session
@@ -317,6 +324,7 @@ async def deprecate_resource(uow: UnitOfWork, principal: Principal, code: str) -
         serving.updated_at = datetime.now(UTC)
     resource.status = ResourceStatus.DEPRECATED
     resource.updated_at = datetime.now(UTC)
+    resource_transition(uow, topics, principal, resource, ResourceTransition.DEPRECATED, version=resource.version)
     return resource
 
 
