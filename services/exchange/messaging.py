@@ -67,12 +67,19 @@ def on_late_replies(exchange: Exchange, sessions: async_sessionmaker[AsyncSessio
 
 
 async def apply_registry_event(session: AsyncSession, event: registry_pb2.RegistryEvent) -> None:
-    """Upsert the projection; applying the same event twice changes nothing (idempotent)."""
+    """Upsert the projection; applying the same event twice, or an older version after a newer
+    one, changes nothing (idempotent, order-free)."""
     kind = event.WhichOneof("event")
     if kind == "resource_published":
         values = PublishedResource.from_proto(event.resource_published).values()
         stmt = insert(ResourceView).values(**values)
-        await session.execute(stmt.on_conflict_do_update(index_elements=["code"], set_=values))
+        # Events are keyed by event id, so two versions' publications may arrive in either order:
+        # an older version never replaces a newer one.
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["code"], set_=values, where=ResourceView.version < stmt.excluded.version
+            )
+        )
     elif kind == "grant_issued":
         stmt = insert(GrantView).values(**GrantTerms.from_proto(event.grant_issued).values(), revoked=False)
         await session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
