@@ -15,3 +15,7 @@ class RegistryProblem(ProblemCode):
     UNKNOWN_CLIENT = "unknown-client", 422, "Unknown system"
     WIDENING = "widening", 422, "An approval may only narrow"
     GATEWAY_UNAVAILABLE = "gateway-unavailable", 503, "Identity service unavailable"
+    NEGATIVE_LISTED = "negative-listed", 422, "On the negative list (负面清单)"
+    ALREADY_LISTED = "already-listed", 409, "Already on the negative list"
+    SERVICE_ITEM_EXISTS = "service-item-exists", 409, "Service item code taken"
+    DEMAND_TO_SELF = "demand-to-self", 422, "A demand goes to another department"

@@ -18,6 +18,7 @@ from services.common.security import Principal, Role, forbidden
 from services.common.uow import UnitOfWork
 from services.registry.applications.schemas import ApplicationApprove, ApplicationCreate
 from services.registry.catalogue.service import get_resource
+from services.registry.lists.service import refuse_negative_listed
 from services.registry.models import Application, ApplicationStatus, Grant, GrantStatus, Resource, ResourceStatus
 from services.registry.problems import RegistryProblem
 
@@ -71,6 +72,7 @@ async def create_application(
     if resource.status != ResourceStatus.PUBLISHED:
         raise RegistryProblem.RESOURCE_NOT_PUBLISHED.problem(f"{resource.code} is {resource.status}.")
     check_items(resource, body.items)
+    await refuse_negative_listed(session, resource.code, body.items)  # 负面清单: never granted
     application = Application(
         id=uuid.uuid4(),
         resource_code=resource.code,
@@ -173,6 +175,7 @@ async def approve_application(
     unknown = set(body.masking) - set(application.items)
     if unknown:
         raise RegistryProblem.UNKNOWN_ITEMS.problem(f"Masking for items not granted: {', '.join(sorted(unknown))}.")
+    await refuse_negative_listed(session, resource.code, application.items)  # listed after it was filed
     application.status = ApplicationStatus.APPROVED
     application.decided_by = principal.sub
     application.decided_at = datetime.now(UTC)

@@ -23,6 +23,7 @@ from services.common.security import Principal, Role, forbidden
 from services.common.uow import UnitOfWork
 from services.registry.catalogue.classification import check_category
 from services.registry.catalogue.schemas import ResourceCreate, ResourcePatch
+from services.registry.lists.service import fulfil_responsibilities
 from services.registry.models import Resource, ResourceStatus, ResourceVersion, VersionStatus
 from services.registry.problems import RegistryProblem
 
@@ -286,6 +287,7 @@ async def publish_resource(
         resource.code, resource.name, resource.provider_dept, resource.version, resource.share["type"], resource.items
     )
     uow.emit(event_message(topic, resource.code, published=published))
+    await fulfil_responsibilities(session, resource, today)  # 责任清单: in this same unit of work
     await session.flush()
     return resource, working
 
