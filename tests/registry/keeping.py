@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.common.errors import Problem
+from services.common.pb import audit_pb2
 from services.common.security import Principal, Role
 from services.registry.applications import service as applications
 from services.registry.applications.schemas import ApplicationCreate
@@ -40,6 +41,7 @@ from services.registry.service_items.stats import registry_stats
 from tests.factories import ResourceCreateFactory, credit_code, person
 from tests.registry.calls import TODAY, TOPIC, Catalogue
 
+AUDIT_TOPIC = "t.audit.events"
 TABLES = (Responsibility, Demand, NegativeLine, ServiceItem, Material, Application, Grant)
 
 
@@ -50,6 +52,12 @@ class Keeper(Catalogue):
     async def publish_resource(self, admin: Principal, **fields: Any) -> Resource:
         reviewer = person(credit_code(), Role.PLATFORM_ADMIN)
         return await self.published(admin, reviewer, ResourceCreateFactory.build(**fields))
+
+    def audits(self) -> list[audit_pb2.AuditEvent]:
+        """The audit events staged so far (other messages stay staged), and forget them."""
+        audits = [message for _, message in self.staged if message.topic == AUDIT_TOPIC]
+        self.staged = [(s, message) for s, message in self.staged if message.topic != AUDIT_TOPIC]
+        return [audit_pb2.AuditEvent.FromString(message.value) for message in audits]
 
     async def rows(self) -> dict[str, int]:
         counts = {}
@@ -83,21 +91,23 @@ class Keeper(Catalogue):
 
     async def accept(self, admin: Principal, demand_id: uuid.UUID, **fields: Any) -> tuple[Demand, Responsibility]:
         async with self.unit() as uow:
-            return await lists.accept_demand(uow, admin, demand_id, DemandAccept.model_validate(fields), TODAY)
+            return await lists.accept_demand(
+                uow, admin, demand_id, DemandAccept.model_validate(fields), TODAY, AUDIT_TOPIC
+            )
 
     async def reject_demand(self, admin: Principal, demand_id: uuid.UUID, reason: str) -> Demand:
         async with self.unit() as uow:
-            return await lists.reject_demand(uow, admin, demand_id, reason)
+            return await lists.reject_demand(uow, admin, demand_id, reason, AUDIT_TOPIC)
 
     # 负面清单
 
     async def negative(self, admin: Principal, **fields: Any) -> NegativeLine:
         async with self.unit() as uow:
-            return await lists.add_negative_line(uow, admin, NegativeLineCreate.model_validate(fields))
+            return await lists.add_negative_line(uow, admin, NegativeLineCreate.model_validate(fields), AUDIT_TOPIC)
 
     async def unlist(self, admin: Principal, line_id: uuid.UUID) -> None:
         async with self.unit() as uow:
-            await lists.remove_negative_line(uow, admin, line_id)
+            await lists.remove_negative_line(uow, admin, line_id, AUDIT_TOPIC)
 
     async def apply(
         self, client: Principal, body: ApplicationCreate, on: date = TODAY
@@ -137,12 +147,13 @@ class Keeper(Catalogue):
             await service_items.delete_material(uow, admin, code, material_id)
 
     async def refused(self, status: int, code: str, call: Awaitable[object]) -> Problem:
-        """``call`` fails with the problem ``code`` (HTTP ``status``) and writes nothing."""
-        before = await self.rows()
+        """``call`` fails with the problem ``code`` (HTTP ``status``), writes nothing, emits nothing."""
+        before, staged = await self.rows(), len(self.staged)
         with pytest.raises(Problem) as raised:
             await call
         assert (raised.value.status, raised.value.code) == (status, code), raised.value.body()
         assert await self.rows() == before
+        assert len(self.staged) == staged  # no event or audit event either
         return raised.value
 
     async def stats(self, on: date = TODAY) -> StatsPublic:

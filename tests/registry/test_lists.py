@@ -101,6 +101,16 @@ async def test_a_line_for_a_resource_already_published_is_fulfilled_at_once(keep
     assert (line.status, line.fulfilled_by) == ("fulfilled", resource.code)
 
 
+async def test_a_resource_shared_less_openly_than_promised_does_not_fulfil(keeper: Keeper, depts: Depts) -> None:
+    admin = depts.admin(depts.provider)
+    line = await keeper.add_line(admin, **line_fields(share_type="unconditional"))
+
+    await keeper.publish_resource(admin, name=HOUSEHOLD, share=conditional_share())
+    assert (await keeper.line(line.id)).status == "planned"
+    shared = await keeper.publish_resource(admin, name=HOUSEHOLD)  # unconditional, as promised
+    assert (await keeper.line(line.id)).fulfilled_by == shared.code
+
+
 async def test_overdue_is_read_on_the_business_date(keeper: Keeper, depts: Depts) -> None:
     admin = depts.admin(depts.provider)
     due = TODAY - timedelta(days=1)
@@ -169,6 +179,7 @@ async def test_a_system_cannot_keep_a_list(keeper: Keeper, depts: Depts) -> None
         {"items": ["姓名", "姓名"]},
         {"items": ["项" * 51]},
         {"share_type": "sometimes"},
+        {"share_type": "none"},  # a refusal goes on the 负面清单, not the 责任清单
         {"mode": "邮件"},
         {"due_by": None},
     ],
@@ -232,6 +243,14 @@ async def test_a_demand_is_routed_to_the_provider_who_accepts_it_into_its_respon
     )
     seen = await lists.get_demand(keeper.session, depts.admin(depts.consumer), demand.id)
     assert (seen.status, seen.responsibility_id) == ("accepted", line.id)
+    [audited] = keeper.audits()
+    assert (audited.action, audited.service, audited.outcome) == ("registry.demand.accepted", "registry", "completed")
+    assert (audited.consumer_dept, audited.provider_dept, audited.purpose) == (
+        depts.consumer,
+        depts.provider,
+        "ZDSHBZ-SP",
+    )
+    assert list(audited.fields) == ["姓名", "婚姻状况"]
 
 
 async def test_a_rejection_needs_a_reason_which_the_requester_reads(keeper: Keeper, depts: Depts) -> None:
@@ -240,7 +259,10 @@ async def test_a_rejection_needs_a_reason_which_the_requester_reads(keeper: Keep
         with pytest.raises(ValidationError):
             DemandReject.model_validate(empty)
 
-    await keeper.reject_demand(depts.admin(depts.provider), demand.id, "本部门不掌握婚姻登记数据，请向民政部门提出")
+    provider_admin = depts.admin(depts.provider)
+    await keeper.reject_demand(provider_admin, demand.id, "本部门不掌握婚姻登记数据，请向民政部门提出")
+    [audited] = keeper.audits()
+    assert (audited.action, audited.actor) == ("registry.demand.rejected", provider_admin.sub)
 
     seen = await lists.get_demand(keeper.session, depts.admin(depts.consumer), demand.id)
     assert (seen.status, seen.reason) == ("rejected", "本部门不掌握婚姻登记数据，请向民政部门提出")
@@ -300,6 +322,11 @@ async def test_a_negative_listed_resource_is_never_granted(keeper: Keeper, depts
     assert BASIS in (problem.detail or "")
 
     await keeper.unlist(admin, line.id)  # taken off the list: sharing is the rule again
+    audits = keeper.audits()
+    assert [(a.action, a.actor, a.resource_code) for a in audits] == [
+        ("registry.negative.listed", admin.sub, resource.code),
+        ("registry.negative.unlisted", admin.sub, resource.code),
+    ]
     application, grant = await keeper.apply(client, body)
     assert (application.status, grant is not None) == ("approved", True)
 

@@ -1,4 +1,4 @@
-"""What every registry router shares: the events topic and the business date."""
+"""What every registry router shares: the events and audit topics and the business date."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ AUTH = (CommonProblem.UNAUTHORIZED, CommonProblem.VALIDATION)
 
 def events_topic(rt: RuntimeDep) -> str:
     return rt.settings.topic("registry.events")
+
+
+def audit_topic(rt: RuntimeDep) -> str:
+    return rt.settings.topic("audit.events")
 
 
 def today(rt: RuntimeDep) -> date:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 
 from services.common.errors import CommonProblem, problem_responses
 from services.common.runtime import CurrentPrincipal, RuntimeDep, UnitOfWorkDep
-from services.registry.api.common import AUTH, today
+from services.registry.api.common import AUTH, audit_topic, today
 from services.registry.lists import service
 from services.registry.lists.schemas import (
     DemandAccept,
@@ -184,7 +184,7 @@ async def accept_demand(
     demand_id: uuid.UUID, body: DemandAccept, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep
 ) -> ResponsibilityPublic:
     on = today(rt)
-    _, line = await service.accept_demand(uow, principal, demand_id, body, on)
+    _, line = await service.accept_demand(uow, principal, demand_id, body, on, audit_topic(rt))
     return responsibility_public(line, on)
 
 
@@ -195,9 +195,9 @@ async def accept_demand(
     responses=problem_responses(*OWN, RegistryProblem.INVALID_STATE),
 )
 async def reject_demand(
-    demand_id: uuid.UUID, body: DemandReject, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    demand_id: uuid.UUID, body: DemandReject, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep
 ) -> DemandPublic:
-    return demand_public(await service.reject_demand(uow, principal, demand_id, body.reason))
+    return demand_public(await service.reject_demand(uow, principal, demand_id, body.reason, audit_topic(rt)))
 
 
 # --------------------------------------------------------------------------- 负面清单
@@ -211,9 +211,9 @@ async def reject_demand(
     responses=problem_responses(*OWN, RegistryProblem.UNKNOWN_ITEMS, RegistryProblem.ALREADY_LISTED),
 )
 async def add_negative_line(
-    body: NegativeLineCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    body: NegativeLineCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep
 ) -> NegativeLinePublic:
-    return negative_public(await service.add_negative_line(uow, principal, body))
+    return negative_public(await service.add_negative_line(uow, principal, body, audit_topic(rt)))
 
 
 @router.get("/negative-list", response_model=NegativeLineList, summary="The 负面清单")
@@ -238,6 +238,8 @@ async def list_negative_lines(
     summary="Take a line of yours off the 负面清单",
     responses=problem_responses(*OWN),
 )
-async def remove_negative_line(line_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
-    await service.remove_negative_line(uow, principal, line_id)
+async def remove_negative_line(
+    line_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep
+) -> Response:
+    await service.remove_negative_line(uow, principal, line_id, audit_topic(rt))
     return Response(status_code=204)

@@ -42,6 +42,8 @@ def unique(items: list[str]) -> list[str]:
 
 
 UniqueItems = Annotated[Items, AfterValidator(unique)]
+# What a 责任清单 line promises: to share (a refusal goes on the 负面清单 instead).
+Promised = Literal["unconditional", "conditional"]
 
 
 # --------------------------------------------------------------------------- 责任清单
@@ -53,7 +55,7 @@ class ResponsibilityCreate(Strict):
 
     name: str = Field(min_length=2, max_length=100, description="信息资源名称")
     items: UniqueItems
-    share_type: ShareType = "conditional"
+    share_type: Promised = "conditional"
     mode: ShareMode = "接口"
     update_cycle: UpdateCycle = "每日"
     due_by: date
@@ -64,7 +66,7 @@ class ResponsibilityPatch(Strict):
 
     name: str | None = Field(None, min_length=2, max_length=100)
     items: UniqueItems | None = None
-    share_type: ShareType | None = None
+    share_type: Promised | None = None
     mode: ShareMode | None = None
     update_cycle: UpdateCycle | None = None
     due_by: date | None = None
@@ -116,7 +118,7 @@ class DemandAccept(Strict):
     """Accepting adds a line to the provider's 责任清单, due by ``due_by``."""
 
     due_by: date
-    share_type: Literal["unconditional", "conditional"] = "conditional"
+    share_type: Promised = "conditional"
     mode: ShareMode = "接口"
 
 

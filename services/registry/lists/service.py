@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.contracts.audit import AuditAction, AuditContext, audit_message
 from services.common.errors import NotFound
 from services.common.pagination import one_more, page
 from services.common.security import Principal, Role, forbidden
@@ -54,6 +55,12 @@ def require_data_admin(principal: Principal) -> None:
         raise forbidden("Only a department's data administrator (数据管理员) may change its lists.")
 
 
+def audit(uow: UnitOfWork, topic: str, action: AuditAction, principal: Principal, **context: object) -> None:
+    """An audit event of ``principal``'s decision, committed with it (through the unit of work)."""
+    ctx = AuditContext(actor=principal.sub, consumer_dept=principal.dept).with_(**context)
+    uow.emit(audit_message(topic, "registry", action, ctx, outcome="completed"))
+
+
 # --------------------------------------------------------------------------- 责任清单
 
 
@@ -75,11 +82,20 @@ def status_clause(status: ResponsibilityStatus, today: date) -> ColumnElement[bo
     return Responsibility.status == ResponsibilityState.FULFILLED
 
 
+# How openly a sharing class shares: a resource shared more openly than a line promised fulfils it.
+OPENNESS = {"none": 0, "conditional": 1, "unconditional": 2}
+
+
 def fulfils(resource: Resource, line: Responsibility) -> bool:
-    """Whether publishing ``resource`` fulfils ``line``: same department, same name, and every 信息项
-    the line asks for is in the resource."""
+    """Whether publishing ``resource`` fulfils ``line``: same department, same name, every 信息项
+    the line asks for is in the resource, and it is shared at least as openly as the line says."""
     names = {item["name"] for item in resource.items}
-    return resource.provider_dept == line.dept and resource.name == line.name and set(line.items) <= names
+    return (
+        resource.provider_dept == line.dept
+        and resource.name == line.name
+        and set(line.items) <= names
+        and OPENNESS[resource.share["type"]] >= OPENNESS[line.share_type]
+    )
 
 
 def mark_fulfilled(line: Responsibility, resource: Resource, today: date) -> None:
@@ -246,8 +262,21 @@ async def pending_for_provider(session: AsyncSession, principal: Principal, dema
     return demand
 
 
+def audit_demand(uow: UnitOfWork, topic: str, action: AuditAction, principal: Principal, demand: Demand) -> None:
+    audit(
+        uow,
+        topic,
+        action,
+        principal,
+        consumer_dept=demand.requester_dept,
+        provider=demand.provider_dept,
+        purpose=demand.service_item,
+        fields=tuple(demand.items),
+    )
+
+
 async def accept_demand(
-    uow: UnitOfWork, principal: Principal, demand_id: uuid.UUID, body: DemandAccept, today: date
+    uow: UnitOfWork, principal: Principal, demand_id: uuid.UUID, body: DemandAccept, today: date, audit_topic: str
 ) -> tuple[Demand, Responsibility]:
     """接受: the demand becomes a line of the provider's 责任清单, due by ``body.due_by``."""
     session = uow.session
@@ -262,17 +291,21 @@ async def accept_demand(
     demand.responsibility_id = line.id
     demand.decided_by = principal.sub
     demand.decided_at = datetime.now(UTC)
+    audit_demand(uow, audit_topic, AuditAction.DEMAND_ACCEPTED, principal, demand)
     await session.flush()
     return demand, line
 
 
-async def reject_demand(uow: UnitOfWork, principal: Principal, demand_id: uuid.UUID, reason: str) -> Demand:
+async def reject_demand(
+    uow: UnitOfWork, principal: Principal, demand_id: uuid.UUID, reason: str, audit_topic: str
+) -> Demand:
     """拒绝, with the reason the requester will read."""
     demand = await pending_for_provider(uow.session, principal, demand_id)
     demand.status = DemandStatus.REJECTED
     demand.reason = reason
     demand.decided_by = principal.sub
     demand.decided_at = datetime.now(UTC)
+    audit_demand(uow, audit_topic, AuditAction.DEMAND_REJECTED, principal, demand)
     await uow.session.flush()
     return demand
 
@@ -303,7 +336,9 @@ async def list_demands(
 # --------------------------------------------------------------------------- 负面清单
 
 
-async def add_negative_line(uow: UnitOfWork, principal: Principal, body: NegativeLineCreate) -> NegativeLine:
+async def add_negative_line(
+    uow: UnitOfWork, principal: Principal, body: NegativeLineCreate, audit_topic: str
+) -> NegativeLine:
     """Put a resource of the caller's department (or one of its 信息项) on the 负面清单."""
     session = uow.session
     # Locked, so that two administrators listing the same thing at once are serialised.
@@ -331,15 +366,22 @@ async def add_negative_line(uow: UnitOfWork, principal: Principal, body: Negativ
         author=principal.sub,
     )
     session.add(line)
+    audit_negative(uow, audit_topic, AuditAction.NEGATIVE_LISTED, principal, line)
     await session.flush()
     return line
 
 
-async def remove_negative_line(uow: UnitOfWork, principal: Principal, line_id: uuid.UUID) -> None:
+def audit_negative(uow: UnitOfWork, topic: str, action: AuditAction, principal: Principal, line: NegativeLine) -> None:
+    fields = (line.item,) if line.item is not None else ()
+    audit(uow, topic, action, principal, provider=line.dept, resource=line.resource_code, fields=fields)
+
+
+async def remove_negative_line(uow: UnitOfWork, principal: Principal, line_id: uuid.UUID, audit_topic: str) -> None:
     line = await uow.session.get(NegativeLine, line_id, with_for_update=True)
     if line is None or line.dept != principal.dept:
         raise NotFound("negative list line", str(line_id))
     require_data_admin(principal)
+    audit_negative(uow, audit_topic, AuditAction.NEGATIVE_UNLISTED, principal, line)
     await uow.session.delete(line)
     await uow.session.flush()
 
