@@ -114,7 +114,7 @@ async def test_a_resource_shared_less_openly_than_promised_does_not_fulfil(keepe
 async def test_overdue_is_read_on_the_business_date(keeper: Keeper, depts: Depts) -> None:
     admin = depts.admin(depts.provider)
     due = TODAY - timedelta(days=1)
-    line = await keeper.add_line(admin, **line_fields(due_by=due))
+    line = await keeper.add_line(admin, on=due, **line_fields(due_by=due))  # written in time, read late
     later = await keeper.add_line(admin, **line_fields(name="婚姻登记信息"))
 
     assert lists.responsibility_status(line, due) == ResponsibilityStatus.PLANNED  # the due date itself is in time
@@ -157,6 +157,18 @@ async def test_only_the_departments_own_data_admin_changes_a_line(keeper: Keeper
 
     changed = await keeper.patch_line(depts.admin(depts.provider), line.id, due_by=moved)
     assert changed.due_by == moved
+
+
+async def test_a_due_date_already_past_is_refused(keeper: Keeper, depts: Depts) -> None:
+    admin, yesterday = depts.admin(depts.provider), TODAY - timedelta(days=1)
+    problem = await keeper.refused(422, "validation", keeper.add_line(admin, **line_fields(due_by=yesterday)))
+    assert problem.extra["errors"][0]["field"] == "due_by"
+
+    line = await keeper.add_line(admin, **line_fields(due_by=TODAY))  # today is in time
+    await keeper.refused(422, "validation", keeper.patch_line(admin, line.id, due_by=yesterday))
+    demand = await keeper.demand(depts.admin(depts.consumer), **demand_fields(depts.provider))
+    await keeper.refused(422, "validation", keeper.accept(admin, demand.id, due_by=yesterday))
+    assert (await keeper.line(line.id)).due_by == TODAY
 
 
 async def test_a_fulfilled_line_is_history(keeper: Keeper, depts: Depts) -> None:

@@ -152,7 +152,8 @@ async def test_resources_responsibilities_and_applications_per_department(world:
     await keeper.create(police, ResourceCreateFactory.build())  # a draft
     # 责任清单: one fulfilled by the published 居民户籍信息, one overdue, one planned.
     await keeper.add_line(police, name="居民户籍信息", items=["姓名"], due_by=TODAY + timedelta(days=10))
-    await keeper.add_line(police, name="死亡登记信息", items=["姓名"], due_by=TODAY - timedelta(days=1))
+    overdue = TODAY - timedelta(days=1)
+    await keeper.add_line(police, on=overdue, name="死亡登记信息", items=["姓名"], due_by=overdue)
     await keeper.add_line(police, name="残疾人证信息", items=["姓名"], due_by=TODAY)
     # Two pending applications for the conditional resource: one filed a month ago (overdue).
     for filed in (TODAY - timedelta(days=30), TODAY):

@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.contracts.audit import AuditAction, AuditContext, audit_message
-from services.common.errors import NotFound
+from services.common.errors import CommonProblem, NotFound
 from services.common.pagination import one_more, page
 from services.common.security import Principal, Role, forbidden
 from services.common.uow import UnitOfWork
@@ -141,6 +141,16 @@ async def fulfil_if_published(session: AsyncSession, line: Responsibility, today
         mark_fulfilled(line, resource, today)
 
 
+def check_due(due_by: date, today: date) -> None:
+    """A line is promised for today or later: a due date already past is a mistake, refused (422)
+    rather than written as a line that is overdue from birth."""
+    if due_by < today:
+        message = f"不能早于今天 {today.isoformat()} (must not be before the business date)"
+        raise CommonProblem.VALIDATION.problem(
+            f"due_by: {message}", extra={"errors": [{"field": "due_by", "message": message, "type": "past_date"}]}
+        )
+
+
 def new_responsibility(
     dept: str, author: str, body: ResponsibilityCreate, demand_id: uuid.UUID | None = None
 ) -> Responsibility:
@@ -164,6 +174,7 @@ async def create_responsibility(
 ) -> Responsibility:
     """A line of the caller's department's 责任清单."""
     require_data_admin(principal)
+    check_due(body.due_by, today)
     line = new_responsibility(principal.dept, principal.sub, body)
     uow.session.add(line)
     await fulfil_if_published(uow.session, line, today)
@@ -189,6 +200,8 @@ async def update_responsibility(
     require_data_admin(principal)
     if line.status != ResponsibilityState.PLANNED:
         raise RegistryProblem.INVALID_STATE.problem(f"Responsibility {line_id} is already fulfilled.")
+    if patch.due_by is not None:
+        check_due(patch.due_by, today)
     for name, value in patch.model_dump(exclude_unset=True).items():
         setattr(line, name, value)
     line.updated_at = datetime.now(UTC)
@@ -281,6 +294,7 @@ async def accept_demand(
     """接受: the demand becomes a line of the provider's 责任清单, due by ``body.due_by``."""
     session = uow.session
     demand = await pending_for_provider(session, principal, demand_id)
+    check_due(body.due_by, today)
     wanted = ResponsibilityCreate.model_validate(
         {"name": demand.name, "items": demand.items, "update_cycle": demand.update_cycle, **body.model_dump()}
     )
