@@ -355,6 +355,8 @@ async def add_negative_line(
 ) -> NegativeLine:
     """Put a resource of the caller's department (or one of its 信息项) on the 负面清单."""
     session = uow.session
+    # The rule of catalogue.service.own_entry, written out: the catalogue imports this module (its
+    # publish fulfils 责任清单 lines), so this one cannot import the catalogue's service back.
     # Locked, so that two administrators listing the same thing at once are serialised.
     resource = await session.get(Resource, body.resource, with_for_update=True)
     if resource is None or resource.provider_dept != principal.dept:
