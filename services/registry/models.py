@@ -5,7 +5,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ARRAY, Date, DateTime, Integer, String, Text, func
+from sqlalchemy import ARRAY, CheckConstraint, Date, DateTime, Integer, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -154,3 +154,153 @@ class Grant(Base):
 
 class Outbox(OutboxRow, Base):
     pass
+
+
+# --------------------------------------------------------------------------- the three lists (三清单)
+
+
+def literal_in(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    """A CHECK that ``column`` holds one of ``values`` (a catalogue ``Literal``'s arguments), named
+    ``ck_<table>_<column>`` like :func:`one_of`."""
+    return CheckConstraint(f"{column} IN ({', '.join(repr(v) for v in values)})", name=column)
+
+
+class ResponsibilityState(StrEnum):
+    """What a 责任清单 line stores. *Overdue* is not stored: it is a planned line past its due date
+    on the business date it is read (see ``lists/service.py``)."""
+
+    PLANNED = "planned"  # 计划提供
+    FULFILLED = "fulfilled"  # 已提供: a matching resource was published
+
+
+class DemandStatus(StrEnum):
+    PENDING = "pending"  # 待答复 by the presumed provider
+    ACCEPTED = "accepted"  # 已接受: a responsibility line was created
+    REJECTED = "rejected"  # 已拒绝, with a reason
+
+
+SHARE_TYPES = ("unconditional", "conditional", "none")
+SHARE_MODES = ("接口", "库表", "文件")
+UPDATE_CYCLES = ("实时", "每日", "每周", "每月", "每季度", "每半年", "每年", "其他")
+
+
+class Responsibility(Base):
+    """A line of the 责任清单 (responsibility list): what a department must provide, by when."""
+
+    __tablename__ = "responsibilities"
+    __table_args__ = (
+        one_of("status", ResponsibilityState),
+        literal_in("share_type", SHARE_TYPES),
+        literal_in("mode", SHARE_MODES),
+        literal_in("update_cycle", UPDATE_CYCLES),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    dept: Mapped[str] = mapped_column(String(18), index=True)  # the providing department
+    name: Mapped[str] = mapped_column(String(100))  # 信息资源名称 to be published
+    items: Mapped[list[str]] = mapped_column(ARRAY(String(50)))  # 信息项 it must carry
+    share_type: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str] = mapped_column(String(8))
+    update_cycle: Mapped[str] = mapped_column(String(8))
+    due_by: Mapped[date] = mapped_column(Date)
+    status: Mapped[ResponsibilityState] = mapped_column(String(16))
+    fulfilled_by: Mapped[str | None] = mapped_column(String(40))  # the resource that fulfilled it
+    fulfilled_on: Mapped[date | None] = mapped_column(Date)
+    demand_id: Mapped[uuid.UUID | None] = mapped_column()  # the demand whose acceptance created it
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Demand(Base):
+    """A line of the 需求清单 (demand list): a consumer department asks the presumed provider for
+    data not yet shared."""
+
+    __tablename__ = "demands"
+    __table_args__ = (one_of("status", DemandStatus), literal_in("update_cycle", UPDATE_CYCLES))
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    requester_dept: Mapped[str] = mapped_column(String(18), index=True)
+    provider_dept: Mapped[str] = mapped_column(String(18), index=True)
+    name: Mapped[str] = mapped_column(String(100))  # the data asked for
+    items: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
+    service_item: Mapped[str] = mapped_column(String(64))  # 事项 code it is needed for
+    basis: Mapped[str] = mapped_column(Text)  # 依据: why the requester may have it
+    update_cycle: Mapped[str] = mapped_column(String(8))  # how often it is needed
+    status: Mapped[DemandStatus] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)  # the provider's reason for a rejection
+    responsibility_id: Mapped[uuid.UUID | None] = mapped_column()
+    requested_by: Mapped[str] = mapped_column(String(64))
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class NegativeLine(Base):
+    """A line of the 负面清单 (negative list): a resource, or one 信息项 of it, that is not shared,
+    with its legal basis. Nothing on it can be granted."""
+
+    __tablename__ = "negative_lines"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    dept: Mapped[str] = mapped_column(String(18), index=True)  # the resource's provider
+    resource_code: Mapped[str] = mapped_column(String(40), index=True)
+    item: Mapped[str | None] = mapped_column(String(50))  # None: the whole resource
+    basis: Mapped[str] = mapped_column(Text)  # 法律、行政法规或国家政策依据
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --------------------------------------------------------------------------- service items (事项) and materials
+
+
+class MaterialSource(StrEnum):
+    """来源渠道 of a material."""
+
+    GOVERNMENT = "government"  # 政府部门核发: may map to a catalogue resource
+    APPLICANT = "applicant"  # 申请人自备
+    INTERMEDIARY = "intermediary"  # 中介服务机构出具
+    OTHER = "other"  # 其他
+
+
+class MaterialNecessity(StrEnum):
+    """必要性 of a material."""
+
+    REQUIRED = "required"  # 必要
+    OPTIONAL = "optional"  # 非必要
+    CONDITIONAL = "conditional"  # 情形必要: required in some cases only
+
+
+class ServiceItem(Base):
+    """ServiceItem — 政务服务事项: a service a department delivers, with the materials it asks for."""
+
+    __tablename__ = "service_items"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)  # 事项编码
+    name: Mapped[str] = mapped_column(String(200))
+    dept: Mapped[str] = mapped_column(String(18), index=True)  # 实施部门 (implementing department)
+    author: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Material(Base):
+    """Material — 申请材料 of a service item. A government-issued one may map to a resource and the
+    信息项 of it that cover the material (then the exchange can fetch it: 免提交)."""
+
+    __tablename__ = "materials"
+    __table_args__ = (
+        one_of("source", MaterialSource),
+        one_of("necessity", MaterialNecessity),
+        CheckConstraint(f"source = '{MaterialSource.GOVERNMENT}' OR resource_code IS NULL", name="mapping"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    service_item_code: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    source: Mapped[MaterialSource] = mapped_column(String(16))
+    necessity: Mapped[MaterialNecessity] = mapped_column(String(16))
+    resource_code: Mapped[str | None] = mapped_column(String(40), index=True)
+    items: Mapped[list[str]] = mapped_column(ARRAY(String(50)))  # the 信息项 covering it (empty if unmapped)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

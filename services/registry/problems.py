@@ -17,3 +17,7 @@ class RegistryProblem(ProblemCode):
     GATEWAY_UNAVAILABLE = "gateway-unavailable", 503, "Identity service unavailable"
     NOT_SHARED = "not-shared", 422, "Resource is not shared"
     INVALID_CURSOR = "invalid-cursor", 422, "Invalid cursor"
+    NEGATIVE_LISTED = "negative-listed", 422, "On the negative list (负面清单)"
+    ALREADY_LISTED = "already-listed", 409, "Already on the negative list"
+    SERVICE_ITEM_EXISTS = "service-item-exists", 409, "Service item code taken"
+    DEMAND_TO_SELF = "demand-to-self", 422, "A demand goes to another department"

@@ -99,6 +99,10 @@ class AuditAction(StrEnum):
     APPLICATION_APPROVED = "registry.application.approved"
     APPLICATION_REJECTED = "registry.application.rejected"
     GRANT_REVOKED = "registry.grant.revoked"
+    DEMAND_ACCEPTED = "registry.demand.accepted"  # 需求清单: the provider took it into its 责任清单
+    DEMAND_REJECTED = "registry.demand.rejected"
+    NEGATIVE_LISTED = "registry.negative.listed"  # 负面清单: a resource or item put on it
+    NEGATIVE_UNLISTED = "registry.negative.unlisted"
 
 
 @dataclass(frozen=True, slots=True)

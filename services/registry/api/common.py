@@ -1,4 +1,4 @@
-"""What every registry router shares: the outgoing topics, the business date and the calendar."""
+"""What every registry router shares: the events and audit topics, the business date and the calendar."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ AUTH = (CommonProblem.UNAUTHORIZED, CommonProblem.VALIDATION)
 
 def topics(rt: RuntimeDep) -> Topics:
     return Topics(events=rt.settings.topic("registry.events"), audit=rt.settings.topic("audit.events"))
+
+
+def audit_topic(rt: RuntimeDep) -> str:
+    return topics(rt).audit
 
 
 def today(rt: RuntimeDep) -> date:

@@ -31,6 +31,7 @@ from services.registry.events import (
     grant_issued,
     grant_revoked,
 )
+from services.registry.lists.service import refuse_negative_listed
 from services.registry.models import Application, ApplicationStatus, Grant, GrantStatus, Resource, ResourceStatus
 from services.registry.problems import RegistryProblem
 
@@ -79,6 +80,7 @@ async def create_application(
             extra={"basis": share["basis"]},
         )
     check_items(resource, body.items)
+    await refuse_negative_listed(session, resource.code, body.items)  # 负面清单: never granted
     application = Application(
         id=uuid.uuid4(),
         resource_code=resource.code,
@@ -325,6 +327,7 @@ async def approve_application(
     items, until, quota = narrowed(application, body, now)
     if unknown := set(body.masking) - set(items):
         raise RegistryProblem.UNKNOWN_ITEMS.problem(f"Masking for items not granted: {', '.join(sorted(unknown))}.")
+    await refuse_negative_listed(session, resource.code, items)  # listed after it was filed
     application.items, application.daily_quota = items, quota
     application.valid_days = math.ceil((until - now) / timedelta(days=1))  # as granted, in started days
     application.status = ApplicationStatus.APPROVED

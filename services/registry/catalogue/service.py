@@ -23,6 +23,7 @@ from services.common.uow import UnitOfWork
 from services.registry.catalogue.classification import check_category
 from services.registry.catalogue.schemas import ResourceCreate, ResourcePatch
 from services.registry.events import ResourceTransition, Topics, resource_transition
+from services.registry.lists.service import fulfil_responsibilities
 from services.registry.models import Resource, ResourceStatus, ResourceVersion, VersionStatus
 from services.registry.problems import RegistryProblem
 
@@ -290,6 +291,7 @@ async def publish_resource(
     resource.version = working.version
     resource.published_on = today
     resource_transition(uow, topics, principal, resource, ResourceTransition.PUBLISHED, version=working.version)
+    await fulfil_responsibilities(session, resource, today)  # 责任清单: in this same unit of work
     await session.flush()
     return resource, working
 

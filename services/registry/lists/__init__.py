@@ -1,0 +1,1 @@
+"""The three lists (三清单): responsibility, demand and negative lists."""
