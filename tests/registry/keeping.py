@@ -152,4 +152,4 @@ class Keeper(Catalogue):
         return raised.value
 
     async def stats(self, on: date = TODAY) -> StatsPublic:
-        return await registry_stats(self.session, today=on, now=datetime.now(UTC))
+        return await registry_stats(self.session, today=on, now=datetime.now(UTC), calendar=CALENDAR)

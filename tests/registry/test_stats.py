@@ -9,7 +9,7 @@ implementing department covering those 信息项 for this very 事项. Real Post
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -181,3 +181,13 @@ async def test_resources_responsibilities_and_applications_per_department(world:
     assert overall.resources_by_share["conditional"] == sum(
         d.resources_by_share.get("conditional", 0) for d in stats.departments
     )
+
+
+async def test_the_stats_say_which_years_the_calendar_covers(session: AsyncSession) -> None:
+    keeper = Keeper(session)
+    covered = await keeper.stats(date(2026, 6, 1))
+    assert covered.calendar.business_year_covered
+    assert {2024, 2025, 2026} <= set(covered.calendar.covered_years)
+
+    beyond = max(covered.calendar.covered_years) + 1  # no notice yet: weekends only, and said so
+    assert not (await keeper.stats(date(beyond, 6, 1))).calendar.business_year_covered

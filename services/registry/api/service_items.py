@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response
 
 from services.common.errors import CommonProblem, problem_responses
 from services.common.runtime import CurrentPrincipal, RuntimeDep, UnitOfWorkDep
-from services.registry.api.common import AUTH, today
+from services.registry.api.common import AUTH, CalendarDep, today
 from services.registry.models import Material, ServiceItem
 from services.registry.problems import RegistryProblem
 from services.registry.service_items import service
@@ -158,5 +158,5 @@ async def delete_material(
     response_model=StatsPublic,
     summary="Materials and 免提交, resources by sharing class, 责任清单 fulfilment, pending applications",
 )
-async def stats(principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep) -> StatsPublic:
-    return await registry_stats(uow.session, today=today(rt), now=datetime.now(UTC))
+async def stats(principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep, calendar: CalendarDep) -> StatsPublic:
+    return await registry_stats(uow.session, today=today(rt), now=datetime.now(UTC), calendar=calendar)

@@ -98,3 +98,12 @@ class StatsPublic(BaseModel):
     business_date: date  # overdue means due before this day
     overall: DepartmentStats
     departments: list[DepartmentStats]
+    calendar: CalendarCoverage
+
+
+class CalendarCoverage(BaseModel):
+    """Which years the working-day calendar (工作日历) knows; due dates in any other year skip
+    weekends only, until that year's State Council notice is added."""
+
+    covered_years: list[int]
+    business_year_covered: bool = Field(description="false: this year's due dates are counted on weekends only")

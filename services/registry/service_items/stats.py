@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.registry.applications.calendar import WorkingCalendar
 from services.registry.models import (
     ApplicationStatus,
     GrantStatus,
@@ -29,6 +30,7 @@ from services.registry.models import (
 )
 from services.registry.service_items.schemas import (
     ApplicationCounts,
+    CalendarCoverage,
     DepartmentStats,
     ResponsibilityCounts,
     StatsPublic,
@@ -114,7 +116,9 @@ def finish(stats: DepartmentStats) -> None:
     stats.responsibilities.fulfilment_rate = rate(stats.responsibilities.fulfilled, stats.responsibilities.total)
 
 
-async def registry_stats(session: AsyncSession, *, today: date, now: datetime) -> StatsPublic:
+async def registry_stats(
+    session: AsyncSession, *, today: date, now: datetime, calendar: WorkingCalendar
+) -> StatsPublic:
     """The figures on the business date ``today`` (overdue lines and applications) at ``now``
     (live grants)."""
     departments: dict[str, DepartmentStats] = {}
@@ -145,4 +149,6 @@ async def registry_stats(session: AsyncSession, *, today: date, now: datetime) -
     for stats in departments.values():
         finish(stats)
     listed = sorted(departments.values(), key=lambda d: d.dept or "")
-    return StatsPublic(as_of=now, business_date=today, overall=total(listed), departments=listed)
+    years = calendar.covered_years()
+    coverage = CalendarCoverage(covered_years=years, business_year_covered=today.year in years)
+    return StatsPublic(as_of=now, business_date=today, overall=total(listed), departments=listed, calendar=coverage)
