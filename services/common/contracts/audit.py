@@ -99,6 +99,8 @@ class AuditAction(StrEnum):
     APPLICATION_APPROVED = "registry.application.approved"
     APPLICATION_REJECTED = "registry.application.rejected"
     GRANT_REVOKED = "registry.grant.revoked"
+    # audit: what auditors do about the trail itself
+    ALERT_ACKNOWLEDGED = "audit.alert.acknowledged"  # an anomaly alert (告警) was looked at
 
 
 @dataclass(frozen=True, slots=True)
