@@ -89,7 +89,7 @@ class FilterParams:
 
     from_: datetime | None
     to: datetime | None
-    type: str | None
+    type: AuditAction | None
     consumer: str | None
     provider: str | None
     resource: str | None
@@ -126,7 +126,7 @@ class FilterParams:
 def filter_params(
     from_: Annotated[datetime | None, Query(alias="from", description="occurred at or after (ISO 8601)")] = None,
     to: Annotated[datetime | None, Query(description="occurred before (ISO 8601; no offset: TONGBAN_TIMEZONE)")] = None,
-    type: Annotated[str | None, Query(max_length=64, description="action, e.g. exchange.query (AuditAction)")] = None,
+    type: Annotated[AuditAction | None, Query(description="the action (AuditAction), e.g. exchange.query")] = None,
     consumer: Code = None,
     provider: Code = None,
     resource: Code = None,

@@ -305,6 +305,7 @@ async def test_bad_input_gets_a_problem_and_changes_nothing(
         ("/v1/audit/events", {"consumer": consumer, "order": "asc", "limit": "1", "cursor": cursor}, audit.auditor,
          422, "invalid-cursor"),
         ("/v1/audit/events", {"order": "sideways"}, audit.auditor, 422, "validation"),
+        ("/v1/audit/events", {"type": "exchange.querry"}, audit.auditor, 422, "validation"),  # not an AuditAction
         ("/v1/audit/events", {"consumer": dept(), "provider": dept()}, admin, 403, "forbidden"),
         ("/v1/audit/events", {}, audit.token(["consumer"], kind="system"), 403, "forbidden"),
         ("/v1/audit/events", {}, audit.token(["approver"]), 403, "forbidden"),
@@ -356,6 +357,30 @@ times = st.one_of(
 )
 PARAMS = ("type", "consumer", "provider", "resource", "purpose", "outcome", "client_id", "subject", "subject_type",
           "order", "limit", "cursor", "by", "bogus")  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "subject": st.one_of(
+                st.fixed_dictionaries({}, optional={"type": filter_values, "value": filter_values}), filter_values
+            ),
+            "from": times,
+            "to": times,
+            "limit": st.one_of(st.integers(min_value=-5, max_value=2**70), filter_values),
+            "cursor": filter_values,
+            "bogus": filter_values,
+        },
+    ),
+)
+async def test_no_citizen_report_request_gets_a_server_error(audit: Audit, body: dict[str, Any]) -> None:
+    body.setdefault("subject", {"type": "id_card", "value": "11010619750916195X"})
+    response = await audit.client.post("/v1/audit/subjects/accesses", json=body, headers=audit.auditor)
+    assert response.status_code < 500, (body, response.text)
+    if response.status_code >= 400:
+        assert response.headers["content-type"] == PROBLEM
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
