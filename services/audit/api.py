@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from services.audit import service
-from services.audit.models import DeadLetter
+from services.audit import anomalies, queries, service
+from services.audit.config import AuditSettings
+from services.audit.models import AlertRule, DeadLetter
 from services.audit.problems import AuditProblem
 from services.audit.schemas import (
+    AggregateList,
+    AlertList,
+    AlertPublic,
     AuditRecordList,
     AuditRecordPublic,
     ConsistencyProof,
+    DayCountPublic,
     DeadLetterList,
     DeadLetterPublic,
     InclusionProof,
+    SubjectAccess,
+    SubjectAccessList,
+    SubjectAccessQuery,
     VerifyReport,
 )
-from services.common.contracts.audit import storable
+from services.common.contracts.audit import AuditAction, AuditContext, audit_message, storable
 from services.common.errors import CommonProblem, problem_responses
-from services.common.identifiers import InvalidIdentifier
+from services.common.pb import audit_pb2
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
-from services.common.subjects import SubjectType, normalise_subject, subject_hash
+from services.common.security import Principal
+from services.common.subjects import SubjectType
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -36,79 +46,206 @@ Cursor = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
 AUDITOR_ONLY = (CommonProblem.UNAUTHORIZED, CommonProblem.FORBIDDEN, CommonProblem.VALIDATION)
 
 
-def hashed_subject(request: Request, subject_type: SubjectType, value: str) -> str:
-    try:
-        normalised = normalise_subject(subject_type, value)
-    except InvalidIdentifier as err:
-        raise AuditProblem.INVALID_SUBJECT.problem(str(err)) from err
-    return subject_hash(request.app.state.runtime.settings.subject_hash_key, subject_type, normalised)
-
-
-@router.get(
-    "/events",
-    response_model=AuditRecordList,
-    summary="Search the audit trail",
-    responses=problem_responses(*AUDITOR_ONLY, AuditProblem.INVALID_SUBJECT),
+# The filters an auditor's search takes (审计查询条件); any other query parameter is refused, so
+# that a misspelt filter (``consumer_dept=``) is an error instead of a search of everything.
+FILTERS = (
+    "from",
+    "to",
+    "type",
+    "consumer",
+    "provider",
+    "resource",
+    "purpose",
+    "outcome",
+    "client_id",
+    "subject",
+    "subject_type",
 )
-async def events(
-    principal: CurrentPrincipal,
-    uow: UnitOfWorkDep,
-    request: Request,
-    from_: Annotated[datetime | None, Query(alias="from")] = None,
-    to: datetime | None = None,
-    type: Code = None,
+SUBJECT_DOC = (
+    "identifier in clear, matched by its keyed hash; never stored or logged. Prefer POST "
+    "/v1/audit/subjects/accesses for a person's report: a body stays out of URLs and proxy logs"
+)
+
+
+def refuse_unknown(request: Request, *allowed: str) -> None:
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        shown = ", ".join(name[:40] for name in unknown[:5])
+        raise AuditProblem.UNKNOWN_FILTER.problem(f"unknown query parameter(s): {shown}; allowed: {', '.join(allowed)}")
+
+
+def settings_of(request: Request) -> AuditSettings:
+    settings: AuditSettings = request.app.state.runtime.settings
+    return settings
+
+
+def cursors_of(request: Request) -> queries.Cursors:
+    return queries.Cursors(settings_of(request).subject_hash_key)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterParams:
+    """The filters as sent, before the caller's department and the subject's hash are applied."""
+
+    from_: datetime | None
+    to: datetime | None
+    type: AuditAction | None
+    consumer: str | None
+    provider: str | None
+    resource: str | None
+    purpose: str | None
+    outcome: str | None
+    client_id: str | None
+    subject: str | None
+    subject_type: SubjectType
+
+    def resolve(self, request: Request, principal: Principal) -> queries.RecordFilter:
+        """The filter this caller may run: the time range checked, the subject hashed, a data
+        administrator confined to their department."""
+        dept = queries.visible_department(principal, self.consumer, self.provider)
+        settings = settings_of(request)
+        start, end = queries.time_range(self.from_, self.to, settings.zone)
+        hashed = (
+            queries.hashed_subject(settings.subject_hash_key, self.subject_type, self.subject) if self.subject else None
+        )
+        return queries.RecordFilter(
+            start=start,
+            end=end,
+            type=self.type,
+            consumer=self.consumer,
+            provider=self.provider,
+            resource=self.resource,
+            purpose=self.purpose,
+            outcome=self.outcome,
+            client_id=self.client_id,
+            subject_hash=hashed,
+            dept=dept,
+        )
+
+
+def filter_params(
+    from_: Annotated[datetime | None, Query(alias="from", description="occurred at or after (ISO 8601)")] = None,
+    to: Annotated[datetime | None, Query(description="occurred before (ISO 8601; no offset: TONGBAN_TIMEZONE)")] = None,
+    type: Annotated[AuditAction | None, Query(description="the action (AuditAction), e.g. exchange.query")] = None,
     consumer: Code = None,
     provider: Code = None,
     resource: Code = None,
     purpose: Code = None,
     outcome: Code = None,
     client_id: Code = None,
-    subject: Annotated[
-        str | None, Query(max_length=32, description="identifier in clear; matched by keyed hash")
-    ] = None,
+    subject: Annotated[str | None, Query(max_length=32, description=SUBJECT_DOC)] = None,
     subject_type: SubjectType = "id_card",
+) -> FilterParams:
+    return FilterParams(
+        from_, to, type, consumer, provider, resource, purpose, outcome, client_id, subject, subject_type
+    )
+
+
+Filters = Annotated[FilterParams, Depends(filter_params)]
+SEARCH_PROBLEMS = (
+    *AUDITOR_ONLY,
+    AuditProblem.INVALID_SUBJECT,
+    AuditProblem.TIME_RANGE,
+    AuditProblem.UNKNOWN_FILTER,
+)
+
+
+@router.get(
+    "/events",
+    response_model=AuditRecordList,
+    summary="Search the audit trail (auditors: all; a data administrator: their department's)",
+    responses=problem_responses(*SEARCH_PROBLEMS, AuditProblem.INVALID_CURSOR),
+)
+async def events(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    request: Request,
+    filters: Filters,
+    order: queries.Order = queries.Order.DESC,
     limit: Limit = 100,
-    cursor: Cursor = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
 ) -> AuditRecordList:
-    service.require_auditor(principal)
-    filters = {
-        "from": from_,
-        "to": to,
-        "type": type,
-        "consumer": consumer,
-        "provider": provider,
-        "resource": resource,
-        "purpose": purpose,
-        "outcome": outcome,
-        "client_id": client_id,
-        "subject_hash": hashed_subject(request, subject_type, subject) if subject else None,
-    }
-    rows, next_cursor = await service.search(uow.session, filters, limit, cursor)
+    refuse_unknown(request, *FILTERS, "order", "limit", "cursor")
+    f = filters.resolve(request, principal)
+    rows, next_cursor = await queries.search(uow.session, f, order, limit, cursor, cursors_of(request))
     return AuditRecordList(
         items=[AuditRecordPublic.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor
     )
 
 
 @router.get(
-    "/subjects/accesses",
-    response_model=AuditRecordList,
-    summary="Who accessed data about this person",
-    responses=problem_responses(*AUDITOR_ONLY, AuditProblem.INVALID_SUBJECT),
+    "/events/export",
+    response_class=StreamingResponse,
+    summary="Export the records a search finds, as CSV (UTF-8 with BOM, one header row), streamed",
+    responses={200: {"content": {"text/csv": {}}}, **problem_responses(*SEARCH_PROBLEMS)},
 )
-async def subject_accesses(
+async def export(
+    principal: CurrentPrincipal,
+    request: Request,
+    filters: Filters,
+    order: queries.Order = queries.Order.DESC,
+) -> StreamingResponse:
+    refuse_unknown(request, *FILTERS, "order")
+    f = filters.resolve(request, principal)  # every refusal happens here, before the first byte
+    return StreamingResponse(
+        queries.export_csv(request.app.state.runtime.sessions, f, order),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="audit-records.csv"', "Cache-Control": "no-store"},
+    )
+
+
+@router.get(
+    "/aggregates",
+    response_model=AggregateList,
+    summary="Records per day and per consumer, provider, resource or purpose (按日统计)",
+    description="Days are business days in TONGBAN_TIMEZONE; default range the last 30 days, at most 366.",
+    responses=problem_responses(*SEARCH_PROBLEMS),
+)
+async def aggregates(
     principal: CurrentPrincipal,
     uow: UnitOfWorkDep,
     request: Request,
-    value: Annotated[str, Query(min_length=1, max_length=32)],
-    type: SubjectType = "id_card",
-    limit: Limit = 100,
-    cursor: Cursor = None,
-) -> AuditRecordList:
-    service.require_auditor(principal)
-    filters = {"subject_hash": hashed_subject(request, type, value)}
-    rows, next_cursor = await service.search(uow.session, filters, limit, cursor)
-    return AuditRecordList(
-        items=[AuditRecordPublic.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor
+    filters: Filters,
+    by: queries.GroupBy,
+) -> AggregateList:
+    refuse_unknown(request, *FILTERS, "by")
+    f = filters.resolve(request, principal)
+    start, end = queries.aggregate_range(f.start, f.end, settings_of(request).zone)
+    counts = await queries.aggregate(uow.session, replace(f, start=start, end=end), by, settings_of(request).zone)
+    return AggregateList(
+        by=by.value, from_=start, to=end, items=[DayCountPublic.model_validate(c, from_attributes=True) for c in counts]
+    )
+
+
+@router.post(
+    "/subjects/accesses",
+    response_model=SubjectAccessList,
+    summary="Who accessed data about this person (数据使用记录): the citizen portal and auditors only",
+    description="The subject is sent in the body, never in the URL: URLs end up in proxy and browser "
+    "logs, and the identifier must not. Only its keyed hash is looked up. Lists the exchange's queries "
+    "that delivered data (completed or answered late), newest first.",
+    responses=problem_responses(
+        CommonProblem.UNAUTHORIZED,
+        CommonProblem.FORBIDDEN,
+        CommonProblem.VALIDATION,
+        AuditProblem.INVALID_SUBJECT,
+        AuditProblem.TIME_RANGE,
+        AuditProblem.INVALID_CURSOR,
+    ),
+)
+async def subject_accesses(
+    principal: CurrentPrincipal, uow: UnitOfWorkDep, request: Request, body: SubjectAccessQuery
+) -> SubjectAccessList:
+    queries.may_read_subject_report(principal)
+    settings = settings_of(request)
+    start, end = queries.time_range(body.from_, body.to, settings.zone)
+    hashed = queries.hashed_subject(settings.subject_hash_key, body.subject.type, body.subject.value)
+    f = queries.subject_report_filter(hashed, start, end)
+    rows, next_cursor = await queries.search(
+        uow.session, f, queries.Order.DESC, body.limit, body.cursor, cursors_of(request)
+    )
+    return SubjectAccessList(
+        items=[SubjectAccess.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor
     )
 
 
@@ -241,3 +378,53 @@ async def dead_letters(
     service.require_auditor(principal)
     rows, next_cursor = await service.list_dead_letters(uow.session, limit, cursor, replayed)
     return DeadLetterList(items=[dead_letter_public(r) for r in rows], next_cursor=next_cursor)
+
+
+# ----------------------------------------------------------------------------- alerts
+
+
+@router.get(
+    "/alerts",
+    response_model=AlertList,
+    summary="Anomaly alerts (异常告警), newest first",
+    responses=problem_responses(*AUDITOR_ONLY, AuditProblem.UNKNOWN_FILTER),
+)
+async def alerts(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    request: Request,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    acknowledged: Annotated[bool | None, Query(description="true: only acknowledged; false: only open")] = None,
+    rule: AlertRule | None = None,
+) -> AlertList:
+    service.require_auditor(principal)
+    refuse_unknown(request, "limit", "cursor", "acknowledged", "rule")
+    rows, next_cursor = await anomalies.list_alerts(uow.session, limit, cursor, acknowledged, rule)
+    return AlertList(items=[AlertPublic.model_validate(a, from_attributes=True) for a in rows], next_cursor=next_cursor)
+
+
+@router.post(
+    "/alerts/{alert_id}/ack",
+    response_model=AlertPublic,
+    summary="Acknowledge an alert (确认告警): an auditor has looked at it",
+    responses=problem_responses(*AUDITOR_ONLY, AuditProblem.UNKNOWN_ALERT, AuditProblem.ALERT_ACKNOWLEDGED),
+)
+async def acknowledge_alert(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    request: Request,
+    alert_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+) -> AlertPublic:
+    service.require_auditor(principal)
+    alert = await anomalies.acknowledge(uow.session, alert_id, principal.sub)
+    settings = settings_of(request)
+    # Recorded in the trail in the same transaction (the audit service is the trail: no outbox,
+    # no round trip through Kafka), with the same event every other service would send.
+    ctx = AuditContext(actor=principal.sub, consumer_dept=principal.dept)
+    message = audit_message(
+        settings.topic("audit.events"), "audit", AuditAction.ALERT_ACKNOWLEDGED, ctx, outcome="completed"
+    )
+    await service.append(uow.session, [audit_pb2.AuditEvent.FromString(message.value)])
+    await request.app.state.alert_metrics.refresh(uow.session)
+    return AlertPublic.model_validate(alert, from_attributes=True)

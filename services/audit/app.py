@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.audit import anomalies
 from services.audit.api import router
 from services.audit.config import AuditSettings
 from services.audit.messaging import UnreplayedDeadLetters, on_audit_events, on_dead_letters, sign_checkpoints
@@ -33,6 +34,7 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
             settings, schema="audit", migrations=MIGRATIONS, bus=bus, registry=app.state.metrics
         ) as rt:
             unreplayed = UnreplayedDeadLetters(rt.sessions, app.state.metrics)
+            app.state.alert_metrics = alert_metrics = anomalies.AlertMetrics(app.state.metrics)
             rt.bus.subscribe(
                 Subscription(
                     [settings.topic("audit.events")],
@@ -57,12 +59,14 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
                 sign_checkpoints(rt.sessions, settings.log_origin, settings.checkpoint_interval_s),
                 name="audit-checkpoints",
             )
+            # The anomaly rules run beside ingest, not in it (why: services.audit.anomalies).
+            rules = asyncio.create_task(anomalies.watch(rt.sessions, settings, alert_metrics), name="audit-anomalies")
             app.state.runtime = rt
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
-                for task in (watcher, checkpointer):
+                for task in (watcher, checkpointer, rules):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

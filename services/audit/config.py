@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.common.settings import CommonSettings
 
@@ -12,3 +12,36 @@ class AuditSettings(CommonSettings):
     )
     # How often a checkpoint is signed (when records were added since the last one).
     checkpoint_interval_s: float = Field(60.0, gt=0, validation_alias="TONGBAN_AUDIT_CHECKPOINT_INTERVAL_S")
+
+    # Anomaly rules (异常规则, services.audit.anomalies): how often they run, and their thresholds.
+    anomaly_interval_s: float = Field(60.0, gt=0, validation_alias="TONGBAN_AUDIT_ANOMALY_INTERVAL_S")
+    # Volume: a consumer's queries in one window above factor × its mean over the previous windows
+    # (and at least volume_min, so that a quiet system's first busy hour is not an alert).
+    volume_window_s: int = Field(3600, ge=60, le=86400, validation_alias="TONGBAN_AUDIT_VOLUME_WINDOW_S")
+    volume_baseline_windows: int = Field(
+        168, ge=1, le=24 * 90, validation_alias="TONGBAN_AUDIT_VOLUME_BASELINE_WINDOWS"
+    )
+    volume_factor: float = Field(5.0, gt=1, validation_alias="TONGBAN_AUDIT_VOLUME_FACTOR")
+    volume_min: int = Field(100, ge=1, validation_alias="TONGBAN_AUDIT_VOLUME_MIN")
+    # Working hours on weekdays, in TONGBAN_TIMEZONE; weekends are outside them. Holidays are
+    # the registry's calendar, not known here yet.
+    work_start_hour: int = Field(8, ge=0, le=23, validation_alias="TONGBAN_AUDIT_WORK_START_HOUR")
+    work_end_hour: int = Field(18, ge=1, le=24, validation_alias="TONGBAN_AUDIT_WORK_END_HOUR")
+    off_hours_min: int = Field(1, ge=1, validation_alias="TONGBAN_AUDIT_OFF_HOURS_MIN")
+    # Denials: one system refused this many times within one window.
+    denials_window_s: int = Field(600, ge=60, le=86400, validation_alias="TONGBAN_AUDIT_DENIALS_WINDOW_S")
+    denials_min: int = Field(10, ge=1, validation_alias="TONGBAN_AUDIT_DENIALS_MIN")
+    # Subject spread: one subject read by this many consuming departments within one window.
+    spread_window_s: int = Field(3600, ge=60, le=86400 * 7, validation_alias="TONGBAN_AUDIT_SPREAD_WINDOW_S")
+    spread_consumers: int = Field(3, ge=2, validation_alias="TONGBAN_AUDIT_SPREAD_CONSUMERS")
+    # Rare purpose: a purpose under this share of the consumer's queries in the previous
+    # rare_history_days (which must hold at least rare_history_min queries to be a baseline).
+    rare_share: float = Field(0.01, gt=0, lt=1, validation_alias="TONGBAN_AUDIT_RARE_SHARE")
+    rare_history_days: int = Field(30, ge=1, le=366, validation_alias="TONGBAN_AUDIT_RARE_HISTORY_DAYS")
+    rare_history_min: int = Field(100, ge=1, validation_alias="TONGBAN_AUDIT_RARE_HISTORY_MIN")
+
+    @model_validator(mode="after")
+    def working_day_is_a_day(self) -> "AuditSettings":
+        if self.work_start_hour >= self.work_end_hour:
+            raise ValueError("TONGBAN_AUDIT_WORK_START_HOUR must be before TONGBAN_AUDIT_WORK_END_HOUR")
+        return self

@@ -2,12 +2,14 @@
 letters (死信) of the whole platform."""
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     BigInteger,
     DateTime,
+    Float,
     Identity,
     Index,
     Integer,
@@ -21,7 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.contracts.audit import FIELD_NAME_MAX, TEXT_LIMITS
-from services.common.db import schema_metadata
+from services.common.db import one_of, schema_metadata
 
 
 class Base(DeclarativeBase):
@@ -38,9 +40,12 @@ class AuditRecord(Base):
 
     __tablename__ = "records"
     __table_args__ = (
-        Index("ix_records_subject", "subject_hash", "seq"),
-        Index("ix_records_consumer", "consumer_dept", "seq"),
-        Index("ix_records_occurred", "occurred_at"),
+        # Auditors' queries (services.audit.queries) filter by one of these and page in time
+        # order, (occurred_at, seq): each index serves its filter, its sort and its cursor.
+        Index("ix_records_subject_time", "subject_hash", "occurred_at", "seq"),
+        Index("ix_records_consumer_time", "consumer_dept", "occurred_at", "seq"),
+        Index("ix_records_provider_time", "provider_dept", "occurred_at", "seq"),
+        Index("ix_records_time", "occurred_at", "seq"),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
@@ -137,3 +142,38 @@ class DeadLetter(Base):
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AlertRule(StrEnum):
+    """The anomaly rules (异常规则) of ``services.audit.anomalies``; thresholds in ``AuditSettings``."""
+
+    VOLUME = "volume"  # a consumer far above its own baseline (访问量突增)
+    OFF_HOURS = "off_hours"  # queries outside working hours (非工作时间访问)
+    DENIALS = "denials"  # repeated denials of one system (多次被拒)
+    SUBJECT_SPREAD = "subject_spread"  # one subject read by many consumers (同一主体被多部门查询)
+    RARE_PURPOSE = "rare_purpose"  # a purpose the consumer rarely uses (罕用事项)
+
+
+class Alert(Base):
+    """Alert — 告警: one rule exceeded for one key (a consumer, a system, a subject hash) in one
+    window. ``dedupe_key`` makes a re-evaluation of the same window raise nothing new."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (one_of("rule", AlertRule), Index("ix_alerts_open", "acknowledged_at", "id"))
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    # What the alert is about (empty when the rule does not key on it).
+    consumer_dept: Mapped[str] = _text("consumer_dept")
+    actor: Mapped[str] = _text("actor")
+    purpose: Mapped[str] = _text("purpose")
+    subject_hash: Mapped[str] = _text("subject_hash")
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    observed: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(String(500))
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(TEXT_LIMITS["actor"]))

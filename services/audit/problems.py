@@ -10,3 +10,8 @@ class AuditProblem(ProblemCode):
     NO_CHECKPOINT = "no-checkpoint", 404, "No checkpoint yet"
     TREE_SIZE = "tree-size-out-of-range", 422, "Tree size out of range"
     CONSISTENCY_RANGE = "consistency-range-invalid", 422, "Invalid consistency range"
+    TIME_RANGE = "time-range-invalid", 422, "Invalid time range"
+    UNKNOWN_FILTER = "unknown-filter", 422, "Unknown query parameter"
+    INVALID_CURSOR = "invalid-cursor", 422, "Invalid cursor"
+    UNKNOWN_ALERT = "unknown-alert", 404, "Unknown alert"
+    ALERT_ACKNOWLEDGED = "alert-already-acknowledged", 409, "Alert already acknowledged"

@@ -1,8 +1,11 @@
 """Audit API schemas."""
 
-from datetime import datetime
+from datetime import date, datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.common.schemas import Strict
+from services.common.subjects import SubjectType
 
 
 class AuditRecordPublic(BaseModel):
@@ -92,4 +95,76 @@ class DeadLetterPublic(BaseModel):
 
 class DeadLetterList(BaseModel):
     items: list[DeadLetterPublic]
+    next_cursor: str | None
+
+
+class SubjectRef(Strict):
+    """The person (居民身份证号码) or organisation (统一社会信用代码), in clear: sent in the body so
+    that it is in no URL, proxy log or browser history; only its keyed hash is looked up."""
+
+    type: SubjectType = "id_card"
+    value: str = Field(min_length=1, max_length=32)
+
+
+class SubjectAccessQuery(Strict):
+    subject: SubjectRef
+    from_: AwareDatetime | None = Field(None, alias="from")
+    to: AwareDatetime | None = None
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: str | None = Field(None, min_length=1, max_length=512)
+
+
+class SubjectAccess(BaseModel):
+    """One access to the person's data (数据使用记录): who (department 部门 and system 系统), when,
+    for which service item (事项), from which provider and resource, which items (数据项)."""
+
+    occurred_at: datetime
+    consumer_dept: str
+    consumer_client_id: str
+    purpose: str
+    provider_dept: str
+    resource_code: str
+    fields: list[str]
+    outcome: str
+    query_id: str
+
+
+class SubjectAccessList(BaseModel):
+    items: list[SubjectAccess]
+    next_cursor: str | None
+
+
+class DayCountPublic(BaseModel):
+    day: date
+    key: str  # the consumer, provider, resource or purpose counted
+    total: int
+    outcomes: dict[str, int]
+
+
+class AggregateList(BaseModel):
+    by: str
+    from_: datetime = Field(serialization_alias="from")
+    to: datetime
+    items: list[DayCountPublic]
+
+
+class AlertPublic(BaseModel):
+    id: int
+    rule: str
+    consumer_dept: str
+    actor: str
+    purpose: str
+    subject_hash: str
+    window_start: datetime
+    window_end: datetime
+    observed: float
+    threshold: float
+    detail: str
+    raised_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+
+
+class AlertList(BaseModel):
+    items: list[AlertPublic]
     next_cursor: str | None

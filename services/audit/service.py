@@ -297,33 +297,6 @@ def require_auditor(principal: Principal) -> None:
         raise forbidden("Only an auditor may read the audit trail.")
 
 
-async def search(
-    session: AsyncSession, filters: dict[str, Any], limit: int, cursor: int | None
-) -> tuple[list[AuditRecord], str | None]:
-    query = one_more(select(AuditRecord).order_by(AuditRecord.seq.desc()), limit)
-    if cursor is not None:
-        query = query.where(AuditRecord.seq < cursor)
-    columns = {
-        "type": AuditRecord.action,
-        "consumer": AuditRecord.consumer_dept,
-        "provider": AuditRecord.provider_dept,
-        "resource": AuditRecord.resource_code,
-        "purpose": AuditRecord.purpose,
-        "outcome": AuditRecord.outcome,
-        "subject_hash": AuditRecord.subject_hash,
-        "client_id": AuditRecord.consumer_client_id,
-    }
-    for key, column in columns.items():
-        if filters.get(key) is not None:
-            query = query.where(column == filters[key])
-    if filters.get("from") is not None:
-        query = query.where(AuditRecord.occurred_at >= filters["from"])
-    if filters.get("to") is not None:
-        query = query.where(AuditRecord.occurred_at < filters["to"])
-    rows = list((await session.scalars(query)).all())
-    return page(rows, limit, lambda r: r.seq)
-
-
 def _bad(checked: int, row: AuditRecord | None, leaf: int | None, detail: str, **more: Any) -> dict[str, Any]:
     return {
         "ok": False,

@@ -36,7 +36,7 @@ class PrincipalType(StrEnum):
 
 
 class Role(StrEnum):
-    """Roles a token may carry. Systems: consumer, provider. People: the rest."""
+    """Roles a token may carry. Systems: consumer, provider, citizen_portal. People: the rest."""
 
     CONSUMER = "consumer"
     PROVIDER = "provider"
@@ -44,9 +44,10 @@ class Role(StrEnum):
     DATA_ADMIN = "data_admin"
     APPROVER = "approver"
     AUDITOR = "auditor"
+    CITIZEN_PORTAL = "citizen_portal"  # the citizen portal (市民门户): reads a person's own access report
 
 
-SYSTEM_ROLES = frozenset({Role.CONSUMER, Role.PROVIDER})
+SYSTEM_ROLES = frozenset({Role.CONSUMER, Role.PROVIDER, Role.CITIZEN_PORTAL})
 PERSON_ROLES = frozenset({Role.PLATFORM_ADMIN, Role.DATA_ADMIN, Role.APPROVER, Role.AUDITOR})
 
 

@@ -75,7 +75,7 @@ Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0
 CreditCode = Annotated[str, Field(min_length=18, max_length=18), AfterValidator(_credit_code)]
 RegionCode = Annotated[str, Field(min_length=6, max_length=6), AfterValidator(_region_code)]
 DeptLevel = Literal["national", "province", "city", "county"]
-SystemRole = Literal["consumer", "provider"]
+SystemRole = Literal["consumer", "provider", "citizen_portal"]
 UserRole = Literal["platform_admin", "data_admin", "approver", "auditor"]
 
 
@@ -110,7 +110,7 @@ class DepartmentList(BaseModel):
 
 class SystemCreate(Strict):
     name: str = Field(min_length=2, max_length=100)
-    roles: list[SystemRole] = Field(min_length=1, max_length=2)
+    roles: list[SystemRole] = Field(min_length=1, max_length=3)
     auth_method: Literal["client_secret_basic"] = "client_secret_basic"
 
 

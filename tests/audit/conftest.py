@@ -76,12 +76,12 @@ class Audit:
     key: ECKey
     producer: KafkaBus
 
-    def token(self, roles: Sequence[str], kind: str = "person") -> dict[str, str]:
+    def token(self, roles: Sequence[str], kind: str = "person", dept: str = "11110000000000001X") -> dict[str, str]:
         claims: dict[str, Any] = {
             "iss": self.settings.jwt_issuer,
             "aud": self.settings.jwt_audience,
             "sub": f"someone-{secrets.token_hex(3)}",
-            "dept": "11110000000000001X",
+            "dept": dept,
             "exp": int(time.time()) + 600,
             "principal_type": kind,
             "roles": list(roles),

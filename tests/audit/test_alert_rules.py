@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from services.audit.anomalies import AlertMetrics
 from services.audit.messaging import UnreplayedDeadLetters
 from services.common.bus import BusMetrics
 from services.common.outbox import Outbox
@@ -27,6 +28,7 @@ def exported_names() -> set[str]:
     Outbox(object, None, None, registry=registry)  # type: ignore[arg-type]
     UnreplayedDeadLetters(None, registry)  # type: ignore[arg-type]
     WorkingCalendar({}, registry).fallbacks.labels(year="2099").inc()
+    AlertMetrics(registry)
     exposition = generate_latest(registry).decode()
     return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
 
@@ -49,3 +51,8 @@ def test_dead_letters_are_alerted_on_both_ways() -> None:
     assert "tongban_audit_dead_letters_unreplayed" in by_metric
     for rule in rules():
         assert rule["alert"].startswith("Tongban") and rule["annotations"]["summary"]
+
+
+def test_anomaly_alerts_are_alerted_on() -> None:
+    used = {name for rule in rules() for name in METRIC.findall(rule["expr"])}
+    assert {"tongban_audit_alerts_raised_total", "tongban_audit_alerts_open"} <= used

@@ -205,7 +205,7 @@ async def test_the_metadata_lists_introspection(client: httpx.AsyncClient) -> No
     assert metadata["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic"]
     assert metadata["token_endpoint_auth_methods_supported"] == ["client_secret_basic"]
     assert metadata["grant_types_supported"] == ["client_credentials"]
-    assert metadata["scopes_supported"] == ["consumer", "provider"]
+    assert metadata["scopes_supported"] == ["citizen_portal", "consumer", "provider"]
     assert "token_endpoint_auth_signing_alg_values_supported" not in metadata  # no JWT client auth yet
 
 

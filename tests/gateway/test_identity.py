@@ -17,7 +17,7 @@ from services.common.errors import Problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, TokenVerifier
 from services.gateway import service
 from services.gateway.models import Department, System, User
-from services.gateway.schemas import UserCreate
+from services.gateway.schemas import SystemCreate, UserCreate
 from tests.factories import (
     DepartmentCreateFactory,
     SystemCreateFactory,
@@ -89,6 +89,19 @@ async def test_a_departments_data_admin_registers_its_system(session: AsyncSessi
     [stored] = await service.client_secrets(session, created.client_id)
     assert stored.secret_hash.startswith("$argon2id$") and secret not in stored.secret_hash  # only its hash is kept
     assert await service.authenticate_client(session, lockout_on(session), created.client_id, secret) is created
+
+
+async def test_the_citizen_portal_is_a_system_with_its_own_role(session: AsyncSession, department: Department) -> None:
+    """The citizen portal (市民门户) reads people's access reports from audit: a system whose only
+    role is ``citizen_portal`` (the database's CHECK admits it), never a consumer by that."""
+    data_admin = person(department.code, Role.DATA_ADMIN)
+    body = SystemCreateFactory.build(roles=["citizen_portal"])
+    created, _ = await service.create_system(session, data_admin, department.code, body)
+    await session.flush()
+    stored = await session.get(System, created.client_id)
+    assert stored is not None and stored.roles == ["citizen_portal"]
+    with pytest.raises(ValidationError):
+        SystemCreate.model_validate({"name": "市民门户", "roles": ["auditor"]})  # a person's role
 
 
 async def test_another_departments_data_admin_may_not_register_its_systems(

@@ -103,6 +103,8 @@ class AuditAction(StrEnum):
     DEMAND_REJECTED = "registry.demand.rejected"
     NEGATIVE_LISTED = "registry.negative.listed"  # 负面清单: a resource or item put on it
     NEGATIVE_UNLISTED = "registry.negative.unlisted"
+    # audit: what auditors do about the trail itself
+    ALERT_ACKNOWLEDGED = "audit.alert.acknowledged"  # an anomaly alert (告警) was looked at
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,409 @@
+"""Auditors' queries over HTTP against the real PostgreSQL: filters, time order and signed
+cursors, the CSV export, per-day aggregates, a data administrator's department, the citizen's
+report, and every bad input refused with a problem and nothing changed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.audit.models import Alert, AuditRecord
+from services.audit.service import append
+from services.common.identifiers import credit_code_check_char
+from services.common.pb import audit_pb2
+from services.common.subjects import subject_hash
+from services.connector.service import synthetic_residents
+from tests.audit.conftest import Audit
+
+T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # a Monday, 10:00 in Asia/Shanghai
+PROBLEM = "application/problem+json"
+# A 统一社会信用代码 with a wrong check character.
+WRONG_CREDIT_CODE = "91110000600037341" + ("0" if credit_code_check_char("91110000600037341") != "0" else "1")
+
+
+def dept() -> str:
+    """A 统一社会信用代码-sized department code of this test's own (the store does not check it)."""
+    return "T" + secrets.token_hex(8).upper() + "X"
+
+
+def event(at: datetime, **values: Any) -> audit_pb2.AuditEvent:
+    base: dict[str, Any] = {
+        "event_id": uuid.uuid4().hex,
+        "occurred_unix_ms": int(at.timestamp() * 1000),
+        "service": "exchange",
+        "action": "exchange.query",
+        "outcome": "completed",
+        "actor": "client-a",
+        "consumer_client_id": "client-a",
+        "resource_code": "101010/000001",
+        "purpose": "ZDSHBZ-SP",
+        "fields": ["姓名", "出生日期"],
+    }
+    return audit_pb2.AuditEvent(**(base | values))
+
+
+async def add(sessions: async_sessionmaker[AsyncSession], events: list[audit_pb2.AuditEvent]) -> None:
+    async with sessions.begin() as session:
+        assert await append(session, events) == len(events)
+
+
+async def counts(sessions: async_sessionmaker[AsyncSession]) -> tuple[int, int]:
+    async with sessions() as session:
+        records = await session.scalar(select(func.count()).select_from(AuditRecord))
+        alerts = await session.scalar(select(func.count()).select_from(Alert))
+    return int(records or 0), int(alerts or 0)
+
+
+def is_problem(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"].endswith("/" + code), response.json()
+
+
+async def get_items(audit: Audit, headers: dict[str, str], **params: str) -> dict[str, Any]:
+    response = await audit.client.get("/v1/audit/events", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_filters_time_order_and_cursor_pages(audit: Audit, sessions: async_sessionmaker[AsyncSession]) -> None:
+    consumer, provider, other = dept(), dept(), dept()
+    await add(
+        sessions,
+        [event(T0 + timedelta(minutes=i), consumer_dept=consumer, provider_dept=provider) for i in range(5)]
+        + [
+            event(T0, consumer_dept=consumer, provider_dept=other, purpose="OTHER-SP"),
+            event(T0, consumer_dept=consumer, provider_dept=provider, outcome="denied", reason="no-grant"),
+            event(T0, consumer_dept=consumer, provider_dept=provider, action="gateway.token.issued"),
+        ],
+    )
+    base = {"consumer": consumer, "provider": provider, "outcome": "completed", "type": "exchange.query"}
+    for order, expected in (("asc", list(range(5))), ("desc", list(range(4, -1, -1)))):
+        seen: list[datetime] = []
+        params = base | {"order": order, "limit": "2"}
+        while True:
+            body = await get_items(audit, audit.auditor, **params)
+            seen += [datetime.fromisoformat(r["occurred_at"]) for r in body["items"]]
+            if body["next_cursor"] is None:
+                break
+            params["cursor"] = body["next_cursor"]
+        assert seen == [T0 + timedelta(minutes=i) for i in expected]
+    assert len((await get_items(audit, audit.auditor, consumer=consumer))["items"]) == 8
+    only = await get_items(audit, audit.auditor, consumer=consumer, purpose="OTHER-SP")
+    assert [r["provider_dept"] for r in only["items"]] == [other]
+    denied = await get_items(audit, audit.auditor, consumer=consumer, outcome="denied")
+    assert [r["reason"] for r in denied["items"]] == ["no-grant"]
+    window = await get_items(
+        audit,
+        audit.auditor,
+        consumer=consumer,
+        purpose="ZDSHBZ-SP",
+        outcome="completed",
+        **{"from": (T0 + timedelta(minutes=1)).isoformat(), "to": (T0 + timedelta(minutes=3)).isoformat()},
+    )
+    assert [datetime.fromisoformat(r["occurred_at"]) for r in window["items"]] == [
+        T0 + timedelta(minutes=m)
+        for m in (2, 1)  # [from, to): newest first
+    ]
+    # A time without an offset is a time in the platform's zone (Asia/Shanghai, UTC+8).
+    local = await get_items(audit, audit.auditor, consumer=consumer, to="2026-03-02T10:00:01", outcome="completed")
+    assert {datetime.fromisoformat(r["occurred_at"]) for r in local["items"]} == {T0}
+
+
+async def test_subject_is_matched_by_its_keyed_hash(audit: Audit, sessions: async_sessionmaker[AsyncSession]) -> None:
+    person, stranger = (r.id_number for r in synthetic_residents(2))
+    key = audit.settings.subject_hash_key
+    consumer = dept()
+    await add(
+        sessions,
+        [
+            event(
+                T0, consumer_dept=consumer, subject_type="id_card", subject_hash=subject_hash(key, "id_card", person)
+            ),
+            event(
+                T0, consumer_dept=consumer, subject_type="id_card", subject_hash=subject_hash(key, "id_card", stranger)
+            ),
+        ],
+    )
+    found = await get_items(audit, audit.auditor, consumer=consumer, subject=person)
+    assert [r["subject_hash"] for r in found["items"]] == [subject_hash(key, "id_card", person)]
+    assert person not in str(found)
+
+
+async def test_csv_export_streams_every_record_with_a_header(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    consumer = dept()
+    await add(
+        sessions,
+        [event(T0 + timedelta(seconds=i), consumer_dept=consumer) for i in range(7)]
+        + [event(T0 + timedelta(seconds=9), consumer_dept=consumer, purpose="=HYPERLINK(1)")],
+    )
+    response = await audit.client.get(
+        "/v1/audit/events/export", params={"consumer": consumer, "order": "asc"}, headers=audit.auditor
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    text = response.content.decode("utf-8")
+    assert text.startswith("\ufeff序号 seq,发生时间 occurred_at")
+    rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
+    header, body = rows[0], rows[1:]
+    assert len(body) == 8
+    assert [datetime.fromisoformat(r[header.index("发生时间 occurred_at")]) for r in body[:7]] == [
+        T0 + timedelta(seconds=i) for i in range(7)
+    ]
+    assert body[-1][header.index("事项 purpose")] == "'=HYPERLINK(1)"  # not a formula in a spreadsheet
+    assert body[0][header.index("数据项 fields")] == "姓名;出生日期"
+
+
+async def test_csv_export_pages_through_more_than_one_chunk(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    from services.audit.queries import Order, RecordFilter, export_csv
+
+    consumer = dept()
+    await add(sessions, [event(T0 + timedelta(seconds=i), consumer_dept=consumer) for i in range(5)])
+    chunks = [c async for c in export_csv(sessions, RecordFilter(consumer=consumer), Order.DESC, page_size=2)]
+    assert len(chunks) == 1 + 3  # the header, then pages of 2, 2 and 1
+    assert sum(c.count(b"\r\n") for c in chunks) == 1 + 5
+
+
+async def test_aggregates_per_day_and_key(audit: Audit, sessions: async_sessionmaker[AsyncSession]) -> None:
+    consumer, second = dept(), dept()
+    late = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)  # 01:00 on 3 March in Asia/Shanghai
+    await add(
+        sessions,
+        [
+            event(T0, consumer_dept=consumer, purpose="P-AGG"),
+            event(T0, consumer_dept=consumer, purpose="P-AGG", outcome="denied"),
+            event(late, consumer_dept=consumer, purpose="P-AGG"),
+            event(T0, consumer_dept=second, purpose="P-AGG"),
+        ],
+    )
+    params = {"by": "consumer", "purpose": "P-AGG", "from": "2026-03-01T00:00:00Z", "to": "2026-03-05T00:00:00Z"}
+    response = await audit.client.get("/v1/audit/aggregates", params=params, headers=audit.auditor)
+    assert response.status_code == 200, response.text
+    items = {(i["day"], i["key"]): i for i in response.json()["items"]}
+    assert items[("2026-03-02", consumer)]["total"] == 2
+    assert items[("2026-03-02", consumer)]["outcomes"] == {"completed": 1, "denied": 1}
+    assert items[("2026-03-03", consumer)]["total"] == 1  # a business day, not a UTC day
+    assert items[("2026-03-02", second)]["total"] == 1
+    by_purpose = await audit.client.get(
+        "/v1/audit/aggregates", params=params | {"by": "purpose", "consumer": consumer}, headers=audit.auditor
+    )
+    assert {(i["day"], i["key"], i["total"]) for i in by_purpose.json()["items"]} == {
+        ("2026-03-02", "P-AGG", 2),
+        ("2026-03-03", "P-AGG", 1),
+    }
+
+
+async def test_a_data_admin_sees_only_their_department(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    mine, theirs, third = dept(), dept(), dept()
+    await add(
+        sessions,
+        [
+            event(T0, consumer_dept=mine, provider_dept=theirs, purpose="P-ADM"),
+            event(T0, consumer_dept=theirs, provider_dept=mine, purpose="P-ADM"),
+            event(T0, consumer_dept=theirs, provider_dept=third, purpose="P-ADM"),
+        ],
+    )
+    admin = audit.token(["data_admin"], dept=mine)
+    seen = await get_items(audit, admin, purpose="P-ADM")
+    assert {(r["consumer_dept"], r["provider_dept"]) for r in seen["items"]} == {(mine, theirs), (theirs, mine)}
+    # Naming the other side is fine: the records are still the department's own.
+    seen = await get_items(audit, admin, purpose="P-ADM", consumer=theirs)
+    assert [(r["consumer_dept"], r["provider_dept"]) for r in seen["items"]] == [(theirs, mine)]
+    everything = await get_items(audit, audit.auditor, purpose="P-ADM")
+    assert len(everything["items"]) == 3
+    export = await audit.client.get("/v1/audit/events/export", params={"purpose": "P-ADM"}, headers=admin)
+    assert export.status_code == 200 and third not in export.text and export.text.count("\r\n") == 3
+    aggregate = await audit.client.get(
+        "/v1/audit/aggregates",
+        params={"by": "provider", "purpose": "P-ADM", "from": "2026-03-01T00:00:00Z", "to": "2026-03-05T00:00:00Z"},
+        headers=admin,
+    )
+    assert {i["key"] for i in aggregate.json()["items"]} == {mine, theirs}
+
+
+async def test_the_citizens_report(audit: Audit, sessions: async_sessionmaker[AsyncSession]) -> None:
+    person = synthetic_residents(3)[2].id_number
+    hashed = subject_hash(audit.settings.subject_hash_key, "id_card", person)
+    consumer = dept()
+    await add(
+        sessions,
+        [
+            event(T0, consumer_dept=consumer, provider_dept="P1", subject_type="id_card", subject_hash=hashed),
+            event(T0, consumer_dept=consumer, subject_hash=hashed, subject_type="id_card", outcome="denied"),
+            event(T0, consumer_dept=consumer, subject_hash=hashed, action="exchange.evidence"),
+        ],
+    )
+    body = {"subject": {"type": "id_card", "value": person}}
+    portal = audit.token(["citizen_portal"], kind="system")
+    for headers in (portal, audit.auditor):
+        response = await audit.client.post("/v1/audit/subjects/accesses", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        items = response.json()["items"]
+        assert [(i["consumer_dept"], i["consumer_client_id"], i["purpose"], i["fields"]) for i in items] == [
+            (consumer, "client-a", "ZDSHBZ-SP", ["姓名", "出生日期"])
+        ]
+        assert items[0]["provider_dept"] == "P1" and "subject_hash" not in items[0]
+    for headers in (
+        audit.token(["consumer"], kind="system"),
+        audit.token(["provider"], kind="system"),
+        audit.token(["data_admin"]),
+        audit.token(["citizen_portal"]),  # a person cannot hold a system's role
+    ):
+        response = await audit.client.post("/v1/audit/subjects/accesses", json=body, headers=headers)
+        is_problem(response, 403, "forbidden")
+    # Not in a URL: the query-string form does not exist.
+    response = await audit.client.get("/v1/audit/subjects/accesses", params={"value": person}, headers=audit.auditor)
+    assert response.status_code == 405
+
+
+async def test_bad_input_gets_a_problem_and_changes_nothing(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    consumer = dept()
+    await add(sessions, [event(T0 + timedelta(seconds=i), consumer_dept=consumer) for i in range(3)])
+    first = await get_items(audit, audit.auditor, consumer=consumer, limit="1")
+    cursor = first["next_cursor"]
+    assert cursor is not None
+    tampered = cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB")
+    before = await counts(sessions)
+    admin = audit.token(["data_admin"], dept=consumer)
+    cases: list[tuple[str, dict[str, str], dict[str, str], int, str]] = [
+        ("/v1/audit/events", {"from": "2026-03-03T00:00:00Z", "to": "2026-03-02T00:00:00Z"}, audit.auditor, 422,
+         "time-range-invalid"),
+        ("/v1/audit/events", {"from": "yesterday"}, audit.auditor, 422, "validation"),
+        ("/v1/audit/events", {"to": "2026-13-45T99:00:00"}, audit.auditor, 422, "validation"),
+        ("/v1/audit/events", {"consumer_dept": consumer}, audit.auditor, 422, "unknown-filter"),
+        ("/v1/audit/events", {"limit": "1001"}, audit.auditor, 422, "validation"),
+        ("/v1/audit/events", {"limit": "0"}, audit.auditor, 422, "validation"),
+        ("/v1/audit/events", {"subject": "110106197509161951"}, audit.auditor, 422, "invalid-subject"),
+        ("/v1/audit/events", {"subject": WRONG_CREDIT_CODE, "subject_type": "credit_code"}, audit.auditor, 422,
+         "invalid-subject"),
+        ("/v1/audit/events", {"consumer": consumer, "limit": "1", "cursor": tampered}, audit.auditor, 422,
+         "invalid-cursor"),
+        ("/v1/audit/events", {"consumer": consumer, "limit": "1", "cursor": "not*base64"}, audit.auditor, 422,
+         "invalid-cursor"),
+        # A cursor is bound to its search: another filter or order is refused, not silently paged.
+        ("/v1/audit/events", {"consumer": dept(), "limit": "1", "cursor": cursor}, audit.auditor, 422,
+         "invalid-cursor"),
+        ("/v1/audit/events", {"consumer": consumer, "order": "asc", "limit": "1", "cursor": cursor}, audit.auditor,
+         422, "invalid-cursor"),
+        ("/v1/audit/events", {"order": "sideways"}, audit.auditor, 422, "validation"),
+        ("/v1/audit/events", {"type": "exchange.querry"}, audit.auditor, 422, "validation"),  # not an AuditAction
+        ("/v1/audit/events", {"consumer": dept(), "provider": dept()}, admin, 403, "forbidden"),
+        ("/v1/audit/events", {}, audit.token(["consumer"], kind="system"), 403, "forbidden"),
+        ("/v1/audit/events", {}, audit.token(["approver"]), 403, "forbidden"),
+        ("/v1/audit/events/export", {"from": "2026-03-03T00:00:00Z", "to": "2026-03-02T00:00:00Z"}, audit.auditor,
+         422, "time-range-invalid"),
+        ("/v1/audit/events/export", {"cursor": cursor}, audit.auditor, 422, "unknown-filter"),
+        ("/v1/audit/events/export", {"consumer": dept(), "provider": dept()}, admin, 403, "forbidden"),
+        ("/v1/audit/aggregates", {}, audit.auditor, 422, "validation"),  # by is required
+        ("/v1/audit/aggregates", {"by": "colour"}, audit.auditor, 422, "validation"),
+        ("/v1/audit/aggregates", {"by": "consumer", "from": "2024-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+         audit.auditor, 422, "time-range-invalid"),
+        ("/v1/audit/aggregates", {"by": "consumer", "to": "0001-01-02T00:00:00Z"}, audit.auditor, 422,
+         "time-range-invalid"),
+        ("/v1/audit/aggregates", {"by": "consumer", "limit": "5"}, audit.auditor, 422, "unknown-filter"),
+        ("/v1/audit/alerts", {"rule": "nonsense"}, audit.auditor, 422, "validation"),
+        ("/v1/audit/alerts", {"severity": "high"}, audit.auditor, 422, "unknown-filter"),
+        ("/v1/audit/alerts", {}, admin, 403, "forbidden"),
+    ]  # fmt: skip
+    for path, params, headers, status, code in cases:
+        response = await audit.client.get(path, params=params, headers=headers)
+        is_problem(response, status, code)
+        assert "110106197509161951" not in response.text  # the identifier is not echoed
+    for body, headers, status, code in [
+        ({"subject": {"type": "id_card", "value": "110106197509161951"}}, audit.auditor, 422, "invalid-subject"),
+        ({"subject": {"type": "passport", "value": "E12345678"}}, audit.auditor, 422, "validation"),
+        ({"subject": {"value": "11010619750916195X"}, "extra": 1}, audit.auditor, 422, "validation"),
+        ({"subject": {"value": "11010619750916195X"}, "from": "2026-03-03T00:00:00Z", "to": "2026-03-02T00:00:00Z"},
+         audit.auditor, 422, "time-range-invalid"),
+        ({"subject": {"value": "11010619750916195X"}, "cursor": tampered}, audit.auditor, 422, "invalid-cursor"),
+        ({"subject": {"value": "11010619750916195X"}, "limit": 5000}, audit.auditor, 422, "validation"),
+    ]:  # fmt: skip
+        response = await audit.client.post("/v1/audit/subjects/accesses", json=body, headers=headers)
+        is_problem(response, status, code)
+    assert await counts(sessions) == before
+
+
+filter_values = st.one_of(
+    st.none(),
+    st.text(max_size=70),
+    st.sampled_from(
+        ["", "exchange.query", "completed", "11010619750916195X", "2026-03-02", "9999-12-31T23:59:59-23:59"]
+    ),
+)
+times = st.one_of(
+    st.none(),
+    st.datetimes().map(datetime.isoformat),
+    st.datetimes(timezones=st.timezones()).map(datetime.isoformat),
+    st.sampled_from(["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "now", "", "2026-02-30"]),
+)
+PARAMS = ("type", "consumer", "provider", "resource", "purpose", "outcome", "client_id", "subject", "subject_type",
+          "order", "limit", "cursor", "by", "bogus")  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "subject": st.one_of(
+                st.fixed_dictionaries({}, optional={"type": filter_values, "value": filter_values}), filter_values
+            ),
+            "from": times,
+            "to": times,
+            "limit": st.one_of(st.integers(min_value=-5, max_value=2**70), filter_values),
+            "cursor": filter_values,
+            "bogus": filter_values,
+        },
+    ),
+)
+async def test_no_citizen_report_request_gets_a_server_error(audit: Audit, body: dict[str, Any]) -> None:
+    body.setdefault("subject", {"type": "id_card", "value": "11010619750916195X"})
+    response = await audit.client.post("/v1/audit/subjects/accesses", json=body, headers=audit.auditor)
+    assert response.status_code < 500, (body, response.text)
+    if response.status_code >= 400:
+        assert response.headers["content-type"] == PROBLEM
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(["/v1/audit/events", "/v1/audit/events/export", "/v1/audit/aggregates"]),
+    values=st.fixed_dictionaries({}, optional=dict.fromkeys(PARAMS, filter_values)),
+    start=times,
+    end=times,
+    limit=st.one_of(st.none(), st.integers(min_value=-5, max_value=2**70).map(str)),
+    role=st.sampled_from(["auditor", "data_admin"]),
+)
+async def test_no_query_gets_a_server_error(
+    audit: Audit,
+    path: str,
+    values: dict[str, str | None],
+    start: str | None,
+    end: str | None,
+    limit: str | None,
+    role: str,
+) -> None:
+    params = {k: v for k, v in values.items() if v is not None}
+    params |= {k: v for k, v in (("from", start), ("to", end), ("limit", limit)) if v is not None}
+    response = await audit.client.get(path, params=params, headers=audit.token([role]))
+    assert response.status_code < 500, (params, response.text)
+    if response.status_code >= 400:
+        assert response.headers["content-type"] == PROBLEM
