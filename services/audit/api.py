@@ -28,6 +28,7 @@ from services.audit.schemas import (
     SubjectAccess,
     SubjectAccessList,
     SubjectAccessQuery,
+    SubjectRef,
     VerifyReport,
 )
 from services.common.contracts.audit import AuditAction, AuditContext, audit_message, storable
@@ -217,6 +218,17 @@ async def aggregates(
     )
 
 
+SUBJECT_REPORT_PROBLEMS = problem_responses(
+    CommonProblem.UNAUTHORIZED,
+    CommonProblem.FORBIDDEN,
+    CommonProblem.VALIDATION,
+    AuditProblem.INVALID_SUBJECT,
+    AuditProblem.TIME_RANGE,
+    AuditProblem.INVALID_CURSOR,
+    AuditProblem.UNKNOWN_FILTER,
+)
+
+
 @router.post(
     "/subjects/accesses",
     response_model=SubjectAccessList,
@@ -224,14 +236,7 @@ async def aggregates(
     description="The subject is sent in the body, never in the URL: URLs end up in proxy and browser "
     "logs, and the identifier must not. Only its keyed hash is looked up. Lists the exchange's queries "
     "that delivered data (completed or answered late), newest first.",
-    responses=problem_responses(
-        CommonProblem.UNAUTHORIZED,
-        CommonProblem.FORBIDDEN,
-        CommonProblem.VALIDATION,
-        AuditProblem.INVALID_SUBJECT,
-        AuditProblem.TIME_RANGE,
-        AuditProblem.INVALID_CURSOR,
-    ),
+    responses=SUBJECT_REPORT_PROBLEMS,
 )
 async def subject_accesses(
     principal: CurrentPrincipal, uow: UnitOfWorkDep, request: Request, body: SubjectAccessQuery
@@ -247,6 +252,32 @@ async def subject_accesses(
     return SubjectAccessList(
         items=[SubjectAccess.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor
     )
+
+
+@router.get(
+    "/subjects/accesses",
+    response_model=SubjectAccessList,
+    summary="The same report with the subject in the query string (the normative form)",
+    description="As the POST, for clients that follow the contract's `GET …?type=&value=`. Tongban's "
+    "own logs record the route, never the query string, but proxies in between may: prefer the POST.",
+    responses=SUBJECT_REPORT_PROBLEMS,
+)
+async def subject_accesses_by_query(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    request: Request,
+    value: Annotated[str, Query(min_length=1, max_length=32, description=SUBJECT_DOC)],
+    type: Annotated[SubjectType, Query()] = "id_card",
+    from_: Annotated[datetime | None, Query(alias="from")] = None,
+    to: Annotated[datetime | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
+) -> SubjectAccessList:
+    refuse_unknown(request, "type", "value", "from", "to", "limit", "cursor")
+    query = SubjectAccessQuery.model_construct(
+        subject=SubjectRef.model_construct(type=type, value=value), from_=from_, to=to, limit=limit, cursor=cursor
+    )
+    return await subject_accesses(principal, uow, request, query)
 
 
 @router.get(

@@ -260,6 +260,7 @@ async def test_the_citizens_report(audit: Audit, sessions: async_sessionmaker[As
             (consumer, "client-a", "ZDSHBZ-SP", ["姓名", "出生日期"])
         ]
         assert items[0]["provider_dept"] == "P1" and "subject_hash" not in items[0]
+    report = response.json()
     for headers in (
         audit.token(["consumer"], kind="system"),
         audit.token(["provider"], kind="system"),
@@ -268,9 +269,17 @@ async def test_the_citizens_report(audit: Audit, sessions: async_sessionmaker[As
     ):
         response = await audit.client.post("/v1/audit/subjects/accesses", json=body, headers=headers)
         is_problem(response, 403, "forbidden")
-    # Not in a URL: the query-string form does not exist.
-    response = await audit.client.get("/v1/audit/subjects/accesses", params={"value": person}, headers=audit.auditor)
-    assert response.status_code == 405
+    # The contract's query-string form answers the same, under the same rules.
+    by_query = await audit.client.get("/v1/audit/subjects/accesses", params={"value": person}, headers=portal)
+    assert by_query.status_code == 200 and by_query.json() == report
+    denied = await audit.client.get(
+        "/v1/audit/subjects/accesses", params={"value": person}, headers=audit.token(["consumer"], kind="system")
+    )
+    is_problem(denied, 403, "forbidden")
+    unknown = await audit.client.get(
+        "/v1/audit/subjects/accesses", params={"value": person, "subject": person}, headers=portal
+    )
+    is_problem(unknown, 422, "unknown-filter")
 
 
 async def test_bad_input_gets_a_problem_and_changes_nothing(
