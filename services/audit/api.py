@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
@@ -16,6 +16,8 @@ from services.audit.schemas import (
     AuditRecordList,
     AuditRecordPublic,
     ConsistencyProof,
+    CosignatureCreate,
+    CosignaturePublic,
     DeadLetterList,
     DeadLetterPublic,
     InclusionProof,
@@ -126,16 +128,53 @@ async def verify(principal: CurrentPrincipal, uow: UnitOfWorkDep) -> VerifyRepor
 @router.get(
     "/checkpoint",
     response_class=PlainTextResponse,
-    summary="The latest signed checkpoint (C2SP tlog-checkpoint signed note)",
+    summary="The latest signed checkpoint (C2SP tlog-checkpoint signed note), with its cosignatures",
     description="Public, like a certificate transparency log's: it names a tree size and a root hash, "
-    "no record. Check it with the key at `/v1/audit/checkpoint/key`.",
+    "no record. Check it with the key at `/v1/audit/checkpoint/key`; the witnesses' cosignature lines "
+    "(C2SP tlog-cosignature) follow the log's own. `tree_size` names an earlier checkpoint.",
     responses={200: {"content": {"text/plain": {}}}, **problem_responses(AuditProblem.NO_CHECKPOINT)},
 )
-async def checkpoint(uow: UnitOfWorkDep) -> PlainTextResponse:
-    latest = await service.latest_checkpoint(uow.session)
-    if latest is None:
-        raise AuditProblem.NO_CHECKPOINT.problem("no checkpoint has been signed yet")
-    return PlainTextResponse(latest.note)
+async def checkpoint(
+    uow: UnitOfWorkDep, tree_size: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None
+) -> PlainTextResponse:
+    if tree_size is None:
+        found = await service.latest_checkpoint(uow.session)
+        if found is None:
+            raise AuditProblem.NO_CHECKPOINT.problem("no checkpoint has been signed yet")
+    else:
+        found = await service.checkpoint_at(uow.session, tree_size)
+        if found is None:
+            raise AuditProblem.NO_CHECKPOINT.problem(f"no checkpoint was signed at tree size {tree_size}")
+    return PlainTextResponse(await service.served_note(uow.session, found))
+
+
+@router.post(
+    "/checkpoint/cosignatures",
+    response_model=CosignaturePublic,
+    summary="A witness's cosignature of a checkpoint (C2SP tlog-cosignature)",
+    description="Open to any caller: only a cosignature by a configured witness key "
+    "(`TONGBAN_AUDIT_WITNESS_KEYS`) that verifies over the checkpoint is kept. "
+    "`python -m services.audit witness cosign` posts here.",
+    responses=problem_responses(
+        CommonProblem.VALIDATION,
+        AuditProblem.NO_CHECKPOINT,
+        AuditProblem.UNKNOWN_WITNESS,
+        AuditProblem.BAD_COSIGNATURE,
+        AuditProblem.STALE_COSIGNATURE,
+    ),
+)
+async def add_cosignature(body: CosignatureCreate, uow: UnitOfWorkDep, request: Request) -> CosignaturePublic:
+    witnesses = request.app.state.runtime.settings.witnesses
+    cp, kept = await service.add_cosignature(
+        uow.session, witnesses, body.tree_size, body.cosignature, datetime.now(UTC)
+    )
+    return CosignaturePublic(
+        tree_size=kept.tree_size,
+        witness=kept.witness,
+        signed_at=kept.signed_at,
+        cosignature=kept.line,
+        checkpoint=await service.served_note(uow.session, cp),
+    )
 
 
 @router.get(

@@ -8,6 +8,7 @@ from sqlalchemy import (
     ARRAY,
     BigInteger,
     DateTime,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -103,6 +105,26 @@ class Checkpoint(Base):
     root_hash: Mapped[bytes] = mapped_column(LargeBinary)
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Cosignature(Base):
+    """Cosignature — 见证签名: a witness's (C2SP tlog-cosignature) statement that the checkpoint is
+    consistent with every checkpoint of this log it saw before; served appended to the checkpoint.
+    Kept once per witness and checkpoint: a repeated post changes nothing."""
+
+    __tablename__ = "cosignatures"
+    __table_args__ = (
+        UniqueConstraint("checkpoint_id", "witness"),
+        Index("ix_cosignatures_witness_tree_size", "witness", "tree_size"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("audit.checkpoints.id"))
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    witness: Mapped[str] = mapped_column(String(255))  # the witness key's name
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the cosignature's own time
+    line: Mapped[str] = mapped_column(Text)  # the note signature line, as the witness sent it
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class SigningKey(Base):

@@ -10,3 +10,6 @@ class AuditProblem(ProblemCode):
     NO_CHECKPOINT = "no-checkpoint", 404, "No checkpoint yet"
     TREE_SIZE = "tree-size-out-of-range", 422, "Tree size out of range"
     CONSISTENCY_RANGE = "consistency-range-invalid", 422, "Invalid consistency range"
+    UNKNOWN_WITNESS = "unknown-witness", 422, "Not a configured witness key"
+    BAD_COSIGNATURE = "bad-cosignature", 422, "Cosignature does not verify"
+    STALE_COSIGNATURE = "stale-cosignature", 409, "Cosignature older than the witness's last one"

@@ -4,6 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.common.schemas import Strict
+
 
 class AuditRecordPublic(BaseModel):
     seq: int
@@ -93,3 +95,19 @@ class DeadLetterPublic(BaseModel):
 class DeadLetterList(BaseModel):
     items: list[DeadLetterPublic]
     next_cursor: str | None
+
+
+class CosignatureCreate(Strict):
+    """A witness's cosignature (C2SP tlog-cosignature) of the checkpoint at ``tree_size``: its
+    note signature line, ``— <witness name> <base64(key hash ‖ time ‖ signature)>``."""
+
+    tree_size: int = Field(ge=1, le=2**63 - 1)
+    cosignature: str = Field(min_length=1, max_length=1024)
+
+
+class CosignaturePublic(BaseModel):
+    tree_size: int
+    witness: str
+    signed_at: datetime
+    cosignature: str
+    checkpoint: str  # the signed note with every cosignature kept so far

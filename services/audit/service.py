@@ -17,7 +17,15 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit import merkle, notes
-from services.audit.models import AuditRecord, ChainHead, Checkpoint, DeadLetter, SigningKey, TreeHash
+from services.audit.models import (
+    AuditRecord,
+    ChainHead,
+    Checkpoint,
+    Cosignature,
+    DeadLetter,
+    SigningKey,
+    TreeHash,
+)
 from services.audit.problems import AuditProblem
 from services.common.bus import (
     DLQ_GROUP,
@@ -237,6 +245,67 @@ async def checkpoint_at(session: AsyncSession, size: int) -> Checkpoint | None:
     return (await session.scalars(query)).first()
 
 
+async def served_note(session: AsyncSession, checkpoint: Checkpoint) -> str:
+    """The checkpoint's signed note with every witness's cosignature line appended (C2SP: one
+    note, the log's signature first)."""
+    lines = (
+        await session.scalars(
+            select(Cosignature.line).where(Cosignature.checkpoint_id == checkpoint.id).order_by(Cosignature.id)
+        )
+    ).all()
+    return checkpoint.note + "".join(f"{line}\n" for line in lines)
+
+
+# A witness's clock may run ahead of ours by this much; a cosignature dated later is refused.
+COSIGNATURE_SKEW = timedelta(minutes=5)
+
+
+async def add_cosignature(
+    session: AsyncSession, witnesses: Sequence[notes.VerifierKey], size: int, line: str, now: datetime
+) -> tuple[Checkpoint, Cosignature]:
+    """Keep a witness's cosignature (见证签名) of the checkpoint at ``size``: by one of the
+    configured ``witnesses``, verifying over that checkpoint's body, not dated in the future, and
+    not for a smaller tree than the witness cosigned before (a witness only moves forward). The
+    same witness cosigning the same checkpoint again changes nothing."""
+    claimed = notes.signer_of(line.strip())
+    if claimed is None:
+        raise AuditProblem.BAD_COSIGNATURE.problem("not a note signature line: — <witness name> <base64>")
+    witness = next((w for w in witnesses if (w.name, w.key_hash) == claimed), None)
+    if witness is None:
+        raise AuditProblem.UNKNOWN_WITNESS.problem(
+            f"{claimed[0]!r} with key hash {claimed[1].hex()} is not a witness this log is configured with"
+        )
+    checkpoint = await checkpoint_at(session, size)
+    if checkpoint is None:
+        raise AuditProblem.NO_CHECKPOINT.problem(f"no checkpoint was signed at tree size {size}")
+    body, _ = notes.split_note(checkpoint.note)
+    try:
+        timestamp = notes.open_cosignature(line.strip(), body, witness)
+    except notes.BadNote as err:
+        raise AuditProblem.BAD_COSIGNATURE.problem(f"{err} (over the checkpoint of tree size {size})") from err
+    signed_at = EPOCH + timedelta(seconds=timestamp)
+    if signed_at > now + COSIGNATURE_SKEW:
+        raise AuditProblem.BAD_COSIGNATURE.problem(f"the cosignature is dated {signed_at.isoformat()}, in the future")
+    last = await session.scalar(select(func.max(Cosignature.tree_size)).where(Cosignature.witness == witness.name))
+    if last is not None and last > size:
+        raise AuditProblem.STALE_COSIGNATURE.problem(
+            f"{witness.name} already cosigned a tree of {last} records; a witness never goes back to {size}"
+        )
+    await session.execute(
+        insert(Cosignature)
+        .values(
+            checkpoint_id=checkpoint.id, tree_size=size, witness=witness.name, signed_at=signed_at, line=line.strip()
+        )
+        .on_conflict_do_nothing()
+    )
+    kept = (
+        await session.scalars(
+            select(Cosignature).where(Cosignature.checkpoint_id == checkpoint.id, Cosignature.witness == witness.name)
+        )
+    ).one()
+    return checkpoint, kept
+
+
 def check_tree_size(size: int, current: int) -> None:
     if size > current:
         raise AuditProblem.TREE_SIZE.problem(f"the tree has {current} records, not {size}")
@@ -272,7 +341,7 @@ async def inclusion(session: AsyncSession, event_id: str, size: int | None) -> d
         "tree_size": size,
         "leaf_data": record.hash,
         "hashes": [base64.b64encode(h).decode() for h in proof],
-        "checkpoint": checkpoint.note if checkpoint else None,
+        "checkpoint": await served_note(session, checkpoint) if checkpoint else None,
     }
 
 
@@ -287,8 +356,8 @@ async def consistency(session: AsyncSession, old: int, new: int) -> dict[str, An
         "from": old,
         "to": new,
         "hashes": [base64.b64encode(h).decode() for h in proof],
-        "from_checkpoint": old_cp.note if old_cp else None,
-        "to_checkpoint": new_cp.note if new_cp else None,
+        "from_checkpoint": await served_note(session, old_cp) if old_cp else None,
+        "to_checkpoint": await served_note(session, new_cp) if new_cp else None,
     }
 
 
