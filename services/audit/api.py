@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from services.audit import service
 from services.audit.models import DeadLetter
@@ -200,6 +200,29 @@ async def take_checkpoint(principal: CurrentPrincipal, uow: UnitOfWorkDep, reque
     if taken is None:
         raise AuditProblem.NO_CHECKPOINT.problem("the log is empty: there is nothing to sign")
     return PlainTextResponse(taken.note)
+
+
+@router.get(
+    "/export",
+    response_class=Response,
+    summary="Export leaves [start, end) with their signed checkpoint, to verify offline (NDJSON)",
+    description="Check it with `python -m services.audit verify <file> --key <verifier key>`, "
+    "without the database. Default: the latest checkpoint, from leaf 0 to its end.",
+    responses={
+        200: {"content": {"application/x-ndjson": {}}},
+        **problem_responses(*AUDITOR_ONLY, AuditProblem.NO_CHECKPOINT, AuditProblem.EXPORT_RANGE),
+    },
+)
+async def export(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    start: Annotated[int, Query(ge=0, le=2**63 - 1, description="first leaf")] = 0,
+    end: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="leaf after the last")] = None,
+    tree_size: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="the checkpoint's")] = None,
+) -> Response:
+    service.require_auditor(principal)
+    lines = await service.export_range(uow.session, start, end, tree_size)
+    return Response(b"\n".join(lines) + b"\n", media_type="application/x-ndjson")
 
 
 # A tree size is a count of records, so at least 1 for any proof, and within BIGINT.

@@ -1,5 +1,6 @@
-"""Operator commands of the audit service: ``python -m services.audit dead-letters replay``, and
-the witness's ``python -m services.audit witness keygen|cosign`` (witness.py).
+"""Operator commands of the audit service: ``python -m services.audit dead-letters replay``; the
+auditor's ``verify <export>`` (export.py, no database); the witness's ``witness keygen|cosign``
+(witness.py).
 
 Replay sends dead letters (死信) back to the topic they came from, with their key and headers,
 once the cause is fixed; each is marked replayed, so running the command twice sends nothing twice.
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from services.audit import witness
+from services.audit import notes, witness
 from services.audit.config import AuditSettings
+from services.audit.export import verify_export
 from services.audit.service import replay_dead_letters
 from services.common.db import create_engine, migrate, session_factory
 from services.common.runtime import make_bus
@@ -45,7 +47,43 @@ def parser() -> argparse.ArgumentParser:
     cosign.add_argument("--log-key", required=True, help="the log's verifier key (GET /v1/audit/checkpoint/key)")
     cosign.add_argument("--key", required=True, type=Path, help="the witness's private key file")
     cosign.add_argument("--state", required=True, type=Path, help="the witness's state file (made on first use)")
+    check = commands.add_parser("verify", help="verify an export offline (no database): chain, tree, checkpoint")
+    check.add_argument("export", type=Path, help="a file from GET /v1/audit/export")
+    check.add_argument("--key", required=True, help="the log's verifier key, as you kept it")
+    check.add_argument(
+        "--witness", action="append", default=[], metavar="KEY", help="a witness's verifier key that must have cosigned"
+    )
     return root
+
+
+def verify_offline(path: Path, key: str, witnesses: Sequence[str]) -> int:
+    """0: the export verifies; 1: it does not (the first bad record is named); 2: unusable input."""
+    try:
+        log = notes.parse_verifier_key(key, notes.ED25519)
+        cosigners = [notes.parse_verifier_key(w, notes.COSIGNATURE_V1) for w in witnesses]
+    except notes.BadNote as err:
+        print(f"verify: {err}", file=sys.stderr)
+        return 2
+    try:
+        with path.open("rb") as lines:
+            report = verify_export(lines, log, cosigners)
+    except OSError as err:
+        print(f"verify: {err}", file=sys.stderr)
+        return 2
+    if report["ok"]:
+        print(
+            f"ok: {report['checked']} record(s) verified against the checkpoint of {report['tree_size']} records "
+            f"signed by {log.name}" + "".join(f", cosigned by {w.name}" for w in cosigners),
+            flush=True,
+        )
+        return 0
+    where = ""
+    if report["first_bad_leaf"] is not None:
+        where = f" at leaf {report['first_bad_leaf']}"
+    if report["first_bad_event_id"] is not None:
+        where += f" (seq {report['first_bad_seq']}, event {report['first_bad_event_id']})"
+    print(f"BAD{where}: {report['detail']} — {report['checked']} record(s) verified before", flush=True)
+    return 1
 
 
 # Read from the environment, never from the command line (which other users can see): a bearer
@@ -105,6 +143,8 @@ def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if args.command == "dead-letters" and args.action == "replay":
         return asyncio.run(replay(AuditSettings(), None if args.all else args.ids))
+    if args.command == "verify":
+        return verify_offline(args.export, args.key, args.witness)
     if args.command == "witness" and args.action == "keygen":
         return witness_keygen(args.name, args.key)
     if args.command == "witness" and args.action == "cosign":

@@ -103,6 +103,14 @@ class Frontier:
         self.size += 1
         return new
 
+    def blocks(self) -> dict[tuple[int, int], bytes]:
+        """Its complete subtrees, keyed by the leaf range [lo, hi) each covers (for root_from_pieces)."""
+        out, lo = {}, 0
+        for level, h in self._stack:
+            out[(lo, lo + (1 << level))] = h
+            lo += 1 << level
+        return out
+
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT

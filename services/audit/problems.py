@@ -13,3 +13,4 @@ class AuditProblem(ProblemCode):
     UNKNOWN_WITNESS = "unknown-witness", 422, "Not a configured witness key"
     BAD_COSIGNATURE = "bad-cosignature", 422, "Cosignature does not verify"
     STALE_COSIGNATURE = "stale-cosignature", 409, "Cosignature older than the witness's last one"
+    EXPORT_RANGE = "export-range-invalid", 422, "Invalid export range"

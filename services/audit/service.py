@@ -8,6 +8,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -16,7 +17,8 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.audit import merkle, notes
+from services.audit import export, merkle, notes
+from services.audit.chain import CANONICAL_VERSION, GENESIS, chain_hash, record_failure
 from services.audit.models import (
     AuditRecord,
     ChainHead,
@@ -53,35 +55,7 @@ from services.common.security import Principal, Role, forbidden
 log = logging.getLogger("tongban.audit")
 T = TypeVar("T")
 
-GENESIS = "0" * 64
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# The canonical form (规范形式) that the chain hashes, by version. Version 1 is what records were
-# written with before versions existed: it must keep hashing exactly as it did, or old chains
-# stop verifying. A new field means a new version; old records keep theirs.
-CHAINED_FIELDS = (
-    "event_id",
-    "occurred_at",
-    "service",
-    "action",
-    "outcome",
-    "reason",
-    "actor",
-    "consumer_dept",
-    "consumer_client_id",
-    "provider_dept",
-    "resource_code",
-    "purpose",
-    "subject_type",
-    "subject_hash",
-    "fields",
-    "query_id",
-    "request_id",
-)
-CHAINED_FIELDS_BY_VERSION: dict[int, tuple[str, ...]] = {
-    1: CHAINED_FIELDS,
-    2: (*CHAINED_FIELDS, "occurred_unix_ms_raw"),
-}
-CANONICAL_VERSION = 2  # what new records are written with
 STRING_FIELDS = tuple(TEXT_LIMITS)
 
 
@@ -116,19 +90,6 @@ def record_values(event: audit_pb2.AuditEvent, received_at: datetime | None = No
         "fields": bounded_fields(list(event.fields)),
     }
     return values
-
-
-def canonical(values: dict[str, Any]) -> bytes:
-    """The bytes the chain hashes for a record, in the version ``values["canonical_version"]``."""
-    version = values["canonical_version"]
-    chained = [values[f] for f in CHAINED_FIELDS_BY_VERSION[version]]
-    if version == 1:
-        return orjson.dumps(chained, default=lambda v: v.isoformat())
-    return orjson.dumps([version, *chained])  # the version is hashed too: forms never collide
-
-
-def chain_hash(prev_hash: str, values: dict[str, Any]) -> str:
-    return hashlib.sha256(prev_hash.encode() + canonical(values)).hexdigest()
 
 
 async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) -> int:
@@ -361,6 +322,38 @@ async def consistency(session: AsyncSession, old: int, new: int) -> dict[str, An
     }
 
 
+EXPORT_MAX = 100_000  # records per export: the answer is built in memory
+
+
+async def export_range(session: AsyncSession, start: int, end: int | None, size: int | None) -> list[bytes]:
+    """The export (导出, NDJSON lines; see ``export.py``) of leaves [start, end) with the checkpoint
+    of ``size`` records — by default the latest, and up to its end — and the stored hashes of the
+    subtrees beside the range, so that it verifies offline against that checkpoint alone."""
+    checkpoint = await (latest_checkpoint(session) if size is None else checkpoint_at(session, size))
+    if checkpoint is None:
+        raise AuditProblem.NO_CHECKPOINT.problem(
+            "no checkpoint has been signed yet" if size is None else f"no checkpoint was signed at tree size {size}"
+        )
+    size = checkpoint.tree_size
+    end = size if end is None else end
+    if not start < end <= size:
+        raise AuditProblem.EXPORT_RANGE.problem(f"leaves [{start}, {end}) are not a range within the {size} signed")
+    if end - start > EXPORT_MAX:
+        raise AuditProblem.EXPORT_RANGE.problem(f"{end - start} records: at most {EXPORT_MAX} per export")
+    left = [merkle.stored_hash_index(level, n) for level, n in merkle.aligned_blocks(0, start)]
+    right = [merkle.stored_hash_index(level, n) for level, n in merkle.aligned_blocks(end, size)]
+    stored = await read_stored(session, left + right)
+    query = (
+        select(AuditRecord)
+        .where(AuditRecord.leaf_index >= start, AuditRecord.leaf_index < end)
+        .order_by(AuditRecord.leaf_index)
+    )
+    rows = (await session.scalars(query)).all()
+    note = await served_note(session, checkpoint)
+    head = export.header(start, end, size, note, [stored[i] for i in left], [stored[i] for i in right])
+    return [head, *(export.record_line(partial(getattr, row)) for row in rows)]
+
+
 def require_auditor(principal: Principal) -> None:
     if not principal.has_role(Role.AUDITOR):
         raise forbidden("Only an auditor may read the audit trail.")
@@ -449,23 +442,9 @@ async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
             position = frontier.size
             if position == good_size:
                 after_good = row
-            fields = CHAINED_FIELDS_BY_VERSION.get(row.canonical_version)
-            if fields is None:
-                return _bad(checked, row, position, f"unknown canonical version {row.canonical_version}")
-            values = {"canonical_version": row.canonical_version} | {f: getattr(row, f) for f in fields}
-            if row.prev_hash != prev:
-                return _bad(
-                    checked,
-                    row,
-                    position,
-                    "prev_hash is not the hash of the record before: one is missing, added or moved",
-                )
-            if chain_hash(prev, values) != row.hash:
-                return _bad(checked, row, position, "the record's content does not match its hash")
-            if row.leaf_index != position:
-                return _bad(
-                    checked, row, position, f"the record says it is leaf {row.leaf_index}, it is leaf {position}"
-                )
+            failure = record_failure(prev, position, partial(getattr, row))
+            if failure is not None:
+                return _bad(checked, row, position, failure)
             first = merkle.stored_hash_index(0, position)
             for k, h in enumerate(frontier.append(bytes.fromhex(row.hash))):
                 if stored.get(first + k) != h:
