@@ -27,7 +27,7 @@ from services.common.contracts.audit import storable
 from services.common.errors import CommonProblem, problem_responses
 from services.common.identifiers import InvalidIdentifier
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
-from services.common.subjects import SubjectType, normalise_subject, subject_hash
+from services.common.subjects import SubjectType, normalise_subject, subject_hashes
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -38,12 +38,15 @@ Cursor = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
 AUDITOR_ONLY = (CommonProblem.UNAUTHORIZED, CommonProblem.FORBIDDEN, CommonProblem.VALIDATION)
 
 
-def hashed_subject(request: Request, subject_type: SubjectType, value: str) -> str:
+def hashed_subject(request: Request, subject_type: SubjectType, value: str) -> list[str]:
+    """The subject's hashes under every subject key kept (current and retired): records made
+    before a rotation stay findable."""
     try:
         normalised = normalise_subject(subject_type, value)
     except InvalidIdentifier as err:
         raise AuditProblem.INVALID_SUBJECT.problem(str(err)) from err
-    return subject_hash(request.app.state.runtime.settings.subject_hash_key, subject_type, normalised)
+    keys = request.app.state.runtime.settings.subject_hash_keys
+    return list(subject_hashes(keys, subject_type, normalised).values())
 
 
 @router.get(

@@ -65,6 +65,9 @@ class AuditRecord(Base):
     purpose: Mapped[str] = _text("purpose")
     subject_type: Mapped[str] = _text("subject_type")
     subject_hash: Mapped[str] = _text("subject_hash")
+    # Which subject key made subject_hash ("" for records from before key ids, or from a producer
+    # that does not know it): keys are rotated, and a search hashes under each key kept.
+    subject_key_id: Mapped[str] = _text("subject_key_id")
     fields: Mapped[list[str]] = mapped_column(ARRAY(String(FIELD_NAME_MAX)))
     query_id: Mapped[str] = _text("query_id")
     request_id: Mapped[str] = _text("request_id")

@@ -25,6 +25,7 @@ class AuditRecordPublic(BaseModel):
     purpose: str
     subject_type: str
     subject_hash: str
+    subject_key_id: str
     fields: list[str]
     query_id: str
     request_id: str

@@ -372,12 +372,13 @@ async def search(
         "resource": AuditRecord.resource_code,
         "purpose": AuditRecord.purpose,
         "outcome": AuditRecord.outcome,
-        "subject_hash": AuditRecord.subject_hash,
         "client_id": AuditRecord.consumer_client_id,
     }
     for key, column in columns.items():
         if filters.get(key) is not None:
             query = query.where(column == filters[key])
+    if filters.get("subject_hash") is not None:  # one hash per subject key kept
+        query = query.where(AuditRecord.subject_hash.in_(filters["subject_hash"]))
     if filters.get("from") is not None:
         query = query.where(AuditRecord.occurred_at >= filters["from"])
     if filters.get("to") is not None:
