@@ -120,12 +120,13 @@ async def subject_accesses(
 @router.get(
     "/verify",
     response_model=VerifyReport,
-    summary="Check the hash chain, the Merkle tree and every signed checkpoint",
+    summary="Check the hash chain, the Merkle tree, every signed checkpoint and its cosignatures",
     responses=problem_responses(CommonProblem.UNAUTHORIZED, CommonProblem.FORBIDDEN),
 )
-async def verify(principal: CurrentPrincipal, uow: UnitOfWorkDep) -> VerifyReport:
+async def verify(principal: CurrentPrincipal, uow: UnitOfWorkDep, request: Request) -> VerifyReport:
     service.require_auditor(principal)
-    return VerifyReport.model_validate(await service.verify(uow.session))
+    witnesses = request.app.state.runtime.settings.witnesses
+    return VerifyReport.model_validate(await service.verify(uow.session, witnesses=witnesses))
 
 
 @router.get(

@@ -399,14 +399,18 @@ def _bad(checked: int, row: AuditRecord | None, leaf: int | None, detail: str, *
     }
 
 
-async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
+async def verify(
+    session: AsyncSession, batch: int = 5000, witnesses: Sequence[notes.VerifierKey] = ()
+) -> dict[str, Any]:
     """Recompute the chain and the Merkle tree from the start, and check every signed checkpoint
     against them; report the first record that does not match.
 
     Per record, in seq order: its chain link, its leaf position, and the tree hashes stored for
-    it. Per checkpoint: its signature and, once the walk reaches its size, its root. A checkpoint
-    whose root differs (the chain was rewritten consistently) cannot say which of its leaves
-    changed: the first record after the last checkpoint that still matches is named."""
+    it. Per checkpoint: its signature, the cosignatures kept with it by the configured
+    ``witnesses`` (a witness no longer configured is not checked), and, once the walk reaches its
+    size, its root. A checkpoint whose root differs (the chain was rewritten consistently) cannot
+    say which of its leaves changed: the first record after the last checkpoint that still
+    matches is named."""
     key = await session.get(SigningKey, 1)
     checkpoints = list((await session.scalars(select(Checkpoint).order_by(Checkpoint.tree_size, Checkpoint.id))).all())
     for cp in checkpoints:
@@ -418,6 +422,9 @@ async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
             return _bad(0, None, None, f"checkpoint {cp.id}: {err}")
         if signed.size != cp.tree_size or signed.root != cp.root_hash:
             return _bad(0, None, None, f"checkpoint {cp.id}: its row differs from its signed note")
+    failure = await _cosignature_failure(session, {c.id: c for c in checkpoints}, witnesses)
+    if failure is not None:
+        return _bad(0, None, None, failure)
     pending = iter(checkpoints)
     next_cp = next(pending, None)
     frontier = merkle.Frontier()
@@ -483,6 +490,29 @@ async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
         "root": base64.b64encode(frontier.root()).decode(),
         "checkpoints": len(checkpoints),
     }
+
+
+async def _cosignature_failure(
+    session: AsyncSession, checkpoints: dict[int, Checkpoint], witnesses: Sequence[notes.VerifierKey]
+) -> str | None:
+    """Why a kept cosignature by a configured witness does not verify over its checkpoint, or None."""
+    by_name = {w.name: w for w in witnesses}
+    rows = (await session.scalars(select(Cosignature).order_by(Cosignature.id))).all()
+    for row in rows:
+        witness = by_name.get(row.witness)
+        if witness is None:
+            continue
+        checkpoint = checkpoints.get(row.checkpoint_id)
+        if checkpoint is None or checkpoint.tree_size != row.tree_size:
+            return f"cosignature {row.id} by {row.witness}: not of the checkpoint of {row.tree_size} records"
+        body, _ = notes.split_note(checkpoint.note)
+        try:
+            signed = notes.open_cosignature(row.line, body, witness)
+        except notes.BadNote as err:
+            return f"cosignature {row.id} by {row.witness}: {err}"
+        if EPOCH + timedelta(seconds=signed) != row.signed_at:
+            return f"cosignature {row.id} by {row.witness}: its row differs from its signed time"
+    return None
 
 
 async def _stored_count(session: AsyncSession) -> int:

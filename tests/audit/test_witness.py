@@ -191,6 +191,30 @@ async def test_witness_cosigns_each_consistent_checkpoint_and_the_log_serves_it(
     assert await log.cosignatures() == 2
 
 
+async def test_verify_checks_the_cosignatures_kept(
+    logs: tuple[Log, Log], witness_keys: WitnessKeys, tmp_path: Path
+) -> None:
+    """GET /v1/audit/verify checks each kept cosignature by a configured witness over its checkpoint:
+    a cosignature line or time changed in the database is reported."""
+    log, _ = logs
+    await log.grow("v-a", 3)
+    done = await cosign(log, witness_keys, tmp_path / "state.json")
+    report = (await log.client.get("/v1/audit/verify")).json()
+    assert report["ok"] is True, report
+    other_body = "another.origin/audit\n3\n" + base64.b64encode(bytes(32)).decode() + "\n"
+    forged = signed_line(witness_keys, other_body, NOW)  # a valid signature, over another checkpoint
+    for change, value in (("line", forged), ("signed_at", NOW + timedelta(seconds=1))):
+        async with log.sessions.begin() as session:
+            await session.execute(text(f"UPDATE audit.cosignatures SET {change} = :v"), {"v": value})  # noqa: S608
+        report = (await log.client.get("/v1/audit/verify")).json()
+        assert report["ok"] is False and f"by {WITNESS}" in report["detail"], (change, report)
+        async with log.sessions.begin() as session:  # put it back
+            await session.execute(
+                text("UPDATE audit.cosignatures SET line = :l, signed_at = :t"), {"l": done.cosignature, "t": NOW}
+            )
+    assert (await log.client.get("/v1/audit/verify")).json()["ok"] is True
+
+
 async def test_go_verifies_the_cosignatures(
     logs: tuple[Log, Log], witness_keys: WitnessKeys, tmp_path: Path, tlogverify: Path
 ) -> None:
