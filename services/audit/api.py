@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from services.audit import anomalies, queries, service
 from services.audit.config import AuditSettings
@@ -21,6 +21,8 @@ from services.audit.schemas import (
     AuditRecordList,
     AuditRecordPublic,
     ConsistencyProof,
+    CosignatureCreate,
+    CosignaturePublic,
     DayCountPublic,
     DeadLetterList,
     DeadLetterPublic,
@@ -107,7 +109,9 @@ class FilterParams:
         settings = settings_of(request)
         start, end = queries.time_range(self.from_, self.to, settings.zone)
         hashed = (
-            queries.hashed_subject(settings.subject_hash_key, self.subject_type, self.subject) if self.subject else None
+            queries.hashed_subject(settings.subject_hash_keys, self.subject_type, self.subject)
+            if self.subject
+            else None
         )
         return queries.RecordFilter(
             start=start,
@@ -119,7 +123,7 @@ class FilterParams:
             purpose=self.purpose,
             outcome=self.outcome,
             client_id=self.client_id,
-            subject_hash=hashed,
+            subject_hashes=hashed,
             dept=dept,
         )
 
@@ -244,7 +248,7 @@ async def subject_accesses(
     queries.may_read_subject_report(principal)
     settings = settings_of(request)
     start, end = queries.time_range(body.from_, body.to, settings.zone)
-    hashed = queries.hashed_subject(settings.subject_hash_key, body.subject.type, body.subject.value)
+    hashed = queries.hashed_subject(settings.subject_hash_keys, body.subject.type, body.subject.value)
     f = queries.subject_report_filter(hashed, start, end)
     rows, next_cursor = await queries.search(
         uow.session, f, queries.Order.DESC, body.limit, body.cursor, cursors_of(request)
@@ -283,27 +287,65 @@ async def subject_accesses_by_query(
 @router.get(
     "/verify",
     response_model=VerifyReport,
-    summary="Check the hash chain, the Merkle tree and every signed checkpoint",
+    summary="Check the hash chain, the Merkle tree, every signed checkpoint and its cosignatures",
     responses=problem_responses(CommonProblem.UNAUTHORIZED, CommonProblem.FORBIDDEN),
 )
-async def verify(principal: CurrentPrincipal, uow: UnitOfWorkDep) -> VerifyReport:
+async def verify(principal: CurrentPrincipal, uow: UnitOfWorkDep, request: Request) -> VerifyReport:
     service.require_auditor(principal)
-    return VerifyReport.model_validate(await service.verify(uow.session))
+    witnesses = request.app.state.runtime.settings.witnesses
+    return VerifyReport.model_validate(await service.verify(uow.session, witnesses=witnesses))
 
 
 @router.get(
     "/checkpoint",
     response_class=PlainTextResponse,
-    summary="The latest signed checkpoint (C2SP tlog-checkpoint signed note)",
+    summary="The latest signed checkpoint (C2SP tlog-checkpoint signed note), with its cosignatures",
     description="Public, like a certificate transparency log's: it names a tree size and a root hash, "
-    "no record. Check it with the key at `/v1/audit/checkpoint/key`.",
+    "no record. Check it with the key at `/v1/audit/checkpoint/key`; the witnesses' cosignature lines "
+    "(C2SP tlog-cosignature) follow the log's own. `tree_size` names an earlier checkpoint.",
     responses={200: {"content": {"text/plain": {}}}, **problem_responses(AuditProblem.NO_CHECKPOINT)},
 )
-async def checkpoint(uow: UnitOfWorkDep) -> PlainTextResponse:
-    latest = await service.latest_checkpoint(uow.session)
-    if latest is None:
-        raise AuditProblem.NO_CHECKPOINT.problem("no checkpoint has been signed yet")
-    return PlainTextResponse(latest.note)
+async def checkpoint(
+    uow: UnitOfWorkDep, tree_size: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None
+) -> PlainTextResponse:
+    if tree_size is None:
+        found = await service.latest_checkpoint(uow.session)
+        if found is None:
+            raise AuditProblem.NO_CHECKPOINT.problem("no checkpoint has been signed yet")
+    else:
+        found = await service.checkpoint_at(uow.session, tree_size)
+        if found is None:
+            raise AuditProblem.NO_CHECKPOINT.problem(f"no checkpoint was signed at tree size {tree_size}")
+    return PlainTextResponse(await service.served_note(uow.session, found))
+
+
+@router.post(
+    "/checkpoint/cosignatures",
+    response_model=CosignaturePublic,
+    summary="A witness's cosignature of a checkpoint (C2SP tlog-cosignature)",
+    description="Open to any caller: only a cosignature by a configured witness key "
+    "(`TONGBAN_AUDIT_WITNESS_KEYS`) that verifies over the checkpoint is kept. "
+    "`python -m services.audit witness cosign` posts here.",
+    responses=problem_responses(
+        CommonProblem.VALIDATION,
+        AuditProblem.NO_CHECKPOINT,
+        AuditProblem.UNKNOWN_WITNESS,
+        AuditProblem.BAD_COSIGNATURE,
+        AuditProblem.STALE_COSIGNATURE,
+    ),
+)
+async def add_cosignature(body: CosignatureCreate, uow: UnitOfWorkDep, request: Request) -> CosignaturePublic:
+    witnesses = request.app.state.runtime.settings.witnesses
+    cp, kept = await service.add_cosignature(
+        uow.session, witnesses, body.tree_size, body.cosignature, datetime.now(UTC)
+    )
+    return CosignaturePublic(
+        tree_size=kept.tree_size,
+        witness=kept.witness,
+        signed_at=kept.signed_at,
+        cosignature=kept.line,
+        checkpoint=await service.served_note(uow.session, cp),
+    )
 
 
 @router.get(
@@ -329,6 +371,29 @@ async def take_checkpoint(principal: CurrentPrincipal, uow: UnitOfWorkDep, reque
     if taken is None:
         raise AuditProblem.NO_CHECKPOINT.problem("the log is empty: there is nothing to sign")
     return PlainTextResponse(taken.note)
+
+
+@router.get(
+    "/export",
+    response_class=Response,
+    summary="Export leaves [start, end) with their signed checkpoint, to verify offline (NDJSON)",
+    description="Check it with `python -m services.audit verify <file> --key <verifier key>`, "
+    "without the database. Default: the latest checkpoint, from leaf 0 to its end.",
+    responses={
+        200: {"content": {"application/x-ndjson": {}}},
+        **problem_responses(*AUDITOR_ONLY, AuditProblem.NO_CHECKPOINT, AuditProblem.EXPORT_RANGE),
+    },
+)
+async def export_range(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    start: Annotated[int, Query(ge=0, le=2**63 - 1, description="first leaf")] = 0,
+    end: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="leaf after the last")] = None,
+    tree_size: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="the checkpoint's")] = None,
+) -> Response:
+    service.require_auditor(principal)
+    lines = await service.export_range(uow.session, start, end, tree_size)
+    return Response(b"\n".join(lines) + b"\n", media_type="application/x-ndjson")
 
 
 # A tree size is a count of records, so at least 1 for any proof, and within BIGINT.

@@ -1,4 +1,6 @@
-"""Operator commands of the audit service: ``python -m services.audit dead-letters replay``.
+"""Operator commands of the audit service: ``python -m services.audit dead-letters replay``; the
+auditor's ``verify <export>`` (export.py, no database); the witness's ``witness keygen|cosign``
+(witness.py).
 
 Replay sends dead letters (死信) back to the topic they came from, with their key and headers,
 once the cause is fixed; each is marked replayed, so running the command twice sends nothing twice.
@@ -8,11 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+
+from services.audit import notes, witness
 from services.audit.config import AuditSettings
+from services.audit.export import verify_export
 from services.audit.service import replay_dead_letters
 from services.common.db import create_engine, migrate, session_factory
 from services.common.runtime import make_bus
@@ -29,7 +37,87 @@ def parser() -> argparse.ArgumentParser:
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", dest="ids", type=int, action="append", metavar="ID", help="a dead letter (repeatable)")
     which.add_argument("--all", action="store_true", help="every dead letter not yet replayed")
+    witnessing = commands.add_parser("witness", help="cosign another platform's audit checkpoints (见证)")
+    steps = witnessing.add_subparsers(dest="action", required=True)
+    keygen = steps.add_parser("keygen", help="make a witness key; prints its verifier key")
+    keygen.add_argument("--name", required=True, help="the witness's name, e.g. province.example/audit-witness")
+    keygen.add_argument("--key", required=True, type=Path, help="file to write the private key to (new)")
+    cosign = steps.add_parser("cosign", help="check the log's latest checkpoint against the last cosigned, cosign it")
+    cosign.add_argument("--log", required=True, help="the audit service's base URL")
+    cosign.add_argument("--log-key", required=True, help="the log's verifier key (GET /v1/audit/checkpoint/key)")
+    cosign.add_argument("--key", required=True, type=Path, help="the witness's private key file")
+    cosign.add_argument("--state", required=True, type=Path, help="the witness's state file (made on first use)")
+    check = commands.add_parser("verify", help="verify an export offline (no database): chain, tree, checkpoint")
+    check.add_argument("export", type=Path, help="a file from GET /v1/audit/export")
+    check.add_argument("--key", required=True, help="the log's verifier key, as you kept it")
+    check.add_argument(
+        "--witness", action="append", default=[], metavar="KEY", help="a witness's verifier key that must have cosigned"
+    )
     return root
+
+
+def verify_offline(path: Path, key: str, witnesses: Sequence[str]) -> int:
+    """0: the export verifies; 1: it does not (the first bad record is named); 2: unusable input."""
+    try:
+        log = notes.parse_verifier_key(key, notes.ED25519)
+        cosigners = [notes.parse_verifier_key(w, notes.COSIGNATURE_V1) for w in witnesses]
+    except notes.BadNote as err:
+        print(f"verify: {err}", file=sys.stderr)
+        return 2
+    try:
+        with path.open("rb") as lines:
+            report = verify_export(lines, log, cosigners)
+    except OSError as err:
+        print(f"verify: {err}", file=sys.stderr)
+        return 2
+    if report["ok"]:
+        print(
+            f"ok: {report['checked']} record(s) verified against the checkpoint of {report['tree_size']} records "
+            f"signed by {log.name}" + "".join(f", cosigned by {w.name}" for w in cosigners),
+            flush=True,
+        )
+        return 0
+    where = ""
+    if report["first_bad_leaf"] is not None:
+        where = f" at leaf {report['first_bad_leaf']}"
+    if report["first_bad_event_id"] is not None:
+        where += f" (seq {report['first_bad_seq']}, event {report['first_bad_event_id']})"
+    print(f"BAD{where}: {report['detail']} — {report['checked']} record(s) verified before", flush=True)
+    return 1
+
+
+# Read from the environment, never from the command line (which other users can see): a bearer
+# token of the log's platform that may read consistency proofs (an auditor's).
+WITNESS_TOKEN = "TONGBAN_WITNESS_TOKEN"
+
+
+def witness_keygen(name: str, path: Path) -> int:
+    private, verifier = witness.keygen(name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never overwrite a key
+    except FileExistsError:
+        print(f"{path} exists: a witness key is never overwritten", file=sys.stderr)
+        return 2
+    with os.fdopen(fd, "w") as out:
+        out.write(private + "\n")
+    print(verifier, flush=True)
+    return 0
+
+
+async def witness_cosign(log: str, log_key: str, key_text: str, state: Path) -> int:
+    token = os.environ.get(WITNESS_TOKEN)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=log, headers=headers, timeout=30) as client:
+        try:
+            done = await witness.cosign_latest(client, log_key, key_text, state, datetime.now(UTC))
+        except witness.SplitView as err:
+            print(f"REFUSED (不一致): {err}; nothing was cosigned; state kept in {state}", file=sys.stderr)
+            return 1
+        except witness.WitnessError as err:
+            print(f"witness: {err}", file=sys.stderr)
+            return 2
+    print(f"cosigned tree size {done.size} (previously {done.previous})", flush=True)
+    return 0
 
 
 async def replay(settings: AuditSettings, ids: Sequence[int] | None) -> int:
@@ -55,4 +143,15 @@ def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if args.command == "dead-letters" and args.action == "replay":
         return asyncio.run(replay(AuditSettings(), None if args.all else args.ids))
+    if args.command == "verify":
+        return verify_offline(args.export, args.key, args.witness)
+    if args.command == "witness" and args.action == "keygen":
+        return witness_keygen(args.name, args.key)
+    if args.command == "witness" and args.action == "cosign":
+        try:
+            key_text = args.key.read_text()
+        except OSError as err:
+            print(f"witness key: {err}", file=sys.stderr)
+            return 2
+        return asyncio.run(witness_cosign(args.log, args.log_key, key_text, args.state))
     return 2  # argparse refuses anything else before this

@@ -1,5 +1,6 @@
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from services.audit import notes
 from services.common.settings import CommonSettings
 
 
@@ -45,3 +46,21 @@ class AuditSettings(CommonSettings):
         if self.work_start_hour >= self.work_end_hour:
             raise ValueError("TONGBAN_AUDIT_WORK_START_HOUR must be before TONGBAN_AUDIT_WORK_END_HOUR")
         return self
+
+    # The witnesses (见证方) whose cosignatures of checkpoints are kept and served: their verifier
+    # keys (<name>+<hex key hash>+<base64(0x04 ‖ Ed25519 key)>), a JSON list in the environment.
+    witness_keys: list[str] = Field(default_factory=list, validation_alias="TONGBAN_AUDIT_WITNESS_KEYS")
+
+    @field_validator("witness_keys")
+    @classmethod
+    def cosigner_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            try:
+                notes.parse_verifier_key(key, notes.COSIGNATURE_V1)
+            except notes.BadNote as err:
+                raise ValueError(f"witness key {key!r}: {err}") from err
+        return keys
+
+    @property
+    def witnesses(self) -> list[notes.VerifierKey]:
+        return [notes.parse_verifier_key(k, notes.COSIGNATURE_V1) for k in self.witness_keys]

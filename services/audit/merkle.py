@@ -103,6 +103,14 @@ class Frontier:
         self.size += 1
         return new
 
+    def blocks(self) -> dict[tuple[int, int], bytes]:
+        """Its complete subtrees, keyed by the leaf range [lo, hi) each covers (for root_from_pieces)."""
+        out, lo = {}, 0
+        for level, h in self._stack:
+            out[(lo, lo + (1 << level))] = h
+            lo += 1 << level
+        return out
+
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT
@@ -201,3 +209,68 @@ def root_from_inclusion(index: int, size: int, data: bytes, proof: Sequence[byte
     if sn != 0:
         raise ValueError("proof too short")
     return r
+
+
+def verify_consistency(old: int, new: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
+    """Whether ``proof`` shows the tree of ``old`` leaves with ``old_root`` to be a prefix of the
+    tree of ``new`` leaves with ``new_root`` (RFC 9162 §2.1.4.2). Every tree extends the empty one."""
+    if not 0 <= old <= new:
+        return False
+    if old == 0:
+        return not proof
+    if old == new:
+        return not proof and old_root == new_root
+    path = list(proof)
+    if old & (old - 1) == 0:  # a power of two: the old root is itself a node of the new tree
+        path.insert(0, old_root)
+    if not path:
+        return False
+    fn, sn = old - 1, new - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root
+
+
+def aligned_blocks(lo: int, hi: int) -> list[tuple[int, int]]:
+    """[lo, hi) as the fewest aligned complete subtrees, left to right, as (level, n) — each is a
+    node of any tree that contains it, stored at ``stored_hash_index(level, n)``."""
+    out = []
+    while lo < hi:
+        level = 0
+        while lo % (2 << level) == 0 and lo + (2 << level) <= hi:
+            level += 1
+        out.append((level, lo >> level))
+        lo += 1 << level
+    return out
+
+
+def root_from_pieces(size: int, pieces: dict[tuple[int, int], bytes]) -> bytes:
+    """MTH of a tree of ``size`` leaves from the hashes of some of its nodes, keyed by the leaf
+    range [lo, hi) they cover (a leaf's is its leaf hash); raises KeyError when they do not
+    cover the tree. Checks an exported range: its leaves plus the subtrees left and right of it."""
+
+    def mth(lo: int, hi: int) -> bytes:
+        h = pieces.get((lo, hi))
+        if h is not None:
+            return h
+        if hi - lo <= 1:
+            raise KeyError(f"no hash for leaves [{lo}, {hi})")
+        k, _ = _maxpow2(hi - lo)
+        return node_hash(mth(lo, lo + k), mth(lo + k, hi))
+
+    return EMPTY_ROOT if size == 0 else mth(0, size)

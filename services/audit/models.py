@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Float,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -68,6 +70,9 @@ class AuditRecord(Base):
     purpose: Mapped[str] = _text("purpose")
     subject_type: Mapped[str] = _text("subject_type")
     subject_hash: Mapped[str] = _text("subject_hash")
+    # Which subject key made subject_hash ("" for records from before key ids, or from a producer
+    # that does not know it): keys are rotated, and a search hashes under each key kept.
+    subject_key_id: Mapped[str] = _text("subject_key_id")
     fields: Mapped[list[str]] = mapped_column(ARRAY(String(FIELD_NAME_MAX)))
     query_id: Mapped[str] = _text("query_id")
     request_id: Mapped[str] = _text("request_id")
@@ -108,6 +113,26 @@ class Checkpoint(Base):
     root_hash: Mapped[bytes] = mapped_column(LargeBinary)
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Cosignature(Base):
+    """Cosignature — 见证签名: a witness's (C2SP tlog-cosignature) statement that the checkpoint is
+    consistent with every checkpoint of this log it saw before; served appended to the checkpoint.
+    Kept once per witness and checkpoint: a repeated post changes nothing."""
+
+    __tablename__ = "cosignatures"
+    __table_args__ = (
+        UniqueConstraint("checkpoint_id", "witness"),
+        Index("ix_cosignatures_witness_tree_size", "witness", "tree_size"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("audit.checkpoints.id"))
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    witness: Mapped[str] = mapped_column(String(255))  # the witness key's name
+    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the cosignature's own time
+    line: Mapped[str] = mapped_column(Text)  # the note signature line, as the witness sent it
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class SigningKey(Base):

@@ -15,3 +15,7 @@ class AuditProblem(ProblemCode):
     INVALID_CURSOR = "invalid-cursor", 422, "Invalid cursor"
     UNKNOWN_ALERT = "unknown-alert", 404, "Unknown alert"
     ALERT_ACKNOWLEDGED = "alert-already-acknowledged", 409, "Alert already acknowledged"
+    UNKNOWN_WITNESS = "unknown-witness", 422, "Not a configured witness key"
+    BAD_COSIGNATURE = "bad-cosignature", 422, "Cosignature does not verify"
+    STALE_COSIGNATURE = "stale-cosignature", 409, "Cosignature older than the witness's last one"
+    EXPORT_RANGE = "export-range-invalid", 422, "Invalid export range"

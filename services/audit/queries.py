@@ -13,7 +13,7 @@ import csv
 import hashlib
 import hmac
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -30,7 +30,7 @@ from services.common.contracts.audit import AuditAction
 from services.common.identifiers import InvalidIdentifier
 from services.common.pagination import one_more, page
 from services.common.security import Principal, Role, forbidden
-from services.common.subjects import SubjectType, normalise_subject, subject_hash
+from services.common.subjects import SubjectType, normalise_subject, subject_hashes
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 AGGREGATE_DAYS_MAX = 366  # one aggregate answer spans at most a year of days
@@ -78,7 +78,7 @@ class RecordFilter:
     purpose: str | None = None
     outcome: str | None = None
     client_id: str | None = None
-    subject_hash: str | None = None
+    subject_hashes: tuple[str, ...] | None = None  # the subject under every key kept (any of them)
     outcomes: tuple[str, ...] = field(default_factory=tuple)  # any of these (the citizen's report)
     dept: str | None = None
 
@@ -96,7 +96,6 @@ EQUALITY = {
     "purpose": AuditRecord.purpose,
     "outcome": AuditRecord.outcome,
     "client_id": AuditRecord.consumer_client_id,
-    "subject_hash": AuditRecord.subject_hash,
 }
 
 
@@ -108,6 +107,8 @@ def conditions(f: RecordFilter) -> list[ColumnElement[bool]]:
         where.append(AuditRecord.occurred_at >= f.start)
     if f.end is not None:
         where.append(AuditRecord.occurred_at < f.end)
+    if f.subject_hashes is not None:
+        where.append(AuditRecord.subject_hash.in_(f.subject_hashes))
     if f.outcomes:
         where.append(AuditRecord.outcome.in_(f.outcomes))
     if f.dept is not None:
@@ -140,13 +141,14 @@ def time_range(start: datetime | None, end: datetime | None, zone: ZoneInfo) -> 
     return start, end
 
 
-def hashed_subject(key: str, subject_type: SubjectType, value: str) -> str:
-    """The keyed hash of a subject given in clear; an invalid identifier is refused (422)."""
+def hashed_subject(keys: Mapping[str, str], subject_type: SubjectType, value: str) -> tuple[str, ...]:
+    """The keyed hashes of a subject given in clear, under every subject key kept (current and
+    retired: records made before a rotation stay findable); an invalid identifier is refused (422)."""
     try:
         normalised = normalise_subject(subject_type, value)
     except InvalidIdentifier as err:
         raise AuditProblem.INVALID_SUBJECT.problem(str(err)) from err
-    return subject_hash(key, subject_type, normalised)
+    return tuple(sorted(subject_hashes(keys, subject_type, normalised).values()))
 
 
 def visible_department(principal: Principal, consumer: str | None, provider: str | None) -> str | None:
@@ -341,8 +343,8 @@ def may_read_subject_report(principal: Principal) -> None:
         raise forbidden("Only the citizen portal and auditors may read a person's access report.")
 
 
-def subject_report_filter(hash_: str, start: datetime | None, end: datetime | None) -> RecordFilter:
+def subject_report_filter(hashes: tuple[str, ...], start: datetime | None, end: datetime | None) -> RecordFilter:
     """The accesses to a person's data: queries of the exchange that delivered data about them."""
     return RecordFilter(
-        start=start, end=end, type=AuditAction.EXCHANGE_QUERY, subject_hash=hash_, outcomes=ACCESS_OUTCOMES
+        start=start, end=end, type=AuditAction.EXCHANGE_QUERY, subject_hashes=hashes, outcomes=ACCESS_OUTCOMES
     )

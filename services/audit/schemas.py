@@ -26,6 +26,7 @@ class AuditRecordPublic(BaseModel):
     purpose: str
     subject_type: str
     subject_hash: str
+    subject_key_id: str
     fields: list[str]
     query_id: str
     request_id: str
@@ -168,3 +169,19 @@ class AlertPublic(BaseModel):
 class AlertList(BaseModel):
     items: list[AlertPublic]
     next_cursor: str | None
+
+
+class CosignatureCreate(Strict):
+    """A witness's cosignature (C2SP tlog-cosignature) of the checkpoint at ``tree_size``: its
+    note signature line, ``— <witness name> <base64(key hash ‖ time ‖ signature)>``."""
+
+    tree_size: int = Field(ge=1, le=2**63 - 1)
+    cosignature: str = Field(min_length=1, max_length=1024)
+
+
+class CosignaturePublic(BaseModel):
+    tree_size: int
+    witness: str
+    signed_at: datetime
+    cosignature: str
+    checkpoint: str  # the signed note with every cosignature kept so far

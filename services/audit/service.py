@@ -8,6 +8,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -16,8 +17,17 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.audit import merkle, notes
-from services.audit.models import AuditRecord, ChainHead, Checkpoint, DeadLetter, SigningKey, TreeHash
+from services.audit import export, merkle, notes
+from services.audit.chain import CANONICAL_VERSION, GENESIS, chain_hash, record_failure
+from services.audit.models import (
+    AuditRecord,
+    ChainHead,
+    Checkpoint,
+    Cosignature,
+    DeadLetter,
+    SigningKey,
+    TreeHash,
+)
 from services.audit.problems import AuditProblem
 from services.common.bus import (
     DLQ_GROUP,
@@ -45,35 +55,7 @@ from services.common.security import Principal, Role, forbidden
 log = logging.getLogger("tongban.audit")
 T = TypeVar("T")
 
-GENESIS = "0" * 64
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# The canonical form (规范形式) that the chain hashes, by version. Version 1 is what records were
-# written with before versions existed: it must keep hashing exactly as it did, or old chains
-# stop verifying. A new field means a new version; old records keep theirs.
-CHAINED_FIELDS = (
-    "event_id",
-    "occurred_at",
-    "service",
-    "action",
-    "outcome",
-    "reason",
-    "actor",
-    "consumer_dept",
-    "consumer_client_id",
-    "provider_dept",
-    "resource_code",
-    "purpose",
-    "subject_type",
-    "subject_hash",
-    "fields",
-    "query_id",
-    "request_id",
-)
-CHAINED_FIELDS_BY_VERSION: dict[int, tuple[str, ...]] = {
-    1: CHAINED_FIELDS,
-    2: (*CHAINED_FIELDS, "occurred_unix_ms_raw"),
-}
-CANONICAL_VERSION = 2  # what new records are written with
 STRING_FIELDS = tuple(TEXT_LIMITS)
 
 
@@ -108,19 +90,6 @@ def record_values(event: audit_pb2.AuditEvent, received_at: datetime | None = No
         "fields": bounded_fields(list(event.fields)),
     }
     return values
-
-
-def canonical(values: dict[str, Any]) -> bytes:
-    """The bytes the chain hashes for a record, in the version ``values["canonical_version"]``."""
-    version = values["canonical_version"]
-    chained = [values[f] for f in CHAINED_FIELDS_BY_VERSION[version]]
-    if version == 1:
-        return orjson.dumps(chained, default=lambda v: v.isoformat())
-    return orjson.dumps([version, *chained])  # the version is hashed too: forms never collide
-
-
-def chain_hash(prev_hash: str, values: dict[str, Any]) -> str:
-    return hashlib.sha256(prev_hash.encode() + canonical(values)).hexdigest()
 
 
 async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) -> int:
@@ -237,6 +206,67 @@ async def checkpoint_at(session: AsyncSession, size: int) -> Checkpoint | None:
     return (await session.scalars(query)).first()
 
 
+async def served_note(session: AsyncSession, checkpoint: Checkpoint) -> str:
+    """The checkpoint's signed note with every witness's cosignature line appended (C2SP: one
+    note, the log's signature first)."""
+    lines = (
+        await session.scalars(
+            select(Cosignature.line).where(Cosignature.checkpoint_id == checkpoint.id).order_by(Cosignature.id)
+        )
+    ).all()
+    return checkpoint.note + "".join(f"{line}\n" for line in lines)
+
+
+# A witness's clock may run ahead of ours by this much; a cosignature dated later is refused.
+COSIGNATURE_SKEW = timedelta(minutes=5)
+
+
+async def add_cosignature(
+    session: AsyncSession, witnesses: Sequence[notes.VerifierKey], size: int, line: str, now: datetime
+) -> tuple[Checkpoint, Cosignature]:
+    """Keep a witness's cosignature (见证签名) of the checkpoint at ``size``: by one of the
+    configured ``witnesses``, verifying over that checkpoint's body, not dated in the future, and
+    not for a smaller tree than the witness cosigned before (a witness only moves forward). The
+    same witness cosigning the same checkpoint again changes nothing."""
+    claimed = notes.signer_of(line.strip())
+    if claimed is None:
+        raise AuditProblem.BAD_COSIGNATURE.problem("not a note signature line: — <witness name> <base64>")
+    witness = next((w for w in witnesses if (w.name, w.key_hash) == claimed), None)
+    if witness is None:
+        raise AuditProblem.UNKNOWN_WITNESS.problem(
+            f"{claimed[0]!r} with key hash {claimed[1].hex()} is not a witness this log is configured with"
+        )
+    checkpoint = await checkpoint_at(session, size)
+    if checkpoint is None:
+        raise AuditProblem.NO_CHECKPOINT.problem(f"no checkpoint was signed at tree size {size}")
+    body, _ = notes.split_note(checkpoint.note)
+    try:
+        timestamp = notes.open_cosignature(line.strip(), body, witness)
+    except notes.BadNote as err:
+        raise AuditProblem.BAD_COSIGNATURE.problem(f"{err} (over the checkpoint of tree size {size})") from err
+    signed_at = EPOCH + timedelta(seconds=timestamp)
+    if signed_at > now + COSIGNATURE_SKEW:
+        raise AuditProblem.BAD_COSIGNATURE.problem(f"the cosignature is dated {signed_at.isoformat()}, in the future")
+    last = await session.scalar(select(func.max(Cosignature.tree_size)).where(Cosignature.witness == witness.name))
+    if last is not None and last > size:
+        raise AuditProblem.STALE_COSIGNATURE.problem(
+            f"{witness.name} already cosigned a tree of {last} records; a witness never goes back to {size}"
+        )
+    await session.execute(
+        insert(Cosignature)
+        .values(
+            checkpoint_id=checkpoint.id, tree_size=size, witness=witness.name, signed_at=signed_at, line=line.strip()
+        )
+        .on_conflict_do_nothing()
+    )
+    kept = (
+        await session.scalars(
+            select(Cosignature).where(Cosignature.checkpoint_id == checkpoint.id, Cosignature.witness == witness.name)
+        )
+    ).one()
+    return checkpoint, kept
+
+
 def check_tree_size(size: int, current: int) -> None:
     if size > current:
         raise AuditProblem.TREE_SIZE.problem(f"the tree has {current} records, not {size}")
@@ -272,7 +302,7 @@ async def inclusion(session: AsyncSession, event_id: str, size: int | None) -> d
         "tree_size": size,
         "leaf_data": record.hash,
         "hashes": [base64.b64encode(h).decode() for h in proof],
-        "checkpoint": checkpoint.note if checkpoint else None,
+        "checkpoint": await served_note(session, checkpoint) if checkpoint else None,
     }
 
 
@@ -287,9 +317,41 @@ async def consistency(session: AsyncSession, old: int, new: int) -> dict[str, An
         "from": old,
         "to": new,
         "hashes": [base64.b64encode(h).decode() for h in proof],
-        "from_checkpoint": old_cp.note if old_cp else None,
-        "to_checkpoint": new_cp.note if new_cp else None,
+        "from_checkpoint": await served_note(session, old_cp) if old_cp else None,
+        "to_checkpoint": await served_note(session, new_cp) if new_cp else None,
     }
+
+
+EXPORT_MAX = 100_000  # records per export: the answer is built in memory
+
+
+async def export_range(session: AsyncSession, start: int, end: int | None, size: int | None) -> list[bytes]:
+    """The export (导出, NDJSON lines; see ``export.py``) of leaves [start, end) with the checkpoint
+    of ``size`` records — by default the latest, and up to its end — and the stored hashes of the
+    subtrees beside the range, so that it verifies offline against that checkpoint alone."""
+    checkpoint = await (latest_checkpoint(session) if size is None else checkpoint_at(session, size))
+    if checkpoint is None:
+        raise AuditProblem.NO_CHECKPOINT.problem(
+            "no checkpoint has been signed yet" if size is None else f"no checkpoint was signed at tree size {size}"
+        )
+    size = checkpoint.tree_size
+    end = size if end is None else end
+    if not start < end <= size:
+        raise AuditProblem.EXPORT_RANGE.problem(f"leaves [{start}, {end}) are not a range within the {size} signed")
+    if end - start > EXPORT_MAX:
+        raise AuditProblem.EXPORT_RANGE.problem(f"{end - start} records: at most {EXPORT_MAX} per export")
+    left = [merkle.stored_hash_index(level, n) for level, n in merkle.aligned_blocks(0, start)]
+    right = [merkle.stored_hash_index(level, n) for level, n in merkle.aligned_blocks(end, size)]
+    stored = await read_stored(session, left + right)
+    query = (
+        select(AuditRecord)
+        .where(AuditRecord.leaf_index >= start, AuditRecord.leaf_index < end)
+        .order_by(AuditRecord.leaf_index)
+    )
+    rows = (await session.scalars(query)).all()
+    note = await served_note(session, checkpoint)
+    head = export.header(start, end, size, note, [stored[i] for i in left], [stored[i] for i in right])
+    return [head, *(export.record_line(partial(getattr, row)) for row in rows)]
 
 
 def require_auditor(principal: Principal) -> None:
@@ -309,14 +371,18 @@ def _bad(checked: int, row: AuditRecord | None, leaf: int | None, detail: str, *
     }
 
 
-async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
+async def verify(
+    session: AsyncSession, batch: int = 5000, witnesses: Sequence[notes.VerifierKey] = ()
+) -> dict[str, Any]:
     """Recompute the chain and the Merkle tree from the start, and check every signed checkpoint
     against them; report the first record that does not match.
 
     Per record, in seq order: its chain link, its leaf position, and the tree hashes stored for
-    it. Per checkpoint: its signature and, once the walk reaches its size, its root. A checkpoint
-    whose root differs (the chain was rewritten consistently) cannot say which of its leaves
-    changed: the first record after the last checkpoint that still matches is named."""
+    it. Per checkpoint: its signature, the cosignatures kept with it by the configured
+    ``witnesses`` (a witness no longer configured is not checked), and, once the walk reaches its
+    size, its root. A checkpoint whose root differs (the chain was rewritten consistently) cannot
+    say which of its leaves changed: the first record after the last checkpoint that still
+    matches is named."""
     key = await session.get(SigningKey, 1)
     checkpoints = list((await session.scalars(select(Checkpoint).order_by(Checkpoint.tree_size, Checkpoint.id))).all())
     for cp in checkpoints:
@@ -328,6 +394,9 @@ async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
             return _bad(0, None, None, f"checkpoint {cp.id}: {err}")
         if signed.size != cp.tree_size or signed.root != cp.root_hash:
             return _bad(0, None, None, f"checkpoint {cp.id}: its row differs from its signed note")
+    failure = await _cosignature_failure(session, {c.id: c for c in checkpoints}, witnesses)
+    if failure is not None:
+        return _bad(0, None, None, failure)
     pending = iter(checkpoints)
     next_cp = next(pending, None)
     frontier = merkle.Frontier()
@@ -353,23 +422,9 @@ async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
             position = frontier.size
             if position == good_size:
                 after_good = row
-            fields = CHAINED_FIELDS_BY_VERSION.get(row.canonical_version)
-            if fields is None:
-                return _bad(checked, row, position, f"unknown canonical version {row.canonical_version}")
-            values = {"canonical_version": row.canonical_version} | {f: getattr(row, f) for f in fields}
-            if row.prev_hash != prev:
-                return _bad(
-                    checked,
-                    row,
-                    position,
-                    "prev_hash is not the hash of the record before: one is missing, added or moved",
-                )
-            if chain_hash(prev, values) != row.hash:
-                return _bad(checked, row, position, "the record's content does not match its hash")
-            if row.leaf_index != position:
-                return _bad(
-                    checked, row, position, f"the record says it is leaf {row.leaf_index}, it is leaf {position}"
-                )
+            failure = record_failure(prev, position, partial(getattr, row))
+            if failure is not None:
+                return _bad(checked, row, position, failure)
             first = merkle.stored_hash_index(0, position)
             for k, h in enumerate(frontier.append(bytes.fromhex(row.hash))):
                 if stored.get(first + k) != h:
@@ -407,6 +462,29 @@ async def verify(session: AsyncSession, batch: int = 5000) -> dict[str, Any]:
         "root": base64.b64encode(frontier.root()).decode(),
         "checkpoints": len(checkpoints),
     }
+
+
+async def _cosignature_failure(
+    session: AsyncSession, checkpoints: dict[int, Checkpoint], witnesses: Sequence[notes.VerifierKey]
+) -> str | None:
+    """Why a kept cosignature by a configured witness does not verify over its checkpoint, or None."""
+    by_name = {w.name: w for w in witnesses}
+    rows = (await session.scalars(select(Cosignature).order_by(Cosignature.id))).all()
+    for row in rows:
+        witness = by_name.get(row.witness)
+        if witness is None:
+            continue
+        checkpoint = checkpoints.get(row.checkpoint_id)
+        if checkpoint is None or checkpoint.tree_size != row.tree_size:
+            return f"cosignature {row.id} by {row.witness}: not of the checkpoint of {row.tree_size} records"
+        body, _ = notes.split_note(checkpoint.note)
+        try:
+            signed = notes.open_cosignature(row.line, body, witness)
+        except notes.BadNote as err:
+            return f"cosignature {row.id} by {row.witness}: {err}"
+        if EPOCH + timedelta(seconds=signed) != row.signed_at:
+            return f"cosignature {row.id} by {row.witness}: its row differs from its signed time"
+    return None
 
 
 async def _stored_count(session: AsyncSession) -> int:

@@ -33,8 +33,12 @@ class CommonSettings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
     log_json: bool = True
-    # Key of the HMAC that names a data subject without naming it (exchange and audit share it).
+    # Key of the HMAC that names a data subject without naming it (exchange and audit share it),
+    # and its id, which every audit record keeps. Rotating: give the new key a new id and move the
+    # old one to subject_hash_retired_keys (id → key), which audit still searches with.
     subject_hash_key: str = DEVELOPMENT_SUBJECT_KEY
+    subject_hash_key_id: str = Field("k1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+    subject_hash_retired_keys: dict[str, str] = Field(default_factory=dict)
     # The zone business dates are counted in (application due dates, daily quotas).
     timezone: str = "Asia/Shanghai"
 
@@ -46,6 +50,13 @@ class CommonSettings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as err:
             raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from err
         return value
+
+    @property
+    def subject_hash_keys(self) -> dict[str, str]:
+        """Every subject key by id, the current one first: searching hashes under each."""
+        return {self.subject_hash_key_id: self.subject_hash_key} | {
+            k: v for k, v in self.subject_hash_retired_keys.items() if k != self.subject_hash_key_id
+        }
 
     @cached_property
     def zone(self) -> ZoneInfo:

@@ -93,3 +93,50 @@ def test_roots_and_proofs_from_the_stored_hashes(size: int) -> None:
     with pytest.raises(ValueError, match="order"):
         merkle.consistency_proof(size + 1, size, read)
     assert merkle.consistency_proof(size, size, read) == []
+
+
+def stored_tree(n: int) -> tuple[list[bytes], dict[int, bytes]]:
+    """The roots of every size 0…n and the stored hashes of n leaves (distinct leaf data)."""
+    frontier, stored, roots = merkle.Frontier(), {}, [merkle.EMPTY_ROOT]
+    for i in range(n):
+        first = merkle.stored_hash_index(0, i)
+        stored |= {first + k: h for k, h in enumerate(frontier.append(i.to_bytes(4, "big")))}
+        roots.append(frontier.root())
+    return roots, stored
+
+
+def test_consistency_proofs_verify_and_any_change_fails() -> None:
+    """verify_consistency (what a witness runs) accepts every proof the log makes, for every pair
+    of sizes up to 33, and refuses it with a changed hash, a missing hash or another root."""
+    roots, stored = stored_tree(33)
+    read = merkle.reader_of(stored)
+    for new in range(1, 34):
+        assert merkle.verify_consistency(0, new, roots[0], roots[new], [])  # every tree extends the empty one
+        for old in range(1, new + 1):
+            proof = merkle.consistency_proof(old, new, read)
+            assert merkle.verify_consistency(old, new, roots[old], roots[new], proof), (old, new)
+            assert not merkle.verify_consistency(old, new, roots[old], roots[new - 1], proof)
+            if proof:
+                assert not merkle.verify_consistency(old, new, roots[old], roots[new], proof[:-1])
+                changed = [bytes([proof[0][0] ^ 1]) + proof[0][1:], *proof[1:]]
+                assert not merkle.verify_consistency(old, new, roots[old], roots[new], changed)
+            other = roots[old - 1] if old > 1 else bytes(32)
+            assert not merkle.verify_consistency(old, new, other, roots[new], proof), (old, new)
+    assert not merkle.verify_consistency(5, 4, roots[5], roots[4], [])
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 8, 13, 33])
+def test_a_range_of_leaves_and_the_subtrees_beside_it_give_the_root(size: int) -> None:
+    """An exported range [lo, hi) of a tree is checked against its root with the aligned subtrees
+    left and right of it, read from the stored hashes (as the export writes them)."""
+    roots, stored = stored_tree(size)
+    for lo in range(size):
+        for hi in range(lo + 1, size + 1):
+            pieces = {(i, i + 1): merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(lo, hi)}
+            for a, b in (0, lo), (hi, size):
+                for level, n in merkle.aligned_blocks(a, b):
+                    pieces[(n << level, (n + 1) << level)] = stored[merkle.stored_hash_index(level, n)]
+            assert merkle.root_from_pieces(size, pieces) == roots[size], (lo, hi)
+            del pieces[(lo, lo + 1)]
+            with pytest.raises(KeyError):
+                merkle.root_from_pieces(size, pieces)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.audit import merkle, service
+from services.audit import chain, merkle, service
 from services.audit.models import AuditRecord, ChainHead, TreeHash
 from services.common.pb import audit_pb2
 
@@ -59,7 +59,7 @@ async def verify_after_tampering(session: AsyncSession) -> dict[str, Any]:
 
 
 def chained(row: AuditRecord) -> dict[str, Any]:
-    fields = service.CHAINED_FIELDS_BY_VERSION[row.canonical_version]
+    fields = chain.CHAINED_FIELDS_BY_VERSION[row.canonical_version]
     return {"canonical_version": row.canonical_version} | {f: getattr(row, f) for f in fields}
 
 

@@ -37,6 +37,7 @@ TEXT_LIMITS: dict[str, int] = {
     "subject_hash": 64,  # hex HMAC-SHA256
     "query_id": 40,
     "request_id": 64,  # X-Request-Id, after the gateway's check
+    "subject_key_id": 32,  # the subject key's id (settings.subject_hash_key_id)
 }
 FIELD_NAME_MAX = 50  # each entry of ``fields`` (a catalogue item name)
 FIELDS_MAX = 200  # entries of ``fields``
@@ -122,6 +123,7 @@ class AuditContext:
     subject_hash: str = ""
     fields: tuple[str, ...] = field(default_factory=tuple)
     query_id: str = ""
+    subject_key_id: str = ""  # the id of the key subject_hash was made with
 
     def with_(self, **changes: object) -> AuditContext:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -150,5 +152,6 @@ def audit_message(
         fields=bounded_fields(list(ctx.fields)),
         query_id=bounded(ctx.query_id, TEXT_LIMITS["query_id"]),
         request_id=bounded(request_id_var.get() or "", TEXT_LIMITS["request_id"]),
+        subject_key_id=bounded(ctx.subject_key_id, TEXT_LIMITS["subject_key_id"]),
     )
     return Message(topic=topic, key=event.event_id.encode(), value=event.SerializeToString())

@@ -6,9 +6,11 @@
 //	{"verifier_key": "<name>+<hash>+<key>",
 //	 "checkpoint": "<signed note>", "old_checkpoint": "<signed note>",
 //	 "inclusion": {"leaf_data": "<hex>", "leaf_index": 3, "tree_size": 8, "hashes": ["<base64>", ...]},
-//	 "consistency": {"from": 5, "to": 8, "hashes": ["<base64>", ...]}}
+//	 "consistency": {"from": 5, "to": 8, "hashes": ["<base64>", ...]},
+//	 "witness_keys": ["<name>+<hash>+<key of type 0x04>", ...]}
 //
-// It opens both checkpoints with the key, checks the inclusion proof against the checkpoint of its
+// Witness keys are optional: each must have cosigned the (new) checkpoint, a C2SP tlog-cosignature
+// checked by github.com/transparency-dev/formats/note. It opens both checkpoints with the key, checks the inclusion proof against the checkpoint of its
 // tree size and the consistency proof from the old checkpoint to the new, prints what it checked,
 // and exits 1 at the first failure.
 package main
@@ -22,6 +24,9 @@ import (
 	"strconv"
 	"strings"
 
+	"time"
+
+	cosig "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -41,6 +46,7 @@ type input struct {
 		To     int64    `json:"to"`
 		Hashes []string `json:"hashes"`
 	} `json:"consistency"`
+	WitnessKeys []string `json:"witness_keys"`
 }
 
 type checkpoint struct {
@@ -84,6 +90,42 @@ func hashes(encoded []string) ([]tlog.Hash, error) {
 	return out, nil
 }
 
+// cosigned checks that every witness key has a verifying cosignature/v1 line in the note.
+func cosigned(text string, log note.Verifier, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	verifiers := []note.Verifier{log}
+	for _, k := range keys {
+		v, err := cosig.NewVerifierForCosignatureV1(k)
+		if err != nil {
+			return fmt.Errorf("witness key %q: %w", k, err)
+		}
+		verifiers = append(verifiers, v)
+	}
+	n, err := note.Open([]byte(text), note.VerifierList(verifiers...))
+	if err != nil {
+		return err
+	}
+	for _, v := range verifiers[1:] {
+		found := false
+		for _, s := range n.Sigs {
+			if s.Name == v.Name() && s.Hash == v.KeyHash() {
+				t, err := cosig.CoSigV1Timestamp(s)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("cosignature ok: %s at %s\n", v.Name(), t.UTC().Format(time.RFC3339))
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("no cosignature by %s", v.Name())
+		}
+	}
+	return nil
+}
+
 func run() error {
 	var in input
 	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
@@ -98,6 +140,9 @@ func run() error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	fmt.Printf("checkpoint ok: %s size %d\n", latest.origin, latest.size)
+	if err := cosigned(in.Checkpoint, verifier, in.WitnessKeys); err != nil {
+		return fmt.Errorf("cosignatures: %w", err)
+	}
 	old, err := open(in.OldCheckpoint, verifier)
 	if err != nil {
 		return fmt.Errorf("old checkpoint: %w", err)
