@@ -7,26 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
 
-from services.audit.messaging import UnreplayedDeadLetters
-from services.common.bus import BusMetrics
-from services.common.outbox import Outbox
+from tests.metrics import exported_names
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "tongban-alerts.yml"
 METRIC = re.compile(r"\btongban_[a-z0-9_]+\b")
-
-
-def exported_names() -> set[str]:
-    """The sample names the platform's own metrics expose, as Prometheus scrapes them."""
-    registry = CollectorRegistry()
-    bus = BusMetrics(registry)
-    bus.dead_letters.labels("t", "g").inc()  # labelled metrics show samples once a child exists
-    bus.consumer_lag.labels("g", "t", "0").set(1)
-    Outbox(object, None, None, registry=registry)  # type: ignore[arg-type]
-    UnreplayedDeadLetters(None, registry)  # type: ignore[arg-type]
-    exposition = generate_latest(registry).decode()
-    return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
 
 
 def rules() -> list[dict[str, Any]]:
