@@ -75,6 +75,9 @@ RETRY_MAX_DELAY_S = 5.0
 # Every producer of the platform (and the benchmark's raw-Kafka baseline, to compare like with
 # like). linger_ms=0: send at once; under load records still batch while a request is in flight.
 PRODUCER_SETTINGS: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 0}
+# A topic the bus creates itself (where no operator made it, as Strimzi's KafkaTopics do) is
+# replicated on up to this many brokers; the brokers' min.insync.replicas applies to it.
+TOPIC_REPLICATION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,7 +439,11 @@ class KafkaBus:
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            missing = [NewTopic(t, num_partitions=4, replication_factor=1) for t in wanted if t not in existing]
+            brokers = len((await admin.describe_cluster())["brokers"])
+            replication = max(1, min(TOPIC_REPLICATION, brokers))
+            missing = [
+                NewTopic(t, num_partitions=4, replication_factor=replication) for t in wanted if t not in existing
+            ]
             if missing:
                 with contextlib.suppress(Exception):  # a replica may have created them meanwhile
                     await admin.create_topics(missing)
