@@ -296,22 +296,28 @@ def kafka_start() -> None:
     say("kafka ready")
 
 
-def kraft_properties(node: int, ports: dict[int, tuple[int, int]], data: Path, *, replication: int) -> str:
+def kraft_properties(
+    node: int, ports: dict[int, tuple[int, int]], data: Path, *, replication: int, tls: Path | None = None
+) -> str:
     """server.properties of KRaft node ``node`` (broker and controller) among ``ports`` (node →
     broker port, controller port). ``replication`` is every topic's replication factor, internal
-    ones included; ``min.insync.replicas`` is one less (at least 1), so one node may fail."""
+    ones included; ``min.insync.replicas`` is one less (at least 1), so one node may fail.
+
+    ``tls``: a folder with ``broker.pem`` (key and certificate) and ``ca.crt``; the broker listener
+    is then TLS only and requires a client certificate signed by that CA, as deploy/k8s's is."""
     broker_port, controller_port = ports[node]
     voters = ",".join(f"{n}@127.0.0.1:{c}" for n, (_, c) in sorted(ports.items()))
     min_isr = max(replication - 1, 1)
+    listener = "SSL" if tls is not None else "PLAINTEXT"
     lines = [
         "process.roles=broker,controller",
         f"node.id={node}",
         f"controller.quorum.voters={voters}",
-        f"listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}",
+        f"listeners={listener}://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners={listener}://127.0.0.1:{broker_port}",
         "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"inter.broker.listener.name={listener}",
+        f"listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT",
         f"log.dirs={data}",
         "num.partitions=4",
         "auto.create.topics.enable=true",
@@ -331,6 +337,14 @@ def kraft_properties(node: int, ports: dict[int, tuple[int, int]], data: Path, *
         # A killed node is declared dead after 3 s rather than 9, so its partitions get new leaders
         # quickly; an unclean leader (one missing acknowledged records) is never elected (default).
         lines += ["broker.session.timeout.ms=3000", "broker.heartbeat.interval.ms=500"]
+    if tls is not None:
+        lines += [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={tls / 'broker.pem'}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={tls / 'ca.crt'}",
+            "ssl.client.auth=required",
+        ]
     return "\n".join([*lines, ""])
 
 

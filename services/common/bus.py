@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 import time
 import uuid
 from collections import defaultdict
@@ -385,12 +386,31 @@ def _consumed(record: Any) -> Message:
     return dataclasses.replace(as_message(record), partition=record.partition, offset=record.offset)
 
 
+def kafka_ssl_context(cafile: str, certfile: str | None = None, keyfile: str | None = None) -> ssl.SSLContext:
+    """TLS to the brokers: their certificates checked against ``cafile`` (host names included), and
+    the client's own certificate presented when given (mutual TLS, as Strimzi's ``tls`` users)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
 class KafkaBus:
     def __init__(
-        self, bootstrap: str, client_id: str, dlq_topic: str, *, registry: CollectorRegistry | None = None
+        self,
+        bootstrap: str,
+        client_id: str,
+        dlq_topic: str,
+        *,
+        registry: CollectorRegistry | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
+        # Every client of the bus (producer, consumers, admin) connects the same way.
+        self._connection: dict[str, Any] = (
+            {"security_protocol": "SSL", "ssl_context": ssl_context} if ssl_context is not None else {}
+        )
         self._dlq_topic = dlq_topic
         self._subscriptions: list[Subscription] = []
         self._producer: Any = None
@@ -408,6 +428,7 @@ class KafkaBus:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
+            **self._connection,
             request_timeout_ms=15000,
             **PRODUCER_SETTINGS,
         )
@@ -417,6 +438,7 @@ class KafkaBus:
                 *sub.topics,
                 bootstrap_servers=self._bootstrap,
                 client_id=self._client_id,
+                **self._connection,
                 group_id=sub.group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest" if sub.group else "latest",
@@ -435,7 +457,7 @@ class KafkaBus:
         wanted = sorted(set(topics))
         if not wanted:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id, **self._connection)
         await admin.start()
         try:
             existing = set(await admin.list_topics())
