@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.common.bus import Message, Subscription
-from tests.integration.helpers import eventually, started, unique, written_env
+from tests.integration.helpers import eventually, started, unique
 from tests.stack import infra
 
 # Three JVMs start on two shared cores: about half a minute, more under load.
@@ -28,15 +28,6 @@ pytestmark = pytest.mark.timeout(420)
 LOAD_BEFORE_KILL = 300  # messages acknowledged before the leader dies
 LOAD_AFTER_KILL = 300  # and after, to show publishing completes again
 PRODUCERS = 4
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    infra("cluster-up")
-    try:
-        yield written_env()["TONGBAN_KAFKA_CLUSTER_BOOTSTRAP"]
-    finally:
-        infra("cluster-down")
 
 
 async def partitions(bootstrap: str, topic: str) -> list[dict[str, Any]]:
@@ -61,7 +52,8 @@ async def topic_config(bootstrap: str, topic: str, name: str) -> str:
         await admin.close()
 
 
-async def test_the_bus_replicates_its_topics_three_times_with_two_in_sync(cluster: str) -> None:
+async def test_the_bus_replicates_its_topics_three_times_with_two_in_sync(kafka_cluster: str) -> None:
+    cluster = kafka_cluster
     topic = unique("replicated")
     bus = await started(cluster, topics=[topic])  # the bus creates the topic (ensure_topics)
     await bus.stop()
@@ -70,7 +62,8 @@ async def test_the_bus_replicates_its_topics_three_times_with_two_in_sync(cluste
     assert await topic_config(cluster, topic, "min.insync.replicas") == "2"
 
 
-async def test_killing_a_partition_leader_under_load_loses_no_acknowledged_message(cluster: str) -> None:
+async def test_killing_a_partition_leader_under_load_loses_no_acknowledged_message(kafka_cluster: str) -> None:
+    cluster = kafka_cluster
     topic = unique("leader-kill")
     received: Counter[bytes] = Counter()
 
@@ -113,10 +106,10 @@ async def test_killing_a_partition_leader_under_load_loses_no_acknowledged_messa
         await producer.stop()
     try:
         await eventually(lambda: set(acked) <= received.keys(), 120, "every acknowledged message to be consumed")
+        after = await partitions(cluster, topic)
     finally:
         await consumer.stop()
-
-    after = await partitions(cluster, topic)
+        await asyncio.to_thread(infra, "cluster-start", str(victim))  # whole again, for the next test
     lost = set(acked) - received.keys()
     duplicates = sum(count - 1 for count in received.values())
     print(
