@@ -41,7 +41,8 @@ IMAGE = "localhost/tongban"
 SMOKE_DATABASE = "tongban_image_check"
 SMOKE_CONTAINER = "tongban-image-check"
 HEALTH_TIMEOUT_S = 90.0
-DEV_ONLY = ("pytest", "mypy", "ruff", "hypothesis", "schemathesis")  # must not be in the image
+# Development tools and installers: never in the image.
+DEV_ONLY = ("pytest", "mypy", "ruff", "hypothesis", "schemathesis", "pip", "setuptools")
 
 
 def say(message: str) -> None:
