@@ -11,7 +11,8 @@ import yaml
 from tests.metrics import exported_names
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "tongban-alerts.yml"
-METRIC = re.compile(r"\btongban_[a-z0-9_]+\b")
+# The platform's own metrics (tongban_*) and the HTTP ones every service exports.
+METRIC = re.compile(r"\b(?:tongban|http)_[a-z0-9_]+\b")
 
 
 def rules() -> list[dict[str, Any]]:
