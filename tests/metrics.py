@@ -1,8 +1,10 @@
-"""The metric names the platform exports, as Prometheus scrapes them: what the alerting rules
-(``deploy/monitoring``) and the dashboard (``deploy/grafana``) may name."""
+"""The metric names the platform exports, as Prometheus scrapes them, and the names a PromQL
+expression selects: what the alerting rules (``deploy/monitoring``) and the dashboard
+(``deploy/grafana``) may name."""
 
 from __future__ import annotations
 
+import promql_parser
 from prometheus_client import CollectorRegistry, generate_latest
 
 from services.audit.messaging import UnreplayedDeadLetters
@@ -26,3 +28,18 @@ def exported_names() -> set[str]:
     http.latency.labels("s", "GET", "/r").observe(0.01)
     exposition = generate_latest(registry).decode()
     return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
+
+
+def selected_metrics(expr: str) -> set[str]:
+    """The metric names ``expr`` selects, parsed as PromQL (by promql-parser, the Rust parser of
+    GreptimeDB): a syntax error raises ``ValueError``, so an expression that Prometheus would
+    refuse fails the test that asks."""
+    names: set[str] = set()
+
+    def visit(node: promql_parser.Expr) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            assert node.name, f"a selector without a metric name in {expr!r}"
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
