@@ -25,6 +25,7 @@ venv: $(STAMP) ## Create .venv with the locked dependencies
 
 lock: $(STAMP) ## Re-resolve requirements.lock from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --group dev --generate-hashes --universal --python-version 3.11 -q -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml -c requirements.lock --generate-hashes --universal --python-version 3.11 -q -o requirements-runtime.lock
 
 run: $(STAMP) ## Start the whole platform, embedded (one process, PostgreSQL under var/), and print how to use it
 	$(PY) -m services.embedded
@@ -71,7 +72,13 @@ manifests: $(STAMP) kustomize ## Regenerate deploy/k8s's PrometheusRule from dep
 	@render=$$(command -v kubectl >/dev/null && echo "kubectl kustomize" || echo var/bin/kustomize build); \
 	for o in dev prod; do $$render deploy/k8s/overlays/$$o > var/k8s/$$o.yaml && echo "rendered var/k8s/$$o.yaml"; done
 
+image: $(STAMP) ## Build the container image (podman; the base from Debian packages, cached in var/image)
+	$(PY) deploy/image.py build
+
+image-test: $(STAMP) infra-up ## Build the image, inspect it, run the gateway in it until /healthz answers
+	$(INFRA_ENV) $(PY) deploy/image.py check
+
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run infra-up infra-down lint format proto test bench migration regions manifests clean
+.PHONY: help venv lock run infra-up infra-down lint format proto test bench migration regions manifests image image-test clean

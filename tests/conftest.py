@@ -6,13 +6,22 @@ The tiers (markers by folder) and the service tier's per-worker database and rol
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from services.demo import DemoCredentials
-from tests.stack import DistributedStack, EmbeddedStack, asyncpg_dsn, create_database, drop_database, infra_env
+from tests.integration.helpers import written_env
+from tests.stack import (
+    DistributedStack,
+    EmbeddedStack,
+    asyncpg_dsn,
+    create_database,
+    drop_database,
+    infra,
+    infra_env,
+)
 
 pytest_plugins = ("tests.tier",)
 
@@ -45,3 +54,14 @@ async def db(distributed: tuple[DistributedStack, DemoCredentials]) -> AsyncIter
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[str]:
+    """The three-node Kafka cluster of ``infra.py cluster-up`` (RF 3, min ISR 2), started once for
+    the tests that need it; its bootstrap servers. A test that kills a node starts it again."""
+    infra("cluster-up")
+    try:
+        yield written_env()["TONGBAN_KAFKA_CLUSTER_BOOTSTRAP"]
+    finally:
+        infra("cluster-down")

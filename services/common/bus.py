@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 import time
 import uuid
 from collections import defaultdict
@@ -75,6 +76,9 @@ RETRY_MAX_DELAY_S = 5.0
 # Every producer of the platform (and the benchmark's raw-Kafka baseline, to compare like with
 # like). linger_ms=0: send at once; under load records still batch while a request is in flight.
 PRODUCER_SETTINGS: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 0}
+# A topic the bus creates itself (where no operator made it, as Strimzi's KafkaTopics do) is
+# replicated on up to this many brokers; the brokers' min.insync.replicas applies to it.
+TOPIC_REPLICATION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,12 +386,31 @@ def _consumed(record: Any) -> Message:
     return dataclasses.replace(as_message(record), partition=record.partition, offset=record.offset)
 
 
+def kafka_ssl_context(cafile: str, certfile: str | None = None, keyfile: str | None = None) -> ssl.SSLContext:
+    """TLS to the brokers: their certificates checked against ``cafile`` (host names included), and
+    the client's own certificate presented when given (mutual TLS, as Strimzi's ``tls`` users)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    if certfile is not None:
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
 class KafkaBus:
     def __init__(
-        self, bootstrap: str, client_id: str, dlq_topic: str, *, registry: CollectorRegistry | None = None
+        self,
+        bootstrap: str,
+        client_id: str,
+        dlq_topic: str,
+        *,
+        registry: CollectorRegistry | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
+        # Every client of the bus (producer, consumers, admin) connects the same way.
+        self._connection: dict[str, Any] = (
+            {"security_protocol": "SSL", "ssl_context": ssl_context} if ssl_context is not None else {}
+        )
         self._dlq_topic = dlq_topic
         self._subscriptions: list[Subscription] = []
         self._producer: Any = None
@@ -405,6 +428,7 @@ class KafkaBus:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
+            **self._connection,
             request_timeout_ms=15000,
             **PRODUCER_SETTINGS,
         )
@@ -414,6 +438,7 @@ class KafkaBus:
                 *sub.topics,
                 bootstrap_servers=self._bootstrap,
                 client_id=self._client_id,
+                **self._connection,
                 group_id=sub.group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest" if sub.group else "latest",
@@ -432,11 +457,15 @@ class KafkaBus:
         wanted = sorted(set(topics))
         if not wanted:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id, **self._connection)
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            missing = [NewTopic(t, num_partitions=4, replication_factor=1) for t in wanted if t not in existing]
+            brokers = len((await admin.describe_cluster())["brokers"])
+            replication = max(1, min(TOPIC_REPLICATION, brokers))
+            missing = [
+                NewTopic(t, num_partitions=4, replication_factor=replication) for t in wanted if t not in existing
+            ]
             if missing:
                 with contextlib.suppress(Exception):  # a replica may have created them meanwhile
                     await admin.create_topics(missing)

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.common.bus import Bus, KafkaBus, MemoryBus
+from services.common.bus import Bus, KafkaBus, MemoryBus, kafka_ssl_context
 from services.common.db import create_engine, migrate, ping, session_factory
 from services.common.outbox import Outbox
 from services.common.security import Principal, TokenVerifier, bearer_token
@@ -38,7 +38,10 @@ def make_bus(settings: CommonSettings, client_id: str, registry: CollectorRegist
     dlq = settings.topic("exchange.dlq")
     if settings.bus == "memory":
         return MemoryBus(dlq, registry=registry)
-    return KafkaBus(settings.kafka_bootstrap, client_id, dlq, registry=registry)
+    tls = None
+    if settings.kafka_security_protocol == "SSL" and settings.kafka_ssl_cafile is not None:
+        tls = kafka_ssl_context(settings.kafka_ssl_cafile, settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    return KafkaBus(settings.kafka_bootstrap, client_id, dlq, registry=registry, ssl_context=tls)
 
 
 @asynccontextmanager

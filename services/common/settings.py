@@ -24,6 +24,12 @@ class CommonSettings(BaseSettings):
     database_pool_size: int = 10
     bus: Literal["kafka", "memory"] = "kafka"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # TLS to Kafka (the Strimzi listener of deploy/k8s asks for a client certificate): PEM files of
+    # the cluster's CA and, for mutual TLS, the client's certificate and key.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL"] = "PLAINTEXT"
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
     topic_prefix: str = "tongban."
     host: str = "127.0.0.1"
     # Where every service fetches the gateway's JWKS to verify bearer tokens itself.
@@ -61,6 +67,14 @@ class CommonSettings(BaseSettings):
     @cached_property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @model_validator(mode="after")
+    def kafka_tls_complete(self) -> "CommonSettings":
+        if self.kafka_security_protocol == "SSL" and not self.kafka_ssl_cafile:
+            raise ValueError("TONGBAN_KAFKA_SECURITY_PROTOCOL=SSL needs TONGBAN_KAFKA_SSL_CAFILE (the cluster's CA)")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("TONGBAN_KAFKA_SSL_CERTFILE and TONGBAN_KAFKA_SSL_KEYFILE go together")
+        return self
 
     @model_validator(mode="after")
     def refuse_development_secrets(self) -> "CommonSettings":

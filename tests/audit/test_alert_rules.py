@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
 
-from services.audit.anomalies import AlertMetrics
-from services.audit.messaging import UnreplayedDeadLetters
-from services.common.bus import BusMetrics
-from services.common.outbox import Outbox
-from services.registry.applications.calendar import WorkingCalendar
+from tests.metrics import exported_names, selected_metrics
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "tongban-alerts.yml"
-METRIC = re.compile(r"\btongban_[a-z0-9_]+\b")
-
-
-def exported_names() -> set[str]:
-    """The sample names the platform's own metrics expose, as Prometheus scrapes them."""
-    registry = CollectorRegistry()
-    bus = BusMetrics(registry)
-    bus.dead_letters.labels("t", "g").inc()  # labelled metrics show samples once a child exists
-    bus.consumer_lag.labels("g", "t", "0").set(1)
-    Outbox(object, None, None, registry=registry)  # type: ignore[arg-type]
-    UnreplayedDeadLetters(None, registry)  # type: ignore[arg-type]
-    WorkingCalendar({}, registry).fallbacks.labels(year="2099").inc()
-    AlertMetrics(registry)
-    exposition = generate_latest(registry).decode()
-    return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
 
 
 def rules() -> list[dict[str, Any]]:
@@ -40,13 +19,13 @@ def rules() -> list[dict[str, Any]]:
 
 def test_every_metric_an_alert_uses_is_exported() -> None:
     exported = exported_names()
-    used = {name for rule in rules() for name in METRIC.findall(rule["expr"])}
+    used = {name for rule in rules() for name in selected_metrics(rule["expr"])}
     assert used, "the rules name no tongban metric"
     assert used <= exported, f"not exported: {sorted(used - exported)}; exported: {sorted(exported)}"
 
 
 def test_dead_letters_are_alerted_on_both_ways() -> None:
-    by_metric = {name: rule for rule in rules() for name in METRIC.findall(rule["expr"])}
+    by_metric = {name: rule for rule in rules() for name in selected_metrics(rule["expr"])}
     assert "tongban_bus_dead_letters_total" in by_metric
     assert "tongban_audit_dead_letters_unreplayed" in by_metric
     for rule in rules():
@@ -54,5 +33,5 @@ def test_dead_letters_are_alerted_on_both_ways() -> None:
 
 
 def test_anomaly_alerts_are_alerted_on() -> None:
-    used = {name for rule in rules() for name in METRIC.findall(rule["expr"])}
+    used = {name for rule in rules() for name in selected_metrics(rule["expr"])}
     assert {"tongban_audit_alerts_raised_total", "tongban_audit_alerts_open"} <= used

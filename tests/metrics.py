@@ -1,0 +1,49 @@
+"""The metric names the platform exports, as Prometheus scrapes them, and the names a PromQL
+expression selects: what the alerting rules (``deploy/monitoring``) and the dashboard
+(``deploy/grafana``) may name."""
+
+from __future__ import annotations
+
+import promql_parser
+from prometheus_client import CollectorRegistry, generate_latest
+
+from services.audit.anomalies import AlertMetrics
+from services.audit.messaging import UnreplayedDeadLetters
+from services.common.bus import BusMetrics
+from services.common.http import ServiceMiddleware
+from services.common.outbox import Outbox
+from services.connector.service import LookupMetrics
+from services.registry.applications.calendar import WorkingCalendar
+
+
+def exported_names() -> set[str]:
+    """Sample names (``_total``, ``_bucket``… included) of every metric the services export."""
+    registry = CollectorRegistry()
+    bus = BusMetrics(registry)
+    bus.dead_letters.labels("t", "g").inc()  # labelled metrics show samples once a child exists
+    bus.consumer_lag.labels("g", "t", "0").set(1)
+    Outbox(object, None, None, registry=registry)  # type: ignore[arg-type]
+    UnreplayedDeadLetters(None, registry)  # type: ignore[arg-type]
+    LookupMetrics(registry)
+    WorkingCalendar({}, registry).fallbacks.labels(year="2099").inc()
+    AlertMetrics(registry)
+    http = ServiceMiddleware(None, max_body_bytes=1024, registry=registry, service="s")  # type: ignore[arg-type]
+    http.requests.labels("s", "GET", "/r", "200").inc()
+    http.latency.labels("s", "GET", "/r").observe(0.01)
+    exposition = generate_latest(registry).decode()
+    return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
+
+
+def selected_metrics(expr: str) -> set[str]:
+    """The metric names ``expr`` selects, parsed as PromQL (by promql-parser, the Rust parser of
+    GreptimeDB): a syntax error raises ``ValueError``, so an expression that Prometheus would
+    refuse fails the test that asks."""
+    names: set[str] = set()
+
+    def visit(node: promql_parser.Expr) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            assert node.name, f"a selector without a metric name in {expr!r}"
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
