@@ -16,11 +16,13 @@ from services.common.http import NoStoreRoute
 from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.common.security import SYSTEM_ROLES, PrincipalType, bearer_token
-from services.gateway import service
+from services.gateway import assertions, keys, service
 from services.gateway.config import GatewaySettings
-from services.gateway.models import Status
+from services.gateway.models import AuthMethod, KeyState, SigningKey, Status, System
 from services.gateway.problems import GatewayProblem
 from services.gateway.schemas import (
+    ClientKeysBody,
+    ClientKeysPublic,
     DepartmentCreate,
     DepartmentList,
     DepartmentPublic,
@@ -29,6 +31,8 @@ from services.gateway.schemas import (
     SecretCreated,
     SecretList,
     SecretPublic,
+    SigningKeyList,
+    SigningKeyPublic,
     StatusPublic,
     SystemCreate,
     SystemCreated,
@@ -65,6 +69,29 @@ def department_public(d: object) -> DepartmentPublic:
     return DepartmentPublic.model_validate(d, from_attributes=True)
 
 
+async def authenticated_system(
+    request: Request, uow: UnitOfWorkDep, form: dict[str, str], authorization: str | None
+) -> System:
+    """The client of a token request: by its private_key_jwt assertion, or its Basic secret —
+    one method only (RFC 6749 §2.3)."""
+    if "client_assertion" not in form and "client_assertion_type" not in form:
+        client_id, secret = service.parse_basic(authorization)
+        return await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
+    if authorization:
+        raise OAuthError(GatewayProblem.OAUTH2_INVALID_REQUEST, "Use one client authentication method, not two.")
+    if form.get("client_assertion_type") != assertions.ASSERTION_TYPE or not form.get("client_assertion"):
+        raise OAuthError(
+            GatewayProblem.OAUTH2_INVALID_REQUEST,
+            f"private_key_jwt needs client_assertion_type={assertions.ASSERTION_TYPE} and a client_assertion.",
+        )
+    system = await service.authenticate_assertion(
+        uow.session, request.app.state.client_keys, settings_of(request), form["client_assertion"]
+    )
+    if form.get("client_id", system.client_id) != system.client_id:
+        raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "client_id and the assertion's sub differ.")
+    return system
+
+
 async def read_form(request: Request) -> dict[str, str]:
     """An OAuth2 endpoint's form (RFC 6749 §3.2, RFC 7662 §2.1): urlencoded or refused."""
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
@@ -86,6 +113,12 @@ TOKEN_REQUEST = {
                 "properties": {
                     "grant_type": {"type": "string", "enum": ["client_credentials"]},
                     "scope": {"type": "string", "description": "space-separated roles; default: all of the system's"},
+                    "client_assertion_type": {"type": "string", "enum": [assertions.ASSERTION_TYPE]},
+                    "client_assertion": {
+                        "type": "string",
+                        "description": "private_key_jwt (RFC 7523): a JWT signed with a key of the system's JWKS",
+                    },
+                    "client_id": {"type": "string", "description": "optional with private_key_jwt; must match"},
                 },
             }
         }
@@ -97,7 +130,7 @@ TOKEN_REQUEST = {
     "/oauth2/token",
     response_model=TokenResponse,
     tags=["oauth2"],
-    summary="Client credentials grant (client_secret_basic)",
+    summary="Client credentials grant (client_secret_basic or private_key_jwt)",
     openapi_extra={"requestBody": TOKEN_REQUEST},
     responses=problem_responses(
         GatewayProblem.OAUTH2_INVALID_REQUEST,
@@ -116,8 +149,7 @@ async def token(
         raise OAuthError(
             GatewayProblem.OAUTH2_UNSUPPORTED_GRANT_TYPE, "Only grant_type=client_credentials is supported."
         )
-    client_id, secret = service.parse_basic(authorization)
-    system = await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
+    system = await authenticated_system(request, uow, form, authorization)
     wanted = set(form.get("scope", "").split())
     if wanted - set(system.roles):
         raise OAuthError(
@@ -125,7 +157,7 @@ async def token(
         )
     roles = sorted(wanted) if wanted else system.roles
     access, ttl, scope = service.issue_token(
-        request.app.state.signing_keys[0],
+        request.app.state.key_ring.current,
         settings_of(request),
         kind=PrincipalType.SYSTEM,
         sub=system.client_id,
@@ -192,7 +224,7 @@ async def introspect(
 async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenResponse:
     user = await service.authenticate_user(uow.session, lockout_of(request), body.username, body.password)
     access, ttl, scope = service.issue_token(
-        request.app.state.signing_keys[0],
+        request.app.state.key_ring.current,
         settings_of(request),
         kind=PrincipalType.PERSON,
         sub=user.username,
@@ -202,24 +234,26 @@ async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenRespo
     return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
 
 
-@router.get("/.well-known/jwks.json", tags=["oauth2"], summary="Token signing keys")
+@router.get("/.well-known/jwks.json", tags=["oauth2"], summary="Token signing keys: next, current, previous")
 async def jwks(request: Request) -> dict[str, object]:
-    return service.public_jwks(request.app.state.signing_keys)
+    ring: keys.KeyRing = request.app.state.key_ring
+    return ring.jwks()
 
 
 @router.get("/.well-known/oauth-authorization-server", tags=["oauth2"], summary="RFC 8414 metadata")
 async def metadata(request: Request) -> dict[str, object]:
-    """What the token endpoint supports. No ``token_endpoint_auth_signing_alg_values_supported``:
-    it belongs to JWT client authentication (private_key_jwt), which is not offered yet."""
-    base = settings_of(request).public_url
+    """What the token endpoint supports, and the algorithms a private_key_jwt assertion may use."""
+    settings = settings_of(request)
+    base = settings.public_url
     return {
-        "issuer": settings_of(request).jwt_issuer,
-        "token_endpoint": f"{base}/oauth2/token",
+        "issuer": settings.jwt_issuer,
+        "token_endpoint": settings.token_endpoint,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "introspection_endpoint": f"{base}/oauth2/introspect",
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
         "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "token_endpoint_auth_methods_supported": [m.value for m in AuthMethod],
+        "token_endpoint_auth_signing_alg_values_supported": assertions.ASSERTION_ALGORITHMS,
         "scopes_supported": sorted(SYSTEM_ROLES),
         "response_types_supported": [],  # required by RFC 8414; no authorization endpoint, so none
     }
@@ -248,11 +282,18 @@ async def get_department(code: str, principal: CurrentPrincipal, uow: UnitOfWork
     return department_public(await service.get_department(uow.session, code))
 
 
-@router.post("/v1/departments/{code}/systems", status_code=201, response_model=SystemCreated, tags=["identity"])
+@router.post(
+    "/v1/departments/{code}/systems",
+    status_code=201,
+    response_model=SystemCreated,
+    tags=["identity"],
+    summary="Register a system: client_secret_basic (its secret shown once) or private_key_jwt (its JWKS)",
+    responses=problem_responses(CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND, GatewayProblem.INVALID_JWKS_URI),
+)
 async def create_system(
-    code: str, body: SystemCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    code: str, body: SystemCreate, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
 ) -> SystemCreated:
-    system, secret = await service.create_system(uow.session, principal, code, body)
+    system, secret = await service.create_system(uow.session, principal, code, body, settings_of(request))
     return SystemCreated(
         client_id=system.client_id,
         client_secret=secret,
@@ -260,6 +301,7 @@ async def create_system(
         name=system.name,
         roles=system.roles,
         auth_method=system.auth_method,
+        jwks_uri=system.jwks_uri,
     )
 
 
@@ -272,10 +314,79 @@ async def get_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWor
         name=system.name,
         roles=system.roles,
         auth_method=system.auth_method,
+        jwks_uri=system.jwks_uri,
     )
 
 
 ADMIN_PROBLEMS = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND)
+
+
+def client_keys_public(system: System) -> ClientKeysPublic:
+    return ClientKeysPublic(client_id=system.client_id, jwks=system.jwks, jwks_uri=system.jwks_uri)
+
+
+@router.get(
+    "/v1/systems/{client_id}/jwks",
+    response_model=ClientKeysPublic,
+    tags=["identity"],
+    summary="A private_key_jwt system's registered public keys",
+    responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.WRONG_AUTH_METHOD),
+)
+async def get_client_keys(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> ClientKeysPublic:
+    system = await service.managed_system(uow.session, principal, client_id)
+    if system.auth_method != AuthMethod.PRIVATE_KEY_JWT:
+        raise GatewayProblem.WRONG_AUTH_METHOD.problem(f"{system.client_id} uses {system.auth_method}.")
+    return client_keys_public(system)
+
+
+@router.put(
+    "/v1/systems/{client_id}/jwks",
+    response_model=ClientKeysPublic,
+    tags=["identity"],
+    summary="Replace a private_key_jwt system's public keys (key rotation: register old and new, then new alone)",
+    responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.WRONG_AUTH_METHOD, GatewayProblem.INVALID_JWKS_URI),
+)
+async def set_client_keys(
+    client_id: str, body: ClientKeysBody, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> ClientKeysPublic:
+    system = await service.set_client_keys(uow.session, principal, client_id, body, settings_of(request))
+    return client_keys_public(system)
+
+
+@router.get(
+    "/v1/keys",
+    response_model=SigningKeyList,
+    tags=["identity"],
+    summary="The token-signing keys and their rotation state (platform_admin)",
+    responses=problem_responses(CommonProblem.FORBIDDEN),
+)
+async def list_signing_keys(principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SigningKeyList:
+    service.require_platform_admin(principal)
+    rows = await keys.rows(uow.session)
+    return SigningKeyList(items=[signing_key_public(r) for r in rows])
+
+
+def signing_key_public(row: SigningKey) -> SigningKeyPublic:
+    return SigningKeyPublic(
+        kid=row.kid, state=KeyState(row.state), state_since=row.state_since, created_at=row.created_at
+    )
+
+
+@router.post(
+    "/v1/keys/rotate",
+    response_model=SigningKeyList,
+    tags=["identity"],
+    summary="Rotate the token-signing keys: next becomes current, current previous (platform_admin)",
+    responses=problem_responses(CommonProblem.FORBIDDEN, GatewayProblem.ROTATION_TOO_SOON),
+)
+async def rotate_signing_keys(request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SigningKeyList:
+    service.require_platform_admin(principal)
+    ring = await keys.rotate(uow.session, request.app.state.key_wrap, settings_of(request).token_ttl_s)
+    keys.install(
+        request.app.state, request.app.state.runtime.verifier, ring
+    )  # this replica at once, others within key_refresh_s
+    rows = await keys.rows(uow.session)
+    return SigningKeyList(items=[signing_key_public(r) for r in rows])
 
 
 @credentials.post(
