@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Annotated
 from urllib.parse import parse_qs, quote, unquote
@@ -11,12 +12,14 @@ import yarl
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
+from services.common.contracts.audit import AuditAction
 from services.common.errors import CommonProblem, problem_responses
 from services.common.http import NoStoreRoute
 from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
-from services.common.security import SYSTEM_ROLES, PrincipalType, bearer_token
-from services.gateway import assertions, keys, service
+from services.common.security import SYSTEM_ROLES, Principal, PrincipalType, bearer_token
+from services.gateway import assertions, audit, keys, service
+from services.gateway.audit import SignInTrail, TokenTrail, Trail
 from services.gateway.config import GatewaySettings
 from services.gateway.models import AuthMethod, KeyState, SigningKey, Status, System
 from services.gateway.problems import GatewayProblem
@@ -61,8 +64,18 @@ def settings_of(request: Request) -> GatewaySettings:
     return settings
 
 
-def lockout_of(request: Request) -> service.Lockout:
-    return service.Lockout.of(request.app.state.runtime.sessions, settings_of(request))
+def lockout_of(request: Request, trail: Trail | None = None) -> service.Lockout:
+    """The lockout of a sign-in; the lockouts it causes go to the request's audit ``trail``."""
+    return service.Lockout.of(
+        request.app.state.runtime.sessions, settings_of(request), trail.locked if trail is not None else None
+    )
+
+
+def changed(
+    request: Request, uow: UnitOfWorkDep, principal: Principal, action: AuditAction, target: str, change: str
+) -> None:
+    """Audit an administrative change, in the route's unit of work."""
+    audit.record_change(uow, settings_of(request), principal, action, target, change)
 
 
 def department_public(d: object) -> DepartmentPublic:
@@ -70,13 +83,16 @@ def department_public(d: object) -> DepartmentPublic:
 
 
 async def authenticated_system(
-    request: Request, uow: UnitOfWorkDep, form: dict[str, str], authorization: str | None
+    request: Request, trail: Trail, uow: UnitOfWorkDep, form: dict[str, str], authorization: str | None
 ) -> System:
     """The client of a token request: by its private_key_jwt assertion, or its Basic secret —
     one method only (RFC 6749 §2.3)."""
     if "client_assertion" not in form and "client_assertion_type" not in form:
         client_id, secret = service.parse_basic(authorization)
-        return await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
+        trail.claims(client_id, AuthMethod.CLIENT_SECRET_BASIC)
+        return await service.authenticate_client(uow.session, lockout_of(request, trail), client_id, secret)
+    with contextlib.suppress(assertions.AssertionRejected):  # the claimed name, for the audit of a denial
+        trail.claims(assertions.unverified_client_id(form.get("client_assertion", ""))[0], AuthMethod.PRIVATE_KEY_JWT)
     if authorization:
         raise OAuthError(GatewayProblem.OAUTH2_INVALID_REQUEST, "Use one client authentication method, not two.")
     if form.get("client_assertion_type") != assertions.ASSERTION_TYPE or not form.get("client_assertion"):
@@ -142,14 +158,15 @@ TOKEN_REQUEST = {
     ),
 )
 async def token(
-    request: Request, uow: UnitOfWorkDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, trail: TokenTrail, uow: UnitOfWorkDep, authorization: Annotated[str | None, Header()] = None
 ) -> TokenResponse:
     form = await read_form(request)
     if form.get("grant_type") != "client_credentials":
         raise OAuthError(
             GatewayProblem.OAUTH2_UNSUPPORTED_GRANT_TYPE, "Only grant_type=client_credentials is supported."
         )
-    system = await authenticated_system(request, uow, form, authorization)
+    system = await authenticated_system(request, trail, uow, form, authorization)
+    trail.ctx = trail.ctx.with_(consumer_dept=system.dept_code, consumer_client_id=system.client_id)
     wanted = set(form.get("scope", "").split())
     if wanted - set(system.roles):
         raise OAuthError(
@@ -164,6 +181,8 @@ async def token(
         dept=system.dept_code,
         roles=roles,
     )
+    issued = trail.ctx.with_(fields=tuple(roles))
+    uow.emit(audit.event(settings_of(request), AuditAction.TOKEN_ISSUED, issued, outcome=audit.ISSUED))
     return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
 
 
@@ -221,8 +240,9 @@ async def introspect(
         GatewayProblem.INVALID_CREDENTIALS, GatewayProblem.ACCOUNT_DISABLED, GatewayProblem.ACCOUNT_LOCKED
     ),
 )
-async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenResponse:
-    user = await service.authenticate_user(uow.session, lockout_of(request), body.username, body.password)
+async def login(body: Login, request: Request, trail: SignInTrail, uow: UnitOfWorkDep) -> TokenResponse:
+    trail.claims(body.username)
+    user = await service.authenticate_user(uow.session, lockout_of(request, trail), body.username, body.password)
     access, ttl, scope = service.issue_token(
         request.app.state.key_ring.current,
         settings_of(request),
@@ -231,6 +251,8 @@ async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenRespo
         dept=user.dept_code,
         roles=user.roles,
     )
+    signed_in = trail.ctx.with_(consumer_dept=user.dept_code, fields=tuple(user.roles))
+    uow.emit(audit.event(settings_of(request), AuditAction.SIGN_IN, signed_in, outcome=audit.SIGNED_IN))
     return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
 
 
@@ -261,9 +283,11 @@ async def metadata(request: Request) -> dict[str, object]:
 
 @router.post("/v1/departments", status_code=201, response_model=DepartmentPublic, tags=["identity"])
 async def create_department(
-    body: DepartmentCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    body: DepartmentCreate, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
 ) -> DepartmentPublic:
-    return department_public(await service.create_department(uow.session, principal, body))
+    department = await service.create_department(uow.session, principal, body)
+    changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, department.code, "department.create")
+    return department_public(department)
 
 
 @router.get("/v1/departments", response_model=DepartmentList, tags=["identity"])
@@ -294,6 +318,9 @@ async def create_system(
     code: str, body: SystemCreate, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
 ) -> SystemCreated:
     system, secret = await service.create_system(uow.session, principal, code, body, settings_of(request))
+    changed(
+        request, uow, principal, AuditAction.IDENTITY_CHANGED, system.client_id, f"system.create.{system.auth_method}"
+    )
     return SystemCreated(
         client_id=system.client_id,
         client_secret=secret,
@@ -350,6 +377,7 @@ async def set_client_keys(
     client_id: str, body: ClientKeysBody, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
 ) -> ClientKeysPublic:
     system = await service.set_client_keys(uow.session, principal, client_id, body, settings_of(request))
+    changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, system.client_id, "system.jwks")
     return client_keys_public(system)
 
 
@@ -382,6 +410,7 @@ def signing_key_public(row: SigningKey) -> SigningKeyPublic:
 async def rotate_signing_keys(request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SigningKeyList:
     service.require_platform_admin(principal)
     ring = await keys.rotate(uow.session, request.app.state.key_wrap, settings_of(request).token_ttl_s)
+    changed(request, uow, principal, AuditAction.KEY_ROTATED, ring.current.kid or "", "keys.rotate")
     keys.install(
         request.app.state, request.app.state.runtime.verifier, ring
     )  # this replica at once, others within key_refresh_s
@@ -397,8 +426,11 @@ async def rotate_signing_keys(request: Request, principal: CurrentPrincipal, uow
     summary="Add a client secret (rotation); shown once",
     responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.TOO_MANY_SECRETS),
 )
-async def rotate_secret(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SecretCreated:
+async def rotate_secret(
+    client_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> SecretCreated:
     row, secret = await service.rotate_secret(uow.session, principal, client_id)
+    changed(request, uow, principal, AuditAction.SECRET_ROTATED, client_id, f"secret.add.{row.id}")
     return SecretCreated(id=row.id, client_secret=secret, created_at=row.created_at)
 
 
@@ -422,14 +454,20 @@ async def list_secrets(client_id: str, principal: CurrentPrincipal, uow: UnitOfW
     summary="Retire a client secret; it stops working at once",
     responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.LAST_SECRET),
 )
-async def retire_secret(client_id: str, secret_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+async def retire_secret(
+    client_id: str, secret_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> Response:
     await service.retire_secret(uow.session, principal, client_id, secret_id)
+    changed(request, uow, principal, AuditAction.SECRET_ROTATED, client_id, f"secret.retire.{secret_id}")
     return Response(status_code=204)
 
 
 @router.post("/v1/users", status_code=201, response_model=UserPublic, tags=["identity"])
-async def create_user(body: UserCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> UserPublic:
+async def create_user(
+    body: UserCreate, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> UserPublic:
     user = await service.create_user(uow.session, principal, body)
+    changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, user.username, "user.create")
     return UserPublic(username=user.username, department=user.dept_code, roles=user.roles)
 
 
@@ -450,8 +488,11 @@ def add_status_routes(status: Status) -> None:
         summary=f"{verb.capitalize()} a department (platform_admin)",
         responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.CANNOT_DISABLE_SELF),
     )
-    async def department_status(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> StatusPublic:
+    async def department_status(
+        code: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    ) -> StatusPublic:
         department = await service.set_department_status(uow.session, principal, code, status)
+        changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, department.code, f"department.{verb}")
         return StatusPublic(id=department.code, status=department.status)
 
     @router.post(
@@ -461,8 +502,11 @@ def add_status_routes(status: Status) -> None:
         summary=f"{verb.capitalize()} a system (platform_admin, or the department's data_admin)",
         responses=problem_responses(*ADMIN_PROBLEMS),
     )
-    async def system_status(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> StatusPublic:
+    async def system_status(
+        client_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    ) -> StatusPublic:
         system = await service.set_system_status(uow.session, principal, client_id, status)
+        changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, system.client_id, f"system.{verb}")
         return StatusPublic(id=system.client_id, status=system.status)
 
     @router.post(
@@ -472,8 +516,11 @@ def add_status_routes(status: Status) -> None:
         summary=f"{verb.capitalize()} a person (platform_admin)",
         responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.CANNOT_DISABLE_SELF),
     )
-    async def user_status(username: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> StatusPublic:
+    async def user_status(
+        username: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    ) -> StatusPublic:
         user = await service.set_user_status(uow.session, principal, username, status)
+        changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, user.username, f"user.{verb}")
         return StatusPublic(id=user.username, status=user.status)
 
 
@@ -488,8 +535,9 @@ for _status in STATUS_PATHS:
     summary="Lift a person's lockout at once (platform_admin)",
     responses=problem_responses(*ADMIN_PROBLEMS),
 )
-async def unlock_user(username: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+async def unlock_user(username: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
     await service.unlock_user(uow.session, principal, username)
+    changed(request, uow, principal, AuditAction.UNLOCK, username, "user.unlock")
     return Response(status_code=204)
 
 
@@ -500,8 +548,9 @@ async def unlock_user(username: str, principal: CurrentPrincipal, uow: UnitOfWor
     summary="Lift a system's lockout at once (platform_admin, or the department's data_admin)",
     responses=problem_responses(*ADMIN_PROBLEMS),
 )
-async def unlock_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+async def unlock_system(client_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
     await service.unlock_system(uow.session, principal, client_id)
+    changed(request, uow, principal, AuditAction.UNLOCK, client_id, "system.unlock")
     return Response(status_code=204)
 
 

@@ -70,6 +70,9 @@ def create_app(settings: GatewaySettings | None = None, bus: Bus | None = None) 
             httpx.AsyncClient(follow_redirects=False, trust_env=False) as jwks_http,
         ):
             assert rt.outbox is not None
+            # Its events are audit events: a token request does not wait for the broker's ack
+            # (the row is committed with the token; the outbox publishes it right after).
+            rt.outbox.waits_for_publish = False
             async with rt.sessions.begin() as session:
                 await service.bootstrap(session, settings)
                 keys.install(app.state, rt.verifier, await keys.prepare_ring(session, wrap))

@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from services.common.contracts.audit import AuditAction, AuditContext
 from services.common.db import create_engine, migrate, session_factory
 from services.common.errors import Problem
-from services.gateway import keys
+from services.gateway import audit, keys
 from services.gateway.app import key_wrap
 from services.gateway.config import GatewaySettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def operator_name() -> str:
+    """The account running the command (a container may have no name for its user)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,6 +55,16 @@ async def rotate(settings: GatewaySettings) -> int:
             except Problem as problem:
                 print(f"not rotated: {problem.detail}", file=sys.stderr)
                 return 1
+            # Audited like the admin endpoint; the operator is named by the account running the command.
+            operator = AuditContext(
+                actor=f"cli:{operator_name()}",
+                consumer_dept=settings.platform_dept_code,
+                resource=ring.current.kid or "",
+                purpose="keys.rotate",
+            )
+            session.add(
+                audit.unclaimed_row(audit.event(settings, AuditAction.KEY_ROTATED, operator, outcome=audit.COMPLETED))
+            )
     finally:
         await engine.dispose()
     for kid, state in ring.states.items():

@@ -8,6 +8,7 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
@@ -343,10 +344,17 @@ class Lockout:
     sessions: async_sessionmaker[AsyncSession]
     threshold: int
     duration_s: int
+    # Told when an attempt locks a name (its request's audit trail records the lockout).
+    on_lock: Callable[[PrincipalType, str], None] | None = None
 
     @classmethod
-    def of(cls, sessions: async_sessionmaker[AsyncSession], settings: GatewaySettings) -> Lockout:
-        return cls(sessions, settings.lockout_threshold, settings.lockout_s)
+    def of(
+        cls,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: GatewaySettings,
+        on_lock: Callable[[PrincipalType, str], None] | None = None,
+    ) -> Lockout:
+        return cls(sessions, settings.lockout_threshold, settings.lockout_s, on_lock)
 
     async def attempt(self, kind: PrincipalType, name: str) -> Attempt:
         """Count an attempt of ``name`` as a failure until it succeeds (see :func:`forget_failures`)."""
@@ -367,6 +375,8 @@ class Lockout:
             row.last_failed_at = now
             if row.failures >= self.threshold:
                 row.failures, row.locked_until = 0, now + timedelta(seconds=self.duration_s)  # a new count after it
+                if self.on_lock is not None:
+                    self.on_lock(kind, name)
                 return Attempt(locked_s=0, locks_s=self.duration_s)
             return Attempt(locked_s=0, locks_s=0)
 

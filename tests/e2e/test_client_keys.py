@@ -161,6 +161,17 @@ async def test_bad_client_keys_are_refused_and_write_nothing(
 # --------------------------------------------------------------------------- token signing keys
 
 
+async def wait_for_row(db: asyncpg.Connection, sql: str, *args: object, timeout_s: float = 30.0) -> asyncpg.Record:
+    """The first row ``sql`` returns, once it returns one (the audit service consumes from Kafka)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = await db.fetchrow(sql, *args)
+        if row is not None or time.monotonic() > deadline:
+            assert row is not None, sql
+            return row
+        await asyncio.sleep(0.3)
+
+
 def gateway_command(stack: DistributedStack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.gateway", *args],
@@ -197,6 +208,12 @@ async def test_signing_keys_rotate_with_an_overlap_by_command_and_endpoint(
         await asyncio.sleep(0.5)
     published = await kids(client)
     assert len(published) == 3 and before["current"] in published and before["next"] in published
+    audited = await wait_for_row(
+        db,
+        "SELECT actor FROM audit.records WHERE action = 'gateway.key.rotated' AND resource_code = $1",
+        before["next"],
+    )
+    assert audited["actor"].startswith("cli:")
 
     # A person's new token is signed by the new current key, and the services behind accept it.
     login = await client.post("/v1/auth/login", json={"username": "admin", "password": stack.admin_password})
