@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from joserfc.jwk import ECKey, KeySet
-from sqlalchemy import delete, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.keywrap import KeyWrap
@@ -130,7 +130,9 @@ async def rotate(session: AsyncSession, wrap: KeyWrap, token_ttl_s: int) -> KeyR
                 f"(上次轮换的令牌尚未全部过期).",
                 headers={"Retry-After": str(wait)},
             )
-    await session.execute(delete(SigningKey).where(SigningKey.state == KeyState.PREVIOUS))
+    for dropped in (r for r in found if r.state == KeyState.PREVIOUS):
+        await session.delete(dropped)
+    await session.flush()
     by_state = {KeyState(r.state): r for r in found if r.state != KeyState.PREVIOUS}
     # In this order, flushed one by one: at no moment two current or two next keys.
     for old, new in ((KeyState.CURRENT, KeyState.PREVIOUS), (KeyState.NEXT, KeyState.CURRENT)):
@@ -142,7 +144,6 @@ async def rotate(session: AsyncSession, wrap: KeyWrap, token_ttl_s: int) -> KeyR
     if KeyState.NEXT not in by_state:  # no next key to promote (cannot happen after prepare_ring)
         session.add(new_key(wrap, KeyState.CURRENT, now))
     await session.flush()
-    session.expire_all()
     return ring_of(await rows(session), wrap)
 
 
