@@ -17,6 +17,8 @@ import httpx
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 from pydantic import ValidationError
@@ -465,3 +467,42 @@ async def test_the_same_jti_from_another_client_is_its_own(
     other = await register(session, data_admin, department, jwks=public_jwks(other_key))
     await authenticate(session, client_keys, sign(key, claims_for(system.client_id, jti="shared")))
     await authenticate(session, client_keys, sign(other_key, claims_for(other.client_id, jti="shared")))
+
+
+# --------------------------------------------------------------------------- whatever a client sends
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+JWK_FIELDS = st.fixed_dictionaries(
+    {"kty": st.sampled_from(["EC", "OKP", "RSA", "oct", "x"]), "kid": st.text(max_size=5)},
+    optional={
+        "crv": st.sampled_from(["P-256", "Ed25519", "P-384", "x"]),
+        "x": st.text(max_size=50),
+        "y": JSON,
+        "n": JSON,
+        "e": JSON,
+    },
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(jwks=JSON | st.fixed_dictionaries({"keys": st.lists(JWK_FIELDS | JSON, max_size=3)}))
+def test_any_jwks_is_either_accepted_or_refused_with_a_reason(jwks: Any) -> None:
+    problem = assertions.jwks_problem(jwks)
+    assert problem is None or isinstance(problem, str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    assertion=st.text(max_size=300)
+    | st.builds(lambda a, b, c: f"{a}.{b}.{c}", st.text(max_size=60), st.text(max_size=60), st.text(max_size=60))
+)
+def test_any_assertion_text_is_read_or_refused(assertion: str) -> None:
+    try:
+        client_id, _ = assertions.unverified_client_id(assertion)
+    except assertions.AssertionRejected:
+        return
+    assert 0 < len(client_id) <= 64
