@@ -83,16 +83,20 @@ def department_public(d: object) -> DepartmentPublic:
 
 
 async def authenticated_system(
-    request: Request, trail: Trail, uow: UnitOfWorkDep, form: dict[str, str], authorization: str | None
+    request: Request, trail: Trail | None, uow: UnitOfWorkDep, form: dict[str, str], authorization: str | None
 ) -> System:
-    """The client of a token request: by its private_key_jwt assertion, or its Basic secret —
-    one method only (RFC 6749 §2.3)."""
+    """The client of a token (or introspection) request: by its private_key_jwt assertion, or its
+    Basic secret — one method only (RFC 6749 §2.3). ``trail``: the request's audit, if audited."""
     if "client_assertion" not in form and "client_assertion_type" not in form:
         client_id, secret = service.parse_basic(authorization)
-        trail.claims(client_id, AuthMethod.CLIENT_SECRET_BASIC)
+        if trail is not None:
+            trail.claims(client_id, AuthMethod.CLIENT_SECRET_BASIC)
         return await service.authenticate_client(uow.session, lockout_of(request, trail), client_id, secret)
-    with contextlib.suppress(assertions.AssertionRejected):  # the claimed name, for the audit of a denial
-        trail.claims(assertions.unverified_client_id(form.get("client_assertion", ""))[0], AuthMethod.PRIVATE_KEY_JWT)
+    if trail is not None:
+        with contextlib.suppress(assertions.AssertionRejected):  # the claimed name, for the audit of a denial
+            trail.claims(
+                assertions.unverified_client_id(form.get("client_assertion", ""))[0], AuthMethod.PRIVATE_KEY_JWT
+            )
     if authorization:
         raise OAuthError(GatewayProblem.OAUTH2_INVALID_REQUEST, "Use one client authentication method, not two.")
     if form.get("client_assertion_type") != assertions.ASSERTION_TYPE or not form.get("client_assertion"):
@@ -117,6 +121,16 @@ async def read_form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
 
 
+# private_key_jwt (RFC 7523 §2.2): the form fields of a client assertion.
+CLIENT_ASSERTION_FIELDS = {
+    "client_assertion_type": {"type": "string", "enum": [assertions.ASSERTION_TYPE]},
+    "client_assertion": {
+        "type": "string",
+        "description": "private_key_jwt (RFC 7523): a JWT signed with a key of the system's JWKS",
+    },
+    "client_id": {"type": "string", "description": "optional with private_key_jwt; must match"},
+}
+
 # The form is read by hand (RFC 6749 names its fields; FastAPI's Form() would need python-multipart
 # for one urlencoded body); declared here so that the OpenAPI document, and its clients, know it.
 TOKEN_REQUEST = {
@@ -129,12 +143,7 @@ TOKEN_REQUEST = {
                 "properties": {
                     "grant_type": {"type": "string", "enum": ["client_credentials"]},
                     "scope": {"type": "string", "description": "space-separated roles; default: all of the system's"},
-                    "client_assertion_type": {"type": "string", "enum": [assertions.ASSERTION_TYPE]},
-                    "client_assertion": {
-                        "type": "string",
-                        "description": "private_key_jwt (RFC 7523): a JWT signed with a key of the system's JWKS",
-                    },
-                    "client_id": {"type": "string", "description": "optional with private_key_jwt; must match"},
+                    **CLIENT_ASSERTION_FIELDS,
                 },
             }
         }
@@ -196,6 +205,7 @@ INTROSPECTION_REQUEST = {
                 "properties": {
                     "token": {"type": "string", "description": "the access token to check"},
                     "token_type_hint": {"type": "string", "enum": ["access_token"]},
+                    **CLIENT_ASSERTION_FIELDS,
                 },
             }
         }
@@ -208,7 +218,7 @@ INTROSPECTION_REQUEST = {
     response_model=Introspection,
     response_model_exclude_none=True,
     tags=["oauth2"],
-    summary="RFC 7662 token introspection (client_secret_basic): is this token still good?",
+    summary="RFC 7662 token introspection (client_secret_basic or private_key_jwt): is this token still good?",
     openapi_extra={"requestBody": INTROSPECTION_REQUEST},
     responses=problem_responses(
         GatewayProblem.OAUTH2_INVALID_REQUEST,
@@ -222,8 +232,7 @@ async def introspect(
 ) -> Introspection:
     form = await read_form(request)
     # Only a registered, active system may ask (RFC 7662 §2.1), so tokens cannot be probed anonymously.
-    client_id, secret = service.parse_basic(authorization)
-    await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
+    await authenticated_system(request, None, uow, form, authorization)
     token_value = form.get("token")
     if not token_value:
         raise OAuthError(GatewayProblem.OAUTH2_INVALID_REQUEST, "Send the token to introspect as token=….")
@@ -272,7 +281,8 @@ async def metadata(request: Request) -> dict[str, object]:
         "token_endpoint": settings.token_endpoint,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "introspection_endpoint": f"{base}/oauth2/introspect",
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "introspection_endpoint_auth_methods_supported": [m.value for m in AuthMethod],
+        "introspection_endpoint_auth_signing_alg_values_supported": assertions.ASSERTION_ALGORITHMS,
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": [m.value for m in AuthMethod],
         "token_endpoint_auth_signing_alg_values_supported": assertions.ASSERTION_ALGORITHMS,

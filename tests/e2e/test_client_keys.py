@@ -103,6 +103,19 @@ async def test_a_stock_oauth2_client_gets_a_token_with_private_key_jwt(
     own = await client.get(f"/v1/systems/{client_id}", headers={"authorization": f"Bearer {token['access_token']}"})
     assert own.status_code == 200 and own.json()["auth_method"] == "private_key_jwt"
 
+    # Introspection (RFC 7662) takes the same client authentication.
+    assertion = private_key_jwt_sign(key, client_id, token_endpoint, alg="ES256", header={"kid": "k1"})
+    introspected = await client.post(
+        "/oauth2/introspect",
+        data={
+            "token": token["access_token"],
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        },
+    )
+    assert introspected.status_code == 200, introspected.text
+    assert introspected.json()["active"] is True and introspected.json()["client_id"] == client_id
+
 
 async def test_a_replayed_or_misdirected_assertion_is_refused_and_spends_nothing(
     client: httpx.AsyncClient, admin: dict[str, str], department: str, db: asyncpg.Connection

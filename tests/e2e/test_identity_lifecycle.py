@@ -202,7 +202,7 @@ async def test_the_metadata_lists_introspection(client: httpx.AsyncClient) -> No
     metadata = (await client.get("/.well-known/oauth-authorization-server")).json()
     base = metadata["token_endpoint"].removesuffix("/oauth2/token")
     assert metadata["introspection_endpoint"] == f"{base}/oauth2/introspect"
-    assert metadata["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic"]
+    assert metadata["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic", "private_key_jwt"]
     assert metadata["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "private_key_jwt"]
     assert metadata["grant_types_supported"] == ["client_credentials"]
     assert metadata["scopes_supported"] == ["consumer", "provider"]

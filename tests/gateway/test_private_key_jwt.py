@@ -5,6 +5,7 @@ nothing. Real PostgreSQL, rolled back per test; a jwks_uri is served by a real l
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -22,8 +23,8 @@ from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 from pydantic import ValidationError
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.errors import Problem
 from services.common.security import Principal, Role
@@ -506,3 +507,35 @@ def test_any_assertion_text_is_read_or_refused(assertion: str) -> None:
     except assertions.AssertionRejected:
         return
     assert 0 < len(client_id) <= 64
+
+
+async def test_two_replicas_spending_the_same_jti_at_once_accept_it_once(tier_engine: AsyncEngine) -> None:
+    """Two gateway replicas, each in its own transaction on its own connection, get the same
+    assertion at the same moment: the second insert waits for the first to commit, then finds the
+    row — exactly one accepts it. (Committed for real: cleaned up at the end.)"""
+    jti = secrets.token_hex(16)
+    exp = time.time() + 60
+    first_inserted = asyncio.Event()
+    outcomes: list[str] = []
+
+    async def replica(name: str, wait: asyncio.Event | None) -> None:
+        async with tier_engine.connect() as connection, connection.begin():
+            session = AsyncSession(bind=connection)
+            if wait is not None:
+                await wait.wait()
+            try:
+                await assertions.spend_jti(session, "sys-replicas", jti, exp)
+            except assertions.AssertionRejected:
+                outcomes.append(f"{name}: refused")
+                return
+            outcomes.append(f"{name}: accepted")
+            if wait is None:
+                first_inserted.set()
+                await asyncio.sleep(0.3)  # the other replica's insert now waits on this row's lock
+
+    try:
+        await asyncio.gather(replica("a", None), replica("b", first_inserted))
+    finally:
+        async with tier_engine.begin() as connection:
+            await connection.execute(delete(ClientAssertion).where(ClientAssertion.jti == jti))
+    assert outcomes == ["a: accepted", "b: refused"]
