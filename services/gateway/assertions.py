@@ -94,8 +94,8 @@ def jwks_uri_problem(uri: str, settings: GatewaySettings) -> str | None:
     """Why ``uri`` cannot be a system's jwks_uri, or None: https (http only where configured for tests)."""
     try:
         url = httpx.URL(uri)
-    except httpx.InvalidURL as err:
-        return f"not a URL: {err}"
+    except Exception as err:  # whatever a client sends: refused, never a 500
+        return f"not a URL: {type(err).__name__}"
     allowed = {"https", "http"} if settings.jwks_uri_allow_http else {"https"}
     if url.scheme not in allowed or not url.host:
         return f"the jwks_uri must be an {' or '.join(sorted(allowed))} URL with a host"
