@@ -77,8 +77,9 @@ def unsealed(row: SigningKey, wrap: KeyWrap) -> ECKey:
 
 
 async def rows(session: AsyncSession) -> list[SigningKey]:
+    """Every key, in JWKS order: next, current, previous."""
     found = (await session.scalars(select(SigningKey))).all()
-    return sorted(found, key=lambda r: (PUBLISHED_ORDER[KeyState(r.state)], r.created_at), reverse=False)
+    return sorted(found, key=lambda r: (PUBLISHED_ORDER[KeyState(r.state)], r.created_at))
 
 
 def ring_of(found: list[SigningKey], wrap: KeyWrap) -> KeyRing:
