@@ -14,6 +14,7 @@ import os
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import SecretStr
 
 KEK_BYTES = 32
 NONCE_BYTES = 12
@@ -49,6 +50,16 @@ class KeyWrap:
             return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], context.encode())
         except InvalidTag as err:
             raise KeyWrapError(f"{context}: does not open with this key-encryption key (wrong KEK?)") from err
+
+
+def required(kek: SecretStr | None, service: str) -> KeyWrap:
+    """The wrapper of the configured KEK; a service that keeps private keys does not start without one."""
+    if kek is None:
+        raise RuntimeError(
+            f"TONGBAN_KEY_ENCRYPTION_KEY is not set: the {service} seals its private keys with it. "
+            "Generate one with `python -m services.common.keywrap` and keep it in your secret store."
+        )
+    return KeyWrap(kek.get_secret_value())
 
 
 if __name__ == "__main__":

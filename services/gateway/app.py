@@ -14,6 +14,7 @@ import aiohttp
 import httpx
 from fastapi import FastAPI
 
+from services.common import keywrap
 from services.common.bus import Bus
 from services.common.db import ping
 from services.common.http import create_service_app
@@ -30,12 +31,7 @@ log = logging.getLogger("tongban.gateway")
 
 def key_wrap(settings: GatewaySettings) -> KeyWrap:
     """The key-encryption key's wrapper; the gateway does not start without one."""
-    if settings.key_encryption_key is None:
-        raise RuntimeError(
-            "TONGBAN_KEY_ENCRYPTION_KEY is not set: the gateway seals its signing keys with it. "
-            "Generate one with `python -m services.common.keywrap` and keep it in your secret store."
-        )
-    return KeyWrap(settings.key_encryption_key.get_secret_value())
+    return keywrap.required(settings.key_encryption_key, "gateway")
 
 
 async def housekeeping(app: FastAPI, rt: Runtime, wrap: KeyWrap, every_s: float) -> None:
