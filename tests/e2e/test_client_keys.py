@@ -25,7 +25,7 @@ from joserfc.jws import extract_compact
 from services.demo import DemoCredentials
 from tests.e2e.test_denials import assert_problem
 from tests.factories import DepartmentCreateFactory
-from tests.stack import ROOT, DistributedStack
+from tests.stack import ROOT, DistributedStack, free_port
 
 Stack = tuple[DistributedStack, DemoCredentials]
 
@@ -69,6 +69,15 @@ async def register(client: httpx.AsyncClient, admin: dict[str, str], department:
     assert created.status_code == 201, created.text
     assert created.json()["client_secret"] is None
     return str(created.json()["client_id"])
+
+
+def form(assertion: str) -> dict[str, str]:
+    """A client_credentials token request authenticated by ``assertion`` (private_key_jwt)."""
+    return {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
 
 
 async def counts(db: asyncpg.Connection) -> dict[str, int]:
@@ -124,13 +133,6 @@ async def test_a_replayed_or_misdirected_assertion_is_refused_and_spends_nothing
     key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
     client_id = await register(client, admin, department, key)
 
-    def form(assertion: str) -> dict[str, str]:
-        return {
-            "grant_type": "client_credentials",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": assertion,
-        }
-
     assertion = private_key_jwt_sign(key, client_id, token_endpoint, alg="ES256", header={"kid": "k1"})
     assert (await client.post("/oauth2/token", data=form(assertion))).status_code == 200
 
@@ -142,6 +144,37 @@ async def test_a_replayed_or_misdirected_assertion_is_refused_and_spends_nothing
     both = await client.post("/oauth2/token", data=form(assertion), auth=(client_id, "secret"))
     assert_problem(both, 400, "oauth2-invalid-request")
     assert await counts(db) == before
+
+
+@pytest.fixture
+async def second_replica(distributed: Stack) -> AsyncIterator[str]:
+    """Another gateway process on the same database, as a second replica behind a load balancer."""
+    stack = distributed[0]
+    stack.ports["gateway-keys-2"] = free_port()
+    stack.spawn("gateway-keys-2", "services.gateway", {"TONGBAN_GATEWAY_PORT": str(stack.ports["gateway-keys-2"])})
+    try:
+        await stack.wait_ready("gateway-keys-2")
+        yield f"http://127.0.0.1:{stack.ports['gateway-keys-2']}"
+    finally:
+        stack.stop("gateway-keys-2")
+        del stack.ports["gateway-keys-2"]
+
+
+async def test_an_assertion_sent_to_two_replicas_at_once_is_accepted_once(
+    client: httpx.AsyncClient, admin: dict[str, str], department: str, second_replica: str, db: asyncpg.Connection
+) -> None:
+    token_endpoint = (await client.get("/.well-known/oauth-authorization-server")).json()["token_endpoint"]
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
+    client_id = await register(client, admin, department, key)
+    assertion = private_key_jwt_sign(key, client_id, token_endpoint, alg="ES256", header={"kid": "k1"})
+    async with httpx.AsyncClient(base_url=second_replica, timeout=30.0) as other:
+        answers = await asyncio.gather(
+            client.post("/oauth2/token", data=form(assertion)), other.post("/oauth2/token", data=form(assertion))
+        )
+    assert sorted(a.status_code for a in answers) == [200, 401], [a.text for a in answers]
+    [refused] = [a for a in answers if a.status_code == 401]
+    assert "used before" in assert_problem(refused, 401, "oauth2-invalid-client")["detail"]
+    assert await db.fetchval("SELECT count(*) FROM gateway.client_assertions WHERE client_id = $1", client_id) == 1
 
 
 async def test_bad_client_keys_are_refused_and_write_nothing(
