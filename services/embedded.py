@@ -17,6 +17,7 @@ from services import demo
 from services.audit.app import create_app as audit_app
 from services.audit.config import AuditSettings
 from services.common.bus import MemoryBus
+from services.common.keywrap import new_kek
 from services.common.logs import configure_logging
 from services.connector.app import create_app as connector_app
 from services.connector.config import ConnectorSettings
@@ -30,6 +31,10 @@ from services.registry.config import RegistrySettings
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var"
 CREDENTIALS = VAR / "demo-credentials.json"
+# What an operator command (python -m services.gateway keys rotate) needs to reach the embedded
+# platform: its database and the gateway's key-encryption key, made on the first run (mode 0600).
+EMBEDDED_ENV = VAR / "embedded.env"
+KEK_VARIABLE = "TONGBAN_KEY_ENCRYPTION_KEY"
 PG_DATA = VAR / "pg-embedded"
 # The wheel ships PostgreSQL 16 and 18 and starts 18 unless told; existing var/pg-embedded
 # directories were initialised by 16, and a data directory only opens with the major version that created it.
@@ -65,12 +70,34 @@ def start_database() -> str:
     return f"postgresql+asyncpg://postgres@/postgres?host={socket_dir}"
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def keep_embedded_env(database_url: str) -> None:
+    """The key-encryption key of var/embedded.env (made on the first run), and the file rewritten
+    with the database's current address, for operator commands: `set -a; . var/embedded.env`."""
+    saved = read_env_file(EMBEDDED_ENV)
+    os.environ.setdefault(KEK_VARIABLE, saved.get(KEK_VARIABLE) or new_kek())
+    EMBEDDED_ENV.touch(mode=0o600)
+    EMBEDDED_ENV.write_text(
+        "# written by make run (services/embedded.py): the embedded platform's database and key-encryption key\n"
+        f"TONGBAN_DATABASE_URL={database_url}\n{KEK_VARIABLE}={os.environ[KEK_VARIABLE]}\n"
+    )
+
+
 async def main() -> None:
     os.environ.setdefault("TONGBAN_LOG_JSON", "false")
     os.environ.setdefault("TONGBAN_LOG_LEVEL", "WARNING")
     # Tests point the embedded mode at their own database; a user gets the wheel's PostgreSQL under var/.
     if "TONGBAN_DATABASE_URL" not in os.environ:
         os.environ["TONGBAN_DATABASE_URL"] = start_database()
+        keep_embedded_env(os.environ["TONGBAN_DATABASE_URL"])
+    elif KEK_VARIABLE not in os.environ:
+        raise SystemExit(f"{KEK_VARIABLE} must be set along with TONGBAN_DATABASE_URL")
     os.environ["TONGBAN_BUS"] = "memory"
     credentials = Path(os.environ.get("TONGBAN_DEMO_CREDENTIALS", CREDENTIALS))
     saved = demo.load(credentials)

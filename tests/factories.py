@@ -104,6 +104,10 @@ class SystemCreateFactory(ModelFactory[SystemCreate]):
     __faker__ = zh
     name = Use(lambda: zh.random_element(("低保审核系统", "公积金业务系统", "社保经办系统", "不动产登记系统")))
     roles: ClassVar[list[str]] = ["consumer"]
+    # client_secret_basic unless a test asks for private_key_jwt (and gives its keys).
+    auth_method = "client_secret_basic"
+    jwks = None
+    jwks_uri = None
 
 
 class UserCreateFactory(ModelFactory[UserCreate]):

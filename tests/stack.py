@@ -26,6 +26,7 @@ import asyncpg
 import httpx
 
 from services import demo
+from services.common.keywrap import new_kek
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("gateway", "registry", "exchange", "audit", "connector")
@@ -154,6 +155,7 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: Path = ROOT / "var" / "log"
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    key_encryption_key: str = field(default_factory=new_kek)
 
     @property
     def gateway(self) -> str:
@@ -167,7 +169,9 @@ class Stack:
                 "TONGBAN_DATABASE_URL": self.database_url,
                 "TONGBAN_TOPIC_PREFIX": self.prefix,
                 "TONGBAN_GATEWAY_URL": self.gateway,
+                "TONGBAN_GATEWAY_PUBLIC_URL": self.gateway,  # the token endpoint a client assertion names
                 "TONGBAN_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password,
+                "TONGBAN_KEY_ENCRYPTION_KEY": self.key_encryption_key,
                 "TONGBAN_LOG_LEVEL": "INFO",
                 **{f"TONGBAN_{s.upper()}_PORT": str(p) for s, p in self.ports.items()},
                 **{

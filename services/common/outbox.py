@@ -92,6 +92,8 @@ class Outbox:
         self._sweep_after_s = sweep_after_s
         self._sweep_every_s = sweep_every_s
         self.lease_s = lease_s
+        # False where a service emits only audit events: its requests then do not wait for the broker.
+        self.waits_for_publish = True
         self.owner = process_owner()
         self._published: list[uuid.UUID] = []  # published, not yet deleted
         self._in_flight: dict[uuid.UUID, int] = {}  # being published now (a count: sweeps may overlap)
@@ -106,13 +108,16 @@ class Outbox:
         return self._sessions
 
     @asynccontextmanager
-    async def unit_of_work(self, *, wait_for_publish: bool = True) -> AsyncIterator[UnitOfWork]:
+    async def unit_of_work(self, *, wait_for_publish: bool | None = None) -> AsyncIterator[UnitOfWork]:
         """A unit of work that commits on success — its events as outbox rows in the same
         transaction — then publishes what it emitted. On an exception nothing is committed.
 
         ``wait_for_publish=False`` publishes in the background: use it when the caller needs the
-        messages durable (committed) but not yet on the broker, e.g. audit events.
+        messages durable (committed) but not yet on the broker, e.g. audit events. Unset, it is
+        :attr:`waits_for_publish` (the routes' units of work take that).
         """
+        if wait_for_publish is None:
+            wait_for_publish = self.waits_for_publish
         async with self._sessions.begin() as session:
             uow = UnitOfWork(session)
             try:

@@ -23,6 +23,11 @@ from services.common.errors import CommonProblem, Problem
 JWT_ALGORITHMS = ["ES256"]
 JWKS_PATH = "/.well-known/jwks.json"
 LEEWAY_S = 30  # clock skew tolerated on exp/nbf/iat
+# The JWKS is fetched again when a token names an unknown kid (the gateway rotated its keys), at
+# most every JWKS_MIN_INTERVAL_S so that tokens with made-up kids cannot hammer the gateway; and
+# every JWKS_MAX_AGE_S anyway, so that a key the gateway dropped stops being trusted.
+JWKS_MIN_INTERVAL_S = 5.0
+JWKS_MAX_AGE_S = 300.0
 VERIFIED_CACHE_SIZE = 50_000
 # The access-token claim that says what the token identifies. It is the only way any service
 # tells a system from a person: nothing infers it from other claims (a username can look like
@@ -118,7 +123,9 @@ class TokenVerifier:
         )
 
     def use_keys(self, keys: KeySet) -> None:
+        """Verify with ``keys`` from now on, given by the owner (the gateway's own ring): no fetching."""
         self._keys = keys
+        self._jwks_url = None
         self._verified.clear()
 
     async def close(self) -> None:
@@ -129,20 +136,25 @@ class TokenVerifier:
         if self._jwks_url is None:
             return
         async with self._lock:
-            if not force and self._keys is not None:
-                return
-            if force and time.monotonic() - self._fetched_at < 5:  # don't let bad tokens hammer the gateway
+            age = time.monotonic() - self._fetched_at
+            if self._keys is not None and (age < JWKS_MIN_INTERVAL_S or (not force and age < JWKS_MAX_AGE_S)):
                 return
             if self._http is None:
                 self._http = httpx.AsyncClient(timeout=5.0)
             try:
                 response = await self._http.get(self._jwks_url)
                 response.raise_for_status()
-                self._keys = KeySet.import_key_set(response.json())
-                self._verified.clear()  # a key may have been withdrawn
-                self._fetched_at = time.monotonic()
+                keys = KeySet.import_key_set(response.json())
             except (httpx.HTTPError, ValueError) as err:
+                if self._keys is not None and not force:
+                    # Only due for a refresh: keep the keys known, try again after the interval.
+                    self._fetched_at = time.monotonic() - JWKS_MAX_AGE_S + JWKS_MIN_INTERVAL_S
+                    return
                 raise CommonProblem.JWKS_UNAVAILABLE.problem(f"JWKS fetch failed: {err}") from err
+            if self._keys is None or {k.kid for k in self._keys.keys} != {k.kid for k in keys.keys}:
+                self._verified.clear()  # a key may have been withdrawn
+            self._keys = keys
+            self._fetched_at = time.monotonic()
 
     async def verify(self, token: str) -> Principal:
         cached = self._verified.get(token)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.common import keywrap
 from services.common.bus import Bus, Subscription
 from services.common.http import create_service_app
 from services.common.identifiers import validate_credit_code
@@ -24,6 +25,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None) -> FastAPI:
     settings = settings or ConnectorSettings()
     dept = validate_credit_code(settings.dept_code)
+    wrap = keywrap.required(settings.key_encryption_key, "connector")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,7 +34,7 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
         ) as rt:
             async with rt.sessions.begin() as session:
                 await service.seed_population(session, settings.demo_population)
-                key_id, key = await service.signing_key(session)
+                key_id, key = await service.signing_key(session, wrap)
             responder = service.Responder(
                 dept, key_id, key, service.LookupMetrics(app.state.metrics), log_lookups=settings.log_lookups
             )

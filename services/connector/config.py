@@ -1,6 +1,6 @@
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from services.common.settings import CommonSettings
 
@@ -18,3 +18,6 @@ class ConnectorSettings(CommonSettings):
     )
     # The provider's access log: a line per backend look-up naming its queries (never a subject).
     log_lookups: bool = Field(False, validation_alias="TONGBAN_CONNECTOR_LOG_LOOKUPS")
+    # Key-encryption key: seals the reply-signing key at rest (services.common.keywrap), as the
+    # gateway's keys are. Required; the provider's own, wherever its connector runs.
+    key_encryption_key: SecretStr | None = Field(None, validation_alias="TONGBAN_KEY_ENCRYPTION_KEY")

@@ -26,12 +26,15 @@ class Resident(Base):
 
 
 class SigningKey(Base):
-    """The Ed25519 key this connector signs replies with (the provider answers for accuracy)."""
+    """The Ed25519 key this connector signs replies with (the provider answers for accuracy),
+    sealed (AES-GCM) under the key-encryption key of the environment."""
 
     __tablename__ = "signing_keys"
 
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed_private_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Before the key-encryption key: the raw key in clear, sealed (and cleared) at the next start.
+    private_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

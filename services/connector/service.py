@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.identifiers import id_card_check_char
+from services.common.keywrap import KeyWrap
 from services.common.pb import exchange_pb2
 from services.connector.models import Resident, SigningKey
 
@@ -79,16 +80,29 @@ async def seed_population(session: AsyncSession, count: int) -> int:
     return len(rows)
 
 
-async def signing_key(session: AsyncSession) -> tuple[str, Ed25519PrivateKey]:
+def sealing_context(key_id: str) -> str:
+    """What a sealed key is bound to: it opens only on its own row."""
+    return f"tongban.connector.signing_keys:{key_id}"
+
+
+async def signing_key(session: AsyncSession, wrap: KeyWrap) -> tuple[str, Ed25519PrivateKey]:
+    """The newest reply-signing key, made on a fresh database. Keys are kept sealed under the
+    key-encryption key; one kept in clear by an earlier connector is sealed now."""
+    for legacy in (await session.scalars(select(SigningKey).where(SigningKey.private_key.is_not(None)))).all():
+        assert legacy.private_key is not None
+        legacy.sealed_private_key = wrap.seal(legacy.private_key, sealing_context(legacy.key_id))
+        legacy.private_key = None
     row = await session.scalar(select(SigningKey).order_by(SigningKey.created_at.desc()).limit(1))
     if row is None:
         key = Ed25519PrivateKey.generate()
         raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         key_id = hashlib.sha256(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()[:16]
-        row = SigningKey(key_id=key_id, private_key=raw)
+        row = SigningKey(key_id=key_id, sealed_private_key=wrap.seal(raw, sealing_context(key_id)))
         session.add(row)
-        await session.flush()
-    return row.key_id, Ed25519PrivateKey.from_private_bytes(row.private_key)
+    await session.flush()
+    assert row.sealed_private_key is not None
+    raw = wrap.open(row.sealed_private_key, sealing_context(row.key_id))
+    return row.key_id, Ed25519PrivateKey.from_private_bytes(raw)
 
 
 SIGN_IN_THREAD_FROM = 32  # requests in a batch

@@ -1,3 +1,12 @@
+"""``python -m services.gateway``: serve; ``python -m services.gateway keys rotate``: see cli.py."""
+
+import sys
+
+if len(sys.argv) > 1:
+    from services.gateway.cli import main
+
+    sys.exit(main(sys.argv[1:]))
+
 from services.common.serve import serve
 from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Annotated
 from urllib.parse import parse_qs, quote, unquote
@@ -11,16 +12,20 @@ import yarl
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
+from services.common.contracts.audit import AuditAction
 from services.common.errors import CommonProblem, problem_responses
 from services.common.http import NoStoreRoute
 from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
-from services.common.security import SYSTEM_ROLES, PrincipalType, bearer_token
-from services.gateway import service
+from services.common.security import SYSTEM_ROLES, Principal, PrincipalType, bearer_token
+from services.gateway import assertions, audit, keys, service
+from services.gateway.audit import SignInTrail, TokenTrail, Trail
 from services.gateway.config import GatewaySettings
-from services.gateway.models import Status
+from services.gateway.models import AuthMethod, KeyState, SigningKey, Status, System
 from services.gateway.problems import GatewayProblem
 from services.gateway.schemas import (
+    ClientKeysBody,
+    ClientKeysPublic,
     DepartmentCreate,
     DepartmentList,
     DepartmentPublic,
@@ -29,6 +34,8 @@ from services.gateway.schemas import (
     SecretCreated,
     SecretList,
     SecretPublic,
+    SigningKeyList,
+    SigningKeyPublic,
     StatusPublic,
     SystemCreate,
     SystemCreated,
@@ -57,12 +64,52 @@ def settings_of(request: Request) -> GatewaySettings:
     return settings
 
 
-def lockout_of(request: Request) -> service.Lockout:
-    return service.Lockout.of(request.app.state.runtime.sessions, settings_of(request))
+def lockout_of(request: Request, trail: Trail | None = None) -> service.Lockout:
+    """The lockout of a sign-in; the lockouts it causes go to the request's audit ``trail``."""
+    return service.Lockout.of(
+        request.app.state.runtime.sessions, settings_of(request), trail.locked if trail is not None else None
+    )
+
+
+def changed(
+    request: Request, uow: UnitOfWorkDep, principal: Principal, action: AuditAction, target: str, change: str
+) -> None:
+    """Audit an administrative change, in the route's unit of work."""
+    audit.record_change(uow, settings_of(request), principal, action, target, change)
 
 
 def department_public(d: object) -> DepartmentPublic:
     return DepartmentPublic.model_validate(d, from_attributes=True)
+
+
+async def authenticated_system(
+    request: Request, trail: Trail | None, uow: UnitOfWorkDep, form: dict[str, str], authorization: str | None
+) -> System:
+    """The client of a token (or introspection) request: by its private_key_jwt assertion, or its
+    Basic secret — one method only (RFC 6749 §2.3). ``trail``: the request's audit, if audited."""
+    if "client_assertion" not in form and "client_assertion_type" not in form:
+        client_id, secret = service.parse_basic(authorization)
+        if trail is not None:
+            trail.claims(client_id, AuthMethod.CLIENT_SECRET_BASIC)
+        return await service.authenticate_client(uow.session, lockout_of(request, trail), client_id, secret)
+    if trail is not None:
+        with contextlib.suppress(assertions.AssertionRejected):  # the claimed name, for the audit of a denial
+            trail.claims(
+                assertions.unverified_client_id(form.get("client_assertion", ""))[0], AuthMethod.PRIVATE_KEY_JWT
+            )
+    if authorization:
+        raise OAuthError(GatewayProblem.OAUTH2_INVALID_REQUEST, "Use one client authentication method, not two.")
+    if form.get("client_assertion_type") != assertions.ASSERTION_TYPE or not form.get("client_assertion"):
+        raise OAuthError(
+            GatewayProblem.OAUTH2_INVALID_REQUEST,
+            f"private_key_jwt needs client_assertion_type={assertions.ASSERTION_TYPE} and a client_assertion.",
+        )
+    system = await service.authenticate_assertion(
+        uow.session, request.app.state.client_keys, settings_of(request), form["client_assertion"]
+    )
+    if form.get("client_id", system.client_id) != system.client_id:
+        raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "client_id and the assertion's sub differ.")
+    return system
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -73,6 +120,16 @@ async def read_form(request: Request) -> dict[str, str]:
         )
     return {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
 
+
+# private_key_jwt (RFC 7523 §2.2): the form fields of a client assertion.
+CLIENT_ASSERTION_FIELDS = {
+    "client_assertion_type": {"type": "string", "enum": [assertions.ASSERTION_TYPE]},
+    "client_assertion": {
+        "type": "string",
+        "description": "private_key_jwt (RFC 7523): a JWT signed with a key of the system's JWKS",
+    },
+    "client_id": {"type": "string", "description": "optional with private_key_jwt; must match"},
+}
 
 # The form is read by hand (RFC 6749 names its fields; FastAPI's Form() would need python-multipart
 # for one urlencoded body); declared here so that the OpenAPI document, and its clients, know it.
@@ -86,6 +143,7 @@ TOKEN_REQUEST = {
                 "properties": {
                     "grant_type": {"type": "string", "enum": ["client_credentials"]},
                     "scope": {"type": "string", "description": "space-separated roles; default: all of the system's"},
+                    **CLIENT_ASSERTION_FIELDS,
                 },
             }
         }
@@ -97,7 +155,7 @@ TOKEN_REQUEST = {
     "/oauth2/token",
     response_model=TokenResponse,
     tags=["oauth2"],
-    summary="Client credentials grant (client_secret_basic)",
+    summary="Client credentials grant (client_secret_basic or private_key_jwt)",
     openapi_extra={"requestBody": TOKEN_REQUEST},
     responses=problem_responses(
         GatewayProblem.OAUTH2_INVALID_REQUEST,
@@ -109,15 +167,15 @@ TOKEN_REQUEST = {
     ),
 )
 async def token(
-    request: Request, uow: UnitOfWorkDep, authorization: Annotated[str | None, Header()] = None
+    request: Request, trail: TokenTrail, uow: UnitOfWorkDep, authorization: Annotated[str | None, Header()] = None
 ) -> TokenResponse:
     form = await read_form(request)
     if form.get("grant_type") != "client_credentials":
         raise OAuthError(
             GatewayProblem.OAUTH2_UNSUPPORTED_GRANT_TYPE, "Only grant_type=client_credentials is supported."
         )
-    client_id, secret = service.parse_basic(authorization)
-    system = await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
+    system = await authenticated_system(request, trail, uow, form, authorization)
+    trail.ctx = trail.ctx.with_(consumer_dept=system.dept_code, consumer_client_id=system.client_id)
     wanted = set(form.get("scope", "").split())
     if wanted - set(system.roles):
         raise OAuthError(
@@ -125,13 +183,15 @@ async def token(
         )
     roles = sorted(wanted) if wanted else system.roles
     access, ttl, scope = service.issue_token(
-        request.app.state.signing_keys[0],
+        request.app.state.key_ring.current,
         settings_of(request),
         kind=PrincipalType.SYSTEM,
         sub=system.client_id,
         dept=system.dept_code,
         roles=roles,
     )
+    issued = trail.ctx.with_(fields=tuple(roles))
+    uow.emit(audit.event(settings_of(request), AuditAction.TOKEN_ISSUED, issued, outcome=audit.ISSUED))
     return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
 
 
@@ -145,6 +205,7 @@ INTROSPECTION_REQUEST = {
                 "properties": {
                     "token": {"type": "string", "description": "the access token to check"},
                     "token_type_hint": {"type": "string", "enum": ["access_token"]},
+                    **CLIENT_ASSERTION_FIELDS,
                 },
             }
         }
@@ -157,7 +218,7 @@ INTROSPECTION_REQUEST = {
     response_model=Introspection,
     response_model_exclude_none=True,
     tags=["oauth2"],
-    summary="RFC 7662 token introspection (client_secret_basic): is this token still good?",
+    summary="RFC 7662 token introspection (client_secret_basic or private_key_jwt): is this token still good?",
     openapi_extra={"requestBody": INTROSPECTION_REQUEST},
     responses=problem_responses(
         GatewayProblem.OAUTH2_INVALID_REQUEST,
@@ -171,8 +232,7 @@ async def introspect(
 ) -> Introspection:
     form = await read_form(request)
     # Only a registered, active system may ask (RFC 7662 §2.1), so tokens cannot be probed anonymously.
-    client_id, secret = service.parse_basic(authorization)
-    await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
+    await authenticated_system(request, None, uow, form, authorization)
     token_value = form.get("token")
     if not token_value:
         raise OAuthError(GatewayProblem.OAUTH2_INVALID_REQUEST, "Send the token to introspect as token=….")
@@ -189,37 +249,43 @@ async def introspect(
         GatewayProblem.INVALID_CREDENTIALS, GatewayProblem.ACCOUNT_DISABLED, GatewayProblem.ACCOUNT_LOCKED
     ),
 )
-async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenResponse:
-    user = await service.authenticate_user(uow.session, lockout_of(request), body.username, body.password)
+async def login(body: Login, request: Request, trail: SignInTrail, uow: UnitOfWorkDep) -> TokenResponse:
+    trail.claims(body.username)
+    user = await service.authenticate_user(uow.session, lockout_of(request, trail), body.username, body.password)
     access, ttl, scope = service.issue_token(
-        request.app.state.signing_keys[0],
+        request.app.state.key_ring.current,
         settings_of(request),
         kind=PrincipalType.PERSON,
         sub=user.username,
         dept=user.dept_code,
         roles=user.roles,
     )
+    signed_in = trail.ctx.with_(consumer_dept=user.dept_code, fields=tuple(user.roles))
+    uow.emit(audit.event(settings_of(request), AuditAction.SIGN_IN, signed_in, outcome=audit.SIGNED_IN))
     return TokenResponse(access_token=access, expires_in=ttl, scope=scope)
 
 
-@router.get("/.well-known/jwks.json", tags=["oauth2"], summary="Token signing keys")
+@router.get("/.well-known/jwks.json", tags=["oauth2"], summary="Token signing keys: next, current, previous")
 async def jwks(request: Request) -> dict[str, object]:
-    return service.public_jwks(request.app.state.signing_keys)
+    ring: keys.KeyRing = request.app.state.key_ring
+    return ring.jwks()
 
 
 @router.get("/.well-known/oauth-authorization-server", tags=["oauth2"], summary="RFC 8414 metadata")
 async def metadata(request: Request) -> dict[str, object]:
-    """What the token endpoint supports. No ``token_endpoint_auth_signing_alg_values_supported``:
-    it belongs to JWT client authentication (private_key_jwt), which is not offered yet."""
-    base = settings_of(request).public_url
+    """What the token endpoint supports, and the algorithms a private_key_jwt assertion may use."""
+    settings = settings_of(request)
+    base = settings.public_url
     return {
-        "issuer": settings_of(request).jwt_issuer,
-        "token_endpoint": f"{base}/oauth2/token",
+        "issuer": settings.jwt_issuer,
+        "token_endpoint": settings.token_endpoint,
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "introspection_endpoint": f"{base}/oauth2/introspect",
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "introspection_endpoint_auth_methods_supported": [m.value for m in AuthMethod],
+        "introspection_endpoint_auth_signing_alg_values_supported": assertions.ASSERTION_ALGORITHMS,
         "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "token_endpoint_auth_methods_supported": [m.value for m in AuthMethod],
+        "token_endpoint_auth_signing_alg_values_supported": assertions.ASSERTION_ALGORITHMS,
         "scopes_supported": sorted(SYSTEM_ROLES),
         "response_types_supported": [],  # required by RFC 8414; no authorization endpoint, so none
     }
@@ -227,9 +293,11 @@ async def metadata(request: Request) -> dict[str, object]:
 
 @router.post("/v1/departments", status_code=201, response_model=DepartmentPublic, tags=["identity"])
 async def create_department(
-    body: DepartmentCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    body: DepartmentCreate, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
 ) -> DepartmentPublic:
-    return department_public(await service.create_department(uow.session, principal, body))
+    department = await service.create_department(uow.session, principal, body)
+    changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, department.code, "department.create")
+    return department_public(department)
 
 
 @router.get("/v1/departments", response_model=DepartmentList, tags=["identity"])
@@ -248,11 +316,21 @@ async def get_department(code: str, principal: CurrentPrincipal, uow: UnitOfWork
     return department_public(await service.get_department(uow.session, code))
 
 
-@router.post("/v1/departments/{code}/systems", status_code=201, response_model=SystemCreated, tags=["identity"])
+@router.post(
+    "/v1/departments/{code}/systems",
+    status_code=201,
+    response_model=SystemCreated,
+    tags=["identity"],
+    summary="Register a system: client_secret_basic (its secret shown once) or private_key_jwt (its JWKS)",
+    responses=problem_responses(CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND, GatewayProblem.INVALID_JWKS_URI),
+)
 async def create_system(
-    code: str, body: SystemCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    code: str, body: SystemCreate, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
 ) -> SystemCreated:
-    system, secret = await service.create_system(uow.session, principal, code, body)
+    system, secret = await service.create_system(uow.session, principal, code, body, settings_of(request))
+    changed(
+        request, uow, principal, AuditAction.IDENTITY_CHANGED, system.client_id, f"system.create.{system.auth_method}"
+    )
     return SystemCreated(
         client_id=system.client_id,
         client_secret=secret,
@@ -260,6 +338,7 @@ async def create_system(
         name=system.name,
         roles=system.roles,
         auth_method=system.auth_method,
+        jwks_uri=system.jwks_uri,
     )
 
 
@@ -272,10 +351,81 @@ async def get_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWor
         name=system.name,
         roles=system.roles,
         auth_method=system.auth_method,
+        jwks_uri=system.jwks_uri,
     )
 
 
 ADMIN_PROBLEMS = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND)
+
+
+def client_keys_public(system: System) -> ClientKeysPublic:
+    return ClientKeysPublic(client_id=system.client_id, jwks=system.jwks, jwks_uri=system.jwks_uri)
+
+
+@router.get(
+    "/v1/systems/{client_id}/jwks",
+    response_model=ClientKeysPublic,
+    tags=["identity"],
+    summary="A private_key_jwt system's registered public keys",
+    responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.WRONG_AUTH_METHOD),
+)
+async def get_client_keys(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> ClientKeysPublic:
+    system = await service.managed_system(uow.session, principal, client_id)
+    if system.auth_method != AuthMethod.PRIVATE_KEY_JWT:
+        raise GatewayProblem.WRONG_AUTH_METHOD.problem(f"{system.client_id} uses {system.auth_method}.")
+    return client_keys_public(system)
+
+
+@router.put(
+    "/v1/systems/{client_id}/jwks",
+    response_model=ClientKeysPublic,
+    tags=["identity"],
+    summary="Replace a private_key_jwt system's public keys (key rotation: register old and new, then new alone)",
+    responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.WRONG_AUTH_METHOD, GatewayProblem.INVALID_JWKS_URI),
+)
+async def set_client_keys(
+    client_id: str, body: ClientKeysBody, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> ClientKeysPublic:
+    system = await service.set_client_keys(uow.session, principal, client_id, body, settings_of(request))
+    changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, system.client_id, "system.jwks")
+    return client_keys_public(system)
+
+
+@router.get(
+    "/v1/keys",
+    response_model=SigningKeyList,
+    tags=["identity"],
+    summary="The token-signing keys and their rotation state (platform_admin)",
+    responses=problem_responses(CommonProblem.FORBIDDEN),
+)
+async def list_signing_keys(principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SigningKeyList:
+    service.require_platform_admin(principal)
+    rows = await keys.rows(uow.session)
+    return SigningKeyList(items=[signing_key_public(r) for r in rows])
+
+
+def signing_key_public(row: SigningKey) -> SigningKeyPublic:
+    return SigningKeyPublic(
+        kid=row.kid, state=KeyState(row.state), state_since=row.state_since, created_at=row.created_at
+    )
+
+
+@router.post(
+    "/v1/keys/rotate",
+    response_model=SigningKeyList,
+    tags=["identity"],
+    summary="Rotate the token-signing keys: next becomes current, current previous (platform_admin)",
+    responses=problem_responses(CommonProblem.FORBIDDEN, GatewayProblem.ROTATION_TOO_SOON),
+)
+async def rotate_signing_keys(request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SigningKeyList:
+    service.require_platform_admin(principal)
+    ring = await keys.rotate(uow.session, request.app.state.key_wrap, settings_of(request).token_ttl_s)
+    changed(request, uow, principal, AuditAction.KEY_ROTATED, ring.current.kid or "", "keys.rotate")
+    keys.install(
+        request.app.state, request.app.state.runtime.verifier, ring
+    )  # this replica at once, others within key_refresh_s
+    rows = await keys.rows(uow.session)
+    return SigningKeyList(items=[signing_key_public(r) for r in rows])
 
 
 @credentials.post(
@@ -286,8 +436,11 @@ ADMIN_PROBLEMS = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND)
     summary="Add a client secret (rotation); shown once",
     responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.TOO_MANY_SECRETS),
 )
-async def rotate_secret(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SecretCreated:
+async def rotate_secret(
+    client_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> SecretCreated:
     row, secret = await service.rotate_secret(uow.session, principal, client_id)
+    changed(request, uow, principal, AuditAction.SECRET_ROTATED, client_id, f"secret.add.{row.id}")
     return SecretCreated(id=row.id, client_secret=secret, created_at=row.created_at)
 
 
@@ -311,14 +464,20 @@ async def list_secrets(client_id: str, principal: CurrentPrincipal, uow: UnitOfW
     summary="Retire a client secret; it stops working at once",
     responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.LAST_SECRET),
 )
-async def retire_secret(client_id: str, secret_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+async def retire_secret(
+    client_id: str, secret_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> Response:
     await service.retire_secret(uow.session, principal, client_id, secret_id)
+    changed(request, uow, principal, AuditAction.SECRET_ROTATED, client_id, f"secret.retire.{secret_id}")
     return Response(status_code=204)
 
 
 @router.post("/v1/users", status_code=201, response_model=UserPublic, tags=["identity"])
-async def create_user(body: UserCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> UserPublic:
+async def create_user(
+    body: UserCreate, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> UserPublic:
     user = await service.create_user(uow.session, principal, body)
+    changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, user.username, "user.create")
     return UserPublic(username=user.username, department=user.dept_code, roles=user.roles)
 
 
@@ -339,8 +498,11 @@ def add_status_routes(status: Status) -> None:
         summary=f"{verb.capitalize()} a department (platform_admin)",
         responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.CANNOT_DISABLE_SELF),
     )
-    async def department_status(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> StatusPublic:
+    async def department_status(
+        code: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    ) -> StatusPublic:
         department = await service.set_department_status(uow.session, principal, code, status)
+        changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, department.code, f"department.{verb}")
         return StatusPublic(id=department.code, status=department.status)
 
     @router.post(
@@ -350,8 +512,11 @@ def add_status_routes(status: Status) -> None:
         summary=f"{verb.capitalize()} a system (platform_admin, or the department's data_admin)",
         responses=problem_responses(*ADMIN_PROBLEMS),
     )
-    async def system_status(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> StatusPublic:
+    async def system_status(
+        client_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    ) -> StatusPublic:
         system = await service.set_system_status(uow.session, principal, client_id, status)
+        changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, system.client_id, f"system.{verb}")
         return StatusPublic(id=system.client_id, status=system.status)
 
     @router.post(
@@ -361,8 +526,11 @@ def add_status_routes(status: Status) -> None:
         summary=f"{verb.capitalize()} a person (platform_admin)",
         responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.CANNOT_DISABLE_SELF),
     )
-    async def user_status(username: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> StatusPublic:
+    async def user_status(
+        username: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    ) -> StatusPublic:
         user = await service.set_user_status(uow.session, principal, username, status)
+        changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, user.username, f"user.{verb}")
         return StatusPublic(id=user.username, status=user.status)
 
 
@@ -377,8 +545,9 @@ for _status in STATUS_PATHS:
     summary="Lift a person's lockout at once (platform_admin)",
     responses=problem_responses(*ADMIN_PROBLEMS),
 )
-async def unlock_user(username: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+async def unlock_user(username: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
     await service.unlock_user(uow.session, principal, username)
+    changed(request, uow, principal, AuditAction.UNLOCK, username, "user.unlock")
     return Response(status_code=204)
 
 
@@ -389,8 +558,9 @@ async def unlock_user(username: str, principal: CurrentPrincipal, uow: UnitOfWor
     summary="Lift a system's lockout at once (platform_admin, or the department's data_admin)",
     responses=problem_responses(*ADMIN_PROBLEMS),
 )
-async def unlock_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+async def unlock_system(client_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
     await service.unlock_system(uow.session, principal, client_id)
+    changed(request, uow, principal, AuditAction.UNLOCK, client_id, "system.unlock")
     return Response(status_code=204)
 
 

@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from services.common.settings import CommonSettings
 
@@ -21,3 +21,27 @@ class GatewaySettings(CommonSettings):
     # The department the platform operator (and its admin) belongs to.
     platform_dept_code: str = Field("11110100MB00000001", validation_alias="TONGBAN_PLATFORM_DEPT_CODE")
     platform_dept_name: str = Field("市大数据管理局", validation_alias="TONGBAN_PLATFORM_DEPT_NAME")
+    # Key-encryption key (KEK, 密钥加密密钥): seals the token-signing private keys at rest
+    # (services.common.keywrap; `python -m services.common.keywrap` prints a new one). Required.
+    key_encryption_key: SecretStr | None = Field(None, validation_alias="TONGBAN_KEY_ENCRYPTION_KEY")
+    # How often each replica re-reads the signing keys (a rotation elsewhere reaches it within
+    # this) and purges expired client assertions.
+    key_refresh_s: float = Field(10.0, gt=0, le=3600, validation_alias="TONGBAN_KEY_REFRESH_S")
+    # private_key_jwt (RFC 7523): the longest an assertion may live (exp - now, and exp - iat).
+    # One hour, the bound most servers use: authlib's PrivateKeyJWT signs one-hour assertions.
+    client_assertion_max_lifetime_s: int = Field(
+        3600, ge=30, le=3600, validation_alias="TONGBAN_CLIENT_ASSERTION_MAX_LIFETIME_S"
+    )
+    # A system's jwks_uri: fetched with this timeout and size cap, cached this long (re-fetched
+    # earlier when an assertion names an unknown kid, at most every jwks_uri_refetch_s).
+    jwks_uri_timeout_s: float = Field(5.0, gt=0, le=60, validation_alias="TONGBAN_JWKS_URI_TIMEOUT_S")
+    jwks_uri_max_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024, validation_alias="TONGBAN_JWKS_URI_MAX_BYTES")
+    jwks_uri_cache_s: float = Field(300.0, ge=0, le=86400, validation_alias="TONGBAN_JWKS_URI_CACHE_S")
+    jwks_uri_refetch_s: float = Field(10.0, ge=0, le=3600, validation_alias="TONGBAN_JWKS_URI_REFETCH_S")
+    # https only, unless set (tests serve a JWKS over plain http on 127.0.0.1).
+    jwks_uri_allow_http: bool = Field(False, validation_alias="TONGBAN_JWKS_URI_ALLOW_HTTP")
+
+    @property
+    def token_endpoint(self) -> str:
+        """The token endpoint's URL: the ``aud`` a client assertion must name."""
+        return f"{self.public_url.rstrip('/')}/oauth2/token"

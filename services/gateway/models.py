@@ -1,14 +1,16 @@
-"""Gateway tables (schema ``gateway``): departments, their systems, people, signing keys."""
+"""Gateway tables (schema ``gateway``): departments, their systems, people, signing keys, the
+client assertions seen, and the outbox of its audit events."""
 
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ARRAY, DateTime, ForeignKey, Integer, String, func
+from sqlalchemy import ARRAY, DateTime, ForeignKey, Index, Integer, LargeBinary, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import one_of, schema_metadata, subset_of
+from services.common.outbox import OutboxRow
 from services.common.security import PERSON_ROLES, SYSTEM_ROLES, PrincipalType
 
 
@@ -42,11 +44,18 @@ class Department(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class AuthMethod(StrEnum):
+    """How a system authenticates at the token endpoint (RFC 8414 names)."""
+
+    CLIENT_SECRET_BASIC = "client_secret_basic"
+    PRIVATE_KEY_JWT = "private_key_jwt"  # RFC 7523: an assertion signed with a key of its JWKS
+
+
 class System(Base):
     """System — 业务系统: a departmental system that calls the platform as an OAuth2 client."""
 
     __tablename__ = "systems"
-    __table_args__ = (subset_of("roles", SYSTEM_ROLES), one_of("status", Status))
+    __table_args__ = (subset_of("roles", SYSTEM_ROLES), one_of("status", Status), one_of("auth_method", AuthMethod))
 
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     dept_code: Mapped[str] = mapped_column(ForeignKey(Department.code), index=True)
@@ -55,6 +64,20 @@ class System(Base):
     auth_method: Mapped[str] = mapped_column(String(32))
     status: Mapped[Status] = status_column()
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # private_key_jwt: the system's public keys (公钥集), given inline or fetched from jwks_uri.
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2048))
+
+
+class ClientAssertion(Base):
+    """A private_key_jwt assertion already accepted (its ``jti``): each is accepted once, by every
+    replica, until it expires; expired rows are purged."""
+
+    __tablename__ = "client_assertions"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class ClientSecret(Base):
@@ -100,11 +123,40 @@ class SignInFailures(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class KeyState(StrEnum):
+    """Where a token-signing key is in its rotation (轮换): published before it signs (next), signing
+    (current), published after it stopped signing, until tokens it signed have expired (previous)."""
+
+    NEXT = "next"
+    CURRENT = "current"
+    PREVIOUS = "previous"
+
+
 class SigningKey(Base):
-    """A token-signing key (ES256). The newest is used to sign; all are published in the JWKS."""
+    """A token-signing key (ES256). Every one is in the JWKS; the current one signs. The private
+    key is kept sealed (AES-GCM) under the key-encryption key of the environment."""
 
     __tablename__ = "signing_keys"
+    __table_args__ = (
+        one_of("state", KeyState),
+        # At most one current and one next key, whatever two rotations do at once.
+        Index(
+            "uq_signing_keys_state",
+            "state",
+            unique=True,
+            postgresql_where=text("state IN ('current', 'next')"),
+        ),
+    )
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    private_jwk: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    state: Mapped[KeyState] = mapped_column(String(16))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    sealed_private_jwk: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Before the key-encryption key: a private key in clear, sealed (and cleared) at the next start.
+    private_jwk: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    state_since: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Outbox(OutboxRow, Base):
+    """Audit events of the gateway, written with the change they record (see services.common.outbox)."""

@@ -23,3 +23,7 @@ class GatewayProblem(ProblemCode):
     OAUTH2_UNAUTHORIZED_CLIENT = "oauth2-unauthorized-client", 400, "OAuth2 token request failed"
     # A client locked after repeated wrong secrets; its body says error=invalid_client (RFC 6749 has no other).
     OAUTH2_CLIENT_LOCKED = "oauth2-client-locked", 429, "OAuth2 token request failed"
+    # private_key_jwt registration (RFC 7523) and signing-key rotation.
+    WRONG_AUTH_METHOD = "wrong-auth-method", 409, "The system uses another client authentication method"
+    INVALID_JWKS_URI = "invalid-jwks-uri", 422, "The jwks_uri cannot be used"
+    ROTATION_TOO_SOON = "rotation-too-soon", 409, "Tokens signed by the previous key may still be valid"

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
@@ -13,6 +13,7 @@ from services.common.identifiers import (
     validate_region_code,
 )
 from services.common.schemas import Strict
+from services.gateway.assertions import jwks_problem
 
 
 def _credit_code(value: str) -> str:
@@ -108,19 +109,60 @@ class DepartmentList(BaseModel):
     next_cursor: str | None
 
 
+def _jwks(value: dict[str, Any]) -> dict[str, Any]:
+    problem = jwks_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+AuthMethodName = Literal["client_secret_basic", "private_key_jwt"]
+Jwks = Annotated[
+    dict[str, Any],
+    AfterValidator(_jwks),
+    Field(description='public keys (RFC 7517): {"keys": [...]}, 1 to 10, each with a kid; EC, OKP or RSA ≥ 2048'),
+]
+JwksUri = Annotated[str, Field(min_length=9, max_length=2048, description="https URL of the system's JWKS")]
+
+
+class ClientKeysBody(Strict):
+    """A private_key_jwt system's public keys: exactly one of ``jwks`` and ``jwks_uri``."""
+
+    jwks: Jwks | None = None
+    jwks_uri: JwksUri | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.jwks is None) == (self.jwks_uri is None):
+            raise ValueError("give exactly one of jwks and jwks_uri")
+        return self
+
+
 class SystemCreate(Strict):
     name: str = Field(min_length=2, max_length=100)
     roles: list[SystemRole] = Field(min_length=1, max_length=3)
-    auth_method: Literal["client_secret_basic"] = "client_secret_basic"
+    auth_method: AuthMethodName = "client_secret_basic"
+    # private_key_jwt only (RFC 7523): exactly one of them.
+    jwks: Jwks | None = None
+    jwks_uri: JwksUri | None = None
+
+    @model_validator(mode="after")
+    def _keys_go_with_private_key_jwt(self) -> Self:
+        if self.auth_method == "private_key_jwt" and (self.jwks is None) == (self.jwks_uri is None):
+            raise ValueError("private_key_jwt needs exactly one of jwks and jwks_uri")
+        if self.auth_method == "client_secret_basic" and (self.jwks is not None or self.jwks_uri is not None):
+            raise ValueError("jwks and jwks_uri go with auth_method private_key_jwt only")
+        return self
 
 
 class SystemCreated(BaseModel):
     client_id: str
-    client_secret: str | None = Field(description="Shown once; only its hash is stored.")
+    client_secret: str | None = Field(description="Shown once; only its hash is stored. None for private_key_jwt.")
     dept: str
     name: str
     roles: list[str]
     auth_method: str
+    jwks_uri: str | None = None
 
 
 class SystemPublic(BaseModel):
@@ -129,6 +171,28 @@ class SystemPublic(BaseModel):
     name: str
     roles: list[str]
     auth_method: str
+    jwks_uri: str | None = None
+
+
+class ClientKeysPublic(BaseModel):
+    """A private_key_jwt system's registered keys: the JWKS given, or the jwks_uri."""
+
+    client_id: str
+    jwks: dict[str, Any] | None
+    jwks_uri: str | None
+
+
+class SigningKeyPublic(BaseModel):
+    kid: str
+    state: Literal["next", "current", "previous"]
+    state_since: datetime
+    created_at: datetime
+
+
+class SigningKeyList(BaseModel):
+    """The token-signing keys: next, current, previous (the JWKS has their public halves)."""
+
+    items: list[SigningKeyPublic]
 
 
 class SecretCreated(BaseModel):

@@ -8,12 +8,13 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 from joserfc import jwt
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey
 from joserfc.jws import extract_compact
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -31,11 +32,12 @@ from services.common.security import (
     TokenVerifier,
     forbidden,
 )
+from services.gateway import assertions
 from services.gateway.config import GatewaySettings
 from services.gateway.hashing import hash_secret, verify_secret
-from services.gateway.models import ClientSecret, Department, SignInFailures, SigningKey, Status, System, User
+from services.gateway.models import AuthMethod, ClientSecret, Department, SignInFailures, Status, System, User
 from services.gateway.problems import GatewayProblem
-from services.gateway.schemas import DepartmentCreate, SystemCreate, UserCreate
+from services.gateway.schemas import ClientKeysBody, DepartmentCreate, SystemCreate, UserCreate
 
 # Client ids are "sys-" + random hex; usernames may not start with it (schemas.UserCreate), so a
 # person can never be mistaken for a system by name.
@@ -112,23 +114,52 @@ def may_manage_systems_of(principal: Principal, dept_code: str) -> bool:
     )
 
 
+def check_jwks_uri(uri: str | None, settings: GatewaySettings) -> None:
+    if uri is not None and (problem := assertions.jwks_uri_problem(uri, settings)) is not None:
+        raise GatewayProblem.INVALID_JWKS_URI.problem(problem)
+
+
 async def create_system(
-    session: AsyncSession, principal: Principal, dept_code: str, body: SystemCreate
-) -> tuple[System, str]:
+    session: AsyncSession, principal: Principal, dept_code: str, body: SystemCreate, settings: GatewaySettings
+) -> tuple[System, str | None]:
+    """Register a system. With ``client_secret_basic`` its first secret is returned (once); with
+    ``private_key_jwt`` its public keys are kept (a JWKS, or a ``jwks_uri``) and there is no secret."""
     department = await get_department(session, dept_code)
     if not may_manage_systems_of(principal, department.code):
         raise forbidden("Only a platform administrator or this department's data administrator may register systems.")
+    check_jwks_uri(body.jwks_uri, settings)
     system = System(
         client_id=CLIENT_ID_PREFIX + secrets.token_hex(8),
         dept_code=department.code,
         name=body.name,
         roles=sorted(set(body.roles)),
         auth_method=body.auth_method,
+        jwks=body.jwks,
+        jwks_uri=body.jwks_uri,
     )
     session.add(system)
     await session.flush()
+    if system.auth_method == AuthMethod.PRIVATE_KEY_JWT:
+        return system, None
     _, secret = await add_secret(session, system)
     return system, secret
+
+
+async def set_client_keys(
+    session: AsyncSession, principal: Principal, client_id: str, body: ClientKeysBody, settings: GatewaySettings
+) -> System:
+    """Replace a private_key_jwt system's public keys (公钥轮换): the new JWKS (or jwks_uri) holds
+    from the next assertion on. To rotate without downtime, register old and new key together,
+    switch the client to the new one, then register the new one alone."""
+    system = await managed_system(session, principal, client_id)
+    if system.auth_method != AuthMethod.PRIVATE_KEY_JWT:
+        raise GatewayProblem.WRONG_AUTH_METHOD.problem(
+            f"{system.client_id} uses {system.auth_method}, not private_key_jwt."
+        )
+    check_jwks_uri(body.jwks_uri, settings)
+    system.jwks, system.jwks_uri = body.jwks, body.jwks_uri
+    await session.flush()
+    return system
 
 
 async def add_secret(session: AsyncSession, system: System) -> tuple[ClientSecret, str]:
@@ -162,6 +193,10 @@ async def rotate_secret(session: AsyncSession, principal: Principal, client_id: 
     """Secret rotation (密钥轮换), step one: a second secret, valid beside the current one until
     that one is retired. Refused while two are active, so no secret stops working unannounced."""
     system = await managed_system(session, principal, client_id)
+    if system.auth_method != AuthMethod.CLIENT_SECRET_BASIC:
+        raise GatewayProblem.WRONG_AUTH_METHOD.problem(
+            f"{system.client_id} uses {system.auth_method}: it has no secrets."
+        )
     # Lock the system's row: two concurrent rotations must not both see one secret and make three.
     await session.refresh(system, with_for_update=True)
     if len(await client_secrets(session, system.client_id)) >= MAX_ACTIVE_SECRETS:
@@ -309,10 +344,17 @@ class Lockout:
     sessions: async_sessionmaker[AsyncSession]
     threshold: int
     duration_s: int
+    # Told when an attempt locks a name (its request's audit trail records the lockout).
+    on_lock: Callable[[PrincipalType, str], None] | None = None
 
     @classmethod
-    def of(cls, sessions: async_sessionmaker[AsyncSession], settings: GatewaySettings) -> Lockout:
-        return cls(sessions, settings.lockout_threshold, settings.lockout_s)
+    def of(
+        cls,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: GatewaySettings,
+        on_lock: Callable[[PrincipalType, str], None] | None = None,
+    ) -> Lockout:
+        return cls(sessions, settings.lockout_threshold, settings.lockout_s, on_lock)
 
     async def attempt(self, kind: PrincipalType, name: str) -> Attempt:
         """Count an attempt of ``name`` as a failure until it succeeds (see :func:`forget_failures`)."""
@@ -333,6 +375,8 @@ class Lockout:
             row.last_failed_at = now
             if row.failures >= self.threshold:
                 row.failures, row.locked_until = 0, now + timedelta(seconds=self.duration_s)  # a new count after it
+                if self.on_lock is not None:
+                    self.on_lock(kind, name)
                 return Attempt(locked_s=0, locks_s=self.duration_s)
             return Attempt(locked_s=0, locks_s=0)
 
@@ -366,22 +410,6 @@ def locked_problem(kind: PrincipalType, seconds: int) -> Problem:
 
 
 # --------------------------------------------------------------------------- tokens
-
-
-async def signing_keys(session: AsyncSession) -> list[ECKey]:
-    """All signing keys, newest first; creates the first one on a fresh database."""
-    rows = (await session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc()))).all()
-    if rows:
-        return [ECKey.import_key(r.private_jwk) for r in rows]
-    kid = uuid.uuid4().hex[:16]
-    key = ECKey.generate_key("P-256", parameters={"kid": kid, "use": "sig", "alg": "ES256"}, private=True)
-    session.add(SigningKey(kid=kid, private_jwk=key.as_dict(private=True)))
-    await session.flush()
-    return [key]
-
-
-def public_jwks(keys: list[ECKey]) -> dict[str, object]:
-    return dict(KeySet(list(keys)).as_dict(private=False))
 
 
 def issue_token(
@@ -457,6 +485,23 @@ async def authenticate_client(session: AsyncSession, lockout: Lockout, client_id
     if attempt.locks_s:
         raise locked_problem(PrincipalType.SYSTEM, attempt.locks_s)
     raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
+
+
+async def authenticate_assertion(
+    session: AsyncSession, client_keys: assertions.ClientKeys, settings: GatewaySettings, assertion: str
+) -> System:
+    """The system that signed this private_key_jwt assertion (RFC 7523), if it is active. Not
+    counted towards a lockout: a signature cannot be guessed, and counting would let anyone lock
+    a system out by sending junk in its name."""
+    try:
+        system = await assertions.authenticate(session, client_keys, settings, assertion)
+    except assertions.AssertionRejected as err:
+        raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, f"Client assertion refused: {err}.") from err
+    if not await is_active(session, system.dept_code, system.status):
+        raise OAuthError(
+            GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT, "This system, or its department, is disabled (停用)."
+        )
+    return system
 
 
 async def authenticate_user(session: AsyncSession, lockout: Lockout, username: str, password: str) -> User:

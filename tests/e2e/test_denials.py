@@ -15,7 +15,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from services.common.keywrap import KeyWrap
 from services.demo import DemoCredentials
+from services.gateway import keys
 from tests.e2e.client import (
     person_token,
     publish_unconditional_resource,
@@ -133,8 +135,10 @@ async def test_missing_expired_and_forged_tokens(
     creds = distributed[1]
     before = await counts(db)
     assert_problem(await client.post("/v1/exchange/queries", json=query_body(creds)), 401, "unauthorized")
-    row = await db.fetchrow("SELECT private_jwk FROM gateway.signing_keys ORDER BY created_at DESC LIMIT 1")
-    key = ECKey.import_key(json.loads(row["private_jwk"]))
+    # The signing key, as only someone holding the key-encryption key could read it (it is sealed at rest).
+    row = await db.fetchrow("SELECT kid, sealed_private_jwk FROM gateway.signing_keys WHERE state = 'current'")
+    sealed = KeyWrap(distributed[0].key_encryption_key).open(row["sealed_private_jwk"], keys.context(row["kid"]))
+    key = ECKey.import_key(json.loads(sealed))
     now = int(time.time())
     claims = {
         "iss": "tongban",

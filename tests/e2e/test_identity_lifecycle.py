@@ -202,11 +202,12 @@ async def test_the_metadata_lists_introspection(client: httpx.AsyncClient) -> No
     metadata = (await client.get("/.well-known/oauth-authorization-server")).json()
     base = metadata["token_endpoint"].removesuffix("/oauth2/token")
     assert metadata["introspection_endpoint"] == f"{base}/oauth2/introspect"
-    assert metadata["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic"]
-    assert metadata["token_endpoint_auth_methods_supported"] == ["client_secret_basic"]
+    assert metadata["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic", "private_key_jwt"]
+    assert metadata["token_endpoint_auth_methods_supported"] == ["client_secret_basic", "private_key_jwt"]
     assert metadata["grant_types_supported"] == ["client_credentials"]
     assert metadata["scopes_supported"] == ["citizen_portal", "consumer", "provider"]
-    assert "token_endpoint_auth_signing_alg_values_supported" not in metadata  # no JWT client auth yet
+    # private_key_jwt's assertions: asymmetric algorithms only.
+    assert metadata["token_endpoint_auth_signing_alg_values_supported"] == ["ES256", "EdDSA", "RS256", "PS256"]
 
 
 # --------------------------------------------------------------------------- lockout, password policy

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.common.keywrap import KeyWrap, new_kek
 from services.gateway.config import GatewaySettings
 from services.gateway.service import Lockout
 
-SETTINGS = GatewaySettings(jwt_issuer="tongban-test", jwt_audience="tongban-test", token_ttl_s=900)
+KEK = new_kek()  # made per test run, as make run and the e2e stacks make theirs
+SETTINGS = GatewaySettings(
+    jwt_issuer="tongban-test",
+    jwt_audience="tongban-test",
+    token_ttl_s=900,
+    key_encryption_key=KEK,
+    public_url="https://gateway.test",
+)
+WRAP = KeyWrap(KEK)
 PASSWORD = "Tongban-2026"  # meets the password policy
 
 LOCKOUT_THRESHOLD = 3

@@ -18,7 +18,7 @@ from services.common.security import Role
 from services.gateway import hashing, service
 from services.gateway.models import Department, System, User
 from tests.factories import SystemCreateFactory, UserCreateFactory, person
-from tests.gateway.support import lockout_on
+from tests.gateway.support import SETTINGS, lockout_on
 
 
 def scrypt_hash(password: str) -> str:
@@ -95,7 +95,7 @@ async def test_a_systems_sha256_secret_becomes_argon2id_at_the_next_token(
     session: AsyncSession, department: Department
 ) -> None:
     admin = person(department.code, Role.PLATFORM_ADMIN)
-    system, _ = await service.create_system(session, admin, department.code, SystemCreateFactory.build())
+    system, _ = await service.create_system(session, admin, department.code, SystemCreateFactory.build(), SETTINGS)
     old_secret = secrets.token_urlsafe(32)
     [stored] = await service.client_secrets(session, system.client_id)
     stored.secret_hash = sha256_hash(old_secret)
@@ -132,7 +132,7 @@ async def test_an_unknown_name_costs_the_time_of_a_wrong_password(
     quiet = lockout_on(session, threshold=1000)  # the repeated failures here must not lock anyone out
     user = await service.create_user(session, admin, UserCreateFactory.build(department=department.code))
     system: System
-    system, _ = await service.create_system(session, admin, department.code, SystemCreateFactory.build())
+    system, _ = await service.create_system(session, admin, department.code, SystemCreateFactory.build(), SETTINGS)
 
     wrong_password = await median_ms(
         lambda: service.authenticate_user(session, quiet, user.username, "Wrong-password-1")

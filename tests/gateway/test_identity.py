@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, TokenVerifier
-from services.gateway import service
+from services.gateway import keys, service
 from services.gateway.models import Department, System, User
 from services.gateway.schemas import SystemCreate, UserCreate
 from tests.factories import (
@@ -26,7 +26,7 @@ from tests.factories import (
     person,
     region_of,
 )
-from tests.gateway.support import SETTINGS, lockout_on
+from tests.gateway.support import SETTINGS, WRAP, lockout_on
 
 
 async def count(session: AsyncSession, model: type[Department | System | User]) -> int:
@@ -82,7 +82,9 @@ async def test_a_parent_department_must_exist(session: AsyncSession, admin: Prin
 async def test_a_departments_data_admin_registers_its_system(session: AsyncSession, department: Department) -> None:
     data_admin = person(department.code, Role.DATA_ADMIN)
 
-    created, secret = await service.create_system(session, data_admin, department.code, SystemCreateFactory.build())
+    created, secret = await service.create_system(
+        session, data_admin, department.code, SystemCreateFactory.build(), SETTINGS
+    )
 
     assert created.client_id.startswith(service.CLIENT_ID_PREFIX)
     assert created.dept_code == department.code
@@ -110,7 +112,7 @@ async def test_another_departments_data_admin_may_not_register_its_systems(
     outsider = person(credit_code(), Role.DATA_ADMIN)
 
     with pytest.raises(Problem) as raised:
-        await service.create_system(session, outsider, department.code, SystemCreateFactory.build())
+        await service.create_system(session, outsider, department.code, SystemCreateFactory.build(), SETTINGS)
 
     assert_problem(raised, 403, "forbidden")
     assert await count(session, System) == 0
@@ -146,8 +148,7 @@ async def test_a_username_is_taken_once(session: AsyncSession, admin: Principal,
 @pytest.fixture
 async def key(session: AsyncSession) -> ECKey:
     """The gateway's signing key (created on first use, as on a fresh database)."""
-    [newest] = await service.signing_keys(session)
-    return newest
+    return (await keys.prepare_ring(session, WRAP)).current
 
 
 def verifier(key: ECKey) -> TokenVerifier:

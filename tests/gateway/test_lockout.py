@@ -16,7 +16,7 @@ from services.gateway import service
 from services.gateway.models import Department, SignInFailures, System, User
 from services.gateway.schemas import UserCreate
 from tests.factories import SystemCreateFactory, UserCreateFactory, credit_code, person
-from tests.gateway.support import LOCKOUT_S, LOCKOUT_THRESHOLD, PASSWORD, lockout_on
+from tests.gateway.support import LOCKOUT_S, LOCKOUT_THRESHOLD, PASSWORD, SETTINGS, lockout_on
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ async def user(session: AsyncSession, admin: Principal, department: Department) 
 
 @pytest.fixture
 async def registered(session: AsyncSession, admin: Principal, department: Department) -> tuple[System, str]:
-    return await service.create_system(session, admin, department.code, SystemCreateFactory.build())
+    return await service.create_system(session, admin, department.code, SystemCreateFactory.build(), SETTINGS)
 
 
 async def login(session: AsyncSession, username: str, password: str) -> tuple[int, str, dict[str, str]]:

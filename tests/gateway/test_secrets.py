@@ -14,7 +14,7 @@ from services.common.security import Principal, Role
 from services.gateway import service
 from services.gateway.models import ClientSecret, Department, System
 from tests.factories import SystemCreateFactory, credit_code, person
-from tests.gateway.support import lockout_on
+from tests.gateway.support import SETTINGS, lockout_on
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def data_admin(department: Department) -> Principal:
 
 @pytest.fixture
 async def registered(session: AsyncSession, department: Department, data_admin: Principal) -> tuple[System, str]:
-    return await service.create_system(session, data_admin, department.code, SystemCreateFactory.build())
+    return await service.create_system(session, data_admin, department.code, SystemCreateFactory.build(), SETTINGS)
 
 
 async def secret_count(session: AsyncSession) -> int:

@@ -14,15 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, TokenVerifier
-from services.gateway import service
+from services.gateway import keys, service
 from services.gateway.models import Department, Status, System, User
 from tests.factories import SystemCreateFactory, UserCreateFactory, credit_code, person
-from tests.gateway.support import PASSWORD, SETTINGS, lockout_on
+from tests.gateway.support import PASSWORD, SETTINGS, WRAP, lockout_on
 
 
 @pytest.fixture
 async def registered(session: AsyncSession, admin: Principal, department: Department) -> tuple[System, str]:
-    return await service.create_system(session, admin, department.code, SystemCreateFactory.build())
+    return await service.create_system(session, admin, department.code, SystemCreateFactory.build(), SETTINGS)
 
 
 @pytest.fixture
@@ -33,8 +33,7 @@ async def user(session: AsyncSession, admin: Principal, department: Department) 
 
 @pytest.fixture
 async def key(session: AsyncSession) -> ECKey:
-    [newest] = await service.signing_keys(session)
-    return newest
+    return (await keys.prepare_ring(session, WRAP)).current
 
 
 def verifier(key: ECKey) -> TokenVerifier:

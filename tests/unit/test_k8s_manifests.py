@@ -312,6 +312,7 @@ def test_one_deployment_per_service_from_one_image_with_the_config_map(objects: 
             assert "value" not in env or env["name"] not in {
                 "TONGBAN_SUBJECT_HASH_KEY",
                 "TONGBAN_BOOTSTRAP_ADMIN_PASSWORD",
+                "TONGBAN_KEY_ENCRYPTION_KEY",
             }
     job = named(objects, "Job", "tongban-migrate")
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "services.common.migrate"]
