@@ -7,9 +7,8 @@ from typing import Annotated
 from urllib.parse import parse_qs, quote, unquote
 
 import aiohttp
-import yarl
 from fastapi import APIRouter, Header, Query, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from services.common.errors import CommonProblem, problem_responses
 from services.common.http import NoStoreRoute
@@ -38,6 +37,7 @@ from services.gateway.schemas import (
     UserPublic,
 )
 from services.gateway.service import OAuthError
+from services.gateway.upstreams import UpstreamFailed, Upstreams, body_of, response_headers
 
 router = APIRouter()
 # Routes that answer with tokens: no-store on every answer, errors included (RFC 6749 §5.1).
@@ -45,7 +45,8 @@ credentials = APIRouter(route_class=NoStoreRoute)
 
 # Headers passed through to the services behind the gateway, in both directions.
 FORWARD_REQUEST_HEADERS = ("authorization", "content-type", "idempotency-key", "x-request-id", "accept", "traceparent")
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
+# Answers up to this size are read whole and sent with a Content-Length; larger ones are streamed.
+SMALL_ANSWER_BYTES = 64 * 1024
 # RFC 3986 pchar (and "/") plus "%", so that existing escapes are kept as they are.
 PATH_SAFE = "/%!$&'()*+,;=:@-._~"
 QUERY_SAFE = PATH_SAFE + "?"
@@ -426,28 +427,41 @@ def forwarded_target(raw_path: bytes, query_string: bytes, prefix: str) -> str:
     return path + (f"?{query}" if query else "")
 
 
-async def proxy(request: Request, upstream: str, prefix: str) -> Response:
-    """Forward to the owning service after checking the path and the token here too (fail fast at
-    the door). The request id and ``traceparent`` sent on are this request's checked ones."""
+async def proxy(request: Request, service_name: str, prefix: str) -> Response:
+    """Forward to a replica of the owning service after checking the path and the token here too
+    (fail fast at the door). The request id and ``traceparent`` sent on are this request's checked
+    ones; the client's own ``X-Forwarded-*`` are dropped (only FORWARD_REQUEST_HEADERS pass) and
+    replaced by what the gateway saw itself.
+
+    The request body is read whole (the middleware caps it at ``max_body_bytes``) so that it can be
+    sent again to another replica; the answer is streamed unless it is small and of known length."""
     target = forwarded_target(
         request.scope.get("raw_path") or request.url.path.encode(), request.scope.get("query_string", b""), prefix
     )
     await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
-    client: aiohttp.ClientSession = request.app.state.upstream
     headers = {k: v for k, v in request.headers.items() if k in FORWARD_REQUEST_HEADERS}
     headers.update(context_headers())
-    # encoded=True: yarl must not re-quote or normalise what was checked above.
-    url = yarl.URL(upstream + target, encoded=True)
+    if request.client is not None:
+        headers["x-forwarded-for"] = request.client.host
+    headers["x-forwarded-proto"] = request.url.scheme
+    upstreams: Upstreams = request.app.state.upstreams
     try:
-        async with client.request(request.method, url, data=await request.body(), headers=headers) as upstream_response:
-            content = await upstream_response.read()
-            out_headers = {k.lower(): v for k, v in upstream_response.headers.items() if k.lower() not in HOP_BY_HOP}
-    except TimeoutError as err:
-        raise GatewayProblem.UPSTREAM_TIMEOUT.problem(f"{upstream}: timeout") from err
-    except aiohttp.ClientError as err:
-        raise GatewayProblem.UPSTREAM_UNAVAILABLE.problem(f"{upstream}: {err}") from err
+        upstream_response = await upstreams.send(service_name, request.method, target, headers, await request.body())
+    except UpstreamFailed as err:
+        problem = GatewayProblem.UPSTREAM_TIMEOUT if err.timeout else GatewayProblem.UPSTREAM_UNAVAILABLE
+        raise problem.problem(f"{service_name}: {err}") from err
+    out_headers = response_headers(upstream_response.headers, upstream_response.headers.get("connection"))
     out_headers.pop("x-request-id", None)  # the middleware sets it
-    return Response(content, status_code=upstream_response.status, headers=out_headers)
+    length = upstream_response.content_length
+    if length is not None and length <= SMALL_ANSWER_BYTES:
+        try:
+            content = await upstream_response.read()
+        except aiohttp.ClientError as err:
+            raise GatewayProblem.UPSTREAM_UNAVAILABLE.problem(f"{service_name}: {err}") from err
+        finally:
+            upstream_response.release()
+        return Response(content, status_code=upstream_response.status, headers=out_headers)
+    return StreamingResponse(body_of(upstream_response), status_code=upstream_response.status, headers=out_headers)
 
 
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -455,14 +469,14 @@ PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 @router.api_route("/v1/registry/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_registry(request: Request) -> Response:
-    return await proxy(request, settings_of(request).registry_url, "/v1/registry/")
+    return await proxy(request, "registry", "/v1/registry/")
 
 
 @router.api_route("/v1/exchange/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_exchange(request: Request) -> Response:
-    return await proxy(request, settings_of(request).exchange_url, "/v1/exchange/")
+    return await proxy(request, "exchange", "/v1/exchange/")
 
 
 @router.api_route("/v1/audit/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_audit(request: Request) -> Response:
-    return await proxy(request, settings_of(request).audit_url, "/v1/audit/")
+    return await proxy(request, "audit", "/v1/audit/")

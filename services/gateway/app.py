@@ -17,6 +17,7 @@ from services.common.runtime import service_runtime
 from services.gateway import service
 from services.gateway.api import router
 from services.gateway.config import GatewaySettings
+from services.gateway.upstreams import Upstreams
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -37,10 +38,23 @@ def create_app(settings: GatewaySettings | None = None, bus: Bus | None = None) 
             app.state.signing_keys = keys
             # aiohttp rather than httpx for the proxy: at load its connection pool costs a fraction
             # of httpx's CPU per request (measured with py-spy under make bench).
-            connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60)
-            timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_s)
+            # keepalive_timeout under uvicorn's own (5 s): a pooled socket the service has already
+            # closed would fail the next request sent on it.
+            connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=4)
+            timeout = aiohttp.ClientTimeout(
+                total=settings.upstream_timeout_s, sock_connect=settings.upstream_connect_timeout_s
+            )
             async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as upstream:
-                app.state.upstream = upstream
+                app.state.upstreams = Upstreams(
+                    upstream,
+                    {
+                        "registry": settings.registry_url,
+                        "exchange": settings.exchange_url,
+                        "audit": settings.audit_url,
+                    },
+                    cooloff_s=settings.upstream_cooloff_s,
+                    registry=app.state.metrics,
+                )
 
                 async def database() -> None:
                     await ping(rt.engine)

@@ -1,16 +1,22 @@
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from services.common.settings import CommonSettings
+from services.gateway.upstreams import replica_urls
 
 
 class GatewaySettings(CommonSettings):
     port: int = Field(8000, validation_alias="TONGBAN_GATEWAY_PORT")
     public_url: str = Field("http://127.0.0.1:8000", validation_alias="TONGBAN_GATEWAY_PUBLIC_URL")
+    # Each service's replicas: one base URL, or several separated by commas (upstreams.replica_urls).
     registry_url: str = Field("http://127.0.0.1:8001", validation_alias="TONGBAN_REGISTRY_URL")
     exchange_url: str = Field("http://127.0.0.1:8002", validation_alias="TONGBAN_EXCHANGE_URL")
     audit_url: str = Field("http://127.0.0.1:8003", validation_alias="TONGBAN_AUDIT_URL")
     token_ttl_s: int = Field(900, ge=60, le=86400, validation_alias="TONGBAN_TOKEN_TTL_S")
     upstream_timeout_s: float = Field(30.0, validation_alias="TONGBAN_UPSTREAM_TIMEOUT_S")
+    # A replica that cannot be reached gets no requests for this long (passive health check).
+    upstream_cooloff_s: float = Field(10.0, gt=0, le=3600, validation_alias="TONGBAN_UPSTREAM_COOLOFF_S")
+    # Connecting to a replica takes well under this on a working network: past it, try the next.
+    upstream_connect_timeout_s: float = Field(2.0, gt=0, le=60, validation_alias="TONGBAN_UPSTREAM_CONNECT_TIMEOUT_S")
     # Lockout (锁定): this many failed logins (or client secrets) in a row lock the name for
     # lockout_s seconds; failures older than lockout_s are forgotten. Counted in PostgreSQL,
     # shared by every replica.
@@ -21,3 +27,9 @@ class GatewaySettings(CommonSettings):
     # The department the platform operator (and its admin) belongs to.
     platform_dept_code: str = Field("11110100MB00000001", validation_alias="TONGBAN_PLATFORM_DEPT_CODE")
     platform_dept_name: str = Field("市大数据管理局", validation_alias="TONGBAN_PLATFORM_DEPT_NAME")
+
+    @field_validator("registry_url", "exchange_url", "audit_url")
+    @classmethod
+    def upstream_list(cls, value: str) -> str:
+        replica_urls(value)  # refuses a malformed list at start, not at the first request
+        return value
