@@ -15,16 +15,19 @@ from services.common.http import NoStoreRoute
 from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.common.security import SYSTEM_ROLES, PrincipalType, bearer_token
-from services.gateway import service
+from services.gateway import ratelimit, service
 from services.gateway.config import GatewaySettings
-from services.gateway.models import Status
+from services.gateway.models import RateLimit, Status
 from services.gateway.problems import GatewayProblem
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.schemas import (
     DepartmentCreate,
     DepartmentList,
     DepartmentPublic,
     Introspection,
     Login,
+    RateLimitPublic,
+    RateLimitSet,
     SecretCreated,
     SecretList,
     SecretPublic,
@@ -60,6 +63,16 @@ def settings_of(request: Request) -> GatewaySettings:
 
 def lockout_of(request: Request) -> service.Lockout:
     return service.Lockout.of(request.app.state.runtime.sessions, settings_of(request))
+
+
+def ratelimiter_of(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.ratelimiter
+    return limiter
+
+
+def source_of(request: Request) -> str:
+    """The address the request came from: the peer of this connection, never a client's header."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 def department_public(d: object) -> DepartmentPublic:
@@ -107,6 +120,7 @@ TOKEN_REQUEST = {
         GatewayProblem.OAUTH2_INVALID_SCOPE,
         GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT,
         GatewayProblem.OAUTH2_CLIENT_LOCKED,
+        GatewayProblem.RATE_LIMITED,
     ),
 )
 async def token(
@@ -118,6 +132,7 @@ async def token(
             GatewayProblem.OAUTH2_UNSUPPORTED_GRANT_TYPE, "Only grant_type=client_credentials is supported."
         )
     client_id, secret = service.parse_basic(authorization)
+    await ratelimiter_of(request).check_token(client_id, source_of(request))
     system = await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
     wanted = set(form.get("scope", "").split())
     if wanted - set(system.roles):
@@ -165,6 +180,7 @@ INTROSPECTION_REQUEST = {
         GatewayProblem.OAUTH2_INVALID_CLIENT,
         GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT,
         GatewayProblem.OAUTH2_CLIENT_LOCKED,
+        GatewayProblem.RATE_LIMITED,
     ),
 )
 async def introspect(
@@ -173,6 +189,7 @@ async def introspect(
     form = await read_form(request)
     # Only a registered, active system may ask (RFC 7662 §2.1), so tokens cannot be probed anonymously.
     client_id, secret = service.parse_basic(authorization)
+    await ratelimiter_of(request).check_token(client_id, source_of(request))
     await service.authenticate_client(uow.session, lockout_of(request), client_id, secret)
     token_value = form.get("token")
     if not token_value:
@@ -187,10 +204,14 @@ async def introspect(
     tags=["identity"],
     summary="Log a person in",
     responses=problem_responses(
-        GatewayProblem.INVALID_CREDENTIALS, GatewayProblem.ACCOUNT_DISABLED, GatewayProblem.ACCOUNT_LOCKED
+        GatewayProblem.INVALID_CREDENTIALS,
+        GatewayProblem.ACCOUNT_DISABLED,
+        GatewayProblem.ACCOUNT_LOCKED,
+        GatewayProblem.RATE_LIMITED,
     ),
 )
 async def login(body: Login, request: Request, uow: UnitOfWorkDep) -> TokenResponse:
+    await ratelimiter_of(request).check_login(body.username, source_of(request))
     user = await service.authenticate_user(uow.session, lockout_of(request), body.username, body.password)
     access, ttl, scope = service.issue_token(
         request.app.state.signing_keys[0],
@@ -395,6 +416,57 @@ async def unlock_system(client_id: str, principal: CurrentPrincipal, uow: UnitOf
     return Response(status_code=204)
 
 
+# --------------------------------------------------------------------------- rate limits (限流)
+
+
+def rate_limit_public(request: Request, client_id: str, row: RateLimit | None) -> RateLimitPublic:
+    if row is None:
+        s = settings_of(request)
+        return RateLimitPublic(
+            client_id=client_id, rate_per_s=s.rate_limit_per_s, burst=s.rate_limit_burst, default=True
+        )
+    return RateLimitPublic(client_id=client_id, rate_per_s=row.rate_per_s, burst=row.burst, default=False)
+
+
+@router.get(
+    "/v1/systems/{client_id}/rate-limit",
+    response_model=RateLimitPublic,
+    tags=["identity"],
+    summary="A system's rate limit for the services behind the gateway (platform_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def get_rate_limit(
+    client_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> RateLimitPublic:
+    return rate_limit_public(request, client_id, await ratelimit.system_limit(uow.session, principal, client_id))
+
+
+@router.put(
+    "/v1/systems/{client_id}/rate-limit",
+    response_model=RateLimitPublic,
+    tags=["identity"],
+    summary="Give a system its own rate limit; it applies from its next request (platform_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS, CommonProblem.VALIDATION),
+)
+async def set_rate_limit(
+    client_id: str, body: RateLimitSet, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> RateLimitPublic:
+    row = await ratelimit.set_system_limit(uow.session, principal, client_id, body.rate_per_s, body.burst)
+    return rate_limit_public(request, client_id, row)
+
+
+@router.delete(
+    "/v1/systems/{client_id}/rate-limit",
+    status_code=204,
+    tags=["identity"],
+    summary="Put a system back on the default rate limit (platform_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def reset_rate_limit(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+    await ratelimit.reset_system_limit(uow.session, principal, client_id)
+    return Response(status_code=204)
+
+
 # Last, after every route of ``credentials`` is declared: include_router copies the routes it has now.
 router.include_router(credentials)
 
@@ -438,7 +510,8 @@ async def proxy(request: Request, service_name: str, prefix: str) -> Response:
     target = forwarded_target(
         request.scope.get("raw_path") or request.url.path.encode(), request.scope.get("query_string", b""), prefix
     )
-    await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
+    principal = await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
+    limits = await ratelimiter_of(request).check_api(principal)
     headers = {k: v for k, v in request.headers.items() if k in FORWARD_REQUEST_HEADERS}
     headers.update(context_headers())
     if request.client is not None:
@@ -452,6 +525,7 @@ async def proxy(request: Request, service_name: str, prefix: str) -> Response:
         raise problem.problem(f"{service_name}: {err}") from err
     out_headers = response_headers(upstream_response.headers, upstream_response.headers.get("connection"))
     out_headers.pop("x-request-id", None)  # the middleware sets it
+    out_headers.update(limits)
     length = upstream_response.content_length
     if length is not None and length <= SMALL_ANSWER_BYTES:
         try:

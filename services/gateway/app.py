@@ -17,6 +17,7 @@ from services.common.runtime import service_runtime
 from services.gateway import service
 from services.gateway.api import router
 from services.gateway.config import GatewaySettings
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.upstreams import Upstreams
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -60,7 +61,9 @@ def create_app(settings: GatewaySettings | None = None, bus: Bus | None = None) 
                     await ping(rt.engine)
 
                 app.state.readiness = [database]
-                yield
+                app.state.ratelimiter = RateLimiter(rt.engine, settings, app.state.metrics)
+                async with app.state.ratelimiter.pruning():
+                    yield
 
     app = create_service_app(
         service="gateway",

@@ -22,6 +22,18 @@ class GatewaySettings(CommonSettings):
     # shared by every replica.
     lockout_threshold: int = Field(5, ge=1, le=1000, validation_alias="TONGBAN_LOCKOUT_THRESHOLD")
     lockout_s: int = Field(900, ge=1, le=7 * 86400, validation_alias="TONGBAN_LOCKOUT_S")
+    # Rate limits (限流), token buckets shared by every replica (ratelimit.py): a bucket holds at
+    # most *_burst requests and refills at *_per_s. Proxied requests, per system or person (a
+    # system may have its own, set by a platform administrator); the token and introspection
+    # endpoints per client id, the login endpoint per username, and both per source address.
+    rate_limit_per_s: float = Field(200.0, gt=0, le=1e6, validation_alias="TONGBAN_RATE_LIMIT_PER_S")
+    rate_limit_burst: int = Field(400, ge=1, le=10**7, validation_alias="TONGBAN_RATE_LIMIT_BURST")
+    token_rate_limit_per_s: float = Field(1.0, gt=0, le=1e6, validation_alias="TONGBAN_TOKEN_RATE_LIMIT_PER_S")
+    token_rate_limit_burst: int = Field(30, ge=1, le=10**7, validation_alias="TONGBAN_TOKEN_RATE_LIMIT_BURST")
+    login_rate_limit_per_s: float = Field(0.5, gt=0, le=1e6, validation_alias="TONGBAN_LOGIN_RATE_LIMIT_PER_S")
+    login_rate_limit_burst: int = Field(20, ge=1, le=10**7, validation_alias="TONGBAN_LOGIN_RATE_LIMIT_BURST")
+    source_rate_limit_per_s: float = Field(10.0, gt=0, le=1e6, validation_alias="TONGBAN_SOURCE_RATE_LIMIT_PER_S")
+    source_rate_limit_burst: int = Field(200, ge=1, le=10**7, validation_alias="TONGBAN_SOURCE_RATE_LIMIT_BURST")
     # Creates user "admin" (platform_admin) on first start when no user exists. Unset: no admin.
     bootstrap_admin_password: str | None = Field(None, validation_alias="TONGBAN_BOOTSTRAP_ADMIN_PASSWORD")
     # The department the platform operator (and its admin) belongs to.

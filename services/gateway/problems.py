@@ -23,3 +23,4 @@ class GatewayProblem(ProblemCode):
     OAUTH2_UNAUTHORIZED_CLIENT = "oauth2-unauthorized-client", 400, "OAuth2 token request failed"
     # A client locked after repeated wrong secrets; its body says error=invalid_client (RFC 6749 has no other).
     OAUTH2_CLIENT_LOCKED = "oauth2-client-locked", 429, "OAuth2 token request failed"
+    RATE_LIMITED = "rate-limited", 429, "Too many requests"
