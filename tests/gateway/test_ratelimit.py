@@ -221,3 +221,37 @@ async def system_token(client: httpx.AsyncClient, client_id: str, secret: str) -
     response = await client.post("/oauth2/token", data=GRANT, auth=(client_id, secret))
     assert response.status_code == 200, response.text
     return {"authorization": f"Bearer {response.json()['access_token']}"}
+
+
+async def test_oversized_and_malformed_bodies_are_refused_before_counting_or_hashing(replicas: Replicas) -> None:
+    client, _ = replicas.clients(source())
+    name = f"nobody-{uuid.uuid4().hex[:8]}"
+    huge = "x" * (replicas.settings.max_body_bytes + 1)
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit is counted as it arrives
+        for _ in range(3):
+            yield b'{"username": "' + name.encode() + b'", "password": "' + huge.encode()[:40000] + b'"}'
+
+    answers = [
+        await client.post("/v1/auth/login", json={"username": name, "password": huge}),
+        await client.post("/v1/auth/login", content=chunks(), headers={"content-type": "application/json"}),
+        await client.post("/oauth2/token", data={"grant_type": "client_credentials", "scope": huge}, auth=(name, "x")),
+    ]
+    assert [(a.status_code, a.json()["type"].rsplit("/", 1)[1]) for a in answers] == [(413, "body-too-large")] * 3
+    malformed = [
+        await client.post("/v1/auth/login", content=b'{"username": ', headers={"content-type": "application/json"}),
+        await client.post("/v1/auth/login", json={"username": name, "password": "Wrong-2026-x", "admin": True}),
+        await client.post("/v1/auth/login", json={"username": name}),
+        await client.post("/oauth2/token", json={"grant_type": "client_credentials"}, auth=(name, "x")),
+        await client.post(
+            "/oauth2/token", data={"grant_type": "client_credentials"}, headers={"authorization": "Basic !!"}
+        ),
+    ]
+    assert [a.status_code for a in malformed] == [422, 422, 422, 400, 401]
+    conn = await asyncpg.connect(replicas.dsn)
+    try:
+        buckets = await conn.fetchval("SELECT count(*) FROM gateway.rate_buckets WHERE key LIKE $1", f"%{name}%")
+        failures = await conn.fetchval("SELECT count(*) FROM gateway.sign_in_failures WHERE name = $1", name)
+    finally:
+        await conn.close()
+    assert (buckets, failures) == (0, 0)
