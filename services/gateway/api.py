@@ -7,7 +7,7 @@ from typing import Annotated
 from urllib.parse import parse_qs, quote, unquote
 
 import aiohttp
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from services.common.errors import CommonProblem, problem_responses
@@ -15,7 +15,7 @@ from services.common.http import NoStoreRoute
 from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.common.security import SYSTEM_ROLES, PrincipalType, bearer_token
-from services.gateway import ratelimit, service
+from services.gateway import authorization, ratelimit, service
 from services.gateway.config import GatewaySettings
 from services.gateway.models import RateLimit, Status
 from services.gateway.problems import GatewayProblem
@@ -42,7 +42,8 @@ from services.gateway.schemas import (
 from services.gateway.service import OAuthError
 from services.gateway.upstreams import UpstreamFailed, Upstreams, body_of, response_headers
 
-router = APIRouter()
+# Every route is checked against the edge authorization table first (authorization.EDGE_RULES).
+router = APIRouter(dependencies=[Depends(authorization.edge_authorization)])
 # Routes that answer with tokens: no-store on every answer, errors included (RFC 6749 §5.1).
 credentials = APIRouter(route_class=NoStoreRoute)
 
@@ -511,6 +512,8 @@ async def proxy(request: Request, service_name: str, prefix: str) -> Response:
         request.scope.get("raw_path") or request.url.path.encode(), request.scope.get("query_string", b""), prefix
     )
     principal = await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
+    if (found := authorization.rule_of_path(request.method, target.partition("?")[0])) is not None:
+        authorization.authorize(found[0], principal, found[1])
     limits = await ratelimiter_of(request).check_api(principal)
     headers = {k: v for k, v in request.headers.items() if k in FORWARD_REQUEST_HEADERS}
     headers.update(context_headers())

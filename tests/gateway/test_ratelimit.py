@@ -6,73 +6,26 @@ requests are spread over both. Each test comes from an address of its own (the p
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import asyncpg
 import httpx
-import pytest
-from fastapi import FastAPI
 
-from services.gateway.app import create_app
-from services.gateway.config import GatewaySettings
 from services.gateway.ratelimit import Bucket, RateLimiter
-from tests.factories import DepartmentCreateFactory, SystemCreateFactory
-from tests.gateway.support import PASSWORD
-from tests.stack import asyncpg_dsn, create_database, drop_database, free_port, infra_env
-
-SOURCE_BURST = 10
-TOKEN_BURST = 3
-TOKEN_RATE = 0.25  # a token back every 4 s: none during a burst; recovery is seen within a test
-API_BURST = 50
-POLICY = re.compile(r'^"(api|token|login)";q=(\d+);w=(\d+)$')
-REMAINING = re.compile(r'^"(api|token|login)";r=(\d+);t=(\d+)$')
-
-
-@dataclass
-class Replicas:
-    settings: GatewaySettings
-    dsn: str
-    apps: list[FastAPI]
-
-    def clients(self, source: str) -> list[httpx.AsyncClient]:
-        """A client per replica, as seen from ``source`` (the peer address the gateway sees)."""
-        return [
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(source, 40000)), base_url="http://gw")
-            for app in self.apps
-        ]
-
-
-@pytest.fixture(scope="module")
-async def replicas() -> AsyncIterator[Replicas]:
-    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
-    settings = GatewaySettings(
-        database_url=url,
-        bus="memory",
-        bootstrap_admin_password=PASSWORD,
-        # Nothing listens there: a request the limiter lets through ends as 502, one it stops as 429.
-        exchange_url=f"http://127.0.0.1:{free_port()}",
-        source_rate_limit_burst=SOURCE_BURST,
-        source_rate_limit_per_s=0.001,
-        token_rate_limit_burst=TOKEN_BURST,
-        token_rate_limit_per_s=TOKEN_RATE,
-        login_rate_limit_burst=TOKEN_BURST,
-        login_rate_limit_per_s=2.0,
-        rate_limit_burst=API_BURST,
-        rate_limit_per_s=0.001,
-    )
-    apps = [create_app(settings), create_app(settings)]
-    try:
-        async with apps[0].router.lifespan_context(apps[0]), apps[1].router.lifespan_context(apps[1]):
-            yield Replicas(settings, asyncpg_dsn(url)[0], apps)
-    finally:
-        await drop_database(url)
-
-
-def source() -> str:
-    return f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+from tests.gateway.support import (
+    API_BURST,
+    GRANT,
+    POLICY,
+    REMAINING,
+    SOURCE_BURST,
+    TOKEN_BURST,
+    Replicas,
+    admin_token,
+    new_system,
+    source,
+    system_token,
+)
 
 
 def assert_rate_limited(response: httpx.Response, policy: str) -> None:
@@ -192,35 +145,6 @@ async def test_full_buckets_are_pruned(replicas: Replicas) -> None:
         assert await conn.fetchval("SELECT count(*) FROM gateway.rate_buckets WHERE key = $1", key) == 0
     finally:
         await conn.close()
-
-
-GRANT = {"grant_type": "client_credentials"}
-
-
-async def admin_token(client: httpx.AsyncClient) -> dict[str, str]:
-    response = await client.post("/v1/auth/login", json={"username": "admin", "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    return {"authorization": f"Bearer {response.json()['access_token']}"}
-
-
-async def new_system(client: httpx.AsyncClient, admin: dict[str, str]) -> tuple[str, str]:
-    department = await client.post(
-        "/v1/departments", json=DepartmentCreateFactory.build().model_dump(mode="json"), headers=admin
-    )
-    assert department.status_code == 201, department.text
-    created = await client.post(
-        f"/v1/departments/{department.json()['code']}/systems",
-        json=SystemCreateFactory.build().model_dump(mode="json"),
-        headers=admin,
-    )
-    assert created.status_code == 201, created.text
-    return created.json()["client_id"], created.json()["client_secret"]
-
-
-async def system_token(client: httpx.AsyncClient, client_id: str, secret: str) -> dict[str, str]:
-    response = await client.post("/oauth2/token", data=GRANT, auth=(client_id, secret))
-    assert response.status_code == 200, response.text
-    return {"authorization": f"Bearer {response.json()['access_token']}"}
 
 
 async def test_oversized_and_malformed_bodies_are_refused_before_counting_or_hashing(replicas: Replicas) -> None:
