@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from services.audit.messaging import UnreplayedDeadLetters
 from services.common.bus import BusMetrics
 from services.common.outbox import Outbox
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.upstreams import UpstreamMetrics
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "tongban-alerts.yml"
 METRIC = re.compile(r"\btongban_[a-z0-9_]+\b")
@@ -25,6 +27,10 @@ def exported_names() -> set[str]:
     bus.consumer_lag.labels("g", "t", "0").set(1)
     Outbox(object, None, None, registry=registry)  # type: ignore[arg-type]
     UnreplayedDeadLetters(None, registry)  # type: ignore[arg-type]
+    upstream = UpstreamMetrics(registry)
+    upstream.failovers.labels("exchange").inc()
+    upstream.healthy.labels("exchange").set(1)
+    RateLimiter(None, None, registry).unavailable.inc()  # type: ignore[arg-type]
     exposition = generate_latest(registry).decode()
     return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
 
