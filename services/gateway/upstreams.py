@@ -91,10 +91,11 @@ class Upstream:
         """The replicas to try, in order: the healthy ones starting from the next in turn, then those
         cooling off (soonest back first), so that a request is never refused while one may answer."""
         now = self.clock()
-        start = next(self.turn) % len(self.replicas)
-        rotated = self.replicas[start:] + self.replicas[:start]
-        healthy = [r for r in rotated if r.down_until <= now]
-        resting = sorted((r for r in rotated if r.down_until > now), key=lambda r: r.down_until)
+        healthy = [r for r in self.replicas if r.down_until <= now]
+        resting = sorted((r for r in self.replicas if r.down_until > now), key=lambda r: r.down_until)
+        if healthy:  # turns among the healthy only: a dead replica's share is spread evenly
+            start = next(self.turn) % len(healthy)
+            healthy = healthy[start:] + healthy[:start]
         return healthy + resting
 
     def mark_down(self, replica: Replica) -> None:

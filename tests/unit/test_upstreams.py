@@ -31,9 +31,12 @@ def test_a_replica_set_aside_gets_nothing_until_its_cooloff_ends_then_one_try() 
     u = upstream(clock)
     dead = u.replicas[1]
     u.mark_down(dead)
+    firsts = []
     for _ in range(6):
         order = u.order()
         assert order[0] is not dead and order[-1] is dead  # still last resort, never first
+        firsts.append(order[0])
+    assert firsts.count(u.replicas[0]) == firsts.count(u.replicas[2]) == 3  # its share spread evenly
     clock.now += 10.5
     assert dead in [u.order()[0] for _ in range(3)]
 
