@@ -30,7 +30,7 @@ from sqlalchemy import delete, func
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.db import database_unavailable, driver_connection
-from services.common.errors import NotFound, Problem
+from services.common.errors import NotFound
 from services.common.security import Principal
 from services.gateway import service
 from services.gateway.config import GatewaySettings
@@ -143,13 +143,16 @@ class RateLimiter:
         """:meth:`take`, raising 429 ``rate-limited`` if any bucket was empty."""
         outcomes = await self.take(buckets)
         for outcome in outcomes:
-            if not outcome.allowed:
-                self.limited.labels(outcome.policy).inc()
-                raise GatewayProblem.RATE_LIMITED.problem(
-                    f"Too many requests: retry in {outcome.retry_after()} s (请求过于频繁，请稍后再试).",
-                    headers={"Retry-After": str(outcome.retry_after()), **outcome.headers()},
-                )
+            self.refuse_if_empty(outcome)
         return outcomes
+
+    def refuse_if_empty(self, outcome: Outcome) -> None:
+        if not outcome.allowed:
+            self.limited.labels(outcome.policy).inc()
+            raise GatewayProblem.RATE_LIMITED.problem(
+                f"Too many requests: retry in {outcome.retry_after()} s (请求过于频繁，请稍后再试).",
+                headers={"Retry-After": str(outcome.retry_after()), **outcome.headers()},
+            )
 
     async def check_api(self, principal: Principal) -> dict[str, str]:
         """Count a proxied request against its caller's bucket; the RateLimit fields for the answer.
@@ -158,15 +161,14 @@ class RateLimiter:
         s = self.settings
         bucket = Bucket("api", f"api:{principal.sub}", s.rate_limit_per_s, s.rate_limit_burst, client_id=principal.sub)
         try:
-            (outcome,) = await self.check([bucket])
-        except Problem:
-            raise
+            (outcome,) = await self.take([bucket])
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
             self.unavailable.inc()
             log.warning("rate limit not checked: database unavailable")
             return {}
+        self.refuse_if_empty(outcome)
         return outcome.headers()
 
     async def check_token(self, client_id: str, source: str) -> None:

@@ -11,8 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 import httpx
+import pytest
+from prometheus_client import CollectorRegistry
 
+from services.common.db import create_engine
 from services.gateway.ratelimit import Bucket, RateLimiter
+from tests.factories import credit_code, system
 from tests.gateway.support import (
     API_BURST,
     GRANT,
@@ -26,6 +30,7 @@ from tests.gateway.support import (
     source,
     system_token,
 )
+from tests.stack import free_port
 
 
 def assert_rate_limited(response: httpx.Response, policy: str) -> None:
@@ -179,3 +184,17 @@ async def test_oversized_and_malformed_bodies_are_refused_before_counting_or_has
     finally:
         await conn.close()
     assert (buckets, failures) == (0, 0)
+
+
+async def test_proxied_requests_pass_unlimited_while_the_database_is_out_of_reach(replicas: Replicas) -> None:
+    engine = create_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/nothing", pool_size=1)
+    try:
+        registry = CollectorRegistry()
+        limiter = RateLimiter(engine, replicas.settings, registry)
+        caller = system(credit_code("110101"))
+        assert await limiter.check_api(caller) == {}  # no RateLimit fields: nothing was counted
+        assert registry.get_sample_value("tongban_gateway_ratelimit_unavailable_total") == 1
+        with pytest.raises(OSError, match="Connect call failed"):
+            await limiter.check_token("sys-x", "10.0.0.1")  # the token endpoint needs the database anyway
+    finally:
+        await engine.dispose()
