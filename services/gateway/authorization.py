@@ -110,10 +110,12 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     # query gets the exchange's own answer to "not yours": 404.
     ("POST", "/v1/exchange/queries"): ANYONE,
     ("GET", "/v1/exchange/queries/{query_id}"): Rule(systems().grants, hidden="query"),
-    # audit (审计): the trail is for auditors; the signed checkpoint is public at the service itself
-    ("GET", "/v1/audit/events"): AUDITORS,
+    # audit (审计): the trail's proofs and operations are for auditors; searching it and a person's
+    # access report are also for others (a department's data administrator, the citizen portal),
+    # confined by the audit service itself; the signed checkpoint is public at the service
+    ("GET", "/v1/audit/events"): ANYONE,
     ("GET", "/v1/audit/events/{event_id}/proof"): AUDITORS,
-    ("GET", "/v1/audit/subjects/accesses"): AUDITORS,
+    ("GET", "/v1/audit/subjects/accesses"): ANYONE,
     ("GET", "/v1/audit/verify"): AUDITORS,
     ("GET", "/v1/audit/consistency"): AUDITORS,
     ("GET", "/v1/audit/dead-letters"): AUDITORS,
