@@ -13,6 +13,8 @@ from services.common.bus import BusMetrics
 from services.common.http import ServiceMiddleware
 from services.common.outbox import Outbox
 from services.connector.service import LookupMetrics
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.upstreams import UpstreamMetrics
 from services.registry.applications.calendar import WorkingCalendar
 
 
@@ -27,6 +29,10 @@ def exported_names() -> set[str]:
     LookupMetrics(registry)
     WorkingCalendar({}, registry).fallbacks.labels(year="2099").inc()
     AlertMetrics(registry)
+    upstream = UpstreamMetrics(registry)
+    upstream.failovers.labels("exchange").inc()
+    upstream.healthy.labels("exchange").set(1)
+    RateLimiter(None, None, registry).unavailable.inc()  # type: ignore[arg-type]
     http = ServiceMiddleware(None, max_body_bytes=1024, registry=registry, service="s")  # type: ignore[arg-type]
     http.requests.labels("s", "GET", "/r", "200").inc()
     http.latency.labels("s", "GET", "/r").observe(0.01)

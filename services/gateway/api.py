@@ -8,9 +8,8 @@ from typing import Annotated
 from urllib.parse import parse_qs, quote, unquote
 
 import aiohttp
-import yarl
-from fastapi import APIRouter, Header, Query, Request
-from starlette.responses import Response
+from fastapi import APIRouter, Depends, Header, Query, Request
+from starlette.responses import Response, StreamingResponse
 
 from services.common.contracts.audit import AuditAction
 from services.common.errors import CommonProblem, problem_responses
@@ -18,11 +17,12 @@ from services.common.http import NoStoreRoute
 from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.common.security import SYSTEM_ROLES, Principal, PrincipalType, bearer_token
-from services.gateway import assertions, audit, keys, service
+from services.gateway import assertions, audit, authorization, keys, ratelimit, service
 from services.gateway.audit import SignInTrail, TokenTrail, Trail
 from services.gateway.config import GatewaySettings
-from services.gateway.models import AuthMethod, KeyState, SigningKey, Status, System
+from services.gateway.models import AuthMethod, KeyState, RateLimit, SigningKey, Status, System
 from services.gateway.problems import GatewayProblem
+from services.gateway.ratelimit import RateLimiter
 from services.gateway.schemas import (
     ClientKeysBody,
     ClientKeysPublic,
@@ -31,6 +31,8 @@ from services.gateway.schemas import (
     DepartmentPublic,
     Introspection,
     Login,
+    RateLimitPublic,
+    RateLimitSet,
     SecretCreated,
     SecretList,
     SecretPublic,
@@ -45,14 +47,17 @@ from services.gateway.schemas import (
     UserPublic,
 )
 from services.gateway.service import OAuthError
+from services.gateway.upstreams import UpstreamFailed, Upstreams, body_of, response_headers
 
-router = APIRouter()
+# Every route is checked against the edge authorization table first (authorization.EDGE_RULES).
+router = APIRouter(dependencies=[Depends(authorization.edge_authorization)])
 # Routes that answer with tokens: no-store on every answer, errors included (RFC 6749 §5.1).
 credentials = APIRouter(route_class=NoStoreRoute)
 
 # Headers passed through to the services behind the gateway, in both directions.
 FORWARD_REQUEST_HEADERS = ("authorization", "content-type", "idempotency-key", "x-request-id", "accept", "traceparent")
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
+# Answers up to this size are read whole and sent with a Content-Length; larger ones are streamed.
+SMALL_ANSWER_BYTES = 64 * 1024
 # RFC 3986 pchar (and "/") plus "%", so that existing escapes are kept as they are.
 PATH_SAFE = "/%!$&'()*+,;=:@-._~"
 QUERY_SAFE = PATH_SAFE + "?"
@@ -78,6 +83,16 @@ def changed(
     audit.record_change(uow, settings_of(request), principal, action, target, change)
 
 
+def ratelimiter_of(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.ratelimiter
+    return limiter
+
+
+def source_of(request: Request) -> str:
+    """The address the request came from: the peer of this connection, never a client's header."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 def department_public(d: object) -> DepartmentPublic:
     return DepartmentPublic.model_validate(d, from_attributes=True)
 
@@ -87,16 +102,19 @@ async def authenticated_system(
 ) -> System:
     """The client of a token (or introspection) request: by its private_key_jwt assertion, or its
     Basic secret — one method only (RFC 6749 §2.3). ``trail``: the request's audit, if audited."""
+    limiter, source = ratelimiter_of(request), source_of(request)
     if "client_assertion" not in form and "client_assertion_type" not in form:
         client_id, secret = service.parse_basic(authorization)
         if trail is not None:
             trail.claims(client_id, AuthMethod.CLIENT_SECRET_BASIC)
+        await limiter.check_token(client_id, source)  # counted before any hashing
         return await service.authenticate_client(uow.session, lockout_of(request, trail), client_id, secret)
-    if trail is not None:
-        with contextlib.suppress(assertions.AssertionRejected):  # the claimed name, for the audit of a denial
-            trail.claims(
-                assertions.unverified_client_id(form.get("client_assertion", ""))[0], AuthMethod.PRIVATE_KEY_JWT
-            )
+    claimed = ""
+    with contextlib.suppress(assertions.AssertionRejected):  # the claimed name, for the limit and the audit
+        claimed = assertions.unverified_client_id(form.get("client_assertion", ""))[0]
+    if trail is not None and claimed:
+        trail.claims(claimed, AuthMethod.PRIVATE_KEY_JWT)
+    await limiter.check_token(claimed, source)  # counted before any signature is checked
     if authorization:
         raise OAuthError(GatewayProblem.OAUTH2_INVALID_REQUEST, "Use one client authentication method, not two.")
     if form.get("client_assertion_type") != assertions.ASSERTION_TYPE or not form.get("client_assertion"):
@@ -164,6 +182,7 @@ TOKEN_REQUEST = {
         GatewayProblem.OAUTH2_INVALID_SCOPE,
         GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT,
         GatewayProblem.OAUTH2_CLIENT_LOCKED,
+        GatewayProblem.RATE_LIMITED,
     ),
 )
 async def token(
@@ -225,6 +244,7 @@ INTROSPECTION_REQUEST = {
         GatewayProblem.OAUTH2_INVALID_CLIENT,
         GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT,
         GatewayProblem.OAUTH2_CLIENT_LOCKED,
+        GatewayProblem.RATE_LIMITED,
     ),
 )
 async def introspect(
@@ -246,11 +266,15 @@ async def introspect(
     tags=["identity"],
     summary="Log a person in",
     responses=problem_responses(
-        GatewayProblem.INVALID_CREDENTIALS, GatewayProblem.ACCOUNT_DISABLED, GatewayProblem.ACCOUNT_LOCKED
+        GatewayProblem.INVALID_CREDENTIALS,
+        GatewayProblem.ACCOUNT_DISABLED,
+        GatewayProblem.ACCOUNT_LOCKED,
+        GatewayProblem.RATE_LIMITED,
     ),
 )
 async def login(body: Login, request: Request, trail: SignInTrail, uow: UnitOfWorkDep) -> TokenResponse:
     trail.claims(body.username)
+    await ratelimiter_of(request).check_login(body.username, source_of(request))
     user = await service.authenticate_user(uow.session, lockout_of(request, trail), body.username, body.password)
     access, ttl, scope = service.issue_token(
         request.app.state.key_ring.current,
@@ -564,6 +588,57 @@ async def unlock_system(client_id: str, request: Request, principal: CurrentPrin
     return Response(status_code=204)
 
 
+# --------------------------------------------------------------------------- rate limits (限流)
+
+
+def rate_limit_public(request: Request, client_id: str, row: RateLimit | None) -> RateLimitPublic:
+    if row is None:
+        s = settings_of(request)
+        return RateLimitPublic(
+            client_id=client_id, rate_per_s=s.rate_limit_per_s, burst=s.rate_limit_burst, default=True
+        )
+    return RateLimitPublic(client_id=client_id, rate_per_s=row.rate_per_s, burst=row.burst, default=False)
+
+
+@router.get(
+    "/v1/systems/{client_id}/rate-limit",
+    response_model=RateLimitPublic,
+    tags=["identity"],
+    summary="A system's rate limit for the services behind the gateway (platform_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def get_rate_limit(
+    client_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> RateLimitPublic:
+    return rate_limit_public(request, client_id, await ratelimit.system_limit(uow.session, principal, client_id))
+
+
+@router.put(
+    "/v1/systems/{client_id}/rate-limit",
+    response_model=RateLimitPublic,
+    tags=["identity"],
+    summary="Give a system its own rate limit; it applies from its next request (platform_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS, CommonProblem.VALIDATION),
+)
+async def set_rate_limit(
+    client_id: str, body: RateLimitSet, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> RateLimitPublic:
+    row = await ratelimit.set_system_limit(uow.session, principal, client_id, body.rate_per_s, body.burst)
+    return rate_limit_public(request, client_id, row)
+
+
+@router.delete(
+    "/v1/systems/{client_id}/rate-limit",
+    status_code=204,
+    tags=["identity"],
+    summary="Put a system back on the default rate limit (platform_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def reset_rate_limit(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+    await ratelimit.reset_system_limit(uow.session, principal, client_id)
+    return Response(status_code=204)
+
+
 # Last, after every route of ``credentials`` is declared: include_router copies the routes it has now.
 router.include_router(credentials)
 
@@ -596,28 +671,45 @@ def forwarded_target(raw_path: bytes, query_string: bytes, prefix: str) -> str:
     return path + (f"?{query}" if query else "")
 
 
-async def proxy(request: Request, upstream: str, prefix: str) -> Response:
-    """Forward to the owning service after checking the path and the token here too (fail fast at
-    the door). The request id and ``traceparent`` sent on are this request's checked ones."""
+async def proxy(request: Request, service_name: str, prefix: str) -> Response:
+    """Forward to a replica of the owning service after checking the path and the token here too
+    (fail fast at the door). The request id and ``traceparent`` sent on are this request's checked
+    ones; the client's own ``X-Forwarded-*`` are dropped (only FORWARD_REQUEST_HEADERS pass) and
+    replaced by what the gateway saw itself.
+
+    The request body is read whole (the middleware caps it at ``max_body_bytes``) so that it can be
+    sent again to another replica; the answer is streamed unless it is small and of known length."""
     target = forwarded_target(
         request.scope.get("raw_path") or request.url.path.encode(), request.scope.get("query_string", b""), prefix
     )
-    await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
-    client: aiohttp.ClientSession = request.app.state.upstream
+    principal = await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
+    if (found := authorization.rule_of_path(request.method, target.partition("?")[0])) is not None:
+        authorization.authorize(found[0], principal, found[1])
+    limits = await ratelimiter_of(request).check_api(principal)
     headers = {k: v for k, v in request.headers.items() if k in FORWARD_REQUEST_HEADERS}
     headers.update(context_headers())
-    # encoded=True: yarl must not re-quote or normalise what was checked above.
-    url = yarl.URL(upstream + target, encoded=True)
+    if request.client is not None:
+        headers["x-forwarded-for"] = request.client.host
+    headers["x-forwarded-proto"] = request.url.scheme
+    upstreams: Upstreams = request.app.state.upstreams
     try:
-        async with client.request(request.method, url, data=await request.body(), headers=headers) as upstream_response:
-            content = await upstream_response.read()
-            out_headers = {k.lower(): v for k, v in upstream_response.headers.items() if k.lower() not in HOP_BY_HOP}
-    except TimeoutError as err:
-        raise GatewayProblem.UPSTREAM_TIMEOUT.problem(f"{upstream}: timeout") from err
-    except aiohttp.ClientError as err:
-        raise GatewayProblem.UPSTREAM_UNAVAILABLE.problem(f"{upstream}: {err}") from err
+        upstream_response = await upstreams.send(service_name, request.method, target, headers, await request.body())
+    except UpstreamFailed as err:
+        problem = GatewayProblem.UPSTREAM_TIMEOUT if err.timeout else GatewayProblem.UPSTREAM_UNAVAILABLE
+        raise problem.problem(f"{service_name}: {err}") from err
+    out_headers = response_headers(upstream_response.headers, upstream_response.headers.get("connection"))
     out_headers.pop("x-request-id", None)  # the middleware sets it
-    return Response(content, status_code=upstream_response.status, headers=out_headers)
+    out_headers.update(limits)
+    length = upstream_response.content_length
+    if length is not None and length <= SMALL_ANSWER_BYTES:
+        try:
+            content = await upstream_response.read()
+        except aiohttp.ClientError as err:
+            raise GatewayProblem.UPSTREAM_UNAVAILABLE.problem(f"{service_name}: {err}") from err
+        finally:
+            upstream_response.release()
+        return Response(content, status_code=upstream_response.status, headers=out_headers)
+    return StreamingResponse(body_of(upstream_response), status_code=upstream_response.status, headers=out_headers)
 
 
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -625,14 +717,14 @@ PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 @router.api_route("/v1/registry/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_registry(request: Request) -> Response:
-    return await proxy(request, settings_of(request).registry_url, "/v1/registry/")
+    return await proxy(request, "registry", "/v1/registry/")
 
 
 @router.api_route("/v1/exchange/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_exchange(request: Request) -> Response:
-    return await proxy(request, settings_of(request).exchange_url, "/v1/exchange/")
+    return await proxy(request, "exchange", "/v1/exchange/")
 
 
 @router.api_route("/v1/audit/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_audit(request: Request) -> Response:
-    return await proxy(request, settings_of(request).audit_url, "/v1/audit/")
+    return await proxy(request, "audit", "/v1/audit/")

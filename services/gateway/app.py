@@ -1,5 +1,6 @@
 """Gateway application factory; the lifespan owns the database, the outbox of its audit events,
-the signing keys (and their refresh), the client-JWKS fetcher and the upstream client."""
+the signing keys (and their refresh), the client-JWKS fetcher, the upstream replicas and the
+rate limiter."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from services.gateway import assertions, keys, service
 from services.gateway.api import router
 from services.gateway.config import GatewaySettings
 from services.gateway.models import Outbox as OutboxModel
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.upstreams import Upstreams
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger("tongban.gateway")
@@ -80,20 +83,35 @@ def create_app(settings: GatewaySettings | None = None, bus: Bus | None = None) 
             refresh = asyncio.create_task(housekeeping(app, rt, wrap, settings.key_refresh_s), name="gateway-keys")
             # aiohttp rather than httpx for the proxy: at load its connection pool costs a fraction
             # of httpx's CPU per request (measured with py-spy under make bench).
-            connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60)
-            timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_s)
+            # keepalive_timeout under uvicorn's own (5 s): a pooled socket the service has already
+            # closed would fail the next request sent on it.
+            connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=4)
+            timeout = aiohttp.ClientTimeout(
+                total=settings.upstream_timeout_s, sock_connect=settings.upstream_connect_timeout_s
+            )
             try:
                 async with aiohttp.ClientSession(
                     connector=connector, timeout=timeout, auto_decompress=False
                 ) as upstream:
-                    app.state.upstream = upstream
+                    app.state.upstreams = Upstreams(
+                        upstream,
+                        {
+                            "registry": settings.registry_url,
+                            "exchange": settings.exchange_url,
+                            "audit": settings.audit_url,
+                        },
+                        cooloff_s=settings.upstream_cooloff_s,
+                        registry=app.state.metrics,
+                    )
 
                     async def database() -> None:
                         await ping(rt.engine)
 
                     # Not the broker: tokens are issued while it is away (their audit events wait in the outbox).
                     app.state.readiness = [database]
-                    yield
+                    app.state.ratelimiter = RateLimiter(rt.engine, settings, app.state.metrics)
+                    async with app.state.ratelimiter.pruning():
+                        yield
             finally:
                 refresh.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -1,21 +1,39 @@
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from services.common.settings import CommonSettings
+from services.gateway.upstreams import replica_urls
 
 
 class GatewaySettings(CommonSettings):
     port: int = Field(8000, validation_alias="TONGBAN_GATEWAY_PORT")
     public_url: str = Field("http://127.0.0.1:8000", validation_alias="TONGBAN_GATEWAY_PUBLIC_URL")
+    # Each service's replicas: one base URL, or several separated by commas (upstreams.replica_urls).
     registry_url: str = Field("http://127.0.0.1:8001", validation_alias="TONGBAN_REGISTRY_URL")
     exchange_url: str = Field("http://127.0.0.1:8002", validation_alias="TONGBAN_EXCHANGE_URL")
     audit_url: str = Field("http://127.0.0.1:8003", validation_alias="TONGBAN_AUDIT_URL")
     token_ttl_s: int = Field(900, ge=60, le=86400, validation_alias="TONGBAN_TOKEN_TTL_S")
     upstream_timeout_s: float = Field(30.0, validation_alias="TONGBAN_UPSTREAM_TIMEOUT_S")
+    # A replica that cannot be reached gets no requests for this long (passive health check).
+    upstream_cooloff_s: float = Field(10.0, gt=0, le=3600, validation_alias="TONGBAN_UPSTREAM_COOLOFF_S")
+    # Connecting to a replica takes well under this on a working network: past it, try the next.
+    upstream_connect_timeout_s: float = Field(2.0, gt=0, le=60, validation_alias="TONGBAN_UPSTREAM_CONNECT_TIMEOUT_S")
     # Lockout (锁定): this many failed logins (or client secrets) in a row lock the name for
     # lockout_s seconds; failures older than lockout_s are forgotten. Counted in PostgreSQL,
     # shared by every replica.
     lockout_threshold: int = Field(5, ge=1, le=1000, validation_alias="TONGBAN_LOCKOUT_THRESHOLD")
     lockout_s: int = Field(900, ge=1, le=7 * 86400, validation_alias="TONGBAN_LOCKOUT_S")
+    # Rate limits (限流), token buckets shared by every replica (ratelimit.py): a bucket holds at
+    # most *_burst requests and refills at *_per_s. Proxied requests, per system or person (a
+    # system may have its own, set by a platform administrator); the token and introspection
+    # endpoints per client id, the login endpoint per username, and both per source address.
+    rate_limit_per_s: float = Field(200.0, gt=0, le=1e6, validation_alias="TONGBAN_RATE_LIMIT_PER_S")
+    rate_limit_burst: int = Field(400, ge=1, le=10**7, validation_alias="TONGBAN_RATE_LIMIT_BURST")
+    token_rate_limit_per_s: float = Field(1.0, gt=0, le=1e6, validation_alias="TONGBAN_TOKEN_RATE_LIMIT_PER_S")
+    token_rate_limit_burst: int = Field(30, ge=1, le=10**7, validation_alias="TONGBAN_TOKEN_RATE_LIMIT_BURST")
+    login_rate_limit_per_s: float = Field(0.5, gt=0, le=1e6, validation_alias="TONGBAN_LOGIN_RATE_LIMIT_PER_S")
+    login_rate_limit_burst: int = Field(20, ge=1, le=10**7, validation_alias="TONGBAN_LOGIN_RATE_LIMIT_BURST")
+    source_rate_limit_per_s: float = Field(10.0, gt=0, le=1e6, validation_alias="TONGBAN_SOURCE_RATE_LIMIT_PER_S")
+    source_rate_limit_burst: int = Field(200, ge=1, le=10**7, validation_alias="TONGBAN_SOURCE_RATE_LIMIT_BURST")
     # Creates user "admin" (platform_admin) on first start when no user exists. Unset: no admin.
     bootstrap_admin_password: str | None = Field(None, validation_alias="TONGBAN_BOOTSTRAP_ADMIN_PASSWORD")
     # The department the platform operator (and its admin) belongs to.
@@ -45,3 +63,9 @@ class GatewaySettings(CommonSettings):
     def token_endpoint(self) -> str:
         """The token endpoint's URL: the ``aud`` a client assertion must name."""
         return f"{self.public_url.rstrip('/')}/oauth2/token"
+
+    @field_validator("registry_url", "exchange_url", "audit_url")
+    @classmethod
+    def upstream_list(cls, value: str) -> str:
+        replica_urls(value)  # refuses a malformed list at start, not at the first request
+        return value

@@ -5,7 +5,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ARRAY, DateTime, ForeignKey, Index, Integer, LargeBinary, String, func, text
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -160,3 +173,37 @@ class SigningKey(Base):
 
 class Outbox(OutboxRow, Base):
     """Audit events of the gateway, written with the change they record (see services.common.outbox)."""
+
+
+class RateLimit(Base):
+    """A system's own rate limit (限流额度) for the services behind the gateway, instead of the
+    default (``TONGBAN_RATE_LIMIT_*``): a token bucket refilled at ``rate_per_s`` up to ``burst``."""
+
+    __tablename__ = "rate_limits"
+    __table_args__ = (
+        CheckConstraint("rate_per_s > 0", name="rate_per_s_positive"),
+        CheckConstraint("burst >= 1", name="burst_positive"),
+    )
+
+    client_id: Mapped[str] = mapped_column(ForeignKey(System.client_id, ondelete="CASCADE"), primary_key=True)
+    rate_per_s: Mapped[float] = mapped_column(Float)
+    burst: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RateBucket(Base):
+    """The state of one token bucket (令牌桶), shared by every gateway replica and changed by one
+    atomic statement per request (``ratelimit.TAKE``). Unlogged: losing it in a crash only refills
+    the buckets. A row whose bucket is full again (``full_at``) is pruned: a new one starts full."""
+
+    __tablename__ = "rate_buckets"
+    __table_args__ = ({"prefixes": ["UNLOGGED"]},)
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    # The policy the bucket was last counted with (for the RateLimit headers).
+    rate_per_s: Mapped[float] = mapped_column(Float)
+    burst: Mapped[int] = mapped_column(Integer)
+    allowed: Mapped[bool] = mapped_column(Boolean)  # whether the last request counted got a token
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    full_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

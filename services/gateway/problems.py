@@ -27,3 +27,4 @@ class GatewayProblem(ProblemCode):
     WRONG_AUTH_METHOD = "wrong-auth-method", 409, "The system uses another client authentication method"
     INVALID_JWKS_URI = "invalid-jwks-uri", 422, "The jwks_uri cannot be used"
     ROTATION_TOO_SOON = "rotation-too-soon", 409, "Tokens signed by the previous key may still be valid"
+    RATE_LIMITED = "rate-limited", 429, "Too many requests"

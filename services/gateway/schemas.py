@@ -264,3 +264,17 @@ class TokenResponse(BaseModel):
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int
     scope: str
+
+
+class RateLimitSet(Strict):
+    """A system's own rate limit (限流额度): a bucket of ``burst`` requests refilled at ``rate_per_s``."""
+
+    rate_per_s: float = Field(gt=0, le=1e6, allow_inf_nan=False)
+    burst: int = Field(ge=1, le=10**7)
+
+
+class RateLimitPublic(BaseModel):
+    client_id: str
+    rate_per_s: float
+    burst: int
+    default: bool = Field(description="true: the platform's default (no limit of its own)")

@@ -113,12 +113,20 @@ async def test_no_grant(distributed: Stack, client: httpx.AsyncClient, db: async
     assert await counts(db) == before
 
 
-async def test_bad_credit_code_creates_no_department(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+async def test_bad_credit_code_creates_no_department(
+    distributed: Stack, client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
     wrong_password = await client.post("/v1/auth/login", json={"username": "gaj_admin", "password": "x" * 8})
     assert_problem(wrong_password, 401, "invalid-credentials")
     before = await counts(db)
-    admin = await person_token(client, "gaj_admin")
+    # A data administrator may not create departments at all: refused at the edge, before the body is read.
+    data_admin = await person_token(client, "gaj_admin")
     wrong_check = {"code": "111101000000198609", "name": "某局", "region_code": "110101", "level": "city"}
+    assert_problem(await client.post("/v1/departments", json=wrong_check, headers=data_admin), 403, "forbidden")
+    # The platform administrator, who may, gets each mistake explained.
+    login = await client.post("/v1/auth/login", json={"username": "admin", "password": distributed[1].admin_password})
+    assert login.status_code == 200, login.text
+    admin = {"authorization": f"Bearer {login.json()['access_token']}"}
     body = assert_problem(await client.post("/v1/departments", json=wrong_check, headers=admin), 422, "validation")
     assert "check character" in body["detail"]
     # GB/T 2260: a region code that never existed, and one that disagrees with the credit code.
