@@ -209,3 +209,18 @@ def test_the_connector_refuses_to_start_with_a_wrong_file(tmp_path: Path) -> Non
     )
     assert done.returncode == 2
     assert f"{path}: backends.hukou.type: unknown type 'ftp'" in done.stderr
+
+
+def test_the_readme_example_is_a_valid_file(tmp_path: Path) -> None:
+    """The worked example of README "Connector configuration" is read as it stands."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Connector configuration", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    environ = {"HUKOU_API_AUTHORIZATION": "Bearer x", "MARRIAGE_DB_PASSWORD": "pw"}
+    config = load_backends(write(tmp_path, example), environ)
+    assert {spec.name: spec.type for spec in config.backends} == {
+        "hukou-api": BackendType.HTTP,
+        "marriage-db": BackendType.SQL,
+        "demo": BackendType.DEMO,
+    }
+    assert config.default == "demo" and set(config.routes) == {"101010/000001", "101030/000002"}
