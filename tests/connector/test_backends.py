@@ -5,16 +5,10 @@ deduplicated as with the demo data, only the items asked returned, failures code
 from __future__ import annotations
 
 import base64
-import json
 import socket
-import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,85 +20,11 @@ from services.common.pb import exchange_pb2
 from services.connector.backend_config import BackendsConfig, parse_backends
 from services.connector.backends import FAILING_AFTER, Ask, BackendError, BackendFailure, Backends, open_backends
 from services.connector.service import LookupMetrics, Responder, signed_payload
+from tests.connector.conftest import SUBJECT, Provider
 
 DEPT = "111101000000198608"
-SUBJECT = "110101199003077777"
 SCHEMA = "backend_scratch"  # in this worker's own test database
-RECORD = {"xm": "王芳", "csrq": "1990-03-07", "dz": "北京市东城区建国路1号", "hyzk": "已婚"}
 Reply = exchange_pb2.ExchangeReply
-
-
-# --------------------------------------------------------------------------- a real HTTP server
-
-
-@dataclass
-class Provider:
-    """What the test HTTP server saw: raw request paths, auth headers, the most calls at once."""
-
-    paths: list[str] = field(default_factory=list)
-    auth: list[str | None] = field(default_factory=list)
-    running: int = 0
-    most_at_once: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def handler_for(provider: Provider) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            return None
-
-        def do_GET(self) -> None:
-            with provider.lock:
-                provider.paths.append(self.path)
-                provider.auth.append(self.headers.get("Authorization"))
-                provider.running += 1
-                provider.most_at_once = max(provider.most_at_once, provider.running)
-            try:
-                self.answer(urlsplit(self.path).path.split("/"))
-            finally:
-                with provider.lock:
-                    provider.running -= 1
-
-        def answer(self, parts: list[str]) -> None:
-            kind, subject = parts[1], unquote(parts[2])
-            if kind == "slow":
-                time.sleep(0.6)
-            if kind == "error":
-                return self.send(500, b'{"error": "database down"}')
-            if kind == "text":
-                return self.send(200, b"not json")
-            if subject != SUBJECT:
-                return self.send(404, b"{}")
-            record = {k: v for k, v in RECORD.items() if not (kind == "partial" and k == "csrq")}
-            if kind == "nested":
-                record["dz"] = {"province": "北京"}  # type: ignore[assignment]
-            if kind == "null":
-                record["hyzk"] = None  # type: ignore[assignment]
-            self.send(200, json.dumps(record).encode())
-            return None
-
-        def send(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    return Handler
-
-
-@pytest.fixture
-def provider() -> Iterator[tuple[Provider, str]]:
-    """A real HTTP server on a free port, in a thread; its base URL."""
-    seen = Provider()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(seen))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield seen, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def closed_port() -> int:
