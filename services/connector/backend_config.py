@@ -182,6 +182,8 @@ def parse_backend(name: str, table: Mapping[str, Any], key: str, fail: Fail, env
             auth_value = environ.get(env, "")
             if not auth_value:
                 raise fail(f"{key}.auth_env", f"environment variable {env} is not set")
+            if "\r" in auth_value or "\n" in auth_value:
+                raise fail(f"{key}.auth_env", f"environment variable {env} holds a line break")
         return BackendSpec(
             name, kind, spec.resources, concurrency, float(timeout), url, "", header or "", auth_value, mapping
         )

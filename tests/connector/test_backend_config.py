@@ -122,6 +122,12 @@ MISTAKES = {
         "credentials",
     ),
     "auth env var not set": (HTTP, {"HUKOU_TOKEN": ""}, "backends.hukou.auth_env", "HUKOU_TOKEN is not set"),
+    "auth env var with a line break": (
+        HTTP,
+        {"HUKOU_TOKEN": "Bearer x\r\nX-Evil: 1"},
+        "backends.hukou.auth_env",
+        "line break",
+    ),
     "auth header without env": (
         HTTP.replace('auth_env = "HUKOU_TOKEN"\n', ""),
         ENV,

@@ -4,12 +4,14 @@ deduplicated as with the demo data, only the items asked returned, failures code
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
@@ -295,3 +297,30 @@ async def test_demo_and_configured_backends_answer_side_by_side(
     assert outcomes[0] is None  # no such synthetic resident
     assert outcomes[1] == {"姓名": "王芳", "户籍地址": "北京市东城区建国路1号"}
     assert isinstance(outcomes[2], BackendError) and outcomes[2].code == BackendFailure.NOT_CONFIGURED
+
+
+async def test_a_failure_of_the_connectors_own_database_is_raised_as_itself(
+    tier_engine: AsyncEngine, provider: tuple[Provider, str]
+) -> None:
+    """The demo data's connection failing mid-batch fails the batch (the bus delivers it again),
+    with the database's own error, not a group of them; the other look-ups are not left running."""
+    _, base = provider
+    lost = await asyncpg.connect(tier_engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
+    await lost.close()
+
+    class LostMidBatch:
+        """The connection fails once the HTTP look-up is under way."""
+
+        async def fetch(self, *args: Any) -> Any:
+            await asyncio.sleep(0.1)
+            return await lost.fetch(*args)
+
+    registry = CollectorRegistry()
+    backends_config = config(
+        demo={"type": "demo", "resources": ["R-demo"]}, slow=http_backend(base, "slow", timeout_s=5.0)
+    )
+    async with open_backends(backends_config, registry) as backends:
+        with pytest.raises(asyncpg.InterfaceError, match="closed"):
+            await backends.look_up(LostMidBatch(), [("R-demo", ask()), ("R-slow", ask())])
+    assert sample(registry, "tongban_connector_backend_requests_total", backend="slow") == 1
+    assert sample(registry, "tongban_connector_backend_in_flight", backend="slow") == 0  # cancelled, not left
