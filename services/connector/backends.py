@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from services.connector.backend_config import BackendsConfig, BackendSpec, BackendType
 
 log = logging.getLogger("tongban.connector.backends")
+T = TypeVar("T")
 
 
 class BackendFailure(StrEnum):
@@ -101,7 +103,8 @@ class Health:
 
 
 class Backend:
-    """A configured backend: subclasses look one subject up (:meth:`fetch`), or a batch (demo)."""
+    """A configured backend: subclasses look one subject up (:meth:`fetch_one`), or override
+    :meth:`look_up` for a whole batch (demo)."""
 
     uses_connection = False  # the demo looks up over the connector's own database connection
 
@@ -117,15 +120,17 @@ class Backend:
 
     async def look_up(self, db: Any, asks: Sequence[Ask]) -> list[Outcome]:
         """One outcome per ask, in order; never raises a :class:`BackendError`."""
-        return list(await asyncio.gather(*(self.call(self.fetch_one, ask) for ask in asks)))
+        return list(await asyncio.gather(*(self.call(functools.partial(self.fetch_one, ask)) for ask in asks)))
 
-    async def call(self, fetch: Any, *args: Any, subjects: int = 1) -> Any:
+    async def call(self, fetch: Callable[[], Awaitable[T]], *, subjects: int = 1) -> T | BackendError:
+        """``fetch()`` within the concurrency limit, measured; a :class:`BackendError` is returned."""
+        outcome: T | BackendError
         async with self.limit:
             self.requests.inc(subjects)
             self.in_flight.inc()
             started = time.perf_counter()
             try:
-                outcome = await fetch(*args)
+                outcome = await fetch()
             except BackendError as err:
                 outcome = err
             finally:
@@ -134,7 +139,7 @@ class Backend:
         self.record(outcome)
         return outcome
 
-    def record(self, outcome: Any) -> None:
+    def record(self, outcome: object) -> None:
         if isinstance(outcome, BackendError):
             self.metrics.errors.labels(self.spec.name, outcome.code).inc()
             self.health.last_error = str(outcome)
