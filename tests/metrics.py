@@ -12,6 +12,7 @@ from services.audit.messaging import UnreplayedDeadLetters
 from services.common.bus import BusMetrics
 from services.common.http import ServiceMiddleware
 from services.common.outbox import Outbox
+from services.connector.backends import BackendMetrics
 from services.connector.service import LookupMetrics
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.upstreams import UpstreamMetrics
@@ -32,7 +33,14 @@ def exported_names() -> set[str]:
     upstream = UpstreamMetrics(registry)
     upstream.failovers.labels("exchange").inc()
     upstream.healthy.labels("exchange").set(1)
-    RateLimiter(None, None, registry).unavailable.inc()  # type: ignore[arg-type]
+    limiter = RateLimiter(None, None, registry)  # type: ignore[arg-type]
+    limiter.unavailable.inc()
+    limiter.limited.labels("api").inc()
+    backend = BackendMetrics(registry)
+    backend.requests.labels("b").inc()
+    backend.errors.labels("b", "backend_timeout").inc()
+    backend.latency.labels("b").observe(0.01)
+    backend.in_flight.labels("b").set(0)
     http = ServiceMiddleware(None, max_body_bytes=1024, registry=registry, service="s")  # type: ignore[arg-type]
     http.requests.labels("s", "GET", "/r", "200").inc()
     http.latency.labels("s", "GET", "/r").observe(0.01)

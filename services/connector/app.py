@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from services.common.http import create_service_app
 from services.common.identifiers import validate_credit_code
 from services.common.runtime import readiness_checks, service_runtime
 from services.connector import service
+from services.connector.backend_config import DEMO_ONLY, load_backends
+from services.connector.backends import open_backends
 from services.connector.config import ConnectorSettings
 from services.connector.messaging import on_requests, purge_old_replies
 
@@ -26,17 +29,28 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
     settings = settings or ConnectorSettings()
     dept = validate_credit_code(settings.dept_code)
     wrap = keywrap.required(settings.key_encryption_key, "connector")
+    # Read before anything starts: a wrong file stops the connector (BackendConfigError) instead
+    # of answering every query with an error.
+    config = load_backends(settings.backends_file, os.environ) if settings.backends_file else DEMO_ONLY
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service_runtime(
-            settings, schema="connector", migrations=MIGRATIONS, bus=bus, registry=app.state.metrics
-        ) as rt:
+        async with (
+            service_runtime(
+                settings, schema="connector", migrations=MIGRATIONS, bus=bus, registry=app.state.metrics
+            ) as rt,
+            open_backends(config, app.state.metrics) as backends_in_use,
+        ):
             async with rt.sessions.begin() as session:
                 await service.seed_population(session, settings.demo_population)
                 key_id, key = await service.signing_key(session, wrap)
             responder = service.Responder(
-                dept, key_id, key, service.LookupMetrics(app.state.metrics), log_lookups=settings.log_lookups
+                dept,
+                key_id,
+                key,
+                service.LookupMetrics(app.state.metrics),
+                log_lookups=settings.log_lookups,
+                backends=backends_in_use,
             )
             requests = settings.topic(f"exchange.requests.{dept}")
             replies = settings.topic("exchange.replies")
@@ -53,7 +67,11 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
                 purge_old_replies(rt.engine, settings.reply_retention_s), name="connector:purge-replies"
             )
             app.state.runtime = rt
-            app.state.readiness = readiness_checks(rt)
+
+            async def backends() -> None:
+                await backends_in_use.check()
+
+            app.state.readiness = [*readiness_checks(rt), backends]
             try:
                 yield
             finally:

@@ -1,4 +1,4 @@
-from typing import Literal
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 
@@ -9,7 +9,9 @@ class ConnectorSettings(CommonSettings):
     port: int = Field(8004, validation_alias="TONGBAN_CONNECTOR_PORT")
     # The providing department this connector answers for (its 统一社会信用代码).
     dept_code: str = Field("111101000000198608", validation_alias="TONGBAN_CONNECTOR_DEPT")
-    backend: Literal["demo"] = Field("demo", validation_alias="TONGBAN_CONNECTOR_BACKEND")
+    # The backend file (数据源配置, README "Connector configuration"): which backend answers each
+    # resource. Unset: the demo data answers every resource.
+    backends_file: Path | None = Field(None, validation_alias="TONGBAN_CONNECTOR_BACKENDS")
     demo_population: int = Field(1000, ge=1, le=1_000_000, validation_alias="TONGBAN_CONNECTOR_DEMO_POPULATION")
     # How long a sent reply is kept to answer a redelivered request without a second look-up; it
     # holds personal data, so no longer than redelivery can happen (a day covers any outage).

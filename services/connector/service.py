@@ -9,7 +9,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.identifiers import id_card_check_char
 from services.common.keywrap import KeyWrap
 from services.common.pb import exchange_pb2
+from services.connector.backend_config import DEMO_ONLY
+from services.connector.backends import Ask, BackendError, Backends, Outcome
 from services.connector.models import Resident, SigningKey
 
 Reply = exchange_pb2.ExchangeReply
@@ -120,20 +122,6 @@ STORE_REPLIES = (
 )
 PURGE_REPLIES = "DELETE FROM connector.replies WHERE created_at < now() - make_interval(secs => $1)"
 
-FIND_RESIDENTS = (
-    "SELECT id_number, name, gender, birth_date, address FROM connector.residents WHERE id_number = ANY($1::text[])"
-)
-
-
-def record_items(resident: Mapping[str, Any]) -> dict[str, str]:
-    return {
-        "姓名": resident["name"],
-        "性别": resident["gender"],
-        "出生日期": resident["birth_date"].isoformat(),
-        "户籍地址": resident["address"],
-        "公民身份号码": resident["id_number"],
-    }
-
 
 def signed_payload(request_hash: str, data: dict[str, str]) -> bytes:
     return request_hash.encode() + b"\n" + orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
@@ -174,12 +162,15 @@ class Responder:
         metrics: LookupMetrics | None = None,
         *,
         log_lookups: bool = False,
+        backends: Backends | None = None,
     ) -> None:
         self.dept_code = dept_code
         self.key_id = key_id
         self.key = key
         self.metrics = metrics or LookupMetrics(CollectorRegistry())
         self.log_lookups = log_lookups
+        # Without configured backends, the demo data answers every resource (as ``make run``).
+        self.backends = backends or Backends(DEMO_ONLY, CollectorRegistry())
 
     async def answer_once(
         self, db: Any, requests: Sequence[tuple[bytes, exchange_pb2.ExchangeRequest]]
@@ -209,22 +200,25 @@ class Responder:
         return [Outgoing(q, values[q] if q in values else stored[q]) for q in distinct if q in values or q in stored]
 
     async def answer(self, db: Any, requests: Sequence[tuple[bytes, exchange_pb2.ExchangeRequest]]) -> list[Reply]:
-        """Replies to a batch of requests, with one look-up (``db``: an asyncpg connection)."""
-        asked = [r for _, r in requests if r.subject_type == "id_card" and r.provider_dept == self.dept_code]
-        ids = [r.subject_value for r in asked]
+        """Replies to a batch of requests, each subject looked up once in its resource's backend
+        (``db``: an asyncpg connection, which the demo backend reads)."""
+        asked = [r for _, r in requests if r.provider_dept == self.dept_code]
         if asked and self.log_lookups:
             lookup_log.info("backend look-up", extra={"ctx_query_ids": [r.query_id for r in asked]})
-        found = {r["id_number"]: r for r in await db.fetch(FIND_RESIDENTS, ids)} if ids else {}
-        self.metrics.lookups.inc(len(ids))
+        outcomes = await self.backends.look_up(
+            db, [(r.resource_code, Ask(r.subject_type, r.subject_value, tuple(r.fields))) for r in asked]
+        )
+        found = {r.query_id: outcome for r, outcome in zip(asked, outcomes, strict=True)}
+        self.metrics.lookups.inc(len(asked))
 
         def sign_all() -> list[Reply]:
-            return [self.reply(raw, request, found.get(request.subject_value)) for raw, request in requests]
+            return [self.reply(raw, request, found.get(request.query_id)) for raw, request in requests]
 
         # One Ed25519 signature is ~40 µs: a batch of a few is cheaper signed here than handed to
         # a thread; a large batch (after a backlog) would hold the event loop for tens of ms.
         return sign_all() if len(requests) < SIGN_IN_THREAD_FROM else await asyncio.to_thread(sign_all)
 
-    def reply(self, raw: bytes, request: exchange_pb2.ExchangeRequest, resident: Mapping[str, Any] | None) -> Reply:
+    def reply(self, raw: bytes, request: exchange_pb2.ExchangeRequest, outcome: Outcome) -> Reply:
         request_hash = hashlib.sha256(raw).hexdigest()
         reply = Reply(
             query_id=request.query_id, provider_dept=self.dept_code, request_hash=request_hash, key_id=self.key_id
@@ -232,11 +226,14 @@ class Responder:
         if request.provider_dept != self.dept_code:
             reply.status = Reply.ERROR
             reply.error = f"request addressed to {request.provider_dept}, not this connector"
-        elif resident is None:
+        elif isinstance(outcome, BackendError):
+            reply.status = Reply.ERROR
+            reply.error = str(outcome)
+        elif outcome is None:
             reply.status = Reply.NOT_FOUND
         else:
-            everything = record_items(resident)
-            data = {name: everything[name] for name in request.fields if name in everything}
+            # Only the items asked (the granted ones), whatever else the backend holds.
+            data = {name: outcome[name] for name in request.fields if name in outcome}
             reply.status = Reply.OK
             reply.data.update(data)
             reply.signature = base64.b64encode(self.key.sign(signed_payload(request_hash, data))).decode()
