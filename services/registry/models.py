@@ -5,7 +5,8 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ARRAY, Date, DateTime, Integer, String, Text, func
+from sqlalchemy import ARRAY, Computed, Date, DateTime, Index, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -53,7 +54,10 @@ class Resource(Base):
     """Resource — 信息资源, one catalogue entry (政务信息资源目录)."""
 
     __tablename__ = "resources"
-    __table_args__ = (one_of("status", ResourceStatus),)
+    __table_args__ = (
+        one_of("status", ResourceStatus),
+        Index("ix_resources_search_terms", "search_terms", postgresql_using="gin"),
+    )
 
     code: Mapped[str] = mapped_column(String(40), primary_key=True)  # 信息资源代码: 分类码/顺序码
     name: Mapped[str] = mapped_column(String(100))
@@ -73,6 +77,14 @@ class Resource(Base):
     published_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # 全文检索: the character unigrams and bigrams of the name, summary and item names, and of the
+    # name alone (for ranking), kept by PostgreSQL itself on every write (catalogue/search.py).
+    search_terms: Mapped[list[str]] = mapped_column(
+        PG_ARRAY(Text), Computed("registry.resource_terms(name, summary, items)", persisted=True), deferred=True
+    )
+    search_name: Mapped[list[str]] = mapped_column(
+        PG_ARRAY(Text), Computed("registry.search_terms(name)", persisted=True), deferred=True
+    )
 
 
 class ResourceVersion(Base):
