@@ -55,6 +55,7 @@ def create_app(settings: RegistrySettings | None = None, bus: Bus | None = None)
         description="The shared-data catalogue (资源目录), applications and grants.",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
     )
     app.include_router(router)
     return app
