@@ -7,6 +7,8 @@ never count."""
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,7 @@ from services.common.security import Principal, Role
 from services.registry.catalogue import search
 from services.registry.catalogue import service as catalogue
 from services.registry.catalogue.schemas import ItemSpec, ResourceCreate
+from services.registry.catalogue.terms import query_terms, terms
 from services.registry.models import Resource
 from tests.factories import ResourceCreateFactory, conditional_share, credit_code, person
 from tests.registry.calls import Catalogue
@@ -56,6 +59,16 @@ async def found(
 ) -> tuple[list[str], str | None]:
     rows, next_cursor = await search.search_resources(session, who, q, {"provider": who.dept, **filters}, limit, cursor)
     return [r.name for r in rows], next_cursor
+
+
+def test_terms_are_characters_and_adjacent_pairs_of_each_word() -> None:
+    assert terms("居民户籍（2024年）") == sorted(
+        {"居", "民", "户", "籍", "居民", "民户", "户籍", "2", "0", "4", "年", "20", "02", "24", "4年"}
+    )
+    assert terms("ＧＩＳ图层") == sorted({"g", "i", "s", "图", "层", "gi", "is", "s图", "图层"})  # NFKC, lower case
+    assert query_terms("户籍 信息") == ["信息", "户籍"]  # no pair across the space
+    assert query_terms("亡") == ["亡"]
+    assert query_terms("「」，。！ \x00") == []
 
 
 async def test_words_are_found_in_the_name_the_summary_and_the_item_names(
@@ -169,3 +182,35 @@ async def test_any_query_and_cursor_give_a_page_or_a_400(session: AsyncSession, 
     else:
         rows, _ = await search.search_resources(session, who, q, {}, 5, cursor or None)
         assert len(rows) <= 5
+
+
+@pytest.mark.parametrize(("window", "rare"), [(2, 0.01), (3, 0.4), (1500, 0.005)])
+async def test_the_window_walk_and_the_index_give_the_same_pages(
+    registry: Catalogue,
+    admin: Principal,
+    session: AsyncSession,
+    monkeypatch: pytest.MonkeyPatch,
+    window: int,
+    rare: float,
+) -> None:
+    """Without a department filter a page is sought by walking the codes in windows, then through
+    the index; with one, through the index only: the pages must be the same."""
+    monkeypatch.setattr(search, "WINDOW", window)
+    monkeypatch.setattr(search, "RARE", rare)
+    category = HOUSEHOLD + f"{secrets.randbelow(10**6):06d}"  # this test's entries only, in code order
+    names = ["户籍登记信息", "婚姻信息", "户口信息", "死亡登记", "户籍迁移", "出生证明", "户籍注销", "残疾人证", "户别"]
+    for name in names:
+        await registry.create(admin, entry(name, summary="户籍相关。" if "户" in name else "其他。", category=category))
+
+    async def pages(filters: dict[str, str]) -> list[str]:
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            rows, cursor = await search.search_resources(session, admin, "户籍", filters, 2, cursor)
+            seen.extend(r.name for r in rows)
+            if cursor is None:
+                return seen
+
+    walked = await pages({"category": category})
+    indexed = await pages({"category": category, "provider": admin.dept})
+    assert walked == indexed == ["户籍登记信息", "户籍迁移", "户籍注销", "户口信息", "户别"]

@@ -76,12 +76,12 @@ async def next_code(session: AsyncSession, category: str) -> str:
     return f"{category}/{last:06d}"
 
 
-def visible_clause(principal: Principal) -> ColumnElement[bool]:
+def visible_clause(principal: Principal, table: type[Resource] = Resource) -> ColumnElement[bool]:
     """Which entries ``principal`` may see: published or deprecated ones, its own department's
     drafts, and — for a platform administrator, who reviews them — every submitted one."""
-    clause = Resource.status.in_(PUBLIC_STATES) | (Resource.provider_dept == principal.dept)
+    clause = table.status.in_(PUBLIC_STATES) | (table.provider_dept == principal.dept)
     if principal.has_role(Role.PLATFORM_ADMIN):
-        clause = clause | (Resource.status == ResourceStatus.SUBMITTED)
+        clause = clause | (table.status == ResourceStatus.SUBMITTED)
     return clause
 
 
@@ -140,21 +140,21 @@ async def get_resource(session: AsyncSession, principal: Principal, code: str, *
     return resource
 
 
-def filtered(query: Select[Any], filters: Mapping[str, str | None]) -> Select[Any]:
+def filtered(query: Select[Any], filters: Mapping[str, str | None], table: type[Resource] = Resource) -> Select[Any]:
     """``query`` narrowed by the catalogue's filters: provider, 分类码 (a prefix: a 类, 项 or 目 also
     finds what lies under it), classification, sharing class (``share_type``) and status; a filter
-    not given is not applied."""
+    not given is not applied. ``table`` is ``Resource`` or an alias of it."""
     for column, key in (
-        (Resource.provider_dept, "provider"),
-        (Resource.classification, "classification"),
-        (Resource.status, "status"),
+        (table.provider_dept, "provider"),
+        (table.classification, "classification"),
+        (table.status, "status"),
     ):
         if (value := filters.get(key)) is not None:
             query = query.where(column == value)
     if (category := filters.get("category")) is not None:
-        query = query.where(Resource.category.startswith(category, autoescape=True))
+        query = query.where(table.category.startswith(category, autoescape=True))
     if (share_type := filters.get("share_type")) is not None:
-        query = query.where(Resource.share["type"].astext == share_type)
+        query = query.where(table.share["type"].astext == share_type)
     return query
 
 
