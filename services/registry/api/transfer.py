@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from services.common.errors import CommonProblem, problem_responses
 from services.common.http import OrjsonResponse
-from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
+from services.common.runtime import CurrentPrincipal, RuntimeDep, UnitOfWorkDep
 from services.registry.api.catalogue import resource_public
 from services.registry.api.common import AUTH
 from services.registry.catalogue import service
@@ -155,6 +155,7 @@ async def export_dcat(
     request: Request,
     principal: CurrentPrincipal,
     uow: UnitOfWorkDep,
+    rt: RuntimeDep,
     provider: Provider = None,
     category: Category = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
@@ -162,7 +163,8 @@ async def export_dcat(
 ) -> JsonLdResponse:
     filters = {"provider": provider, "category": category, "status": ResourceStatus.PUBLISHED}
     rows, next_cursor = await service.list_resources(uow.session, principal, filters, limit, cursor)
-    base = str(request.base_url).rstrip("/")
+    # Identifiers are the platform's public ones: through the gateway, not this service's own port.
+    base = rt.settings.gateway_url.rstrip("/")
     query = {k: v for k, v in request.query_params.items() if k != "cursor"}
     page_url = f"{base}{request.url.path}"
     document = exports.dcat_catalog(rows, base, page_url, query, next_cursor)

@@ -40,6 +40,13 @@ REASONS = {
     "less_than_equal": "过大",
     "extra_forbidden": "不允许的字段",
 }
+# Chinese for the schema's own rules, whose messages are English first.
+RULES = {
+    "share.condition is required": "有条件共享须填写共享条件",
+    "share.basis (legal basis) is required": "不予共享须填写法律、行政法规或国家有关规定作为依据",
+    "items: names must be unique": "信息项名称不能重复",
+    "related_codes: each": "关联资源代码不能重复",
+}
 # The column a domain rule's problem is about.
 PROBLEM_COLUMNS = {
     RegistryProblem.UNKNOWN_CATEGORY.value: "分类码",
@@ -68,7 +75,10 @@ def schema_errors(row: int, err: ValidationError) -> list[dict[str, Any]]:
     found = []
     for e in err.errors(include_url=False):
         message = str(e["msg"]).removeprefix("Value error, ")
-        reason = REASONS.get(e["type"], message) if e["type"] != "value_error" else message
+        if e["type"] == "value_error":
+            reason = next((zh for en, zh in RULES.items() if message.startswith(en)), message)
+        else:
+            reason = REASONS.get(e["type"], message)
         found.append(error(row, column_of(tuple(e["loc"]), message), reason, message))
     return found
 
@@ -116,6 +126,8 @@ async def import_resources(uow: UnitOfWork, principal: Principal, header: list[s
         except Problem as problem:
             errors.append(error(number, PROBLEM_COLUMNS.get(problem.code, ""), problem.detail, problem.title))
     if errors:
+        order = {c.label: n for n, c in enumerate(COLUMNS)}
+        errors.sort(key=lambda e: (e["row"], order.get(e["column"], len(order))))
         raise RegistryProblem.IMPORT_INVALID.problem(
             f"{len(errors)} 处错误，未导入任何信息资源 ({len(errors)} errors; nothing was imported).",
             extra={"error_count": len(errors), "errors": errors[:MAX_REPORTED]},
