@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import random
 import sys
 import time
@@ -332,6 +333,8 @@ async def main() -> int:
         "timestamp": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine(),
+        # other work on the machine during the run (1, 5, 15 min): the figures scale with it
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "settings": {
             "entries": ENTRIES,
             "departments": DEPARTMENTS,
