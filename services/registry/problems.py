@@ -15,7 +15,7 @@ class RegistryProblem(ProblemCode):
     UNKNOWN_CLIENT = "unknown-client", 422, "Unknown system"
     WIDENING = "widening", 422, "An approval may only narrow"
     GATEWAY_UNAVAILABLE = "gateway-unavailable", 503, "Identity service unavailable"
-    INVALID_CURSOR = "invalid-cursor", 400, "Cursor not valid"
+    INVALID_CURSOR = "invalid-cursor", 422, "Invalid cursor"  # as on main (the applications list)
     MALFORMED_FILE = "malformed-file", 400, "File cannot be read"
     FILE_TOO_LARGE = "file-too-large", 413, "File too large"
     UNSUPPORTED_FILE = "unsupported-file", 415, "Not an .xlsx or .csv file"

@@ -151,14 +151,14 @@ async def test_the_terms_follow_an_edit(registry: Catalogue, admin: Principal, s
 async def test_a_tampered_search_cursor_is_refused(session: AsyncSession, admin: Principal, cursor: str) -> None:
     with pytest.raises(Problem) as refused:
         await search.search_resources(session, admin, "户籍", {}, 10, cursor)
-    assert (refused.value.status, refused.value.code) == (400, "invalid-cursor")
+    assert (refused.value.status, refused.value.code) == (422, "invalid-cursor")
 
 
 @pytest.mark.parametrize("cursor", ["x", "101010/000001'--", "2:101010/000001", "../../etc"])
 async def test_a_tampered_list_cursor_is_refused(session: AsyncSession, admin: Principal, cursor: str) -> None:
     with pytest.raises(Problem) as refused:
         await catalogue.list_resources(session, admin, {}, 10, cursor)
-    assert (refused.value.status, refused.value.code) == (400, "invalid-cursor")
+    assert (refused.value.status, refused.value.code) == (422, "invalid-cursor")
 
 
 async def test_a_search_writes_nothing(registry: Catalogue, admin: Principal, session: AsyncSession) -> None:
@@ -171,14 +171,14 @@ async def test_a_search_writes_nothing(registry: Catalogue, admin: Principal, se
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(q=st.text(max_size=100), cursor=st.one_of(st.none(), st.text(max_size=64)))
-async def test_any_query_and_cursor_give_a_page_or_a_400(session: AsyncSession, q: str, cursor: str | None) -> None:
+async def test_any_query_and_cursor_give_a_page_or_a_422(session: AsyncSession, q: str, cursor: str | None) -> None:
     """Whatever a client sends as ``q`` (within the route's 100 characters) and ``cursor``: a page,
-    or 400 ``invalid-cursor``, never a database error."""
+    or 422 ``invalid-cursor``, never a database error."""
     who = person(credit_code(), Role.DATA_ADMIN)
     if cursor and search.CURSOR.fullmatch(cursor) is None:
         with pytest.raises(Problem) as refused:
             await search.search_resources(session, who, q, {}, 5, cursor)
-        assert (refused.value.status, refused.value.code) == (400, "invalid-cursor")
+        assert (refused.value.status, refused.value.code) == (422, "invalid-cursor")
     else:
         rows, _ = await search.search_resources(session, who, q, {}, 5, cursor or None)
         assert len(rows) <= 5

@@ -98,7 +98,7 @@ async def tier_page(
 
 
 def parse_cursor(cursor: str) -> tuple[int, str]:
-    """The tier and code a search page's cursor holds; anything else is 400 ``invalid-cursor``."""
+    """The tier and code a search page's cursor holds; anything else is 422 ``invalid-cursor``."""
     match = CURSOR.fullmatch(cursor)
     if match is None:
         raise RegistryProblem.INVALID_CURSOR.problem("cursor 无效 (not a cursor this search handed out).")
