@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
@@ -98,11 +98,12 @@ def export_filters(
 Filters = Annotated[dict[str, str | None], Depends(export_filters)]
 
 
-def next_link(request: Request, next_cursor: str | None) -> dict[str, str]:
-    """RFC 8288 ``Link: <…>; rel="next"`` to the next page, if there is one."""
+def next_link(request: Request, rt: RuntimeDep, next_cursor: str | None) -> dict[str, str]:
+    """RFC 8288 ``Link: <…>; rel="next"`` to the next page, if there is one (through the gateway)."""
     if next_cursor is None:
         return {}
-    return {"Link": f'<{request.url.include_query_params(cursor=next_cursor)}>; rel="next"'}
+    query = urlencode({**{k: v for k, v in request.query_params.items() if k != "cursor"}, "cursor": next_cursor})
+    return {"Link": f'<{rt.settings.gateway_url.rstrip("/")}{request.url.path}?{query}>; rel="next"'}
 
 
 @router.get(
@@ -115,12 +116,13 @@ async def export_csv(
     request: Request,
     principal: CurrentPrincipal,
     uow: UnitOfWorkDep,
+    rt: RuntimeDep,
     filters: Filters,
     limit: Limit = EXPORT_LIMIT,
     cursor: Cursor = None,
 ) -> Response:
     rows, next_cursor = await service.list_resources(uow.session, principal, filters, limit, cursor)
-    headers = {**attachment("资源目录.csv"), **next_link(request, next_cursor)}
+    headers = {**attachment("资源目录.csv"), **next_link(request, rt, next_cursor)}
     return Response(exports.csv_export(rows), media_type="text/csv; charset=utf-8", headers=headers)
 
 
