@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, func, literal, not_, select
+from sqlalchemy import ColumnElement, Select, Text, func, literal, not_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -33,7 +33,6 @@ CURSOR = re.compile(r"([0-2]):([0-9]{6,12}/[0-9]{6})")
 TIERS = (2, 1, 0)
 WINDOW = 1500  # entries by code a page is first sought in (tier_page)
 MAX_WINDOW = 20_000
-RARE = 0.005  # fewer matches than this share of a window: use the GIN index
 
 
 def tier_clause(tier: int, terms: list[str], table: type[Resource] = Resource) -> ColumnElement[bool]:
@@ -64,9 +63,9 @@ async def tier_page(
     from independent: it guesses a handful when there are thousands), and a GIN scan of a common
     word fetches every match to sort them by code. So, unless a department is asked for (its
     b-tree index is selective), a page is sought by walking the primary key in windows: a common
-    word fills the page in the first :data:`WINDOW` entries; a less common one in a larger next
-    window, sized by how many the first held. Only a rare word — too few matches in a window to be
-    worth walking on — goes to the GIN index, which then has few matches to fetch."""
+    word fills the page in the first :data:`WINDOW` entries. Otherwise the window's share of
+    matches estimates the rest: walking on costs about (entries still wanted) / share rows, the GIN
+    index share × (all entries); the cheaper is taken — a larger next window, or the index."""
     found: list[Resource] = []
     size, after = WINDOW, start
     while filters.get("provider") is None:
@@ -86,15 +85,24 @@ async def tier_page(
         last = await session.scalar(select(func.max(codes.subquery().c.code)))
         if last is None:
             return found  # walked to the end: that is all there is
-        if len(hits) < size * RARE:
+        # Walking on costs about (still wanted) / density rows; the index fetches every match,
+        # about density × entries. Take the cheaper (a window without a match: the index).
+        density = len(hits) / size
+        if density == 0 or density * await entries(session) <= (wanted - len(found)) / density:
             del found[len(found) - len(hits) :]  # the index finds these again, in order
-            break  # rare: the index has few to fetch
-        size, after = min(MAX_WINDOW, int(size * (wanted - len(found)) / len(hits) * 1.5) + 100), last
+            break
+        size, after = min(MAX_WINDOW, int((wanted - len(found)) / density * 1.2) + 100), last
     query = filtered(select(Resource).where(tier_clause(tier, terms)), filters)
     query = query.where(visible_clause(principal)).order_by(Resource.code).limit(wanted - len(found))
     if after is not None:
         query = query.where(Resource.code > after)
     return found + list((await session.scalars(query)).all())
+
+
+async def entries(session: AsyncSession) -> float:
+    """About how many entries there are (PostgreSQL's statistics: no count)."""
+    estimate = await session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'registry.resources'::regclass"))
+    return max(float(estimate or 0), 1.0)
 
 
 def parse_cursor(cursor: str) -> tuple[int, str]:
