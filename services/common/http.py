@@ -88,14 +88,32 @@ def text_problem(scope: Scope) -> Problem | None:
     return None
 
 
+# Routes whose body is a file a person uploads (a spreadsheet of catalogue entries), allowed
+# ``max_upload_bytes`` instead of ``max_body_bytes``; the gateway forwards them with the same limit.
+UPLOAD_PREFIXES = ("/v1/registry/imports/",)
+
+
+def is_upload(path: str) -> bool:
+    return path.startswith(UPLOAD_PREFIXES)
+
+
 class ServiceMiddleware:
     """Bounded request id (``X-Request-Id`` if acceptable, else a new one), W3C trace context,
     text-only paths and query strings, body-size limit, security headers, request metrics and
     one log line per request."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, registry: CollectorRegistry, service: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        registry: CollectorRegistry,
+        service: str,
+        max_upload_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes if max_upload_bytes is not None else max_body_bytes
         self.requests = Counter(
             "http_requests", "HTTP requests handled", ["service", "method", "route", "status"], registry=registry
         )
@@ -124,9 +142,10 @@ class ServiceMiddleware:
                 status = refused.status
                 await problem_response(refused)(scope, receive, send)
                 return
+            limit = self.max_upload_bytes if is_upload(scope["path"]) else self.max_body_bytes
             declared = _header(scope, b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                await problem_response(body_too_large(self.max_body_bytes))(scope, receive, send)
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await problem_response(body_too_large(limit))(scope, receive, send)
                 status = 413
                 return
             received = 0
@@ -139,7 +158,7 @@ class ServiceMiddleware:
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
-                    if received > self.max_body_bytes:
+                    if received > limit:
                         too_large = True
                         return {"type": "http.request", "body": b"", "more_body": False}
                 return message
@@ -152,7 +171,7 @@ class ServiceMiddleware:
                 if too_large:
                     if message["type"] == "http.response.start":
                         status = 413
-                        await problem_response(body_too_large(self.max_body_bytes))(scope, receive, send)
+                        await problem_response(body_too_large(limit))(scope, receive, send)
                     return
                 if message["type"] == "http.response.start":
                     status = message["status"]
@@ -254,6 +273,7 @@ def create_service_app(
     lifespan: Callable[[FastAPI], Any],
     max_body_bytes: int,
     description: str = "",
+    max_upload_bytes: int | None = None,
 ) -> FastAPI:
     """A FastAPI app with the common middleware, error handlers and operational endpoints.
 
@@ -271,7 +291,13 @@ def create_service_app(
     document_problems(app)
     app.state.readiness = []
     install_error_handlers(app)
-    app.add_middleware(ServiceMiddleware, max_body_bytes=max_body_bytes, registry=registry, service=service)
+    app.add_middleware(
+        ServiceMiddleware,
+        max_body_bytes=max_body_bytes,
+        max_upload_bytes=max_upload_bytes,
+        registry=registry,
+        service=service,
+    )
 
     @app.get("/healthz", tags=["operations"], summary="Alive")
     async def healthz() -> dict[str, str]:

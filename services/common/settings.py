@@ -37,6 +37,8 @@ class CommonSettings(BaseSettings):
     jwt_issuer: str = "tongban"
     jwt_audience: str = "tongban"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # The body of a file upload (http.UPLOAD_PREFIXES: the registry's .xlsx / .csv import).
+    max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
     log_json: bool = True
     # Key of the HMAC that names a data subject without naming it (exchange and audit share it),

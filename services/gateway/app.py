@@ -126,6 +126,7 @@ def create_app(settings: GatewaySettings | None = None, bus: Bus | None = None) 
         description="Identity, OAuth2 tokens and routing. The only public entry of the platform.",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
     )
     app.include_router(router)
     return app

@@ -56,6 +56,7 @@ def create_app(settings: RegistrySettings | None = None, bus: Bus | None = None)
         description="The shared-data catalogue (资源目录), applications and grants.",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
     )
     # The working-day calendar is data read once; its fallback counter lives in the app's registry.
     app.state.calendar = WorkingCalendar.load(app.state.metrics)

@@ -5,12 +5,14 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ARRAY, CheckConstraint, Date, DateTime, Integer, String, Text, func
+from sqlalchemy import ARRAY, CheckConstraint, Connection, Date, DateTime, Index, Integer, String, Text, event, func
+from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 
 from services.common.db import one_of, schema_metadata
 from services.common.outbox import OutboxRow
+from services.registry.catalogue.terms import entry_terms, terms
 
 
 class Base(DeclarativeBase):
@@ -53,7 +55,11 @@ class Resource(Base):
     """Resource — 信息资源, one catalogue entry (政务信息资源目录)."""
 
     __tablename__ = "resources"
-    __table_args__ = (one_of("status", ResourceStatus),)
+    __table_args__ = (
+        one_of("status", ResourceStatus),
+        Index("ix_resources_search_terms", "search_terms", postgresql_using="gin"),
+        Index("ix_resources_search_name", "search_name", postgresql_using="gin"),
+    )
 
     code: Mapped[str] = mapped_column(String(40), primary_key=True)  # 信息资源代码: 分类码/顺序码
     name: Mapped[str] = mapped_column(String(100))
@@ -73,6 +79,18 @@ class Resource(Base):
     published_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # 全文检索: the terms (catalogue/terms.py) of the name, summary and item names, and of the name
+    # alone (for ranking); set on every insert and update (index_terms, below).
+    search_terms: Mapped[list[str]] = mapped_column(PG_ARRAY(Text), server_default="{}", deferred=True)
+    search_name: Mapped[list[str]] = mapped_column(PG_ARRAY(Text), server_default="{}", deferred=True)
+
+
+@event.listens_for(Resource, "before_insert")
+@event.listens_for(Resource, "before_update")
+def index_terms(_mapper: Mapper[Resource], _connection: Connection, resource: Resource) -> None:
+    """Keep an entry's search terms with its text: every write of an entry goes through here."""
+    resource.search_terms = entry_terms(resource.name, resource.summary, resource.items)
+    resource.search_name = terms(resource.name)
 
 
 class ResourceVersion(Base):

@@ -21,3 +21,7 @@ class RegistryProblem(ProblemCode):
     ALREADY_LISTED = "already-listed", 409, "Already on the negative list"
     SERVICE_ITEM_EXISTS = "service-item-exists", 409, "Service item code taken"
     DEMAND_TO_SELF = "demand-to-self", 422, "A demand goes to another department"
+    MALFORMED_FILE = "malformed-file", 400, "File cannot be read"
+    FILE_TOO_LARGE = "file-too-large", 413, "File too large"
+    UNSUPPORTED_FILE = "unsupported-file", 415, "Not an .xlsx or .csv file"
+    IMPORT_INVALID = "import-invalid", 422, "Rows not valid; nothing imported"

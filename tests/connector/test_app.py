@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bus import MemoryBus, Message, Subscription
 from services.common.pb import exchange_pb2
+from services.common.keywrap import new_kek
 from services.connector.app import create_app
 from services.connector.config import ConnectorSettings
 from services.connector.service import synthetic_residents
@@ -51,6 +52,7 @@ resources = []
     monkeypatch.setenv("TONGBAN_CONNECTOR_BACKENDS", str(backends))
     monkeypatch.setenv("TONGBAN_CONNECTOR_DEMO_POPULATION", "3")
     monkeypatch.setenv("TEST_HUKOU_KEY", "k-123")
+    monkeypatch.setenv("TONGBAN_KEY_ENCRYPTION_KEY", new_kek())
     settings = ConnectorSettings()
     bus = MemoryBus(settings.topic("dlq"))
     replies: asyncio.Queue[Reply] = asyncio.Queue()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common.keywrap import new_kek
 from services.connector.backend_config import (
     DEMO_ONLY,
     BackendConfigError,
@@ -209,7 +210,12 @@ def test_a_missing_file_is_reported(tmp_path: Path) -> None:
 
 def test_the_connector_refuses_to_start_with_a_wrong_file(tmp_path: Path) -> None:
     path = write(tmp_path, HTTP.replace('"http"', '"ftp"'))
-    env = {**os.environ, "TONGBAN_CONNECTOR_BACKENDS": str(path), "HUKOU_TOKEN": "x"}
+    env = {
+        **os.environ,
+        "TONGBAN_CONNECTOR_BACKENDS": str(path),
+        "HUKOU_TOKEN": "x",
+        "TONGBAN_KEY_ENCRYPTION_KEY": new_kek(),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "services.connector"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )

@@ -98,7 +98,7 @@ async def test_the_citizen_portal_is_a_system_with_its_own_role(session: AsyncSe
     role is ``citizen_portal`` (the database's CHECK admits it), never a consumer by that."""
     data_admin = person(department.code, Role.DATA_ADMIN)
     body = SystemCreateFactory.build(roles=["citizen_portal"])
-    created, _ = await service.create_system(session, data_admin, department.code, body)
+    created, _ = await service.create_system(session, data_admin, department.code, body, SETTINGS)
     await session.flush()
     stored = await session.get(System, created.client_id)
     assert stored is not None and stored.roles == ["citizen_portal"]

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 
 from services.common.errors import Problem
@@ -230,3 +230,25 @@ async def test_metrics_are_per_app() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=second), base_url="http://test") as c:
         text = (await c.get("/metrics")).text
     assert 'route="/healthz"' not in text
+
+
+async def test_an_upload_route_takes_the_larger_upload_limit() -> None:
+    """A file upload (http.UPLOAD_PREFIXES) may be up to ``max_upload_bytes``; any other body
+    keeps ``max_body_bytes``."""
+    app = create_service_app(
+        service="t", title="t", version="0", lifespan=no_lifespan, max_body_bytes=LIMIT, max_upload_bytes=4 * LIMIT
+    )
+
+    @app.post("/v1/registry/imports/resources")
+    async def upload(request: Request) -> dict[str, int]:
+        return {"received": len(await request.body())}
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        accepted = await c.post("/v1/registry/imports/resources", content=b"x" * (3 * LIMIT))
+        assert (accepted.status_code, accepted.json()) == (200, {"received": 3 * LIMIT})
+        body = assert_problem(
+            await c.post("/v1/registry/imports/resources", content=b"x" * (4 * LIMIT + 1)), 413, "body-too-large"
+        )
+        assert str(4 * LIMIT) in str(body["detail"])
+        assert_problem(await c.post("/items", content=b"x" * (3 * LIMIT)), 413, "body-too-large")

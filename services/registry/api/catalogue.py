@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 from services.common.errors import CommonProblem, problem_responses
 from services.common.runtime import CurrentPrincipal, RuntimeDep, UnitOfWorkDep
 from services.registry.api.common import AUTH, TopicsDep, today
-from services.registry.catalogue import service
+from services.registry.catalogue import search, service
 from services.registry.catalogue.classification import TAXONOMY, ClassNode
 from services.registry.catalogue.schemas import (
+    Classification,
     ClassificationPublic,
     ClassNodePublic,
     FieldChange,
@@ -88,20 +89,35 @@ async def create_resource(
     return resource_public(await service.create_resource(uow, principal, body, topics))
 
 
-@router.get("/resources", response_model=ResourceList, summary="Search the catalogue")
+@router.get(
+    "/resources",
+    response_model=ResourceList,
+    summary="List or search the catalogue (q: Chinese full-text search, best match first)",
+    responses=problem_responses(RegistryProblem.INVALID_CURSOR),
+)
 async def list_resources(
     principal: CurrentPrincipal,
     uow: UnitOfWorkDep,
-    q: Annotated[str | None, Query(max_length=100)] = None,
-    provider: Annotated[str | None, Query(max_length=18)] = None,
-    category: Annotated[str | None, Query(max_length=32)] = None,
+    q: Annotated[str | None, Query(max_length=100, description="名称、摘要、信息项名称中的文字")] = None,
+    provider: Annotated[str | None, Query(pattern=r"^[0-9A-Z]{1,18}$", description="统一社会信用代码")] = None,
+    category: Annotated[str | None, Query(max_length=12, pattern=r"^[0-9]+$", description="分类码 or a prefix")] = None,
+    classification: Classification | None = None,
     share_type: ShareType | None = None,
     status: ResourceStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> ResourceList:
-    filters = {"q": q, "provider": provider, "category": category, "share_type": share_type, "status": status}
-    rows, next_cursor = await service.list_resources(uow.session, principal, filters, limit, cursor)
+    filters = {
+        "provider": provider,
+        "category": category,
+        "classification": classification,
+        "share_type": share_type,
+        "status": status,
+    }
+    if q is not None:
+        rows, next_cursor = await search.search_resources(uow.session, principal, q, filters, limit, cursor)
+    else:
+        rows, next_cursor = await service.list_resources(uow.session, principal, filters, limit, cursor)
     return ResourceList(items=[resource_public(r) for r in rows], next_cursor=next_cursor)
 
 

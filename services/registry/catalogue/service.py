@@ -9,11 +9,13 @@ Editing a published entry drafts a new version while the published one keeps ser
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, select, text
+from sqlalchemy import ColumnElement, Select, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import CommonProblem, NotFound, Problem
@@ -42,6 +44,7 @@ CONTENT_FIELDS = (
     "related_codes",
     "subject_types",
 )
+CODE = re.compile(r"[0-9]{6,12}/[0-9]{6}")  # 信息资源代码: 分类码 (目 + 细目) / 顺序码
 PUBLIC_STATES = (ResourceStatus.PUBLISHED, ResourceStatus.DEPRECATED)
 PUBLIC_VERSIONS = (VersionStatus.PUBLISHED, VersionStatus.SUPERSEDED, VersionStatus.DEPRECATED)
 
@@ -74,12 +77,12 @@ async def next_code(session: AsyncSession, category: str) -> str:
     return f"{category}/{last:06d}"
 
 
-def visible_clause(principal: Principal) -> ColumnElement[bool]:
+def visible_clause(principal: Principal, table: type[Resource] = Resource) -> ColumnElement[bool]:
     """Which entries ``principal`` may see: published or deprecated ones, its own department's
     drafts, and — for a platform administrator, who reviews them — every submitted one."""
-    clause = Resource.status.in_(PUBLIC_STATES) | (Resource.provider_dept == principal.dept)
+    clause = table.status.in_(PUBLIC_STATES) | (table.provider_dept == principal.dept)
     if principal.has_role(Role.PLATFORM_ADMIN):
-        clause = clause | (Resource.status == ResourceStatus.SUBMITTED)
+        clause = clause | (table.status == ResourceStatus.SUBMITTED)
     return clause
 
 
@@ -139,25 +142,34 @@ async def get_resource(session: AsyncSession, principal: Principal, code: str, *
     return resource
 
 
-async def list_resources(
-    session: AsyncSession, principal: Principal, filters: dict[str, str | None], limit: int, cursor: str | None
-) -> tuple[list[Resource], str | None]:
-    query = one_more(select(Resource).order_by(Resource.code), limit)
-    query = query.where(visible_clause(principal))
-    if cursor:
-        query = query.where(Resource.code > cursor)
-    if q := filters.get("q"):
-        like = f"%{q}%"
-        query = query.where(Resource.name.ilike(like) | Resource.summary.ilike(like))
+def filtered(query: Select[Any], filters: Mapping[str, str | None], table: type[Resource] = Resource) -> Select[Any]:
+    """``query`` narrowed by the catalogue's filters: provider, 分类码 (a prefix: a 类, 项 or 目 also
+    finds what lies under it), classification, sharing class (``share_type``) and status; a filter
+    not given is not applied. ``table`` is ``Resource`` or an alias of it."""
     for column, key in (
-        (Resource.provider_dept, "provider"),
-        (Resource.category, "category"),
-        (Resource.status, "status"),
+        (table.provider_dept, "provider"),
+        (table.classification, "classification"),
+        (table.status, "status"),
     ):
         if (value := filters.get(key)) is not None:
             query = query.where(column == value)
+    if (category := filters.get("category")) is not None:
+        query = query.where(table.category.startswith(category, autoescape=True))
     if (share_type := filters.get("share_type")) is not None:
-        query = query.where(Resource.share["type"].astext == share_type)
+        query = query.where(table.share["type"].astext == share_type)
+    return query
+
+
+async def list_resources(
+    session: AsyncSession, principal: Principal, filters: Mapping[str, str | None], limit: int, cursor: str | None
+) -> tuple[list[Resource], str | None]:
+    """The entries ``principal`` may see, by code (a search by text is ``catalogue.search``)."""
+    query = one_more(filtered(select(Resource), filters).order_by(Resource.code), limit)
+    query = query.where(visible_clause(principal))
+    if cursor:
+        if CODE.fullmatch(cursor) is None:
+            raise RegistryProblem.INVALID_CURSOR.problem("cursor 无效 (not a cursor this list handed out).")
+        query = query.where(Resource.code > cursor)
     rows = list((await session.scalars(query)).all())
     return page(rows, limit, lambda r: r.code)
 
