@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bus import MemoryBus, Message, Subscription
-from services.common.pb import exchange_pb2
 from services.common.keywrap import new_kek
+from services.common.pb import exchange_pb2
 from services.connector.app import create_app
 from services.connector.config import ConnectorSettings
 from services.connector.service import synthetic_residents
