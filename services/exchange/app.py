@@ -18,7 +18,7 @@ from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
 from services.exchange.messaging import on_late_replies, on_registry_events, on_replies
 from services.exchange.models import Outbox as OutboxModel
-from services.exchange.service import Exchange
+from services.exchange.service import Exchange, ExchangeMetrics
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -38,7 +38,7 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
         ) as rt:
             outbox = rt.outbox
             assert outbox is not None
-            exchange = Exchange(settings, rt.engine, outbox)
+            exchange = Exchange(settings, rt.engine, outbox, ExchangeMetrics(app.state.metrics))
             replies = settings.topic("exchange.replies")
             rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))
             # Late replies are by definition not urgent: fetch them in larger, slower batches so
