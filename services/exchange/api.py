@@ -34,6 +34,7 @@ router = APIRouter(
         ExchangeProblem.PROVIDER_ERROR,
         ExchangeProblem.PROVIDER_TIMEOUT,
         ExchangeProblem.QUERY_INTERRUPTED,
+        ExchangeProblem.ANSWER_PURGED,
         CommonProblem.DATABASE_UNAVAILABLE,
     ),
 )
@@ -62,4 +63,5 @@ async def read_query(query_id: uuid.UUID, principal: CurrentPrincipal, uow: Unit
         "resource": query.resource_code,
         "provider": query.provider_dept,
     }
-    return OrjsonResponse({**body, "id": str(query.id), "status": query.status})
+    purged = {"answer_purged_at": query.answer_purged_at.isoformat()} if query.answer_purged_at else {}
+    return OrjsonResponse({**body, "id": str(query.id), "status": query.status, **purged})

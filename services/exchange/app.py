@@ -62,15 +62,17 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             await rt.bus.start([settings.topic("audit.events")])
             await outbox.start()
             sweeper = asyncio.create_task(exchange.sweep_abandoned(), name="exchange:abandoned")
+            purger = asyncio.create_task(exchange.sweep_answers(), name="exchange:answer-retention")
             app.state.runtime = rt
             app.state.exchange = exchange
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                for task in (sweeper, purger):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await outbox.stop()
                 await rt.bus.stop()
 

@@ -52,9 +52,23 @@ RETURNING id
 IS_REVOKED = "SELECT revoked FROM exchange.grants WHERE id = $1"
 
 FIND_IDEMPOTENT = (
-    "SELECT fingerprint, status, http_status, response FROM exchange.queries "
+    "SELECT fingerprint, status, http_status, response, answer_purged_at FROM exchange.queries "
     "WHERE client_id = $1 AND idempotency_key = $2"
 )
+
+
+# One batch of answers past their retention: the response (personal data) goes, the outcome
+# (status, HTTP status, times) stays. Oldest first; rows another replica is purging are skipped.
+PURGE_ANSWERS = """
+WITH old AS (
+    SELECT id FROM exchange.queries
+    WHERE created_at < now() - make_interval(secs => $1) AND answer_purged_at IS NULL AND status <> 'pending'
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE exchange.queries q SET response = NULL, answer_purged_at = now() FROM old WHERE q.id = old.id
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +136,9 @@ async def finish_query(
     False if it was no longer pending."""
     closed = await db.fetchval(FINISH_QUERY, query_id, status, http_status, orjson.dumps(response).decode(), *audit)
     return closed is not None
+
+
+async def purge_answers(db: Any, retention_s: float, limit: int) -> int:
+    """Purge at most ``limit`` answers older than ``retention_s``; how many were purged."""
+    status: str = await db.execute(PURGE_ANSWERS, float(retention_s), limit)
+    return int(status.rsplit(" ", 1)[-1])

@@ -559,6 +559,29 @@ class Exchange:
                 uow.emit(self.audit_message(context_of(query), outcome=QueryStatus.TIMEOUT, reason="abandoned"))
         return len(queries)
 
+    async def purge_answers(self) -> int:
+        """答复保留期: purge the answers older than ``answer_retention_s``, in batches of
+        ``answer_purge_batch`` (short transactions: the query path is never held up); how many."""
+        purged = 0
+        while True:
+            async with driver_connection(self.engine) as db:
+                batch = await repository.purge_answers(
+                    db, self.settings.answer_retention_s, self.settings.answer_purge_batch
+                )
+            purged += batch
+            if batch < self.settings.answer_purge_batch:
+                return purged
+
+    async def sweep_answers(self) -> None:
+        """Run :meth:`purge_answers` every ``answer_purge_every_s`` seconds (a lifespan task)."""
+        while True:
+            await asyncio.sleep(self.settings.answer_purge_every_s)
+            try:
+                if purged := await self.purge_answers():
+                    log.info("answers past their retention purged", extra={"ctx_count": purged})
+            except Exception:
+                log.warning("purge of old answers failed; will retry", exc_info=True)
+
     async def sweep_abandoned(self) -> None:
         """Run :meth:`close_abandoned` every ``abandoned_after_s / 3`` seconds (a lifespan task)."""
         while True:
@@ -575,6 +598,11 @@ def replay(earlier: Record, print_: str) -> dict[str, Any]:
     if earlier["fingerprint"] != print_:
         raise ExchangeProblem.IDEMPOTENCY_KEY_REUSED.problem(
             "This Idempotency-Key was used for a different query; use a new key."
+        )
+    if earlier["answer_purged_at"] is not None:
+        raise ExchangeProblem.ANSWER_PURGED.problem(
+            "The answer to this query was purged after the retention period (it was personal data); "
+            "its outcome stays readable by id. Ask again with a new Idempotency-Key if you still need the data."
         )
     if earlier["status"] == QueryStatus.PENDING or earlier["response"] is None:
         raise ExchangeProblem.IDEMPOTENCY_IN_PROGRESS.problem(

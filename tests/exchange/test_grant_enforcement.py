@@ -2,7 +2,8 @@
 the daily quota (配额) counted atomically across replicas on the platform's business day, a
 revocation that no replica's cache outlives, every refusal audited with nothing else written, and
 数据最小化 — the provider is asked for the granted items only, and anything more it returns is
-dropped before the consumer sees it."""
+dropped before the consumer sees it. And 答复保留期: answers (personal data) are purged after the
+retention period, the outcome kept, and a replayed Idempotency-Key then gets 410."""
 
 from __future__ import annotations
 
@@ -100,11 +101,13 @@ async def add_grant(engine: AsyncEngine, **overrides: Any) -> uuid.UUID:
     return grant.id
 
 
-def replica(engine: AsyncEngine, metrics: ExchangeMetrics | None = None) -> Exchange:
+def replica(
+    engine: AsyncEngine, metrics: ExchangeMetrics | None = None, settings: ExchangeSettings | None = None
+) -> Exchange:
     """An exchange replica whose outbox relay does not run: its rows stay in ``exchange.outbox``
     for the test to read, and no connector answers (an accepted query runs to its deadline)."""
     outbox = Outbox(OutboxModel, session_factory(engine), MemoryBus("dlq"))
-    return Exchange(ExchangeSettings(), engine, outbox, metrics)
+    return Exchange(settings or ExchangeSettings(), engine, outbox, metrics)
 
 
 def consumer() -> Principal:
@@ -131,9 +134,9 @@ def body(subject: str = SUBJECTS[0], *, purpose: str = PURPOSE, fields: list[str
     return QueryCreate.model_validate(asked)
 
 
-async def refused(exchange: Exchange, asked: QueryCreate) -> Problem:
+async def refused(exchange: Exchange, asked: QueryCreate, key: str | None = None) -> Problem:
     with pytest.raises(Problem) as raised:
-        await exchange.query(consumer(), asked, None)
+        await exchange.query(consumer(), asked, key)
     return raised.value
 
 
@@ -152,6 +155,24 @@ async def written(
         else:
             requests.append(exchange_pb2.ExchangeRequest.FromString(value))
     return queries, used, audits, requests
+
+
+async def answered(exchange: Exchange, asked: QueryCreate, key: str | None, data: dict[str, str]) -> dict[str, Any]:
+    """Ask through ``exchange`` and play the provider: once the query waits for its reply, reply
+    with ``data``. The consumer's answer."""
+    before = set(exchange.waiters)
+    asking = asyncio.create_task(exchange.query(consumer(), asked, key))
+    deadline = time.monotonic() + 10
+    while not (waiting := set(exchange.waiters) - before):
+        assert time.monotonic() < deadline and not asking.done()
+        await asyncio.sleep(0.01)
+    (query_id,) = waiting
+    reply = exchange_pb2.ExchangeReply(
+        query_id=query_id, provider_dept=PROVIDER, status=exchange_pb2.ExchangeReply.OK, data=data
+    )
+    # Even if the query is not written yet, its waiter keeps the reply until it waits for it.
+    exchange.dispatch(reply)
+    return await asking
 
 
 # --------------------------------------------------------------------------- bad input
@@ -286,25 +307,53 @@ async def test_items_the_provider_was_not_asked_for_are_dropped_and_counted(
     engine, _ = engines
     await add_grant(engine)
     registry = CollectorRegistry()
-    metrics = ExchangeMetrics(registry)
-    exchange = replica(engine, metrics)
-    asking = asyncio.create_task(exchange.query(consumer(), body(fields=["姓名"]), None))
-    deadline = time.monotonic() + 10
-    while not exchange.waiters or not (await written(engine))[3]:  # the request is written
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
-    (query_id,) = exchange.waiters
-    exchange.dispatch(
-        exchange_pb2.ExchangeReply(
-            query_id=query_id,
-            provider_dept=PROVIDER,
-            status=exchange_pb2.ExchangeReply.OK,
-            data={"姓名": "张三", "户籍地址": "北京市", "公民身份号码": SUBJECTS[0]},
-        )
-    )
+    exchange = replica(engine, ExchangeMetrics(registry))
 
-    answer = await asking
+    answer = await answered(
+        exchange, body(fields=["姓名"]), None, {"姓名": "张三", "户籍地址": "北京市", "公民身份号码": SUBJECTS[0]}
+    )
 
     assert answer["data"] == {"姓名": "张三"}
     dropped = registry.get_sample_value("tongban_exchange_extra_items_dropped_total", {"provider": PROVIDER})
     assert dropped == 2
+
+
+# --------------------------------------------------------------------------- answer retention
+
+
+async def test_answers_past_their_retention_are_purged_in_batches_and_a_replay_gets_410(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    engine, _ = engines
+    await add_grant(engine)
+    settings = ExchangeSettings().model_copy(update={"answer_retention_s": 3600.0, "answer_purge_batch": 2})
+    exchange = replica(engine, settings=settings)
+    for n in range(6):
+        await answered(exchange, body(SUBJECTS[n]), f"key-{n}", {"姓名": f"居民{n}", "户籍地址": "北京市"})
+    async with engine.begin() as db:  # five of them were asked two hours ago
+        await db.execute(
+            text("UPDATE exchange.queries SET created_at = now() - interval '2 hours' WHERE idempotency_key <> 'key-5'")
+        )
+
+    assert await exchange.purge_answers() == 5  # in batches of two: 2, 2, 1
+    assert await exchange.purge_answers() == 0
+
+    async with engine.connect() as db:
+        rows = (
+            await db.execute(
+                text(
+                    "SELECT idempotency_key, status, http_status, response IS NULL, answer_purged_at IS NOT NULL "
+                    "FROM exchange.queries ORDER BY idempotency_key"
+                )
+            )
+        ).all()
+    # The outcome stays; only the answer (personal data) is gone.
+    assert [tuple(r) for r in rows] == [(f"key-{n}", "completed", 200, n < 5, n < 5) for n in range(6)]
+    queries, used, audits, requests = await written(engine)
+
+    problem = await refused(exchange, body(SUBJECTS[0]), "key-0")
+
+    assert (problem.status, problem.code) == (410, "answer-purged")
+    assert await written(engine) == (queries, used, audits, requests)  # nothing asked again
+    kept = await exchange.query(consumer(), body(SUBJECTS[5]), "key-5")
+    assert kept["data"] == {"姓名": "居民5", "户籍地址": "北京市"}
