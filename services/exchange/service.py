@@ -511,6 +511,7 @@ class Exchange:
             select(Query)
             .where(
                 Query.id == query_id,
+                Query.answer_purged_at.is_(None),  # a reply later than the retention is not kept
                 (Query.status == QueryStatus.TIMEOUT)
                 | ((Query.status == QueryStatus.PENDING) & (Query.deadline < func.now())),
             )

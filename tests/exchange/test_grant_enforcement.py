@@ -357,3 +357,24 @@ async def test_answers_past_their_retention_are_purged_in_batches_and_a_replay_g
     assert await written(engine) == (queries, used, audits, requests)  # nothing asked again
     kept = await exchange.query(consumer(), body(SUBJECTS[5]), "key-5")
     assert kept["data"] == {"姓名": "居民5", "户籍地址": "北京市"}
+
+
+async def test_a_reply_later_than_the_retention_is_not_kept(engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    engine, _ = engines
+    await add_grant(engine)
+    exchange = replica(engine, settings=ExchangeSettings().model_copy(update={"answer_retention_s": 60.0}))
+    timed_out = await refused(exchange, body())  # no connector: a timeout
+    query_id = timed_out.body()["query_id"]
+    async with engine.begin() as db:
+        await db.execute(text("UPDATE exchange.queries SET created_at = now() - interval '2 minutes'"))
+    assert await exchange.purge_answers() == 1
+
+    late = exchange_pb2.ExchangeReply(
+        query_id=query_id, provider_dept=PROVIDER, status=exchange_pb2.ExchangeReply.OK, data={"姓名": "张三"}
+    )
+    async with exchange.outbox.unit_of_work(wait_for_publish=False) as uow:
+        assert not await exchange.record_late(uow, late)
+
+    async with engine.connect() as db:
+        row = (await db.execute(text("SELECT status, response FROM exchange.queries"))).one()
+    assert tuple(row) == ("timeout", None)
