@@ -636,3 +636,16 @@ async def get_query(session: AsyncSession, principal: Principal, query_id: uuid.
     if query is None or not principal.is_system or query.client_id != principal.client_id:
         raise NotFound("query", str(query_id))  # only the system that asked; others see nothing
     return query
+
+
+def query_view(query: Query) -> dict[str, Any]:
+    """A query as its consumer reads it: the recorded answer, or, before it ends or once its
+    answer was purged (答复保留期), the outcome alone (with ``answer_purged_at``)."""
+    body = query.response or {
+        "id": str(query.id),
+        "status": query.status,
+        "resource": query.resource_code,
+        "provider": query.provider_dept,
+    }
+    purged = {"answer_purged_at": query.answer_purged_at.isoformat()} if query.answer_purged_at else {}
+    return {**body, "id": str(query.id), "status": query.status, **purged}

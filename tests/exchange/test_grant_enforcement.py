@@ -33,7 +33,7 @@ from services.exchange.messaging import apply_registry_event
 from services.exchange.models import GrantView, ResourceView
 from services.exchange.models import Outbox as OutboxModel
 from services.exchange.schemas import QueryCreate
-from services.exchange.service import Exchange, ExchangeMetrics
+from services.exchange.service import Exchange, ExchangeMetrics, get_query, query_view
 from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
 from tests.stack import create_database, drop_database, infra_env
 
@@ -349,6 +349,12 @@ async def test_answers_past_their_retention_are_purged_in_batches_and_a_replay_g
         ).all()
     # The outcome stays; only the answer (personal data) is gone.
     assert [tuple(r) for r in rows] == [(f"key-{n}", "completed", 200, n < 5, n < 5) for n in range(6)]
+    async with session_factory(engine)() as session:
+        purged_id = (
+            await session.execute(text("SELECT id FROM exchange.queries WHERE idempotency_key = 'key-0'"))
+        ).scalar_one()
+        view = query_view(await get_query(session, consumer(), purged_id))
+    assert view["status"] == "completed" and "data" not in view and view["answer_purged_at"]
     queries, used, audits, requests = await written(engine)
 
     problem = await refused(exchange, body(SUBJECTS[0]), "key-0")
