@@ -13,7 +13,7 @@ from services.common.http import OrjsonResponse
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.exchange.problems import DENIALS, ExchangeProblem
 from services.exchange.schemas import QueryCreate, QueryResult
-from services.exchange.service import Exchange, get_query
+from services.exchange.service import Exchange, get_query, query_view
 
 router = APIRouter(
     prefix="/v1/exchange",
@@ -34,6 +34,7 @@ router = APIRouter(
         ExchangeProblem.PROVIDER_ERROR,
         ExchangeProblem.PROVIDER_TIMEOUT,
         ExchangeProblem.QUERY_INTERRUPTED,
+        ExchangeProblem.ANSWER_PURGED,
         CommonProblem.DATABASE_UNAVAILABLE,
     ),
 )
@@ -55,11 +56,4 @@ async def create_query(
     responses=problem_responses(CommonProblem.NOT_FOUND),
 )
 async def read_query(query_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
-    query = await get_query(uow.session, principal, query_id)
-    body = query.response or {
-        "id": str(query.id),
-        "status": query.status,
-        "resource": query.resource_code,
-        "provider": query.provider_dept,
-    }
-    return OrjsonResponse({**body, "id": str(query.id), "status": query.status})
+    return OrjsonResponse(query_view(await get_query(uow.session, principal, query_id)))

@@ -18,7 +18,7 @@ from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
 from services.exchange.messaging import on_late_replies, on_registry_events, on_replies
 from services.exchange.models import Outbox as OutboxModel
-from services.exchange.service import Exchange
+from services.exchange.service import Exchange, ExchangeMetrics
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -38,7 +38,7 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
         ) as rt:
             outbox = rt.outbox
             assert outbox is not None
-            exchange = Exchange(settings, rt.engine, outbox)
+            exchange = Exchange(settings, rt.engine, outbox, ExchangeMetrics(app.state.metrics))
             replies = settings.topic("exchange.replies")
             rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))
             # Late replies are by definition not urgent: fetch them in larger, slower batches so
@@ -62,15 +62,17 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             await rt.bus.start([settings.topic("audit.events")])
             await outbox.start()
             sweeper = asyncio.create_task(exchange.sweep_abandoned(), name="exchange:abandoned")
+            purger = asyncio.create_task(exchange.sweep_answers(), name="exchange:answer-retention")
             app.state.runtime = rt
             app.state.exchange = exchange
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                for task in (sweeper, purger):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await outbox.stop()
                 await rt.bus.stop()
 

@@ -12,3 +12,12 @@ class ExchangeSettings(CommonSettings):
     # A query still pending this long after its deadline was abandoned by a replica that died
     # while waiting; it is closed as a timeout (and audited). Swept every third of this.
     abandoned_after_s: float = Field(30.0, ge=1, le=3600, validation_alias="TONGBAN_EXCHANGE_ABANDONED_AFTER_S")
+    # 答复保留期: answers carry personal data, so they are kept this long after the query, then
+    # purged (the query's outcome stays); a replayed Idempotency-Key then gets 410 answer-purged.
+    answer_retention_s: float = Field(
+        30 * 86400, ge=1, le=10 * 365 * 86400, validation_alias="TONGBAN_EXCHANGE_ANSWER_RETENTION_S"
+    )
+    answer_purge_every_s: float = Field(
+        300.0, ge=0.1, le=86400, validation_alias="TONGBAN_EXCHANGE_ANSWER_PURGE_EVERY_S"
+    )
+    answer_purge_batch: int = Field(1000, ge=1, le=100_000, validation_alias="TONGBAN_EXCHANGE_ANSWER_PURGE_BATCH")

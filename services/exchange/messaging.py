@@ -81,8 +81,14 @@ async def apply_registry_event(session: AsyncSession, event: registry_pb2.Regist
             )
         )
     elif kind == "grant_issued":
-        stmt = insert(GrantView).values(**GrantTerms.from_proto(event.grant_issued).values(), revoked=False)
-        await session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+        terms = GrantTerms.from_proto(event.grant_issued).values()
+        stmt = insert(GrantView).values(**terms, revoked=False)
+        # Terms never change once issued, so a second delivery changes nothing; a revocation's
+        # tombstone (resource_code "") gets the terms it lacked and stays revoked, so that the
+        # consumer is told "grant-revoked", not "no-grant".
+        await session.execute(
+            stmt.on_conflict_do_update(index_elements=["id"], set_=terms, where=GrantView.resource_code == "")
+        )
     elif kind == "grant_revoked":
         # A revocation may arrive before its grant (another partition): keep a revoked tombstone
         # that the grant's own event will not overwrite.

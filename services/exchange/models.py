@@ -66,6 +66,9 @@ class Query(Base):
         UniqueConstraint("client_id", "idempotency_key"),
         # Only the few pending rows: the sweep of abandoned queries reads them by deadline.
         Index("ix_queries_pending", "deadline", postgresql_where=text("status = 'pending'")),
+        # The purge of old answers reads by age; rows are written in created_at order, so a BRIN
+        # index finds them at almost no cost to the query path (a B-tree would grow per query).
+        Index("ix_queries_created_brin", "created_at", postgresql_using="brin"),
         one_of("status", QueryStatus),
     )
 
@@ -88,6 +91,8 @@ class Query(Base):
     deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # 答复保留期: when the answer (personal data) was purged; the outcome stays.
+    answer_purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class GrantUsage(Base):

@@ -21,6 +21,8 @@ class ExchangeProblem(ProblemCode):
     PROVIDER_TIMEOUT = "provider-timeout", 504, "Provider did not answer in time"
     # After the request was committed to be sent: never "nothing was changed" (see the README).
     QUERY_INTERRUPTED = "query-interrupted", 503, "Query sent, outcome not recorded"
+    # Past the answer retention period the answer is gone; its outcome is still readable by id.
+    ANSWER_PURGED = "answer-purged", 410, "Answer purged after its retention period"
 
 
 # Refusals before the provider is asked: each is audited as a denial with its code as the reason.

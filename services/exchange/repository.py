@@ -14,11 +14,14 @@ import orjson
 from asyncpg import Record  # type: ignore[import-untyped]
 
 # Count the query against today's quota; only if under it, insert the pending query and its
-# request's outbox row (claimed by this process, which publishes it at once: see outbox.py). Returns the day's count, or NULL when the quota is used up.
+# request's outbox row (claimed by this process, which publishes it at once: see outbox.py).
+# Returns the day's count, or NULL (nothing written) when the quota is used up or the grant is
+# revoked in the projection: a replica's cached grant can never outlive its revocation, because
+# the row feeding the counter comes from the shared projection, read in this same statement.
 START_QUERY = """
 WITH counted AS (
     INSERT INTO exchange.grant_usage AS u (grant_id, day, used)
-    SELECT $1, $2, 1 WHERE $3::int > 0
+    SELECT g.id, $2, 1 FROM exchange.grants g WHERE g.id = $1 AND NOT g.revoked AND $3::int > 0
     ON CONFLICT (grant_id, day) DO UPDATE SET used = u.used + 1 WHERE u.used < $3::int
     RETURNING u.used
 ), query AS (
@@ -46,10 +49,26 @@ SELECT $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11) FROM done
 RETURNING id
 """
 
+IS_REVOKED = "SELECT revoked FROM exchange.grants WHERE id = $1"
+
 FIND_IDEMPOTENT = (
-    "SELECT fingerprint, status, http_status, response FROM exchange.queries "
+    "SELECT fingerprint, status, http_status, response, answer_purged_at FROM exchange.queries "
     "WHERE client_id = $1 AND idempotency_key = $2"
 )
+
+
+# One batch of answers past their retention: the response (personal data) goes, the outcome
+# (status, HTTP status, times) stays. Oldest first; rows another replica is purging are skipped.
+PURGE_ANSWERS = """
+WITH old AS (
+    SELECT id FROM exchange.queries
+    WHERE created_at < now() - make_interval(secs => $1) AND answer_purged_at IS NULL AND status <> 'pending'
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE exchange.queries q SET response = NULL, answer_purged_at = now() FROM old WHERE q.id = old.id
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +98,8 @@ async def find_idempotent(db: Any, client_id: str, key: str) -> Record | None:
 
 async def start_query(db: Any, q: NewQuery, day: date, daily_quota: int, request: Sequence[Any]) -> bool:
     """Count ``q`` against its grant's quota for ``day`` and insert it with its request's outbox
-    row (``request``: :meth:`Outbox.row_parameters`); False (nothing written) when the quota is used up."""
+    row (``request``: :meth:`Outbox.row_parameters`); False (nothing written) when the quota is
+    used up or the grant has been revoked meanwhile (:func:`is_revoked` tells which)."""
     used = await db.fetchval(
         START_QUERY,
         q.grant_id,
@@ -103,6 +123,12 @@ async def start_query(db: Any, q: NewQuery, day: date, daily_quota: int, request
     return used is not None
 
 
+async def is_revoked(db: Any, grant_id: uuid.UUID) -> bool:
+    """Whether the projection holds ``grant_id`` as revoked (or no longer holds it at all)."""
+    revoked: bool | None = await db.fetchval(IS_REVOKED, grant_id)
+    return revoked is not False
+
+
 async def finish_query(
     db: Any, query_id: uuid.UUID, status: str, http_status: int, response: dict[str, Any], audit: Sequence[Any]
 ) -> bool:
@@ -110,3 +136,9 @@ async def finish_query(
     False if it was no longer pending."""
     closed = await db.fetchval(FINISH_QUERY, query_id, status, http_status, orjson.dumps(response).decode(), *audit)
     return closed is not None
+
+
+async def purge_answers(db: Any, retention_s: float, limit: int) -> int:
+    """Purge at most ``limit`` answers older than ``retention_s``; how many were purged."""
+    status: str = await db.execute(PURGE_ANSWERS, float(retention_s), limit)
+    return int(status.rsplit(" ", 1)[-1])

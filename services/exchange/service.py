@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 from asyncpg import Record, UniqueViolationError  # type: ignore[import-untyped]
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -141,6 +142,16 @@ def check_grant(
     return grant
 
 
+def granted_fields(grant: GrantView, resource: ResourceView, asked: list[str] | None) -> list[str]:
+    """数据最小化 — the items the provider is asked for: those asked (already checked to be granted
+    and catalogued by :func:`check_grant`), or, when none are named, every granted item the
+    resource still catalogues (a newer version may have dropped one the grant names)."""
+    if asked:
+        return list(dict.fromkeys(asked))
+    known = {i["name"] for i in resource.items}
+    return [item for item in grant.items if item in known]
+
+
 def timeout_problem(query_id: uuid.UUID, timeout_ms: int) -> Problem:
     return ExchangeProblem.PROVIDER_TIMEOUT.problem(
         f"No reply within {timeout_ms} ms. A late reply will be recorded; fetch GET /v1/exchange/queries/{query_id}.",
@@ -182,6 +193,25 @@ def outcome_of(
     return QueryStatus.PROVIDER_ERROR, problem.status, problem.body()
 
 
+def extra_items(reply: Reply, fields: list[str]) -> list[str]:
+    """Items a provider sent that were not asked for (so not granted): :func:`outcome_of` never
+    passes them on; the exchange counts and logs them, as a provider's connector at fault."""
+    asked = set(fields)
+    return sorted(name for name in reply.data if name not in asked)
+
+
+class ExchangeMetrics:
+    """What the exchange refuses to pass on."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.extra_items = Counter(
+            "tongban_exchange_extra_items_dropped",
+            "Items a provider returned that were not asked for (not granted), dropped before the answer",
+            ["provider"],
+            registry=registry,
+        )
+
+
 def answer_or_raise(status: int, body: dict[str, Any]) -> dict[str, Any]:
     """The body of a successful answer; an error answer is raised (errors are never returned)."""
     if status >= 400:
@@ -192,10 +222,13 @@ def answer_or_raise(status: int, body: dict[str, Any]) -> dict[str, Any]:
 class Exchange:
     """Brokers queries. Owns the in-memory waiters that correlate replies with open requests."""
 
-    def __init__(self, settings: ExchangeSettings, engine: AsyncEngine, outbox: Outbox) -> None:
+    def __init__(
+        self, settings: ExchangeSettings, engine: AsyncEngine, outbox: Outbox, metrics: ExchangeMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.outbox = outbox
+        self.metrics = metrics or ExchangeMetrics(CollectorRegistry())
         self.waiters: dict[str, asyncio.Future[Reply]] = {}
         self._grants: dict[tuple[str, str, str], tuple[float, ResourceView, GrantView]] = {}
 
@@ -310,7 +343,7 @@ class Exchange:
         the publish). Returns the earlier answer instead when ``idempotency_key`` was used before
         for the same question."""
         now = opened.at
-        fields = body.fields or list(grant.items)
+        fields = granted_fields(grant, resource, body.fields)
         ctx = ctx.with_(fields=tuple(fields), query_id=str(query_id))
         timeout_ms = min(body.timeout_ms or self.settings.default_timeout_ms, self.settings.max_timeout_ms)
         deadline = now + timedelta(milliseconds=timeout_ms)
@@ -357,6 +390,11 @@ class Exchange:
                 if not await repository.start_query(
                     db, new, day, grant.daily_quota, self.outbox.row_parameters(staged)
                 ):
+                    if await repository.is_revoked(db, grant.id):
+                        # Revoked after this replica cached the grant: the projection decides.
+                        raise Denied(
+                            ExchangeProblem.GRANT_REVOKED, f"Grant {grant.id} was revoked by the provider.", context=ctx
+                        )
                     raise self.over_quota(grant, now, ctx)
         except UniqueViolationError:  # the same key, committed by a concurrent request meanwhile
             raise ExchangeProblem.IDEMPOTENCY_IN_PROGRESS.problem(
@@ -380,7 +418,9 @@ class Exchange:
 
         A grant found is cached for ``grant_cache_s`` seconds, sparing the database two look-ups
         per query on the hot path; the replica that applies a registry event drops its cache at
-        once (:meth:`forget_grants`), other replicas within ``grant_cache_s``. A look-up that finds
+        once (:meth:`forget_grants`), other replicas within ``grant_cache_s``. A revocation does
+        not wait for that: the statement that starts a query reads the grant's ``revoked`` flag
+        from the shared projection (:data:`repository.START_QUERY`). A look-up that finds
         nothing is never cached: a grant issued a moment ago must work on the next query.
         """
         key = (principal.client_id or "", resource_code, purpose)
@@ -392,7 +432,9 @@ class Exchange:
             grant = await session.scalar(
                 select(GrantView)
                 .where(GrantView.client_id == principal.client_id, GrantView.resource_code == resource_code)
-                .order_by(GrantView.revoked, (GrantView.purpose == purpose).desc(), GrantView.valid_until.desc())
+                # The grant for this purpose first (so a revoked one says so, rather than another
+                # purpose's grant saying "purpose not granted"), then live before revoked, newest.
+                .order_by((GrantView.purpose == purpose).desc(), GrantView.revoked, GrantView.valid_until.desc())
                 .limit(1)
             )
         if resource is not None and grant is not None:
@@ -419,11 +461,21 @@ class Exchange:
     async def finish(self, started: Started, reply: Reply) -> dict[str, Any]:
         """Record how the reply ends the query, with its audit event; then answer (or raise)."""
         head = {"id": str(started.id), "resource": started.context.resource, "provider": started.context.provider}
+        self.flag_extra(started.id, reply, list(started.context.fields))
         status, http_status, body = outcome_of(reply, head, list(started.context.fields), started.masking)
         if not await self.close_query(started.id, status, http_status, body, started.context):
             # The late-reply consumer got there first (we were at the deadline): its record stands.
             raise timeout_problem(started.id, 0)
         return answer_or_raise(http_status, body)
+
+    def flag_extra(self, query_id: uuid.UUID, reply: Reply, fields: list[str]) -> None:
+        """Count and log items the provider returned beyond those asked (names only, never values)."""
+        if extra := extra_items(reply, fields):
+            self.metrics.extra_items.labels(reply.provider_dept or "-").inc(len(extra))
+            log.warning(
+                "provider returned items that were not asked for; dropped",
+                extra={"ctx_query_id": str(query_id), "ctx_provider": reply.provider_dept, "ctx_items": extra},
+            )
 
     async def close_query(
         self, query_id: uuid.UUID, status: QueryStatus, http_status: int, body: dict[str, Any], ctx: AuditContext
@@ -459,6 +511,7 @@ class Exchange:
             select(Query)
             .where(
                 Query.id == query_id,
+                Query.answer_purged_at.is_(None),  # a reply later than the retention is not kept
                 (Query.status == QueryStatus.TIMEOUT)
                 | ((Query.status == QueryStatus.PENDING) & (Query.deadline < func.now())),
             )
@@ -470,6 +523,7 @@ class Exchange:
         resource = await session.get(ResourceView, query.resource_code)
         masking = effective_masking(grant.masking, resource.items) if grant and resource else {}
         head = {"id": str(query.id), "resource": query.resource_code, "provider": query.provider_dept}
+        self.flag_extra(query.id, reply, query.fields)
         status, http_status, body = outcome_of(reply, head, query.fields, masking)
         if status == QueryStatus.COMPLETED:
             status = QueryStatus.LATE_REPLY
@@ -506,6 +560,29 @@ class Exchange:
                 uow.emit(self.audit_message(context_of(query), outcome=QueryStatus.TIMEOUT, reason="abandoned"))
         return len(queries)
 
+    async def purge_answers(self) -> int:
+        """答复保留期: purge the answers older than ``answer_retention_s``, in batches of
+        ``answer_purge_batch`` (short transactions: the query path is never held up); how many."""
+        purged = 0
+        while True:
+            async with driver_connection(self.engine) as db:
+                batch = await repository.purge_answers(
+                    db, self.settings.answer_retention_s, self.settings.answer_purge_batch
+                )
+            purged += batch
+            if batch < self.settings.answer_purge_batch:
+                return purged
+
+    async def sweep_answers(self) -> None:
+        """Run :meth:`purge_answers` every ``answer_purge_every_s`` seconds (a lifespan task)."""
+        while True:
+            await asyncio.sleep(self.settings.answer_purge_every_s)
+            try:
+                if purged := await self.purge_answers():
+                    log.info("answers past their retention purged", extra={"ctx_count": purged})
+            except Exception:
+                log.warning("purge of old answers failed; will retry", exc_info=True)
+
     async def sweep_abandoned(self) -> None:
         """Run :meth:`close_abandoned` every ``abandoned_after_s / 3`` seconds (a lifespan task)."""
         while True:
@@ -522,6 +599,11 @@ def replay(earlier: Record, print_: str) -> dict[str, Any]:
     if earlier["fingerprint"] != print_:
         raise ExchangeProblem.IDEMPOTENCY_KEY_REUSED.problem(
             "This Idempotency-Key was used for a different query; use a new key."
+        )
+    if earlier["answer_purged_at"] is not None:
+        raise ExchangeProblem.ANSWER_PURGED.problem(
+            "The answer to this query was purged after the retention period (it was personal data); "
+            "its outcome stays readable by id. Ask again with a new Idempotency-Key if you still need the data."
         )
     if earlier["status"] == QueryStatus.PENDING or earlier["response"] is None:
         raise ExchangeProblem.IDEMPOTENCY_IN_PROGRESS.problem(
@@ -554,3 +636,16 @@ async def get_query(session: AsyncSession, principal: Principal, query_id: uuid.
     if query is None or not principal.is_system or query.client_id != principal.client_id:
         raise NotFound("query", str(query_id))  # only the system that asked; others see nothing
     return query
+
+
+def query_view(query: Query) -> dict[str, Any]:
+    """A query as its consumer reads it: the recorded answer, or, before it ends or once its
+    answer was purged (答复保留期), the outcome alone (with ``answer_purged_at``)."""
+    body = query.response or {
+        "id": str(query.id),
+        "status": query.status,
+        "resource": query.resource_code,
+        "provider": query.provider_dept,
+    }
+    purged = {"answer_purged_at": query.answer_purged_at.isoformat()} if query.answer_purged_at else {}
+    return {**body, "id": str(query.id), "status": query.status, **purged}

@@ -113,7 +113,9 @@ async def test_at_the_deadline_the_consumer_gets_504_and_the_query_stays_readabl
         await exchange.query(consumer(), body(timeout_ms=300), "deadline-1")
     took = time.monotonic() - began
     assert raised.value.status == 504 and raised.value.code == ExchangeProblem.PROVIDER_TIMEOUT
-    assert 0.3 <= took < 1.5, took  # the whole call, counted from its start
+    # The whole call, counted from its start: at least the deadline, and well short of the 5 s
+    # default a lost timeout_ms would fall back to (the bound is loose: a loaded machine is slow).
+    assert 0.3 <= took < 3.0, took
     query_id = uuid.UUID(raised.value.body()["query_id"])
     async with session_factory(engine)() as session:
         query = await session.get(Query, query_id)

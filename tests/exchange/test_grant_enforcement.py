@@ -1,0 +1,386 @@
+"""授权 — grants enforced to the item, through the exchange's query path against real PostgreSQL:
+the daily quota (配额) counted atomically across replicas on the platform's business day, a
+revocation that no replica's cache outlives, every refusal audited with nothing else written, and
+数据最小化 — the provider is asked for the granted items only, and anything more it returns is
+dropped before the consumer sees it. And 答复保留期: answers (personal data) are purged after the
+retention period, the outcome kept, and a replayed Idempotency-Key then gets 410."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.bus import MemoryBus
+from services.common.clock import business_date, seconds_to_midnight
+from services.common.db import create_engine, migrate, session_factory
+from services.common.errors import Problem
+from services.common.outbox import Outbox
+from services.common.pb import audit_pb2, exchange_pb2, registry_pb2
+from services.common.security import Principal, PrincipalType, Role
+from services.connector.service import synthetic_residents
+from services.exchange.app import MIGRATIONS
+from services.exchange.config import ExchangeSettings
+from services.exchange.messaging import apply_registry_event
+from services.exchange.models import GrantView, ResourceView
+from services.exchange.models import Outbox as OutboxModel
+from services.exchange.schemas import QueryCreate
+from services.exchange.service import Exchange, ExchangeMetrics, get_query, query_view
+from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
+from tests.stack import create_database, drop_database, infra_env
+
+PURPOSE = SERVICE_ITEMS[0][0]  # 最低生活保障审批
+OTHER_PURPOSE = SERVICE_ITEMS[2][0]  # 住房公积金提取
+RESOURCE = "101010/000001"
+PROVIDER = credit_code("110101")
+CLIENT = "sys-grant-enforcement"
+CONSUMER = credit_code("110102")
+SUBJECTS = [r.id_number for r in synthetic_residents(40)]
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    """A database of its own, the exchange schema migrated, with one published resource: two
+    engines on it are two exchange replicas."""
+    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
+    engine = create_engine(url, pool_size=2)
+    try:
+        await migrate(engine, "exchange", MIGRATIONS)
+        async with session_factory(engine).begin() as session:
+            session.add(
+                ResourceView(
+                    code=RESOURCE,
+                    name="居民户籍信息",
+                    provider_dept=PROVIDER,
+                    version=1,
+                    share_type="conditional",
+                    items=[item.model_dump() for item in HOUSEHOLD_ITEMS],
+                )
+            )
+        await engine.dispose()
+        yield url
+    finally:
+        await drop_database(url)
+
+
+@pytest.fixture
+async def engines(database: str) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
+    first, second = create_engine(database, pool_size=8), create_engine(database, pool_size=8)
+    try:
+        yield first, second
+    finally:
+        await first.dispose()
+        await second.dispose()
+
+
+async def add_grant(engine: AsyncEngine, **overrides: Any) -> uuid.UUID:
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "resource_code": RESOURCE,
+        "provider_dept": PROVIDER,
+        "consumer_dept": CONSUMER,
+        "client_id": CLIENT,
+        "items": ["姓名", "户籍地址"],
+        "purpose": PURPOSE,
+        "masking": {},
+        "valid_until": datetime.now(UTC) + timedelta(days=30),
+        "daily_quota": 100,
+        "revoked": False,
+    }
+    grant = GrantView(**(values | overrides))
+    async with session_factory(engine).begin() as session:
+        session.add(grant)
+    return grant.id
+
+
+def replica(
+    engine: AsyncEngine, metrics: ExchangeMetrics | None = None, settings: ExchangeSettings | None = None
+) -> Exchange:
+    """An exchange replica whose outbox relay does not run: its rows stay in ``exchange.outbox``
+    for the test to read, and no connector answers (an accepted query runs to its deadline)."""
+    outbox = Outbox(OutboxModel, session_factory(engine), MemoryBus("dlq"))
+    return Exchange(settings or ExchangeSettings(), engine, outbox, metrics)
+
+
+def consumer() -> Principal:
+    return Principal(
+        type=PrincipalType.SYSTEM,
+        sub=CLIENT,
+        client_id=CLIENT,
+        dept=CONSUMER,
+        roles=frozenset({Role.CONSUMER}),
+        scope=frozenset({Role.CONSUMER}),
+        jti="t",
+    )
+
+
+def body(subject: str = SUBJECTS[0], *, purpose: str = PURPOSE, fields: list[str] | None = None) -> QueryCreate:
+    asked: dict[str, Any] = {
+        "resource": RESOURCE,
+        "purpose": purpose,
+        "subject": {"type": "id_card", "value": subject},
+        "timeout_ms": 200,
+    }
+    if fields is not None:
+        asked["fields"] = fields
+    return QueryCreate.model_validate(asked)
+
+
+async def refused(exchange: Exchange, asked: QueryCreate, key: str | None = None) -> Problem:
+    with pytest.raises(Problem) as raised:
+        await exchange.query(consumer(), asked, key)
+    return raised.value
+
+
+async def written(
+    engine: AsyncEngine,
+) -> tuple[int, int, list[audit_pb2.AuditEvent], list[exchange_pb2.ExchangeRequest]]:
+    """(queries, quota used in total, audit events, provider requests) the exchange has written."""
+    async with engine.connect() as db:
+        queries = (await db.execute(text("SELECT count(*) FROM exchange.queries"))).scalar_one()
+        used = (await db.execute(text("SELECT coalesce(sum(used), 0) FROM exchange.grant_usage"))).scalar_one()
+        rows = (await db.execute(text("SELECT topic, value FROM exchange.outbox"))).all()
+    audits, requests = [], []
+    for topic, value in rows:
+        if topic.endswith("audit.events"):
+            audits.append(audit_pb2.AuditEvent.FromString(value))
+        else:
+            requests.append(exchange_pb2.ExchangeRequest.FromString(value))
+    return queries, used, audits, requests
+
+
+async def answered(exchange: Exchange, asked: QueryCreate, key: str | None, data: dict[str, str]) -> dict[str, Any]:
+    """Ask through ``exchange`` and play the provider: once the query waits for its reply, reply
+    with ``data``. The consumer's answer."""
+    before = set(exchange.waiters)
+    asking = asyncio.create_task(exchange.query(consumer(), asked, key))
+    deadline = time.monotonic() + 10
+    while not (waiting := set(exchange.waiters) - before):
+        assert time.monotonic() < deadline and not asking.done()
+        await asyncio.sleep(0.01)
+    (query_id,) = waiting
+    reply = exchange_pb2.ExchangeReply(
+        query_id=query_id, provider_dept=PROVIDER, status=exchange_pb2.ExchangeReply.OK, data=data
+    )
+    # Even if the query is not written yet, its waiter keeps the reply until it waits for it.
+    exchange.dispatch(reply)
+    return await asking
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("grant", "asked", "status", "code"),
+    [
+        ({}, body(fields=["姓名", "银行账号"]), 422, "unknown-items"),
+        ({"valid_until": datetime.now(UTC) - timedelta(minutes=1)}, body(), 403, "grant-expired"),
+        ({"revoked": True}, body(), 403, "grant-revoked"),
+        ({}, body(purpose=OTHER_PURPOSE), 403, "purpose-not-granted"),
+        ({}, body(fields=["姓名", "出生日期"]), 403, "item-not-granted"),
+        ({"daily_quota": 0}, body(), 429, "quota-exceeded"),
+    ],
+    ids=["items not in the catalogue", "expired", "revoked", "purpose outside the grant", "item not granted", "quota"],
+)
+async def test_a_refusal_writes_nothing_but_its_audit_record(
+    engines: tuple[AsyncEngine, AsyncEngine], grant: dict[str, Any], asked: QueryCreate, status: int, code: str
+) -> None:
+    engine, _ = engines
+    await add_grant(engine, **grant)
+
+    problem = await refused(replica(engine), asked)
+
+    assert (problem.status, problem.code) == (status, code)
+    queries, used, audits, requests = await written(engine)
+    assert (queries, used, requests) == (0, 0, [])
+    assert [(a.outcome, a.reason, a.resource_code, a.consumer_client_id) for a in audits] == [
+        ("denied", code, RESOURCE, CLIENT)
+    ]
+
+
+# --------------------------------------------------------------------------- quota
+
+
+async def test_the_daily_quota_holds_exactly_across_two_replicas(engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    """24 queries at once, half through each replica, against a quota of 5: exactly 5 are sent
+    (each then waits out its deadline: no connector answers), 19 are refused with 429 and a
+    Retry-After to the start of the next business day (Asia/Shanghai)."""
+    quota, asked = 5, 24
+    grant_id = await add_grant(engines[0], daily_quota=quota)
+    replicas = [replica(engines[0]), replica(engines[1])]
+
+    async def one(n: int) -> Problem:
+        with pytest.raises(Problem) as raised:
+            await replicas[n % 2].query(consumer(), body(SUBJECTS[n]), None)
+        return raised.value
+
+    began = datetime.now(UTC)
+    outcomes = await asyncio.gather(*(one(n) for n in range(asked)))
+
+    assert sorted(p.status for p in outcomes) == [429] * (asked - quota) + [504] * quota
+    over = [p for p in outcomes if p.status == 429]
+    assert {p.code for p in over} == {"quota-exceeded"}
+    renews_in = seconds_to_midnight(ExchangeSettings().zone, began)
+    assert all(renews_in - 10 <= int(p.headers["Retry-After"]) <= renews_in for p in over)
+    queries, used, audits, requests = await written(engines[0])
+    assert (queries, used, len(requests)) == (quota, quota, quota)
+    assert sorted((a.outcome, a.reason) for a in audits) == sorted(
+        [("denied", "quota-exceeded")] * (asked - quota) + [("timeout", "")] * quota
+    )
+    async with engines[1].connect() as db:
+        day = (
+            await db.execute(text("SELECT day FROM exchange.grant_usage WHERE grant_id = :g"), {"g": grant_id})
+        ).scalar_one()
+    assert day == business_date(ExchangeSettings().zone, began)
+
+
+# --------------------------------------------------------------------------- revocation
+
+
+async def test_a_revocation_bites_on_a_replica_that_cached_the_grant(engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    """Replica A cached the grant; the revocation is applied by replica B's registry consumer, and
+    A is never told to forget: its next query is refused all the same, and writes nothing."""
+    a_engine, b_engine = engines
+    grant_id = await add_grant(a_engine)
+    a = replica(a_engine)
+    assert (await refused(a, body(SUBJECTS[0]))).status == 504  # sent: no connector, so a timeout
+    assert a._grants, "the grant is cached on replica A"
+
+    async with session_factory(b_engine).begin() as session:
+        await apply_registry_event(
+            session,
+            registry_pb2.RegistryEvent(
+                event_id="revoke-1",
+                grant_revoked=registry_pb2.GrantRevoked(grant_id=str(grant_id), reason="用途已结束"),
+            ),
+        )
+
+    problem = await refused(a, body(SUBJECTS[1]))
+    assert (problem.status, problem.code) == (403, "grant-revoked")
+    queries, used, audits, _ = await written(a_engine)
+    assert (queries, used) == (1, 1)
+    assert [(x.outcome, x.reason) for x in audits if x.outcome == "denied"] == [("denied", "grant-revoked")]
+
+
+async def test_a_revoked_grant_for_the_purpose_is_reported_before_another_purposes_grant(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    engine, _ = engines
+    await add_grant(engine, revoked=True)
+    await add_grant(engine, purpose=OTHER_PURPOSE)
+
+    assert (await refused(replica(engine), body())).code == "grant-revoked"
+
+
+# --------------------------------------------------------------------------- data minimisation
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"),
+    [(None, ["姓名", "户籍地址"]), (["户籍地址"], ["户籍地址"])],
+    ids=["none named: every granted item", "one named: that one"],
+)
+async def test_the_provider_is_asked_for_granted_items_only(
+    engines: tuple[AsyncEngine, AsyncEngine], asked: list[str] | None, sent: list[str]
+) -> None:
+    engine, _ = engines
+    # The grant names an item the resource no longer catalogues (a newer version dropped it).
+    await add_grant(engine, items=["姓名", "曾用名", "户籍地址"])
+
+    await refused(replica(engine), body(fields=asked))
+
+    _, _, _, requests = await written(engine)
+    assert [list(r.fields) for r in requests] == [sent]
+
+
+async def test_items_the_provider_was_not_asked_for_are_dropped_and_counted(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    engine, _ = engines
+    await add_grant(engine)
+    registry = CollectorRegistry()
+    exchange = replica(engine, ExchangeMetrics(registry))
+
+    answer = await answered(
+        exchange, body(fields=["姓名"]), None, {"姓名": "张三", "户籍地址": "北京市", "公民身份号码": SUBJECTS[0]}
+    )
+
+    assert answer["data"] == {"姓名": "张三"}
+    dropped = registry.get_sample_value("tongban_exchange_extra_items_dropped_total", {"provider": PROVIDER})
+    assert dropped == 2
+
+
+# --------------------------------------------------------------------------- answer retention
+
+
+async def test_answers_past_their_retention_are_purged_in_batches_and_a_replay_gets_410(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    engine, _ = engines
+    await add_grant(engine)
+    settings = ExchangeSettings().model_copy(update={"answer_retention_s": 3600.0, "answer_purge_batch": 2})
+    exchange = replica(engine, settings=settings)
+    for n in range(6):
+        await answered(exchange, body(SUBJECTS[n]), f"key-{n}", {"姓名": f"居民{n}", "户籍地址": "北京市"})
+    async with engine.begin() as db:  # five of them were asked two hours ago
+        await db.execute(
+            text("UPDATE exchange.queries SET created_at = now() - interval '2 hours' WHERE idempotency_key <> 'key-5'")
+        )
+
+    assert await exchange.purge_answers() == 5  # in batches of two: 2, 2, 1
+    assert await exchange.purge_answers() == 0
+
+    async with engine.connect() as db:
+        rows = (
+            await db.execute(
+                text(
+                    "SELECT idempotency_key, status, http_status, response IS NULL, answer_purged_at IS NOT NULL "
+                    "FROM exchange.queries ORDER BY idempotency_key"
+                )
+            )
+        ).all()
+    # The outcome stays; only the answer (personal data) is gone.
+    assert [tuple(r) for r in rows] == [(f"key-{n}", "completed", 200, n < 5, n < 5) for n in range(6)]
+    async with session_factory(engine)() as session:
+        purged_id = (
+            await session.execute(text("SELECT id FROM exchange.queries WHERE idempotency_key = 'key-0'"))
+        ).scalar_one()
+        view = query_view(await get_query(session, consumer(), purged_id))
+    assert view["status"] == "completed" and "data" not in view and view["answer_purged_at"]
+    queries, used, audits, requests = await written(engine)
+
+    problem = await refused(exchange, body(SUBJECTS[0]), "key-0")
+
+    assert (problem.status, problem.code) == (410, "answer-purged")
+    assert await written(engine) == (queries, used, audits, requests)  # nothing asked again
+    kept = await exchange.query(consumer(), body(SUBJECTS[5]), "key-5")
+    assert kept["data"] == {"姓名": "居民5", "户籍地址": "北京市"}
+
+
+async def test_a_reply_later_than_the_retention_is_not_kept(engines: tuple[AsyncEngine, AsyncEngine]) -> None:
+    engine, _ = engines
+    await add_grant(engine)
+    exchange = replica(engine, settings=ExchangeSettings().model_copy(update={"answer_retention_s": 60.0}))
+    timed_out = await refused(exchange, body())  # no connector: a timeout
+    query_id = timed_out.body()["query_id"]
+    async with engine.begin() as db:
+        await db.execute(text("UPDATE exchange.queries SET created_at = now() - interval '2 minutes'"))
+    assert await exchange.purge_answers() == 1
+
+    late = exchange_pb2.ExchangeReply(
+        query_id=query_id, provider_dept=PROVIDER, status=exchange_pb2.ExchangeReply.OK, data={"姓名": "张三"}
+    )
+    async with exchange.outbox.unit_of_work(wait_for_publish=False) as uow:
+        assert not await exchange.record_late(uow, late)
+
+    async with engine.connect() as db:
+        row = (await db.execute(text("SELECT status, response FROM exchange.queries"))).one()
+    assert tuple(row) == ("timeout", None)
