@@ -14,12 +14,13 @@ from services.connector.service import Responder, signed_payload, synthetic_resi
 
 DEPT = "111101000000198608"
 RESIDENT = synthetic_residents(1, seed=11)[0]
+# What a backend found, by catalogue item (a backend maps its own fields to items).
 RECORD = {
-    "id_number": RESIDENT.id_number,
-    "name": RESIDENT.name,
-    "gender": RESIDENT.gender,
-    "birth_date": RESIDENT.birth_date,
-    "address": RESIDENT.address,
+    "公民身份号码": RESIDENT.id_number,
+    "姓名": RESIDENT.name,
+    "性别": RESIDENT.gender,
+    "出生日期": RESIDENT.birth_date,
+    "户籍地址": RESIDENT.address,
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.keywrap import KeyWrap, KeyWrapError, new_kek
@@ -19,6 +19,13 @@ WRAP = KeyWrap(new_kek())
 
 def raw(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+
+@pytest.fixture(autouse=True)
+async def no_keys_yet(session: AsyncSession) -> None:
+    """A database without a signing key (another test's connector may have made one and
+    committed it): deleted in the test's transaction, so back after its rollback."""
+    await session.execute(delete(SigningKey))
 
 
 async def test_a_new_key_is_sealed_at_rest_and_used_again(session: AsyncSession) -> None:
