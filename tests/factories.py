@@ -108,6 +108,7 @@ class SystemCreateFactory(ModelFactory[SystemCreate]):
     auth_method = "client_secret_basic"
     jwks = None
     jwks_uri = None
+    tls_client_certificate_bound_access_tokens = False  # RFC 8705 binding only where a test asks
 
 
 class UserCreateFactory(ModelFactory[UserCreate]):

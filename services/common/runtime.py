@@ -16,7 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.common.bus import Bus, KafkaBus, MemoryBus, kafka_ssl_context
 from services.common.db import create_engine, migrate, ping, session_factory
 from services.common.outbox import Outbox
-from services.common.security import Principal, TokenVerifier, bearer_token
+from services.common.security import (
+    CLIENT_CERT_THUMBPRINT_HEADER,
+    Principal,
+    TokenVerifier,
+    bearer_token,
+    require_certificate,
+)
 from services.common.settings import CommonSettings
 from services.common.uow import UnitOfWork
 
@@ -88,7 +94,9 @@ def readiness_checks(rt: Runtime) -> list[object]:
 
 async def current_principal(request: Request) -> Principal:
     verifier: TokenVerifier = request.app.state.runtime.verifier
-    return await verifier.verify(bearer_token(request.headers.get("authorization")))
+    principal = await verifier.verify(bearer_token(request.headers.get("authorization")))
+    require_certificate(principal, request.headers.get(CLIENT_CERT_THUMBPRINT_HEADER))
+    return principal
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -7,6 +7,7 @@ audience and expiry, then its own object-level rules with the :class:`Principal`
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -33,6 +34,14 @@ VERIFIED_CACHE_SIZE = 50_000
 # tells a system from a person: nothing infers it from other claims (a username can look like
 # anything; a client id is only a name).
 PRINCIPAL_TYPE_CLAIM = "principal_type"
+# RFC 8705 §3.1: a certificate-bound token confirms its holder by the SHA-256 thumbprint of the
+# client certificate, ``cnf: {"x5t#S256": …}``.
+CNF_CLAIM = "cnf"
+CNF_THUMBPRINT = "x5t#S256"
+# The thumbprint of the client certificate the gateway saw (from the TLS-terminating proxy it
+# trusts) and checked. Only the gateway sets it: it drops any copy a client sends
+# (services/gateway/mtls.py), and the services are reachable only through the gateway.
+CLIENT_CERT_THUMBPRINT_HEADER = "x-tongban-client-cert-s256"
 
 
 class PrincipalType(StrEnum):
@@ -67,6 +76,8 @@ class Principal:
     roles: frozenset[str]
     scope: frozenset[str]
     jti: str
+    # RFC 8705: the x5t#S256 of the certificate the token is bound to; None for an unbound token.
+    cnf_thumbprint: str | None = None
 
     @property
     def is_system(self) -> bool:
@@ -184,12 +195,36 @@ class TokenVerifier:
         return principal
 
 
+def require_certificate(principal: Principal, presented: str | None) -> None:
+    """RFC 8705 §3: a certificate-bound token is good only with its certificate. ``presented``:
+    the thumbprint of the certificate of this request (the gateway's header), or None."""
+    if principal.cnf_thumbprint is None:
+        return
+    if presented is None:
+        raise unauthorized("This access token is bound to a client certificate: present it over mutual TLS.")
+    if not hmac.compare_digest(principal.cnf_thumbprint, presented):
+        raise unauthorized("This access token is bound to another client certificate.")
+
+
+def confirmation_of(claims: dict[str, Any]) -> str | None:
+    """The ``x5t#S256`` of a ``cnf`` claim. A ``cnf`` this platform cannot check (another method,
+    a malformed value) makes the token invalid: an unchecked binding would be no binding."""
+    cnf = claims.get(CNF_CLAIM)
+    if cnf is None:
+        return None
+    value = cnf.get(CNF_THUMBPRINT) if isinstance(cnf, dict) else None
+    if not isinstance(value, str) or not value or set(cnf) != {CNF_THUMBPRINT}:
+        raise unauthorized("The access token is not valid: its cnf claim cannot be checked here.")
+    return value
+
+
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
     """The principal of verified ``claims``; a system token must name its client."""
     kind = PrincipalType(claims[PRINCIPAL_TYPE_CLAIM])
     client_id = claims.get("client_id")
     if (kind is PrincipalType.SYSTEM) != isinstance(client_id, str):
         raise unauthorized("The access token is not valid: client_id goes with system tokens only.")
+    cnf_thumbprint = confirmation_of(claims)
     return Principal(
         type=kind,
         sub=str(claims["sub"]),
@@ -198,4 +233,5 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         roles=frozenset(claims.get("roles") or ()),
         scope=frozenset(str(claims.get("scope") or "").split()),
         jti=str(claims.get("jti", "")),
+        cnf_thumbprint=cnf_thumbprint,
     )

@@ -16,8 +16,15 @@ from services.common.errors import CommonProblem, problem_responses
 from services.common.http import NoStoreRoute
 from services.common.logs import context_headers
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
-from services.common.security import SYSTEM_ROLES, Principal, PrincipalType, bearer_token
-from services.gateway import assertions, audit, authorization, keys, ratelimit, service
+from services.common.security import (
+    CLIENT_CERT_THUMBPRINT_HEADER,
+    SYSTEM_ROLES,
+    Principal,
+    PrincipalType,
+    bearer_token,
+    require_certificate,
+)
+from services.gateway import assertions, audit, authorization, keys, mtls, ratelimit, service
 from services.gateway.audit import SignInTrail, TokenTrail, Trail
 from services.gateway.config import GatewaySettings
 from services.gateway.models import AuthMethod, KeyState, RateLimit, SigningKey, Status, System
@@ -55,7 +62,16 @@ router = APIRouter(dependencies=[Depends(authorization.edge_authorization)])
 credentials = APIRouter(route_class=NoStoreRoute)
 
 # Headers passed through to the services behind the gateway, in both directions.
-FORWARD_REQUEST_HEADERS = ("authorization", "content-type", "idempotency-key", "x-request-id", "accept", "traceparent")
+# The certificate thumbprint is the gateway's own (mtls.ClientCertificates drops a client's copy).
+FORWARD_REQUEST_HEADERS = (
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "x-request-id",
+    "accept",
+    "traceparent",
+    CLIENT_CERT_THUMBPRINT_HEADER,
+)
 # Answers up to this size are read whole and sent with a Content-Length; larger ones are streamed.
 SMALL_ANSWER_BYTES = 64 * 1024
 # RFC 3986 pchar (and "/") plus "%", so that existing escapes are kept as they are.
@@ -89,8 +105,14 @@ def ratelimiter_of(request: Request) -> RateLimiter:
 
 
 def source_of(request: Request) -> str:
-    """The address the request came from: the peer of this connection, never a client's header."""
-    return request.client.host if request.client is not None else "unknown"
+    """The address the request came from: the peer of this connection, or the address a trusted
+    proxy (TONGBAN_GATEWAY_TRUSTED_PROXIES) forwarded; never a client's own header."""
+    return mtls.client_address(request, settings_of(request).proxy_networks)
+
+
+def certificate_of(request: Request) -> str | None:
+    """The x5t#S256 of the client certificate of this request, as checked by mtls.ClientCertificates."""
+    return request.headers.get(CLIENT_CERT_THUMBPRINT_HEADER)
 
 
 def department_public(d: object) -> DepartmentPublic:
@@ -201,6 +223,12 @@ async def token(
             GatewayProblem.OAUTH2_INVALID_SCOPE, f"This system may only ask for: {' '.join(system.roles)}."
         )
     roles = sorted(wanted) if wanted else system.roles
+    certificate = certificate_of(request) if system.certificate_bound else None
+    if system.certificate_bound and certificate is None:
+        raise OAuthError(
+            GatewayProblem.OAUTH2_UNAUTHORIZED_CLIENT,
+            "This system's tokens are certificate-bound (RFC 8705): ask over mutual TLS with its client certificate.",
+        )
     access, ttl, scope = service.issue_token(
         request.app.state.key_ring.current,
         settings_of(request),
@@ -208,6 +236,7 @@ async def token(
         sub=system.client_id,
         dept=system.dept_code,
         roles=roles,
+        certificate=certificate,
     )
     issued = trail.ctx.with_(fields=tuple(roles))
     uow.emit(audit.event(settings_of(request), AuditAction.TOKEN_ISSUED, issued, outcome=audit.ISSUED))
@@ -311,6 +340,8 @@ async def metadata(request: Request) -> dict[str, object]:
         "token_endpoint_auth_methods_supported": [m.value for m in AuthMethod],
         "token_endpoint_auth_signing_alg_values_supported": assertions.ASSERTION_ALGORITHMS,
         "scopes_supported": sorted(SYSTEM_ROLES),
+        # RFC 8705 §3.3: systems registered so get tokens bound to their client certificate.
+        "tls_client_certificate_bound_access_tokens": True,
         "response_types_supported": [],  # required by RFC 8414; no authorization endpoint, so none
     }
 
@@ -363,6 +394,7 @@ async def create_system(
         roles=system.roles,
         auth_method=system.auth_method,
         jwks_uri=system.jwks_uri,
+        tls_client_certificate_bound_access_tokens=system.certificate_bound,
     )
 
 
@@ -376,6 +408,7 @@ async def get_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWor
         roles=system.roles,
         auth_method=system.auth_method,
         jwks_uri=system.jwks_uri,
+        tls_client_certificate_bound_access_tokens=system.certificate_bound,
     )
 
 
@@ -683,13 +716,13 @@ async def proxy(request: Request, service_name: str, prefix: str) -> Response:
         request.scope.get("raw_path") or request.url.path.encode(), request.scope.get("query_string", b""), prefix
     )
     principal = await request.app.state.runtime.verifier.verify(bearer_token(request.headers.get("authorization")))
+    require_certificate(principal, certificate_of(request))  # RFC 8705: a bound token needs its certificate
     if (found := authorization.rule_of_path(request.method, target.partition("?")[0])) is not None:
         authorization.authorize(found[0], principal, found[1])
     limits = await ratelimiter_of(request).check_api(principal)
     headers = {k: v for k, v in request.headers.items() if k in FORWARD_REQUEST_HEADERS}
     headers.update(context_headers())
-    if request.client is not None:
-        headers["x-forwarded-for"] = request.client.host
+    headers["x-forwarded-for"] = source_of(request)
     headers["x-forwarded-proto"] = request.url.scheme
     upstreams: Upstreams = request.app.state.upstreams
     try:

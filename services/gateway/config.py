@@ -1,6 +1,9 @@
+from functools import cached_property
+
 from pydantic import Field, SecretStr, field_validator
 
 from services.common.settings import CommonSettings
+from services.gateway import mtls
 from services.gateway.upstreams import replica_urls
 
 
@@ -58,6 +61,21 @@ class GatewaySettings(CommonSettings):
     jwks_uri_refetch_s: float = Field(10.0, ge=0, le=3600, validation_alias="TONGBAN_JWKS_URI_REFETCH_S")
     # https only, unless set (tests serve a JWKS over plain http on 127.0.0.1).
     jwks_uri_allow_http: bool = Field(False, validation_alias="TONGBAN_JWKS_URI_ALLOW_HTTP")
+
+    # TLS-terminating proxies (the ingress controller) whose ssl-client-cert and X-Forwarded-For
+    # headers are believed: comma-separated CIDRs. None by default: no forwarded certificate is
+    # accepted and the source address is always the connection's peer (services/gateway/mtls.py).
+    trusted_proxies: str = Field("", validation_alias="TONGBAN_GATEWAY_TRUSTED_PROXIES")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def proxy_cidrs(cls, value: str) -> str:
+        mtls.proxy_networks(value)  # refuses a malformed CIDR at start
+        return value
+
+    @cached_property
+    def proxy_networks(self) -> tuple[mtls.Network, ...]:
+        return mtls.proxy_networks(self.trusted_proxies)
 
     @property
     def token_endpoint(self) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    false,
     func,
     text,
 )
@@ -80,6 +81,9 @@ class System(Base):
     # private_key_jwt: the system's public keys (公钥集), given inline or fetched from jwks_uri.
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     jwks_uri: Mapped[str | None] = mapped_column(String(2048))
+    # RFC 8705 §3.4 tls_client_certificate_bound_access_tokens (证书绑定令牌): its tokens are bound
+    # to the client certificate presented at the token endpoint (services/gateway/mtls.py).
+    certificate_bound: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
 
 
 class ClientAssertion(Base):

@@ -146,6 +146,9 @@ class SystemCreate(Strict):
     jwks: Jwks | None = None
     jwks_uri: JwksUri | None = None
 
+    # RFC 8705 §3.4: bind this system's tokens to the client certificate it presents (mutual TLS).
+    tls_client_certificate_bound_access_tokens: bool = False
+
     @model_validator(mode="after")
     def _keys_go_with_private_key_jwt(self) -> Self:
         if self.auth_method == "private_key_jwt" and (self.jwks is None) == (self.jwks_uri is None):
@@ -163,6 +166,7 @@ class SystemCreated(BaseModel):
     roles: list[str]
     auth_method: str
     jwks_uri: str | None = None
+    tls_client_certificate_bound_access_tokens: bool = False
 
 
 class SystemPublic(BaseModel):
@@ -172,6 +176,7 @@ class SystemPublic(BaseModel):
     roles: list[str]
     auth_method: str
     jwks_uri: str | None = None
+    tls_client_certificate_bound_access_tokens: bool = False
 
 
 class ClientKeysPublic(BaseModel):
@@ -257,6 +262,7 @@ class Introspection(BaseModel):
     jti: str | None = None
     principal_type: str | None = None
     dept: str | None = None
+    cnf: dict[str, str] | None = Field(None, description='RFC 8705 §3.2: {"x5t#S256": …} of a certificate-bound token')
 
 
 class TokenResponse(BaseModel):

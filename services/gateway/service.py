@@ -25,6 +25,8 @@ from services.common.errors import NotFound, Problem
 from services.common.pagination import one_more, page
 from services.common.schemas import storable_text_problem
 from services.common.security import (
+    CNF_CLAIM,
+    CNF_THUMBPRINT,
     PRINCIPAL_TYPE_CLAIM,
     Principal,
     PrincipalType,
@@ -136,6 +138,7 @@ async def create_system(
         auth_method=body.auth_method,
         jwks=body.jwks,
         jwks_uri=body.jwks_uri,
+        certificate_bound=body.tls_client_certificate_bound_access_tokens,
     )
     session.add(system)
     await session.flush()
@@ -413,10 +416,18 @@ def locked_problem(kind: PrincipalType, seconds: int) -> Problem:
 
 
 def issue_token(
-    key: ECKey, settings: GatewaySettings, *, kind: PrincipalType, sub: str, dept: str, roles: list[str]
+    key: ECKey,
+    settings: GatewaySettings,
+    *,
+    kind: PrincipalType,
+    sub: str,
+    dept: str,
+    roles: list[str],
+    certificate: str | None = None,
 ) -> tuple[str, int, str]:
     """An RFC 9068 access token. ``kind`` goes into a claim of its own (``principal_type``); a
-    system's token also carries ``client_id`` (= ``sub``), a person's never does."""
+    system's token also carries ``client_id`` (= ``sub``), a person's never does. ``certificate``:
+    the x5t#S256 the token is bound to (RFC 8705), as its ``cnf`` claim."""
     now = int(time.time())
     scope = " ".join(sorted(roles))
     claims: dict[str, object] = {
@@ -433,6 +444,8 @@ def issue_token(
     }
     if kind is PrincipalType.SYSTEM:
         claims["client_id"] = sub
+    if certificate is not None:
+        claims[CNF_CLAIM] = {CNF_THUMBPRINT: certificate}
     token = jwt.encode({"alg": "ES256", "kid": key.kid, "typ": "at+jwt"}, claims, key)
     return token, settings.token_ttl_s, scope
 
@@ -560,4 +573,6 @@ async def introspect(session: AsyncSession, verifier: TokenVerifier, token: str)
         answer["client_id"] = principal.client_id
     else:
         answer["username"] = principal.sub
+    if principal.cnf_thumbprint is not None:  # RFC 8705 §3.2: the binding, for the resource server to check
+        answer[CNF_CLAIM] = {CNF_THUMBPRINT: principal.cnf_thumbprint}
     return answer
