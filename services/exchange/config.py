@@ -12,3 +12,6 @@ class ExchangeSettings(CommonSettings):
     # A query still pending this long after its deadline was abandoned by a replica that died
     # while waiting; it is closed as a timeout (and audited). Swept every third of this.
     abandoned_after_s: float = Field(30.0, ge=1, le=3600, validation_alias="TONGBAN_EXCHANGE_ABANDONED_AFTER_S")
+    # The query ledger (台账, exchange/ledger.py): the ids of the queries closed in each window of
+    # this length, published for the audit service's completeness check.
+    ledger_window_s: float = Field(60.0, ge=1, le=3600, validation_alias="TONGBAN_EXCHANGE_LEDGER_WINDOW_S")

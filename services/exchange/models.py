@@ -66,6 +66,7 @@ class Query(Base):
         UniqueConstraint("client_id", "idempotency_key"),
         # Only the few pending rows: the sweep of abandoned queries reads them by deadline.
         Index("ix_queries_pending", "deadline", postgresql_where=text("status = 'pending'")),
+        Index("ix_queries_completed_at", "completed_at"),  # the ledger's window (exchange/ledger.py)
         one_of("status", QueryStatus),
     )
 

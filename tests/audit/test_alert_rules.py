@@ -10,6 +10,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from services.audit.anomalies import AlertMetrics
+from services.audit.completeness import CompletenessMetrics
 from services.audit.messaging import UnreplayedDeadLetters
 from services.common.bus import BusMetrics
 from services.common.outbox import Outbox
@@ -29,6 +30,7 @@ def exported_names() -> set[str]:
     UnreplayedDeadLetters(None, registry)  # type: ignore[arg-type]
     WorkingCalendar({}, registry).fallbacks.labels(year="2099").inc()
     AlertMetrics(registry)
+    CompletenessMetrics(registry)
     exposition = generate_latest(registry).decode()
     return {line.split("{")[0].split(" ")[0] for line in exposition.splitlines() if line and not line.startswith("#")}
 
