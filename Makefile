@@ -53,6 +53,9 @@ test: $(STAMP) infra-up lint kustomize ## Install, start PostgreSQL and Kafka, l
 bench: $(STAMP) infra-up ## Measure the query round trip against raw Kafka; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.skeleton
 
+bench-audit: $(STAMP) infra-up ## Audit: ingest vs raw COPY, inclusion proofs at 10M, query p95; writes bench/results/
+	$(INFRA_ENV) $(PY) -m bench.audit
+
 migration: $(STAMP) infra-up ## New Alembic revision: make migration S=<service> M="<message>"
 	$(INFRA_ENV) $(PY) -m services.common.make_migration $(S) "$(M)"
 
@@ -74,4 +77,4 @@ manifests: $(STAMP) kustomize ## Regenerate deploy/k8s's PrometheusRule from dep
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run infra-up infra-down lint format proto test bench migration regions manifests clean
+.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-audit migration regions manifests clean
