@@ -17,9 +17,18 @@ from services.audit.models import LedgerWindow
 from services.common.bus import Message, PoisonMessage
 from services.common.contracts.audit import AuditAction
 from services.common.contracts.ledger import LedgerWindow as Ledger
+from services.common.db import create_engine, migrate, session_factory
+from services.common.outbox import Outbox
+from services.exchange.app import MIGRATIONS as EXCHANGE_MIGRATIONS
+from services.exchange.ledger import SETTLE
+from services.exchange.ledger import Ledger as ExchangeLedger
+from services.exchange.models import Outbox as ExchangeOutbox
+from services.exchange.models import Query, QueryStatus
 from tests.audit.conftest import Audit
 from tests.audit.test_queries import add, event
+from tests.factories import credit_code
 from tests.integration.helpers import eventually
+from tests.stack import create_database, drop_database, infra_env
 
 GRACE = timedelta(minutes=5)
 
@@ -129,3 +138,58 @@ async def test_an_unreadable_ledger_is_a_poison_message_and_keeps_nothing(
     assert raised.value.message is bad
     async with sessions() as session:
         assert len((await session.scalars(select(LedgerWindow))).all()) == before
+
+
+async def test_the_exchanges_ledger_over_kafka_reconciles_clean_when_nothing_is_lost(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The exchange's own ledger code, its outbox and the real broker: every closed query has its
+    record, so the window is reconciled with nothing missing."""
+    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
+    engine = create_engine(url, pool_size=2)
+    try:
+        await migrate(engine, "exchange", EXCHANGE_MIGRATIONS)
+        start = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+        closed = [exchange_query(start + timedelta(seconds=n)) for n in range(3)]
+        async with session_factory(engine).begin() as session:
+            session.add_all(closed)
+        topic = audit.settings.topic("audit.events")
+        sent = [event(q.completed_at, query_id=str(q.id)) for q in closed if q.completed_at is not None]
+        await audit.producer.publish_many([Message(topic, e.SerializeToString(), e.event_id.encode()) for e in sent])
+
+        outbox = Outbox(ExchangeOutbox, session_factory(engine), audit.producer)
+        ledger = ExchangeLedger(outbox, audit.settings.topic("exchange.ledger"), timedelta(minutes=1))
+        ledger.next_start = start
+        assert await ledger.publish_closed(start + timedelta(minutes=1) + SETTLE) == 1
+        await eventually(lambda: kept(sessions, start), 30, "the exchange's ledger window kept")
+        await eventually(lambda: _recorded(audit, *(str(q.id) for q in closed)), 30, "the query records")
+
+        window = await kept(sessions, start)
+        assert window is not None and sorted(window.query_ids) == sorted(str(q.id) for q in closed)
+        metrics = audit.app.state.completeness
+        await completeness.check_once(sessions, GRACE, metrics, start + timedelta(minutes=1) + GRACE)
+        window = await kept(sessions, start)
+        assert window is not None and window.missing == [] and window.reconciled_at is not None
+    finally:
+        await engine.dispose()
+        await drop_database(url)
+
+
+def exchange_query(completed_at: datetime) -> Query:
+    return Query(
+        id=uuid.uuid4(),
+        client_id="sys-ledger",
+        consumer_dept=credit_code("110102"),
+        actor="sys-ledger",
+        fingerprint="f" * 64,
+        resource_code="101010/000001",
+        provider_dept=credit_code("110101"),
+        grant_id=uuid.uuid4(),
+        purpose="ZDSHBZ-SP",
+        subject_type="id_card",
+        subject_hash="a" * 64,
+        fields=["姓名"],
+        status=QueryStatus.COMPLETED,
+        deadline=completed_at,
+        completed_at=completed_at,
+    )
