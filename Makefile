@@ -51,16 +51,20 @@ proto: $(STAMP) ## Regenerate services/common/pb from proto/
 test: $(STAMP) infra-up lint kustomize ## Install, start PostgreSQL and Kafka, lint, run every test
 	$(INFRA_ENV) CI=$${CI:-} $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: $(STAMP) infra-up ## Every benchmark: query round trip vs raw Kafka, registry, gateway (long); writes bench/results/
+bench: $(STAMP) infra-up ## Every benchmark: query round trip vs raw Kafka, registry, gateway, audit (long); writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.skeleton
 	$(INFRA_ENV) $(PY) -m bench.registry
 	$(INFRA_ENV) $(PY) -m bench.gateway
+	$(INFRA_ENV) $(PY) -m bench.audit
 
 bench-registry: $(STAMP) infra-up ## Registry only: search, create and .xlsx import on 100,000 entries; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.registry
 
 bench-gateway: $(STAMP) infra-up ## Gateway pass-through vs bare uvicorn, token endpoint per auth method; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.gateway
+
+bench-audit: $(STAMP) infra-up ## Audit: ingest vs raw COPY, inclusion proofs at 10M, query p95; writes bench/results/
+	$(INFRA_ENV) $(PY) -m bench.audit
 
 migration: $(STAMP) infra-up ## New Alembic revision: make migration S=<service> M="<message>"
 	$(INFRA_ENV) $(PY) -m services.common.make_migration $(S) "$(M)"
@@ -89,4 +93,4 @@ image-test: $(STAMP) infra-up ## Build the image, inspect it, run the gateway in
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-registry bench-gateway migration regions manifests image image-test clean
+.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-registry bench-gateway bench-audit migration regions manifests image image-test clean

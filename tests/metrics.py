@@ -8,6 +8,7 @@ import promql_parser
 from prometheus_client import CollectorRegistry, generate_latest
 
 from services.audit.anomalies import AlertMetrics
+from services.audit.completeness import CompletenessMetrics
 from services.audit.messaging import UnreplayedDeadLetters
 from services.common.bus import BusMetrics
 from services.common.http import ServiceMiddleware
@@ -30,6 +31,7 @@ def exported_names() -> set[str]:
     LookupMetrics(registry)
     WorkingCalendar({}, registry).fallbacks.labels(year="2099").inc()
     AlertMetrics(registry)
+    CompletenessMetrics(registry)
     upstream = UpstreamMetrics(registry)
     upstream.failovers.labels("exchange").inc()
     upstream.healthy.labels("exchange").set(1)

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.audit import anomalies
+from services.audit import anomalies, completeness
 from services.audit.api import router
 from services.audit.config import AuditSettings
 from services.audit.messaging import UnreplayedDeadLetters, on_audit_events, on_dead_letters, sign_checkpoints
@@ -44,6 +45,14 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
                     fetch_max_wait_ms=250,
                 )
             )
+            app.state.completeness = checked = completeness.CompletenessMetrics(app.state.metrics)
+            rt.bus.subscribe(
+                Subscription(
+                    [settings.topic("exchange.ledger")],
+                    completeness.on_ledger(rt.sessions),
+                    group=settings.topic("audit.ledger"),
+                )
+            )
             rt.bus.subscribe(
                 Subscription(
                     [settings.topic(DEAD_LETTER_TOPIC)],
@@ -61,12 +70,21 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
             )
             # The anomaly rules run beside ingest, not in it (why: services.audit.anomalies).
             rules = asyncio.create_task(anomalies.watch(rt.sessions, settings, alert_metrics), name="audit-anomalies")
+            reconciler = asyncio.create_task(
+                completeness.watch(
+                    rt.sessions,
+                    timedelta(seconds=settings.completeness_grace_s),
+                    settings.completeness_interval_s,
+                    checked,
+                ),
+                name="audit-completeness",
+            )
             app.state.runtime = rt
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
-                for task in (watcher, checkpointer, rules):
+                for task in (watcher, checkpointer, rules, reconciler):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

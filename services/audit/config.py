@@ -14,6 +14,12 @@ class AuditSettings(CommonSettings):
     # How often a checkpoint is signed (when records were added since the last one).
     checkpoint_interval_s: float = Field(60.0, gt=0, validation_alias="TONGBAN_AUDIT_CHECKPOINT_INTERVAL_S")
 
+    # Completeness (完整性核对, services.audit.completeness): a window of the exchange's ledger is
+    # checked this long after it ends (its queries' audit events may lag behind it), and the open
+    # windows are checked this often.
+    completeness_grace_s: float = Field(300.0, ge=0, validation_alias="TONGBAN_AUDIT_COMPLETENESS_GRACE_S")
+    completeness_interval_s: float = Field(60.0, gt=0, validation_alias="TONGBAN_AUDIT_COMPLETENESS_INTERVAL_S")
+
     # Anomaly rules (异常规则, services.audit.anomalies): how often they run, and their thresholds.
     anomaly_interval_s: float = Field(60.0, gt=0, validation_alias="TONGBAN_AUDIT_ANOMALY_INTERVAL_S")
     # Volume: a consumer's queries in one window above factor × its mean over the previous windows

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -48,6 +49,8 @@ class AuditRecord(Base):
         Index("ix_records_consumer_time", "consumer_dept", "occurred_at", "seq"),
         Index("ix_records_provider_time", "provider_dept", "occurred_at", "seq"),
         Index("ix_records_time", "occurred_at", "seq"),
+        # The completeness check (services.audit.completeness) looks records up by query id.
+        Index("ix_records_query_id", "query_id", postgresql_where=text("query_id <> ''")),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
@@ -202,3 +205,20 @@ class Alert(Base):
     raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     acknowledged_by: Mapped[str | None] = mapped_column(String(TEXT_LIMITS["actor"]))
+
+
+class LedgerWindow(Base):
+    """LedgerWindow — 台账窗口: the exchange's ledger of one window (the ids of the queries it
+    closed in [window_start, window_end)), and what the completeness check found: ``missing``, the
+    ids with no ``exchange.query`` record at the last check; ``reconciled_at`` once none is."""
+
+    __tablename__ = "ledger_windows"
+    __table_args__ = (Index("ix_ledger_windows_open", "window_end", postgresql_where=text("reconciled_at IS NULL")),)
+
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    query_ids: Mapped[list[str]] = mapped_column(ARRAY(String(TEXT_LIMITS["query_id"])))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    missing: Mapped[list[str]] = mapped_column(ARRAY(String(TEXT_LIMITS["query_id"])), server_default="{}")
+    reconciled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -16,6 +17,7 @@ from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
+from services.exchange.ledger import Ledger
 from services.exchange.messaging import on_late_replies, on_registry_events, on_replies
 from services.exchange.models import Outbox as OutboxModel
 from services.exchange.service import Exchange, ExchangeMetrics
@@ -59,17 +61,20 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
                     group=settings.topic("exchange.registry"),
                 )
             )
-            await rt.bus.start([settings.topic("audit.events")])
+            ledger_topic = settings.topic("exchange.ledger")
+            await rt.bus.start([settings.topic("audit.events"), ledger_topic])
             await outbox.start()
             sweeper = asyncio.create_task(exchange.sweep_abandoned(), name="exchange:abandoned")
             purger = asyncio.create_task(exchange.sweep_answers(), name="exchange:answer-retention")
+            ledger = Ledger(outbox, ledger_topic, timedelta(seconds=settings.ledger_window_s))
+            ledger_task = asyncio.create_task(ledger.run(), name="exchange:ledger")
             app.state.runtime = rt
             app.state.exchange = exchange
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
-                for task in (sweeper, purger):
+                for task in (sweeper, purger, ledger_task):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

@@ -21,3 +21,6 @@ class ExchangeSettings(CommonSettings):
         300.0, ge=0.1, le=86400, validation_alias="TONGBAN_EXCHANGE_ANSWER_PURGE_EVERY_S"
     )
     answer_purge_batch: int = Field(1000, ge=1, le=100_000, validation_alias="TONGBAN_EXCHANGE_ANSWER_PURGE_BATCH")
+    # The query ledger (台账, exchange/ledger.py): the ids of the queries closed in each window of
+    # this length, published for the audit service's completeness check.
+    ledger_window_s: float = Field(60.0, ge=1, le=3600, validation_alias="TONGBAN_EXCHANGE_LEDGER_WINDOW_S")

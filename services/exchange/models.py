@@ -69,6 +69,7 @@ class Query(Base):
         # The purge of old answers reads by age; rows are written in created_at order, so a BRIN
         # index finds them at almost no cost to the query path (a B-tree would grow per query).
         Index("ix_queries_created_brin", "created_at", postgresql_using="brin"),
+        Index("ix_queries_completed_at", "completed_at"),  # the ledger's window (exchange/ledger.py)
         one_of("status", QueryStatus),
     )
 

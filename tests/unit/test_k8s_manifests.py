@@ -40,7 +40,13 @@ CUSTOM_KINDS = {
     *("ServiceMonitor", "PrometheusRule"),  # prometheus-operator
 }
 SERVICES = ("gateway", "registry", "exchange", "audit", "connector")
-TOPICS = ("exchange.replies", "exchange.dlq", "audit.events", "registry.events")  # + one request topic per provider
+TOPICS = (
+    "exchange.replies",
+    "exchange.dlq",
+    "exchange.ledger",
+    "audit.events",
+    "registry.events",
+)  # + one request topic per provider
 HTTP_SCALED_ON_CPU = ("gateway", "registry")
 LAG_SCALED = ("exchange", "audit", "connector")
 

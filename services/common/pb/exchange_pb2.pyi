@@ -75,3 +75,13 @@ class ExchangeReply(_message.Message):
     answered_unix_ms: int
     deadline_unix_ms: int
     def __init__(self, query_id: _Optional[str] = ..., status: _Optional[_Union[ExchangeReply.Status, str]] = ..., data: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., provider_dept: _Optional[str] = ..., request_hash: _Optional[str] = ..., signature: _Optional[str] = ..., key_id: _Optional[str] = ..., answered_unix_ms: _Optional[int] = ..., deadline_unix_ms: _Optional[int] = ...) -> None: ...
+
+class ExchangeLedger(_message.Message):
+    __slots__ = ("window_start_unix_ms", "window_end_unix_ms", "query_ids")
+    WINDOW_START_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_IDS_FIELD_NUMBER: _ClassVar[int]
+    window_start_unix_ms: int
+    window_end_unix_ms: int
+    query_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, window_start_unix_ms: _Optional[int] = ..., window_end_unix_ms: _Optional[int] = ..., query_ids: _Optional[_Iterable[str]] = ...) -> None: ...
