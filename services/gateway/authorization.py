@@ -136,6 +136,12 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("PUT", "/v1/registry/service-items/{code}/materials/{material_id}"): DATA_ADMIN,
     ("DELETE", "/v1/registry/service-items/{code}/materials/{material_id}"): DATA_ADMIN,
     ("GET", "/v1/registry/stats"): ANYONE,
+    # registry: import and export (批量导入导出); the published catalogue is every department's
+    ("GET", "/v1/registry/imports/template.xlsx"): ANYONE,
+    ("POST", "/v1/registry/imports/resources"): DATA_ADMIN,
+    ("GET", "/v1/registry/exports/resources.csv"): ANYONE,
+    ("GET", "/v1/registry/exports/resources.json"): ANYONE,
+    ("GET", "/v1/registry/exports/dcat"): ANYONE,
     # exchange: only consumer systems query — but every refused query must reach the exchange, which
     # audits it (not-a-consumer…), so the edge lets any token through to it. A person reading a
     # query gets the exchange's own answer to "not yours": 404.

@@ -10,7 +10,7 @@ import base64
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -206,29 +206,30 @@ async def test_a_replayed_assertion_is_refused(
     assert "used before" in str(problem.detail)
 
 
-@pytest.mark.parametrize(
-    "changes",
-    [
-        {"aud": "https://gateway.test/oauth2/introspect"},  # another endpoint of the same server
-        {"aud": "https://elsewhere.example/oauth2/token"},
-        {"aud": None},
-        {"iss": "sys-0000000000000000"},
-        {"iss": None},
-        {"exp": int(time.time()) - 120},  # expired (beyond the leeway)
-        {"exp": None},
-        {"nbf": int(time.time()) + 600},  # not yet valid
-        {"jti": None},
-        {"jti": ""},
-        {"exp": int(time.time()) + 3 * 3600},  # lives longer than the bound
-        {"iat": int(time.time()) - 7200, "exp": int(time.time()) + 60},  # signed to live two hours
-    ],
-    ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()),
-)
+# Claims relative to the time the test runs (not the time it was collected: a long run would
+# turn "not yet valid" into valid).
+WRONG_CLAIMS: dict[str, Callable[[int], dict[str, Any]]] = {
+    "aud of another endpoint": lambda now: {"aud": "https://gateway.test/oauth2/introspect"},
+    "aud of another server": lambda now: {"aud": "https://elsewhere.example/oauth2/token"},
+    "no aud": lambda now: {"aud": None},
+    "another iss": lambda now: {"iss": "sys-0000000000000000"},
+    "no iss": lambda now: {"iss": None},
+    "expired beyond the leeway": lambda now: {"exp": now - 120},
+    "no exp": lambda now: {"exp": None},
+    "not yet valid": lambda now: {"nbf": now + 600},
+    "no jti": lambda now: {"jti": None},
+    "empty jti": lambda now: {"jti": ""},
+    "lives longer than the bound": lambda now: {"exp": now + 3 * 3600},
+    "signed to live two hours": lambda now: {"iat": now - 7200, "exp": now + 60},
+}
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_CLAIMS))
 async def test_an_assertion_with_a_wrong_claim_is_refused(
-    session: AsyncSession, client_keys: ClientKeys, system: System, key: ECKey, changes: dict[str, Any]
+    session: AsyncSession, client_keys: ClientKeys, system: System, key: ECKey, wrong: str
 ) -> None:
     claims = claims_for(system.client_id)
-    claims.update(changes)
+    claims.update(WRONG_CLAIMS[wrong](int(time.time())))
     claims = {k: v for k, v in claims.items() if v is not None}
     assert_invalid_client(await refused(session, client_keys, sign(key, claims)))
 

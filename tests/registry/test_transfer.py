@@ -23,7 +23,7 @@ from services.registry.models import Resource, ResourceStatus
 from services.registry.transfer import exports, files, imports
 from services.registry.transfer.columns import COLUMNS
 from tests.factories import ResourceCreateFactory, credit_code, person
-from tests.registry.calls import Catalogue
+from tests.registry.calls import TOPICS, Catalogue
 
 LABELS = [c.label for c in COLUMNS]
 XLSX = files.XLSX_MEDIA_TYPE
@@ -69,7 +69,7 @@ async def run_import(registry: Catalogue, admin: Principal, content: bytes, medi
     """What the route does: read the file, then import in one unit of work (rolled back on error)."""
     header, rows = files.read_upload(content, media_type)
     async with registry.unit() as uow:
-        return await imports.import_resources(uow, admin, header, rows)
+        return await imports.import_resources(uow, admin, header, rows, TOPICS)
 
 
 async def refused(registry: Catalogue, admin: Principal, content: bytes, media_type: str = XLSX) -> Problem:
