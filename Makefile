@@ -54,6 +54,9 @@ test: $(STAMP) infra-up lint kustomize ## Install, start PostgreSQL and Kafka, l
 bench: $(STAMP) infra-up ## Measure the query round trip against raw Kafka; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.skeleton
 
+bench-scale: $(STAMP) infra-up ## Queries per second with one and with two exchange replicas; writes bench/results/
+	$(INFRA_ENV) $(PY) -m bench.scale
+
 migration: $(STAMP) infra-up ## New Alembic revision: make migration S=<service> M="<message>"
 	$(INFRA_ENV) $(PY) -m services.common.make_migration $(S) "$(M)"
 
@@ -81,4 +84,4 @@ image-test: $(STAMP) infra-up ## Build the image, inspect it, run the gateway in
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run infra-up infra-down lint format proto test bench migration regions manifests image image-test clean
+.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-scale migration regions manifests image image-test clean
