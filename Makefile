@@ -66,6 +66,9 @@ bench-gateway: $(STAMP) infra-up ## Gateway pass-through vs bare uvicorn, token 
 bench-audit: $(STAMP) infra-up ## Audit: ingest vs raw COPY, inclusion proofs at 10M, query p95; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.audit
 
+bench-scale: $(STAMP) infra-up ## Queries per second with one and with two exchange replicas; writes bench/results/
+	$(INFRA_ENV) $(PY) -m bench.scale
+
 migration: $(STAMP) infra-up ## New Alembic revision: make migration S=<service> M="<message>"
 	$(INFRA_ENV) $(PY) -m services.common.make_migration $(S) "$(M)"
 
@@ -93,4 +96,4 @@ image-test: $(STAMP) infra-up ## Build the image, inspect it, run the gateway in
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-registry bench-gateway bench-audit migration regions manifests image image-test clean
+.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-registry bench-gateway bench-audit bench-scale migration regions manifests image image-test clean

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from joserfc.jws import extract_compact
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -295,8 +295,14 @@ async def is_active(session: AsyncSession, dept_code: str, status: Status) -> bo
     return status == Status.ACTIVE and department is not None and department.status == Status.ACTIVE
 
 
+BOOTSTRAP_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('tongban.gateway.bootstrap'))")
+
+
 async def bootstrap(session: AsyncSession, settings: GatewaySettings) -> None:
     """First start: the platform operator's department and, if a password is configured, ``admin``."""
+    # Replicas starting together on an empty database take turns (held until the commit): else
+    # both see no department, both insert it, and one fails to start on the duplicate key.
+    await session.execute(BOOTSTRAP_LOCK)
     if await session.get(Department, settings.platform_dept_code) is None:
         session.add(
             Department(

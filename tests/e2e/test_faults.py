@@ -47,15 +47,17 @@ async def restart_connector(stack: DistributedStack, *, kill: bool) -> None:
     await stack.wait_ready("connector")
 
 
-def lookups_of(stack: DistributedStack, ids: list[str]) -> dict[str, int]:
-    """How many times the backend was asked about each of the queries ``ids``, from the access log."""
+def lookups_of(stack: DistributedStack, ids: list[str], connectors: tuple[str, ...] = ("connector",)) -> dict[str, int]:
+    """How many times the backend was asked about each of the queries ``ids``, from the access logs
+    of ``connectors`` (the processes' names in the stack: replicas of one department share a backend)."""
     asked = dict.fromkeys(ids, 0)
-    for line in (stack.logs / f"{stack.prefix}connector.log").read_bytes().splitlines():
-        if b"backend look-up" not in line:
-            continue
-        for query_id in orjson.loads(line).get("query_ids", []):
-            if query_id in asked:
-                asked[query_id] += 1
+    for name in connectors:
+        for line in (stack.logs / f"{stack.prefix}{name}.log").read_bytes().splitlines():
+            if b"backend look-up" not in line:
+                continue
+            for query_id in orjson.loads(line).get("query_ids", []):
+                if query_id in asked:
+                    asked[query_id] += 1
     return asked
 
 

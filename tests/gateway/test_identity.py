@@ -6,12 +6,15 @@ carries ``client_id``; usernames never look like client ids. Real PostgreSQL, ro
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from pydantic import ValidationError
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.errors import Problem
 from services.common.security import PRINCIPAL_TYPE_CLAIM, Principal, PrincipalType, Role, TokenVerifier
@@ -212,3 +215,32 @@ async def test_a_token_that_mixes_up_kinds_is_refused(key: ECKey, claims: dict[s
         await verifier(key).verify(token)
 
     assert_problem(raised, 401, "unauthorized")
+
+
+async def test_two_replicas_starting_together_on_an_empty_database_both_start(tier_engine: AsyncEngine) -> None:
+    """Two gateways bootstrap at once, each in its own transaction (committed for real, cleaned up
+    at the end): the second waits for the first's commit, finds the platform department, and
+    starts. Before, it inserted the department too and failed to start on the duplicate key."""
+    code = f"11110100MB{secrets.randbelow(10**8):08d}"  # a platform department no other test has
+    settings = SETTINGS.model_copy(update={"platform_dept_code": code, "bootstrap_admin_password": None})
+    first_done = asyncio.Event()
+
+    async def replica(wait: asyncio.Event | None) -> None:
+        async with tier_engine.connect() as connection, connection.begin():
+            session = AsyncSession(bind=connection)
+            if wait is not None:
+                await wait.wait()
+            await service.bootstrap(session, settings)
+            await session.flush()
+            if wait is None:
+                first_done.set()
+                await asyncio.sleep(0.3)  # the other replica bootstraps while this one has not committed
+
+    try:
+        await asyncio.gather(replica(None), replica(first_done))
+        async with tier_engine.connect() as connection:
+            count = await connection.scalar(select(func.count()).select_from(Department).where(Department.code == code))
+    finally:
+        async with tier_engine.begin() as connection:
+            await connection.execute(delete(Department).where(Department.code == code))
+    assert count == 1
