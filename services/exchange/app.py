@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from services.common.bus import Bus, Subscription
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
+from services.exchange.answers import ProviderKeys
 from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
 from services.exchange.messaging import on_late_replies, on_registry_events, on_replies
@@ -38,7 +40,9 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
         ) as rt:
             outbox = rt.outbox
             assert outbox is not None
-            exchange = Exchange(settings, rt.engine, outbox)
+            # Fetches the providers' answer-signing keys (their connectors' JWKS).
+            keys_client = httpx.AsyncClient()
+            exchange = Exchange(settings, rt.engine, outbox, ProviderKeys(settings, keys_client))
             replies = settings.topic("exchange.replies")
             rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))
             # Late replies are by definition not urgent: fetch them in larger, slower batches so
@@ -73,6 +77,7 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
                     await sweeper
                 await outbox.stop()
                 await rt.bus.stop()
+                await keys_client.aclose()
 
     app = create_service_app(
         service="exchange",

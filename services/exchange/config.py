@@ -12,3 +12,7 @@ class ExchangeSettings(CommonSettings):
     # A query still pending this long after its deadline was abandoned by a replica that died
     # while waiting; it is closed as a timeout (and audited). Swept every third of this.
     abandoned_after_s: float = Field(30.0, ge=1, le=3600, validation_alias="TONGBAN_EXCHANGE_ABANDONED_AFTER_S")
+    # Where each provider's connector publishes its answer-signing keys (credit code → JWKS URL);
+    # a provider not listed is asked at TONGBAN_CONNECTOR_URL (the one connector of make run).
+    provider_jwks: dict[str, str] = Field(default_factory=dict, validation_alias="TONGBAN_EXCHANGE_PROVIDER_JWKS")
+    connector_url: str = Field("http://127.0.0.1:8004", validation_alias="TONGBAN_CONNECTOR_URL")

@@ -21,6 +21,8 @@ class ExchangeProblem(ProblemCode):
     PROVIDER_TIMEOUT = "provider-timeout", 504, "Provider did not answer in time"
     # After the request was committed to be sent: never "nothing was changed" (see the README).
     QUERY_INTERRUPTED = "query-interrupted", 503, "Query sent, outcome not recorded"
+    # The provider's SD-JWT did not verify with its published key, or answers another query.
+    UNVERIFIABLE_ANSWER = "unverifiable-answer", 502, "Provider answer not verifiable"
 
 
 # Refusals before the provider is asked: each is audited as a denial with its code as the reason.

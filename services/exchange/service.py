@@ -15,12 +15,14 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from asyncpg import Record, UniqueViolationError  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -30,13 +32,15 @@ from services.common.contracts.audit import AuditAction, AuditContext, audit_mes
 from services.common.db import driver_connection
 from services.common.errors import NotFound, Problem
 from services.common.identifiers import InvalidIdentifier
-from services.common.masking import apply_masking, effective_masking
+from services.common.masking import effective_masking
 from services.common.outbox import Outbox
 from services.common.pb import exchange_pb2
+from services.common.sdjwt import InvalidSdJwt
 from services.common.security import Principal, Role
 from services.common.subjects import normalise_subject, subject_hash
 from services.common.uow import UnitOfWork
 from services.exchange import repository
+from services.exchange.answers import ProviderKeys, answer_body, verified_answer
 from services.exchange.config import ExchangeSettings
 from services.exchange.models import GrantView, Query, QueryStatus, ResourceView
 from services.exchange.problems import ExchangeProblem
@@ -161,19 +165,31 @@ def interrupted_problem(query_id: uuid.UUID) -> Problem:
 
 
 def outcome_of(
-    reply: Reply, head: dict[str, Any], fields: list[str], masking: dict[str, str]
+    reply: Reply,
+    head: dict[str, Any],
+    fields: list[str],
+    masking: dict[str, str],
+    keys: Mapping[str, Ed25519PublicKey] | None = None,
 ) -> tuple[QueryStatus, int, dict[str, Any]]:
     """How a reply ends a query: (status, HTTP status, body). ``head`` heads the body of an answer;
-    only the ``fields`` asked are taken from the reply, then masked."""
+    only the ``fields`` asked are taken from the reply's SD-JWT, verified with the provider's
+    ``keys`` (an answer that does not verify is a 502 ``unverifiable-answer``), then masked."""
     if reply.status == Reply.OK:
-        data, masked = apply_masking({k: reply.data[k] for k in fields if k in reply.data}, masking)
+        try:
+            answer = verified_answer(reply, head["provider"], head["resource"], fields, masking, keys or {})
+        except InvalidSdJwt as err:
+            log.warning("answer not verified", extra={"ctx_query_id": reply.query_id, "ctx_reason": str(err)})
+            problem = ExchangeProblem.UNVERIFIABLE_ANSWER.problem(
+                f"The provider's answer could not be verified: {err}. Nothing of it is passed on."
+            )
+            return QueryStatus.PROVIDER_ERROR, problem.status, problem.body()
         signature = {
             "alg": "EdDSA",
             "key_id": reply.key_id,
             "value": reply.signature,
             "request_hash": reply.request_hash,
         }
-        body = {**head, "status": QueryStatus.COMPLETED, "data": data, "masked": masked, "signature": signature}
+        body = {**head, "status": QueryStatus.COMPLETED, **answer_body(answer), "signature": signature}
         return QueryStatus.COMPLETED, 200, body
     if reply.status == Reply.NOT_FOUND:
         problem = ExchangeProblem.SUBJECT_NOT_FOUND.problem("The provider has no record about this subject.")
@@ -192,8 +208,16 @@ def answer_or_raise(status: int, body: dict[str, Any]) -> dict[str, Any]:
 class Exchange:
     """Brokers queries. Owns the in-memory waiters that correlate replies with open requests."""
 
-    def __init__(self, settings: ExchangeSettings, engine: AsyncEngine, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        settings: ExchangeSettings,
+        engine: AsyncEngine,
+        outbox: Outbox,
+        provider_keys: ProviderKeys | None = None,
+    ) -> None:
         self.settings = settings
+        # No keys: no answer verifies (every reply is a 502 unverifiable-answer).
+        self.provider_keys = provider_keys or ProviderKeys(settings, None)
         self.engine = engine
         self.outbox = outbox
         self.waiters: dict[str, asyncio.Future[Reply]] = {}
@@ -419,7 +443,8 @@ class Exchange:
     async def finish(self, started: Started, reply: Reply) -> dict[str, Any]:
         """Record how the reply ends the query, with its audit event; then answer (or raise)."""
         head = {"id": str(started.id), "resource": started.context.resource, "provider": started.context.provider}
-        status, http_status, body = outcome_of(reply, head, list(started.context.fields), started.masking)
+        keys = await self.provider_keys.keys(started.context.provider, reply.sd_jwt)
+        status, http_status, body = outcome_of(reply, head, list(started.context.fields), started.masking, keys)
         if not await self.close_query(started.id, status, http_status, body, started.context):
             # The late-reply consumer got there first (we were at the deadline): its record stands.
             raise timeout_problem(started.id, 0)
@@ -470,7 +495,8 @@ class Exchange:
         resource = await session.get(ResourceView, query.resource_code)
         masking = effective_masking(grant.masking, resource.items) if grant and resource else {}
         head = {"id": str(query.id), "resource": query.resource_code, "provider": query.provider_dept}
-        status, http_status, body = outcome_of(reply, head, query.fields, masking)
+        keys = await self.provider_keys.keys(query.provider_dept, reply.sd_jwt)
+        status, http_status, body = outcome_of(reply, head, query.fields, masking, keys)
         if status == QueryStatus.COMPLETED:
             status = QueryStatus.LATE_REPLY
             body["status"] = QueryStatus.LATE_REPLY
