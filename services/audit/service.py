@@ -88,6 +88,7 @@ def record_values(event: audit_pb2.AuditEvent, received_at: datetime | None = No
         "occurred_at": occurred_at,
         "occurred_unix_ms_raw": raw,
         "fields": bounded_fields(list(event.fields)),
+        "disclosed_fields": bounded_fields(list(event.disclosed_fields)),
     }
     return values
 

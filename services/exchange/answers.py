@@ -20,6 +20,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.common import sdjwt
+from services.common.contracts.audit import AuditContext
 from services.common.masking import apply_masking
 from services.common.pb import exchange_pb2
 from services.exchange.config import ExchangeSettings
@@ -75,6 +76,14 @@ def answer_body(answer: Answer) -> dict[str, Any]:
         "sd_jwt_sha256": sdjwt.sd_hash(answer.sd_jwt),
         "disclosed": answer.disclosed,
     }
+
+
+def audited(ctx: AuditContext, body: Mapping[str, Any]) -> AuditContext:
+    """The audit context of an answer: with the hash of the SD-JWT passed on and the items whose
+    disclosures it carried (an error or a refusal has neither)."""
+    if not isinstance(body.get("sd_jwt_sha256"), str):
+        return ctx
+    return ctx.with_(answer_sha256=body["sd_jwt_sha256"], disclosed_fields=tuple(body.get("disclosed", ())))
 
 
 class ProviderKeys:

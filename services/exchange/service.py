@@ -40,7 +40,7 @@ from services.common.security import Principal, Role
 from services.common.subjects import normalise_subject, subject_hash
 from services.common.uow import UnitOfWork
 from services.exchange import repository
-from services.exchange.answers import ProviderKeys, answer_body, verified_answer
+from services.exchange.answers import ProviderKeys, answer_body, audited, verified_answer
 from services.exchange.config import ExchangeSettings
 from services.exchange.models import GrantView, Query, QueryStatus, ResourceView
 from services.exchange.problems import ExchangeProblem
@@ -445,7 +445,7 @@ class Exchange:
         head = {"id": str(started.id), "resource": started.context.resource, "provider": started.context.provider}
         keys = await self.provider_keys.keys(started.context.provider, reply.sd_jwt)
         status, http_status, body = outcome_of(reply, head, list(started.context.fields), started.masking, keys)
-        if not await self.close_query(started.id, status, http_status, body, started.context):
+        if not await self.close_query(started.id, status, http_status, body, audited(started.context, body)):
             # The late-reply consumer got there first (we were at the deadline): its record stands.
             raise timeout_problem(started.id, 0)
         return answer_or_raise(http_status, body)
@@ -505,7 +505,7 @@ class Exchange:
         query.response = body
         query.completed_at = datetime.now(UTC)
         reason = QueryStatus.COMPLETED if status == QueryStatus.LATE_REPLY else status
-        uow.emit(self.audit_message(context_of(query), outcome=QueryStatus.LATE_REPLY, reason=reason))
+        uow.emit(self.audit_message(audited(context_of(query), body), outcome=QueryStatus.LATE_REPLY, reason=reason))
         return True
 
     async def close_abandoned(self) -> int:

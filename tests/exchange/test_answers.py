@@ -17,9 +17,10 @@ from jwcrypto.jwk import JWK  # type: ignore[import-untyped]
 from sd_jwt.verifier import SDJWTVerifier  # type: ignore[import-untyped]
 
 from services.common import sdjwt
-from services.common.pb import exchange_pb2
+from services.common.contracts.audit import AuditAction, AuditContext, audit_message
+from services.common.pb import audit_pb2, exchange_pb2
 from services.connector.service import Responder, synthetic_residents
-from services.exchange.answers import ProviderKeys
+from services.exchange.answers import ProviderKeys, audited
 from services.exchange.config import ExchangeSettings
 from services.exchange.problems import ExchangeProblem
 from services.exchange.service import outcome_of
@@ -155,3 +156,16 @@ def test_the_verify_command_proves_the_disclosed_items(tmp_path: Path, capsys: p
     wrong = {"keys": [sdjwt.public_jwk(Ed25519PrivateKey.generate().public_key(), "k1")]}
     jwks.write_text(json.dumps(wrong))
     assert verify_main([str(answer), "--jwks", str(jwks)]) == 1
+
+
+def test_audit_keeps_the_answers_hash_and_the_items_disclosed() -> None:
+    _, _, body = outcome(reply())
+    ctx = AuditContext(actor="sys-a", consumer_dept="x", fields=tuple(ASKED), query_id="q-1")
+    message = audit_message(
+        "audit.events", "exchange", AuditAction.EXCHANGE_QUERY, audited(ctx, body), outcome="completed"
+    )
+    event = audit_pb2.AuditEvent.FromString(message.value)
+    assert event.answer_sha256 == hashlib.sha256(body["sd_jwt"].encode()).hexdigest()
+    assert list(event.disclosed_fields) == ["出生日期"] and list(event.fields) == ASKED
+    _, _, refused = outcome(reply(), keys={})
+    assert audited(ctx, refused) == ctx  # an unverifiable answer passed nothing on: no hash
