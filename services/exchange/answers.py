@@ -49,13 +49,22 @@ def verified_answer(
     fields: list[str],
     masking: Mapping[str, str],
     keys: Mapping[str, Ed25519PublicKey],
+    *,
+    request_hash: str | None = None,
 ) -> Answer:
     """Verify ``reply``'s SD-JWT with the keys of the ``provider`` the query was sent to and check
     that it answers this query; take the ``fields`` asked, mask them. A masked item is shown masked
-    (unsigned, for display) and its disclosure is dropped: the signed clear value never leaves."""
+    (unsigned, for display) and its disclosure is dropped: the signed clear value never leaves.
+    ``request_hash``: SHA-256 of the request as the exchange sent it, when known (a late reply's
+    request is not kept): the answer must be to that very request."""
     verified = sdjwt.verify(reply.sd_jwt, keys)
     signed = verified.payload
-    bound = {"query_id": reply.query_id, "request_hash": reply.request_hash, "provider": provider, "resource": resource}
+    bound = {
+        "query_id": reply.query_id,
+        "request_hash": request_hash or reply.request_hash,
+        "provider": provider,
+        "resource": resource,
+    }
     wrong = [name for name, value in bound.items() if signed.get(name) != value]
     if wrong:
         raise sdjwt.InvalidSdJwt(f"the signed answer is for another {', '.join(wrong)}")

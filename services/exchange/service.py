@@ -107,6 +107,7 @@ class Started:
     masking: dict[str, str]
     timeout_ms: int
     opened: Opened
+    request_hash: str = ""  # SHA-256 (hex) of the request as sent: the provider's answer must sign it
 
     def remaining_s(self) -> float:
         """Time left before the consumer's deadline (never negative)."""
@@ -170,13 +171,17 @@ def outcome_of(
     fields: list[str],
     masking: dict[str, str],
     keys: Mapping[str, Ed25519PublicKey] | None = None,
+    request_hash: str | None = None,
 ) -> tuple[QueryStatus, int, dict[str, Any]]:
     """How a reply ends a query: (status, HTTP status, body). ``head`` heads the body of an answer;
     only the ``fields`` asked are taken from the reply's SD-JWT, verified with the provider's
-    ``keys`` (an answer that does not verify is a 502 ``unverifiable-answer``), then masked."""
+    ``keys`` (an answer that does not verify is a 502 ``unverifiable-answer``), then masked.
+    ``request_hash``: the hash of the request as sent, when this process sent it."""
     if reply.status == Reply.OK:
         try:
-            answer = verified_answer(reply, head["provider"], head["resource"], fields, masking, keys or {})
+            answer = verified_answer(
+                reply, head["provider"], head["resource"], fields, masking, keys or {}, request_hash=request_hash
+            )
         except InvalidSdJwt as err:
             log.warning("answer not verified", extra={"ctx_query_id": reply.query_id, "ctx_reason": str(err)})
             problem = ExchangeProblem.UNVERIFIABLE_ANSWER.problem(
@@ -354,7 +359,8 @@ class Exchange:
             grant_id=str(grant.id),
         )
         topic = self.settings.topic(f"exchange.requests.{resource.provider_dept}")
-        staged = self.outbox.stage(Message(topic=topic, key=str(query_id).encode(), value=request.SerializeToString()))
+        sent = request.SerializeToString()
+        staged = self.outbox.stage(Message(topic=topic, key=str(query_id).encode(), value=sent))
         new = repository.NewQuery(
             id=query_id,
             client_id=principal.client_id or "",
@@ -387,7 +393,8 @@ class Exchange:
                 "A query with this Idempotency-Key is still being answered; retry shortly."
             ) from None
         await self.outbox.committed([staged], wait_for_publish=False)
-        return Started(query_id, ctx, effective_masking(grant.masking, resource.items), timeout_ms, opened)
+        masking = effective_masking(grant.masking, resource.items)
+        return Started(query_id, ctx, masking, timeout_ms, opened, hashlib.sha256(sent).hexdigest())
 
     def over_quota(self, grant: GrantView, now: datetime, ctx: AuditContext) -> Denied:
         return Denied(
@@ -444,7 +451,9 @@ class Exchange:
         """Record how the reply ends the query, with its audit event; then answer (or raise)."""
         head = {"id": str(started.id), "resource": started.context.resource, "provider": started.context.provider}
         keys = await self.provider_keys.keys(started.context.provider, reply.sd_jwt)
-        status, http_status, body = outcome_of(reply, head, list(started.context.fields), started.masking, keys)
+        status, http_status, body = outcome_of(
+            reply, head, list(started.context.fields), started.masking, keys, request_hash=started.request_hash or None
+        )
         if not await self.close_query(started.id, status, http_status, body, audited(started.context, body)):
             # The late-reply consumer got there first (we were at the deadline): its record stands.
             raise timeout_problem(started.id, 0)

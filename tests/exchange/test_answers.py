@@ -115,6 +115,13 @@ def test_an_answer_that_does_not_verify_is_502_and_passes_nothing_on(spoil: Any)
     assert body["type"].endswith(ExchangeProblem.UNVERIFIABLE_ANSWER) and "sd_jwt" not in body
 
 
+def test_an_answer_to_another_request_than_the_one_sent_does_not_verify() -> None:
+    r = reply()
+    head = {"id": "q-1", "resource": RESOURCE, "provider": PROVIDER}
+    assert outcome_of(r, head, ASKED, MASKING, KEYS, request_hash=r.request_hash)[1] == 200
+    assert outcome_of(r, head, ASKED, MASKING, KEYS, request_hash="0" * 64)[1] == 502
+
+
 def test_an_answer_signed_by_another_providers_key_does_not_verify() -> None:
     other = Ed25519PrivateKey.generate()
     r = Responder(PROVIDER, "k1", other).reply(b"x", exchange_pb2.ExchangeRequest(query_id="q-1"), None)
