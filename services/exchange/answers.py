@@ -10,6 +10,7 @@ provider's network.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -112,22 +113,38 @@ class ProviderKeys:
             dept: (float("inf"), dict(jwks)) for dept, jwks in (pinned or {}).items()
         }
         self._tried: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def url(self, dept: str) -> str:
         return self.settings.provider_jwks.get(dept) or f"{self.settings.connector_url}/.well-known/jwks.json"
 
     async def jwks(self, dept: str, kid: str | None = None) -> dict[str, Any]:
         """``dept``'s JWKS: cached, fetched again when stale or when ``kid`` is not in it (at most
-        every ``REFETCH_AFTER_S``). A fetch that fails keeps what was known (maybe nothing)."""
-        now = time.monotonic()
+        every ``REFETCH_AFTER_S``). Concurrent callers wait for one fetch (the first answers after
+        a start arrive together). A fetch that fails keeps what was known (maybe nothing)."""
+        known = self._usable(dept, kid)
+        if known is not None:
+            return known
+        async with self._locks.setdefault(dept, asyncio.Lock()):
+            known = self._usable(dept, kid)  # fetched while this caller waited
+            if known is not None:
+                return known
+            return await self._fetch(dept)
+
+    def _usable(self, dept: str, kid: str | None) -> dict[str, Any] | None:
+        """The cached JWKS when no fetch is due (fresh and knowing ``kid``, or fetched just now)."""
         fetched_at, jwks = self._jwks.get(dept, (0.0, {"keys": []}))
-        known = {k.get("kid") for k in jwks.get("keys", [])}
-        fresh = now - fetched_at < KEYS_FRESH_S or fetched_at == float("inf")
-        if (fresh and (kid is None or kid in known)) or self.client is None:
+        now = time.monotonic()
+        fresh = fetched_at == float("inf") or now - fetched_at < KEYS_FRESH_S
+        if self.client is None or (fresh and (kid is None or kid in {k.get("kid") for k in jwks.get("keys", [])})):
             return jwks
         if now - self._tried.get(dept, -REFETCH_AFTER_S) < REFETCH_AFTER_S:
             return jwks
-        self._tried[dept] = now
+        return None
+
+    async def _fetch(self, dept: str) -> dict[str, Any]:
+        assert self.client is not None
+        jwks = self._jwks.get(dept, (0.0, {"keys": []}))[1]
         try:
             response = await self.client.get(self.url(dept), timeout=2.0)
             response.raise_for_status()
@@ -137,7 +154,9 @@ class ProviderKeys:
         except (httpx.HTTPError, ValueError):
             log.warning("provider keys not fetched", extra={"ctx_provider": dept}, exc_info=True)
             return jwks
-        self._jwks[dept] = (now, body)
+        finally:
+            self._tried[dept] = time.monotonic()  # after the fetch: callers meanwhile waited for it
+        self._jwks[dept] = (time.monotonic(), body)
         return body
 
     async def keys(self, dept: str, sd_jwt: str) -> dict[str, Ed25519PublicKey]:

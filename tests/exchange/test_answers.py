@@ -5,6 +5,7 @@ independent RFC 9901 implementation (the OpenWallet Foundation reference, ``sd-j
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -20,6 +21,7 @@ from services.common import sdjwt
 from services.common.contracts.audit import AuditAction, AuditContext, audit_message
 from services.common.pb import audit_pb2, exchange_pb2
 from services.connector.service import Responder, synthetic_residents
+from services.exchange import answers
 from services.exchange.answers import ProviderKeys, audited
 from services.exchange.config import ExchangeSettings
 from services.exchange.problems import ExchangeProblem
@@ -133,7 +135,10 @@ def test_an_answer_signed_by_another_providers_key_does_not_verify() -> None:
     assert outcome(reply(), keys={})[1] == 502  # no key known: nothing verifies
 
 
-async def test_provider_keys_are_fetched_from_the_connector_and_refetched_for_a_new_kid() -> None:
+async def test_provider_keys_are_fetched_from_the_connector_and_refetched_for_a_new_kid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(answers, "REFETCH_AFTER_S", 0.05)
     served: list[dict[str, Any]] = [JWKS]
     calls: list[str] = []
 
@@ -147,6 +152,14 @@ async def test_provider_keys_are_fetched_from_the_connector_and_refetched_for_a_
         assert set(await keys.keys(PROVIDER, reply().sd_jwt)) == {"k1"}
         assert set(await keys.keys(PROVIDER, reply().sd_jwt)) == {"k1"}  # cached
         assert calls == ["http://connector.test/.well-known/jwks.json"]
+        # A new key (the connector rotated): its kid makes one refetch, for all who ask at once.
+        newer = Ed25519PrivateKey.generate()
+        served[0] = {"keys": [*JWKS["keys"], sdjwt.public_jwk(newer.public_key(), "k2")]}
+        signed = sdjwt.issue({"provider": PROVIDER}, {"性别": "男"}, newer, "k2")
+        await asyncio.sleep(answers.REFETCH_AFTER_S)  # refetches are throttled
+        found = await asyncio.gather(*(keys.keys(PROVIDER, signed) for _ in range(20)))
+        assert all(set(k) == {"k1", "k2"} for k in found)
+        assert len(calls) == 2
 
 
 def test_the_verify_command_proves_the_disclosed_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
