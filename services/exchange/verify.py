@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
         provider = str(claims.get("provider", ""))
         jwks = orjson.loads(args.jwks.read_bytes()) if args.jwks else fetch_jwks(args.url, provider, args.token)
         verified = sdjwt.verify(token, keys_by_kid(jwks))
-    except (sdjwt.InvalidSdJwt, httpx.HTTPError, orjson.JSONDecodeError, IndexError, OSError) as err:
+    except (sdjwt.InvalidSdJwt, httpx.HTTPError, ValueError, IndexError, OSError) as err:  # JSON errors are ValueErrors
         print(f"✗ not verified: {err}", file=sys.stderr)
         return 1
     signed = {k: v for k, v in verified.payload.items() if k not in ("_sd", "_sd_alg")}

@@ -189,3 +189,14 @@ def test_audit_keeps_the_answers_hash_and_the_items_disclosed() -> None:
     assert list(event.disclosed_fields) == ["出生日期"] and list(event.fields) == ASKED
     _, _, refused = outcome(reply(), keys={})
     assert audited(ctx, refused) == ctx  # an unverifiable answer passed nothing on: no hash
+
+
+def test_the_verify_command_refuses_what_it_cannot_check(tmp_path: Path) -> None:
+    answer, jwks = tmp_path / "answer.json", tmp_path / "jwks.json"
+    jwks.write_text("not json")
+    answer.write_text(json.dumps({"data": {}}))
+    assert verify_main([str(answer), "--jwks", str(jwks)]) == 2  # no sd_jwt at all
+    answer.write_text(reply().sd_jwt)  # a bare SD-JWT is accepted as input…
+    assert verify_main([str(answer), "--jwks", str(jwks)]) == 1  # …but a broken key file verifies nothing
+    jwks.write_text(json.dumps(JWKS))
+    assert verify_main([str(answer), "--jwks", str(jwks)]) == 0
