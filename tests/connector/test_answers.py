@@ -10,12 +10,14 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from jwcrypto.jwk import JWK  # type: ignore[import-untyped]
 from sd_jwt.verifier import SDJWTVerifier  # type: ignore[import-untyped]
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from services.common.db import driver_connection
 from services.common.keywrap import KeyWrap, new_kek
 from services.common.pb import exchange_pb2
 from services.connector import service
@@ -44,15 +46,34 @@ def request(fields: list[str]) -> exchange_pb2.ExchangeRequest:
     )
 
 
-async def test_the_answer_is_an_sd_jwt_the_published_key_verifies(session: AsyncSession) -> None:
-    key_id, key = await service.signing_key(session, WRAP)
+@pytest.fixture
+async def engine(tier_engine: AsyncEngine) -> AsyncEngine:
+    """The tier's engine with the resident in the demo backend (committed: answer_once runs in
+    its own transaction on its own connection)."""
+    async with driver_connection(tier_engine) as db:
+        await db.execute(
+            "INSERT INTO connector.residents VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            RESIDENT.id_number,
+            RESIDENT.name,
+            RESIDENT.gender,
+            RESIDENT.birth_date,
+            RESIDENT.address,
+        )
+    return tier_engine
+
+
+async def test_the_answer_is_an_sd_jwt_the_published_key_verifies(engine: AsyncEngine, session: AsyncSession) -> None:
+    key_id, key = await service.signing_key(session, WRAP)  # rolled back after the test
     jwks = await service.public_jwks(session, WRAP)
-    [jwk] = jwks["keys"]
-    assert jwk["kid"] == key_id and "d" not in jwk  # public only
+    jwk = next(k for k in jwks["keys"] if k["kid"] == key_id)
+    assert "d" not in jwk  # public only
     asked = request(["姓名", "出生日期"])
     raw = asked.SerializeToString()
-    reply = service.Responder(DEPT, key_id, key).reply(raw, asked, RECORD)
+    async with driver_connection(engine) as db:
+        [sent] = await service.Responder(DEPT, key_id, key).answer_once(db, [(raw, asked)])
+    reply = exchange_pb2.ExchangeReply.FromString(sent.value)
 
+    assert reply.status == exchange_pb2.ExchangeReply.OK
     assert reply.sd_jwt.count("~") == 3  # <jwt>~<姓名>~<出生日期>~ : one disclosure per item asked
     verifier = SDJWTVerifier(reply.sd_jwt, lambda issuer, header: JWK(**jwk))
     signed = verifier.get_verified_payload()
@@ -82,7 +103,12 @@ async def test_every_key_signed_with_stays_published(session: AsyncSession) -> N
     assert [k["kid"] for k in jwks["keys"]] == ["newer01234567890", first_id]
 
 
-def test_no_record_means_no_sd_jwt() -> None:
+async def test_no_record_means_no_sd_jwt(engine: AsyncEngine) -> None:
     asked = request(["姓名"])
-    reply = service.Responder(DEPT, "k1", Ed25519PrivateKey.generate()).reply(asked.SerializeToString(), asked, None)
+    asked.subject_value = service.synthetic_residents(2, seed=6)[1].id_number  # nobody in the backend
+    async with driver_connection(engine) as db:
+        [sent] = await service.Responder(DEPT, "k1", Ed25519PrivateKey.generate()).answer_once(
+            db, [(asked.SerializeToString(), asked)]
+        )
+    reply = exchange_pb2.ExchangeReply.FromString(sent.value)
     assert reply.status == exchange_pb2.ExchangeReply.NOT_FOUND and reply.sd_jwt == ""

@@ -39,7 +39,7 @@ MASKING = {"姓名": "name", "公民身份号码": "id_card"}
 
 
 def reply(fields: list[str] = ASKED, provider: str = PROVIDER) -> exchange_pb2.ExchangeReply:
-    """A reply as the connector makes it (the real Responder signing)."""
+    """An OK reply as the connector makes it, signed by the connector's own SD-JWT issuing."""
     request = exchange_pb2.ExchangeRequest(
         query_id="q-1",
         resource_code=RESOURCE,
@@ -48,14 +48,26 @@ def reply(fields: list[str] = ASKED, provider: str = PROVIDER) -> exchange_pb2.E
         subject_value=RESIDENT.id_number,
         fields=fields,
     )
-    resident = {
-        "id_number": RESIDENT.id_number,
-        "name": RESIDENT.name,
-        "gender": RESIDENT.gender,
-        "birth_date": RESIDENT.birth_date,
-        "address": RESIDENT.address,
+    raw = request.SerializeToString()
+    request_hash = hashlib.sha256(raw).hexdigest()
+    record = {
+        "姓名": RESIDENT.name,
+        "性别": RESIDENT.gender,
+        "出生日期": RESIDENT.birth_date.isoformat(),
+        "户籍地址": RESIDENT.address,
+        "公民身份号码": RESIDENT.id_number,
     }
-    return Responder(provider, "k1", KEY).reply(request.SerializeToString(), request, resident)
+    data = {name: record[name] for name in fields}
+    answered = exchange_pb2.ExchangeReply(
+        query_id="q-1",
+        status=exchange_pb2.ExchangeReply.OK,
+        provider_dept=provider,
+        request_hash=request_hash,
+        key_id="k1",
+        sd_jwt=Responder(provider, "k1", KEY).answer_sd_jwt(request, request_hash, data),
+    )
+    answered.data.update(data)
+    return answered
 
 
 def outcome(r: exchange_pb2.ExchangeReply, keys: Any = KEYS) -> tuple[Any, int, dict[str, Any]]:
@@ -125,12 +137,10 @@ def test_an_answer_to_another_request_than_the_one_sent_does_not_verify() -> Non
 
 
 def test_an_answer_signed_by_another_providers_key_does_not_verify() -> None:
+    r = reply()
     other = Ed25519PrivateKey.generate()
-    r = Responder(PROVIDER, "k1", other).reply(b"x", exchange_pb2.ExchangeRequest(query_id="q-1"), None)
-    signed = sdjwt.issue(
-        {"query_id": "q-1", "provider": PROVIDER, "resource": RESOURCE}, {"出生日期": "x"}, other, "k1"
-    )
-    r.status, r.sd_jwt = exchange_pb2.ExchangeReply.OK, signed
+    claims = {"query_id": "q-1", "request_hash": r.request_hash, "provider": PROVIDER, "resource": RESOURCE}
+    r.sd_jwt = sdjwt.issue(claims, {"出生日期": "x"}, other, "k1")  # all bound right, the wrong key
     assert outcome(r)[1] == 502
     assert outcome(reply(), keys={})[1] == 502  # no key known: nothing verifies
 
