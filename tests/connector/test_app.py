@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bus import MemoryBus, Message, Subscription
@@ -18,7 +19,7 @@ from services.common.keywrap import new_kek
 from services.common.pb import exchange_pb2
 from services.connector.app import create_app
 from services.connector.config import ConnectorSettings
-from services.connector.service import synthetic_residents
+from services.connector.models import Resident
 from tests.connector.conftest import SUBJECT, Provider
 
 DEPT = "111101000000198608"
@@ -63,13 +64,15 @@ resources = []
 
     bus.subscribe(Subscription([settings.topic("exchange.replies")], collect, group="test-replies"))
     app = create_app(settings, bus)
-    resident = synthetic_residents(1)[0]  # the demo population's first, seeded at start
-    asks = {
-        "from-http": ("101010/000009", SUBJECT),
-        "from-demo": ("101010/000001", resident.id_number),  # no backend listed: the default
-    }
     source_of: dict[str, str] = {}
     async with app.router.lifespan_context(app):
+        # One of the demo population (seeded at start, or already there from an earlier start).
+        async with app.state.runtime.sessions() as session:
+            resident = (await session.scalars(select(Resident).limit(1))).one()
+        asks = {
+            "from-http": ("101010/000009", SUBJECT),
+            "from-demo": ("101010/000001", resident.id_number),  # no backend listed: the default
+        }
         for source, (resource, subject) in asks.items():
             query_id = str(uuid.uuid4())
             source_of[query_id] = source
