@@ -28,8 +28,6 @@ class AuditRecordPublic(BaseModel):
     subject_hash: str
     subject_key_id: str
     fields: list[str]
-    answer_sha256: str
-    disclosed_fields: list[str]
     query_id: str
     request_id: str
     hash: str
