@@ -22,7 +22,7 @@ import pytest
 
 from services.demo import DemoCredentials
 from tests.e2e.client import person_token, query_body, system_token
-from tests.e2e.test_faults import RESIDENTS, TIMEOUT_MS, lookups_of, restart_connector
+from tests.e2e.test_faults import RESIDENTS, SETTLE_S, TIMEOUT_MS, lookups_of, restart_connector
 from tests.stack import DistributedStack, free_port
 
 Stack = tuple[DistributedStack, DemoCredentials]
@@ -103,13 +103,13 @@ async def test_an_exchange_replica_killed_while_queries_flow_leaves_every_query_
         # A call cut off may have died before or after its query was written; every other was.
         assert set(keys) - set(cut_off) <= {r["idempotency_key"] for r in rows}
 
-        statuses = await settled(db, ids, timeout_s=60)
+        statuses = await settled(db, ids, timeout_s=SETTLE_S)
         for query_id in ids:
             read = await gateway.get(f"/v1/exchange/queries/{query_id}", headers=headers)
             assert read.status_code == 200, read.text
             assert read.json()["status"] == statuses[query_id]
 
-        chains = await audit_chains(db, ids, statuses, timeout_s=60)
+        chains = await audit_chains(db, ids, statuses, timeout_s=SETTLE_S)
         for query_id, chain in chains.items():
             assert chain == expected_chain(statuses[query_id], chain), (query_id, statuses[query_id], chain)
 
@@ -140,17 +140,22 @@ def expected_chain(status: str, chain: list[tuple[str, str]]) -> list[tuple[str,
     }[status]
 
 
-async def settled(db: asyncpg.Connection, ids: list[str], timeout_s: float) -> dict[str, str]:
-    """Each query's status once none is pending (abandoned ones are closed 1 s past deadline)."""
+async def settled(
+    db: asyncpg.Connection, ids: list[str], timeout_s: float, *, answered: bool = False
+) -> dict[str, str]:
+    """Each query's status once none is pending (abandoned ones are closed 1 s past deadline);
+    ``answered``: once each has its answer too (completed or late_reply) — when no exchange died,
+    a request in flight at a dead connector is redelivered to the survivor, which answers late."""
     deadline = asyncio.get_running_loop().time() + timeout_s
+    waiting_for = {"pending", "timeout"} if answered else {"pending"}
     while True:
         rows = await db.fetch("SELECT id::text, status FROM exchange.queries WHERE id = ANY($1::uuid[])", ids)
         statuses = {r["id"]: r["status"] for r in rows}
-        if "pending" not in statuses.values():
+        if not waiting_for & set(statuses.values()):
             await asyncio.sleep(1.0)  # a late reply may still turn a timeout into late_reply
             rows = await db.fetch("SELECT id::text, status FROM exchange.queries WHERE id = ANY($1::uuid[])", ids)
             return {r["id"]: r["status"] for r in rows}
-        assert asyncio.get_running_loop().time() < deadline, f"still pending after {timeout_s} s"
+        assert asyncio.get_running_loop().time() < deadline, f"still {sorted(waiting_for)} after {timeout_s} s"
         await asyncio.sleep(0.3)
 
 

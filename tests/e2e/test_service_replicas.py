@@ -33,7 +33,7 @@ import pytest
 from services import demo
 from services.demo import DemoCredentials
 from tests.e2e.client import person_token, query_body, system_token
-from tests.e2e.test_faults import RESIDENTS, TIMEOUT_MS, lookups_of
+from tests.e2e.test_faults import RESIDENTS, SETTLE_S, TIMEOUT_MS, lookups_of
 from tests.e2e.test_replica_fault import FAST_ABANDON, audit_chains, expected_chain, settled
 from tests.stack import SERVICES, DistributedStack, asyncpg_dsn, create_database, drop_database, free_port, infra_env
 
@@ -162,10 +162,11 @@ async def test_one_replica_of_each_kind_killed_while_queries_flow(
 
         # Every query in a terminal state with its audit outcomes; then again a moment later, when
         # a duplicate record (or a late reply to an abandoned query) would have come.
-        statuses = await settled(db, ids, timeout_s=60)
-        first = await audit_chains(db, ids, statuses, timeout_s=60)  # every query's final record is in
+        answered = kind != "exchange"  # only a dead exchange leaves queries unanswered (abandoned)
+        statuses = await settled(db, ids, timeout_s=SETTLE_S, answered=answered)
+        first = await audit_chains(db, ids, statuses, timeout_s=SETTLE_S)  # every query's final record is in
         await asyncio.sleep(2.0)
-        statuses = await settled(db, ids, timeout_s=60)
+        statuses = await settled(db, ids, timeout_s=SETTLE_S, answered=answered)
         chains: dict[str, list[tuple[str, str]]] = {q: [] for q in ids}
         for row in await db.fetch(
             "SELECT query_id, outcome, reason FROM audit.records WHERE query_id = ANY($1::text[]) ORDER BY seq", ids
