@@ -103,15 +103,17 @@ async def test_an_exchange_replica_killed_while_queries_flow_leaves_every_query_
         # A call cut off may have died before or after its query was written; every other was.
         assert set(keys) - set(cut_off) <= {r["idempotency_key"] for r in rows}
 
-        statuses = await settled(db, ids, timeout_s=SETTLE_S)
+        await settled(db, ids, timeout_s=SETTLE_S)
+        statuses, chains = await audit_chains(db, ids, timeout_s=SETTLE_S)
+        for query_id, chain in chains.items():
+            assert chain == expected_chain(statuses[query_id], chain), (query_id, statuses[query_id], chain)
         for query_id in ids:
             read = await gateway.get(f"/v1/exchange/queries/{query_id}", headers=headers)
             assert read.status_code == 200, read.text
-            assert read.json()["status"] == statuses[query_id]
-
-        chains = await audit_chains(db, ids, statuses, timeout_s=SETTLE_S)
-        for query_id, chain in chains.items():
-            assert chain == expected_chain(statuses[query_id], chain), (query_id, statuses[query_id], chain)
+            assert read.json()["status"] == statuses[query_id] or (statuses[query_id], read.json()["status"]) == (
+                "timeout",
+                "late_reply",  # its late reply came meanwhile
+            )
 
         verify = await gateway.get("/v1/audit/verify", headers=auditor)
         assert verify.status_code == 200 and verify.json()["ok"] is True, verify.text
@@ -160,19 +162,24 @@ async def settled(
 
 
 async def audit_chains(
-    db: asyncpg.Connection, ids: list[str], statuses: dict[str, str], timeout_s: float
-) -> dict[str, list[tuple[str, str]]]:
-    """Each query's audit (outcome, reason) in chain order, once each has the record of its status."""
-    final = {"completed": "completed", "late_reply": "late_reply", "timeout": "timeout"}
+    db: asyncpg.Connection, ids: list[str], timeout_s: float
+) -> tuple[dict[str, str], dict[str, list[tuple[str, str]]]]:
+    """Each query's status and its audit (outcome, reason) in chain order, once every query is out
+    of ``pending`` and has the record of its status. The statuses are read again each round: an
+    abandoned query (``timeout``) may still get its late reply — e.g. when its request waited in
+    a dead replica's outbox for the lease to expire — and then ends as ``late_reply``."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
+        rows = await db.fetch("SELECT id::text, status FROM exchange.queries WHERE id = ANY($1::uuid[])", ids)
+        statuses = {r["id"]: r["status"] for r in rows}
         rows = await db.fetch(
             "SELECT query_id, outcome, reason FROM audit.records WHERE query_id = ANY($1::text[]) ORDER BY seq", ids
         )
         chains: dict[str, list[tuple[str, str]]] = {q: [] for q in ids}
         for row in rows:
             chains[row["query_id"]].append((row["outcome"], row["reason"]))
-        if all(chains[q] and chains[q][-1][0] == final[statuses[q]] for q in ids):
-            return chains
-        assert asyncio.get_running_loop().time() < deadline, f"audit records missing after {timeout_s} s"
+        missing = {q: (statuses.get(q), chains[q]) for q in ids if not chains[q] or chains[q][-1][0] != statuses.get(q)}
+        if not missing:
+            return statuses, chains
+        assert asyncio.get_running_loop().time() < deadline, f"audit records missing after {timeout_s} s: {missing}"
         await asyncio.sleep(0.3)

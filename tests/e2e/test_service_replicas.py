@@ -163,15 +163,11 @@ async def test_one_replica_of_each_kind_killed_while_queries_flow(
         # Every query in a terminal state with its audit outcomes; then again a moment later, when
         # a duplicate record (or a late reply to an abandoned query) would have come.
         answered = kind != "exchange"  # only a dead exchange leaves queries unanswered (abandoned)
-        statuses = await settled(db, ids, timeout_s=SETTLE_S, answered=answered)
-        first = await audit_chains(db, ids, statuses, timeout_s=SETTLE_S)  # every query's final record is in
+        await settled(db, ids, timeout_s=SETTLE_S, answered=answered)
+        _, first = await audit_chains(db, ids, timeout_s=SETTLE_S)  # every query's final record is in
         await asyncio.sleep(2.0)
-        statuses = await settled(db, ids, timeout_s=SETTLE_S, answered=answered)
-        chains: dict[str, list[tuple[str, str]]] = {q: [] for q in ids}
-        for row in await db.fetch(
-            "SELECT query_id, outcome, reason FROM audit.records WHERE query_id = ANY($1::text[]) ORDER BY seq", ids
-        ):
-            chains[row["query_id"]].append((row["outcome"], row["reason"]))
+        await settled(db, ids, timeout_s=SETTLE_S, answered=answered)
+        statuses, chains = await audit_chains(db, ids, timeout_s=SETTLE_S)
         assert set(statuses.values()) <= {"completed", "late_reply", "timeout"}, statuses
         changed = {q: (first[q], chains[q]) for q in ids if first[q] != chains[q]}
         # Audited exactly once: one outcome chain per query.
@@ -183,7 +179,10 @@ async def test_one_replica_of_each_kind_killed_while_queries_flow(
         for n, query_id in enumerate(ids):
             read = await alive[n % len(alive)].get(f"/v1/exchange/queries/{query_id}", headers=headers)
             assert read.status_code == 200, read.text
-            assert read.json()["status"] == statuses[query_id]
+            assert read.json()["status"] == statuses[query_id] or (statuses[query_id], read.json()["status"]) == (
+                "timeout",
+                "late_reply",  # its late reply came meanwhile
+            )
         verify = await alive[0].get("/v1/audit/verify", headers=auditor)
         assert verify.status_code == 200 and verify.json()["ok"] is True, verify.text
     finally:
