@@ -207,7 +207,7 @@ class Stack:
         for name in list(self.processes):
             self.stop(name)
 
-    async def wait_ready(self, name: str, timeout_s: float = 60.0) -> None:
+    async def wait_ready(self, name: str, timeout_s: float = 180.0) -> None:
         deadline = time.monotonic() + timeout_s
         url = f"http://127.0.0.1:{self.ports[name]}/readyz"
         async with httpx.AsyncClient(timeout=2.0) as client:

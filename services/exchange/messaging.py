@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -20,7 +21,9 @@ from services.exchange.service import Exchange
 
 log = logging.getLogger("tongban.exchange")
 
-LATE_GRACE_MS = 500
+# A reply is its waiter's to record until this long past the query's deadline; after that the
+# late-reply consumer records it if no one has (see on_late_replies).
+WAITER_GRACE_MS = 2000
 
 
 def parse_reply(message: Message) -> exchange_pb2.ExchangeReply | None:
@@ -45,23 +48,28 @@ def on_replies(exchange: Exchange) -> Handler:
 
 
 def on_late_replies(exchange: Exchange, sessions: async_sessionmaker[AsyncSession]) -> Handler:
-    """One replica (consumer group) records replies that came after their deadline."""
+    """One replica (consumer group) records every reply no waiter recorded: a reply after its
+    deadline (the consumer was told 504), one whose waiter died with its replica, and one whose
+    waiter could not write it (the database was down: the consumer was told to retry). The
+    consumer commits its offsets only after the batch is recorded, so a reply the connector sent
+    is never lost, whichever process or outage intervenes.
+
+    Each batch is handled once its queries are :data:`WAITER_GRACE_MS` past their deadlines, so that
+    on-time replies are left to their waiters; one statement then finds which of the batch's queries
+    are still open, and only those are locked and recorded."""
 
     async def handle(batch: Sequence[Message]) -> None:
-        # A reply well before its deadline is its waiter's (every replica sees every reply); only
-        # ones near or past the deadline can be late, and only those cost a database look-up.
-        soon = time.time() * 1000 + LATE_GRACE_MS
-        replies = [
-            r
-            for m in batch
-            if (r := parse_reply(m)) is not None and (not r.deadline_unix_ms or r.deadline_unix_ms < soon)
-        ]
+        replies = [r for m in batch if (r := parse_reply(m)) is not None]
         if not replies:
             return
+        due_ms = max(r.deadline_unix_ms for r in replies) + WAITER_GRACE_MS
+        if (wait_s := due_ms / 1000 - time.time()) > 0:
+            await asyncio.sleep(wait_s)  # bounded by the longest timeout a query may have
         async with exchange.outbox.unit_of_work(wait_for_publish=False) as uow:
+            open_ids = await exchange.unrecorded(uow.session, [r.query_id for r in replies])
             for reply in replies:
-                if await exchange.record_late(uow, reply):
-                    log.info("late reply recorded", extra={"ctx_query_id": reply.query_id})
+                if reply.query_id in open_ids and await exchange.record_late(uow, reply):
+                    log.info("reply recorded after its deadline", extra={"ctx_query_id": reply.query_id})
 
     return handle
 

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -235,7 +235,10 @@ class Exchange:
     # ----------------------------------------------------------------------- audit
 
     def audit_message(self, ctx: AuditContext, *, outcome: str, reason: str = "") -> Message:
-        return audit_message(
+        """A query's audit event, keyed by its query id once it has one (a denial before has not):
+        the events of one query (``timeout`` then ``late_reply``) share a partition, so the audit
+        service appends them in the order they were emitted."""
+        message = audit_message(
             self.settings.topic("audit.events"),
             "exchange",
             AuditAction.EXCHANGE_QUERY,
@@ -243,6 +246,7 @@ class Exchange:
             outcome=outcome,
             reason=reason,
         )
+        return replace(message, key=ctx.query_id.encode()) if ctx.query_id else message
 
     async def deny(self, ctx: AuditContext, problem: Problem) -> Problem:
         """Record the denial durably, then hand back the problem to raise (fail closed)."""
@@ -465,8 +469,16 @@ class Exchange:
         status, http_status, body = outcome_of(reply, head, list(started.context.fields), started.masking)
         if not await self.close_query(started.id, status, http_status, body, started.context):
             # The late-reply consumer got there first (we were at the deadline): its record stands.
-            raise timeout_problem(started.id, 0)
+            return await self.recorded_answer(started.id)
         return answer_or_raise(http_status, body)
+
+    async def recorded_answer(self, query_id: uuid.UUID) -> dict[str, Any]:
+        """The answer recorded for a query that is no longer pending (or raised, if an error)."""
+        async with self.outbox.sessions() as session:
+            query = await session.get(Query, query_id)
+        if query is None or query.response is None:
+            raise timeout_problem(query_id, 0)
+        return answer_or_raise(query.http_status or 200, query.response)
 
     def flag_extra(self, query_id: uuid.UUID, reply: Reply, fields: list[str]) -> None:
         """Count and log items the provider returned beyond those asked (names only, never values)."""
@@ -498,8 +510,25 @@ class Exchange:
         if waiter is not None and not waiter.done():
             waiter.set_result(reply)
 
+    @staticmethod
+    async def unrecorded(session: AsyncSession, query_ids: list[str]) -> set[str]:
+        """Which of ``query_ids`` still wait for their reply to be recorded (pending or timed out)."""
+        ids = []
+        for query_id in query_ids:
+            try:
+                ids.append(uuid.UUID(query_id))
+            except ValueError:
+                continue
+        rows = await session.scalars(
+            select(Query.id).where(Query.id.in_(ids), Query.status.in_([QueryStatus.PENDING, QueryStatus.TIMEOUT]))
+        )
+        return {str(query_id) for query_id in rows}
+
     async def record_late(self, uow: UnitOfWork, reply: Reply) -> bool:
-        """Record a reply that came after the consumer was told 504 (or whose waiter died)."""
+        """Record a reply no waiter recorded: one that came after the consumer was told 504, or
+        whose waiter died or could not write it. A reply the connector sent before the deadline
+        ends the query as it would have on time (the consumer, told to retry with its key, then
+        reads that answer); a reply after the deadline is a ``late_reply``."""
         try:
             query_id = uuid.UUID(reply.query_id)
         except ValueError:
@@ -525,15 +554,24 @@ class Exchange:
         head = {"id": str(query.id), "resource": query.resource_code, "provider": query.provider_dept}
         self.flag_extra(query.id, reply, query.fields)
         status, http_status, body = outcome_of(reply, head, query.fields, masking)
-        if status == QueryStatus.COMPLETED:
+        was_pending = query.status == QueryStatus.PENDING
+        on_time = was_pending and 0 < reply.answered_unix_ms <= deadline_ms(query)
+        if status == QueryStatus.COMPLETED and not on_time:
             status = QueryStatus.LATE_REPLY
             body["status"] = QueryStatus.LATE_REPLY
         query.status = status
         query.http_status = http_status
         query.response = body
         query.completed_at = datetime.now(UTC)
-        reason = QueryStatus.COMPLETED if status == QueryStatus.LATE_REPLY else status
-        uow.emit(self.audit_message(context_of(query), outcome=QueryStatus.LATE_REPLY, reason=reason))
+        if on_time:
+            uow.emit(self.audit_message(context_of(query), outcome=status))
+        else:
+            if was_pending:
+                # Its waiter (if alive) tells the consumer 504 and finds the query closed: the
+                # timeout is recorded here, so the chain reads timeout, then late_reply.
+                uow.emit(self.audit_message(context_of(query), outcome=QueryStatus.TIMEOUT))
+            reason = QueryStatus.COMPLETED if status == QueryStatus.LATE_REPLY else status
+            uow.emit(self.audit_message(context_of(query), outcome=QueryStatus.LATE_REPLY, reason=reason))
         return True
 
     async def close_abandoned(self) -> int:
@@ -611,6 +649,10 @@ def replay(earlier: Record, print_: str) -> dict[str, Any]:
         )
     response: dict[str, Any] = earlier["response"]  # JSONB, decoded by the engine's codec
     return answer_or_raise(earlier["http_status"] or 200, response)
+
+
+def deadline_ms(query: Query) -> int:
+    return int(query.deadline.timestamp() * 1000)
 
 
 def context_of(query: Query) -> AuditContext:

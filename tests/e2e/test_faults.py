@@ -29,7 +29,7 @@ import orjson
 from services.connector.service import synthetic_residents
 from services.demo import DemoCredentials
 from tests.e2e.client import person_token, query_body, system_token
-from tests.stack import DistributedStack, infra
+from tests.stack import DistributedStack, asyncpg_dsn, infra
 
 Stack = tuple[DistributedStack, DemoCredentials]
 
@@ -70,21 +70,35 @@ async def connector_counters(stack: DistributedStack) -> dict[str, float]:
 
 
 async def ask(client: httpx.AsyncClient, headers: dict[str, str], creds: DemoCredentials, subject: str) -> str:
-    """One query as a consumer sends it; the query id (every outcome here names it)."""
+    """One query as a consumer sends it; the query id (every outcome here names it). While the
+    database is down the platform answers 503 (nothing written, or sent but not yet recorded) or
+    409 (the same key still being answered): the consumer retries with the same Idempotency-Key,
+    as the problem tells it to, and the provider is never asked again for it."""
     body = query_body(creds, subject={"type": "id_card", "value": subject}, timeout_ms=TIMEOUT_MS)
-    began = time.monotonic()
-    response = await client.post(
-        "/v1/exchange/queries", json=body, headers={**headers, "Idempotency-Key": str(uuid.uuid4())}
-    )
-    took = time.monotonic() - began
-    answer: dict[str, Any] = response.json()
-    if response.status_code == 200:
-        return str(answer["id"])
-    assert response.status_code == 504, response.text  # the provider (or the way to it) is down
-    assert answer["type"].endswith("/provider-timeout")
-    # The deadline bounds the whole call, the publish included (before, a broker outage held it 19-22 s).
-    assert took < TIMEOUT_MS / 1000 + 1.5, f"504 after {took:.1f} s for a {TIMEOUT_MS} ms timeout"
-    return str(answer["query_id"])
+    key = str(uuid.uuid4())
+    retry_until = time.monotonic() + SETTLE_S
+    while True:
+        began = time.monotonic()
+        response = await client.post("/v1/exchange/queries", json=body, headers={**headers, "Idempotency-Key": key})
+        took = time.monotonic() - began
+        answer: dict[str, Any] = response.json()
+        if response.status_code in (409, 503):
+            assert response.headers["content-type"] == "application/problem+json", response.text
+            assert answer["type"].rsplit("/", 1)[-1] in RETRYABLE, response.text
+            assert time.monotonic() < retry_until, f"still {response.status_code} after {SETTLE_S} s: {answer}"
+            await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+            continue
+        if response.status_code == 200:
+            return str(answer["id"])
+        assert response.status_code == 504, response.text  # the provider (or the way to it) is down
+        assert answer["type"].endswith("/provider-timeout")
+        # The deadline bounds the whole call, the publish included (before, a broker outage held it 19-22 s).
+        assert took < TIMEOUT_MS / 1000 + 1.5, f"504 after {took:.1f} s for a {TIMEOUT_MS} ms timeout"
+        return str(answer["query_id"])
+
+
+# What a consumer may be told while the database is down, each saying "retry with the same key".
+RETRYABLE = {"database-unavailable", "query-interrupted", "idempotency-in-progress"}
 
 
 async def queries_under(
@@ -113,21 +127,12 @@ async def queries_under(
         await asyncio.gather(*senders)
         assert len(ids) == len(subjects) == len(set(ids))
 
-        # Every query ends answered: on time, or late (its 504 then its late reply); none is lost.
-        statuses = await terminal(db, ids, timeout_s=SETTLE_S)
-        for query_id in ids:
-            read = await client.get(f"/v1/exchange/queries/{query_id}", headers=headers)
-            assert read.status_code == 200, read.text
-            assert read.json()["status"] in ("completed", "late_reply"), read.text
-
-        chains = await outcome_chains(db, ids, timeout_s=SETTLE_S)
-        assert {tuple(chain) for chain in chains.values()} <= {("completed",), ("timeout", "late_reply")}, chains
-        for query_id in ids:
-            expected = ["completed"] if statuses[query_id] == "completed" else ["timeout", "late_reply"]
-            assert chains[query_id] == expected, (query_id, statuses[query_id], chains[query_id])
-
-        verify = await client.get("/v1/audit/verify", headers=auditor)
-        assert verify.status_code == 200 and verify.json()["ok"] is True, verify.text
+        given, db = db, await reconnected(db, distributed.database_url)  # the fault may be the database's
+        try:
+            statuses = await settled_and_audited(client, db, ids, headers, auditor)
+        finally:
+            if db is not given:
+                await db.close()
 
     asked = lookups_of(distributed, ids)
     assert [q for q, n in asked.items() if n == 0] == [], "answered without a logged look-up?"
@@ -147,6 +152,42 @@ async def queries_under(
 # How long a fault test waits for every query to settle and be audited: an upper bound for
 # "eventually" (rebalances wait out session timeouts; a loaded CI machine is slow), not a speed.
 SETTLE_S = 180
+
+
+async def settled_and_audited(
+    client: httpx.AsyncClient,
+    db: asyncpg.Connection,
+    ids: list[str],
+    headers: dict[str, str],
+    auditor: dict[str, str],
+) -> dict[str, str]:
+    """Each query's final status, once every one is answered and audited (one outcome chain) and
+    the audit chain verifies."""
+    # Every query ends answered: on time, or late (its 504 then its late reply); none is lost.
+    statuses = await terminal(db, ids, timeout_s=SETTLE_S)
+    for query_id in ids:
+        read = await client.get(f"/v1/exchange/queries/{query_id}", headers=headers)
+        assert read.status_code == 200, read.text
+        assert read.json()["status"] in ("completed", "late_reply"), read.text
+
+    chains = await outcome_chains(db, ids, timeout_s=SETTLE_S)
+    assert {tuple(chain) for chain in chains.values()} <= {("completed",), ("timeout", "late_reply")}, chains
+    for query_id in ids:
+        expected = ["completed"] if statuses[query_id] == "completed" else ["timeout", "late_reply"]
+        assert chains[query_id] == expected, (query_id, statuses[query_id], chains[query_id])
+
+    verify = await client.get("/v1/audit/verify", headers=auditor)
+    assert verify.status_code == 200 and verify.json()["ok"] is True, verify.text
+    return statuses
+
+
+async def reconnected(db: asyncpg.Connection, database_url: str) -> asyncpg.Connection:
+    """``db``, or a new connection if the database was restarted under it (its owner closes it)."""
+    try:
+        await db.fetchval("SELECT 1")
+        return db
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return await asyncpg.connect(asyncpg_dsn(database_url)[0])
 
 
 async def terminal(db: asyncpg.Connection, ids: list[str], timeout_s: float) -> dict[str, str]:
@@ -205,3 +246,17 @@ async def test_a_broker_killed_while_queries_flow_loses_nothing_and_asks_once(
 
     counts = await queries_under(distributed, db, RESIDENTS[950 : 950 + QUERIES], kill_and_restart_broker)
     print(f"broker SIGKILL: {counts}")
+
+
+async def test_the_database_crashed_while_queries_flow_loses_nothing_and_asks_once(
+    distributed: Stack, db: asyncpg.Connection
+) -> None:
+    """PostgreSQL is killed (immediate stop: no checkpoint, WAL replay on start) and restarted."""
+
+    async def crash_and_restart_database() -> None:
+        await asyncio.to_thread(infra, "pg-stop", "--kill")
+        await asyncio.sleep(2.0)  # queries keep coming while the database is gone
+        await asyncio.to_thread(infra, "pg-start")
+
+    counts = await queries_under(distributed, db, RESIDENTS[500 : 500 + QUERIES], crash_and_restart_database)
+    print(f"database crash: {counts}")

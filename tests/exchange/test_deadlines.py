@@ -13,16 +13,19 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.bus import MemoryBus
+from services.common.bus import MemoryBus, Message
 from services.common.db import create_engine, migrate, session_factory
 from services.common.errors import Problem
 from services.common.outbox import Outbox
+from services.common.pb import audit_pb2, exchange_pb2
 from services.common.security import Principal, PrincipalType, Role
 from services.connector.service import synthetic_residents
 from services.exchange.app import MIGRATIONS
 from services.exchange.config import ExchangeSettings
+from services.exchange.messaging import on_late_replies
 from services.exchange.models import GrantView, Query, ResourceView
 from services.exchange.models import Outbox as OutboxModel
 from services.exchange.problems import ExchangeProblem
@@ -152,3 +155,104 @@ async def test_an_error_after_the_request_was_sent_says_so_and_names_the_query(e
     async with session_factory(engine)() as session:
         query = await session.get(Query, query_id)
     assert query is not None and query.status == "pending"  # sent; its outcome is still to come
+
+
+async def test_a_reply_its_waiter_could_not_record_is_recorded_by_the_late_reply_consumer(
+    engine: AsyncEngine,
+) -> None:
+    """The provider answers in time, but the database is away when the waiter would record the
+    answer: the consumer is told ``query-interrupted``. The reply is not lost: the late-reply
+    consumer (which commits its offset only after recording) records it as answered on time, with
+    its one audit outcome, and the consumer's retry with the same key reads that answer."""
+    exchange = exchange_on(engine)
+    url = engine.url.render_as_string(hide_password=False)
+    _, name = asyncpg_dsn(url)
+    admin = await asyncpg.connect(asyncpg_dsn(database_url(url, "postgres"))[0])
+    try:
+        asking = asyncio.create_task(exchange.query(consumer(), body(timeout_ms=1500), "unrecorded-1"))
+        deadline = time.monotonic() + 10
+        while not exchange.waiters:
+            assert time.monotonic() < deadline and not asking.done()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # written and published: the query waits for its reply
+        query_id = next(iter(exchange.waiters))
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        reply = exchange_pb2.ExchangeReply(
+            query_id=query_id,
+            provider_dept=credit_code("110101"),
+            status=exchange_pb2.ExchangeReply.OK,
+            data={"姓名": "张三", "户籍地址": "北京市东城区"},
+            answered_unix_ms=int(time.time() * 1000),
+            deadline_unix_ms=int(time.time() * 1000) + 1000,
+        )
+        exchange.dispatch(reply)
+        with pytest.raises(Problem) as raised:
+            await asking
+        assert raised.value.code == ExchangeProblem.QUERY_INTERRUPTED, raised.value.body()
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+    handle = on_late_replies(exchange, session_factory(engine))
+    await handle([Message("exchange.replies", reply.SerializeToString(), query_id.encode())])
+    await handle([Message("exchange.replies", reply.SerializeToString(), query_id.encode())])  # redelivered
+
+    async with session_factory(engine)() as session:
+        query = await session.get(Query, uuid.UUID(query_id))
+        values = (await session.execute(text("SELECT topic, value FROM exchange.outbox"))).all()
+    assert query is not None and query.status == "completed"
+    outcomes = [
+        audit_pb2.AuditEvent.FromString(value).outcome for topic, value in values if topic.endswith("audit.events")
+    ]
+    assert outcomes == ["completed"]  # once, although the reply came twice
+    again = await exchange.query(consumer(), body(timeout_ms=1500), "unrecorded-1")
+    assert again["status"] == "completed" and again["data"] == {"姓名": "张三", "户籍地址": "北京市东城区"}
+
+
+async def test_a_late_reply_to_a_query_no_one_closed_records_the_timeout_then_the_late_reply(
+    engine: AsyncEngine,
+) -> None:
+    """The replica waiting for the query died (here: its call is cancelled) and the reply comes
+    after the deadline: the late-reply consumer records the timeout the consumer was told, then
+    the late reply — one outcome chain, both events keyed by the query id so they stay in order."""
+    exchange = exchange_on(engine)
+    asking = asyncio.create_task(exchange.query(consumer(), body(timeout_ms=300), "abandoned-1"))
+    deadline = time.monotonic() + 10
+    while not exchange.waiters:
+        assert time.monotonic() < deadline and not asking.done()
+        await asyncio.sleep(0.01)
+    query_id = next(iter(exchange.waiters))
+    while True:  # written: the query waits for its reply
+        async with session_factory(engine)() as session:
+            if await session.get(Query, uuid.UUID(query_id)) is not None:
+                break
+        assert time.monotonic() < deadline and not asking.done()
+        await asyncio.sleep(0.01)
+    asking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+    reply = exchange_pb2.ExchangeReply(
+        query_id=query_id,
+        provider_dept=credit_code("110101"),
+        status=exchange_pb2.ExchangeReply.OK,
+        data={"姓名": "张三"},
+        answered_unix_ms=int(time.time() * 1000) + 1000,  # after the 300 ms deadline
+        deadline_unix_ms=int(time.time() * 1000),
+    )
+    await on_late_replies(exchange, session_factory(engine))(
+        [Message("exchange.replies", reply.SerializeToString(), query_id.encode())]
+    )
+
+    async with session_factory(engine)() as session:
+        query = await session.get(Query, uuid.UUID(query_id))
+        rows = (await session.execute(text("SELECT topic, key, value FROM exchange.outbox ORDER BY created_at"))).all()
+    assert query is not None and query.status == "late_reply"
+    audits = [
+        (key, audit_pb2.AuditEvent.FromString(value)) for topic, key, value in rows if topic.endswith("audit.events")
+    ]
+    assert [(a.outcome, a.reason) for _, a in audits] == [("timeout", ""), ("late_reply", "completed")]
+    assert {key for key, _ in audits} == {query_id.encode()}
