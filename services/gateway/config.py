@@ -31,6 +31,11 @@ class GatewaySettings(CommonSettings):
     # endpoints per client id, the login endpoint per username, and both per source address.
     rate_limit_per_s: float = Field(200.0, gt=0, le=1e6, validation_alias="TONGBAN_RATE_LIMIT_PER_S")
     rate_limit_burst: int = Field(400, ge=1, le=10**7, validation_alias="TONGBAN_RATE_LIMIT_BURST")
+    # Proxied requests' tokens are taken a few at a time (a lease, ratelimit.py) and spent by the
+    # replica for at most rate_limit_lease_s: the bound on how far the shared limit may be off.
+    # 0: every request asks PostgreSQL.
+    rate_limit_lease_s: float = Field(0.25, ge=0, le=10, validation_alias="TONGBAN_RATE_LIMIT_LEASE_S")
+    rate_limit_lease_max: int = Field(100, ge=1, le=10**6, validation_alias="TONGBAN_RATE_LIMIT_LEASE_MAX")
     token_rate_limit_per_s: float = Field(1.0, gt=0, le=1e6, validation_alias="TONGBAN_TOKEN_RATE_LIMIT_PER_S")
     token_rate_limit_burst: int = Field(30, ge=1, le=10**7, validation_alias="TONGBAN_TOKEN_RATE_LIMIT_BURST")
     login_rate_limit_per_s: float = Field(0.5, gt=0, le=1e6, validation_alias="TONGBAN_LOGIN_RATE_LIMIT_PER_S")
