@@ -25,7 +25,7 @@ from services.common.security import (
     require_certificate,
 )
 from services.gateway import assertions, audit, authorization, keys, mtls, ratelimit, service
-from services.gateway.audit import SignInTrail, TokenTrail, Trail
+from services.gateway.audit import IntrospectionTrail, SignInTrail, TokenTrail, Trail
 from services.gateway.config import GatewaySettings
 from services.gateway.models import AuthMethod, KeyState, RateLimit, SigningKey, Status, System
 from services.gateway.problems import GatewayProblem
@@ -85,11 +85,11 @@ def settings_of(request: Request) -> GatewaySettings:
     return settings
 
 
-def lockout_of(request: Request, trail: Trail | None = None) -> service.Lockout:
-    """The lockout of a sign-in; the lockouts it causes go to the request's audit ``trail``."""
-    return service.Lockout.of(
-        request.app.state.runtime.sessions, settings_of(request), trail.locked if trail is not None else None
-    )
+def lockout_of(request: Request, trail: Trail) -> service.Lockout:
+    """The lockout of a sign-in, kept by the request's audit ``trail``: the trail counts the
+    request's failure once its unit of work has ended, and audits the lockouts it causes."""
+    trail.lockout = service.Lockout.of(request.app.state.runtime.sessions, settings_of(request), trail.locked)
+    return trail.lockout
 
 
 def changed(
@@ -120,21 +120,20 @@ def department_public(d: object) -> DepartmentPublic:
 
 
 async def authenticated_system(
-    request: Request, trail: Trail | None, uow: UnitOfWorkDep, form: dict[str, str], authorization: str | None
+    request: Request, trail: Trail, uow: UnitOfWorkDep, form: dict[str, str], authorization: str | None
 ) -> System:
     """The client of a token (or introspection) request: by its private_key_jwt assertion, or its
-    Basic secret — one method only (RFC 6749 §2.3). ``trail``: the request's audit, if audited."""
+    Basic secret — one method only (RFC 6749 §2.3). ``trail``: the request's audit trail."""
     limiter, source = ratelimiter_of(request), source_of(request)
     if "client_assertion" not in form and "client_assertion_type" not in form:
         client_id, secret = service.parse_basic(authorization)
-        if trail is not None:
-            trail.claims(client_id, AuthMethod.CLIENT_SECRET_BASIC)
+        trail.claims(client_id, AuthMethod.CLIENT_SECRET_BASIC)
         await limiter.check_token(client_id, source)  # counted before any hashing
         return await service.authenticate_client(uow.session, lockout_of(request, trail), client_id, secret)
     claimed = ""
     with contextlib.suppress(assertions.AssertionRejected):  # the claimed name, for the limit and the audit
         claimed = assertions.unverified_client_id(form.get("client_assertion", ""))[0]
-    if trail is not None and claimed:
+    if claimed:
         trail.claims(claimed, AuthMethod.PRIVATE_KEY_JWT)
     await limiter.check_token(claimed, source)  # counted before any signature is checked
     if authorization:
@@ -277,11 +276,14 @@ INTROSPECTION_REQUEST = {
     ),
 )
 async def introspect(
-    request: Request, uow: UnitOfWorkDep, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    trail: IntrospectionTrail,
+    uow: UnitOfWorkDep,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> Introspection:
     form = await read_form(request)
     # Only a registered, active system may ask (RFC 7662 §2.1), so tokens cannot be probed anonymously.
-    await authenticated_system(request, None, uow, form, authorization)
+    await authenticated_system(request, trail, uow, form, authorization)
     token_value = form.get("token")
     if not token_value:
         raise OAuthError(GatewayProblem.OAUTH2_INVALID_REQUEST, "Send the token to introspect as token=….")
