@@ -58,6 +58,10 @@ from services.gateway.upstreams import UpstreamFailed, Upstreams, body_of, respo
 
 # Every route is checked against the edge authorization table first (authorization.EDGE_RULES).
 router = APIRouter(dependencies=[Depends(authorization.edge_authorization)])
+# The routes to the services behind, which check the path they forward instead (proxy()). Included
+# before ``router``: the hot path is matched first and has no dependency to solve (the profile
+# under make bench-gateway showed route matching at 9 % of the gateway's time).
+proxy_router = APIRouter()
 # Routes that answer with tokens: no-store on every answer, errors included (RFC 6749 §5.1).
 credentials = APIRouter(route_class=NoStoreRoute)
 
@@ -750,16 +754,16 @@ async def proxy(request: Request, service_name: str, prefix: str) -> Response:
 PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
-@router.api_route("/v1/registry/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
+@proxy_router.api_route("/v1/registry/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_registry(request: Request) -> Response:
     return await proxy(request, "registry", "/v1/registry/")
 
 
-@router.api_route("/v1/exchange/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
+@proxy_router.api_route("/v1/exchange/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_exchange(request: Request) -> Response:
     return await proxy(request, "exchange", "/v1/exchange/")
 
 
-@router.api_route("/v1/audit/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
+@proxy_router.api_route("/v1/audit/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
 async def to_audit(request: Request) -> Response:
     return await proxy(request, "audit", "/v1/audit/")
