@@ -67,14 +67,16 @@ credentials = APIRouter(route_class=NoStoreRoute)
 
 # Headers passed through to the services behind the gateway, in both directions.
 # The certificate thumbprint is the gateway's own (mtls.ClientCertificates drops a client's copy).
-FORWARD_REQUEST_HEADERS = (
-    "authorization",
-    "content-type",
-    "idempotency-key",
-    "x-request-id",
-    "accept",
-    "traceparent",
-    CLIENT_CERT_THUMBPRINT_HEADER,
+FORWARD_REQUEST_HEADERS = frozenset(
+    {
+        "authorization",
+        "content-type",
+        "idempotency-key",
+        "x-request-id",
+        "accept",
+        "traceparent",
+        CLIENT_CERT_THUMBPRINT_HEADER,
+    }
 )
 # Answers up to this size are read whole and sent with a Content-Length; larger ones are streamed.
 SMALL_ANSWER_BYTES = 64 * 1024
