@@ -658,7 +658,7 @@ async def get_rate_limit(
     "/v1/systems/{client_id}/rate-limit",
     response_model=RateLimitPublic,
     tags=["identity"],
-    summary="Give a system its own rate limit; it applies from its next request (platform_admin)",
+    summary="Give a system its own rate limit; it applies from its next lease (platform_admin)",
     responses=problem_responses(*ADMIN_PROBLEMS, CommonProblem.VALIDATION),
 )
 async def set_rate_limit(
