@@ -224,6 +224,8 @@ class RateLimiter:
             refill = self.refills.get(key)
             if refill is None:
                 refill = self.refills[key] = asyncio.ensure_future(self.lease(key, bucket))
+                # Its error reaches every waiter; retrieved here too, for when all have gone.
+                refill.add_done_callback(lambda done: done.cancelled() or done.exception())
             # Shielded: a caller that gives up does not cancel the lease the others wait for.
             outcome = await asyncio.shield(refill)
             if outcome is None:
