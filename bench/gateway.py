@@ -18,8 +18,9 @@ In one run, on 127.0.0.1 and the PostgreSQL of ``make infra-up``:
    and with private_key_jwt (ES256 assertions, each with its own jti, signed before the clock starts).
 
 The per-system rate limit is set far above what the run reaches, so that every proxied request
-pays the PostgreSQL token-bucket round trip but none is refused. Results go to
-bench/results/<YYYY-MM-DD>-gateway.json.
+is counted but none is refused: each replica takes leases of the PostgreSQL token bucket (one
+statement per lease of up to TONGBAN_RATE_LIMIT_LEASE_MAX tokens, ratelimit.py) and spends them in
+memory. Results go to bench/results/<YYYY-MM-DD>-gateway.json.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def profiler(pid: int) -> subprocess.Popen[bytes] | None:
 PROFILED = {
     "request handling (uvicorn → route)": "run_asgi (",
     "proxy()": "proxy (",
-    "rate limit check (PostgreSQL token bucket)": "check_api (",
+    "rate limit check (lease, PostgreSQL token bucket)": "check_api (",
     "asyncpg round trips": "Connection.fetch (",
     "upstream send (aiohttp)": "Upstreams.send (",
     "token verification": "TokenVerifier.verify (",
@@ -294,8 +295,8 @@ async def register(http: aiohttp.ClientSession, gateway_url: str) -> tuple[str, 
 
 
 async def rate_limit_round_trip(database: str, rate: float) -> dict[str, float]:
-    """The gateway's per-request token-bucket check (RateLimiter.check_api, one SQL statement),
-    issued from here at the latency phase's rate: what it adds to each proxied request."""
+    """One token-bucket statement (RateLimiter.take), issued from here at the latency phase's rate:
+    what a proxied request that takes a new lease waits for (most spend a lease and wait for none)."""
     engine = create_engine(database)
     limiter = RateLimiter(engine, GatewaySettings(database_url=database), CollectorRegistry())
     bucket = Bucket("api", "api:bench-round-trip", 1e6, 10**7)

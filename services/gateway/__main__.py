@@ -12,4 +12,6 @@ from services.gateway.app import create_app
 from services.gateway.config import GatewaySettings
 
 settings = GatewaySettings()
-serve(create_app(settings), settings, settings.port)
+# The gateway alone decides whose X-Forwarded-For to believe (mtls.client_address): uvicorn's own
+# rewrite of the peer address would let any local process pose as a trusted proxy.
+serve(create_app(settings), settings, settings.port, proxy_headers=False)

@@ -10,9 +10,12 @@ algorithms are accepted (never ``none``, never an HMAC keyed with a public key).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import ipaddress
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +45,8 @@ MAX_JWKS_KEYS = 10
 MIN_RSA_BITS = 2048
 MAX_JTI_LENGTH = 255
 MAX_ASSERTION_LENGTH = 8192
+DEFAULT_PORTS = {"https": 443, "http": 80}
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class AssertionRejected(Exception):
@@ -91,7 +96,9 @@ def rsa_bits(modulus: Any) -> int:
 
 
 def jwks_uri_problem(uri: str, settings: GatewaySettings) -> str | None:
-    """Why ``uri`` cannot be a system's jwks_uri, or None: https (http only where configured for tests)."""
+    """Why ``uri`` cannot be a system's jwks_uri, or None: https (http only where configured for
+    tests), no credentials, a host on the allow-list (``TONGBAN_GATEWAY_JWKS_URI_HOSTS``), and
+    not a private or loopback address literal (where the name leads is checked at each fetch)."""
     try:
         url = httpx.URL(uri)
     except Exception as err:  # whatever a client sends: refused, never a 500
@@ -101,7 +108,51 @@ def jwks_uri_problem(uri: str, settings: GatewaySettings) -> str | None:
         return f"the jwks_uri must be an {' or '.join(sorted(allowed))} URL with a host"
     if url.userinfo:
         return "the jwks_uri may not carry credentials"
+    if not host_allowed(url.host, settings.jwks_uri_host_list):
+        return f"the gateway does not fetch keys from {url.host} (not on TONGBAN_GATEWAY_JWKS_URI_HOSTS)"
+    literal = address_of(url.host)
+    if literal is not None and not address_allowed(literal, settings):
+        return "the jwks_uri names a private, loopback or reserved address"
     return None
+
+
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """``host`` is an entry of ``allowed``, or a subdomain of an entry written ``.example.gov.cn``."""
+    name = host.lower().rstrip(".")
+    return any(name == entry or (entry.startswith(".") and name.endswith(entry)) for entry in allowed)
+
+
+def address_of(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def address_allowed(address: IPAddress, settings: GatewaySettings) -> bool:
+    """A globally routable unicast address (not private, loopback, link-local — cloud metadata —,
+    shared, reserved or multicast), unless private ones are allowed (tests)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return settings.jwks_uri_allow_private or (address.is_global and not address.is_multicast)
+
+
+async def public_address(host: str, port: int, settings: GatewaySettings) -> str:
+    """The address to fetch ``host`` from: every address it resolves to must be allowed (a name on
+    the allow-list pointed at an internal address is refused), and the fetch goes to the one
+    checked, not to whatever a second lookup would answer (DNS rebinding)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise AssertionRejected("the jwks_uri's host does not resolve") from err
+    addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
+        parsed = address_of(address)
+        if parsed is None or not address_allowed(parsed, settings):
+            raise AssertionRejected("the jwks_uri's host resolves to a private, loopback or reserved address")
+    if not addresses:
+        raise AssertionRejected("the jwks_uri's host does not resolve")
+    return addresses[0]
 
 
 @dataclass
@@ -132,22 +183,36 @@ class ClientKeys:
         return keys
 
     async def fetch(self, uri: str) -> KeySet:
+        """The key set at ``uri``, checked again against the settings (the allow-list may have
+        changed since registration), from an allowed address, within ``jwks_uri_timeout_s`` in
+        all and ``jwks_uri_max_bytes``; a redirect is an answer like any other, not followed."""
         problem = jwks_uri_problem(uri, self.settings)
         if problem is not None:
             raise AssertionRejected(problem)
+        url = httpx.URL(uri)
         body = bytearray()
         try:
-            async with self.http.stream("GET", uri, timeout=self.settings.jwks_uri_timeout_s) as response:
-                if response.status_code != 200:
-                    raise AssertionRejected(f"the jwks_uri answered {response.status_code}")
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > self.settings.jwks_uri_max_bytes:
-                        raise AssertionRejected(
-                            f"the jwks_uri's document exceeds {self.settings.jwks_uri_max_bytes} bytes"
-                        )
-        except httpx.HTTPError as err:
-            log.warning("jwks_uri fetch failed", extra={"ctx_uri": uri, "ctx_error": str(err)})
+            async with asyncio.timeout(self.settings.jwks_uri_timeout_s):
+                address = await public_address(url.host, url.port or DEFAULT_PORTS[url.scheme], self.settings)
+                pinned = url.copy_with(host=address)
+                # The name for the Host header and for TLS (SNI and the certificate's check).
+                extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+                headers = {"host": url.netloc.decode("ascii")}
+                request = self.http.build_request("GET", pinned, headers=headers, extensions=extensions)
+                response = await self.http.send(request, stream=True)
+                try:
+                    if response.status_code != 200:
+                        raise AssertionRejected(f"the jwks_uri answered {response.status_code}")
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > self.settings.jwks_uri_max_bytes:
+                            raise AssertionRejected(
+                                f"the jwks_uri's document exceeds {self.settings.jwks_uri_max_bytes} bytes"
+                            )
+                finally:
+                    await response.aclose()
+        except (httpx.HTTPError, TimeoutError) as err:
+            log.warning("jwks_uri fetch failed", extra={"ctx_uri": uri, "ctx_error": repr(err)})
             raise AssertionRejected("the jwks_uri could not be fetched") from err
         try:
             document = json.loads(body)

@@ -4,15 +4,16 @@ and keys — each on ``audit.events`` through the outbox, in the unit of work of
 
 A denial cannot be written in its request's unit of work, which rolls back with the refusal: a
 credential route takes a :class:`Trail` (declared before its unit of work, so that it ends after
-it) that writes the denial, and any lockout it caused, in a unit of its own once the request's
-has rolled back — never holding two pooled connections at once.
+it) that counts the request's failed check towards a lockout (``service.Lockout.settle``) and
+writes the denial, and any lockout it caused, in units of their own once the request's has rolled
+back — never holding two pooled connections at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 from fastapi import Depends, Request
 
@@ -23,6 +24,9 @@ from services.common.security import Principal, PrincipalType
 from services.common.uow import UnitOfWork, stage
 from services.gateway.config import GatewaySettings
 from services.gateway.models import Outbox
+
+if TYPE_CHECKING:  # service imports this module's users; only the type is needed here
+    from services.gateway.service import Lockout
 
 SERVICE = "gateway"
 # Outcomes: a token issued, a person signed in, an administrative change made; a request denied;
@@ -71,9 +75,10 @@ class Trail:
     unit of work rolled back."""
 
     settings: GatewaySettings
-    denied_action: AuditAction
+    denied_action: AuditAction | None  # None: a denial is not audited (introspection), its lockouts are
     ctx: AuditContext = field(default_factory=lambda: AuditContext(actor="", consumer_dept=""))
     lockouts: list[Message] = field(default_factory=list)
+    lockout: Lockout | None = None  # the request's, once it has one (api.lockout_of)
 
     def claims(self, name: str, method: str = "") -> None:
         """The name (client id or username) the request claims, before it is proven."""
@@ -85,15 +90,31 @@ class Trail:
         self.lockouts.append(event(self.settings, AuditAction.LOCKOUT, ctx, outcome=LOCKED))
 
     def denial(self, problem: Problem) -> list[Message]:
+        if self.denied_action is None:
+            return list(self.lockouts)
         denied = event(self.settings, self.denied_action, self.ctx, outcome=DENIED, reason=str(problem.code))
         return [denied, *self.lockouts]
 
 
-async def write_denial(request: Request, trail: Trail, problem: Problem) -> None:
-    """The request's unit of work has rolled back (it ended first): the denial gets its own."""
-    async with request.app.state.runtime.outbox.unit_of_work(wait_for_publish=False) as uow:
-        for message in trail.denial(problem):
-            uow.emit(message)
+async def write_denial(request: Request, trail: Trail, problem: Problem) -> Problem:
+    """The request's unit of work has rolled back (it ended first): its failed check is counted
+    (the answer becomes the lockout's if that locked the name), and the denial gets its own unit.
+    The problem to answer with."""
+    if trail.lockout is not None:
+        problem = await trail.lockout.settle(problem)
+    if messages := trail.denial(problem):
+        async with request.app.state.runtime.outbox.unit_of_work(wait_for_publish=False) as uow:
+            for message in messages:
+                uow.emit(message)
+    return problem
+
+
+async def refuse(request: Request, trail: Trail, problem: Problem) -> NoReturn:
+    """Raise the answer to a credential request that failed with ``problem``, once counted and audited."""
+    answer = await write_denial(request, trail, problem)
+    if answer is not problem:
+        raise answer from problem
+    raise problem
 
 
 async def token_trail(request: Request) -> AsyncIterator[Trail]:
@@ -101,8 +122,7 @@ async def token_trail(request: Request) -> AsyncIterator[Trail]:
     try:
         yield trail
     except Problem as problem:
-        await write_denial(request, trail, problem)
-        raise
+        await refuse(request, trail, problem)
 
 
 async def sign_in_trail(request: Request) -> AsyncIterator[Trail]:
@@ -110,8 +130,16 @@ async def sign_in_trail(request: Request) -> AsyncIterator[Trail]:
     try:
         yield trail
     except Problem as problem:
-        await write_denial(request, trail, problem)
-        raise
+        await refuse(request, trail, problem)
+
+
+async def introspection_trail(request: Request) -> AsyncIterator[Trail]:
+    """Introspection's denials are not audited; the lockouts its failed client checks cause are."""
+    trail = Trail(request.app.state.runtime.settings, None)
+    try:
+        yield trail
+    except Problem as problem:
+        await refuse(request, trail, problem)
 
 
 def unclaimed_row(message: Message) -> Outbox:
@@ -124,3 +152,4 @@ def unclaimed_row(message: Message) -> Outbox:
 # Declare before UnitOfWorkDep in a route's parameters: it then ends after the unit of work.
 TokenTrail = Annotated[Trail, Depends(token_trail, scope="function")]
 SignInTrail = Annotated[Trail, Depends(sign_in_trail, scope="function")]
+IntrospectionTrail = Annotated[Trail, Depends(introspection_trail, scope="function")]

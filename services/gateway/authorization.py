@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from fastapi import Request
 
@@ -178,19 +179,25 @@ def template_pattern(template: str) -> re.Pattern[str]:
     return re.compile(pattern + r"\Z")
 
 
-# Proxied paths are matched against the templates (the gateway's own routes know theirs).
-PROXIED = tuple(
-    (method, template_pattern(template), rule)
-    for (method, template), rule in EDGE_RULES.items()
-    if template.startswith(("/v1/registry/", "/v1/exchange/", "/v1/audit/"))
+# Proxied paths are matched against the templates (the gateway's own routes know theirs), by
+# method: each proxied request tries only its own method's templates, in EDGE_RULES order.
+PROXIED: Mapping[str, tuple[tuple[re.Pattern[str], Rule], ...]] = MappingProxyType(
+    {
+        method: tuple(
+            (template_pattern(template), rule)
+            for (m, template), rule in EDGE_RULES.items()
+            if m == method and template.startswith(("/v1/registry/", "/v1/exchange/", "/v1/audit/"))
+        )
+        for method in {m for m, _ in EDGE_RULES}
+    }
 )
 
 
 def rule_of_path(method: str, path: str) -> tuple[Rule, dict[str, str]] | None:
     """The rule of a proxied request's path and its path parameters; None when it names no
     endpoint (the service answers 404 or 405 itself)."""
-    for rule_method, pattern, rule in PROXIED:
-        if rule_method == method and (match := pattern.match(path)) is not None:
+    for pattern, rule in PROXIED.get(method, ()):
+        if (match := pattern.match(path)) is not None:
             return rule, match.groupdict()
     return None
 
@@ -206,11 +213,10 @@ def authorize(rule: Rule, principal: Principal, params: Mapping[str, str]) -> No
 
 async def edge_authorization(request: Request) -> None:
     """Dependency of the gateway's own routes: the row of ``EDGE_RULES`` for the matched route
-    (none: refused — every route has one). The proxy routes check the path they forward instead."""
+    (none: refused — every route has one). The proxy routes (``api.proxy_router``, without this
+    dependency) check the path they forward instead."""
     route = request.scope.get("route")
     template = getattr(route, "path", "")
-    if template.endswith("{path:path}"):
-        return
     rule = EDGE_RULES.get((request.method, template))
     if rule is None:
         raise forbidden("This endpoint has no authorization rule.")

@@ -31,6 +31,11 @@ class GatewaySettings(CommonSettings):
     # endpoints per client id, the login endpoint per username, and both per source address.
     rate_limit_per_s: float = Field(200.0, gt=0, le=1e6, validation_alias="TONGBAN_RATE_LIMIT_PER_S")
     rate_limit_burst: int = Field(400, ge=1, le=10**7, validation_alias="TONGBAN_RATE_LIMIT_BURST")
+    # Proxied requests' tokens are taken a few at a time (a lease, ratelimit.py) and spent by the
+    # replica for at most rate_limit_lease_s: the bound on how far the shared limit may be off.
+    # 0: every request asks PostgreSQL.
+    rate_limit_lease_s: float = Field(0.25, ge=0, le=10, validation_alias="TONGBAN_RATE_LIMIT_LEASE_S")
+    rate_limit_lease_max: int = Field(100, ge=1, le=10**6, validation_alias="TONGBAN_RATE_LIMIT_LEASE_MAX")
     token_rate_limit_per_s: float = Field(1.0, gt=0, le=1e6, validation_alias="TONGBAN_TOKEN_RATE_LIMIT_PER_S")
     token_rate_limit_burst: int = Field(30, ge=1, le=10**7, validation_alias="TONGBAN_TOKEN_RATE_LIMIT_BURST")
     login_rate_limit_per_s: float = Field(0.5, gt=0, le=1e6, validation_alias="TONGBAN_LOGIN_RATE_LIMIT_PER_S")
@@ -61,6 +66,13 @@ class GatewaySettings(CommonSettings):
     jwks_uri_refetch_s: float = Field(10.0, ge=0, le=3600, validation_alias="TONGBAN_JWKS_URI_REFETCH_S")
     # https only, unless set (tests serve a JWKS over plain http on 127.0.0.1).
     jwks_uri_allow_http: bool = Field(False, validation_alias="TONGBAN_JWKS_URI_ALLOW_HTTP")
+    # The hosts a jwks_uri may name (comma-separated; ".example.gov.cn" also allows its subdomains).
+    # Empty: no jwks_uri is accepted — the gateway fetches what a system registers, so the
+    # operator says where it may go (no SSRF into the platform's own network).
+    jwks_uri_hosts: str = Field("", validation_alias="TONGBAN_GATEWAY_JWKS_URI_HOSTS")
+    # Private, loopback, link-local and other non-global addresses are refused, whatever the
+    # host's name resolves to, unless set (tests serve a JWKS on 127.0.0.1).
+    jwks_uri_allow_private: bool = Field(False, validation_alias="TONGBAN_JWKS_URI_ALLOW_PRIVATE")
 
     # TLS-terminating proxies (the ingress controller) whose ssl-client-cert and X-Forwarded-For
     # headers are believed: comma-separated CIDRs. None by default: no forwarded certificate is
@@ -76,6 +88,20 @@ class GatewaySettings(CommonSettings):
     @cached_property
     def proxy_networks(self) -> tuple[mtls.Network, ...]:
         return mtls.proxy_networks(self.trusted_proxies)
+
+    @field_validator("jwks_uri_hosts")
+    @classmethod
+    def host_list(cls, value: str) -> str:
+        for host in value.split(","):
+            name = host.strip().lstrip(".")
+            if host.strip() and (not name or any(c in name for c in "/:@?#* ")):
+                raise ValueError(f"not a host name: {host.strip()!r}")
+        return value
+
+    @cached_property
+    def jwks_uri_host_list(self) -> tuple[str, ...]:
+        """The jwks_uri hosts, lower-case; an entry starting with "." allows its subdomains."""
+        return tuple(h.strip().lower().rstrip(".") for h in self.jwks_uri_hosts.split(",") if h.strip())
 
     @property
     def token_endpoint(self) -> str:

@@ -4,6 +4,16 @@ Each request takes one token from each bucket it counts against, in ONE statemen
 upsert whose row lock serialises the replicas, so two gateways never both spend the last token.
 A bucket holds at most ``burst`` tokens and refills at ``rate_per_s``.
 
+Proxied requests do not pay that round trip each (it was most of the gateway's added latency):
+a replica takes a *lease* (租约) of several tokens of the caller's bucket in the same statement and
+spends them in memory for at most ``rate_limit_lease_s``. The lease is small against the policy —
+at most ``burst / LEASE_SHARE``, ``rate_per_s × lease_s`` and ``rate_limit_lease_max`` tokens, at
+least one — so a small limit (a lease of one) stays exact. The bounds, with ``L`` the lease size,
+``n`` the replicas and ``T`` the lease's life: over any window of ``w`` seconds a caller gets at
+most ``burst + rate_per_s × (w + T)`` requests through (a token is only spent after the shared
+bucket gave it, at most ``T`` earlier), and is refused at most ``n × L`` tokens early (leased by
+a replica it is not talking to, or left unused when a lease ends).
+
 Buckets, by key:
 * ``api:<sub>`` — every proxied request of a system or person; a system's own limit
   (``gateway.rate_limits``, set by a platform administrator) overrides the default;
@@ -22,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -43,13 +54,21 @@ log = logging.getLogger("tongban.gateway.ratelimit")
 KEY_MAX = 200
 PRUNE_EVERY_S = 60.0
 
-# One statement per request, for every bucket it counts against (sorted by key, so that two
-# requests lock shared rows in the same order). A new bucket starts full, minus this request;
-# an existing one is refilled for the time since it was last counted, then pays if it can.
+# A lease is at most this share of a bucket: the part of the burst one replica may hold unspent.
+LEASE_SHARE = 10
+
+# One statement per request (or per lease), for every bucket it counts against (sorted by key, so
+# that two requests lock shared rows in the same order). A new bucket starts full, minus what is
+# taken; an existing one is refilled for the time since it was last counted, then pays if it can.
 # The policy is the system's own row of rate_limits if any, else the one passed in ($2, $3).
+# What is taken is the lease (see the module docstring; $5 the largest lease, $6 its life in
+# seconds; 1 and 0 for one token): all of it or nothing, so that the caller knows how many it got.
+# The lease's size is written three times, alike — on the new row, on the row found and on the
+# row returned: GREATEST(1, LEAST($5, floor(burst / 10), floor(rate * $6))), 10 being LEASE_SHARE.
 TAKE = """
 INSERT INTO gateway.rate_buckets AS b (key, tokens, rate_per_s, burst, allowed, updated_at, full_at)
-SELECT k.key, p.burst - 1, p.rate, p.burst, true, now(), now() + make_interval(secs => p.burst / p.rate)
+SELECT k.key, p.burst - GREATEST(1, LEAST($5::float8, floor(p.burst::float8 / 10), floor(p.rate * $6::float8)))::int,
+    p.rate, p.burst, true, now(), now() + make_interval(secs => p.burst / p.rate)
 FROM unnest($1::text[], $2::float8[], $3::int[], $4::text[]) AS k(key, rate, burst, client_id)
 CROSS JOIN LATERAL (
     SELECT COALESCE(l.rate_per_s, k.rate) AS rate, COALESCE(l.burst, k.burst) AS burst
@@ -58,19 +77,24 @@ CROSS JOIN LATERAL (
 ORDER BY k.key
 ON CONFLICT (key) DO UPDATE SET
     (tokens, allowed) = (
-        SELECT CASE WHEN a.available >= 1 THEN a.available - 1 ELSE a.available END, a.available >= 1
+        SELECT CASE WHEN a.available >= a.lease THEN a.available - a.lease ELSE a.available END,
+            a.available >= a.lease
         FROM (
             SELECT LEAST(
                 excluded.burst,
                 b.tokens + GREATEST(0, EXTRACT(EPOCH FROM now() - b.updated_at)) * excluded.rate_per_s
-            ) AS available
+            ) AS available,
+            GREATEST(1, LEAST(
+                $5::float8, floor(excluded.burst::float8 / 10), floor(excluded.rate_per_s * $6::float8)
+            ))::int AS lease
         ) AS a
     ),
     rate_per_s = excluded.rate_per_s,
     burst = excluded.burst,
     updated_at = now(),
     full_at = excluded.full_at
-RETURNING key, tokens, rate_per_s, burst, allowed
+RETURNING key, tokens, rate_per_s, burst, allowed,
+    GREATEST(1, LEAST($5::float8, floor(burst::float8 / 10), floor(rate_per_s * $6::float8)))::int AS lease
 """
 
 
@@ -92,6 +116,7 @@ class Outcome:
     rate_per_s: float
     burst: int
     allowed: bool
+    taken: int = 1  # tokens taken when allowed: 1, or a lease
 
     def headers(self) -> dict[str, str]:
         """``RateLimit-Policy`` (quota ``q`` per window ``w`` seconds: a full bucket and the time it
@@ -109,12 +134,34 @@ class Outcome:
         return max(1, math.ceil((1 - self.tokens) / self.rate_per_s))
 
 
+@dataclass
+class Lease:
+    """Tokens of a shared bucket this replica took in one statement, spent here until ``expires``
+    (monotonic); ``outcome`` is the shared bucket as the lease left it."""
+
+    left: int
+    expires: float
+    outcome: Outcome
+
+    def spend(self, now: float) -> dict[str, str] | None:
+        """One token, and the RateLimit fields to answer with; None when there is none left."""
+        if self.left < 1 or self.expires <= now:
+            return None
+        self.left -= 1
+        o = self.outcome
+        return Outcome(o.policy, o.tokens + self.left, o.rate_per_s, o.burst, True).headers()
+
+
 class RateLimiter:
     """The gateway's rate limits; owned by the lifespan (``app.state.ratelimiter``)."""
 
     def __init__(self, engine: AsyncEngine, settings: GatewaySettings, registry: CollectorRegistry) -> None:
         self.engine = engine
         self.settings = settings
+        # Proxied requests' leases by bucket key, and the lease being taken for a key: concurrent
+        # requests of one caller wait for it rather than each asking PostgreSQL.
+        self.leases: dict[str, Lease] = {}
+        self.refills: dict[str, asyncio.Future[Outcome | None]] = {}
         self.limited = Counter(
             "tongban_gateway_ratelimit_rejections",
             "Requests refused with 429 by a rate limit",
@@ -127,8 +174,9 @@ class RateLimiter:
             registry=registry,
         )
 
-    async def take(self, buckets: Sequence[Bucket]) -> list[Outcome]:
-        """Take one token from each bucket (atomically, across replicas); the outcome of each."""
+    async def take(self, buckets: Sequence[Bucket], lease_max: int = 1, lease_s: float = 0.0) -> list[Outcome]:
+        """Take one token from each bucket (atomically, across replicas); the outcome of each. With
+        ``lease_max`` > 1 and ``lease_s`` > 0: a lease of up to ``lease_max`` tokens, all or nothing."""
         async with driver_connection(self.engine) as conn:
             rows = await conn.fetch(
                 TAKE,
@@ -136,9 +184,14 @@ class RateLimiter:
                 [b.rate_per_s for b in buckets],
                 [b.burst for b in buckets],
                 [b.client_id for b in buckets],
+                lease_max,
+                lease_s,
             )
         policy_of = {b.key[:KEY_MAX]: b.policy for b in buckets}
-        return [Outcome(policy_of[r["key"]], r["tokens"], r["rate_per_s"], r["burst"], r["allowed"]) for r in rows]
+        return [
+            Outcome(policy_of[r["key"]], r["tokens"], r["rate_per_s"], r["burst"], r["allowed"], r["lease"])
+            for r in rows
+        ]
 
     async def check(self, buckets: Sequence[Bucket]) -> list[Outcome]:
         """:meth:`take`, raising 429 ``rate-limited`` if any bucket was empty."""
@@ -157,20 +210,47 @@ class RateLimiter:
 
     async def check_api(self, principal: Principal) -> dict[str, str]:
         """Count a proxied request against its caller's bucket; the RateLimit fields for the answer.
-        If the database cannot be asked the request goes on unlimited (the services behind answer
-        for themselves): a rate limit must not turn a database hiccup into an outage of every API."""
+        Spent from this replica's lease when it has one (no database round trip), else from a new
+        lease (:meth:`lease`). If the database cannot be asked the request goes on unlimited (the
+        services behind answer for themselves): a rate limit must not turn a database hiccup into
+        an outage of every API."""
         s = self.settings
         bucket = Bucket("api", f"api:{principal.sub}", s.rate_limit_per_s, s.rate_limit_burst, client_id=principal.sub)
+        key = bucket.key[:KEY_MAX]
+        while True:
+            lease = self.leases.get(key)
+            if lease is not None and (headers := lease.spend(time.monotonic())) is not None:
+                return headers
+            refill = self.refills.get(key)
+            if refill is None:
+                refill = self.refills[key] = asyncio.ensure_future(self.lease(key, bucket))
+                # Its error reaches every waiter; retrieved here too, for when all have gone.
+                refill.add_done_callback(lambda done: done.cancelled() or done.exception())
+            # Shielded: a caller that gives up does not cancel the lease the others wait for.
+            outcome = await asyncio.shield(refill)
+            if outcome is None:
+                return {}
+            self.refuse_if_empty(outcome)
+
+    async def lease(self, key: str, bucket: Bucket) -> Outcome | None:
+        """A new lease of ``bucket`` for this replica (kept in ``leases``); None if the database
+        cannot be asked. A bucket with fewer tokens than a lease, but at least one, lends what it has."""
+        s = self.settings
         try:
-            (outcome,) = await self.take([bucket])
+            (outcome,) = await self.take([bucket], s.rate_limit_lease_max, s.rate_limit_lease_s)
+            if not outcome.allowed and outcome.tokens >= 1:
+                (outcome,) = await self.take([bucket], math.floor(outcome.tokens), s.rate_limit_lease_s)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
             self.unavailable.inc()
             log.warning("rate limit not checked: database unavailable")
-            return {}
-        self.refuse_if_empty(outcome)
-        return outcome.headers()
+            return None
+        finally:
+            self.refills.pop(key, None)
+        if outcome.allowed:
+            self.leases[key] = Lease(outcome.taken, time.monotonic() + s.rate_limit_lease_s, outcome)
+        return outcome
 
     async def check_token(self, client_id: str, source: str) -> None:
         s = self.settings
@@ -195,7 +275,9 @@ class RateLimiter:
 
     async def prune(self) -> int:
         """Forget the buckets that are full again (a new bucket starts full): the table holds only
-        the recently active callers, whatever names an attacker tries."""
+        the recently active callers, whatever names an attacker tries. And this replica's ended leases."""
+        now = time.monotonic()
+        self.leases = {key: lease for key, lease in self.leases.items() if lease.expires > now}
         async with driver_connection(self.engine) as conn:
             status: str = await conn.execute("DELETE FROM gateway.rate_buckets WHERE full_at < now()")
         return int(status.rsplit(" ", 1)[-1])

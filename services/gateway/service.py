@@ -9,7 +9,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
@@ -329,32 +329,30 @@ async def bootstrap(session: AsyncSession, settings: GatewaySettings) -> None:
 # --------------------------------------------------------------------------- lockout (锁定)
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """What the lockout says of a sign-in about to be checked."""
-
-    locked_s: int  # > 0: the name is locked for this long; refuse without checking anything
-    locks_s: int  # > 0: this attempt, if it fails, is the one that locks the name for this long
-
-
-@dataclass(frozen=True)
+@dataclass
 class Lockout:
     """Failed sign-ins per name, and the lockout they lead to: ``threshold`` failures in a row
     lock the name for ``duration_s`` seconds; failures older than that are forgotten.
 
-    Each attempt is counted *before* the secret is checked, in a transaction of its own
-    (``sessions``), and a success forgets it in the request's unit of work. So a failure counts
-    although its request fails (and its unit of work rolls back), and a request never holds two
-    pooled connections at once: counting after the check, while the unit of work holds one, let
-    concurrent wrong attempts take every connection and wait for each other. The name's row is
-    locked while it is counted, so replicas counting the same name never lose a count.
+    A locked name is refused before anything is checked (:meth:`refuse_if_locked`, in the
+    request's unit of work). Only a check that *failed* counts (:meth:`failed`), and it is counted
+    after the request's unit of work has rolled back (:meth:`settle`, in a transaction of its own
+    on ``sessions``): a failure counts although its request fails, a request never holds two
+    pooled connections at once, and concurrent requests with the right secret count nothing.
+    Counting every attempt before the check, as this once did, locked a client out of a mere
+    burst of good requests. The price: requests already past the check when a burst of wrong ones
+    reaches the threshold are still checked — as many as are in flight, which the token and login
+    rate limits bound. The name's row is locked while it is counted, so replicas counting the same
+    name never lose a count.
     """
 
     sessions: async_sessionmaker[AsyncSession]
     threshold: int
     duration_s: int
-    # Told when an attempt locks a name (its request's audit trail records the lockout).
+    # Told when a failure locks a name (its request's audit trail records the lockout).
     on_lock: Callable[[PrincipalType, str], None] | None = None
+    # This request's failed checks, counted by settle().
+    failures: list[tuple[PrincipalType, str]] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -365,8 +363,31 @@ class Lockout:
     ) -> Lockout:
         return cls(sessions, settings.lockout_threshold, settings.lockout_s, on_lock)
 
-    async def attempt(self, kind: PrincipalType, name: str) -> Attempt:
-        """Count an attempt of ``name`` as a failure until it succeeds (see :func:`forget_failures`)."""
+    async def refuse_if_locked(self, session: AsyncSession, kind: PrincipalType, name: str) -> None:
+        """429 (``account-locked`` / ``oauth2-client-locked``) while ``name`` is locked."""
+        locked_until = await session.scalar(
+            select(SignInFailures.locked_until).where(SignInFailures.kind == kind, SignInFailures.name == name)
+        )
+        now = datetime.now(UTC)
+        if locked_until is not None and locked_until > now:
+            raise locked_problem(kind, int((locked_until - now).total_seconds()) + 1)
+
+    def failed(self, kind: PrincipalType, name: str) -> None:
+        """The secret or password of ``name`` was wrong: counted by :meth:`settle`."""
+        self.failures.append((kind, name))
+
+    async def settle(self, problem: Problem) -> Problem:
+        """Count this request's failures, once its unit of work has ended; the problem to answer
+        with: ``problem``, or the lockout's if the name is locked now."""
+        answer = problem
+        for kind, name in self.failures:
+            if locked_s := await self.count(kind, name):
+                answer = locked_problem(kind, locked_s)
+        self.failures.clear()
+        return answer
+
+    async def count(self, kind: PrincipalType, name: str) -> int:
+        """Count one failure of ``name``; the seconds it is locked for from now on (0: not locked)."""
         now = datetime.now(UTC)
         key = {"kind": kind.value, "name": name}
         # Inserted, or the existing row, locked until this transaction ends: in one statement, so
@@ -377,8 +398,8 @@ class Lockout:
         ).returning(SignInFailures)
         async with self.sessions.begin() as own:
             row = (await own.scalars(upsert)).one()
-            if row.locked_until is not None and row.locked_until > now:
-                return Attempt(locked_s=int((row.locked_until - now).total_seconds()) + 1, locks_s=0)
+            if row.locked_until is not None and row.locked_until > now:  # locked meanwhile, by another failure
+                return int((row.locked_until - now).total_seconds()) + 1
             stale = row.last_failed_at < now - timedelta(seconds=self.duration_s)
             row.failures = 1 if stale else row.failures + 1
             row.last_failed_at = now
@@ -386,14 +407,17 @@ class Lockout:
                 row.failures, row.locked_until = 0, now + timedelta(seconds=self.duration_s)  # a new count after it
                 if self.on_lock is not None:
                     self.on_lock(kind, name)
-                return Attempt(locked_s=0, locks_s=self.duration_s)
-            return Attempt(locked_s=0, locks_s=0)
+                return self.duration_s
+            return 0
 
 
-async def forget_failures(session: AsyncSession, kind: PrincipalType, name: str) -> None:
-    """After a success, or to lift a lockout at once (解锁): the failures of ``name`` are forgotten
-    (in the request's own unit of work)."""
-    await session.execute(delete(SignInFailures).where(SignInFailures.kind == kind, SignInFailures.name == name))
+async def forget_failures(session: AsyncSession, kind: PrincipalType, name: str, *, unlock: bool = False) -> None:
+    """After a success the failures of ``name`` are forgotten (in the request's own unit of work),
+    but not a lockout other requests' failures set meanwhile; ``unlock`` lifts that too (解锁)."""
+    forget = delete(SignInFailures).where(SignInFailures.kind == kind, SignInFailures.name == name)
+    if not unlock:
+        forget = forget.where((SignInFailures.locked_until.is_(None)) | (SignInFailures.locked_until <= func.now()))
+    await session.execute(forget)
 
 
 async def unlock_user(session: AsyncSession, principal: Principal, username: str) -> None:
@@ -401,13 +425,13 @@ async def unlock_user(session: AsyncSession, principal: Principal, username: str
     require_platform_admin(principal)
     if await session.get(User, username) is None:
         raise NotFound("user", username)
-    await forget_failures(session, PrincipalType.PERSON, username)
+    await forget_failures(session, PrincipalType.PERSON, username, unlock=True)
 
 
 async def unlock_system(session: AsyncSession, principal: Principal, client_id: str) -> None:
     """A platform administrator, or the department's data administrator, unlocks a system."""
     system = await managed_system(session, principal, client_id)
-    await forget_failures(session, PrincipalType.SYSTEM, system.client_id)
+    await forget_failures(session, PrincipalType.SYSTEM, system.client_id, unlock=True)
 
 
 def locked_problem(kind: PrincipalType, seconds: int) -> Problem:
@@ -480,11 +504,10 @@ async def authenticate_client(session: AsyncSession, lockout: Lockout, client_id
     A failure always costs :data:`MAX_ACTIVE_SECRETS` hashes — an unknown client id and a system
     with one secret are checked against dummies — so the timing tells neither which client ids
     exist nor how many secrets a system has. Failures count towards a lockout of the client id
-    (known or not); a locked one is refused before any hashing.
+    (known or not; counted by ``lockout.settle`` once the request's unit of work has ended); a
+    locked one is refused before any hashing.
     """
-    attempt = await lockout.attempt(PrincipalType.SYSTEM, client_id)  # first: see Lockout
-    if attempt.locked_s:
-        raise locked_problem(PrincipalType.SYSTEM, attempt.locked_s)
+    await lockout.refuse_if_locked(session, PrincipalType.SYSTEM, client_id)  # first: see Lockout
     system = await session.get(System, client_id)
     candidates: list[ClientSecret | None] = list(await client_secrets(session, client_id)) if system else []
     candidates += [None] * (MAX_ACTIVE_SECRETS - len(candidates))
@@ -501,8 +524,7 @@ async def authenticate_client(session: AsyncSession, lockout: Lockout, client_id
             candidate.last_used_at = datetime.now(UTC)
             await forget_failures(session, PrincipalType.SYSTEM, client_id)
             return system
-    if attempt.locks_s:
-        raise locked_problem(PrincipalType.SYSTEM, attempt.locks_s)
+    lockout.failed(PrincipalType.SYSTEM, client_id)
     raise OAuthError(GatewayProblem.OAUTH2_INVALID_CLIENT, "Unknown client or wrong secret.")
 
 
@@ -526,15 +548,13 @@ async def authenticate_assertion(
 async def authenticate_user(session: AsyncSession, lockout: Lockout, username: str, password: str) -> User:
     """The person with this name and password. An unknown name costs one hash like a wrong
     password (checked against a dummy), so the timing does not tell which names exist. Failures
-    count towards a lockout of the name (known or not); a locked one is refused before hashing."""
-    attempt = await lockout.attempt(PrincipalType.PERSON, username)  # first: see Lockout
-    if attempt.locked_s:
-        raise locked_problem(PrincipalType.PERSON, attempt.locked_s)
+    count towards a lockout of the name (known or not; counted by ``lockout.settle`` once the request's
+    unit of work has ended); a locked one is refused before hashing."""
+    await lockout.refuse_if_locked(session, PrincipalType.PERSON, username)  # first: see Lockout
     user = await session.get(User, username)
     verdict = await verify_secret(password, user.password_hash if user is not None else None)
     if user is None or not verdict.ok:
-        if attempt.locks_s:
-            raise locked_problem(PrincipalType.PERSON, attempt.locks_s)
+        lockout.failed(PrincipalType.PERSON, username)
         raise GatewayProblem.INVALID_CREDENTIALS.problem("Unknown user or wrong password.")
     if not await is_active(session, user.dept_code, user.status):
         # Told only to someone who knows the password.

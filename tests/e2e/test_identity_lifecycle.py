@@ -297,9 +297,10 @@ async def test_a_weak_password_is_refused_and_nothing_is_written(
 async def test_a_burst_of_wrong_attempts_on_two_replicas_is_counted_exactly_and_never_stalls(
     client: httpx.AsyncClient, second_replica: str
 ) -> None:
-    # Every attempt is counted under the name's row lock, before the password is checked, and no
-    # request holds two pooled connections: a burst larger than the pool (10) neither loses a
-    # count nor waits for connections that its own requests hold.
+    # Every failed attempt is counted under the name's row lock, after its request's transaction
+    # rolled back, so no request holds two pooled connections: a burst larger than the pool (10)
+    # neither loses a count nor waits for connections that its own requests hold. The attempts
+    # counted once the name is locked answer account-locked.
     name = f"burst.{free_port()}"
     async with httpx.AsyncClient(base_url=second_replica, timeout=60.0) as other:
         replicas = [client, other]

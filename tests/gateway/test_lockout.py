@@ -32,18 +32,22 @@ async def registered(session: AsyncSession, admin: Principal, department: Depart
 
 
 async def login(session: AsyncSession, username: str, password: str) -> tuple[int, str, dict[str, str]]:
+    lockout = lockout_on(session)
     try:
-        await service.authenticate_user(session, lockout_on(session), username, password)
+        await service.authenticate_user(session, lockout, username, password)
     except Problem as problem:
-        return problem.status, problem.code, problem.headers
+        answer = await lockout.settle(problem)  # as the route's audit trail does after its unit of work
+        return answer.status, answer.code, answer.headers
     return 200, "ok", {}
 
 
 async def token(session: AsyncSession, client_id: str, secret: str) -> tuple[int, str, dict[str, str]]:
+    lockout = lockout_on(session)
     try:
-        await service.authenticate_client(session, lockout_on(session), client_id, secret)
+        await service.authenticate_client(session, lockout, client_id, secret)
     except Problem as problem:
-        return problem.status, problem.code, problem.headers
+        answer = await lockout.settle(problem)
+        return answer.status, answer.code, answer.headers
     return 200, "ok", {}
 
 
@@ -112,6 +116,12 @@ async def test_unlocking_nobody_is_not_found(session: AsyncSession, admin: Princ
     assert (raised.value.status, raised.value.code) == (404, "not-found")
 
 
+async def test_right_passwords_in_a_row_count_nothing(session: AsyncSession, user: User) -> None:
+    for _ in range(2 * LOCKOUT_THRESHOLD):
+        assert (await login(session, user.username, PASSWORD))[0] == 200
+    assert await session.scalar(select(func.count()).select_from(SignInFailures)) == 0
+
+
 async def test_failures_are_counted_across_replicas_in_one_row(session: AsyncSession, user: User) -> None:
     # Each attempt uses a new Lockout (as another replica would): the count lives in PostgreSQL.
     for _ in range(LOCKOUT_THRESHOLD - 1):
@@ -140,9 +150,12 @@ async def test_a_locked_clients_body_says_invalid_client(session: AsyncSession, 
     system, _ = registered
     for _ in range(LOCKOUT_THRESHOLD - 1):
         await token(session, system.client_id, "x" * 43)
+    lockout = lockout_on(session)
     with pytest.raises(Problem) as raised:
-        await service.authenticate_client(session, lockout_on(session), system.client_id, "x" * 43)
-    assert raised.value.body()["error"] == "invalid_client"  # RFC 6749 has no "locked" error
+        await service.authenticate_client(session, lockout, system.client_id, "x" * 43)
+    locked = await lockout.settle(raised.value)
+    assert locked.code == "oauth2-client-locked"
+    assert locked.body()["error"] == "invalid_client"  # RFC 6749 has no "locked" error
 
 
 async def test_the_departments_data_admin_unlocks_its_system(

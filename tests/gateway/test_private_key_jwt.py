@@ -180,17 +180,88 @@ def test_private_key_material_is_never_registered() -> None:
         SystemCreate(name="公积金业务系统", roles=["consumer"], jwks=public_jwks(twice))
 
 
+# The operator's allow-list of jwks_uri hosts: one name, and every subdomain of another.
+ALLOW_LISTED = SETTINGS.model_copy(update={"jwks_uri_hosts": "keys.example, .jwks.example"})
+
+
 @pytest.mark.parametrize(
-    "uri", ["http://keys.example/jwks.json", "ftp://keys.example/jwks", "https://user:pw@keys.example/j", "https:///x"]
+    ("uri", "says"),
+    [
+        ("http://keys.example/jwks.json", "https URL"),
+        ("ftp://keys.example/jwks", "https URL"),
+        ("https://user:pw@keys.example/j", "credentials"),
+        ("https:///x", "https URL"),
+        # SSRF: hosts the operator did not list, and address literals inside the platform.
+        ("https://intranet.example/jwks.json", "not on TONGBAN_GATEWAY_JWKS_URI_HOSTS"),
+        ("https://keys.example.attacker.example/jwks.json", "not on TONGBAN_GATEWAY_JWKS_URI_HOSTS"),
+        ("https://jwks.example/jwks.json", "not on TONGBAN_GATEWAY_JWKS_URI_HOSTS"),  # ".x" means subdomains
+        ("https://169.254.169.254/latest/meta-data", "not on TONGBAN_GATEWAY_JWKS_URI_HOSTS"),
+        ("https://127.0.0.1:8000/.well-known/jwks.json", "not on TONGBAN_GATEWAY_JWKS_URI_HOSTS"),
+    ],
 )
-async def test_a_jwks_uri_that_is_not_plain_https_is_refused_and_nothing_is_written(
-    session: AsyncSession, data_admin: Principal, department: Department, uri: str
+async def test_a_jwks_uri_that_is_not_https_on_an_allowed_host_is_refused_and_nothing_is_written(
+    session: AsyncSession, data_admin: Principal, department: Department, uri: str, says: str
 ) -> None:
     before = await session.scalar(select(func.count()).select_from(System))
     with pytest.raises(Problem) as raised:
-        await register(session, data_admin, department, jwks_uri=uri)
+        await register(session, data_admin, department, ALLOW_LISTED, jwks_uri=uri)
     assert raised.value.status == 422 and raised.value.code == "invalid-jwks-uri"
+    assert says in str(raised.value.detail)
     assert await session.scalar(select(func.count()).select_from(System)) == before
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "169.254.169.254", "100.64.0.1", "192.168.0.10"])
+async def test_a_private_address_is_refused_even_when_allow_listed(
+    session: AsyncSession, data_admin: Principal, department: Department, address: str
+) -> None:
+    settings = SETTINGS.model_copy(update={"jwks_uri_hosts": address})
+    with pytest.raises(Problem) as raised:
+        await register(session, data_admin, department, settings, jwks_uri=f"https://{address}/jwks.json")
+    assert raised.value.code == "invalid-jwks-uri"
+    assert "private, loopback or reserved" in str(raised.value.detail)
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("93.184.215.14", True),
+        ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", True),
+        ("::1", False),
+        ("fd00::1", False),
+        ("fe80::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
+        ("::ffff:10.0.0.1", False),
+        ("224.0.0.1", False),
+        ("192.168.1.1", False),
+    ],
+)
+def test_only_global_unicast_addresses_are_fetched_from(address: str, allowed: bool) -> None:
+    parsed = assertions.address_of(address)
+    assert parsed is not None
+    assert assertions.address_allowed(parsed, SETTINGS) is allowed
+    assert assertions.address_allowed(parsed, SETTINGS.model_copy(update={"jwks_uri_allow_private": True}))
+
+
+@pytest.mark.parametrize("uri", ["https://keys.example/jwks.json", "https://a.b.jwks.example:8443/k"])
+async def test_an_https_jwks_uri_on_an_allowed_host_is_registered(
+    session: AsyncSession, data_admin: Principal, department: Department, uri: str
+) -> None:
+    system = await register(session, data_admin, department, ALLOW_LISTED, jwks_uri=uri)
+    assert system.jwks_uri == uri and system.jwks is None
+
+
+async def test_without_an_allow_list_no_jwks_uri_is_accepted(
+    session: AsyncSession, data_admin: Principal, department: Department
+) -> None:
+    with pytest.raises(Problem) as raised:
+        await register(session, data_admin, department, SETTINGS, jwks_uri="https://keys.example/jwks.json")
+    assert raised.value.code == "invalid-jwks-uri"
+
+
+def test_a_malformed_allow_list_stops_the_gateway_at_start() -> None:
+    for bad in ("https://keys.example", "keys.example/jwks", "*.example", "user@keys.example"):
+        with pytest.raises(ValidationError, match="not a host name"):
+            GatewaySettings(jwks_uri_hosts=bad)
 
 
 # --------------------------------------------------------------------------- attacks (security suite §1)
@@ -350,11 +421,13 @@ async def test_keys_cannot_be_set_on_a_secret_system_nor_by_another_department(
 @pytest.fixture
 async def jwks_server() -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """A real HTTP server on 127.0.0.1 serving what ``served`` holds at /jwks.json."""
-    served: dict[str, Any] = {"body": b"{}", "status": 200, "hits": 0}
+    served: dict[str, Any] = {"body": b"{}", "status": 200, "hits": 0, "headers": {}}
 
     async def handler(request: web.Request) -> web.Response:
         served["hits"] += 1
-        return web.Response(body=served["body"], status=served["status"], content_type="application/json")
+        return web.Response(
+            body=served["body"], status=served["status"], content_type="application/json", headers=served["headers"]
+        )
 
     app = web.Application()
     app.router.add_get("/jwks.json", handler)
@@ -369,7 +442,14 @@ async def jwks_server() -> AsyncIterator[tuple[str, dict[str, Any]]]:
         await runner.cleanup()
 
 
-HTTP_ALLOWED = SETTINGS.model_copy(update={"jwks_uri_allow_http": True, "jwks_uri_max_bytes": 4096})
+HTTP_ALLOWED = SETTINGS.model_copy(
+    update={
+        "jwks_uri_allow_http": True,
+        "jwks_uri_max_bytes": 4096,
+        "jwks_uri_hosts": "127.0.0.1,localhost",
+        "jwks_uri_allow_private": True,
+    }
+)
 
 
 async def test_keys_at_a_jwks_uri_are_fetched_cached_and_refetched_for_a_new_kid(
@@ -438,6 +518,85 @@ async def test_an_unreachable_jwks_uri_refuses_within_the_timeout(
         )
     assert_invalid_client(raised.value)
     assert time.monotonic() - started < 5
+
+
+async def test_a_redirect_is_not_followed_even_to_good_keys(
+    session: AsyncSession,
+    http: httpx.AsyncClient,
+    data_admin: Principal,
+    department: Department,
+    key: ECKey,
+    jwks_server: tuple[str, dict[str, Any]],
+) -> None:
+    uri, served = jwks_server
+    served["status"], served["headers"] = 302, {"location": uri.replace("127.0.0.1", "localhost")}
+    served["body"] = json.dumps(public_jwks(key)).encode()
+    system = await register(session, data_admin, department, HTTP_ALLOWED, jwks_uri=uri)
+    with pytest.raises(Problem) as raised:
+        await service.authenticate_assertion(
+            session, ClientKeys(http, HTTP_ALLOWED), HTTP_ALLOWED, sign(key, claims_for(system.client_id))
+        )
+    assert_invalid_client(raised.value)
+    assert "answered 302" in str(raised.value.detail) and served["hits"] == 1
+
+
+async def test_an_allowed_name_that_resolves_to_a_private_address_is_not_fetched(
+    session: AsyncSession,
+    http: httpx.AsyncClient,
+    data_admin: Principal,
+    department: Department,
+    key: ECKey,
+    jwks_server: tuple[str, dict[str, Any]],
+) -> None:
+    # The name is on the list and is no address literal, so registration takes it; the fetch
+    # resolves it (to 127.0.0.1) and refuses before connecting.
+    uri, served = jwks_server
+    served["body"] = json.dumps(public_jwks(key)).encode()
+    strict = HTTP_ALLOWED.model_copy(update={"jwks_uri_allow_private": False})
+    system = await register(session, data_admin, department, strict, jwks_uri=uri.replace("127.0.0.1", "localhost"))
+    with pytest.raises(Problem) as raised:
+        await service.authenticate_assertion(
+            session, ClientKeys(http, strict), strict, sign(key, claims_for(system.client_id))
+        )
+    assert_invalid_client(raised.value)
+    assert "resolves to a private, loopback or reserved address" in str(raised.value.detail)
+    assert served["hits"] == 0
+
+
+async def test_a_jwks_uri_that_drips_is_cut_at_the_timeout(
+    session: AsyncSession, http: httpx.AsyncClient, data_admin: Principal, department: Department, key: ECKey
+) -> None:
+    # A server that sends a byte every 0.2 s never trips a per-read timeout: the bound is on the whole fetch.
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "application/json"})
+        await response.prepare(request)
+        for _ in range(100):
+            await response.write(b" ")
+            await asyncio.sleep(0.2)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/jwks.json", drip)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    settings = HTTP_ALLOWED.model_copy(update={"jwks_uri_timeout_s": 1.0})
+    try:
+        system = await register(
+            session, data_admin, department, settings, jwks_uri=f"http://127.0.0.1:{port}/jwks.json"
+        )
+        started = time.monotonic()
+        with pytest.raises(Problem) as raised:
+            await service.authenticate_assertion(
+                session, ClientKeys(http, settings), settings, sign(key, claims_for(system.client_id))
+            )
+        assert time.monotonic() - started < 3
+    finally:
+        await runner.cleanup()
+    assert_invalid_client(raised.value)
+    assert "could not be fetched" in str(raised.value.detail)
 
 
 # --------------------------------------------------------------------------- the jti store

@@ -6,6 +6,7 @@ requests are spread over both. Each test comes from an address of its own (the p
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -15,7 +16,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from services.common.db import create_engine
-from services.gateway.ratelimit import Bucket, RateLimiter
+from services.common.errors import Problem
+from services.gateway.ratelimit import LEASE_SHARE, Bucket, Outcome, RateLimiter
 from tests.factories import credit_code, system
 from tests.gateway.support import (
     API_BURST,
@@ -136,6 +138,65 @@ async def test_a_system_gets_its_own_limit_from_a_platform_admin_shared_by_both_
     # The default policy applies at once; the bucket keeps its level (a new limit refills nothing).
     assert_rate_limited(back, "api")
     assert back.headers["ratelimit-policy"] == f'"api";q={API_BURST};w={int(API_BURST / 0.001)}'
+
+
+async def test_leases_keep_two_replicas_within_the_stated_bound_of_one_shared_bucket(replicas: Replicas) -> None:
+    # Proxied requests spend leases (several tokens taken in one statement) instead of asking
+    # PostgreSQL each time. Two replicas of one caller, as fast as they can for a second: never more
+    # through than the shared bucket allows over the window plus one lease's life, never fewer
+    # than the burst minus what both replicas may hold unspent, and far fewer than two unshared
+    # buckets would let through.
+    rate, burst, lease_s = 200.0, 400, 0.25
+    settings = replicas.settings.model_copy(
+        update={"rate_limit_per_s": rate, "rate_limit_burst": burst, "rate_limit_lease_s": lease_s}
+    )
+    lease = min(settings.rate_limit_lease_max, burst // LEASE_SHARE, int(rate * lease_s))
+    assert lease > 1  # otherwise this would test one token per statement
+    engines = [create_engine(settings.database_url, pool_size=2) for _ in range(2)]
+    limiters = [CountingLimiter(engine, settings, CollectorRegistry()) for engine in engines]
+    caller = system(credit_code("110101"))
+    through = 0
+    refusals: list[Problem] = []
+
+    async def hammer(limiter: CountingLimiter, until: float) -> None:
+        nonlocal through
+        while time.monotonic() < until:
+            try:
+                headers = await limiter.check_api(caller)
+            except Problem as problem:
+                refusals.append(problem)
+                await asyncio.sleep(0)  # refused answers come from PostgreSQL: let the others run
+            else:
+                assert POLICY.match(headers["RateLimit-Policy"]) and REMAINING.match(headers["RateLimit"])
+                through += 1
+                await asyncio.sleep(0)
+
+    try:
+        started = time.monotonic()
+        until = started + 1.0
+        await asyncio.gather(*(hammer(limiters[i % 2], until) for i in range(8)))
+        window = time.monotonic() - started
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert refusals  # the load went past the limit
+    assert {(p.status, p.code) for p in refusals} == {(429, "rate-limited")}
+    assert min(int(p.headers["Retry-After"]) for p in refusals) >= 1
+    assert through <= burst + rate * (window + lease_s)
+    assert through >= burst - 2 * lease
+    assert through < 2 * burst  # one bucket for both replicas
+    # Far fewer statements than requests: most requests were served from a lease.
+    assert sum(limiter.statements for limiter in limiters) < (through + len(refusals)) / 2
+
+
+class CountingLimiter(RateLimiter):
+    """A replica's limiter that counts its statements to PostgreSQL."""
+
+    statements = 0
+
+    async def take(self, buckets: Sequence[Bucket], lease_max: int = 1, lease_s: float = 0.0) -> list[Outcome]:
+        self.statements += 1
+        return await super().take(buckets, lease_max, lease_s)
 
 
 async def test_full_buckets_are_pruned(replicas: Replicas) -> None:
