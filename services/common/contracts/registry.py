@@ -188,6 +188,11 @@ class ApplicationChange:
         )
 
 
+# 来源渠道 of a material issued by a government department (the registry's MaterialSource.GOVERNMENT):
+# the only kind that maps to a resource, so the only kind the exchange can fetch.
+GOVERNMENT_ISSUED = "government"
+
+
 @dataclass(frozen=True, slots=True)
 class MaterialEntry:
     """One 申请材料 of a service item: where it comes from (来源渠道), whether it is needed
