@@ -4,7 +4,9 @@ A service item belongs to its implementing department (实施部门): only that 
 ``data_admin`` writes it or its materials, and for anyone else a write is a 404. Service items are
 published lists, readable by every department. A government-issued material (政府部门核发) may map
 to a catalogue resource and the 信息项 of it that cover the material; the statistics
-(``services/registry/stats.py``) count it 免提交 when the exchange can actually fetch it.
+(``services/registry/stats.py``) count it 免提交 when the exchange can actually fetch it. Every
+write sends the item as it now stands on ``registry.events`` (``events.service_item_changed``), so
+the exchange can fetch its materials in one evidence bundle.
 """
 
 from __future__ import annotations
