@@ -56,6 +56,10 @@ bench: $(STAMP) infra-up ## Every benchmark: query round trip vs raw Kafka, regi
 	$(INFRA_ENV) $(PY) -m bench.registry
 	$(INFRA_ENV) $(PY) -m bench.gateway
 	$(INFRA_ENV) $(PY) -m bench.audit
+	$(INFRA_ENV) $(PY) -m bench.evidence
+
+bench-evidence: $(STAMP) infra-up ## Evidence bundle (5 materials) p50/p99 next to a single query; writes bench/results/
+	$(INFRA_ENV) $(PY) -m bench.evidence
 
 bench-registry: $(STAMP) infra-up ## Registry only: search, create and .xlsx import on 100,000 entries; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.registry
@@ -96,4 +100,4 @@ image-test: $(STAMP) infra-up ## Build the image, inspect it, run the gateway in
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-registry bench-gateway bench-audit bench-scale migration regions manifests image image-test clean
+.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-evidence bench-registry bench-gateway bench-audit bench-scale migration regions manifests image image-test clean

@@ -15,6 +15,7 @@ from services.common.http import ServiceMiddleware
 from services.common.outbox import Outbox
 from services.connector.backends import BackendMetrics
 from services.connector.service import LookupMetrics
+from services.exchange.evidence import EvidenceMetrics
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.upstreams import UpstreamMetrics
 from services.registry.applications.calendar import WorkingCalendar
@@ -43,6 +44,10 @@ def exported_names() -> set[str]:
     backend.errors.labels("b", "backend_timeout").inc()
     backend.latency.labels("b").observe(0.01)
     backend.in_flight.labels("b").set(0)
+    evidence = EvidenceMetrics(registry)
+    evidence.bundles.labels("completed").inc()
+    evidence.materials.labels("fetched").inc()
+    evidence.latency.observe(0.1)
     http = ServiceMiddleware(None, max_body_bytes=1024, registry=registry, service="s")  # type: ignore[arg-type]
     http.requests.labels("s", "GET", "/r", "200").inc()
     http.latency.labels("s", "GET", "/r").observe(0.01)

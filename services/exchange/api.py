@@ -11,8 +11,9 @@ from starlette.responses import Response
 from services.common.errors import CommonProblem, problem_responses
 from services.common.http import OrjsonResponse
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
+from services.exchange.evidence import Evidence, read_bundle
 from services.exchange.problems import DENIALS, ExchangeProblem
-from services.exchange.schemas import QueryCreate, QueryResult
+from services.exchange.schemas import EvidenceBundlePublic, EvidenceCreate, QueryCreate, QueryResult
 from services.exchange.service import Exchange, get_query, query_view
 
 router = APIRouter(
@@ -57,3 +58,37 @@ async def create_query(
 )
 async def read_query(query_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
     return OrjsonResponse(query_view(await get_query(uow.session, principal, query_id)))
+
+
+@router.post(
+    "/evidence",
+    response_model=EvidenceBundlePublic,
+    summary="免提交: fetch every government-issued material of a service item about one subject",
+    responses=problem_responses(
+        ExchangeProblem.NOT_A_CONSUMER,
+        ExchangeProblem.INVALID_SUBJECT,
+        ExchangeProblem.UNKNOWN_SERVICE_ITEM,
+        CommonProblem.DATABASE_UNAVAILABLE,
+    ),
+)
+async def create_evidence_bundle(
+    body: EvidenceCreate,
+    principal: CurrentPrincipal,
+    request: Request,
+    # Each material's query gets "<key>:<material id>", so the key leaves room for the suffix.
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")] = None,
+) -> EvidenceBundlePublic:
+    evidence: Evidence = request.app.state.evidence
+    return await evidence.bundle(principal, body, idempotency_key)
+
+
+@router.get(
+    "/evidence/{bundle_id}",
+    response_model=EvidenceBundlePublic,
+    summary="An evidence bundle (only for the system that asked)",
+    responses=problem_responses(CommonProblem.NOT_FOUND),
+)
+async def read_evidence_bundle(
+    bundle_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> EvidenceBundlePublic:
+    return await read_bundle(uow.session, principal, bundle_id)

@@ -17,6 +17,7 @@ from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
+from services.exchange.evidence import Evidence, EvidenceMetrics
 from services.exchange.ledger import Ledger
 from services.exchange.messaging import on_late_replies, on_registry_events, on_replies
 from services.exchange.models import Outbox as OutboxModel
@@ -70,6 +71,7 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             ledger_task = asyncio.create_task(ledger.run(), name="exchange:ledger")
             app.state.runtime = rt
             app.state.exchange = exchange
+            app.state.evidence = Evidence(exchange, EvidenceMetrics(app.state.metrics))
             app.state.readiness = readiness_checks(rt)
             try:
                 yield

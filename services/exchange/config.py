@@ -24,3 +24,6 @@ class ExchangeSettings(CommonSettings):
     # The query ledger (台账, exchange/ledger.py): the ids of the queries closed in each window of
     # this length, published for the audit service's completeness check.
     ledger_window_s: float = Field(60.0, ge=1, le=3600, validation_alias="TONGBAN_EXCHANGE_LEDGER_WINDOW_S")
+    # An evidence bundle (免提交) asks the providers of its materials at once, at most this many at
+    # a time per bundle: a service item with many materials must not take the whole query path.
+    evidence_concurrency: int = Field(8, ge=1, le=100, validation_alias="TONGBAN_EXCHANGE_EVIDENCE_CONCURRENCY")

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
@@ -14,9 +15,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common.bus import Handler, Message
-from services.common.contracts.registry import GrantTerms, PublishedResource
+from services.common.contracts.registry import GrantTerms, PublishedResource, ServiceItemSnapshot
 from services.common.pb import exchange_pb2, registry_pb2
-from services.exchange.models import GrantView, ResourceView
+from services.exchange.models import GrantView, ResourceView, ServiceItemView
 from services.exchange.service import Exchange
 
 log = logging.getLogger("tongban.exchange")
@@ -116,6 +117,24 @@ async def apply_registry_event(session: AsyncSession, event: registry_pb2.Regist
             insert(GrantView)
             .values(**tombstone.values(), revoked=True)
             .on_conflict_do_update(index_elements=["id"], set_={"revoked": True})
+        )
+    elif kind == "service_item_changed":
+        snapshot = ServiceItemSnapshot.from_proto(event.service_item_changed)
+        values = {
+            "code": snapshot.code,
+            "name": snapshot.name,
+            "dept": snapshot.dept,
+            "version": snapshot.version,
+            "withdrawn": snapshot.withdrawn,
+            "materials": [{**asdict(m), "id": str(m.id)} for m in snapshot.materials],
+        }
+        stmt = insert(ServiceItemView).values(**values)
+        # Each event is the whole item: the newest version wins, whatever order they arrive in
+        # (a withdrawal too, so an older snapshot never revives a withdrawn item).
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["code"], set_=values, where=ServiceItemView.version < stmt.excluded.version
+            )
         )
 
 

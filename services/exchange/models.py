@@ -5,7 +5,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ARRAY, Boolean, Date, DateTime, Index, Integer, String, UniqueConstraint, func, text
+from sqlalchemy import ARRAY, BigInteger, Boolean, Date, DateTime, Index, Integer, String, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -104,6 +104,43 @@ class GrantUsage(Base):
     grant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     used: Mapped[int] = mapped_column(Integer)
+
+
+class ServiceItemView(Base):
+    """A service item (政务服务事项) with its materials (申请材料), as the exchange knows it from
+    ``registry.events`` (ServiceItemChanged): what an evidence bundle fetches."""
+
+    __tablename__ = "service_items"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    dept: Mapped[str] = mapped_column(String(18))
+    version: Mapped[int] = mapped_column(BigInteger)  # the registry's clock at the change (µs)
+    withdrawn: Mapped[bool] = mapped_column(Boolean)
+    # [{id, name, source, necessity, resource_code, items}], as the registry sent them
+    materials: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+
+
+class EvidenceBundle(Base):
+    """EvidenceBundle — 免提交材料包: one call fetching every government-issued material of a
+    service item about one subject. Outcomes only; the answers stay with their queries (and go
+    with them at the end of the answer retention period)."""
+
+    __tablename__ = "evidence_bundles"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    consumer_dept: Mapped[str] = mapped_column(String(18))
+    actor: Mapped[str] = mapped_column(String(64))
+    service_item: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(16))
+    subject_hash: Mapped[str] = mapped_column(String(64))
+    materials_total: Mapped[int] = mapped_column(Integer)  # every material of the item
+    exempt: Mapped[int] = mapped_column(Integer)  # 免提交: fetched, so not submitted by the applicant
+    # [{material_id, name, necessity, resource, outcome, query_id, problem}] per government-issued material
+    outcomes: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Outbox(OutboxRow, Base):

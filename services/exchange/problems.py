@@ -23,6 +23,10 @@ class ExchangeProblem(ProblemCode):
     QUERY_INTERRUPTED = "query-interrupted", 503, "Query sent, outcome not recorded"
     # Past the answer retention period the answer is gone; its outcome is still readable by id.
     ANSWER_PURGED = "answer-purged", 410, "Answer purged after its retention period"
+    # An evidence bundle (免提交) for a service item the registry never published, or withdrew.
+    UNKNOWN_SERVICE_ITEM = "unknown-service-item", 404, "Unknown service item"
+    # Never an answer's status: why a bundle's government-issued material is unavailable.
+    MATERIAL_NOT_MAPPED = "material-not-mapped", 404, "Material not mapped to a resource"
 
 
 # Refusals before the provider is asked: each is audited as a denial with its code as the reason.

@@ -1,7 +1,9 @@
 """Exchange API schemas."""
 
 import uuid
-from typing import Literal
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,3 +42,42 @@ class QueryResult(BaseModel):
     data: dict[str, str] | None = None
     masked: list[str] = []
     signature: Signature | None = None
+
+
+class EvidenceCreate(Strict):
+    """免提交 in one call: every government-issued material of ``service_item`` about ``subject``."""
+
+    service_item: str = Field(pattern=r"^[0-9A-Za-z\-]{4,64}$", description="事项编码")
+    subject: Subject
+    purpose: str | None = Field(
+        None, pattern=r"^[0-9A-Za-z\-]{4,64}$", description="事项 code the grants name; the service item by default"
+    )
+    timeout_ms: int | None = Field(None, ge=100, le=120_000, description="per material query")
+
+
+class MaterialOutcome(StrEnum):
+    FETCHED = "fetched"  # the provider answered: the applicant need not submit it (免提交)
+    DENIED = "denied"  # the sharing rules refused it (no grant, revoked, quota…): the problem says which
+    UNAVAILABLE = "unavailable"  # not mapped to a resource, no record, provider error or timeout
+
+
+class MaterialResult(BaseModel):
+    material_id: uuid.UUID
+    name: str
+    necessity: str
+    resource: str | None
+    outcome: MaterialOutcome
+    query_id: uuid.UUID | None = None
+    problem: dict[str, Any] | None = None  # why it was not fetched (RFC 9457, as the query path answers)
+    answer: dict[str, Any] | None = None  # the query's answer, as GET /v1/exchange/queries/{id} shows it
+
+
+class EvidenceBundlePublic(BaseModel):
+    id: uuid.UUID
+    service_item: str
+    purpose: str
+    materials_total: int = Field(description="every material of the service item")
+    government_issued: int = Field(description="materials issued by a government department (fetchable)")
+    exempt: int = Field(description="免提交: materials fetched, which the applicant no longer submits")
+    materials: list[MaterialResult]
+    created_at: datetime

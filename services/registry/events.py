@@ -8,17 +8,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy import func, select
+
 from services.common.contracts.audit import AuditAction, AuditContext, audit_message
 from services.common.contracts.registry import (
     ApplicationChange,
     GrantTerms,
+    MaterialEntry,
     PublishedResource,
     ResourceChange,
+    ServiceItemSnapshot,
     event_message,
 )
 from services.common.security import Principal
 from services.common.uow import UnitOfWork
-from services.registry.models import Application, Grant, Resource
+from services.registry.models import Application, Grant, Material, Resource, ServiceItem
 
 SERVICE = "registry"
 COMPLETED = "completed"  # the audit outcome of a transition that happened
@@ -161,3 +165,24 @@ def grant_revoked(uow: UnitOfWork, topics: Topics, principal: Principal, grant: 
         fields=tuple(grant.items),
     )
     uow.emit(audit_message(topics.audit, SERVICE, AuditAction.GRANT_REVOKED, ctx, outcome=COMPLETED))
+
+
+async def service_item_changed(
+    uow: UnitOfWork, topics: Topics, item: ServiceItem, materials: list[Material], *, withdrawn: bool = False
+) -> None:
+    """The service item (事项) as it now stands, for the exchange's evidence bundles (免提交).
+    Its version is the database's clock, read after the writer locked the item (or created it),
+    so two changes of one item are versioned in the order they commit, whichever replica made them."""
+    clock = await uow.session.scalar(select(func.clock_timestamp()))
+    assert clock is not None
+    snapshot = ServiceItemSnapshot(
+        code=item.code,
+        name=item.name,
+        dept=item.dept,
+        version=int(clock.timestamp() * 1_000_000),
+        withdrawn=withdrawn,
+        materials=[]
+        if withdrawn
+        else [MaterialEntry(m.id, m.name, m.source, m.necessity, m.resource_code, list(m.items)) for m in materials],
+    )
+    uow.emit(event_message(topics.events, service_item=snapshot))

@@ -117,29 +117,29 @@ class Keeper(Catalogue):
 
     async def service_item(self, admin: Principal, **fields: Any) -> tuple[ServiceItem, list[Material]]:
         async with self.unit() as uow:
-            return await service_items.create_service_item(uow, admin, ServiceItemCreate.model_validate(fields))
+            return await service_items.create_service_item(uow, admin, ServiceItemCreate.model_validate(fields), TOPICS)
 
     async def rename_item(self, admin: Principal, code: str, name: str) -> ServiceItem:
         async with self.unit() as uow:
-            item, _ = await service_items.update_service_item(uow, admin, code, ServiceItemPatch(name=name))
+            item, _ = await service_items.update_service_item(uow, admin, code, ServiceItemPatch(name=name), TOPICS)
             return item
 
     async def drop_item(self, admin: Principal, code: str) -> None:
         async with self.unit() as uow:
-            await service_items.delete_service_item(uow, admin, code)
+            await service_items.delete_service_item(uow, admin, code, TOPICS)
 
     async def add_material(self, admin: Principal, code: str, **fields: Any) -> Material:
         async with self.unit() as uow:
-            return await service_items.add_material(uow, admin, code, MaterialSpec.model_validate(fields))
+            return await service_items.add_material(uow, admin, code, MaterialSpec.model_validate(fields), TOPICS)
 
     async def replace_material(self, admin: Principal, code: str, material_id: uuid.UUID, **fields: Any) -> Material:
         async with self.unit() as uow:
             spec = MaterialSpec.model_validate(fields)
-            return await service_items.replace_material(uow, admin, code, material_id, spec)
+            return await service_items.replace_material(uow, admin, code, material_id, spec, TOPICS)
 
     async def drop_material(self, admin: Principal, code: str, material_id: uuid.UUID) -> None:
         async with self.unit() as uow:
-            await service_items.delete_material(uow, admin, code, material_id)
+            await service_items.delete_material(uow, admin, code, material_id, TOPICS)
 
     async def refused(self, status: int, code: str, call: Awaitable[object]) -> Problem:
         """``call`` fails with the problem ``code`` (HTTP ``status``), writes nothing, emits nothing."""

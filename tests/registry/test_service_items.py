@@ -175,3 +175,41 @@ async def test_the_database_keeps_a_mapping_to_government_issued_materials(keepe
         with pytest.raises(IntegrityError, match="ck_materials_mapping"):
             await keeper.session.flush()
         await savepoint.rollback()
+
+
+async def test_every_change_tells_the_exchange_the_whole_item_newest_last(keeper: Keeper) -> None:
+    """Each write sends the item as it now stands (ServiceItemChanged) for the exchange's evidence
+    bundles; versions rise in the order of the writes, and a withdrawal carries no materials."""
+    police, civil = credit_code("110101"), credit_code("110105")
+    resource = await keeper.publish_resource(person(police, Role.DATA_ADMIN), name="居民户籍信息")
+    admin = person(civil, Role.DATA_ADMIN)
+    keeper.changes()  # the resource's own events
+
+    _, materials = await keeper.service_item(
+        admin, code=CODE, name="最低生活保障审批", materials=[household_card(resource.code), APPLICATION_FORM]
+    )
+    await keeper.rename_item(admin, CODE, "最低生活保障待遇审批")
+    await keeper.replace_material(admin, CODE, materials[0].id, **household_card(resource.code, ["姓名"]))
+    await keeper.drop_material(admin, CODE, materials[1].id)
+    await keeper.drop_item(admin, CODE)
+
+    snapshots = [e.service_item_changed for e in keeper.events()]
+    assert [(s.code, s.dept, s.withdrawn, len(s.materials)) for s in snapshots] == [
+        (CODE, civil, False, 2),
+        (CODE, civil, False, 2),
+        (CODE, civil, False, 2),
+        (CODE, civil, False, 1),
+        (CODE, civil, True, 0),
+    ]
+    versions = [s.version for s in snapshots]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert snapshots[1].name == "最低生活保障待遇审批"
+    sent = {m.name: m for m in snapshots[2].materials}
+    card, form = sent["居民户口簿"], sent["最低生活保障申请书"]
+    assert (card.id, card.source, card.resource_code, list(card.items)) == (
+        str(materials[0].id),
+        "government",
+        resource.code,
+        ["姓名"],
+    )
+    assert (form.source, form.resource_code, list(form.items)) == ("applicant", "", [])  # 申请人自备: not mapped

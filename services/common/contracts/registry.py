@@ -1,7 +1,7 @@
 """``registry.events`` (proto/registry.proto): what the registry tells the exchange.
 
 The registry builds these from its tables; the exchange keeps them as its projection
-(``exchange.resources``, ``exchange.grants``). Both sides use the functions here.
+(``exchange.resources``, ``exchange.grants``, ``exchange.service_items``). Both sides use the functions here.
 """
 
 from __future__ import annotations
@@ -188,6 +188,66 @@ class ApplicationChange:
         )
 
 
+# 来源渠道 of a material issued by a government department (the registry's MaterialSource.GOVERNMENT):
+# the only kind that maps to a resource, so the only kind the exchange can fetch.
+GOVERNMENT_ISSUED = "government"
+
+
+@dataclass(frozen=True, slots=True)
+class MaterialEntry:
+    """One 申请材料 of a service item: where it comes from (来源渠道), whether it is needed
+    (必要性), and, for a government-issued one, the resource and 信息项 that cover it."""
+
+    id: uuid.UUID
+    name: str
+    source: str
+    necessity: str
+    resource_code: str | None
+    items: list[str]
+
+    def to_proto(self) -> pb.ServiceItemMaterial:
+        return pb.ServiceItemMaterial(
+            id=str(self.id),
+            name=self.name,
+            source=self.source,
+            necessity=self.necessity,
+            resource_code=self.resource_code or "",
+            items=self.items,
+        )
+
+    @classmethod
+    def from_proto(cls, m: pb.ServiceItemMaterial) -> MaterialEntry:
+        return cls(uuid.UUID(m.id), m.name, m.source, m.necessity, m.resource_code or None, list(m.items))
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceItemSnapshot:
+    """ServiceItemChanged — 政务服务事项: the whole item after a change; the highest ``version``
+    wins, so snapshots may be applied in any order."""
+
+    code: str
+    name: str
+    dept: str
+    version: int
+    withdrawn: bool
+    materials: list[MaterialEntry]
+
+    def to_proto(self) -> pb.ServiceItemChanged:
+        return pb.ServiceItemChanged(
+            code=self.code,
+            name=self.name,
+            dept=self.dept,
+            version=self.version,
+            withdrawn=self.withdrawn,
+            materials=[m.to_proto() for m in self.materials],
+        )
+
+    @classmethod
+    def from_proto(cls, m: pb.ServiceItemChanged) -> ServiceItemSnapshot:
+        materials = [MaterialEntry.from_proto(x) for x in m.materials]
+        return cls(m.code, m.name, m.dept, m.version, m.withdrawn, materials)
+
+
 def event_message(
     topic: str,
     *,
@@ -196,13 +256,14 @@ def event_message(
     revoked: tuple[uuid.UUID, str] | None = None,
     resource_changed: ResourceChange | None = None,
     application_changed: ApplicationChange | None = None,
+    service_item: ServiceItemSnapshot | None = None,
 ) -> Message:
     """A ``RegistryEvent`` carrying exactly one of its kinds, keyed by its event id (the wire
     contract: consumers are idempotent by event id, and a revocation that overtakes its grant
     leaves a tombstone in the exchange's projection)."""
     event = pb.RegistryEvent(event_id=uuid.uuid4().hex, occurred_unix_ms=int(time.time() * 1000))
     kinds: Sequence[object] = [
-        k for k in (published, issued, revoked, resource_changed, application_changed) if k is not None
+        k for k in (published, issued, revoked, resource_changed, application_changed, service_item) if k is not None
     ]
     if len(kinds) != 1:
         raise ValueError("a registry event carries exactly one kind")
@@ -216,4 +277,6 @@ def event_message(
         event.resource_changed.CopyFrom(resource_changed.to_proto())
     elif application_changed is not None:
         event.application_changed.CopyFrom(application_changed.to_proto())
+    elif service_item is not None:
+        event.service_item_changed.CopyFrom(service_item.to_proto())
     return Message(topic=topic, key=event.event_id.encode(), value=event.SerializeToString())

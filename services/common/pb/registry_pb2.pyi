@@ -121,8 +121,40 @@ class ApplicationChanged(_message.Message):
     grant_id: str
     def __init__(self, application_id: _Optional[str] = ..., resource_code: _Optional[str] = ..., provider_dept: _Optional[str] = ..., consumer_dept: _Optional[str] = ..., client_id: _Optional[str] = ..., change: _Optional[str] = ..., status: _Optional[str] = ..., items: _Optional[_Iterable[str]] = ..., purpose: _Optional[str] = ..., due_by: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., grant_id: _Optional[str] = ...) -> None: ...
 
+class ServiceItemMaterial(_message.Message):
+    __slots__ = ("id", "name", "source", "necessity", "resource_code", "items")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NECESSITY_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_CODE_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    source: str
+    necessity: str
+    resource_code: str
+    items: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., source: _Optional[str] = ..., necessity: _Optional[str] = ..., resource_code: _Optional[str] = ..., items: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ServiceItemChanged(_message.Message):
+    __slots__ = ("code", "name", "dept", "version", "withdrawn", "materials")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEPT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWN_FIELD_NUMBER: _ClassVar[int]
+    MATERIALS_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    name: str
+    dept: str
+    version: int
+    withdrawn: bool
+    materials: _containers.RepeatedCompositeFieldContainer[ServiceItemMaterial]
+    def __init__(self, code: _Optional[str] = ..., name: _Optional[str] = ..., dept: _Optional[str] = ..., version: _Optional[int] = ..., withdrawn: _Optional[bool] = ..., materials: _Optional[_Iterable[_Union[ServiceItemMaterial, _Mapping]]] = ...) -> None: ...
+
 class RegistryEvent(_message.Message):
-    __slots__ = ("event_id", "occurred_unix_ms", "resource_published", "grant_issued", "grant_revoked", "resource_changed", "application_changed")
+    __slots__ = ("event_id", "occurred_unix_ms", "resource_published", "grant_issued", "grant_revoked", "resource_changed", "application_changed", "service_item_changed")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_PUBLISHED_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +162,7 @@ class RegistryEvent(_message.Message):
     GRANT_REVOKED_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_CHANGED_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ITEM_CHANGED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_unix_ms: int
     resource_published: ResourcePublished
@@ -137,4 +170,5 @@ class RegistryEvent(_message.Message):
     grant_revoked: GrantRevoked
     resource_changed: ResourceChanged
     application_changed: ApplicationChanged
-    def __init__(self, event_id: _Optional[str] = ..., occurred_unix_ms: _Optional[int] = ..., resource_published: _Optional[_Union[ResourcePublished, _Mapping]] = ..., grant_issued: _Optional[_Union[GrantIssued, _Mapping]] = ..., grant_revoked: _Optional[_Union[GrantRevoked, _Mapping]] = ..., resource_changed: _Optional[_Union[ResourceChanged, _Mapping]] = ..., application_changed: _Optional[_Union[ApplicationChanged, _Mapping]] = ...) -> None: ...
+    service_item_changed: ServiceItemChanged
+    def __init__(self, event_id: _Optional[str] = ..., occurred_unix_ms: _Optional[int] = ..., resource_published: _Optional[_Union[ResourcePublished, _Mapping]] = ..., grant_issued: _Optional[_Union[GrantIssued, _Mapping]] = ..., grant_revoked: _Optional[_Union[GrantRevoked, _Mapping]] = ..., resource_changed: _Optional[_Union[ResourceChanged, _Mapping]] = ..., application_changed: _Optional[_Union[ApplicationChanged, _Mapping]] = ..., service_item_changed: _Optional[_Union[ServiceItemChanged, _Mapping]] = ...) -> None: ...

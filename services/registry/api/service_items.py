@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response
 
 from services.common.errors import CommonProblem, problem_responses
 from services.common.runtime import CurrentPrincipal, RuntimeDep, UnitOfWorkDep
-from services.registry.api.common import AUTH, CalendarDep, today
+from services.registry.api.common import AUTH, CalendarDep, TopicsDep, today
 from services.registry.models import Material, ServiceItem
 from services.registry.problems import RegistryProblem
 from services.registry.service_items import service
@@ -63,9 +63,9 @@ def service_item_public(item: ServiceItem, materials: list[Material]) -> Service
     responses=problem_responses(*OWN, *MAPPING, RegistryProblem.SERVICE_ITEM_EXISTS),
 )
 async def create_service_item(
-    body: ServiceItemCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    body: ServiceItemCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
 ) -> ServiceItemPublic:
-    return service_item_public(*await service.create_service_item(uow, principal, body))
+    return service_item_public(*await service.create_service_item(uow, principal, body, topics))
 
 
 @router.get("/service-items", response_model=ServiceItemList, summary="Service items (事项清单)")
@@ -97,9 +97,9 @@ async def get_service_item(code: str, principal: CurrentPrincipal, uow: UnitOfWo
     responses=problem_responses(*OWN),
 )
 async def update_service_item(
-    code: str, body: ServiceItemPatch, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    code: str, body: ServiceItemPatch, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
 ) -> ServiceItemPublic:
-    return service_item_public(*await service.update_service_item(uow, principal, code, body))
+    return service_item_public(*await service.update_service_item(uow, principal, code, body, topics))
 
 
 @router.delete(
@@ -109,8 +109,10 @@ async def update_service_item(
     summary="Withdraw a service item of your department, with its materials",
     responses=problem_responses(*OWN),
 )
-async def delete_service_item(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
-    await service.delete_service_item(uow, principal, code)
+async def delete_service_item(
+    code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
+) -> Response:
+    await service.delete_service_item(uow, principal, code, topics)
     return Response(status_code=204)
 
 
@@ -122,9 +124,9 @@ async def delete_service_item(code: str, principal: CurrentPrincipal, uow: UnitO
     responses=problem_responses(*OWN, *MAPPING),
 )
 async def add_material(
-    code: str, body: MaterialSpec, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    code: str, body: MaterialSpec, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
 ) -> MaterialPublic:
-    return material_public(await service.add_material(uow, principal, code, body))
+    return material_public(await service.add_material(uow, principal, code, body, topics))
 
 
 @router.put(
@@ -134,9 +136,14 @@ async def add_material(
     responses=problem_responses(*OWN, *MAPPING),
 )
 async def replace_material(
-    code: str, material_id: uuid.UUID, body: MaterialSpec, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    code: str,
+    material_id: uuid.UUID,
+    body: MaterialSpec,
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    topics: TopicsDep,
 ) -> MaterialPublic:
-    return material_public(await service.replace_material(uow, principal, code, material_id, body))
+    return material_public(await service.replace_material(uow, principal, code, material_id, body, topics))
 
 
 @router.delete(
@@ -147,9 +154,9 @@ async def replace_material(
     responses=problem_responses(*OWN),
 )
 async def delete_material(
-    code: str, material_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep
+    code: str, material_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
 ) -> Response:
-    await service.delete_material(uow, principal, code, material_id)
+    await service.delete_material(uow, principal, code, material_id, topics)
     return Response(status_code=204)
 
 

@@ -4,7 +4,9 @@ A service item belongs to its implementing department (实施部门): only that 
 ``data_admin`` writes it or its materials, and for anyone else a write is a 404. Service items are
 published lists, readable by every department. A government-issued material (政府部门核发) may map
 to a catalogue resource and the 信息项 of it that cover the material; the statistics
-(``services/registry/stats.py``) count it 免提交 when the exchange can actually fetch it.
+(``services/registry/stats.py``) count it 免提交 when the exchange can actually fetch it. Every
+write sends the item as it now stands on ``registry.events`` (``events.service_item_changed``), so
+the exchange can fetch its materials in one evidence bundle.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from services.common.pagination import one_more, page
 from services.common.security import Principal
 from services.common.uow import UnitOfWork
 from services.registry.catalogue.service import get_resource
+from services.registry.events import Topics, service_item_changed
 from services.registry.lists.service import require_data_admin
 from services.registry.models import Material, ServiceItem
 from services.registry.problems import RegistryProblem
@@ -64,7 +67,7 @@ async def materials_of(session: AsyncSession, codes: list[str]) -> dict[str, lis
 
 
 async def create_service_item(
-    uow: UnitOfWork, principal: Principal, body: ServiceItemCreate
+    uow: UnitOfWork, principal: Principal, body: ServiceItemCreate, topics: Topics
 ) -> tuple[ServiceItem, list[Material]]:
     """A service item of the caller's department (its 实施部门), with its materials."""
     require_data_admin(principal)
@@ -78,6 +81,7 @@ async def create_service_item(
     session.add(item)
     session.add_all(materials)
     await session.flush()
+    await service_item_changed(uow, topics, item, materials)
     return item, materials
 
 
@@ -111,46 +115,59 @@ async def own_service_item(session: AsyncSession, principal: Principal, code: st
 
 
 async def update_service_item(
-    uow: UnitOfWork, principal: Principal, code: str, patch: ServiceItemPatch
+    uow: UnitOfWork, principal: Principal, code: str, patch: ServiceItemPatch, topics: Topics
 ) -> tuple[ServiceItem, list[Material]]:
     item = await own_service_item(uow.session, principal, code)
     item.name = patch.name
     item.updated_at = datetime.now(UTC)
     await uow.session.flush()
-    return item, (await materials_of(uow.session, [code]))[code]
+    materials = (await materials_of(uow.session, [code]))[code]
+    await service_item_changed(uow, topics, item, materials)
+    return item, materials
 
 
-async def delete_service_item(uow: UnitOfWork, principal: Principal, code: str) -> None:
+async def item_changed(uow: UnitOfWork, topics: Topics, item: ServiceItem) -> None:
+    """Tell the exchange a material of ``item`` changed (the item, with all its materials)."""
+    await uow.session.flush()
+    await service_item_changed(uow, topics, item, (await materials_of(uow.session, [item.code]))[item.code])
+
+
+async def delete_service_item(uow: UnitOfWork, principal: Principal, code: str, topics: Topics) -> None:
     """Withdraw a service item and its materials."""
     item = await own_service_item(uow.session, principal, code)
     await uow.session.execute(delete(Material).where(Material.service_item_code == code))
     await uow.session.delete(item)
     await uow.session.flush()
+    await service_item_changed(uow, topics, item, [], withdrawn=True)
 
 
-async def add_material(uow: UnitOfWork, principal: Principal, code: str, spec: MaterialSpec) -> Material:
+async def add_material(
+    uow: UnitOfWork, principal: Principal, code: str, spec: MaterialSpec, topics: Topics
+) -> Material:
     item = await own_service_item(uow.session, principal, code)
     await check_mapping(uow.session, principal, spec)
     material = new_material(code, spec)
     uow.session.add(material)
     item.updated_at = datetime.now(UTC)
-    await uow.session.flush()
+    await item_changed(uow, topics, item)
     return material
 
 
-async def own_material(session: AsyncSession, principal: Principal, code: str, material_id: uuid.UUID) -> Material:
-    await own_service_item(session, principal, code)
+async def own_material(
+    session: AsyncSession, principal: Principal, code: str, material_id: uuid.UUID
+) -> tuple[ServiceItem, Material]:
+    item = await own_service_item(session, principal, code)
     material = await session.get(Material, material_id, with_for_update=True)
     if material is None or material.service_item_code != code:
         raise NotFound("material", str(material_id))
-    return material
+    return item, material
 
 
 async def replace_material(
-    uow: UnitOfWork, principal: Principal, code: str, material_id: uuid.UUID, spec: MaterialSpec
+    uow: UnitOfWork, principal: Principal, code: str, material_id: uuid.UUID, spec: MaterialSpec, topics: Topics
 ) -> Material:
     """Rewrite a material: its name, 来源渠道, 必要性 and mapping."""
-    material = await own_material(uow.session, principal, code, material_id)
+    item, material = await own_material(uow.session, principal, code, material_id)
     await check_mapping(uow.session, principal, spec)
     material.name = spec.name
     material.source = spec.source
@@ -158,11 +175,13 @@ async def replace_material(
     material.resource_code = spec.resource
     material.items = spec.items or []
     material.updated_at = datetime.now(UTC)
-    await uow.session.flush()
+    await item_changed(uow, topics, item)
     return material
 
 
-async def delete_material(uow: UnitOfWork, principal: Principal, code: str, material_id: uuid.UUID) -> None:
-    material = await own_material(uow.session, principal, code, material_id)
+async def delete_material(
+    uow: UnitOfWork, principal: Principal, code: str, material_id: uuid.UUID, topics: Topics
+) -> None:
+    item, material = await own_material(uow.session, principal, code, material_id)
     await uow.session.delete(material)
-    await uow.session.flush()
+    await item_changed(uow, topics, item)
