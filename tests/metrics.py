@@ -15,6 +15,8 @@ from services.common.http import ServiceMiddleware
 from services.common.outbox import Outbox
 from services.connector.backends import BackendMetrics
 from services.connector.service import LookupMetrics
+from services.exchange.callbacks import CallbackMetrics
+from services.exchange.service import ExchangeMetrics
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.upstreams import UpstreamMetrics
 from services.registry.applications.calendar import WorkingCalendar
@@ -43,6 +45,9 @@ def exported_names() -> set[str]:
     backend.errors.labels("b", "backend_timeout").inc()
     backend.latency.labels("b").observe(0.01)
     backend.in_flight.labels("b").set(0)
+    exchange = ExchangeMetrics(registry)
+    exchange.extra_items.labels("p").inc()
+    CallbackMetrics(registry).attempts.labels("failed").inc()
     http = ServiceMiddleware(None, max_body_bytes=1024, registry=registry, service="s")  # type: ignore[arg-type]
     http.requests.labels("s", "GET", "/r", "200").inc()
     http.latency.labels("s", "GET", "/r").observe(0.01)

@@ -23,6 +23,10 @@ class ExchangeProblem(ProblemCode):
     QUERY_INTERRUPTED = "query-interrupted", 503, "Query sent, outcome not recorded"
     # Past the answer retention period the answer is gone; its outcome is still readable by id.
     ANSWER_PURGED = "answer-purged", 410, "Answer purged after its retention period"
+    BATCH_TOO_LARGE = "batch-too-large", 422, "Too many subjects in one batch"
+    CALLBACK_URL_NOT_HTTPS = "callback-url-not-https", 422, "Callback URL is not https"
+    CALLBACK_URL_NOT_REGISTERED = "callback-url-not-registered", 422, "Callback URL not registered"
+    CALLBACKS_UNAVAILABLE = "callbacks-unavailable", 503, "Callbacks not configured"
 
 
 # Refusals before the provider is asked: each is audited as a denial with its code as the reason.
@@ -37,4 +41,7 @@ DENIALS = (
     ExchangeProblem.UNKNOWN_ITEMS,
     ExchangeProblem.ITEM_NOT_GRANTED,
     ExchangeProblem.QUOTA_EXCEEDED,
+    ExchangeProblem.BATCH_TOO_LARGE,
+    ExchangeProblem.CALLBACK_URL_NOT_HTTPS,
+    ExchangeProblem.CALLBACK_URL_NOT_REGISTERED,
 )
