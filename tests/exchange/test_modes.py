@@ -9,13 +9,10 @@ a callback URL not https or not registered are refused, writing nothing but the 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,6 @@ from typing import Any
 import orjson
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,8 +39,9 @@ from services.exchange.models import GrantView, Query, ResourceView
 from services.exchange.models import Outbox as OutboxModel
 from services.exchange.schemas import BatchCreate, QueryCreate
 from services.exchange.service import Exchange, ExchangeMetrics, get_query, query_view
+from tests.exchange.callback_server import hook_server, verify_detached
 from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
-from tests.gateway.tls import Pki, make_pki
+from tests.gateway.tls import make_pki
 from tests.stack import create_database, drop_database, infra_env
 
 PURPOSE = SERVICE_ITEMS[0][0]
@@ -322,58 +319,10 @@ async def test_a_provider_error_is_502_carrying_the_providers_code(engine: Async
 # --------------------------------------------------------------------------- callbacks
 
 
-@dataclass
-class Hook:
-    """A consumer's callback server over real TLS: refuses the first ``refuse`` POSTs with 503."""
-
-    refuse: int
-    url: str = ""
-    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")[1:]
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines if line)}
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.received.append((headers, body))
-            status = "503 Service Unavailable" if len(self.received) <= self.refuse else "204 No Content"
-            writer.write(f"HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".encode())
-            await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
-                await writer.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def hook_server(pki: Pki, refuse: int) -> AsyncIterator[Hook]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(str(pki.server.cert), str(pki.server.key))
-    hook = Hook(refuse)
-    server = await asyncio.start_server(hook.handle, "127.0.0.1", 0, ssl=context)
-    hook.url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/tongban/callback"
-    try:
-        yield hook
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-def verify_detached(jwks: dict[str, Any], signature: str, body: bytes) -> dict[str, Any]:
-    """Verify a detached-content JWS as a consumer would, with nothing but ``cryptography``:
-    the signing input is ``<protected>.<base64url(body)>`` (RFC 7515 appendix F)."""
-
-    def b64(data: str) -> bytes:
-        return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-
-    protected, payload, sig = signature.split(".")
-    assert payload == "", "the content is detached"
-    header: dict[str, Any] = orjson.loads(b64(protected))
-    (jwk,) = [k for k in jwks["keys"] if k["kid"] == header["kid"]]
-    signing_input = f"{protected}.{base64.urlsafe_b64encode(body).rstrip(b'=').decode()}".encode()
-    Ed25519PublicKey.from_public_bytes(b64(jwk["x"])).verify(b64(sig), signing_input)  # raises if forged
-    return header
+async def callback_state(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as db:
+        state: str | None = (await db.execute(text("SELECT state FROM exchange.callbacks"))).scalar_one_or_none()
+    return state
 
 
 async def test_a_callback_is_signed_and_retried_with_backoff_until_delivered(
@@ -402,7 +351,7 @@ async def test_a_callback_is_signed_and_retried_with_backoff_until_delivered(
         running = asyncio.create_task(sender.run())
         try:
             deadline = time.monotonic() + 20
-            while len(hook.received) < 3:
+            while await callback_state(engine) != "delivered":  # the sender records after the POST
                 assert time.monotonic() < deadline, hook.received
                 await asyncio.sleep(0.05)
         finally:
