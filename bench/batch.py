@@ -14,6 +14,7 @@ error. Results go to bench/results/<YYYY-MM-DD>-batch.json.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -65,8 +66,9 @@ async def measure(creds: DemoCredentials) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     errors_seen: list[str] = []
     async with aiohttp.ClientSession(creds.gateway, connector=aiohttp.TCPConnector(limit=64), timeout=timeout) as c:
-        auth = aiohttp.BasicAuth(creds.client_id, creds.client_secret)
-        async with c.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=auth) as token:
+        basic = base64.b64encode(f"{creds.client_id}:{creds.client_secret}".encode()).decode()
+        grant = {"grant_type": "client_credentials"}
+        async with c.post("/oauth2/token", data=grant, headers={"authorization": f"Basic {basic}"}) as token:
             token.raise_for_status()
             headers = {"authorization": f"Bearer {(await token.json())['access_token']}"}
         batch = {"resource": creds.resource, "purpose": creds.purpose, "subjects": subjects}
