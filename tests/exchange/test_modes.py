@@ -197,6 +197,31 @@ async def test_an_async_query_without_a_reply_times_out_in_the_background(engine
 
 
 @pytest.mark.parametrize(
+    ("grant", "asked", "status", "code"),
+    [
+        ({}, {"subject": BAD_CHECK_DIGIT}, 422, "invalid-subject"),
+        ({"revoked": True}, {}, 403, "grant-revoked"),
+        ({"daily_quota": 0}, {}, 429, "quota-exceeded"),
+    ],
+    ids=["bad check digit", "revoked grant", "quota"],
+)
+async def test_an_async_query_is_refused_at_once_by_the_same_checks_as_a_sync_one(
+    engine: AsyncEngine, grant: dict[str, Any], asked: dict[str, Any], status: int, code: str
+) -> None:
+    await add_grant(engine, **grant)
+    exchange = replica(engine)
+
+    with pytest.raises(Problem) as raised:
+        await exchange.submit(consumer(), ask(**{"subject": SUBJECTS[0], "mode": "async"} | asked), None)
+
+    assert (raised.value.status, raised.value.code) == (status, code)
+    queries, used, audits, requests, _ = await written(engine)
+    assert (queries, used, requests) == (0, 0, 0)
+    assert [(a.outcome, a.reason) for a in audits] == [("denied", code)]
+    assert not exchange.waiters and not exchange.background
+
+
+@pytest.mark.parametrize(
     ("url", "code"),
     [
         ("http://consumer.example.gov.cn/hook", "callback-url-not-https"),
