@@ -31,7 +31,7 @@ from services.common.bus import Message
 from services.common.clock import business_date, seconds_to_midnight
 from services.common.contracts.audit import AuditAction, AuditContext, audit_message
 from services.common.db import driver_connection
-from services.common.errors import NotFound, Problem
+from services.common.errors import NotFound, Problem, unexpected_problem
 from services.common.identifiers import InvalidIdentifier
 from services.common.masking import apply_masking, effective_masking
 from services.common.outbox import Outbox
@@ -449,6 +449,11 @@ class Exchange:
                     return {"index": index, "status": 200, "answer": answer}
                 except Problem as problem:
                     return {"index": index, "status": problem.status, "problem": problem.body()}
+                except Exception as exc:
+                    # Before its request was committed (after, query() says query-interrupted):
+                    # nothing was written for this subject; the others keep their outcomes.
+                    failed = unexpected_problem(exc)
+                    return {"index": index, "status": failed.status, "problem": failed.body()}
 
         outcomes = await asyncio.gather(*(one(n, s) for n, s in enumerate(body.subjects)))
         self.metrics.batch_subjects.inc(len(outcomes))

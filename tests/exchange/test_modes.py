@@ -294,6 +294,25 @@ async def test_a_batch_is_one_query_per_subject_with_an_outcome_each_and_quota_p
     assert len(replayed) == 2 and (await written(engine))[:2] == (2, 2)
 
 
+async def test_a_batch_without_its_database_answers_503_per_subject_and_writes_nothing(engine: AsyncEngine) -> None:
+    """A replica whose database refuses connections (nothing listens where it points): nothing is
+    written, so each subject's outcome is 503 database-unavailable (retry), not a 500 for the batch."""
+    await add_grant(engine)
+    # Port 9 (discard) on the loopback: nothing listens there, every connection is refused.
+    nowhere = engine.url.set(host="127.0.0.1", port=9, query={}).render_as_string(hide_password=False)
+    unreachable = create_engine(nowhere, pool_size=2)
+    try:
+        answer = await replica(unreachable).batch(consumer(), batch(SUBJECTS[:2], timeout_ms=200), None)
+    finally:
+        await unreachable.dispose()
+
+    assert [(o["status"], o["problem"]["type"].rsplit("/", 1)[-1]) for o in answer["outcomes"]] == [
+        (503, "database-unavailable")
+    ] * 2
+    queries, used, audits, requests, _ = await written(engine)
+    assert (queries, used, audits, requests) == (0, 0, [], 0)
+
+
 async def test_an_async_batch_answers_every_subjects_query_id_at_once(engine: AsyncEngine) -> None:
     await add_grant(engine)
     exchange = replica(engine)
