@@ -57,6 +57,7 @@ bench: $(STAMP) infra-up ## Every benchmark: query round trip vs raw Kafka, regi
 	$(INFRA_ENV) $(PY) -m bench.gateway
 	$(INFRA_ENV) $(PY) -m bench.audit
 	$(INFRA_ENV) $(PY) -m bench.evidence
+	$(INFRA_ENV) $(PY) -m bench.batch
 
 bench-evidence: $(STAMP) infra-up ## Evidence bundle (5 materials) p50/p99 next to a single query; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.evidence
@@ -72,6 +73,9 @@ bench-audit: $(STAMP) infra-up ## Audit: ingest vs raw COPY, inclusion proofs at
 
 bench-scale: $(STAMP) infra-up ## Queries per second with one and with two exchange replicas; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.scale
+
+bench-batch: $(STAMP) infra-up ## Exchange batches: subjects per second, next to single queries; writes bench/results/
+	$(INFRA_ENV) $(PY) -m bench.batch
 
 migration: $(STAMP) infra-up ## New Alembic revision: make migration S=<service> M="<message>"
 	$(INFRA_ENV) $(PY) -m services.common.make_migration $(S) "$(M)"
@@ -100,4 +104,4 @@ image-test: $(STAMP) infra-up ## Build the image, inspect it, run the gateway in
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-evidence bench-registry bench-gateway bench-audit bench-scale migration regions manifests image image-test clean
+.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-evidence bench-registry bench-gateway bench-audit bench-scale bench-batch migration regions manifests image image-test clean

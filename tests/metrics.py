@@ -15,7 +15,9 @@ from services.common.http import ServiceMiddleware
 from services.common.outbox import Outbox
 from services.connector.backends import BackendMetrics
 from services.connector.service import LookupMetrics
+from services.exchange.callbacks import CallbackMetrics
 from services.exchange.evidence import EvidenceMetrics
+from services.exchange.service import ExchangeMetrics
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.upstreams import UpstreamMetrics
 from services.registry.applications.calendar import WorkingCalendar
@@ -48,6 +50,9 @@ def exported_names() -> set[str]:
     evidence.bundles.labels("completed").inc()
     evidence.materials.labels("fetched").inc()
     evidence.latency.observe(0.1)
+    exchange = ExchangeMetrics(registry)
+    exchange.extra_items.labels("p").inc()
+    CallbackMetrics(registry).attempts.labels("failed").inc()
     http = ServiceMiddleware(None, max_body_bytes=1024, registry=registry, service="s")  # type: ignore[arg-type]
     http.requests.labels("s", "GET", "/r", "200").inc()
     http.latency.labels("s", "GET", "/r").observe(0.01)

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.common import keywrap
 from services.common.bus import Bus, Subscription
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
+from services.exchange import callbacks
 from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
 from services.exchange.evidence import Evidence, EvidenceMetrics
@@ -42,6 +44,13 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             outbox = rt.outbox
             assert outbox is not None
             exchange = Exchange(settings, rt.engine, outbox, ExchangeMetrics(app.state.metrics))
+            # Callbacks are signed with a platform key sealed under the key-encryption key; an
+            # exchange without one runs, and refuses callbacks (503 callbacks-unavailable).
+            signer = None
+            if settings.key_encryption_key is not None:
+                wrap = keywrap.required(settings.key_encryption_key, "exchange")
+                signer = await callbacks.load_signer(rt.sessions, wrap)
+                exchange.callbacks_enabled = True
             replies = settings.topic("exchange.replies")
             rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))
             # Late replies are by definition not urgent: fetch them in larger, slower batches so
@@ -69,17 +78,28 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             purger = asyncio.create_task(exchange.sweep_answers(), name="exchange:answer-retention")
             ledger = Ledger(outbox, ledger_topic, timedelta(seconds=settings.ledger_window_s))
             ledger_task = asyncio.create_task(ledger.run(), name="exchange:ledger")
+            tasks = [sweeper, purger, ledger_task]
+            sender = None
+            if signer is not None:
+                metrics = callbacks.CallbackMetrics(app.state.metrics)
+                sender = callbacks.CallbackSender(settings, rt.sessions, signer, exchange.query_closed, metrics)
+                tasks.append(asyncio.create_task(sender.run(), name="exchange:callbacks"))
             app.state.runtime = rt
             app.state.exchange = exchange
             app.state.evidence = Evidence(exchange, EvidenceMetrics(app.state.metrics))
+            app.state.callback_signer = signer
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
-                for task in (sweeper, purger, ledger_task):
+                # Async queries still waiting stay pending: the abandoned-query sweep (here or on
+                # another replica) closes them, and their callbacks are sent then.
+                for task in [*tasks, *exchange.background]:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                if sender is not None:
+                    await sender.close()
                 await outbox.stop()
                 await rt.bus.stop()
 

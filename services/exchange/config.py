@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from services.common.settings import CommonSettings
 
@@ -27,3 +27,19 @@ class ExchangeSettings(CommonSettings):
     # An evidence bundle (免提交) asks the providers of its materials at once, at most this many at
     # a time per bundle: a service item with many materials must not take the whole query path.
     evidence_concurrency: int = Field(8, ge=1, le=100, validation_alias="TONGBAN_EXCHANGE_EVIDENCE_CONCURRENCY")
+    # 批量查询: the most subjects one batch may ask about, and how many of them are in flight at once.
+    batch_max_subjects: int = Field(100, ge=1, le=10_000, validation_alias="TONGBAN_EXCHANGE_BATCH_MAX_SUBJECTS")
+    batch_concurrency: int = Field(32, ge=1, le=1000, validation_alias="TONGBAN_EXCHANGE_BATCH_CONCURRENCY")
+    # 回调 (exchange/callbacks.py): the signed POST of an async query's outcome to its system's
+    # registered https URL, retried with exponential backoff (base, cap) up to max attempts.
+    callback_timeout_s: float = Field(5.0, gt=0, le=60, validation_alias="TONGBAN_EXCHANGE_CALLBACK_TIMEOUT_S")
+    callback_backoff_s: float = Field(1.0, gt=0, le=3600, validation_alias="TONGBAN_EXCHANGE_CALLBACK_BACKOFF_S")
+    callback_backoff_max_s: float = Field(
+        600.0, gt=0, le=86400, validation_alias="TONGBAN_EXCHANGE_CALLBACK_BACKOFF_MAX_S"
+    )
+    callback_max_attempts: int = Field(10, ge=1, le=100, validation_alias="TONGBAN_EXCHANGE_CALLBACK_MAX_ATTEMPTS")
+    callback_poll_s: float = Field(1.0, gt=0, le=60, validation_alias="TONGBAN_EXCHANGE_CALLBACK_POLL_S")
+    # Extra trust anchors (PEM) for callback servers, besides the system's: a government private CA.
+    callback_ca_file: str | None = Field(None, validation_alias="TONGBAN_EXCHANGE_CALLBACK_CA_FILE")
+    # Seals the callback signing key (exchange.signing_keys), as the gateway's and connector's keys.
+    key_encryption_key: SecretStr | None = Field(None, validation_alias="TONGBAN_KEY_ENCRYPTION_KEY")

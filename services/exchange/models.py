@@ -5,7 +5,20 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Boolean, Date, DateTime, Index, Integer, String, UniqueConstraint, func, text
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -94,6 +107,8 @@ class Query(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # 答复保留期: when the answer (personal data) was purged; the outcome stays.
     answer_purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # 批量查询: the batch this query was one subject of (None: asked alone).
+    batch_id: Mapped[uuid.UUID | None] = mapped_column()
 
 
 class GrantUsage(Base):
@@ -140,6 +155,56 @@ class EvidenceBundle(Base):
     exempt: Mapped[int] = mapped_column(Integer)  # 免提交: fetched, so not submitted by the applicant
     # [{material_id, name, necessity, resource, outcome, query_id, problem}] per government-issued material
     outcomes: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CallbackUrl(Base):
+    """回调地址 — the https URL a consuming system registered for the outcomes of its async queries."""
+
+    __tablename__ = "callback_urls"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(500))
+    registered_by: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CallbackState(StrEnum):
+    PENDING = "pending"  # to be POSTed once its query has ended (again after next_attempt_at)
+    DELIVERED = "delivered"
+    FAILED = "failed"  # max attempts used up: alerted (docs/operations.md), readable by id still
+
+
+class Callback(Base):
+    """One async query's outcome to POST to its system's callback URL: a durable queue row,
+    written with the query itself, retried with backoff (exchange/callbacks.py)."""
+
+    __tablename__ = "callbacks"
+    __table_args__ = (
+        Index("ix_callbacks_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+        one_of("state", CallbackState),
+    )
+
+    query_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(500))
+    state: Mapped[CallbackState] = mapped_column(String(16), server_default=CallbackState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SigningKey(Base):
+    """The Ed25519 key callbacks are signed with (platform key, published at
+    ``/v1/exchange/callback-keys``), sealed under the environment's key-encryption key."""
+
+    __tablename__ = "signing_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -27,6 +27,10 @@ class ExchangeProblem(ProblemCode):
     UNKNOWN_SERVICE_ITEM = "unknown-service-item", 404, "Unknown service item"
     # Never an answer's status: why a bundle's government-issued material is unavailable.
     MATERIAL_NOT_MAPPED = "material-not-mapped", 404, "Material not mapped to a resource"
+    BATCH_TOO_LARGE = "batch-too-large", 422, "Too many subjects in one batch"
+    CALLBACK_URL_NOT_HTTPS = "callback-url-not-https", 422, "Callback URL is not https"
+    CALLBACK_URL_NOT_REGISTERED = "callback-url-not-registered", 422, "Callback URL not registered"
+    CALLBACKS_UNAVAILABLE = "callbacks-unavailable", 503, "Callbacks not configured"
 
 
 # Refusals before the provider is asked: each is audited as a denial with its code as the reason.
@@ -41,4 +45,7 @@ DENIALS = (
     ExchangeProblem.UNKNOWN_ITEMS,
     ExchangeProblem.ITEM_NOT_GRANTED,
     ExchangeProblem.QUOTA_EXCEEDED,
+    ExchangeProblem.BATCH_TOO_LARGE,
+    ExchangeProblem.CALLBACK_URL_NOT_HTTPS,
+    ExchangeProblem.CALLBACK_URL_NOT_REGISTERED,
 )

@@ -1,11 +1,13 @@
 """Exchange API schemas."""
 
+from __future__ import annotations
+
 import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from services.common.schemas import Strict
 from services.common.subjects import SubjectType
@@ -23,8 +25,19 @@ class QueryCreate(Strict):
     purpose: str = Field(pattern=r"^[0-9A-Za-z\-]{4,64}$", description="事项 code the data is used for")
     subject: Subject
     fields: list[str] | None = Field(None, min_length=1, max_length=200)
-    mode: Literal["sync"] = "sync"
+    # sync (the default): the answer in this call. async: 202 at once, the answer read by id (and
+    # POSTed to the system's registered callback URL when ``callback_url`` names it).
+    mode: Literal["sync", "async"] = "sync"
     timeout_ms: int | None = Field(None, ge=100, le=120_000)
+    callback_url: str | None = Field(
+        None, min_length=1, max_length=500, description="async only: a registered https URL"
+    )
+
+    @model_validator(mode="after")
+    def callback_only_async(self) -> QueryCreate:
+        if self.callback_url is not None and self.mode != "async":
+            raise ValueError("callback_url is for mode async only")
+        return self
 
 
 class Signature(BaseModel):
@@ -81,3 +94,50 @@ class EvidenceBundlePublic(BaseModel):
     exempt: int = Field(description="免提交: materials fetched, which the applicant no longer submits")
     materials: list[MaterialResult]
     created_at: datetime
+
+
+class BatchCreate(Strict):
+    """批量查询 — one question about many subjects: each subject becomes its own query (own id,
+    own audit record, own Idempotency-Key derived from the batch's, own quota count). The list's
+    own bound is loose on purpose: the configured limit is checked (and a refusal audited) by the
+    exchange, not by validation, which audits nothing."""
+
+    resource: str = Field(min_length=3, max_length=40, description="信息资源代码")
+    purpose: str = Field(pattern=r"^[0-9A-Za-z\-]{4,64}$", description="事项 code the data is used for")
+    subjects: list[Subject] = Field(min_length=1, max_length=10_000)
+    fields: list[str] | None = Field(None, min_length=1, max_length=200)
+    mode: Literal["sync", "async"] = "sync"
+    timeout_ms: int | None = Field(None, ge=100, le=120_000)
+    callback_url: str | None = Field(None, min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def callback_only_async(self) -> BatchCreate:
+        if self.callback_url is not None and self.mode != "async":
+            raise ValueError("callback_url is for mode async only")
+        return self
+
+    def query(self, subject: Subject) -> QueryCreate:
+        """The single query this batch asks about ``subject``."""
+        return QueryCreate(
+            resource=self.resource,
+            purpose=self.purpose,
+            subject=subject,
+            fields=self.fields,
+            mode=self.mode,
+            timeout_ms=self.timeout_ms,
+            callback_url=self.callback_url,
+        )
+
+
+class CallbackUrlSet(Strict):
+    """回调地址 — where the exchange POSTs the outcome of this system's async queries."""
+
+    url: str = Field(min_length=9, max_length=500)
+
+
+class Accepted(BaseModel):
+    """An async query accepted (202): read its outcome at ``location``."""
+
+    id: uuid.UUID
+    mode: str = "async"
+    location: str

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from asyncpg import Record, UniqueViolationError  # type: ignore[import-untyped]
@@ -29,7 +31,7 @@ from services.common.bus import Message
 from services.common.clock import business_date, seconds_to_midnight
 from services.common.contracts.audit import AuditAction, AuditContext, audit_message
 from services.common.db import driver_connection
-from services.common.errors import NotFound, Problem
+from services.common.errors import NotFound, Problem, unexpected_problem
 from services.common.identifiers import InvalidIdentifier
 from services.common.masking import apply_masking, effective_masking
 from services.common.outbox import Outbox
@@ -39,9 +41,10 @@ from services.common.subjects import normalise_subject, subject_hash
 from services.common.uow import UnitOfWork
 from services.exchange import repository
 from services.exchange.config import ExchangeSettings
-from services.exchange.models import GrantView, Query, QueryStatus, ResourceView
+from services.exchange.models import CallbackUrl, GrantView, Query, QueryStatus, ResourceView
 from services.exchange.problems import ExchangeProblem
-from services.exchange.schemas import QueryCreate
+from services.exchange.schemas import BatchCreate, QueryCreate
+from services.exchange.schemas import Subject as SubjectIn
 
 Reply = exchange_pb2.ExchangeReply
 log = logging.getLogger("tongban.exchange")
@@ -81,6 +84,15 @@ class Subject:
     type: str
     value: str
     hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """The query this system made before with the same Idempotency-Key (``fingerprint``: of the
+    question asked now, to compare with the earlier one's)."""
+
+    record: Record
+    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +201,23 @@ def outcome_of(
     if reply.status == Reply.NOT_FOUND:
         problem = ExchangeProblem.SUBJECT_NOT_FOUND.problem("The provider has no record about this subject.")
         return QueryStatus.NOT_FOUND, problem.status, problem.body()
-    problem = ExchangeProblem.PROVIDER_ERROR.problem(f"The provider could not answer: {reply.error or 'unknown'}.")
+    code, _ = provider_error(reply.error)
+    problem = ExchangeProblem.PROVIDER_ERROR.problem(
+        f"The provider could not answer: {reply.error or 'unknown'}.", extra={"provider_code": code}
+    )
     return QueryStatus.PROVIDER_ERROR, problem.status, problem.body()
+
+
+PROVIDER_CODE = re.compile(r"[a-z][a-z0-9_\-]{0,63}")
+
+
+def provider_error(error: str) -> tuple[str, str]:
+    """A connector's ``error`` (``"<code>: <detail>"``, services/connector/backends.py) as (code,
+    detail); an error without a code of that shape is ``provider_error`` with the whole text."""
+    code, sep, detail = error.partition(": ")
+    if sep and PROVIDER_CODE.fullmatch(code):
+        return code, detail
+    return "provider_error", error
 
 
 def extra_items(reply: Reply, fields: list[str]) -> list[str]:
@@ -201,13 +228,18 @@ def extra_items(reply: Reply, fields: list[str]) -> list[str]:
 
 
 class ExchangeMetrics:
-    """What the exchange refuses to pass on."""
+    """What the exchange refuses to pass on, and its batches."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.extra_items = Counter(
             "tongban_exchange_extra_items_dropped",
             "Items a provider returned that were not asked for (not granted), dropped before the answer",
             ["provider"],
+            registry=registry,
+        )
+        self.batch_subjects = Counter(
+            "tongban_exchange_batch_subjects",
+            "Subjects asked about in batches (each one query of its own)",
             registry=registry,
         )
 
@@ -230,6 +262,9 @@ class Exchange:
         self.outbox = outbox
         self.metrics = metrics or ExchangeMetrics(CollectorRegistry())
         self.waiters: dict[str, asyncio.Future[Reply]] = {}
+        self.background: set[asyncio.Task[None]] = set()  # async queries awaiting their reply
+        self.query_closed = asyncio.Event()  # wakes the callback sender (exchange/callbacks.py)
+        self.callbacks_enabled = False  # set by the lifespan once it has a callback signing key
         self._grants: dict[tuple[str, str, str], tuple[float, ResourceView, GrantView]] = {}
 
     # ----------------------------------------------------------------------- audit
@@ -256,34 +291,21 @@ class Exchange:
 
     # ----------------------------------------------------------------------- queries
 
-    async def query(self, principal: Principal, body: QueryCreate, idempotency_key: str | None) -> dict[str, Any]:
+    async def query(
+        self,
+        principal: Principal,
+        body: QueryCreate,
+        idempotency_key: str | None,
+        *,
+        batch_id: uuid.UUID | None = None,
+    ) -> dict[str, Any]:
         """Answer ``body`` for ``principal``: the masked, signed answer, or a raised problem."""
-        ctx = AuditContext(
-            actor=principal.sub,
-            consumer_dept=principal.dept,
-            consumer_client_id=principal.client_id or "",
-            resource=body.resource,
-            purpose=body.purpose,
-            subject_type=body.subject.type,
-        )
-        opened = Opened.now()
         query_id = uuid.uuid4()
-        waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self.waiters[str(query_id)] = waiter
+        waiter = self.wait_for(query_id)
         try:
-            try:
-                self.authorise(principal)
-                subject = self.identify(body)
-                ctx = ctx.with_(subject_hash=subject.hash, subject_key_id=self.settings.subject_hash_key_id)
-                resource, grant = await self.check_grant(principal, body, ctx)
-                ctx = ctx.with_(provider=resource.provider_dept)
-                started = await self.start(
-                    principal, body, subject, resource, grant, idempotency_key, query_id, ctx, opened
-                )
-            except Denied as denied:
-                raise await self.deny(denied.context or ctx, denied) from None
-            if isinstance(started, dict):  # an idempotent replay
-                return started
+            started = await self.open(principal, body, idempotency_key, query_id, batch_id)
+            if isinstance(started, Earlier):  # an idempotent replay
+                return replay(started.record, started.fingerprint)
             # From here the request is committed and will reach the provider.
             try:
                 reply = await self.await_reply(started, waiter)
@@ -299,6 +321,169 @@ class Exchange:
             raise
         except Exception as exc:
             raise self.interrupted(started.id, exc) from exc
+
+    async def submit(
+        self,
+        principal: Principal,
+        body: QueryCreate,
+        idempotency_key: str | None,
+        *,
+        batch_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """异步查询 — ``mode: async``: the same checks, dedup, quota and audit as :meth:`query`, up
+        to the request's being committed; the id of the query (of the earlier one, for a replayed
+        Idempotency-Key) is returned at once and the reply awaited in the background. A replica
+        that dies meanwhile leaves the query to the abandoned-query sweep and the late-reply
+        consumer, as for a sync query whose waiter died: it still ends, and its callback is sent."""
+        query_id = uuid.uuid4()
+        waiter = self.wait_for(query_id)
+        try:
+            started = await self.open(principal, body, idempotency_key, query_id, batch_id)
+        except BaseException:
+            self.waiters.pop(str(query_id), None)
+            raise
+        if isinstance(started, Earlier):
+            self.waiters.pop(str(query_id), None)
+            replayed_id: uuid.UUID = started.record["id"]
+            if started.record["fingerprint"] != started.fingerprint:
+                replay(started.record, started.fingerprint)  # raises idempotency-key-reused
+            return replayed_id
+        task = asyncio.create_task(self.complete(started, waiter), name=f"exchange:async:{started.id}")
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return started.id
+
+    async def complete(self, started: Started, waiter: asyncio.Future[Reply]) -> None:
+        """The rest of an async query, in the background: await the reply, record the outcome."""
+        try:
+            try:
+                reply = await self.await_reply(started, waiter)
+            finally:
+                self.waiters.pop(str(started.id), None)
+            await self.finish(started, reply)
+        except Problem:
+            pass  # an error outcome (or a timeout), recorded with its query like any other
+        except Exception:
+            # Left pending: the abandoned-query sweep closes it, a late reply is still recorded.
+            log.warning("async query outcome not recorded", extra={"ctx_query_id": str(started.id)}, exc_info=True)
+        finally:
+            self.query_closed.set()
+
+    def wait_for(self, query_id: uuid.UUID) -> asyncio.Future[Reply]:
+        """Register the waiter of ``query_id`` before its request can go: a reply that comes
+        before the query waits for it is kept."""
+        waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.waiters[str(query_id)] = waiter
+        return waiter
+
+    async def open(
+        self,
+        principal: Principal,
+        body: QueryCreate,
+        idempotency_key: str | None,
+        query_id: uuid.UUID,
+        batch_id: uuid.UUID | None,
+    ) -> Started | Earlier:
+        """The steps before the provider is asked: authorise, identify, the callback URL, the
+        grant, then start; each refusal is audited as a denial and raised."""
+        ctx = AuditContext(
+            actor=principal.sub,
+            consumer_dept=principal.dept,
+            consumer_client_id=principal.client_id or "",
+            resource=body.resource,
+            purpose=body.purpose,
+            subject_type=body.subject.type,
+        )
+        opened = Opened.now()
+        try:
+            self.authorise(principal)
+            subject = self.identify(body)
+            ctx = ctx.with_(subject_hash=subject.hash, subject_key_id=self.settings.subject_hash_key_id)
+            callback_url = await self.check_callback(principal, body)
+            resource, grant = await self.check_grant(principal, body, ctx)
+            ctx = ctx.with_(provider=resource.provider_dept)
+            return await self.start(
+                principal,
+                body,
+                subject,
+                resource,
+                grant,
+                idempotency_key,
+                query_id,
+                ctx,
+                opened,
+                batch_id=batch_id,
+                callback_url=callback_url,
+            )
+        except Denied as denied:
+            raise await self.deny(denied.context or ctx, denied) from None
+
+    async def batch(self, principal: Principal, body: BatchCreate, idempotency_key: str | None) -> dict[str, Any]:
+        """批量查询 — each subject of ``body`` asked as its own query (its own id, audit record,
+        quota count and Idempotency-Key ``<key>#<index>``), at most ``batch_concurrency`` at a
+        time, tied by one batch id; an outcome per subject, in the order asked. A batch over
+        ``batch_max_subjects`` is refused whole (audited once, nothing else written)."""
+        limit = self.settings.batch_max_subjects
+        if len(body.subjects) > limit:
+            ctx = AuditContext(
+                actor=principal.sub,
+                consumer_dept=principal.dept,
+                consumer_client_id=principal.client_id or "",
+                resource=body.resource,
+                purpose=body.purpose,
+            )
+            problem = Denied(
+                ExchangeProblem.BATCH_TOO_LARGE,
+                f"A batch may ask about at most {limit} subjects; this one names {len(body.subjects)}. "
+                "Split it into several batches.",
+                context=ctx,
+            )
+            raise await self.deny(ctx, problem)
+        batch_id = uuid.uuid4()
+        gate = asyncio.Semaphore(self.settings.batch_concurrency)
+
+        async def one(index: int, subject: SubjectIn) -> dict[str, Any]:
+            key = f"{idempotency_key}#{index}" if idempotency_key is not None else None
+            async with gate:
+                try:
+                    if body.mode == "async":
+                        query_id = await self.submit(principal, body.query(subject), key, batch_id=batch_id)
+                        return {"index": index, "status": 202, "id": str(query_id)}
+                    answer = await self.query(principal, body.query(subject), key, batch_id=batch_id)
+                    return {"index": index, "status": 200, "answer": answer}
+                except Problem as problem:
+                    return {"index": index, "status": problem.status, "problem": problem.body()}
+                except Exception as exc:
+                    # Before its request was committed (after, query() says query-interrupted):
+                    # nothing was written for this subject; the others keep their outcomes.
+                    failed = unexpected_problem(exc)
+                    return {"index": index, "status": failed.status, "problem": failed.body()}
+
+        outcomes = await asyncio.gather(*(one(n, s) for n, s in enumerate(body.subjects)))
+        self.metrics.batch_subjects.inc(len(outcomes))
+        return {"batch_id": str(batch_id), "mode": body.mode, "outcomes": outcomes}
+
+    async def check_callback(self, principal: Principal, body: QueryCreate) -> str | None:
+        """回调地址: the callback URL of an async query must be https and the one its system
+        registered (so the exchange never POSTs personal data anywhere a client merely names)."""
+        url = body.callback_url
+        if url is None:
+            return None
+        if not is_https(url):
+            raise Denied(ExchangeProblem.CALLBACK_URL_NOT_HTTPS, "A callback URL must be an https URL.")
+        if not self.callbacks_enabled:
+            raise Denied(
+                ExchangeProblem.CALLBACKS_UNAVAILABLE,
+                "This exchange cannot sign callbacks (no key-encryption key); read the query by id instead.",
+            )
+        async with self.outbox.sessions() as session:
+            registered = await session.get(CallbackUrl, principal.client_id or "")
+        if registered is None or registered.url != url:
+            raise Denied(
+                ExchangeProblem.CALLBACK_URL_NOT_REGISTERED,
+                "This callback URL is not the one your system registered (PUT /v1/exchange/callback-url).",
+            )
+        return url
 
     @staticmethod
     def interrupted(query_id: uuid.UUID, exc: Exception) -> Problem:
@@ -340,7 +525,10 @@ class Exchange:
         query_id: uuid.UUID,
         ctx: AuditContext,
         opened: Opened,
-    ) -> Started | dict[str, Any]:
+        *,
+        batch_id: uuid.UUID | None = None,
+        callback_url: str | None = None,
+    ) -> Started | Earlier:
         """Write the pending query with its request (counted against the day's quota) in one
         statement, then publish the request (in the background: the consumer's deadline, counted
         from ``opened``, is awaited by :meth:`await_reply`, however long a broker outage blocks
@@ -383,13 +571,15 @@ class Exchange:
             subject_hash=subject.hash,
             fields=fields,
             deadline=deadline,
+            batch_id=batch_id,
+            callback_url=callback_url,
         )
         try:
             async with driver_connection(self.engine) as db:
                 if idempotency_key is not None:
                     earlier = await repository.find_idempotent(db, new.client_id, idempotency_key)
                     if earlier is not None:
-                        return replay(earlier, print_)
+                        return Earlier(earlier, print_)
                 day = business_date(self.settings.zone, now)
                 if not await repository.start_query(
                     db, new, day, grant.daily_quota, self.outbox.row_parameters(staged)
@@ -630,6 +820,15 @@ class Exchange:
                     log.warning("closed queries abandoned by a dead replica", extra={"ctx_count": closed})
             except Exception:
                 log.warning("sweep of abandoned queries failed; will retry", exc_info=True)
+
+
+def is_https(url: str) -> bool:
+    """An absolute https URL with a host, no credentials in it and no fragment."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme == "https" and bool(parts.hostname) and "@" not in parts.netloc and not parts.fragment
+    except ValueError:  # e.g. an invalid IPv6 literal or port
+        return False
 
 
 def replay(earlier: Record, print_: str) -> dict[str, Any]:

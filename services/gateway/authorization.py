@@ -151,6 +151,13 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     # An evidence bundle (免提交) is refused and audited by the exchange like a query.
     ("POST", "/v1/exchange/evidence"): ANYONE,
     ("GET", "/v1/exchange/evidence/{bundle_id}"): Rule(systems().grants, hidden="evidence bundle"),
+    # A batch is audited per subject (and its refusal as a whole) by the exchange: as for one query.
+    ("POST", "/v1/exchange/queries:batch"): ANYONE,
+    # 回调地址: a system registers its own; the exchange checks it is a consumer.
+    ("PUT", "/v1/exchange/callback-url"): systems(),
+    ("GET", "/v1/exchange/callback-url"): systems(),
+    # The keys callbacks are signed with: public (public at the service too).
+    ("GET", "/v1/exchange/callback-keys"): ANYONE,
     # audit (审计): the trail's proofs and operations are for auditors; searching it and a person's
     # access report are also for others (a department's data administrator, the citizen portal),
     # confined by the audit service itself; the signed checkpoint is public at the service
