@@ -171,6 +171,14 @@ async def get_resource(session: AsyncSession, principal: Principal, code: str, *
     return resource
 
 
+async def visible_resources(session: AsyncSession, principal: Principal, codes: Collection[str]) -> dict[str, Resource]:
+    """The entries of ``codes`` the caller may see, by code (one query; the others are absent)."""
+    if not codes:
+        return {}
+    rows = await session.scalars(select(Resource).where(Resource.code.in_(codes), visible_clause(principal)))
+    return {r.code: r for r in rows}
+
+
 def filtered(query: Select[Any], filters: Mapping[str, str | None], table: type[Resource] = Resource) -> Select[Any]:
     """``query`` narrowed by the catalogue's filters: provider, 分类码 (a prefix: a 类, 项 or 目 also
     finds what lies under it), classification, sharing class (``share_type``) and status; a filter

@@ -175,3 +175,15 @@ async def import_resources(
         # 顺序码 run out: reported on the first row of that 分类码
         number = next(n for n, spec in bodies if spec.category == problem.extra.get("category"))
         raise invalid([error(number, "分类码", problem.detail, problem.title)]) from problem
+
+
+async def resource_codes(
+    uow: UnitOfWork,
+    principal: Principal,
+    header: list[str],
+    rows: list[Row],
+    topics: Topics,
+    progress: Progress = no_progress,
+) -> list[str]:
+    """:func:`import_resources` for an import job: the 信息资源代码 created, in row order."""
+    return [r.code for r in await import_resources(uow, principal, header, rows, topics, progress)]
