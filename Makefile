@@ -57,7 +57,7 @@ bench: $(STAMP) infra-up ## Every benchmark: query round trip vs raw Kafka, regi
 	$(INFRA_ENV) $(PY) -m bench.gateway
 	$(INFRA_ENV) $(PY) -m bench.audit
 
-bench-registry: $(STAMP) infra-up ## Registry only: search, create and .xlsx import on 100,000 entries; writes bench/results/
+bench-registry: $(STAMP) infra-up ## Registry only: search, create, .xlsx import (and as a job), approve round trip on 100,000 entries; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.registry
 
 bench-gateway: $(STAMP) infra-up ## Gateway pass-through vs bare uvicorn, token endpoint per auth method; writes bench/results/

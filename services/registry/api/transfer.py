@@ -34,7 +34,7 @@ router = APIRouter(prefix="/v1/registry", tags=["registry: import and export"], 
 EXPORT_LIMIT = 10_000
 
 
-class ImportError(BaseModel):
+class RowError(BaseModel):
     row: int  # as the spreadsheet numbers it: the header is row 1
     column: str  # the column's header ("" for the whole row or file)
     reason: str  # 中文
@@ -53,7 +53,7 @@ class ImportJobPublic(BaseModel):
     imported: int  # what a succeeded import created (0 otherwise: all or nothing)
     codes: list[str]  # their codes, in the order of the rows
     error_count: int
-    errors: list[ImportError]  # the first 500, by row and column
+    errors: list[RowError]  # the first 500, by row and column
     reason: str | None  # why it failed
     created_at: datetime
     started_at: datetime | None
@@ -71,7 +71,7 @@ def job_public(job: ImportJob) -> ImportJobPublic:
         imported=len(job.codes),
         codes=job.codes,
         error_count=job.error_count,
-        errors=[ImportError.model_validate(e) for e in job.errors],
+        errors=[RowError.model_validate(e) for e in job.errors],
         reason=job.reason,
         created_at=job.created_at,
         started_at=job.started_at,
