@@ -62,7 +62,7 @@ bench: $(STAMP) infra-up ## Every benchmark: query round trip vs raw Kafka, regi
 bench-evidence: $(STAMP) infra-up ## Evidence bundle (5 materials) p50/p99 next to a single query; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.evidence
 
-bench-registry: $(STAMP) infra-up ## Registry only: search, create and .xlsx import on 100,000 entries; writes bench/results/
+bench-registry: $(STAMP) infra-up ## Registry only: search, create, .xlsx import (and as a job), approve round trip on 100,000 entries; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.registry
 
 bench-gateway: $(STAMP) infra-up ## Gateway pass-through vs bare uvicorn, token endpoint per auth method; writes bench/results/

@@ -139,7 +139,11 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/registry/stats"): ANYONE,
     # registry: import and export (批量导入导出); the published catalogue is every department's
     ("GET", "/v1/registry/imports/template.xlsx"): ANYONE,
+    ("GET", "/v1/registry/imports/service-items/template.xlsx"): ANYONE,
     ("POST", "/v1/registry/imports/resources"): DATA_ADMIN,
+    ("POST", "/v1/registry/imports/service-items"): DATA_ADMIN,
+    # an import job (导入任务) of the caller's department: the registry answers 404 for another's
+    ("GET", "/v1/registry/imports/{import_id}"): DATA_ADMIN,
     ("GET", "/v1/registry/exports/resources.csv"): ANYONE,
     ("GET", "/v1/registry/exports/resources.json"): ANYONE,
     ("GET", "/v1/registry/exports/dcat"): ANYONE,

@@ -13,10 +13,12 @@ from services.common.bus import Bus
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 from services.registry.api import router
+from services.registry.api.common import topics
 from services.registry.applications.calendar import WorkingCalendar
 from services.registry.config import RegistrySettings
 from services.registry.identity import SystemDirectory
 from services.registry.models import Outbox as OutboxModel
+from services.registry.transfer.jobs import ImportWorker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -37,16 +39,23 @@ def create_app(settings: RegistrySettings | None = None, bus: Bus | None = None)
             ) as rt,
             httpx.AsyncClient(timeout=5.0) as gateway,
         ):
-            assert rt.outbox is not None
+            outbox = rt.outbox
+            assert outbox is not None
             await rt.bus.start([settings.topic("registry.events")])
-            await rt.outbox.start()
+            await outbox.start()
             app.state.runtime = rt
             app.state.systems = SystemDirectory(settings.gateway_url, gateway)
             app.state.readiness = readiness_checks(rt)
+            # Import jobs: the events of 10,000 entries need not reach the broker before the job
+            # is done; they are committed with it and the relay publishes them.
+            imports = ImportWorker(rt.sessions, lambda: outbox.unit_of_work(wait_for_publish=False), topics(rt))
+            app.state.imports = imports
+            await imports.start()
             try:
                 yield
             finally:
-                await rt.outbox.stop()
+                await imports.stop()
+                await outbox.stop()
                 await rt.bus.stop()
 
     app = create_service_app(

@@ -322,3 +322,57 @@ class Material(Base):
     items: Mapped[list[str]] = mapped_column(ARRAY(String(50)))  # the 信息项 covering it (empty if unmapped)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --------------------------------------------------------------------------- import jobs (导入任务)
+
+
+class ImportKind(StrEnum):
+    """What a file imports."""
+
+    RESOURCES = "resources"  # catalogue entries (信息资源)
+    SERVICE_ITEMS = "service_items"  # 政务服务事项 with their materials
+
+
+class ImportStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ImportJob(Base):
+    """ImportJob — 导入任务: an uploaded file, read and checked for its form when it was posted,
+    imported by a worker of the registry (all or nothing), with its progress and its error report.
+
+    ``rows`` holds the file's rows until the job ends (then it is cleared); ``claimed_by`` and
+    ``lease_until`` say which process runs it and until when; a job ``running`` past its lease was
+    left by a dead process and is taken up again (``transfer/jobs.py``)."""
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (
+        one_of("kind", ImportKind),
+        one_of("status", ImportStatus),
+        Index("ix_import_jobs_waiting", "created_at", postgresql_where="status IN ('queued', 'running')"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    kind: Mapped[ImportKind] = mapped_column(String(16))
+    dept: Mapped[str] = mapped_column(String(18), index=True)  # the importing department: only it sees the job
+    principal: Mapped[dict[str, Any]] = mapped_column(JSONB)  # who posted it: the import runs as them
+    status: Mapped[ImportStatus] = mapped_column(String(16))
+    file_name: Mapped[str] = mapped_column(String(200))
+    header: Mapped[list[str]] = mapped_column(JSONB)
+    rows: Mapped[list[Any] | None] = mapped_column(JSONB, deferred=True)  # [[row number, {header: text}], …]
+    rows_total: Mapped[int] = mapped_column(Integer)
+    rows_checked: Mapped[int] = mapped_column(Integer, default=0)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)  # row, column, reason, reason_en
+    codes: Mapped[list[str]] = mapped_column(JSONB, default=list)  # what a successful import created
+    reason: Mapped[str | None] = mapped_column(Text)  # why it failed, when not for its rows
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

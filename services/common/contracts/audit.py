@@ -104,6 +104,8 @@ class AuditAction(StrEnum):
     DEMAND_REJECTED = "registry.demand.rejected"
     NEGATIVE_LISTED = "registry.negative.listed"  # 负面清单: a resource or item put on it
     NEGATIVE_UNLISTED = "registry.negative.unlisted"
+    IMPORT_SUBMITTED = "registry.import.submitted"  # a file queued for import (导入任务)
+    IMPORT_FINISHED = "registry.import.finished"  # outcome completed (all rows written) or failed (none)
     # audit: what auditors do about the trail itself
     ALERT_ACKNOWLEDGED = "audit.alert.acknowledged"  # an anomaly alert (告警) was looked at
 

@@ -12,34 +12,50 @@ the exchange can fetch its materials in one evidence bundle.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.common.errors import NotFound
+from services.common.errors import NotFound, Problem
 from services.common.pagination import one_more, page
 from services.common.security import Principal
 from services.common.uow import UnitOfWork
 from services.registry.catalogue.service import get_resource
 from services.registry.events import Topics, service_item_changed
 from services.registry.lists.service import require_data_admin
-from services.registry.models import Material, ServiceItem
+from services.registry.models import Material, Resource, ServiceItem
 from services.registry.problems import RegistryProblem
 from services.registry.service_items.schemas import MaterialSpec, ServiceItemCreate, ServiceItemPatch
+
+
+def check_covering(spec: MaterialSpec, resource: Resource) -> None:
+    """The 信息项 a material maps to are items ``resource`` has."""
+    known = {item["name"] for item in resource.items}
+    unknown = [name for name in spec.items or [] if name not in known]
+    if unknown:
+        raise RegistryProblem.UNKNOWN_ITEMS.problem(
+            f"材料 {spec.name}: {resource.code} has no items {', '.join(unknown)}.", extra={"unknown": unknown}
+        )
 
 
 async def check_mapping(session: AsyncSession, principal: Principal, spec: MaterialSpec) -> None:
     """A mapped material names a resource the caller can see, and only 信息项 that resource has."""
     if spec.resource is None or spec.items is None:
         return
-    resource = await get_resource(session, principal, spec.resource)
-    known = {item["name"] for item in resource.items}
-    unknown = [name for name in spec.items if name not in known]
-    if unknown:
-        raise RegistryProblem.UNKNOWN_ITEMS.problem(
-            f"材料 {spec.name}: {resource.code} has no items {', '.join(unknown)}.", extra={"unknown": unknown}
-        )
+    check_covering(spec, await get_resource(session, principal, spec.resource))
+
+
+async def taken_codes(session: AsyncSession, codes: Collection[str]) -> set[str]:
+    """Those of ``codes`` already registered (one query for all of them)."""
+    if not codes:
+        return set()
+    return set((await session.scalars(select(ServiceItem.code).where(ServiceItem.code.in_(codes)))).all())
+
+
+def code_taken(code: str) -> Problem:
+    return RegistryProblem.SERVICE_ITEM_EXISTS.problem(f"事项编码 {code} is already registered.")
 
 
 def new_material(code: str, spec: MaterialSpec) -> Material:
@@ -72,17 +88,31 @@ async def create_service_item(
     """A service item of the caller's department (its 实施部门), with its materials."""
     require_data_admin(principal)
     session = uow.session
-    if await session.get(ServiceItem, body.code) is not None:
-        raise RegistryProblem.SERVICE_ITEM_EXISTS.problem(f"事项编码 {body.code} is already registered.")
+    if await taken_codes(session, [body.code]):
+        raise code_taken(body.code)
     for spec in body.materials:
         await check_mapping(session, principal, spec)
-    item = ServiceItem(code=body.code, name=body.name, dept=principal.dept, author=principal.sub)
-    materials = [new_material(body.code, spec) for spec in body.materials]
-    session.add(item)
-    session.add_all(materials)
+    return (await insert_service_items(uow, principal, [body], topics))[0]
+
+
+async def insert_service_items(
+    uow: UnitOfWork, principal: Principal, bodies: Sequence[ServiceItemCreate], topics: Topics
+) -> list[tuple[ServiceItem, list[Material]]]:
+    """Service items of the caller's department with their materials, whose rules the caller has
+    checked (:func:`create_service_item`, or an import for all its rows at once), in one flush;
+    each one's ``ServiceItemChanged`` event (for the exchange's evidence bundles) in the same unit."""
+    session = uow.session
+    created = []
+    for body in bodies:
+        item = ServiceItem(code=body.code, name=body.name, dept=principal.dept, author=principal.sub)
+        materials = [new_material(body.code, spec) for spec in body.materials]
+        session.add(item)
+        session.add_all(materials)
+        created.append((item, materials))
     await session.flush()
-    await service_item_changed(uow, topics, item, materials)
-    return item, materials
+    for item, materials in created:
+        await service_item_changed(uow, topics, item, materials)
+    return created
 
 
 async def get_service_item(session: AsyncSession, code: str) -> tuple[ServiceItem, list[Material]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from openpyxl.worksheet.datavalidation import DataValidation
 
 from services.common.errors import Problem
 from services.registry.problems import RegistryProblem
-from services.registry.transfer.columns import COLUMNS, data_types_help
+from services.registry.transfer.columns import COLUMNS, Column, data_types_help
 
 XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 CSV_MEDIA_TYPE = "text/csv"
@@ -165,6 +165,7 @@ GUIDE = (
     "1. 在“资源目录”工作表中每行填写一条信息资源，第 1 行为列名，请勿修改或删除。",
     "2. 带下拉框的列只能选择列表中的值（分类码可填写列表中的目，或在其后加 1–6 位细目）。",
     "3. 导入为“全部或全不”：任何一行有错误，整个文件都不会导入，并返回逐行错误（行号、列名、原因）。",
+    "   上传后系统返回导入任务，在后台导入；可随时查询任务的状态、进度和错误报告。",
     "4. 导入的信息资源为草稿，由本部门数据管理员提交审核，平台管理员发布。信息资源代码由系统分配。",
     f"5. 每个文件最多 {MAX_ROWS} 行，文件不超过 {MAX_FILE_BYTES // (1024 * 1024)} MiB；也可另存为 UTF-8 编码的 CSV 导入。",
     "6. 信息项每行一项，格式：名称:数据类型:长度[:敏感][:脱敏规则]，如 公民身份号码:C:18:敏感:id_card。",
@@ -174,18 +175,26 @@ GUIDE = (
 
 
 def template() -> bytes:
-    """The import template: the entry sheet with a dropdown on every enumerated column, the
-    instructions (填写说明) with each column and the 数据类型, and the hidden lists (代码表)."""
+    """The import template of catalogue entries: the entry sheet with a dropdown on every
+    enumerated column, the instructions (填写说明) with each column and the 数据类型, and the hidden
+    lists (代码表)."""
+    return workbook_template(SHEET, COLUMNS, GUIDE, [["数据类型", "含义", "长度"], *map(list, data_types_help())])
+
+
+def workbook_template(name: str, columns: Sequence[Column], guide_lines: Sequence[str], more: list[list[str]]) -> bytes:
+    """An import template: sheet ``name`` with ``columns`` (a dropdown on every enumerated one), the
+    instructions sheet (``guide_lines``, then each column, then the rows of ``more``) and the hidden
+    lists the dropdowns offer."""
     workbook = Workbook()
     sheet = workbook.active
     assert sheet is not None
-    sheet.title = SHEET
+    sheet.title = name
     guide = workbook.create_sheet(INSTRUCTIONS)
     lists = workbook.create_sheet(LISTS)
     lists.sheet_state = "hidden"
     bold = Font(bold=True)
     required = Font(bold=True, color="C00000")
-    for index, column in enumerate(COLUMNS, start=1):
+    for index, column in enumerate(columns, start=1):
         letter = get_column_letter(index)
         cell = sheet.cell(row=1, column=index, value=column.label)
         cell.font = required if column.required else bold
@@ -210,21 +219,23 @@ def template() -> bytes:
         sheet.add_data_validation(validation)
     sheet.freeze_panes = "A2"
 
-    for line in GUIDE:
+    for line in guide_lines:
         guide.append([line])
     guide["A1"].font = Font(bold=True, size=14)
     guide.append([])
-    guide.append(["列名", "必填", "说明", "示例"])
-    for column in COLUMNS:
+    heads = ["列名", "必填", "说明", "示例"]
+    guide.append(heads)
+    for column in columns:
         guide.append([column.label, "是" if column.required else "否", column.help, column.example])
-    guide.append([])
-    guide.append(["数据类型", "含义", "长度"])
-    for row in data_types_help():
-        guide.append(list(row))
+    if more:
+        guide.append([])
+        heads += more[0]
+        for row in more:
+            guide.append(row)
     for row in guide.iter_rows():
         for cell in row:
             cell.alignment = Alignment(wrap_text=True, vertical="top")
-            if cell.value in ("列名", "数据类型", "必填", "说明", "示例", "含义", "长度"):
+            if cell.value in heads:
                 cell.font = bold
     for letter, width in zip("ABCD", (16, 8, 48, 40), strict=True):
         guide.column_dimensions[letter].width = width
@@ -233,11 +244,11 @@ def template() -> bytes:
     return out.getvalue()
 
 
-def write_xlsx(header: list[str], rows: Iterable[list[str]]) -> bytes:
+def write_xlsx(header: list[str], rows: Iterable[list[str]], sheet_name: str = SHEET) -> bytes:
     """A plain workbook of ``rows`` under ``header`` in the template's entry sheet (for tests and
     the benchmark, which build files a data administrator would)."""
     workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(SHEET)
+    sheet = workbook.create_sheet(sheet_name)
     sheet.append(header)
     for row in rows:
         sheet.append(row)
