@@ -196,6 +196,11 @@ class Responder:
             values = {reply.query_id: reply.SerializeToString() for reply in fresh}
             if values:
                 await db.execute(STORE_REPLIES, list(values), list(values.values()))
+        if values and self.log_lookups:
+            # Committed: these look-ups' replies are stored and will never be asked for again.
+            # A look-up whose line has no committed line was cut off (a crash before the commit)
+            # and is asked again when its request is delivered again.
+            lookup_log.info("backend look-up committed", extra={"ctx_query_ids": list(values)})
         self.metrics.resent.inc(len(stored))
         return [Outgoing(q, values[q] if q in values else stored[q]) for q in distinct if q in values or q in stored]
 
