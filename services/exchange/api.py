@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
-from services.common.errors import CommonProblem, problem_responses
+from services.common.errors import CommonProblem, NotFound, problem_responses
 from services.common.http import OrjsonResponse
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.exchange.problems import DENIALS, ExchangeProblem
@@ -57,3 +58,19 @@ async def create_query(
 )
 async def read_query(query_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
     return OrjsonResponse(query_view(await get_query(uow.session, principal, query_id)))
+
+
+@router.get(
+    "/providers/{dept}/jwks",
+    summary="A provider's answer-signing public keys (to verify an answer's SD-JWT)",
+    responses=problem_responses(CommonProblem.NOT_FOUND),
+)
+async def provider_jwks(dept: str, principal: CurrentPrincipal, request: Request) -> Response:
+    """The JWKS the exchange verifies ``dept``'s answers with, for consumers to verify them too."""
+    if not re.fullmatch(r"[0-9A-HJ-NPQRTUWXY]{18}", dept):
+        raise NotFound("provider", dept)
+    exchange: Exchange = request.app.state.exchange
+    jwks = await exchange.provider_keys.jwks(dept)
+    if not jwks.get("keys"):
+        raise NotFound("provider", dept)
+    return OrjsonResponse({"keys": jwks["keys"]})

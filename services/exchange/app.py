@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from services.common.bus import Bus, Subscription
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
+from services.exchange.answers import ProviderKeys
 from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
 from services.exchange.ledger import Ledger
@@ -40,7 +42,15 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
         ) as rt:
             outbox = rt.outbox
             assert outbox is not None
-            exchange = Exchange(settings, rt.engine, outbox, ExchangeMetrics(app.state.metrics))
+            # Fetches the providers' answer-signing keys (their connectors' JWKS).
+            keys_client = httpx.AsyncClient()
+            exchange = Exchange(
+                settings,
+                rt.engine,
+                outbox,
+                ExchangeMetrics(app.state.metrics),
+                provider_keys=ProviderKeys(settings, keys_client),
+            )
             replies = settings.topic("exchange.replies")
             rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))
             # Late replies are by definition not urgent: fetch them in larger, slower batches so
@@ -80,6 +90,7 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
                         await task
                 await outbox.stop()
                 await rt.bus.stop()
+                await keys_client.aclose()
 
     app = create_service_app(
         service="exchange",

@@ -24,3 +24,7 @@ class ExchangeSettings(CommonSettings):
     # The query ledger (台账, exchange/ledger.py): the ids of the queries closed in each window of
     # this length, published for the audit service's completeness check.
     ledger_window_s: float = Field(60.0, ge=1, le=3600, validation_alias="TONGBAN_EXCHANGE_LEDGER_WINDOW_S")
+    # Where each provider's connector publishes its answer-signing keys (credit code → JWKS URL);
+    # a provider not listed is asked at TONGBAN_CONNECTOR_URL (the one connector of make run).
+    provider_jwks: dict[str, str] = Field(default_factory=dict, validation_alias="TONGBAN_EXCHANGE_PROVIDER_JWKS")
+    connector_url: str = Field("http://127.0.0.1:8004", validation_alias="TONGBAN_CONNECTOR_URL")

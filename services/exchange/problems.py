@@ -23,6 +23,8 @@ class ExchangeProblem(ProblemCode):
     QUERY_INTERRUPTED = "query-interrupted", 503, "Query sent, outcome not recorded"
     # Past the answer retention period the answer is gone; its outcome is still readable by id.
     ANSWER_PURGED = "answer-purged", 410, "Answer purged after its retention period"
+    # The provider's SD-JWT did not verify with its published key, or answers another query.
+    UNVERIFIABLE_ANSWER = "unverifiable-answer", 502, "Provider answer not verifiable"
 
 
 # Refusals before the provider is asked: each is audited as a denial with its code as the reason.

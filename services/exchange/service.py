@@ -15,12 +15,14 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from asyncpg import Record, UniqueViolationError  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -31,13 +33,15 @@ from services.common.contracts.audit import AuditAction, AuditContext, audit_mes
 from services.common.db import driver_connection
 from services.common.errors import NotFound, Problem
 from services.common.identifiers import InvalidIdentifier
-from services.common.masking import apply_masking, effective_masking
+from services.common.masking import effective_masking
 from services.common.outbox import Outbox
 from services.common.pb import exchange_pb2
+from services.common.sdjwt import InvalidSdJwt
 from services.common.security import Principal, Role
 from services.common.subjects import normalise_subject, subject_hash
 from services.common.uow import UnitOfWork
 from services.exchange import repository
+from services.exchange.answers import ProviderKeys, answer_body, audited, verified_answer
 from services.exchange.config import ExchangeSettings
 from services.exchange.models import GrantView, Query, QueryStatus, ResourceView
 from services.exchange.problems import ExchangeProblem
@@ -104,6 +108,7 @@ class Started:
     masking: dict[str, str]
     timeout_ms: int
     opened: Opened
+    request_hash: str = ""  # SHA-256 (hex) of the request as sent: the provider's answer must sign it
 
     def remaining_s(self) -> float:
         """Time left before the consumer's deadline (never negative)."""
@@ -172,19 +177,35 @@ def interrupted_problem(query_id: uuid.UUID) -> Problem:
 
 
 def outcome_of(
-    reply: Reply, head: dict[str, Any], fields: list[str], masking: dict[str, str]
+    reply: Reply,
+    head: dict[str, Any],
+    fields: list[str],
+    masking: dict[str, str],
+    keys: Mapping[str, Ed25519PublicKey] | None = None,
+    request_hash: str | None = None,
 ) -> tuple[QueryStatus, int, dict[str, Any]]:
     """How a reply ends a query: (status, HTTP status, body). ``head`` heads the body of an answer;
-    only the ``fields`` asked are taken from the reply, then masked."""
+    only the ``fields`` asked are taken from the reply's SD-JWT, verified with the provider's
+    ``keys`` (an answer that does not verify is a 502 ``unverifiable-answer``), then masked.
+    ``request_hash``: the hash of the request as sent, when this process sent it."""
     if reply.status == Reply.OK:
-        data, masked = apply_masking({k: reply.data[k] for k in fields if k in reply.data}, masking)
+        try:
+            answer = verified_answer(
+                reply, head["provider"], head["resource"], fields, masking, keys or {}, request_hash=request_hash
+            )
+        except InvalidSdJwt as err:
+            log.warning("answer not verified", extra={"ctx_query_id": reply.query_id, "ctx_reason": str(err)})
+            problem = ExchangeProblem.UNVERIFIABLE_ANSWER.problem(
+                f"The provider's answer could not be verified: {err}. Nothing of it is passed on."
+            )
+            return QueryStatus.PROVIDER_ERROR, problem.status, problem.body()
         signature = {
             "alg": "EdDSA",
             "key_id": reply.key_id,
             "value": reply.signature,
             "request_hash": reply.request_hash,
         }
-        body = {**head, "status": QueryStatus.COMPLETED, "data": data, "masked": masked, "signature": signature}
+        body = {**head, "status": QueryStatus.COMPLETED, **answer_body(answer), "signature": signature}
         return QueryStatus.COMPLETED, 200, body
     if reply.status == Reply.NOT_FOUND:
         problem = ExchangeProblem.SUBJECT_NOT_FOUND.problem("The provider has no record about this subject.")
@@ -223,9 +244,16 @@ class Exchange:
     """Brokers queries. Owns the in-memory waiters that correlate replies with open requests."""
 
     def __init__(
-        self, settings: ExchangeSettings, engine: AsyncEngine, outbox: Outbox, metrics: ExchangeMetrics | None = None
+        self,
+        settings: ExchangeSettings,
+        engine: AsyncEngine,
+        outbox: Outbox,
+        metrics: ExchangeMetrics | None = None,
+        provider_keys: ProviderKeys | None = None,
     ) -> None:
         self.settings = settings
+        # No keys: no answer verifies (every reply is a 502 unverifiable-answer).
+        self.provider_keys = provider_keys or ProviderKeys(settings, None)
         self.engine = engine
         self.outbox = outbox
         self.metrics = metrics or ExchangeMetrics(CollectorRegistry())
@@ -363,7 +391,8 @@ class Exchange:
             grant_id=str(grant.id),
         )
         topic = self.settings.topic(f"exchange.requests.{resource.provider_dept}")
-        staged = self.outbox.stage(Message(topic=topic, key=str(query_id).encode(), value=request.SerializeToString()))
+        sent = request.SerializeToString()
+        staged = self.outbox.stage(Message(topic=topic, key=str(query_id).encode(), value=sent))
         new = repository.NewQuery(
             id=query_id,
             client_id=principal.client_id or "",
@@ -401,7 +430,8 @@ class Exchange:
                 "A query with this Idempotency-Key is still being answered; retry shortly."
             ) from None
         await self.outbox.committed([staged], wait_for_publish=False)
-        return Started(query_id, ctx, effective_masking(grant.masking, resource.items), timeout_ms, opened)
+        masking = effective_masking(grant.masking, resource.items)
+        return Started(query_id, ctx, masking, timeout_ms, opened, hashlib.sha256(sent).hexdigest())
 
     def over_quota(self, grant: GrantView, now: datetime, ctx: AuditContext) -> Denied:
         return Denied(
@@ -462,8 +492,11 @@ class Exchange:
         """Record how the reply ends the query, with its audit event; then answer (or raise)."""
         head = {"id": str(started.id), "resource": started.context.resource, "provider": started.context.provider}
         self.flag_extra(started.id, reply, list(started.context.fields))
-        status, http_status, body = outcome_of(reply, head, list(started.context.fields), started.masking)
-        if not await self.close_query(started.id, status, http_status, body, started.context):
+        keys = await self.provider_keys.keys(started.context.provider, reply.sd_jwt)
+        status, http_status, body = outcome_of(
+            reply, head, list(started.context.fields), started.masking, keys, request_hash=started.request_hash or None
+        )
+        if not await self.close_query(started.id, status, http_status, body, audited(started.context, body)):
             # The late-reply consumer got there first (we were at the deadline): its record stands.
             raise timeout_problem(started.id, 0)
         return answer_or_raise(http_status, body)
@@ -524,7 +557,8 @@ class Exchange:
         masking = effective_masking(grant.masking, resource.items) if grant and resource else {}
         head = {"id": str(query.id), "resource": query.resource_code, "provider": query.provider_dept}
         self.flag_extra(query.id, reply, query.fields)
-        status, http_status, body = outcome_of(reply, head, query.fields, masking)
+        keys = await self.provider_keys.keys(query.provider_dept, reply.sd_jwt)
+        status, http_status, body = outcome_of(reply, head, query.fields, masking, keys)
         if status == QueryStatus.COMPLETED:
             status = QueryStatus.LATE_REPLY
             body["status"] = QueryStatus.LATE_REPLY
@@ -533,7 +567,7 @@ class Exchange:
         query.response = body
         query.completed_at = datetime.now(UTC)
         reason = QueryStatus.COMPLETED if status == QueryStatus.LATE_REPLY else status
-        uow.emit(self.audit_message(context_of(query), outcome=QueryStatus.LATE_REPLY, reason=reason))
+        uow.emit(self.audit_message(audited(context_of(query), body), outcome=QueryStatus.LATE_REPLY, reason=reason))
         return True
 
     async def close_abandoned(self) -> int:

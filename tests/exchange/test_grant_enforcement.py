@@ -8,6 +8,7 @@ retention period, the outcome kept, and a replayed Idempotency-Key then gets 410
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,10 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import sdjwt
 from services.common.bus import MemoryBus
 from services.common.clock import business_date, seconds_to_midnight
 from services.common.db import create_engine, migrate, session_factory
@@ -26,7 +29,8 @@ from services.common.errors import Problem
 from services.common.outbox import Outbox
 from services.common.pb import audit_pb2, exchange_pb2, registry_pb2
 from services.common.security import Principal, PrincipalType, Role
-from services.connector.service import synthetic_residents
+from services.connector.service import Responder, synthetic_residents
+from services.exchange.answers import ProviderKeys
 from services.exchange.app import MIGRATIONS
 from services.exchange.config import ExchangeSettings
 from services.exchange.messaging import apply_registry_event
@@ -41,6 +45,7 @@ PURPOSE = SERVICE_ITEMS[0][0]  # 最低生活保障审批
 OTHER_PURPOSE = SERVICE_ITEMS[2][0]  # 住房公积金提取
 RESOURCE = "101010/000001"
 PROVIDER = credit_code("110101")
+PROVIDER_KEY = Ed25519PrivateKey.generate()  # the provider connector's answer-signing key
 CLIENT = "sys-grant-enforcement"
 CONSUMER = credit_code("110102")
 SUBJECTS = [r.id_number for r in synthetic_residents(40)]
@@ -107,7 +112,11 @@ def replica(
     """An exchange replica whose outbox relay does not run: its rows stay in ``exchange.outbox``
     for the test to read, and no connector answers (an accepted query runs to its deadline)."""
     outbox = Outbox(OutboxModel, session_factory(engine), MemoryBus("dlq"))
-    return Exchange(settings or ExchangeSettings(), engine, outbox, metrics)
+    settings = settings or ExchangeSettings()
+    keys = ProviderKeys(
+        settings, None, pinned={PROVIDER: {"keys": [sdjwt.public_jwk(PROVIDER_KEY.public_key(), "k1")]}}
+    )
+    return Exchange(settings, engine, outbox, metrics, provider_keys=keys)
 
 
 def consumer() -> Principal:
@@ -167,8 +176,24 @@ async def answered(exchange: Exchange, asked: QueryCreate, key: str | None, data
         assert time.monotonic() < deadline and not asking.done()
         await asyncio.sleep(0.01)
     (query_id,) = waiting
+    sent = None
+    while sent is None:  # the request as the exchange sent it (its outbox row), which the answer signs
+        assert time.monotonic() < deadline and not asking.done()
+        async with exchange.engine.connect() as db:
+            sent = await db.scalar(
+                text("SELECT value FROM exchange.outbox WHERE key = :key"), {"key": query_id.encode()}
+            )
+        await asyncio.sleep(0.01)
+    request = exchange_pb2.ExchangeRequest.FromString(sent)
+    request_hash = hashlib.sha256(sent).hexdigest()
     reply = exchange_pb2.ExchangeReply(
-        query_id=query_id, provider_dept=PROVIDER, status=exchange_pb2.ExchangeReply.OK, data=data
+        query_id=query_id,
+        provider_dept=PROVIDER,
+        status=exchange_pb2.ExchangeReply.OK,
+        data=data,
+        request_hash=request_hash,
+        key_id="k1",
+        sd_jwt=Responder(PROVIDER, "k1", PROVIDER_KEY).answer_sd_jwt(request, request_hash, data),
     )
     # Even if the query is not written yet, its waiter keeps the reply until it waits for it.
     exchange.dispatch(reply)
