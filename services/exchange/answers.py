@@ -56,8 +56,9 @@ def verified_answer(
     """Verify ``reply``'s SD-JWT with the keys of the ``provider`` the query was sent to and check
     that it answers this query; take the ``fields`` asked, mask them. A masked item is shown masked
     (unsigned, for display) and its disclosure is dropped: the signed clear value never leaves.
-    ``request_hash``: SHA-256 of the request as the exchange sent it, when known (a late reply's
-    request is not kept): the answer must be to that very request."""
+    ``request_hash``: SHA-256 of the request as the exchange sent it (kept with the query, so any
+    replica knows it; unknown only for queries written before it was kept): the answer must be to
+    that very request."""
     verified = sdjwt.verify(reply.sd_jwt, keys)
     signed = verified.payload
     bound = {
@@ -96,6 +97,12 @@ def audited(ctx: AuditContext, body: Mapping[str, Any]) -> AuditContext:
     return ctx.with_(answer_sha256=body["sd_jwt_sha256"], disclosed_fields=tuple(body.get("disclosed", ())))
 
 
+class ProviderKeysUnavailable(Exception):
+    """The key an answer names is not known, and the provider's JWKS could not be fetched: the
+    answer can be neither verified nor refused now. Transient: whoever holds the reply keeps it
+    and tries again (the late-reply consumer's bus retries, then dead-letters it with this reason)."""
+
+
 class ProviderKeys:
     """The providers' answer-signing public keys, fetched from each provider's connector JWKS
     (``TONGBAN_EXCHANGE_PROVIDER_JWKS``: credit code → URL; others at ``TONGBAN_CONNECTOR_URL``).
@@ -113,6 +120,7 @@ class ProviderKeys:
             dept: (float("inf"), dict(jwks)) for dept, jwks in (pinned or {}).items()
         }
         self._tried: dict[str, float] = {}
+        self._unreachable: set[str] = set()  # providers whose last JWKS fetch failed
         self._locks: dict[str, asyncio.Lock] = {}
 
     def url(self, dept: str) -> str:
@@ -153,19 +161,30 @@ class ProviderKeys:
                 raise ValueError("not a JWKS")
         except (httpx.HTTPError, ValueError):
             log.warning("provider keys not fetched", extra={"ctx_provider": dept}, exc_info=True)
+            self._unreachable.add(dept)
             return jwks
         finally:
             self._tried[dept] = time.monotonic()  # after the fetch: callers meanwhile waited for it
+        self._unreachable.discard(dept)
         self._jwks[dept] = (time.monotonic(), body)
         return body
 
     async def keys(self, dept: str, sd_jwt: str) -> dict[str, Ed25519PublicKey]:
-        """The public keys of ``dept`` by kid, fetched if the SD-JWT names a kid not known yet."""
+        """The public keys of ``dept`` by kid, fetched if the SD-JWT names a kid not known yet.
+        Raises :class:`ProviderKeysUnavailable` when that kid is still unknown because the JWKS
+        could not be fetched (an answer signed with a key the provider does not publish is no such
+        case: it fails verification)."""
         try:
-            kid = str(sdjwt.unverified_header(sd_jwt.split("~", 1)[0]).get("kid", ""))
+            kid: str | None = str(sdjwt.unverified_header(sd_jwt.split("~", 1)[0]).get("kid", ""))
         except sdjwt.InvalidSdJwt:
             kid = None
-        return keys_by_kid(await self.jwks(dept, kid))
+        keys = keys_by_kid(await self.jwks(dept, kid))
+        if kid and kid not in keys and dept in self._unreachable:
+            raise ProviderKeysUnavailable(
+                f"the answer-signing keys of provider {dept} could not be fetched from {self.url(dept)} "
+                f"(the answer names key {kid!r}, not known yet)"
+            )
+        return keys
 
 
 def keys_by_kid(jwks: Mapping[str, Any]) -> dict[str, Ed25519PublicKey]:

@@ -58,10 +58,8 @@ def on_late_replies(exchange: Exchange, sessions: async_sessionmaker[AsyncSessio
         ]
         if not replies:
             return
-        async with exchange.outbox.unit_of_work(wait_for_publish=False) as uow:
-            for reply in replies:
-                if await exchange.record_late(uow, reply):
-                    log.info("late reply recorded", extra={"ctx_query_id": reply.query_id})
+        for query_id in await exchange.record_late_replies(replies):
+            log.info("late reply recorded", extra={"ctx_query_id": query_id})
 
     return handle
 

@@ -26,12 +26,13 @@ WITH counted AS (
     RETURNING u.used
 ), query AS (
     INSERT INTO exchange.queries (id, client_id, consumer_dept, actor, idempotency_key, fingerprint,
-        resource_code, provider_dept, grant_id, purpose, subject_type, subject_hash, fields, status, deadline)
-    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16 FROM counted
+        resource_code, provider_dept, grant_id, purpose, subject_type, subject_hash, fields, status, deadline,
+        request_hash)
+    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16, $17 FROM counted
     RETURNING id
 ), request AS (
     INSERT INTO exchange.outbox (id, topic, key, value, headers, claimed_by, lease_until)
-    SELECT $17, $18, $19, $20, $21, $22, now() + make_interval(secs => $23) FROM query
+    SELECT $18, $19, $20, $21, $22, $23, now() + make_interval(secs => $24) FROM query
 )
 SELECT used FROM counted
 """
@@ -89,6 +90,7 @@ class NewQuery:
     subject_hash: str
     fields: list[str]
     deadline: datetime
+    request_hash: str  # SHA-256 (hex) of the request as sent, which the provider's answer signs
 
 
 async def find_idempotent(db: Any, client_id: str, key: str) -> Record | None:
@@ -118,6 +120,7 @@ async def start_query(db: Any, q: NewQuery, day: date, daily_quota: int, request
         q.subject_hash,
         q.fields,
         q.deadline,
+        q.request_hash,
         *request,
     )
     return used is not None

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +24,7 @@ import orjson
 from asyncpg import Record, UniqueViolationError  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.bus import Message
@@ -41,7 +41,7 @@ from services.common.security import Principal, Role
 from services.common.subjects import normalise_subject, subject_hash
 from services.common.uow import UnitOfWork
 from services.exchange import repository
-from services.exchange.answers import ProviderKeys, answer_body, audited, verified_answer
+from services.exchange.answers import ProviderKeys, ProviderKeysUnavailable, answer_body, audited, verified_answer
 from services.exchange.config import ExchangeSettings
 from services.exchange.models import GrantView, Query, QueryStatus, ResourceView
 from services.exchange.problems import ExchangeProblem
@@ -392,6 +392,7 @@ class Exchange:
         )
         topic = self.settings.topic(f"exchange.requests.{resource.provider_dept}")
         sent = request.SerializeToString()
+        request_hash = hashlib.sha256(sent).hexdigest()
         staged = self.outbox.stage(Message(topic=topic, key=str(query_id).encode(), value=sent))
         new = repository.NewQuery(
             id=query_id,
@@ -408,6 +409,7 @@ class Exchange:
             subject_hash=subject.hash,
             fields=fields,
             deadline=deadline,
+            request_hash=request_hash,
         )
         try:
             async with driver_connection(self.engine) as db:
@@ -431,7 +433,7 @@ class Exchange:
             ) from None
         await self.outbox.committed([staged], wait_for_publish=False)
         masking = effective_masking(grant.masking, resource.items)
-        return Started(query_id, ctx, masking, timeout_ms, opened, hashlib.sha256(sent).hexdigest())
+        return Started(query_id, ctx, masking, timeout_ms, opened, request_hash)
 
     def over_quota(self, grant: GrantView, now: datetime, ctx: AuditContext) -> Denied:
         return Denied(
@@ -492,7 +494,10 @@ class Exchange:
         """Record how the reply ends the query, with its audit event; then answer (or raise)."""
         head = {"id": str(started.id), "resource": started.context.resource, "provider": started.context.provider}
         self.flag_extra(started.id, reply, list(started.context.fields))
-        keys = await self.provider_keys.keys(started.context.provider, reply.sd_jwt)
+        try:
+            keys = await self.provider_keys.keys(started.context.provider, reply.sd_jwt)
+        except ProviderKeysUnavailable as err:
+            raise await self.defer(started, reply, err) from None
         status, http_status, body = outcome_of(
             reply, head, list(started.context.fields), started.masking, keys, request_hash=started.request_hash or None
         )
@@ -500,6 +505,39 @@ class Exchange:
             # The late-reply consumer got there first (we were at the deadline): its record stands.
             raise timeout_problem(started.id, 0)
         return answer_or_raise(http_status, body)
+
+    async def defer(self, started: Started, reply: Reply, err: ProviderKeysUnavailable) -> Problem:
+        """The answer came but cannot be verified yet (its key is not known, the provider's JWKS is
+        out of reach): close the query as a timeout now and hand the reply to the late-reply path,
+        which verifies and records it once the key can be fetched (retried, else dead-lettered with
+        the reason). The reply is published again in the transaction that closes the query, so it
+        is never lost; its deadline is set to now, so the late-reply consumer takes it up."""
+        log.warning(
+            "answer deferred: provider keys unavailable",
+            extra={"ctx_query_id": str(started.id), "ctx_reason": str(err)},
+        )
+        problem = ExchangeProblem.PROVIDER_TIMEOUT.problem(
+            "The provider answered, but its signing key could not be fetched to verify the answer. It will "
+            f"be verified and recorded as a late reply; fetch GET /v1/exchange/queries/{started.id}.",
+            extra={"query_id": str(started.id)},
+        )
+        again = Reply()
+        again.CopyFrom(reply)
+        again.deadline_unix_ms = int(time.time() * 1000)
+        async with self.outbox.unit_of_work(wait_for_publish=False) as uow:
+            query = await uow.session.scalar(
+                select(Query).where(Query.id == started.id, Query.status == QueryStatus.PENDING).with_for_update()
+            )
+            if query is None:  # the late-reply consumer closed it first: its record stands
+                return timeout_problem(started.id, 0)
+            query.status = QueryStatus.TIMEOUT
+            query.http_status = problem.status
+            query.response = problem.body()
+            query.completed_at = datetime.now(UTC)
+            uow.emit(self.audit_message(started.context, outcome=QueryStatus.TIMEOUT))
+            topic = self.settings.topic("exchange.replies")
+            uow.emit(Message(topic=topic, key=reply.query_id.encode(), value=again.SerializeToString()))
+        return problem
 
     def flag_extra(self, query_id: uuid.UUID, reply: Reply, fields: list[str]) -> None:
         """Count and log items the provider returned beyond those asked (names only, never values)."""
@@ -531,8 +569,43 @@ class Exchange:
         if waiter is not None and not waiter.done():
             waiter.set_result(reply)
 
-    async def record_late(self, uow: UnitOfWork, reply: Reply) -> bool:
-        """Record a reply that came after the consumer was told 504 (or whose waiter died)."""
+    async def record_late_replies(self, replies: Sequence[Reply]) -> list[str]:
+        """Record the ``replies`` that came after their query's deadline (the consumer was told
+        504, or the replica waiting for them died); the ids of the queries recorded.
+
+        Any replica can do it: the request hash each answer must sign is kept with its query. The
+        providers' keys are fetched first, outside any transaction (an HTTP fetch never holds a
+        row lock, which would stall the answers of queries about to settle). A key that cannot be
+        fetched raises :class:`ProviderKeysUnavailable` and nothing is recorded: the bus retries
+        the reply, then dead-letters it with that reason; it is never dropped."""
+        by_id: dict[uuid.UUID, Reply] = {}
+        for reply in replies:
+            try:
+                by_id[uuid.UUID(reply.query_id)] = reply
+            except ValueError:
+                continue
+        if not by_id:
+            return []
+        async with self.outbox.sessions() as session:
+            candidates = (
+                await session.execute(
+                    select(Query.id, Query.provider_dept).where(Query.id.in_(list(by_id)), late_reply_possible())
+                )
+            ).all()
+        keys: dict[uuid.UUID, dict[str, Ed25519PublicKey]] = {}
+        for query_id, provider in candidates:
+            if by_id[query_id].status == Reply.OK:
+                keys[query_id] = await self.provider_keys.keys(provider, by_id[query_id].sd_jwt)
+        recorded: list[str] = []
+        async with self.outbox.unit_of_work(wait_for_publish=False) as uow:
+            for query_id, _ in candidates:
+                if await self.record_late(uow, by_id[query_id], keys.get(query_id, {})):
+                    recorded.append(str(query_id))
+        return recorded
+
+    async def record_late(self, uow: UnitOfWork, reply: Reply, keys: Mapping[str, Ed25519PublicKey]) -> bool:
+        """Record one late reply in ``uow`` (see :meth:`record_late_replies`), verified with the
+        provider's ``keys`` fetched beforehand; False if its query cannot take a late reply."""
         try:
             query_id = uuid.UUID(reply.query_id)
         except ValueError:
@@ -540,16 +613,7 @@ class Exchange:
         session = uow.session
         # Lock only queries past their deadline: in-flight ones belong to their waiter, and
         # locking them here would make every on-time answer wait for this consumer.
-        query = await session.scalar(
-            select(Query)
-            .where(
-                Query.id == query_id,
-                Query.answer_purged_at.is_(None),  # a reply later than the retention is not kept
-                (Query.status == QueryStatus.TIMEOUT)
-                | ((Query.status == QueryStatus.PENDING) & (Query.deadline < func.now())),
-            )
-            .with_for_update()
-        )
+        query = await session.scalar(select(Query).where(Query.id == query_id, late_reply_possible()).with_for_update())
         if query is None:
             return False
         grant = await session.get(GrantView, query.grant_id)
@@ -557,8 +621,9 @@ class Exchange:
         masking = effective_masking(grant.masking, resource.items) if grant and resource else {}
         head = {"id": str(query.id), "resource": query.resource_code, "provider": query.provider_dept}
         self.flag_extra(query.id, reply, query.fields)
-        keys = await self.provider_keys.keys(query.provider_dept, reply.sd_jwt)
-        status, http_status, body = outcome_of(reply, head, query.fields, masking, keys)
+        status, http_status, body = outcome_of(
+            reply, head, query.fields, masking, keys, request_hash=query.request_hash
+        )
         if status == QueryStatus.COMPLETED:
             status = QueryStatus.LATE_REPLY
             body["status"] = QueryStatus.LATE_REPLY
@@ -645,6 +710,18 @@ def replay(earlier: Record, print_: str) -> dict[str, Any]:
         )
     response: dict[str, Any] = earlier["response"]  # JSONB, decoded by the engine's codec
     return answer_or_raise(earlier["http_status"] or 200, response)
+
+
+def late_reply_possible() -> ColumnElement[bool]:
+    """The queries a late reply may still be recorded for: closed as a timeout, or pending past
+    their deadline (their waiter is gone), and whose answer is not past its retention."""
+    return (
+        Query.answer_purged_at.is_(None)  # a reply later than the retention is not kept
+        & (
+            (Query.status == QueryStatus.TIMEOUT)
+            | ((Query.status == QueryStatus.PENDING) & (Query.deadline < func.now()))
+        )
+    )
 
 
 def context_of(query: Query) -> AuditContext:
