@@ -18,7 +18,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -88,9 +88,16 @@ def sealing_context(key_id: str) -> str:
     return f"tongban.connector.signing_keys:{key_id}"
 
 
+# Replicas of one connector starting together on a fresh database take turns here, so that they
+# make one key between them, not one each (a key only one replica knows and publishes).
+SIGNING_KEY_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('tongban.connector.signing_keys'))")
+
+
 async def signing_key(session: AsyncSession, wrap: KeyWrap) -> tuple[str, Ed25519PrivateKey]:
-    """The newest reply-signing key, made on a fresh database. Keys are kept sealed under the
-    key-encryption key; one kept in clear by an earlier connector is sealed now."""
+    """The newest reply-signing key, made on a fresh database (by one replica, under a lock held
+    to the end of ``session``'s transaction). Keys are kept sealed under the key-encryption key;
+    one kept in clear by an earlier connector is sealed now."""
+    await session.execute(SIGNING_KEY_LOCK)
     for legacy in (await session.scalars(select(SigningKey).where(SigningKey.private_key.is_not(None)))).all():
         assert legacy.private_key is not None
         legacy.sealed_private_key = wrap.seal(legacy.private_key, sealing_context(legacy.key_id))
