@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -627,12 +627,22 @@ class Exchange:
         if status == QueryStatus.COMPLETED:
             status = QueryStatus.LATE_REPLY
             body["status"] = QueryStatus.LATE_REPLY
+        reason = QueryStatus.COMPLETED if status == QueryStatus.LATE_REPLY else status
+        late = self.audit_message(audited(context_of(query), body), outcome=QueryStatus.LATE_REPLY, reason=reason)
+        if query.status == QueryStatus.PENDING:
+            # Past its deadline with no outcome recorded: its waiter is at the deadline (and will
+            # find the query closed: the consumer gets 504) or died with its replica before the
+            # sweep closed it. The timeout is recorded first, so that the audit chain is the one
+            # every late reply has (timeout, late_reply); both keyed by the query, so that they
+            # reach the audit log on one partition, in this order.
+            key = str(query.id).encode()
+            uow.emit(replace(self.audit_message(context_of(query), outcome=QueryStatus.TIMEOUT), key=key))
+            late = replace(late, key=key)
         query.status = status
         query.http_status = http_status
         query.response = body
         query.completed_at = datetime.now(UTC)
-        reason = QueryStatus.COMPLETED if status == QueryStatus.LATE_REPLY else status
-        uow.emit(self.audit_message(audited(context_of(query), body), outcome=QueryStatus.LATE_REPLY, reason=reason))
+        uow.emit(late)
         return True
 
     async def close_abandoned(self) -> int:

@@ -567,3 +567,40 @@ async def refused_while_answered(exchange: Exchange, asked: QueryCreate, data: d
     with pytest.raises(Problem) as raised:
         await answered(exchange, asked, None, data)
     return raised.value
+
+
+async def test_a_late_reply_to_a_query_left_pending_records_its_timeout_first(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    """A reply past the deadline of a query still pending (its waiter died with its replica, or is
+    at the deadline itself): the replica recording it records the timeout first, so the query's
+    audit chain is (timeout, late_reply) as for every late reply, both on one partition in order."""
+    first, second = engines
+    await add_grant(first)
+    sender, recorder = replica(first), replica(second)
+    asking = asyncio.create_task(sender.query(consumer(), body().model_copy(update={"timeout_ms": 5000}), None))
+    deadline = time.monotonic() + 10
+    while not sender.waiters:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    (query_id,) = sender.waiters
+    while (sent := await sent_request(first, query_id)) is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    asking.cancel()  # the waiting replica dies: the query stays pending
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+    async with first.begin() as db:
+        await db.execute(text("UPDATE exchange.queries SET deadline = now() - interval '1 second'"))
+
+    reply = provider_reply(query_id, sent, {"姓名": "居民0", "户籍地址": "北京市"})
+    assert await recorder.record_late_replies([reply]) == [query_id]
+
+    assert (await query_row(first, query_id))[:2] == ("late_reply", 200)
+    async with first.connect() as db:
+        rows = (await db.execute(text("SELECT key, value FROM exchange.outbox WHERE topic LIKE '%audit.events'"))).all()
+    events = [(key, audit_pb2.AuditEvent.FromString(value)) for key, value in rows]
+    # Rows of one transaction have no order in the table; one key puts them on one partition, in
+    # the order they were emitted (timeout first).
+    assert sorted((e.outcome, e.reason) for _, e in events) == [("late_reply", "completed"), ("timeout", "")]
+    assert {key for key, _ in events} == {query_id.encode()}
