@@ -77,6 +77,10 @@ class AuditRecord(Base):
     # that does not know it): keys are rotated, and a search hashes under each key kept.
     subject_key_id: Mapped[str] = _text("subject_key_id")
     fields: Mapped[list[str]] = mapped_column(ARRAY(String(FIELD_NAME_MAX)))
+    # A verifiable answer's SD-JWT hash and the items it disclosed ("" and [] for anything else,
+    # and for records from before canonical version 4).
+    answer_sha256: Mapped[str] = _text("answer_sha256")
+    disclosed_fields: Mapped[list[str]] = mapped_column(ARRAY(String(FIELD_NAME_MAX)))
     query_id: Mapped[str] = _text("query_id")
     request_id: Mapped[str] = _text("request_id")
     prev_hash: Mapped[str] = mapped_column(String(64))

@@ -28,6 +28,8 @@ class AuditRecordPublic(BaseModel):
     subject_hash: str
     subject_key_id: str
     fields: list[str]
+    answer_sha256: str
+    disclosed_fields: list[str]
     query_id: str
     request_id: str
     hash: str

@@ -88,6 +88,7 @@ def record_values(event: audit_pb2.AuditEvent, received_at: datetime | None = No
         "occurred_at": occurred_at,
         "occurred_unix_ms_raw": raw,
         "fields": bounded_fields(list(event.fields)),
+        "disclosed_fields": bounded_fields(list(event.disclosed_fields)),
     }
     return values
 
@@ -96,7 +97,16 @@ CHAIN = ("prev_hash", "hash", "leaf_index")
 # The columns append writes (the rest have defaults: seq, recorded_at); event_id is also a text field.
 RECORD_COLUMNS = tuple(
     dict.fromkeys(
-        [*STRING_FIELDS, "canonical_version", "event_id", "occurred_at", "occurred_unix_ms_raw", "fields", *CHAIN]
+        [
+            *STRING_FIELDS,
+            "canonical_version",
+            "event_id",
+            "occurred_at",
+            "occurred_unix_ms_raw",
+            "fields",
+            "disclosed_fields",
+            *CHAIN,
+        ]
     )
 )
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from services.common import keywrap
 from services.common.bus import Bus, Subscription
@@ -44,6 +44,7 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
             async with rt.sessions.begin() as session:
                 await service.seed_population(session, settings.demo_population)
                 key_id, key = await service.signing_key(session, wrap)
+                app.state.jwks = await service.public_jwks(session, wrap)
             responder = service.Responder(
                 dept,
                 key_id,
@@ -80,7 +81,7 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
                     await purger
                 await rt.bus.stop()
 
-    return create_service_app(
+    app = create_service_app(
         service="connector",
         title="Tongban connector",
         version="0.1.0",
@@ -88,3 +89,11 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+
+    @app.get("/.well-known/jwks.json", tags=["keys"], summary="The public keys this connector signs answers with")
+    async def jwks(request: Request) -> dict[str, list[dict[str, str]]]:
+        # Public keys only; the exchange fetches them to verify answers and serves them to consumers.
+        keys: dict[str, list[dict[str, str]]] = request.app.state.jwks
+        return keys
+
+    return app

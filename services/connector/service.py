@@ -18,10 +18,11 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common import sdjwt
 from services.common.identifiers import id_card_check_char
 from services.common.keywrap import KeyWrap
 from services.common.pb import exchange_pb2
@@ -87,9 +88,16 @@ def sealing_context(key_id: str) -> str:
     return f"tongban.connector.signing_keys:{key_id}"
 
 
+# Replicas of one connector starting together on a fresh database take turns here, so that they
+# make one key between them, not one each (a key only one replica knows and publishes).
+SIGNING_KEY_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('tongban.connector.signing_keys'))")
+
+
 async def signing_key(session: AsyncSession, wrap: KeyWrap) -> tuple[str, Ed25519PrivateKey]:
-    """The newest reply-signing key, made on a fresh database. Keys are kept sealed under the
-    key-encryption key; one kept in clear by an earlier connector is sealed now."""
+    """The newest reply-signing key, made on a fresh database (by one replica, under a lock held
+    to the end of ``session``'s transaction). Keys are kept sealed under the key-encryption key;
+    one kept in clear by an earlier connector is sealed now."""
+    await session.execute(SIGNING_KEY_LOCK)
     for legacy in (await session.scalars(select(SigningKey).where(SigningKey.private_key.is_not(None)))).all():
         assert legacy.private_key is not None
         legacy.sealed_private_key = wrap.seal(legacy.private_key, sealing_context(legacy.key_id))
@@ -242,7 +250,34 @@ class Responder:
             reply.status = Reply.OK
             reply.data.update(data)
             reply.signature = base64.b64encode(self.key.sign(signed_payload(request_hash, data))).decode()
+            reply.sd_jwt = self.answer_sd_jwt(request, request_hash, data)
         return reply
+
+    def answer_sd_jwt(self, request: exchange_pb2.ExchangeRequest, request_hash: str, data: dict[str, str]) -> str:
+        """The answer as an SD-JWT (可验证应答, RFC 9901): one disclosure per item; the signed
+        claims bind it to this query, this request (its hash), the resource, this provider and now."""
+        claims = {
+            "iss": self.dept_code,
+            "iat": int(time.time()),
+            "query_id": request.query_id,
+            "request_hash": request_hash,
+            "resource": request.resource_code,
+            "provider": self.dept_code,
+        }
+        return sdjwt.issue(claims, data, self.key, self.key_id)
+
+
+async def public_jwks(session: AsyncSession, wrap: KeyWrap) -> dict[str, list[dict[str, str]]]:
+    """Every reply-signing key's public JWK (newest first): answers signed before a new key was
+    made stay verifiable. The platform serves these to consumers (see the exchange's provider keys)."""
+    rows = (await session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc()))).all()
+    keys = []
+    for row in rows:
+        if row.sealed_private_key is None:
+            continue
+        private = Ed25519PrivateKey.from_private_bytes(wrap.open(row.sealed_private_key, sealing_context(row.key_id)))
+        keys.append(sdjwt.public_jwk(private.public_key(), row.key_id))
+    return {"keys": keys}
 
 
 async def purge_replies(db: Any, retention_s: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -178,3 +179,19 @@ async def read_evidence_bundle(
     bundle_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep
 ) -> EvidenceBundlePublic:
     return await read_bundle(uow.session, principal, bundle_id)
+
+
+@router.get(
+    "/providers/{dept}/jwks",
+    summary="A provider's answer-signing public keys (to verify an answer's SD-JWT)",
+    responses=problem_responses(CommonProblem.NOT_FOUND),
+)
+async def provider_jwks(dept: str, principal: CurrentPrincipal, request: Request) -> Response:
+    """The JWKS the exchange verifies ``dept``'s answers with, for consumers to verify them too."""
+    if not re.fullmatch(r"[0-9A-HJ-NPQRTUWXY]{18}", dept):
+        raise NotFound("provider", dept)
+    exchange: Exchange = request.app.state.exchange
+    jwks = await exchange.provider_keys.jwks(dept)
+    if not jwks.get("keys"):
+        raise NotFound("provider", dept)
+    return OrjsonResponse({"keys": jwks["keys"]})

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from services.common import keywrap
@@ -17,6 +18,7 @@ from services.common.bus import Bus, Subscription
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 from services.exchange import callbacks
+from services.exchange.answers import ProviderKeys
 from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
 from services.exchange.evidence import Evidence, EvidenceMetrics
@@ -43,7 +45,15 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
         ) as rt:
             outbox = rt.outbox
             assert outbox is not None
-            exchange = Exchange(settings, rt.engine, outbox, ExchangeMetrics(app.state.metrics))
+            # Fetches the providers' answer-signing keys (their connectors' JWKS).
+            keys_client = httpx.AsyncClient()
+            exchange = Exchange(
+                settings,
+                rt.engine,
+                outbox,
+                ExchangeMetrics(app.state.metrics),
+                provider_keys=ProviderKeys(settings, keys_client),
+            )
             # Callbacks are signed with a platform key sealed under the key-encryption key; an
             # exchange without one runs, and refuses callbacks (503 callbacks-unavailable).
             signer = None
@@ -102,6 +112,7 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
                     await sender.close()
                 await outbox.stop()
                 await rt.bus.stop()
+                await keys_client.aclose()
 
     app = create_service_app(
         service="exchange",

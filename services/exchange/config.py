@@ -43,3 +43,7 @@ class ExchangeSettings(CommonSettings):
     callback_ca_file: str | None = Field(None, validation_alias="TONGBAN_EXCHANGE_CALLBACK_CA_FILE")
     # Seals the callback signing key (exchange.signing_keys), as the gateway's and connector's keys.
     key_encryption_key: SecretStr | None = Field(None, validation_alias="TONGBAN_KEY_ENCRYPTION_KEY")
+    # Where each provider's connector publishes its answer-signing keys (credit code → JWKS URL);
+    # a provider not listed is asked at TONGBAN_CONNECTOR_URL (the one connector of make run).
+    provider_jwks: dict[str, str] = Field(default_factory=dict, validation_alias="TONGBAN_EXCHANGE_PROVIDER_JWKS")
+    connector_url: str = Field("http://127.0.0.1:8004", validation_alias="TONGBAN_CONNECTOR_URL")

@@ -57,7 +57,7 @@ def on_late_replies(exchange: Exchange, sessions: async_sessionmaker[AsyncSessio
 
     Each batch is handled once its queries are :data:`WAITER_GRACE_MS` past their deadlines, so that
     on-time replies are left to their waiters; one statement then finds which of the batch's queries
-    are still open, and only those are locked and recorded."""
+    are still open, and only those are locked and recorded (the providers' keys are fetched before)."""
 
     async def handle(batch: Sequence[Message]) -> None:
         replies = [r for m in batch if (r := parse_reply(m)) is not None]
@@ -66,11 +66,8 @@ def on_late_replies(exchange: Exchange, sessions: async_sessionmaker[AsyncSessio
         due_ms = max(r.deadline_unix_ms for r in replies) + WAITER_GRACE_MS
         if (wait_s := due_ms / 1000 - time.time()) > 0:
             await asyncio.sleep(wait_s)  # bounded by the longest timeout a query may have
-        async with exchange.outbox.unit_of_work(wait_for_publish=False) as uow:
-            open_ids = await exchange.unrecorded(uow.session, [r.query_id for r in replies])
-            for reply in replies:
-                if reply.query_id in open_ids and await exchange.record_late(uow, reply):
-                    log.info("reply recorded after its deadline", extra={"ctx_query_id": reply.query_id})
+        for query_id in await exchange.record_late_replies(replies):
+            log.info("reply recorded by the late-reply consumer", extra={"ctx_query_id": query_id})
 
     return handle
 

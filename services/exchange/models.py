@@ -99,6 +99,10 @@ class Query(Base):
     subject_type: Mapped[str] = mapped_column(String(16))
     subject_hash: Mapped[str] = mapped_column(String(64))
     fields: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
+    # SHA-256 (hex) of the request as sent: the provider's signed answer must name it. Kept with
+    # the query so that any replica can verify a late reply, not only the one that sent it (NULL
+    # for queries written before it was kept).
+    request_hash: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[QueryStatus] = mapped_column(String(16))
     http_status: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -31,6 +31,8 @@ class ExchangeProblem(ProblemCode):
     CALLBACK_URL_NOT_HTTPS = "callback-url-not-https", 422, "Callback URL is not https"
     CALLBACK_URL_NOT_REGISTERED = "callback-url-not-registered", 422, "Callback URL not registered"
     CALLBACKS_UNAVAILABLE = "callbacks-unavailable", 503, "Callbacks not configured"
+    # The provider's SD-JWT did not verify with its published key, or answers another query.
+    UNVERIFIABLE_ANSWER = "unverifiable-answer", 502, "Provider answer not verifiable"
 
 
 # Refusals before the provider is asked: each is audited as a denial with its code as the reason.

@@ -18,7 +18,7 @@ from asyncpg import Record  # type: ignore[import-untyped]
 # Returns the day's count, or NULL (nothing written) when the quota is used up or the grant is
 # revoked in the projection: a replica's cached grant can never outlive its revocation, because
 # the row feeding the counter comes from the shared projection, read in this same statement.
-# An async query with a callback URL ($25) gets its durable callback row in the same statement.
+# An async query with a callback URL ($26) gets its durable callback row in the same statement.
 START_QUERY = """
 WITH counted AS (
     INSERT INTO exchange.grant_usage AS u (grant_id, day, used)
@@ -28,15 +28,15 @@ WITH counted AS (
 ), query AS (
     INSERT INTO exchange.queries (id, client_id, consumer_dept, actor, idempotency_key, fingerprint,
         resource_code, provider_dept, grant_id, purpose, subject_type, subject_hash, fields, status, deadline,
-        batch_id)
-    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16, $24 FROM counted
+        request_hash, batch_id)
+    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16, $17, $25 FROM counted
     RETURNING id
 ), request AS (
     INSERT INTO exchange.outbox (id, topic, key, value, headers, claimed_by, lease_until)
-    SELECT $17, $18, $19, $20, $21, $22, now() + make_interval(secs => $23) FROM query
+    SELECT $18, $19, $20, $21, $22, $23, now() + make_interval(secs => $24) FROM query
 ), callback AS (
     INSERT INTO exchange.callbacks (query_id, client_id, url)
-    SELECT id, $5, $25::text FROM query WHERE $25::text IS NOT NULL
+    SELECT id, $5, $26::text FROM query WHERE $26::text IS NOT NULL
 )
 SELECT used FROM counted
 """
@@ -94,6 +94,7 @@ class NewQuery:
     subject_hash: str
     fields: list[str]
     deadline: datetime
+    request_hash: str  # SHA-256 (hex) of the request as sent, which the provider's answer signs
     batch_id: uuid.UUID | None = None
     callback_url: str | None = None  # async with a callback: its row is written with the query
 
@@ -125,6 +126,7 @@ async def start_query(db: Any, q: NewQuery, day: date, daily_quota: int, request
         q.subject_hash,
         q.fields,
         q.deadline,
+        q.request_hash,
         *request,
         q.batch_id,
         q.callback_url,

@@ -55,6 +55,11 @@ class QueryResult(BaseModel):
     data: dict[str, str] | None = None
     masked: list[str] = []
     signature: Signature | None = None
+    # The provider's answer as an SD-JWT (RFC 9901) with the disclosures of the unmasked items
+    # only; verify it with GET /v1/exchange/providers/{provider}/jwks (python -m services.exchange verify).
+    sd_jwt: str | None = None
+    sd_jwt_sha256: str | None = None
+    disclosed: list[str] = []
 
 
 class EvidenceCreate(Strict):

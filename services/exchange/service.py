@@ -16,6 +16,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,8 +24,9 @@ from urllib.parse import urlsplit
 
 import orjson
 from asyncpg import Record, UniqueViolationError  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry, Counter
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.bus import Message
@@ -33,13 +35,15 @@ from services.common.contracts.audit import AuditAction, AuditContext, audit_mes
 from services.common.db import driver_connection
 from services.common.errors import NotFound, Problem, unexpected_problem
 from services.common.identifiers import InvalidIdentifier
-from services.common.masking import apply_masking, effective_masking
+from services.common.masking import effective_masking
 from services.common.outbox import Outbox
 from services.common.pb import exchange_pb2
+from services.common.sdjwt import InvalidSdJwt
 from services.common.security import Principal, Role
 from services.common.subjects import normalise_subject, subject_hash
 from services.common.uow import UnitOfWork
 from services.exchange import repository
+from services.exchange.answers import ProviderKeys, ProviderKeysUnavailable, answer_body, audited, verified_answer
 from services.exchange.config import ExchangeSettings
 from services.exchange.models import CallbackUrl, GrantView, Query, QueryStatus, ResourceView
 from services.exchange.problems import ExchangeProblem
@@ -116,6 +120,7 @@ class Started:
     masking: dict[str, str]
     timeout_ms: int
     opened: Opened
+    request_hash: str = ""  # SHA-256 (hex) of the request as sent: the provider's answer must sign it
 
     def remaining_s(self) -> float:
         """Time left before the consumer's deadline (never negative)."""
@@ -184,19 +189,35 @@ def interrupted_problem(query_id: uuid.UUID) -> Problem:
 
 
 def outcome_of(
-    reply: Reply, head: dict[str, Any], fields: list[str], masking: dict[str, str]
+    reply: Reply,
+    head: dict[str, Any],
+    fields: list[str],
+    masking: dict[str, str],
+    keys: Mapping[str, Ed25519PublicKey] | None = None,
+    request_hash: str | None = None,
 ) -> tuple[QueryStatus, int, dict[str, Any]]:
     """How a reply ends a query: (status, HTTP status, body). ``head`` heads the body of an answer;
-    only the ``fields`` asked are taken from the reply, then masked."""
+    only the ``fields`` asked are taken from the reply's SD-JWT, verified with the provider's
+    ``keys`` (an answer that does not verify is a 502 ``unverifiable-answer``), then masked.
+    ``request_hash``: the hash of the request as sent, when this process sent it."""
     if reply.status == Reply.OK:
-        data, masked = apply_masking({k: reply.data[k] for k in fields if k in reply.data}, masking)
+        try:
+            answer = verified_answer(
+                reply, head["provider"], head["resource"], fields, masking, keys or {}, request_hash=request_hash
+            )
+        except InvalidSdJwt as err:
+            log.warning("answer not verified", extra={"ctx_query_id": reply.query_id, "ctx_reason": str(err)})
+            problem = ExchangeProblem.UNVERIFIABLE_ANSWER.problem(
+                f"The provider's answer could not be verified: {err}. Nothing of it is passed on."
+            )
+            return QueryStatus.PROVIDER_ERROR, problem.status, problem.body()
         signature = {
             "alg": "EdDSA",
             "key_id": reply.key_id,
             "value": reply.signature,
             "request_hash": reply.request_hash,
         }
-        body = {**head, "status": QueryStatus.COMPLETED, "data": data, "masked": masked, "signature": signature}
+        body = {**head, "status": QueryStatus.COMPLETED, **answer_body(answer), "signature": signature}
         return QueryStatus.COMPLETED, 200, body
     if reply.status == Reply.NOT_FOUND:
         problem = ExchangeProblem.SUBJECT_NOT_FOUND.problem("The provider has no record about this subject.")
@@ -255,9 +276,16 @@ class Exchange:
     """Brokers queries. Owns the in-memory waiters that correlate replies with open requests."""
 
     def __init__(
-        self, settings: ExchangeSettings, engine: AsyncEngine, outbox: Outbox, metrics: ExchangeMetrics | None = None
+        self,
+        settings: ExchangeSettings,
+        engine: AsyncEngine,
+        outbox: Outbox,
+        metrics: ExchangeMetrics | None = None,
+        provider_keys: ProviderKeys | None = None,
     ) -> None:
         self.settings = settings
+        # No keys: no answer verifies (every reply is a 502 unverifiable-answer).
+        self.provider_keys = provider_keys or ProviderKeys(settings, None)
         self.engine = engine
         self.outbox = outbox
         self.metrics = metrics or ExchangeMetrics(CollectorRegistry())
@@ -555,7 +583,9 @@ class Exchange:
             grant_id=str(grant.id),
         )
         topic = self.settings.topic(f"exchange.requests.{resource.provider_dept}")
-        staged = self.outbox.stage(Message(topic=topic, key=str(query_id).encode(), value=request.SerializeToString()))
+        sent = request.SerializeToString()
+        request_hash = hashlib.sha256(sent).hexdigest()
+        staged = self.outbox.stage(Message(topic=topic, key=str(query_id).encode(), value=sent))
         new = repository.NewQuery(
             id=query_id,
             client_id=principal.client_id or "",
@@ -571,6 +601,7 @@ class Exchange:
             subject_hash=subject.hash,
             fields=fields,
             deadline=deadline,
+            request_hash=request_hash,
             batch_id=batch_id,
             callback_url=callback_url,
         )
@@ -595,7 +626,8 @@ class Exchange:
                 "A query with this Idempotency-Key is still being answered; retry shortly."
             ) from None
         await self.outbox.committed([staged], wait_for_publish=False)
-        return Started(query_id, ctx, effective_masking(grant.masking, resource.items), timeout_ms, opened)
+        masking = effective_masking(grant.masking, resource.items)
+        return Started(query_id, ctx, masking, timeout_ms, opened, request_hash)
 
     def over_quota(self, grant: GrantView, now: datetime, ctx: AuditContext) -> Denied:
         return Denied(
@@ -656,8 +688,14 @@ class Exchange:
         """Record how the reply ends the query, with its audit event; then answer (or raise)."""
         head = {"id": str(started.id), "resource": started.context.resource, "provider": started.context.provider}
         self.flag_extra(started.id, reply, list(started.context.fields))
-        status, http_status, body = outcome_of(reply, head, list(started.context.fields), started.masking)
-        if not await self.close_query(started.id, status, http_status, body, started.context):
+        try:
+            keys = await self.provider_keys.keys(started.context.provider, reply.sd_jwt)
+        except ProviderKeysUnavailable as err:
+            raise await self.defer(started, reply, err) from None
+        status, http_status, body = outcome_of(
+            reply, head, list(started.context.fields), started.masking, keys, request_hash=started.request_hash or None
+        )
+        if not await self.close_query(started.id, status, http_status, body, audited(started.context, body)):
             # The late-reply consumer got there first (we were at the deadline): its record stands.
             return await self.recorded_answer(started.id)
         return answer_or_raise(http_status, body)
@@ -669,6 +707,39 @@ class Exchange:
         if query is None or query.response is None:
             raise timeout_problem(query_id, 0)
         return answer_or_raise(query.http_status or 200, query.response)
+
+    async def defer(self, started: Started, reply: Reply, err: ProviderKeysUnavailable) -> Problem:
+        """The answer came but cannot be verified yet (its key is not known, the provider's JWKS is
+        out of reach): close the query as a timeout now and hand the reply to the late-reply path,
+        which verifies and records it once the key can be fetched (retried, else dead-lettered with
+        the reason). The reply is published again in the transaction that closes the query, so it
+        is never lost; its deadline is set to now, so the late-reply consumer takes it up."""
+        log.warning(
+            "answer deferred: provider keys unavailable",
+            extra={"ctx_query_id": str(started.id), "ctx_reason": str(err)},
+        )
+        problem = ExchangeProblem.PROVIDER_TIMEOUT.problem(
+            "The provider answered, but its signing key could not be fetched to verify the answer. It will "
+            f"be verified and recorded as a late reply; fetch GET /v1/exchange/queries/{started.id}.",
+            extra={"query_id": str(started.id)},
+        )
+        again = Reply()
+        again.CopyFrom(reply)
+        again.deadline_unix_ms = int(time.time() * 1000)
+        async with self.outbox.unit_of_work(wait_for_publish=False) as uow:
+            query = await uow.session.scalar(
+                select(Query).where(Query.id == started.id, Query.status == QueryStatus.PENDING).with_for_update()
+            )
+            if query is None:  # the late-reply consumer closed it first: its record stands
+                return timeout_problem(started.id, 0)
+            query.status = QueryStatus.TIMEOUT
+            query.http_status = problem.status
+            query.response = problem.body()
+            query.completed_at = datetime.now(UTC)
+            uow.emit(self.audit_message(started.context, outcome=QueryStatus.TIMEOUT))
+            topic = self.settings.topic("exchange.replies")
+            uow.emit(Message(topic=topic, key=reply.query_id.encode(), value=again.SerializeToString()))
+        return problem
 
     def flag_extra(self, query_id: uuid.UUID, reply: Reply, fields: list[str]) -> None:
         """Count and log items the provider returned beyond those asked (names only, never values)."""
@@ -700,25 +771,47 @@ class Exchange:
         if waiter is not None and not waiter.done():
             waiter.set_result(reply)
 
-    @staticmethod
-    async def unrecorded(session: AsyncSession, query_ids: list[str]) -> set[str]:
-        """Which of ``query_ids`` still wait for their reply to be recorded (pending or timed out)."""
-        ids = []
-        for query_id in query_ids:
+    async def record_late_replies(self, replies: Sequence[Reply]) -> list[str]:
+        """Record the ``replies`` no waiter recorded (see :meth:`record_late`); the ids of the
+        queries recorded. The one statement below finds which of them are still open.
+
+        Any replica can do it: the request hash each answer must sign is kept with its query. The
+        providers' keys are fetched first, outside any transaction (an HTTP fetch never holds a
+        row lock, which would stall the answers of queries about to settle). A key that cannot be
+        fetched raises :class:`ProviderKeysUnavailable` and nothing is recorded: the bus retries
+        the reply, then dead-letters it with that reason; it is never dropped."""
+        by_id: dict[uuid.UUID, Reply] = {}
+        for reply in replies:
             try:
-                ids.append(uuid.UUID(query_id))
+                by_id[uuid.UUID(reply.query_id)] = reply
             except ValueError:
                 continue
-        rows = await session.scalars(
-            select(Query.id).where(Query.id.in_(ids), Query.status.in_([QueryStatus.PENDING, QueryStatus.TIMEOUT]))
-        )
-        return {str(query_id) for query_id in rows}
+        if not by_id:
+            return []
+        async with self.outbox.sessions() as session:
+            candidates = (
+                await session.execute(
+                    select(Query.id, Query.provider_dept).where(Query.id.in_(list(by_id)), late_reply_possible())
+                )
+            ).all()
+        keys: dict[uuid.UUID, dict[str, Ed25519PublicKey]] = {}
+        for query_id, provider in candidates:
+            if by_id[query_id].status == Reply.OK:
+                keys[query_id] = await self.provider_keys.keys(provider, by_id[query_id].sd_jwt)
+        recorded: list[str] = []
+        async with self.outbox.unit_of_work(wait_for_publish=False) as uow:
+            for query_id, _ in candidates:
+                if await self.record_late(uow, by_id[query_id], keys.get(query_id, {})):
+                    recorded.append(str(query_id))
+        return recorded
 
-    async def record_late(self, uow: UnitOfWork, reply: Reply) -> bool:
-        """Record a reply no waiter recorded: one that came after the consumer was told 504, or
-        whose waiter died or could not write it. A reply the connector sent before the deadline
-        ends the query as it would have on time (the consumer, told to retry with its key, then
-        reads that answer); a reply after the deadline is a ``late_reply``."""
+    async def record_late(self, uow: UnitOfWork, reply: Reply, keys: Mapping[str, Ed25519PublicKey]) -> bool:
+        """Record one reply no waiter recorded, in ``uow``, verified with the provider's ``keys``
+        fetched beforehand (see :meth:`record_late_replies`): one that came after the consumer was
+        told 504, or whose waiter died or could not write it. A reply the connector sent before the
+        deadline ends the query as it would have on time (the consumer, told to retry with its key,
+        then reads that answer); a reply after the deadline is a ``late_reply``. False if its query
+        cannot take a reply any more."""
         try:
             query_id = uuid.UUID(reply.query_id)
         except ValueError:
@@ -726,16 +819,7 @@ class Exchange:
         session = uow.session
         # Lock only queries past their deadline: in-flight ones belong to their waiter, and
         # locking them here would make every on-time answer wait for this consumer.
-        query = await session.scalar(
-            select(Query)
-            .where(
-                Query.id == query_id,
-                Query.answer_purged_at.is_(None),  # a reply later than the retention is not kept
-                (Query.status == QueryStatus.TIMEOUT)
-                | ((Query.status == QueryStatus.PENDING) & (Query.deadline < func.now())),
-            )
-            .with_for_update()
-        )
+        query = await session.scalar(select(Query).where(Query.id == query_id, late_reply_possible()).with_for_update())
         if query is None:
             return False
         grant = await session.get(GrantView, query.grant_id)
@@ -743,25 +827,31 @@ class Exchange:
         masking = effective_masking(grant.masking, resource.items) if grant and resource else {}
         head = {"id": str(query.id), "resource": query.resource_code, "provider": query.provider_dept}
         self.flag_extra(query.id, reply, query.fields)
-        status, http_status, body = outcome_of(reply, head, query.fields, masking)
+        status, http_status, body = outcome_of(
+            reply, head, query.fields, masking, keys, request_hash=query.request_hash
+        )
         was_pending = query.status == QueryStatus.PENDING
         on_time = was_pending and 0 < reply.answered_unix_ms <= deadline_ms(query)
-        if status == QueryStatus.COMPLETED and not on_time:
-            status = QueryStatus.LATE_REPLY
-            body["status"] = QueryStatus.LATE_REPLY
+        if on_time:
+            audit = self.audit_message(audited(context_of(query), body), outcome=status)
+        else:
+            if status == QueryStatus.COMPLETED:
+                status = QueryStatus.LATE_REPLY
+                body["status"] = QueryStatus.LATE_REPLY
+            reason = QueryStatus.COMPLETED if status == QueryStatus.LATE_REPLY else status
+            audit = self.audit_message(audited(context_of(query), body), outcome=QueryStatus.LATE_REPLY, reason=reason)
+            if was_pending:
+                # Past its deadline with no outcome recorded: its waiter is at the deadline (and
+                # will find the query closed: the consumer gets 504) or died with its replica
+                # before the sweep closed it. The timeout is recorded first, so that the audit
+                # chain is the one every late reply has (timeout, late_reply); both are keyed by
+                # the query id (:meth:`audit_message`), so they reach the audit log in this order.
+                uow.emit(self.audit_message(context_of(query), outcome=QueryStatus.TIMEOUT))
         query.status = status
         query.http_status = http_status
         query.response = body
         query.completed_at = datetime.now(UTC)
-        if on_time:
-            uow.emit(self.audit_message(context_of(query), outcome=status))
-        else:
-            if was_pending:
-                # Its waiter (if alive) tells the consumer 504 and finds the query closed: the
-                # timeout is recorded here, so the chain reads timeout, then late_reply.
-                uow.emit(self.audit_message(context_of(query), outcome=QueryStatus.TIMEOUT))
-            reason = QueryStatus.COMPLETED if status == QueryStatus.LATE_REPLY else status
-            uow.emit(self.audit_message(context_of(query), outcome=QueryStatus.LATE_REPLY, reason=reason))
+        uow.emit(audit)
         return True
 
     async def close_abandoned(self) -> int:
@@ -852,6 +942,18 @@ def replay(earlier: Record, print_: str) -> dict[str, Any]:
 
 def deadline_ms(query: Query) -> int:
     return int(query.deadline.timestamp() * 1000)
+
+
+def late_reply_possible() -> ColumnElement[bool]:
+    """The queries a late reply may still be recorded for: closed as a timeout, or pending past
+    their deadline (their waiter is gone), and whose answer is not past its retention."""
+    return (
+        Query.answer_purged_at.is_(None)  # a reply later than the retention is not kept
+        & (
+            (Query.status == QueryStatus.TIMEOUT)
+            | ((Query.status == QueryStatus.PENDING) & (Query.deadline < func.now()))
+        )
+    )
 
 
 def context_of(query: Query) -> AuditContext:

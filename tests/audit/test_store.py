@@ -105,7 +105,8 @@ async def test_any_event_is_appended_once_and_the_chain_verifies(
         stored = (await session.scalars(select(AuditRecord).where(AuditRecord.event_id == event_id_of(event)))).one()
         report = await verify(session)
     assert report["ok"] is True, report
-    assert stored.canonical_version == 3
+    assert stored.canonical_version == 4
+    assert stored.disclosed_fields == expected["disclosed_fields"]
     for field in STRING_FIELDS:
         value = getattr(stored, field)
         assert len(value) <= TEXT_LIMITS[field] and "\x00" not in value
@@ -236,7 +237,7 @@ async def test_the_merkle_migration_makes_existing_records_leaves(empty_database
                     audit_pb2.AuditEvent(event_id=f"pre-{i}", occurred_unix_ms=1_795_000_000_000 + i)
                 )
                 # as version 2 wrote them then: subject key ids came later (version 3)
-                del values["subject_key_id"]
+                del values["subject_key_id"], values["answer_sha256"], values["disclosed_fields"]
                 values["canonical_version"] = 2
                 digest = chain_hash(prev, values)
                 columns = ", ".join(values)

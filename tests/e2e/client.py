@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 import httpx
+from jwcrypto.jwk import JWK  # type: ignore[import-untyped]
+from sd_jwt.verifier import SDJWTVerifier  # type: ignore[import-untyped]
 
 from services.demo import DEMO_PASSWORD, DemoCredentials
 
@@ -110,6 +112,17 @@ async def walkthrough(creds: DemoCredentials) -> None:
         assert len(name) >= 2 and set(name[1:]) == {"*"}, name  # surname kept, given name masked
         assert answer["data"]["出生日期"] == f"{creds.subject[6:10]}-{creds.subject[10:12]}-{creds.subject[12:14]}"
         assert answer["signature"]["alg"] == "EdDSA" and answer["signature"]["value"]
+        # 可验证应答: the provider's SD-JWT, checked by an independent RFC 9901 implementation with
+        # the key the platform serves; the masked name's disclosure is not in it.
+        keys = await client.get(f"/v1/exchange/providers/{answer['provider']}/jwks", headers=headers)
+        assert keys.status_code == 200, keys.text
+        jwks = {k["kid"]: k for k in keys.json()["keys"]}
+        signed = SDJWTVerifier(answer["sd_jwt"], lambda issuer, header: JWK(**jwks[header["kid"]]))
+        claims = signed.get_verified_payload()
+        assert {k: claims[k] for k in ("出生日期", "户籍地址")} == {
+            k: answer["data"][k] for k in ("出生日期", "户籍地址")
+        }
+        assert "姓名" not in claims and claims["query_id"] == answer["id"] and claims["resource"] == creds.resource
 
         again = await client.post(
             "/v1/exchange/queries", json=query_body(creds), headers={**headers, "Idempotency-Key": "walkthrough-1"}
@@ -128,6 +141,8 @@ async def walkthrough(creds: DemoCredentials) -> None:
         assert record["consumer_client_id"] == creds.client_id
         assert record["purpose"] == creds.purpose
         assert record["fields"] == ["姓名", "出生日期", "户籍地址"]
+        assert record["answer_sha256"] == answer["sd_jwt_sha256"]
+        assert record["disclosed_fields"] == ["出生日期", "户籍地址"]
         assert creds.subject not in str(record)  # never in clear
         by_subject = await audit_records(client, auditor, subject=creds.subject)
         assert any(r["query_id"] == answer["id"] for r in by_subject)  # matched by keyed hash

@@ -19,11 +19,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.demo import DemoCredentials
 from tests.e2e.client import person_token, query_body, system_token
 from tests.e2e.test_faults import RESIDENTS, SETTLE_S, TIMEOUT_MS, lookups_of, restart_connector
-from tests.stack import DistributedStack, free_port
+from tests.stack import DistributedStack, free_port, infra_env
 
 Stack = tuple[DistributedStack, DemoCredentials]
 FAST_ABANDON = {"TONGBAN_EXCHANGE_ABANDONED_AFTER_S": "1"}
@@ -104,6 +106,7 @@ async def test_an_exchange_replica_killed_while_queries_flow_leaves_every_query_
         assert set(keys) - set(cut_off) <= {r["idempotency_key"] for r in rows}
 
         await settled(db, ids, timeout_s=SETTLE_S)
+        await late_replies_consumed(stack, SETTLE_S)  # B's share of the replies, handled by A
         statuses, chains = await audit_chains(db, ids, timeout_s=SETTLE_S)
         for query_id, chain in chains.items():
             assert chain == expected_chain(statuses[query_id], chain), (query_id, statuses[query_id], chain)
@@ -183,3 +186,40 @@ async def audit_chains(
             return statuses, chains
         assert asyncio.get_running_loop().time() < deadline, f"audit records missing after {timeout_s} s: {missing}"
         await asyncio.sleep(0.3)
+
+
+async def late_replies_consumed(stack: DistributedStack, timeout_s: float) -> None:
+    """Wait until the exchange's late-reply consumers (one group) have handled every reply on the
+    topic: the group's committed offset is the end offset on every partition. A replica SIGKILLed
+    holds its partitions until its session times out (about 10 s); the replies it had read but
+    not committed are then handled by the survivor, which records a late reply to a query it may
+    have closed as abandoned meanwhile (``timeout`` then ``late_reply``). Only after that is a
+    query's state final; reading it earlier races the rebalance."""
+    bootstrap = infra_env()["TONGBAN_KAFKA_BOOTSTRAP"]
+    topic, group = f"{stack.prefix}exchange.replies", f"{stack.prefix}exchange.late-replies"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    ends = AIOKafkaConsumer(bootstrap_servers=bootstrap)  # no group: it only reads end offsets
+    await admin.start()
+    await ends.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        assert partitions, f"no partitions of {topic}"
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            end = await ends.end_offsets(partitions)
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            behind = {
+                tp.partition: end[tp] - max(committed[tp].offset if tp in committed else 0, 0)
+                for tp in partitions
+                if end[tp] > max(committed[tp].offset if tp in committed else 0, 0)
+            }
+            if not behind:
+                return
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"late replies not handled after {timeout_s} s: {behind}"
+            )
+            await asyncio.sleep(0.5)
+    finally:
+        await ends.stop()
+        await admin.close()

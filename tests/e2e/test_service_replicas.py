@@ -34,7 +34,7 @@ from services import demo
 from services.demo import DemoCredentials
 from tests.e2e.client import person_token, query_body, system_token
 from tests.e2e.test_faults import RESIDENTS, SETTLE_S, TIMEOUT_MS, lookups_of
-from tests.e2e.test_replica_fault import FAST_ABANDON, audit_chains, expected_chain, settled
+from tests.e2e.test_replica_fault import FAST_ABANDON, audit_chains, expected_chain, late_replies_consumed, settled
 from tests.stack import SERVICES, DistributedStack, asyncpg_dsn, create_database, drop_database, free_port, infra_env
 
 REPLICATED = ("gateway", "exchange", "connector", "audit")
@@ -164,6 +164,7 @@ async def test_one_replica_of_each_kind_killed_while_queries_flow(
         # a duplicate record (or a late reply to an abandoned query) would have come.
         answered = kind != "exchange"  # only a dead exchange leaves queries unanswered (abandoned)
         await settled(db, ids, timeout_s=SETTLE_S, answered=answered)
+        await late_replies_consumed(stack, SETTLE_S)  # a dead exchange's share of the replies, handled
         _, first = await audit_chains(db, ids, timeout_s=SETTLE_S)  # every query's final record is in
         await asyncio.sleep(2.0)
         await settled(db, ids, timeout_s=SETTLE_S, answered=answered)

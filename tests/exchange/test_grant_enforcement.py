@@ -3,22 +3,27 @@ the daily quota (配额) counted atomically across replicas on the platform's bu
 revocation that no replica's cache outlives, every refusal audited with nothing else written, and
 数据最小化 — the provider is asked for the granted items only, and anything more it returns is
 dropped before the consumer sees it. And 答复保留期: answers (personal data) are purged after the
-retention period, the outcome kept, and a replayed Idempotency-Key then gets 410."""
+retention period, the outcome kept, and a replayed Idempotency-Key then gets 410. Late replies:
+verified by any replica against the request sent, never lost when the provider's key is out of reach."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import sdjwt
 from services.common.bus import MemoryBus
 from services.common.clock import business_date, seconds_to_midnight
 from services.common.db import create_engine, migrate, session_factory
@@ -26,7 +31,9 @@ from services.common.errors import Problem
 from services.common.outbox import Outbox
 from services.common.pb import audit_pb2, exchange_pb2, registry_pb2
 from services.common.security import Principal, PrincipalType, Role
-from services.connector.service import synthetic_residents
+from services.connector.service import Responder, synthetic_residents
+from services.exchange import answers
+from services.exchange.answers import ProviderKeys, ProviderKeysUnavailable
 from services.exchange.app import MIGRATIONS
 from services.exchange.config import ExchangeSettings
 from services.exchange.messaging import apply_registry_event
@@ -41,6 +48,7 @@ PURPOSE = SERVICE_ITEMS[0][0]  # 最低生活保障审批
 OTHER_PURPOSE = SERVICE_ITEMS[2][0]  # 住房公积金提取
 RESOURCE = "101010/000001"
 PROVIDER = credit_code("110101")
+PROVIDER_KEY = Ed25519PrivateKey.generate()  # the provider connector's answer-signing key
 CLIENT = "sys-grant-enforcement"
 CONSUMER = credit_code("110102")
 SUBJECTS = [r.id_number for r in synthetic_residents(40)]
@@ -107,7 +115,11 @@ def replica(
     """An exchange replica whose outbox relay does not run: its rows stay in ``exchange.outbox``
     for the test to read, and no connector answers (an accepted query runs to its deadline)."""
     outbox = Outbox(OutboxModel, session_factory(engine), MemoryBus("dlq"))
-    return Exchange(settings or ExchangeSettings(), engine, outbox, metrics)
+    settings = settings or ExchangeSettings()
+    keys = ProviderKeys(
+        settings, None, pinned={PROVIDER: {"keys": [sdjwt.public_jwk(PROVIDER_KEY.public_key(), "k1")]}}
+    )
+    return Exchange(settings, engine, outbox, metrics, provider_keys=keys)
 
 
 def consumer() -> Principal:
@@ -167,8 +179,24 @@ async def answered(exchange: Exchange, asked: QueryCreate, key: str | None, data
         assert time.monotonic() < deadline and not asking.done()
         await asyncio.sleep(0.01)
     (query_id,) = waiting
+    sent = None
+    while sent is None:  # the request as the exchange sent it (its outbox row), which the answer signs
+        assert time.monotonic() < deadline and not asking.done()
+        async with exchange.engine.connect() as db:
+            sent = await db.scalar(
+                text("SELECT value FROM exchange.outbox WHERE key = :key"), {"key": query_id.encode()}
+            )
+        await asyncio.sleep(0.01)
+    request = exchange_pb2.ExchangeRequest.FromString(sent)
+    request_hash = hashlib.sha256(sent).hexdigest()
     reply = exchange_pb2.ExchangeReply(
-        query_id=query_id, provider_dept=PROVIDER, status=exchange_pb2.ExchangeReply.OK, data=data
+        query_id=query_id,
+        provider_dept=PROVIDER,
+        status=exchange_pb2.ExchangeReply.OK,
+        data=data,
+        request_hash=request_hash,
+        key_id="k1",
+        sd_jwt=Responder(PROVIDER, "k1", PROVIDER_KEY).answer_sd_jwt(request, request_hash, data),
     )
     # Even if the query is not written yet, its waiter keeps the reply until it waits for it.
     exchange.dispatch(reply)
@@ -378,9 +406,201 @@ async def test_a_reply_later_than_the_retention_is_not_kept(engines: tuple[Async
     late = exchange_pb2.ExchangeReply(
         query_id=query_id, provider_dept=PROVIDER, status=exchange_pb2.ExchangeReply.OK, data={"姓名": "张三"}
     )
-    async with exchange.outbox.unit_of_work(wait_for_publish=False) as uow:
-        assert not await exchange.record_late(uow, late)
+    assert await exchange.record_late_replies([late]) == []
 
     async with engine.connect() as db:
         row = (await db.execute(text("SELECT status, response FROM exchange.queries"))).one()
     assert tuple(row) == ("timeout", None)
+
+
+# --------------------------------------------------------------------------- late replies
+
+
+async def sent_request(engine: AsyncEngine, query_id: str) -> bytes:
+    """The request as the exchange sent it (its outbox row: the relay does not run here)."""
+    async with engine.connect() as db:
+        sent: bytes = await db.scalar(
+            text("SELECT value FROM exchange.outbox WHERE key = :key AND topic LIKE '%exchange.requests.%'"),
+            {"key": query_id.encode()},
+        )
+    return sent
+
+
+def provider_reply(query_id: str, sent: bytes, data: dict[str, str], kid: str = "k1") -> exchange_pb2.ExchangeReply:
+    """The reply the provider's connector makes to the request ``sent``: an SD-JWT over its hash."""
+    request = exchange_pb2.ExchangeRequest.FromString(sent)
+    request_hash = hashlib.sha256(sent).hexdigest()
+    return exchange_pb2.ExchangeReply(
+        query_id=query_id,
+        provider_dept=PROVIDER,
+        status=exchange_pb2.ExchangeReply.OK,
+        data=data,
+        request_hash=request_hash,
+        key_id=kid,
+        sd_jwt=Responder(PROVIDER, kid, PROVIDER_KEY).answer_sd_jwt(request, request_hash, data),
+    )
+
+
+async def query_row(engine: AsyncEngine, query_id: str) -> tuple[str, int, dict[str, Any] | None]:
+    async with engine.connect() as db:
+        row = (
+            await db.execute(
+                text("SELECT status, http_status, response FROM exchange.queries WHERE id = :id"), {"id": query_id}
+            )
+        ).one()
+    return row[0], row[1], row[2]
+
+
+async def test_a_late_reply_is_verified_by_a_replica_that_did_not_send_the_query(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    """The request hash is kept with the query: the replica recording a late reply (any of them)
+    verifies the answer against the request actually sent, not the hash the reply claims."""
+    first, second = engines
+    await add_grant(first)
+    sender, recorder = replica(first), replica(second)
+    answered_late = (await refused(sender, body(SUBJECTS[0]))).body()["query_id"]
+    forged = (await refused(sender, body(SUBJECTS[1]))).body()["query_id"]
+    data = {"姓名": "居民0", "户籍地址": "北京市"}
+
+    good = provider_reply(answered_late, await sent_request(first, answered_late), data)
+    # A reply signed over another request (here: another subject's), whose claimed hash matches
+    # its own signature: only the hash kept with the query shows it answers something else.
+    other = exchange_pb2.ExchangeRequest.FromString(await sent_request(first, forged))
+    other.subject_value = SUBJECTS[2]
+    bad = provider_reply(forged, other.SerializeToString(), data)
+
+    assert sorted(await recorder.record_late_replies([good, bad])) == sorted([answered_late, forged])
+
+    status, http_status, response = await query_row(first, answered_late)
+    assert (status, http_status) == ("late_reply", 200)
+    assert response is not None and response["data"] == data and response["disclosed"] == ["姓名", "户籍地址"]
+    status, http_status, response = await query_row(first, forged)
+    assert (status, http_status) == ("provider_error", 502)
+    assert response is not None and response["type"].endswith("/unverifiable-answer") and "data" not in response
+    _, _, audits, _ = await written(first)
+    late = {a.query_id: (a.outcome, a.reason) for a in audits if a.outcome == "late_reply"}
+    assert late == {answered_late: ("late_reply", "completed"), forged: ("late_reply", "provider_error")}
+
+
+def unreachable_keys(served: list[dict[str, Any] | None]) -> httpx.AsyncClient:
+    """An HTTP client to the provider's JWKS: ``served[0]`` is the JWKS, or None while it is down."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        jwks = served[0]
+        return httpx.Response(503) if jwks is None else httpx.Response(200, json=jwks)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+async def test_a_late_reply_whose_key_cannot_be_fetched_is_not_lost(
+    engines: tuple[AsyncEngine, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider's JWKS out of reach and the answer's key not known yet: nothing is recorded
+    and the handler fails (the bus retries the reply, then dead-letters it with the reason); once
+    the key can be fetched, the same reply is recorded."""
+    monkeypatch.setattr(answers, "REFETCH_AFTER_S", 0.01)
+    engine, _ = engines
+    await add_grant(engine)
+    served: list[dict[str, Any] | None] = [None]
+    async with unreachable_keys(served) as client:
+        settings = ExchangeSettings()
+        exchange = replica(engine)
+        exchange.provider_keys = ProviderKeys(settings, client)
+        query_id = (await refused(exchange, body())).body()["query_id"]
+        reply = provider_reply(query_id, await sent_request(engine, query_id), {"姓名": "居民0"})
+        before = await written(engine)
+
+        with pytest.raises(ProviderKeysUnavailable, match=PROVIDER):
+            await exchange.record_late_replies([reply])
+        assert await written(engine) == before
+        assert (await query_row(engine, query_id))[0] == "timeout"
+
+        served[0] = {"keys": [sdjwt.public_jwk(PROVIDER_KEY.public_key(), "k1")]}
+        await asyncio.sleep(0.02)
+        assert await exchange.record_late_replies([reply]) == [query_id]
+    assert (await query_row(engine, query_id))[:2] == ("late_reply", 200)
+
+
+async def test_an_answer_whose_key_cannot_be_fetched_in_time_is_handed_to_the_late_reply_path(
+    engines: tuple[AsyncEngine, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On time, but not verifiable yet (the key unknown, the JWKS out of reach): the consumer is
+    told 504 with the query's id, and the reply is published again with the query's close, for
+    the late-reply path to verify and record once the key can be fetched."""
+    monkeypatch.setattr(answers, "REFETCH_AFTER_S", 0.01)
+    engine, _ = engines
+    await add_grant(engine)
+    served: list[dict[str, Any] | None] = [None]
+    async with unreachable_keys(served) as client:
+        exchange = replica(engine)
+        exchange.provider_keys = ProviderKeys(ExchangeSettings(), client)
+        asked = body().model_copy(update={"timeout_ms": 5000})
+        problem = await refused_while_answered(exchange, asked, {"姓名": "居民0", "户籍地址": "北京市"})
+        assert (problem.status, problem.code) == (504, "provider-timeout")
+        query_id = problem.body()["query_id"]
+        assert (await query_row(engine, query_id))[:2] == ("timeout", 504)
+        async with engine.connect() as db:
+            again = await db.scalar(
+                text("SELECT value FROM exchange.outbox WHERE key = :key AND topic LIKE '%exchange.replies'"),
+                {"key": query_id.encode()},
+            )
+        assert again is not None, "the reply was not kept for the late-reply path"
+        reply = exchange_pb2.ExchangeReply.FromString(again)
+        assert reply.deadline_unix_ms <= time.time() * 1000  # the late-reply consumer takes it up
+
+        served[0] = {"keys": [sdjwt.public_jwk(PROVIDER_KEY.public_key(), "k1")]}
+        await asyncio.sleep(0.02)
+        assert await exchange.record_late_replies([reply]) == [query_id]
+    status, http_status, response = await query_row(engine, query_id)
+    assert (status, http_status) == ("late_reply", 200)
+    assert response is not None and response["data"] == {"姓名": "居民0", "户籍地址": "北京市"}
+    _, _, audits, _ = await written(engine)
+    assert [(a.outcome, a.reason) for a in audits if a.query_id == query_id] == [
+        ("timeout", ""),
+        ("late_reply", "completed"),
+    ]
+
+
+async def refused_while_answered(exchange: Exchange, asked: QueryCreate, data: dict[str, str]) -> Problem:
+    """:func:`answered`, for an answer the consumer does not get: the problem raised."""
+    with pytest.raises(Problem) as raised:
+        await answered(exchange, asked, None, data)
+    return raised.value
+
+
+async def test_a_late_reply_to_a_query_left_pending_records_its_timeout_first(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    """A reply past the deadline of a query still pending (its waiter died with its replica, or is
+    at the deadline itself): the replica recording it records the timeout first, so the query's
+    audit chain is (timeout, late_reply) as for every late reply, both on one partition in order."""
+    first, second = engines
+    await add_grant(first)
+    sender, recorder = replica(first), replica(second)
+    asking = asyncio.create_task(sender.query(consumer(), body().model_copy(update={"timeout_ms": 5000}), None))
+    deadline = time.monotonic() + 10
+    while not sender.waiters:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    (query_id,) = sender.waiters
+    while (sent := await sent_request(first, query_id)) is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    asking.cancel()  # the waiting replica dies: the query stays pending
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+    async with first.begin() as db:
+        await db.execute(text("UPDATE exchange.queries SET deadline = now() - interval '1 second'"))
+
+    reply = provider_reply(query_id, sent, {"姓名": "居民0", "户籍地址": "北京市"})
+    assert await recorder.record_late_replies([reply]) == [query_id]
+
+    assert (await query_row(first, query_id))[:2] == ("late_reply", 200)
+    async with first.connect() as db:
+        rows = (await db.execute(text("SELECT key, value FROM exchange.outbox WHERE topic LIKE '%audit.events'"))).all()
+    events = [(key, audit_pb2.AuditEvent.FromString(value)) for key, value in rows]
+    # Rows of one transaction have no order in the table; one key puts them on one partition, in
+    # the order they were emitted (timeout first).
+    assert sorted((e.outcome, e.reason) for _, e in events) == [("late_reply", "completed"), ("timeout", "")]
+    assert {key for key, _ in events} == {query_id.encode()}

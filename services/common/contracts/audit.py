@@ -38,6 +38,7 @@ TEXT_LIMITS: dict[str, int] = {
     "query_id": 40,
     "request_id": 64,  # X-Request-Id, after the gateway's check
     "subject_key_id": 32,  # the subject key's id (settings.subject_hash_key_id)
+    "answer_sha256": 64,  # hex SHA-256 of the SD-JWT answer passed on
 }
 FIELD_NAME_MAX = 50  # each entry of ``fields`` (a catalogue item name)
 FIELDS_MAX = 200  # entries of ``fields``
@@ -126,6 +127,8 @@ class AuditContext:
     fields: tuple[str, ...] = field(default_factory=tuple)
     query_id: str = ""
     subject_key_id: str = ""  # the id of the key subject_hash was made with
+    answer_sha256: str = ""  # the SD-JWT the consumer got (可验证应答), hashed
+    disclosed_fields: tuple[str, ...] = field(default_factory=tuple)  # items whose disclosures it carried
 
     def with_(self, **changes: object) -> AuditContext:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -155,5 +158,7 @@ def audit_message(
         query_id=bounded(ctx.query_id, TEXT_LIMITS["query_id"]),
         request_id=bounded(request_id_var.get() or "", TEXT_LIMITS["request_id"]),
         subject_key_id=bounded(ctx.subject_key_id, TEXT_LIMITS["subject_key_id"]),
+        answer_sha256=bounded(ctx.answer_sha256, TEXT_LIMITS["answer_sha256"]),
+        disclosed_fields=bounded_fields(list(ctx.disclosed_fields)),
     )
     return Message(topic=topic, key=event.event_id.encode(), value=event.SerializeToString())

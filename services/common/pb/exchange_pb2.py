@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x65xchange.proto\x12\ntongban.v1\"\x98\x02\n\x0f\x45xchangeRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x15\n\rresource_code\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\x05\x12\x15\n\rconsumer_dept\x18\x04 \x01(\t\x12\x1a\n\x12\x63onsumer_client_id\x18\x05 \x01(\t\x12\x15\n\rprovider_dept\x18\x06 \x01(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x14\n\x0csubject_type\x18\x08 \x01(\t\x12\x15\n\rsubject_value\x18\t \x01(\t\x12\x0e\n\x06\x66ields\x18\n \x03(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x0b \x01(\x03\x12\x10\n\x08grant_id\x18\x0c \x01(\t\"\x8a\x03\n\rExchangeReply\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .tongban.v1.ExchangeReply.Status\x12\x31\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32#.tongban.v1.ExchangeReply.DataEntry\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x15\n\rprovider_dept\x18\x05 \x01(\t\x12\x14\n\x0crequest_hash\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t\x12\x0e\n\x06key_id\x18\x08 \x01(\t\x12\x18\n\x10\x61nswered_unix_ms\x18\t \x01(\x03\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\n \x01(\x03\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\r\n\tNOT_FOUND\x10\x02\x12\t\n\x05\x45RROR\x10\x03\"]\n\x0e\x45xchangeLedger\x12\x1c\n\x14window_start_unix_ms\x18\x01 \x01(\x03\x12\x1a\n\x12window_end_unix_ms\x18\x02 \x01(\x03\x12\x11\n\tquery_ids\x18\x03 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x65xchange.proto\x12\ntongban.v1\"\x98\x02\n\x0f\x45xchangeRequest\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x15\n\rresource_code\x18\x02 \x01(\t\x12\x18\n\x10resource_version\x18\x03 \x01(\x05\x12\x15\n\rconsumer_dept\x18\x04 \x01(\t\x12\x1a\n\x12\x63onsumer_client_id\x18\x05 \x01(\t\x12\x15\n\rprovider_dept\x18\x06 \x01(\t\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x14\n\x0csubject_type\x18\x08 \x01(\t\x12\x15\n\rsubject_value\x18\t \x01(\t\x12\x0e\n\x06\x66ields\x18\n \x03(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x0b \x01(\x03\x12\x10\n\x08grant_id\x18\x0c \x01(\t\"\x9a\x03\n\rExchangeReply\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .tongban.v1.ExchangeReply.Status\x12\x31\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32#.tongban.v1.ExchangeReply.DataEntry\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x15\n\rprovider_dept\x18\x05 \x01(\t\x12\x14\n\x0crequest_hash\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t\x12\x0e\n\x06key_id\x18\x08 \x01(\t\x12\x18\n\x10\x61nswered_unix_ms\x18\t \x01(\x03\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\n \x01(\x03\x12\x0e\n\x06sd_jwt\x18\x0b \x01(\t\x1a+\n\tDataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\r\n\tNOT_FOUND\x10\x02\x12\t\n\x05\x45RROR\x10\x03\"]\n\x0e\x45xchangeLedger\x12\x1c\n\x14window_start_unix_ms\x18\x01 \x01(\x03\x12\x1a\n\x12window_end_unix_ms\x18\x02 \x01(\x03\x12\x11\n\tquery_ids\x18\x03 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXCHANGEREQUEST']._serialized_start=31
   _globals['_EXCHANGEREQUEST']._serialized_end=311
   _globals['_EXCHANGEREPLY']._serialized_start=314
-  _globals['_EXCHANGEREPLY']._serialized_end=708
-  _globals['_EXCHANGEREPLY_DATAENTRY']._serialized_start=597
-  _globals['_EXCHANGEREPLY_DATAENTRY']._serialized_end=640
-  _globals['_EXCHANGEREPLY_STATUS']._serialized_start=642
-  _globals['_EXCHANGEREPLY_STATUS']._serialized_end=708
-  _globals['_EXCHANGELEDGER']._serialized_start=710
-  _globals['_EXCHANGELEDGER']._serialized_end=803
+  _globals['_EXCHANGEREPLY']._serialized_end=724
+  _globals['_EXCHANGEREPLY_DATAENTRY']._serialized_start=613
+  _globals['_EXCHANGEREPLY_DATAENTRY']._serialized_end=656
+  _globals['_EXCHANGEREPLY_STATUS']._serialized_start=658
+  _globals['_EXCHANGEREPLY_STATUS']._serialized_end=724
+  _globals['_EXCHANGELEDGER']._serialized_start=726
+  _globals['_EXCHANGELEDGER']._serialized_end=819
 # @@protoc_insertion_point(module_scope)

@@ -36,7 +36,7 @@ class ExchangeRequest(_message.Message):
     def __init__(self, query_id: _Optional[str] = ..., resource_code: _Optional[str] = ..., resource_version: _Optional[int] = ..., consumer_dept: _Optional[str] = ..., consumer_client_id: _Optional[str] = ..., provider_dept: _Optional[str] = ..., purpose: _Optional[str] = ..., subject_type: _Optional[str] = ..., subject_value: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ..., deadline_unix_ms: _Optional[int] = ..., grant_id: _Optional[str] = ...) -> None: ...
 
 class ExchangeReply(_message.Message):
-    __slots__ = ("query_id", "status", "data", "error", "provider_dept", "request_hash", "signature", "key_id", "answered_unix_ms", "deadline_unix_ms")
+    __slots__ = ("query_id", "status", "data", "error", "provider_dept", "request_hash", "signature", "key_id", "answered_unix_ms", "deadline_unix_ms", "sd_jwt")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[ExchangeReply.Status]
@@ -64,6 +64,7 @@ class ExchangeReply(_message.Message):
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     ANSWERED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SD_JWT_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     status: ExchangeReply.Status
     data: _containers.ScalarMap[str, str]
@@ -74,7 +75,8 @@ class ExchangeReply(_message.Message):
     key_id: str
     answered_unix_ms: int
     deadline_unix_ms: int
-    def __init__(self, query_id: _Optional[str] = ..., status: _Optional[_Union[ExchangeReply.Status, str]] = ..., data: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., provider_dept: _Optional[str] = ..., request_hash: _Optional[str] = ..., signature: _Optional[str] = ..., key_id: _Optional[str] = ..., answered_unix_ms: _Optional[int] = ..., deadline_unix_ms: _Optional[int] = ...) -> None: ...
+    sd_jwt: str
+    def __init__(self, query_id: _Optional[str] = ..., status: _Optional[_Union[ExchangeReply.Status, str]] = ..., data: _Optional[_Mapping[str, str]] = ..., error: _Optional[str] = ..., provider_dept: _Optional[str] = ..., request_hash: _Optional[str] = ..., signature: _Optional[str] = ..., key_id: _Optional[str] = ..., answered_unix_ms: _Optional[int] = ..., deadline_unix_ms: _Optional[int] = ..., sd_jwt: _Optional[str] = ...) -> None: ...
 
 class ExchangeLedger(_message.Message):
     __slots__ = ("window_start_unix_ms", "window_end_unix_ms", "query_ids")
