@@ -85,6 +85,9 @@ class Query(Base):
     purpose: Mapped[str] = mapped_column(String(64))
     subject_type: Mapped[str] = mapped_column(String(16))
     subject_hash: Mapped[str] = mapped_column(String(64))
+    # Which subject key made subject_hash: the events written after the request has gone (a late
+    # reply, an abandoned query) name it too, even after a rotation. "" for rows from before.
+    subject_key_id: Mapped[str] = mapped_column(String(32), server_default="")
     fields: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
     status: Mapped[QueryStatus] = mapped_column(String(16))
     http_status: Mapped[int | None] = mapped_column(Integer)

@@ -26,8 +26,9 @@ WITH counted AS (
     RETURNING u.used
 ), query AS (
     INSERT INTO exchange.queries (id, client_id, consumer_dept, actor, idempotency_key, fingerprint,
-        resource_code, provider_dept, grant_id, purpose, subject_type, subject_hash, fields, status, deadline)
-    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16 FROM counted
+        resource_code, provider_dept, grant_id, purpose, subject_type, subject_hash, fields, status, deadline,
+        subject_key_id)
+    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16, $24 FROM counted
     RETURNING id
 ), request AS (
     INSERT INTO exchange.outbox (id, topic, key, value, headers, claimed_by, lease_until)
@@ -89,6 +90,7 @@ class NewQuery:
     subject_hash: str
     fields: list[str]
     deadline: datetime
+    subject_key_id: str
 
 
 async def find_idempotent(db: Any, client_id: str, key: str) -> Record | None:
@@ -119,6 +121,7 @@ async def start_query(db: Any, q: NewQuery, day: date, daily_quota: int, request
         q.fields,
         q.deadline,
         *request,
+        q.subject_key_id,  # $24, after the request's row: the numbers before stay as they were
     )
     return used is not None
 
