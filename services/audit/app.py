@@ -26,6 +26,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 DEAD_LETTER_TOPIC = "exchange.dlq"
 
 
+def personal_data_topics(settings: AuditSettings) -> tuple[str, ...]:
+    """Prefixes of the topics whose messages carry personal data in clear (proto/exchange.proto:
+    a request's subject_value, a reply's data): their dead letters are kept without the message."""
+    return (settings.topic("exchange.requests."), settings.topic("exchange.replies"))
+
+
 def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) -> FastAPI:
     settings = settings or AuditSettings()
 
@@ -56,7 +62,7 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
             rt.bus.subscribe(
                 Subscription(
                     [settings.topic(DEAD_LETTER_TOPIC)],
-                    on_dead_letters(rt.sessions, unreplayed),
+                    on_dead_letters(rt.sessions, unreplayed, personal_data_topics(settings)),
                     group=settings.topic("audit.dead-letters"),
                 )
             )

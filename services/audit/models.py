@@ -165,7 +165,10 @@ class DeadLetter(Base):
     source_offset: Mapped[int | None] = mapped_column(BigInteger)
     consumer_group: Mapped[str] = mapped_column(String(255))
     key: Mapped[bytes | None] = mapped_column(LargeBinary)
-    value: Mapped[bytes] = mapped_column(LargeBinary)
+    # None when the message was not kept (``withheld`` says why): it carried personal data in
+    # clear, which must not outlive its topic's own retention here (services.audit.service).
+    value: Mapped[bytes | None] = mapped_column(LargeBinary)
+    withheld: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict[str, str]] = mapped_column(JSONB)
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

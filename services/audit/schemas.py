@@ -87,7 +87,8 @@ class DeadLetterPublic(BaseModel):
     consumer_group: str
     key: str | None  # the key as text, when it is UTF-8
     key_base64: str | None
-    value_base64: str
+    value_base64: str | None  # None: not kept, see withheld
+    withheld: str | None  # why the message itself was not kept (it carried personal data in clear)
     headers: dict[str, str]
     reason: str
     received_at: datetime

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -537,29 +538,66 @@ def letter_id_of(message: Message) -> str:
     return "sha256:" + digest.hexdigest()[:57]
 
 
-def dead_letter_values(message: Message) -> dict[str, Any]:
-    """The row of a message consumed from the dead-letter topic (all text made storable)."""
+# Anything shaped like a 居民身份证号码 — a region code, a birth date, three digits, with or without
+# its check character — in a dead letter's bytes. Protobuf keeps strings as UTF-8, so a subject
+# value inside an encoded message (decodable or not) is found as it is.
+ID_SHAPED = re.compile(
+    rb"(?<![0-9])[1-8][0-9]{5}(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]?(?![0-9])"
+)
+WITHHELD_HEADER = "…withheld"
+
+
+def withheld_because(message: Message, personal_topics: Sequence[str]) -> str | None:
+    """Why a dead letter's message must not be kept by audit, or None. The messages of the
+    exchange's data plane (``personal_topics``: requests carry the subject's identifier in clear,
+    replies the provider's data) are never kept, decodable or not; and any other message holding
+    something shaped like a resident identity number is not kept either (defence in depth). The
+    dead-letter topic's own retention still holds the message for the time it is configured to."""
+    source = message.headers.get(DLQ_SOURCE, "")
+    if any(source.startswith(t) for t in personal_topics):
+        return "the exchange's data-plane messages carry personal data in clear (个人信息): not kept by audit"
+    parts = [message.value, message.key or b"", *(v.encode() for v in message.headers.values())]
+    if any(ID_SHAPED.search(part) for part in parts):
+        return "the message holds what looks like a resident identity number in clear: not kept by audit"
+    return None
+
+
+def dead_letter_values(message: Message, personal_topics: Sequence[str] = ()) -> dict[str, Any]:
+    """The row of a message consumed from the dead-letter topic (all text made storable). A
+    message that carries personal data in clear (:func:`withheld_because`) is kept without its
+    value, and its key and headers only where they hold nothing shaped like an identity number:
+    the letter still says where it came from, at which offset, and why it failed."""
+    withheld = withheld_because(message, personal_topics)
     headers = {bounded(k, HEADER_MAX): bounded(v, HEADER_MAX) for k, v in message.headers.items()}
+    key = message.key
+    if withheld is not None:
+        headers = {k: WITHHELD_HEADER if ID_SHAPED.search(v.encode()) else v for k, v in headers.items()}
+        key = None if key is not None and ID_SHAPED.search(key) else key
     return {
         "letter_id": letter_id_of(message),
         "source_topic": bounded(message.headers.get(DLQ_SOURCE, ""), 255),
         "source_partition": _int_or_none(message.headers.get(DLQ_PARTITION)),
         "source_offset": _int_or_none(message.headers.get(DLQ_OFFSET)),
         "consumer_group": bounded(message.headers.get(DLQ_GROUP, ""), 255),
-        "key": message.key,
-        "value": message.value,
+        "key": key,
+        "value": None if withheld else message.value,
+        "withheld": withheld,
         "headers": headers,
         "reason": bounded(message.headers.get(DLQ_REASON, ""), 2000),
     }
 
 
-async def store_dead_letters(session: AsyncSession, messages: Sequence[Message]) -> int:
-    """Keep each dead letter once (redelivery is normal); returns how many were new."""
+async def store_dead_letters(
+    session: AsyncSession, messages: Sequence[Message], personal_topics: Sequence[str] = ()
+) -> int:
+    """Keep each dead letter once (redelivery is normal); returns how many were new.
+    ``personal_topics``: prefixes of the topics whose messages are never kept (see
+    :func:`withheld_because`)."""
     if not messages:
         return 0
     result = await session.execute(
         insert(DeadLetter)
-        .values([dead_letter_values(m) for m in messages])
+        .values([dead_letter_values(m, personal_topics) for m in messages])
         .on_conflict_do_nothing(index_elements=[DeadLetter.letter_id])
         .returning(DeadLetter.id)
     )
@@ -567,7 +605,12 @@ async def store_dead_letters(session: AsyncSession, messages: Sequence[Message])
 
 
 async def count_unreplayed(session: AsyncSession) -> int:
-    count = await session.scalar(select(func.count()).select_from(DeadLetter).where(DeadLetter.replayed_at.is_(None)))
+    """Dead letters that can still be replayed and were not (a withheld one never can be)."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(DeadLetter)
+        .where(DeadLetter.replayed_at.is_(None), DeadLetter.value.is_not(None))
+    )
     return int(count or 0)
 
 
@@ -586,6 +629,7 @@ async def list_dead_letters(
 
 def replay_message(letter: DeadLetter) -> Message:
     """The message as it was before it was dead-lettered: its topic, key, value and own headers."""
+    assert letter.value is not None, "a withheld dead letter is never replayed"
     headers = {k: v for k, v in letter.headers.items() if not k.startswith(DLQ_HEADER_PREFIX)}
     return Message(letter.source_topic, letter.value, letter.key, headers)
 
@@ -625,6 +669,9 @@ async def replay_dead_letters(
                 continue
             if not letter.source_topic:
                 say(f"死信 {letter_id}: no source topic recorded, cannot replay")
+                continue
+            if letter.value is None:
+                say(f"死信 {letter_id}: its message was not kept ({letter.withheld}), cannot replay")
                 continue
             await bus.publish(replay_message(letter))
             await session.execute(update(DeadLetter).where(DeadLetter.id == letter_id).values(replayed_at=func.now()))
