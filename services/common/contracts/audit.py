@@ -106,6 +106,11 @@ class AuditAction(StrEnum):
     NEGATIVE_UNLISTED = "registry.negative.unlisted"
     # audit: what auditors do about the trail itself
     ALERT_ACKNOWLEDGED = "audit.alert.acknowledged"  # an anomaly alert (告警) was looked at
+    # the auditors' own look-ups of the trail (审计查询留痕): who, with which filter (subject hashed)
+    RECORDS_SEARCHED = "audit.records.searched"
+    RECORDS_EXPORTED = "audit.records.exported"  # a CSV export, or a signed export of leaves
+    RECORDS_AGGREGATED = "audit.records.aggregated"
+    SUBJECT_REPORT_READ = "audit.subject_report.read"  # a person's access report (数据使用记录)
 
 
 @dataclass(frozen=True, slots=True)
