@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.audit import anomalies, completeness
+from services.audit import anomalies, completeness, retention
 from services.audit.api import router
 from services.audit.config import AuditSettings
 from services.audit.messaging import UnreplayedDeadLetters, on_audit_events, on_dead_letters, sign_checkpoints
@@ -85,12 +85,14 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
                 ),
                 name="audit-completeness",
             )
+            app.state.retention = kept = retention.RetentionMetrics(app.state.metrics, settings.retention_months)
+            retained = asyncio.create_task(retention.watch(rt.sessions, kept), name="audit-retention")
             app.state.runtime = rt
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
-                for task in (watcher, checkpointer, rules, reconciler):
+                for task in (watcher, checkpointer, rules, reconciler, retained):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

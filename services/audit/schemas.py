@@ -49,6 +49,7 @@ class VerifyReport(BaseModel):
     tree_size: int | None = None
     root: str | None = None  # base64, as in a checkpoint
     checkpoints: int | None = None  # how many signed checkpoints were checked
+    start_leaf: int | None = None  # where the live chain starts (after a retention cut; else 0)
 
 
 class InclusionProof(BaseModel):

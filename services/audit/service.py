@@ -8,13 +8,13 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import ARRAY, String, any_, bindparam, func, select, update
+from sqlalchemy import ARRAY, String, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +26,7 @@ from services.audit.models import (
     Checkpoint,
     Cosignature,
     DeadLetter,
+    RetentionCut,
     SigningKey,
     TreeHash,
 )
@@ -93,7 +94,7 @@ def record_values(event: audit_pb2.AuditEvent, received_at: datetime | None = No
     return values
 
 
-CHAIN = ("prev_hash", "hash", "leaf_index")
+CHAIN = ("prev_hash", "hash", "leaf_index", "month")
 # The columns append writes (the rest have defaults: seq, recorded_at); event_id is also a text field.
 RECORD_COLUMNS = tuple(
     dict.fromkeys(
@@ -102,7 +103,32 @@ RECORD_COLUMNS = tuple(
 )
 
 
-async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) -> int:
+def month_of(moment: datetime) -> date:
+    """The partition month (UTC) of a record appended at ``moment``."""
+    utc = moment.astimezone(UTC)
+    return date(utc.year, utc.month, 1)
+
+
+def next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def partition_name(month: date) -> str:
+    return f"records_{month:%Y_%m}"
+
+
+async def ensure_partition(session: AsyncSession, month: date) -> None:
+    """The month's partition of ``audit.records`` (月分区), made when the month's first record is
+    appended (under the chain head's lock, so once)."""
+    await session.execute(
+        text(
+            f"CREATE TABLE IF NOT EXISTS audit.{partition_name(month)} PARTITION OF audit.records "
+            f"FOR VALUES FROM ('{month.isoformat()}') TO ('{next_month(month).isoformat()}')"
+        )
+    )
+
+
+async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent], now: datetime | None = None) -> int:
     """Append the events not yet recorded (redelivery is normal); returns how many were new.
 
     Each new record is also a leaf of the Merkle tree: its stored hashes are written in the same
@@ -114,7 +140,10 @@ async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) 
         await session.execute(insert(ChainHead).values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing())
         head = await session.get(ChainHead, 1, with_for_update=True)
         assert head is not None
-    received_at = datetime.now(UTC)
+    received_at = now or datetime.now(UTC)
+    # Months never go back in leaf order (a clock set back stays in the head's month): a month
+    # dropped by retention is always a prefix of the leaves.
+    month = max(month_of(received_at), head.month) if head.month is not None else month_of(received_at)
     batch = [record_values(e, received_at) for e in events]
     ids = [v["event_id"] for v in batch]
     # = ANY(one array parameter): an IN list of a thousand parameters costs more to compile than to run.
@@ -132,12 +161,15 @@ async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) 
             frontier = await load_frontier(session, head.seq)
         digest = chain_hash(prev, values)
         index = frontier.size
-        values |= {"prev_hash": prev, "hash": digest, "leaf_index": index}
+        values |= {"prev_hash": prev, "hash": digest, "leaf_index": index, "month": month}
         records.append(tuple(values[c] for c in RECORD_COLUMNS))
         first = merkle.stored_hash_index(0, index)
         stored += [(first + k, h) for k, h in enumerate(frontier.append(bytes.fromhex(digest)))]
         prev = digest
     if records:
+        if head.month != month:
+            await ensure_partition(session, month)
+            head.month = month
         # seq is the identity's next values, in the COPY's row order: the chain's order.
         driver = (await (await session.connection()).get_raw_connection()).driver_connection
         assert driver is not None
@@ -301,7 +333,14 @@ async def inclusion(session: AsyncSession, event_id: str, size: int | None) -> d
         (await session.scalars(select(AuditRecord).where(AuditRecord.event_id == event_id))).first() if known else None
     )
     if record is None:
-        raise AuditProblem.UNKNOWN_EVENT.problem("no audit record has this event id")
+        cut = await latest_cut(session)
+        where = (
+            ""
+            if cut is None
+            else f"; records before leaf {cut.end_leaf} were archived by the retention policy (latest archive: "
+            f"{cut.archive}): an archive's records carry their leaf index and hash"
+        )
+        raise AuditProblem.UNKNOWN_EVENT.problem("no audit record has this event id" + where)
     if size is None:
         latest = await latest_checkpoint(session)
         if latest is None:
@@ -360,6 +399,9 @@ async def export_range(session: AsyncSession, start: int, end: int | None, size:
         raise AuditProblem.EXPORT_RANGE.problem(f"leaves [{start}, {end}) are not a range within the {size} signed")
     if end - start > EXPORT_MAX:
         raise AuditProblem.EXPORT_RANGE.problem(f"{end - start} records: at most {EXPORT_MAX} per export")
+    cut = await latest_cut(session)
+    if cut is not None and start < cut.end_leaf:
+        raise archived(cut, start)
     left = [merkle.stored_hash_index(level, n) for level, n in merkle.aligned_blocks(0, start)]
     right = [merkle.stored_hash_index(level, n) for level, n in merkle.aligned_blocks(end, size)]
     stored = await read_stored(session, left + right)
@@ -417,11 +459,20 @@ async def verify(
     failure = await _cosignature_failure(session, {c.id: c for c in checkpoints}, witnesses)
     if failure is not None:
         return _bad(0, None, None, failure)
-    pending = iter(checkpoints)
+    # After a retention cut (保留期截断) the live chain starts at the cut: its first record links
+    # to the last archived one, and the tree is rebuilt from the cut's frontier. Checkpoints of
+    # trees that end before the cut are checked by their signature here, and by the archives.
+    cut = await latest_cut(session)
+    start = 0 if cut is None else cut.end_leaf
+    pending = iter(cp for cp in checkpoints if cp.tree_size >= start)
     next_cp = next(pending, None)
-    frontier = merkle.Frontier()
-    prev, checked, last_seq, good_size = GENESIS, 0, 0, 0
+    frontier = merkle.Frontier() if cut is None else merkle.Frontier(cut.end_leaf, cut.frontier)
+    prev, checked, last_seq, good_size = (GENESIS if cut is None else cut.last_hash), 0, 0, start
     after_good: AuditRecord | None = None  # the first record after the last matching checkpoint
+    while next_cp is not None and next_cp.tree_size == start:
+        if frontier.root() != next_cp.root_hash:
+            return _bad(0, None, start, f"checkpoint {next_cp.id} signed another tree than the retention cut's")
+        next_cp = next(pending, None)
     while True:
         rows = (
             await session.scalars(
@@ -470,7 +521,7 @@ async def verify(
             f"checkpoint {next_cp.id} signed {next_cp.tree_size} records; only {frontier.size} remain: the tail is missing",
         )
     head = await session.get(ChainHead, 1)
-    if head is not None and (head.hash != prev or head.seq != checked):
+    if head is not None and (head.hash != prev or head.seq != start + checked):
         return _bad(checked, None, frontier.size, "chain head does not match the last record")
     if await _stored_count(session) != merkle.stored_hash_count(frontier.size):
         return _bad(checked, None, frontier.size, "tree hashes are stored beyond the last record")
@@ -481,7 +532,22 @@ async def verify(
         "tree_size": frontier.size,
         "root": base64.b64encode(frontier.root()).decode(),
         "checkpoints": len(checkpoints),
+        "start_leaf": start,
     }
+
+
+async def latest_cut(session: AsyncSession) -> RetentionCut | None:
+    """The last retention cut (the live records start at its ``end_leaf``), or None."""
+    return (await session.scalars(select(RetentionCut).order_by(RetentionCut.end_leaf.desc()).limit(1))).first()
+
+
+def archived(cut: RetentionCut, leaf: int) -> Exception:
+    """The 410 for a leaf no longer in the database: which archive holds the records before the cut."""
+    return AuditProblem.ARCHIVED.problem(
+        f"leaf {leaf} is before leaf {cut.end_leaf}, where the live records start: the records before it were "
+        f"archived by the retention policy (the latest archive: {cut.archive}, sha256 {cut.archive_sha256}, "
+        f"archived {cut.archived_at.isoformat()}); verify an archive offline with `python -m services.audit verify`"
+    )
 
 
 async def _cosignature_failure(
