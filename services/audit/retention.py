@@ -31,11 +31,14 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit import export, merkle, notes
-from services.audit.models import AuditRecord, ChainHead, RetentionCut
+from services.audit.models import AuditRecord, RetentionCut
 from services.audit.service import (
+    ensure_partition,
     latest_checkpoint,
     latest_cut,
     load_frontier,
+    month_of,
+    next_month,
     partition_name,
     read_stored,
     served_note,
@@ -142,8 +145,9 @@ async def archive_month(
     say(f"{month:%Y-%m}: archive {path.name} verified ({count} records, checkpoint of {size}), sha256 {digest}")
 
     async with sessions.begin() as session:
-        # The head's lock: no append runs while the cut is made (appends are in later months).
-        await session.get(ChainHead, 1, with_for_update=True)
+        # The lock DROP TABLE needs anyway, taken first: a lock upgraded later (from the reads
+        # below) could deadlock with a search that then appends its own record.
+        await session.execute(text("LOCK TABLE audit.records IN ACCESS EXCLUSIVE MODE"))
         last = (await session.scalars(select(AuditRecord.hash).where(AuditRecord.leaf_index == end - 1))).one()
         frontier = await load_frontier(session, end)
         session.add(
@@ -276,11 +280,18 @@ RETENTION_EVERY_S = 300.0  # months change slowly: the gauges are refreshed this
 
 
 async def watch(sessions: async_sessionmaker[AsyncSession], metrics: RetentionMetrics) -> None:
-    """Keep the retention gauges current (a lifespan task; the command runs in another process)."""
+    """Keep the retention gauges current, and this month's and next month's partitions made ahead
+    of time (a lifespan task; the command runs in another process). Made here, in a transaction
+    of their own, the append rarely has to make one: making a partition locks the whole table,
+    which the append would do while it holds the chain head."""
     while True:
         try:
+            now = datetime.now(UTC)
+            async with sessions.begin() as session:
+                for month in (month_of(now), next_month(month_of(now))):
+                    await ensure_partition(session, month)
             async with sessions() as session:
-                await metrics.refresh(session, datetime.now(UTC))
+                await metrics.refresh(session, now)
         except asyncio.CancelledError:
             raise
         except Exception:  # the database is away: the next round counts again

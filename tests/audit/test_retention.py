@@ -6,6 +6,8 @@ and what was dropped is a 410 that names its archive. Real PostgreSQL, a databas
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -179,6 +181,22 @@ async def test_the_months_due_and_the_gauges(sessions: async_sessionmaker[AsyncS
     assert registry.get_sample_value("tongban_audit_retention_overdue_months") == 0
     assert registry.get_sample_value("tongban_audit_retention_archived_months") == 2
     assert (registry.get_sample_value("tongban_audit_retention_last_archive_timestamp_seconds") or 0) > 0
+
+    # The service's watcher makes this month's and next month's partitions ahead of the append.
+    this_month = service.month_of(datetime.now(UTC))
+    watcher = asyncio.create_task(retention.watch(sessions, metrics))
+    try:
+        for _ in range(100):
+            async with sessions() as session:
+                if service.next_month(this_month) in await retention.partition_months(session):
+                    break
+            await asyncio.sleep(0.05)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    async with sessions() as session:
+        assert {this_month, service.next_month(this_month)} <= set(await retention.partition_months(session))
 
 
 async def test_the_migration_partitions_a_populated_table_by_month(
