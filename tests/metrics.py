@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from services.audit.anomalies import AlertMetrics
 from services.audit.completeness import CompletenessMetrics
 from services.audit.messaging import UnreplayedDeadLetters
+from services.audit.retention import RetentionMetrics
 from services.common.bus import BusMetrics
 from services.common.http import ServiceMiddleware
 from services.common.outbox import Outbox
@@ -35,6 +36,7 @@ def exported_names() -> set[str]:
     WorkingCalendar({}, registry).fallbacks.labels(year="2099").inc()
     AlertMetrics(registry)
     CompletenessMetrics(registry)
+    RetentionMetrics(registry, 60)
     upstream = UpstreamMetrics(registry)
     upstream.failovers.labels("exchange").inc()
     upstream.healthy.labels("exchange").set(1)

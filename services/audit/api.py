@@ -102,6 +102,26 @@ class FilterParams:
     subject: str | None
     subject_type: SubjectType
 
+    def described(self, **more: object) -> tuple[str, ...]:
+        """The filter as given, for the look-up's own audit event (the subject only by its type)."""
+        given = {
+            "from": self.from_,
+            "to": self.to,
+            "type": self.type,
+            "consumer": self.consumer,
+            "provider": self.provider,
+            "resource": self.resource,
+            "purpose": self.purpose,
+            "outcome": self.outcome,
+            "client_id": self.client_id,
+            "subject_type": self.subject_type if self.subject else None,
+        }
+        return queries.described_filter(given | more)
+
+    @property
+    def subject_ref(self) -> tuple[SubjectType, str] | None:
+        return (self.subject_type, self.subject) if self.subject else None
+
     def resolve(self, request: Request, principal: Principal) -> queries.RecordFilter:
         """The filter this caller may run: the time range checked, the subject hashed, a data
         administrator confined to their department."""
@@ -147,6 +167,35 @@ def filter_params(
 
 
 Filters = Annotated[FilterParams, Depends(filter_params)]
+
+
+async def record_own(uow: UnitOfWorkDep, request: Request, action: AuditAction, ctx: AuditContext) -> None:
+    """Record what a caller did with the trail itself, in the trail, in the route's transaction:
+    the answer is sent only if its record is written. The audit service is the trail (no outbox,
+    no round trip through Kafka); the event is the one any other service would send."""
+    settings = settings_of(request)
+    message = audit_message(settings.topic("audit.events"), "audit", action, ctx, outcome="completed")
+    await service.append(uow.session, [audit_pb2.AuditEvent.FromString(message.value)])
+
+
+async def record_lookup(
+    uow: UnitOfWorkDep,
+    request: Request,
+    principal: Principal,
+    action: AuditAction,
+    described: tuple[str, ...],
+    subject: tuple[SubjectType, str] | None,
+) -> None:
+    """审计查询留痕: a look-up of the records is itself recorded — who, with which filter, and
+    the subject only as its keyed hash. Called after the look-up ran (and was allowed): the
+    chain's lock is then held only for the append."""
+    settings = settings_of(request)
+    ctx = queries.lookup_context(
+        principal, settings.subject_hash_keys, settings.subject_hash_key_id, described, subject
+    )
+    await record_own(uow, request, action, ctx)
+
+
 SEARCH_PROBLEMS = (
     *AUDITOR_ONLY,
     AuditProblem.INVALID_SUBJECT,
@@ -173,6 +222,8 @@ async def events(
     refuse_unknown(request, *FILTERS, "order", "limit", "cursor")
     f = filters.resolve(request, principal)
     rows, next_cursor = await queries.search(uow.session, f, order, limit, cursor, cursors_of(request))
+    described = filters.described(order=order.value, limit=limit, page="next" if cursor else None)
+    await record_lookup(uow, request, principal, AuditAction.RECORDS_SEARCHED, described, filters.subject_ref)
     return AuditRecordList(
         items=[AuditRecordPublic.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor
     )
@@ -186,12 +237,16 @@ async def events(
 )
 async def export(
     principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
     request: Request,
     filters: Filters,
     order: queries.Order = queries.Order.DESC,
 ) -> StreamingResponse:
     refuse_unknown(request, *FILTERS, "order")
     f = filters.resolve(request, principal)  # every refusal happens here, before the first byte
+    # Recorded (and committed, with the route's unit) before the first record is streamed.
+    described = filters.described(format="csv", order=order.value)
+    await record_lookup(uow, request, principal, AuditAction.RECORDS_EXPORTED, described, filters.subject_ref)
     return StreamingResponse(
         queries.export_csv(request.app.state.runtime.sessions, f, order),
         media_type="text/csv; charset=utf-8",
@@ -217,6 +272,8 @@ async def aggregates(
     f = filters.resolve(request, principal)
     start, end = queries.aggregate_range(f.start, f.end, settings_of(request).zone)
     counts = await queries.aggregate(uow.session, replace(f, start=start, end=end), by, settings_of(request).zone)
+    described = filters.described(by=by.value)
+    await record_lookup(uow, request, principal, AuditAction.RECORDS_AGGREGATED, described, filters.subject_ref)
     return AggregateList(
         by=by.value, from_=start, to=end, items=[DayCountPublic.model_validate(c, from_attributes=True) for c in counts]
     )
@@ -253,6 +310,17 @@ async def subject_accesses(
     rows, next_cursor = await queries.search(
         uow.session, f, queries.Order.DESC, body.limit, body.cursor, cursors_of(request)
     )
+    described = queries.described_filter(
+        {
+            "from": start,
+            "to": end,
+            "subject_type": body.subject.type,
+            "limit": body.limit,
+            "page": "next" if body.cursor else None,
+        }
+    )
+    subject = (body.subject.type, body.subject.value)
+    await record_lookup(uow, request, principal, AuditAction.SUBJECT_REPORT_READ, described, subject)
     return SubjectAccessList(
         items=[SubjectAccess.model_validate(r, from_attributes=True) for r in rows], next_cursor=next_cursor
     )
@@ -387,12 +455,15 @@ async def take_checkpoint(principal: CurrentPrincipal, uow: UnitOfWorkDep, reque
 async def export_range(
     principal: CurrentPrincipal,
     uow: UnitOfWorkDep,
+    request: Request,
     start: Annotated[int, Query(ge=0, le=2**63 - 1, description="first leaf")] = 0,
     end: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="leaf after the last")] = None,
     tree_size: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="the checkpoint's")] = None,
 ) -> Response:
     service.require_auditor(principal)
     lines = await service.export_range(uow.session, start, end, tree_size)
+    described = queries.described_filter({"format": "signed", "start": start, "end": end, "tree_size": tree_size})
+    await record_lookup(uow, request, principal, AuditAction.RECORDS_EXPORTED, described, None)
     return Response(b"\n".join(lines) + b"\n", media_type="application/x-ndjson")
 
 
@@ -449,7 +520,8 @@ def dead_letter_public(letter: DeadLetter) -> DeadLetterPublic:
         consumer_group=letter.consumer_group,
         key=storable(key_text) if key_text is not None else None,
         key_base64=base64.b64encode(letter.key).decode() if letter.key is not None else None,
-        value_base64=base64.b64encode(letter.value).decode(),
+        value_base64=base64.b64encode(letter.value).decode() if letter.value is not None else None,
+        withheld=letter.withheld,
         headers=letter.headers,
         reason=letter.reason,
         received_at=letter.received_at,
@@ -514,13 +586,7 @@ async def acknowledge_alert(
 ) -> AlertPublic:
     service.require_auditor(principal)
     alert = await anomalies.acknowledge(uow.session, alert_id, principal.sub)
-    settings = settings_of(request)
-    # Recorded in the trail in the same transaction (the audit service is the trail: no outbox,
-    # no round trip through Kafka), with the same event every other service would send.
     ctx = AuditContext(actor=principal.sub, consumer_dept=principal.dept)
-    message = audit_message(
-        settings.topic("audit.events"), "audit", AuditAction.ALERT_ACKNOWLEDGED, ctx, outcome="completed"
-    )
-    await service.append(uow.session, [audit_pb2.AuditEvent.FromString(message.value)])
+    await record_own(uow, request, AuditAction.ALERT_ACKNOWLEDGED, ctx)
     await request.app.state.alert_metrics.refresh(uow.session)
     return AlertPublic.model_validate(alert, from_attributes=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.audit import anomalies, completeness
+from services.audit import anomalies, completeness, retention
 from services.audit.api import router
 from services.audit.config import AuditSettings
 from services.audit.messaging import UnreplayedDeadLetters, on_audit_events, on_dead_letters, sign_checkpoints
@@ -24,6 +24,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The platform-wide dead-letter topic (services.common.runtime.make_bus): the audit service keeps
 # what arrives there, so that it is seen and can be replayed.
 DEAD_LETTER_TOPIC = "exchange.dlq"
+
+
+def personal_data_topics(settings: AuditSettings) -> tuple[str, ...]:
+    """Prefixes of the topics whose messages carry personal data in clear (proto/exchange.proto:
+    a request's subject_value, a reply's data): their dead letters are kept without the message."""
+    return (settings.topic("exchange.requests."), settings.topic("exchange.replies"))
 
 
 def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) -> FastAPI:
@@ -56,7 +62,7 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
             rt.bus.subscribe(
                 Subscription(
                     [settings.topic(DEAD_LETTER_TOPIC)],
-                    on_dead_letters(rt.sessions, unreplayed),
+                    on_dead_letters(rt.sessions, unreplayed, personal_data_topics(settings)),
                     group=settings.topic("audit.dead-letters"),
                 )
             )
@@ -79,12 +85,14 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
                 ),
                 name="audit-completeness",
             )
+            app.state.retention = kept = retention.RetentionMetrics(app.state.metrics, settings.retention_months)
+            retained = asyncio.create_task(retention.watch(rt.sessions, kept), name="audit-retention")
             app.state.runtime = rt
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
             finally:
-                for task in (watcher, checkpointer, rules, reconciler):
+                for task in (watcher, checkpointer, rules, reconciler, retained):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

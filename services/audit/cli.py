@@ -1,4 +1,5 @@
-"""Operator commands of the audit service: ``python -m services.audit dead-letters replay``; the
+"""Operator commands of the audit service: ``python -m services.audit dead-letters replay``;
+``retention run`` (retention.py: archive, verify, then drop months past the policy); the
 auditor's ``verify <export>`` (export.py, no database); the witness's ``witness keygen|cosign``
 (witness.py).
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from services.audit import notes, witness
+from services.audit import notes, retention, witness
 from services.audit.config import AuditSettings
 from services.audit.export import verify_export
 from services.audit.service import replay_dead_letters
@@ -47,6 +48,10 @@ def parser() -> argparse.ArgumentParser:
     cosign.add_argument("--log-key", required=True, help="the log's verifier key (GET /v1/audit/checkpoint/key)")
     cosign.add_argument("--key", required=True, type=Path, help="the witness's private key file")
     cosign.add_argument("--state", required=True, type=Path, help="the witness's state file (made on first use)")
+    keeping = commands.add_parser("retention", help="archive and drop months past the retention policy (保留期)")
+    runs = keeping.add_subparsers(dest="action", required=True)
+    run = runs.add_parser("run", help="archive (signed, verified) then drop each month due, oldest first")
+    run.add_argument("--dry-run", action="store_true", help="only list the months due")
     check = commands.add_parser("verify", help="verify an export offline (no database): chain, tree, checkpoint")
     check.add_argument("export", type=Path, help="a file from GET /v1/audit/export")
     check.add_argument("--key", required=True, help="the log's verifier key, as you kept it")
@@ -139,8 +144,33 @@ async def replay(settings: AuditSettings, ids: Sequence[int] | None) -> int:
     return 1 if missing else 0
 
 
+async def retention_run(settings: AuditSettings, dry_run: bool) -> int:
+    """0: every month due was archived and dropped (or none was due); 1: a month could not be."""
+    engine = create_engine(settings.database_url, pool_size=2)
+    try:
+        await migrate(engine, "audit", MIGRATIONS)
+        done = await retention.run(
+            session_factory(engine),
+            retention_months=settings.retention_months,
+            directory=settings.archive_dir,
+            origin=settings.log_origin,
+            now=datetime.now(UTC),
+            dry_run=dry_run,
+            say=lambda line: print(line, flush=True),
+        )
+    except retention.RetentionError as err:
+        print(f"retention: {err}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+    print(f"archived {sum(a.archive is not None for a in done)} month(s) into {settings.archive_dir}", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
+    if args.command == "retention" and args.action == "run":
+        return asyncio.run(retention_run(AuditSettings(), args.dry_run))
     if args.command == "dead-letters" and args.action == "replay":
         return asyncio.run(replay(AuditSettings(), None if args.all else args.ids))
     if args.command == "verify":

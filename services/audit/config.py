@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from pydantic import Field, field_validator, model_validator
 
 from services.audit import notes
@@ -13,6 +15,12 @@ class AuditSettings(CommonSettings):
     )
     # How often a checkpoint is signed (when records were added since the last one).
     checkpoint_interval_s: float = Field(60.0, gt=0, validation_alias="TONGBAN_AUDIT_CHECKPOINT_INTERVAL_S")
+
+    # Retention (保留期, services.audit.retention): the current month and this many months before
+    # it are kept; older months are archived (signed, verified) into archive_dir, then dropped by
+    # `python -m services.audit retention run`. The alert fires when months past it remain.
+    retention_months: int = Field(60, ge=1, le=1200, validation_alias="TONGBAN_AUDIT_RETENTION_MONTHS")
+    archive_dir: Path = Field(Path("audit-archive"), validation_alias="TONGBAN_AUDIT_ARCHIVE_DIR")
 
     # Completeness (完整性核对, services.audit.completeness): a window of the exchange's ledger is
     # checked this long after it ends (its queries' audit events may lag behind it), and the open

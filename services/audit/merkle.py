@@ -103,6 +103,10 @@ class Frontier:
         self.size += 1
         return new
 
+    def hashes(self) -> list[bytes]:
+        """Its complete subtrees' hashes, largest first: ``Frontier(size, f.hashes())`` is ``f``."""
+        return [h for _, h in self._stack]
+
     def blocks(self) -> dict[tuple[int, int], bytes]:
         """Its complete subtrees, keyed by the leaf range [lo, hi) each covers (for root_from_pieces)."""
         out, lo = {}, 0

@@ -64,10 +64,15 @@ class UnreplayedDeadLetters:
             await asyncio.sleep(UNREPLAYED_EVERY_S)
 
 
-def on_dead_letters(sessions: async_sessionmaker[AsyncSession], unreplayed: UnreplayedDeadLetters) -> Handler:
+def on_dead_letters(
+    sessions: async_sessionmaker[AsyncSession], unreplayed: UnreplayedDeadLetters, personal_topics: Sequence[str]
+) -> Handler:
+    """``personal_topics``: prefixes of the topics whose dead letters are kept without their
+    message (``service.withheld_because``)."""
+
     async def handle(batch: Sequence[Message]) -> None:
         async with sessions.begin() as session:
-            added = await store_dead_letters(session, batch)
+            added = await store_dead_letters(session, batch, personal_topics)
         if added:
             log.error(
                 "dead letters received; list them at /v1/audit/dead-letters, replay with "

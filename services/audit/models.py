@@ -1,13 +1,14 @@
 """Audit tables (schema ``audit``): an append-only, hash-chained record of accesses, and the dead
 letters (死信) of the whole platform."""
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -51,11 +52,20 @@ class AuditRecord(Base):
         Index("ix_records_time", "occurred_at", "seq"),
         # The completeness check (services.audit.completeness) looks records up by query id.
         Index("ix_records_query_id", "query_id", postgresql_where=text("query_id <> ''")),
+        # Unique per partition (PostgreSQL's rule for a partitioned table): the append, serialised
+        # on the chain head, keeps event ids unique, and verify checks leaves are dense.
+        UniqueConstraint("event_id", "month"),
+        UniqueConstraint("leaf_index", "month"),
+        # One partition per month (月分区, records_YYYY_MM), made by the append when a month
+        # begins, dropped whole by the retention command once archived (services.audit.retention).
+        {"postgresql_partition_by": "RANGE (month)"},
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    # The UTC month the record was appended in (its partition); never decreasing in leaf order.
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
     canonical_version: Mapped[int] = mapped_column(SmallInteger)
-    event_id: Mapped[str] = mapped_column(String(TEXT_LIMITS["event_id"]), unique=True)
+    event_id: Mapped[str] = mapped_column(String(TEXT_LIMITS["event_id"]))
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The producer's occurred_unix_ms when it was out of range (occurred_at is then the time the
     # event was received); None when occurred_at is the producer's.
@@ -86,7 +96,7 @@ class AuditRecord(Base):
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
     # Position in the Merkle tree (0, 1, 2… in seq order, no gaps, unlike seq): a proof names it.
-    leaf_index: Mapped[int] = mapped_column(BigInteger, unique=True)
+    leaf_index: Mapped[int] = mapped_column(BigInteger)
 
 
 class ChainHead(Base):
@@ -97,6 +107,30 @@ class ChainHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    month: Mapped[date | None] = mapped_column(Date)  # the last record's month (partition)
+
+
+class RetentionCut(Base):
+    """RetentionCut — 保留期截断: a month of records archived (records plus the signed checkpoint
+    covering them, verified once written) and then dropped. Leaves [start_leaf, end_leaf) are in
+    the archive; the live chain starts at ``end_leaf`` with ``last_hash`` as its prev_hash, and
+    ``frontier`` (the hashes of the tree's complete subtrees over [0, end_leaf)) lets verify
+    rebuild the Merkle tree over every leaf since genesis without the dropped records. The tree's
+    stored hashes are kept whole, so proofs for any leaf still come from the live service."""
+
+    __tablename__ = "retention_cuts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    month: Mapped[date] = mapped_column(Date, unique=True)
+    start_leaf: Mapped[int] = mapped_column(BigInteger)
+    end_leaf: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    frontier: Mapped[list[bytes]] = mapped_column(ARRAY(LargeBinary))
+    checkpoint_size: Mapped[int] = mapped_column(BigInteger)  # the checkpoint the archive carries
+    archive: Mapped[str] = mapped_column(Text)  # the archive's file name in the archive directory
+    archive_sha256: Mapped[str] = mapped_column(String(64))
+    records: Mapped[int] = mapped_column(BigInteger)
+    archived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class TreeHash(Base):
@@ -169,7 +203,10 @@ class DeadLetter(Base):
     source_offset: Mapped[int | None] = mapped_column(BigInteger)
     consumer_group: Mapped[str] = mapped_column(String(255))
     key: Mapped[bytes | None] = mapped_column(LargeBinary)
-    value: Mapped[bytes] = mapped_column(LargeBinary)
+    # None when the message was not kept (``withheld`` says why): it carried personal data in
+    # clear, which must not outlive its topic's own retention here (services.audit.service).
+    value: Mapped[bytes | None] = mapped_column(LargeBinary)
+    withheld: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict[str, str]] = mapped_column(JSONB)
     reason: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -19,3 +19,4 @@ class AuditProblem(ProblemCode):
     BAD_COSIGNATURE = "bad-cosignature", 422, "Cosignature does not verify"
     STALE_COSIGNATURE = "stale-cosignature", 409, "Cosignature older than the witness's last one"
     EXPORT_RANGE = "export-range-invalid", 422, "Invalid export range"
+    ARCHIVED = "archived", 410, "Archived by the retention policy"

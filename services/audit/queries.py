@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.models import AuditRecord
 from services.audit.problems import AuditProblem
-from services.common.contracts.audit import AuditAction
+from services.audit.service import ID_SHAPED
+from services.common.contracts.audit import AuditAction, AuditContext
 from services.common.identifiers import InvalidIdentifier
 from services.common.pagination import one_more, page
 from services.common.security import Principal, Role, forbidden
@@ -200,6 +201,57 @@ class Cursors:
         if bound != fingerprint:
             raise bad
         return EPOCH + timedelta(microseconds=micros), int(seq)
+
+
+# ----------------------------------------------------------------------------- look-ups audited
+
+
+# A filter value that looks like a resident identity number (typed into the wrong filter) is not
+# written into the trail in clear.
+FILTER_VALUE_WITHHELD = "…withheld"
+
+
+def described_filter(values: Mapping[str, object]) -> tuple[str, ...]:
+    """A look-up's filter as the audit event's ``fields`` (``name=value``, those given only):
+    what an auditor asked for, recorded with the answer. The subject is never among them; it
+    goes in the event's ``subject_hash``."""
+    out = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        text = value.isoformat() if isinstance(value, datetime) else str(value)
+        if ID_SHAPED.search(text.encode("utf-8", "surrogatepass")):
+            text = FILTER_VALUE_WITHHELD
+        out.append(f"{name}={text}")
+    return tuple(out)
+
+
+def lookup_context(
+    principal: Principal,
+    keys: Mapping[str, str],
+    key_id: str,
+    described: Sequence[str],
+    subject: tuple[SubjectType, str] | None,
+) -> AuditContext:
+    """The audit context of a look-up of the trail by ``principal`` (审计查询留痕): who asked (the
+    auditor, data administrator or citizen portal, and their department), the filter described,
+    and the subject (type, identifier in clear, already validated) as its keyed hash under the
+    current key ``key_id`` — so that a search by subject finds who looked the person up, too."""
+    ctx = AuditContext(
+        actor=principal.sub,
+        consumer_dept=principal.dept,
+        consumer_client_id=principal.client_id or "",
+        fields=tuple(described),
+    )
+    if subject is None:
+        return ctx
+    subject_type, value = subject
+    normalised = normalise_subject(subject_type, value)
+    return ctx.with_(
+        subject_type=subject_type,
+        subject_hash=subject_hashes({key_id: keys[key_id]}, subject_type, normalised)[key_id],
+        subject_key_id=key_id,
+    )
 
 
 # ----------------------------------------------------------------------------- search

@@ -51,6 +51,7 @@ class VerifyReport(BaseModel):
     tree_size: int | None = None
     root: str | None = None  # base64, as in a checkpoint
     checkpoints: int | None = None  # how many signed checkpoints were checked
+    start_leaf: int | None = None  # where the live chain starts (after a retention cut; else 0)
 
 
 class InclusionProof(BaseModel):
@@ -89,7 +90,8 @@ class DeadLetterPublic(BaseModel):
     consumer_group: str
     key: str | None  # the key as text, when it is UTF-8
     key_base64: str | None
-    value_base64: str
+    value_base64: str | None  # None: not kept, see withheld
+    withheld: str | None  # why the message itself was not kept (it carried personal data in clear)
     headers: dict[str, str]
     reason: str
     received_at: datetime

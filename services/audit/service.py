@@ -6,14 +6,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import ARRAY, String, any_, bindparam, func, select, update
+from sqlalchemy import ARRAY, String, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +26,7 @@ from services.audit.models import (
     Checkpoint,
     Cosignature,
     DeadLetter,
+    RetentionCut,
     SigningKey,
     TreeHash,
 )
@@ -93,7 +95,7 @@ def record_values(event: audit_pb2.AuditEvent, received_at: datetime | None = No
     return values
 
 
-CHAIN = ("prev_hash", "hash", "leaf_index")
+CHAIN = ("prev_hash", "hash", "leaf_index", "month")
 # The columns append writes (the rest have defaults: seq, recorded_at); event_id is also a text field.
 RECORD_COLUMNS = tuple(
     dict.fromkeys(
@@ -111,7 +113,32 @@ RECORD_COLUMNS = tuple(
 )
 
 
-async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) -> int:
+def month_of(moment: datetime) -> date:
+    """The partition month (UTC) of a record appended at ``moment``."""
+    utc = moment.astimezone(UTC)
+    return date(utc.year, utc.month, 1)
+
+
+def next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def partition_name(month: date) -> str:
+    return f"records_{month:%Y_%m}"
+
+
+async def ensure_partition(session: AsyncSession, month: date) -> None:
+    """The month's partition of ``audit.records`` (月分区), made when the month's first record is
+    appended (under the chain head's lock, so once)."""
+    await session.execute(
+        text(
+            f"CREATE TABLE IF NOT EXISTS audit.{partition_name(month)} PARTITION OF audit.records "
+            f"FOR VALUES FROM ('{month.isoformat()}') TO ('{next_month(month).isoformat()}')"
+        )
+    )
+
+
+async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent], now: datetime | None = None) -> int:
     """Append the events not yet recorded (redelivery is normal); returns how many were new.
 
     Each new record is also a leaf of the Merkle tree: its stored hashes are written in the same
@@ -123,7 +150,10 @@ async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) 
         await session.execute(insert(ChainHead).values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing())
         head = await session.get(ChainHead, 1, with_for_update=True)
         assert head is not None
-    received_at = datetime.now(UTC)
+    received_at = now or datetime.now(UTC)
+    # Months never go back in leaf order (a clock set back stays in the head's month): a month
+    # dropped by retention is always a prefix of the leaves.
+    month = max(month_of(received_at), head.month) if head.month is not None else month_of(received_at)
     batch = [record_values(e, received_at) for e in events]
     ids = [v["event_id"] for v in batch]
     # = ANY(one array parameter): an IN list of a thousand parameters costs more to compile than to run.
@@ -141,12 +171,15 @@ async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent]) 
             frontier = await load_frontier(session, head.seq)
         digest = chain_hash(prev, values)
         index = frontier.size
-        values |= {"prev_hash": prev, "hash": digest, "leaf_index": index}
+        values |= {"prev_hash": prev, "hash": digest, "leaf_index": index, "month": month}
         records.append(tuple(values[c] for c in RECORD_COLUMNS))
         first = merkle.stored_hash_index(0, index)
         stored += [(first + k, h) for k, h in enumerate(frontier.append(bytes.fromhex(digest)))]
         prev = digest
     if records:
+        if head.month != month:
+            await ensure_partition(session, month)
+            head.month = month
         # seq is the identity's next values, in the COPY's row order: the chain's order.
         driver = (await (await session.connection()).get_raw_connection()).driver_connection
         assert driver is not None
@@ -310,7 +343,14 @@ async def inclusion(session: AsyncSession, event_id: str, size: int | None) -> d
         (await session.scalars(select(AuditRecord).where(AuditRecord.event_id == event_id))).first() if known else None
     )
     if record is None:
-        raise AuditProblem.UNKNOWN_EVENT.problem("no audit record has this event id")
+        cut = await latest_cut(session)
+        where = (
+            ""
+            if cut is None
+            else f"; records before leaf {cut.end_leaf} were archived by the retention policy (latest archive: "
+            f"{cut.archive}): an archive's records carry their leaf index and hash"
+        )
+        raise AuditProblem.UNKNOWN_EVENT.problem("no audit record has this event id" + where)
     if size is None:
         latest = await latest_checkpoint(session)
         if latest is None:
@@ -369,6 +409,9 @@ async def export_range(session: AsyncSession, start: int, end: int | None, size:
         raise AuditProblem.EXPORT_RANGE.problem(f"leaves [{start}, {end}) are not a range within the {size} signed")
     if end - start > EXPORT_MAX:
         raise AuditProblem.EXPORT_RANGE.problem(f"{end - start} records: at most {EXPORT_MAX} per export")
+    cut = await latest_cut(session)
+    if cut is not None and start < cut.end_leaf:
+        raise archived(cut, start)
     left = [merkle.stored_hash_index(level, n) for level, n in merkle.aligned_blocks(0, start)]
     right = [merkle.stored_hash_index(level, n) for level, n in merkle.aligned_blocks(end, size)]
     stored = await read_stored(session, left + right)
@@ -426,11 +469,20 @@ async def verify(
     failure = await _cosignature_failure(session, {c.id: c for c in checkpoints}, witnesses)
     if failure is not None:
         return _bad(0, None, None, failure)
-    pending = iter(checkpoints)
+    # After a retention cut (保留期截断) the live chain starts at the cut: its first record links
+    # to the last archived one, and the tree is rebuilt from the cut's frontier. Checkpoints of
+    # trees that end before the cut are checked by their signature here, and by the archives.
+    cut = await latest_cut(session)
+    start = 0 if cut is None else cut.end_leaf
+    pending = iter(cp for cp in checkpoints if cp.tree_size >= start)
     next_cp = next(pending, None)
-    frontier = merkle.Frontier()
-    prev, checked, last_seq, good_size = GENESIS, 0, 0, 0
+    frontier = merkle.Frontier() if cut is None else merkle.Frontier(cut.end_leaf, cut.frontier)
+    prev, checked, last_seq, good_size = (GENESIS if cut is None else cut.last_hash), 0, 0, start
     after_good: AuditRecord | None = None  # the first record after the last matching checkpoint
+    while next_cp is not None and next_cp.tree_size == start:
+        if frontier.root() != next_cp.root_hash:
+            return _bad(0, None, start, f"checkpoint {next_cp.id} signed another tree than the retention cut's")
+        next_cp = next(pending, None)
     while True:
         rows = (
             await session.scalars(
@@ -479,7 +531,7 @@ async def verify(
             f"checkpoint {next_cp.id} signed {next_cp.tree_size} records; only {frontier.size} remain: the tail is missing",
         )
     head = await session.get(ChainHead, 1)
-    if head is not None and (head.hash != prev or head.seq != checked):
+    if head is not None and (head.hash != prev or head.seq != start + checked):
         return _bad(checked, None, frontier.size, "chain head does not match the last record")
     if await _stored_count(session) != merkle.stored_hash_count(frontier.size):
         return _bad(checked, None, frontier.size, "tree hashes are stored beyond the last record")
@@ -490,7 +542,22 @@ async def verify(
         "tree_size": frontier.size,
         "root": base64.b64encode(frontier.root()).decode(),
         "checkpoints": len(checkpoints),
+        "start_leaf": start,
     }
+
+
+async def latest_cut(session: AsyncSession) -> RetentionCut | None:
+    """The last retention cut (the live records start at its ``end_leaf``), or None."""
+    return (await session.scalars(select(RetentionCut).order_by(RetentionCut.end_leaf.desc()).limit(1))).first()
+
+
+def archived(cut: RetentionCut, leaf: int) -> Exception:
+    """The 410 for a leaf no longer in the database: which archive holds the records before the cut."""
+    return AuditProblem.ARCHIVED.problem(
+        f"leaf {leaf} is before leaf {cut.end_leaf}, where the live records start: the records before it were "
+        f"archived by the retention policy (the latest archive: {cut.archive}, sha256 {cut.archive_sha256}, "
+        f"archived {cut.archived_at.isoformat()}); verify an archive offline with `python -m services.audit verify`"
+    )
 
 
 async def _cosignature_failure(
@@ -547,29 +614,66 @@ def letter_id_of(message: Message) -> str:
     return "sha256:" + digest.hexdigest()[:57]
 
 
-def dead_letter_values(message: Message) -> dict[str, Any]:
-    """The row of a message consumed from the dead-letter topic (all text made storable)."""
+# Anything shaped like a 居民身份证号码 — a region code, a birth date, three digits, with or without
+# its check character — in a dead letter's bytes. Protobuf keeps strings as UTF-8, so a subject
+# value inside an encoded message (decodable or not) is found as it is.
+ID_SHAPED = re.compile(
+    rb"(?<![0-9])[1-8][0-9]{5}(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]?(?![0-9])"
+)
+WITHHELD_HEADER = "…withheld"
+
+
+def withheld_because(message: Message, personal_topics: Sequence[str]) -> str | None:
+    """Why a dead letter's message must not be kept by audit, or None. The messages of the
+    exchange's data plane (``personal_topics``: requests carry the subject's identifier in clear,
+    replies the provider's data) are never kept, decodable or not; and any other message holding
+    something shaped like a resident identity number is not kept either (defence in depth). The
+    dead-letter topic's own retention still holds the message for the time it is configured to."""
+    source = message.headers.get(DLQ_SOURCE, "")
+    if any(source.startswith(t) for t in personal_topics):
+        return "the exchange's data-plane messages carry personal data in clear (个人信息): not kept by audit"
+    parts = [message.value, message.key or b"", *(v.encode() for v in message.headers.values())]
+    if any(ID_SHAPED.search(part) for part in parts):
+        return "the message holds what looks like a resident identity number in clear: not kept by audit"
+    return None
+
+
+def dead_letter_values(message: Message, personal_topics: Sequence[str] = ()) -> dict[str, Any]:
+    """The row of a message consumed from the dead-letter topic (all text made storable). A
+    message that carries personal data in clear (:func:`withheld_because`) is kept without its
+    value, and its key and headers only where they hold nothing shaped like an identity number:
+    the letter still says where it came from, at which offset, and why it failed."""
+    withheld = withheld_because(message, personal_topics)
     headers = {bounded(k, HEADER_MAX): bounded(v, HEADER_MAX) for k, v in message.headers.items()}
+    key = message.key
+    if withheld is not None:
+        headers = {k: WITHHELD_HEADER if ID_SHAPED.search(v.encode()) else v for k, v in headers.items()}
+        key = None if key is not None and ID_SHAPED.search(key) else key
     return {
         "letter_id": letter_id_of(message),
         "source_topic": bounded(message.headers.get(DLQ_SOURCE, ""), 255),
         "source_partition": _int_or_none(message.headers.get(DLQ_PARTITION)),
         "source_offset": _int_or_none(message.headers.get(DLQ_OFFSET)),
         "consumer_group": bounded(message.headers.get(DLQ_GROUP, ""), 255),
-        "key": message.key,
-        "value": message.value,
+        "key": key,
+        "value": None if withheld else message.value,
+        "withheld": withheld,
         "headers": headers,
         "reason": bounded(message.headers.get(DLQ_REASON, ""), 2000),
     }
 
 
-async def store_dead_letters(session: AsyncSession, messages: Sequence[Message]) -> int:
-    """Keep each dead letter once (redelivery is normal); returns how many were new."""
+async def store_dead_letters(
+    session: AsyncSession, messages: Sequence[Message], personal_topics: Sequence[str] = ()
+) -> int:
+    """Keep each dead letter once (redelivery is normal); returns how many were new.
+    ``personal_topics``: prefixes of the topics whose messages are never kept (see
+    :func:`withheld_because`)."""
     if not messages:
         return 0
     result = await session.execute(
         insert(DeadLetter)
-        .values([dead_letter_values(m) for m in messages])
+        .values([dead_letter_values(m, personal_topics) for m in messages])
         .on_conflict_do_nothing(index_elements=[DeadLetter.letter_id])
         .returning(DeadLetter.id)
     )
@@ -577,7 +681,12 @@ async def store_dead_letters(session: AsyncSession, messages: Sequence[Message])
 
 
 async def count_unreplayed(session: AsyncSession) -> int:
-    count = await session.scalar(select(func.count()).select_from(DeadLetter).where(DeadLetter.replayed_at.is_(None)))
+    """Dead letters that can still be replayed and were not (a withheld one never can be)."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(DeadLetter)
+        .where(DeadLetter.replayed_at.is_(None), DeadLetter.value.is_not(None))
+    )
     return int(count or 0)
 
 
@@ -596,6 +705,7 @@ async def list_dead_letters(
 
 def replay_message(letter: DeadLetter) -> Message:
     """The message as it was before it was dead-lettered: its topic, key, value and own headers."""
+    assert letter.value is not None, "a withheld dead letter is never replayed"
     headers = {k: v for k, v in letter.headers.items() if not k.startswith(DLQ_HEADER_PREFIX)}
     return Message(letter.source_topic, letter.value, letter.key, headers)
 
@@ -635,6 +745,9 @@ async def replay_dead_letters(
                 continue
             if not letter.source_topic:
                 say(f"死信 {letter_id}: no source topic recorded, cannot replay")
+                continue
+            if letter.value is None:
+                say(f"死信 {letter_id}: its message was not kept ({letter.withheld}), cannot replay")
                 continue
             await bus.publish(replay_message(letter))
             await session.execute(update(DeadLetter).where(DeadLetter.id == letter_id).values(replayed_at=func.now()))

@@ -98,6 +98,9 @@ class Query(Base):
     purpose: Mapped[str] = mapped_column(String(64))
     subject_type: Mapped[str] = mapped_column(String(16))
     subject_hash: Mapped[str] = mapped_column(String(64))
+    # Which subject key made subject_hash: the events written after the request has gone (a late
+    # reply, an abandoned query) name it too, even after a rotation. "" for rows from before.
+    subject_key_id: Mapped[str] = mapped_column(String(32), server_default="")
     fields: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
     # SHA-256 (hex) of the request as sent: the provider's signed answer must name it. Kept with
     # the query so that any replica can verify a late reply, not only the one that sent it (NULL

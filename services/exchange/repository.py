@@ -28,8 +28,8 @@ WITH counted AS (
 ), query AS (
     INSERT INTO exchange.queries (id, client_id, consumer_dept, actor, idempotency_key, fingerprint,
         resource_code, provider_dept, grant_id, purpose, subject_type, subject_hash, fields, status, deadline,
-        request_hash, batch_id)
-    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16, $17, $25 FROM counted
+        request_hash, batch_id, subject_key_id)
+    SELECT $4, $5, $6, $7, $8, $9, $10, $11, $1, $12, $13, $14, $15, 'pending', $16, $17, $25, $27 FROM counted
     RETURNING id
 ), request AS (
     INSERT INTO exchange.outbox (id, topic, key, value, headers, claimed_by, lease_until)
@@ -95,6 +95,7 @@ class NewQuery:
     fields: list[str]
     deadline: datetime
     request_hash: str  # SHA-256 (hex) of the request as sent, which the provider's answer signs
+    subject_key_id: str  # which key made subject_hash (events after a rotation name the right one)
     batch_id: uuid.UUID | None = None
     callback_url: str | None = None  # async with a callback: its row is written with the query
 
@@ -130,6 +131,7 @@ async def start_query(db: Any, q: NewQuery, day: date, daily_quota: int, request
         *request,
         q.batch_id,
         q.callback_url,
+        q.subject_key_id,
     )
     return used is not None
 

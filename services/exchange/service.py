@@ -602,6 +602,7 @@ class Exchange:
             fields=fields,
             deadline=deadline,
             request_hash=request_hash,
+            subject_key_id=self.settings.subject_hash_key_id,
             batch_id=batch_id,
             callback_url=callback_url,
         )
@@ -969,8 +970,7 @@ def context_of(query: Query) -> AuditContext:
         subject_hash=query.subject_hash,
         fields=tuple(query.fields),
         query_id=str(query.id),
-        # subject_key_id stays "": the query row does not keep which key made its hash, and a
-        # wrong id would mislead after a rotation; audit's search tries every key anyway.
+        subject_key_id=query.subject_key_id,  # the key of the query's time, not today's
     )
 
 

@@ -416,3 +416,88 @@ async def test_no_query_gets_a_server_error(
     assert response.status_code < 500, (params, response.text)
     if response.status_code >= 400:
         assert response.headers["content-type"] == PROBLEM
+
+
+async def test_every_look_up_of_the_records_is_itself_recorded(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """审计查询留痕: a search (by subject, consumer, time range), a CSV export, an aggregate and a
+    citizen's report each append one record — who asked, with which filter, the subject only as
+    its keyed hash under the current key — in the trail they read; the chain still verifies."""
+    person = synthetic_residents(5)[4].id_number
+    hashed = subject_hash(audit.settings.subject_hash_key, "id_card", person)
+    consumer = dept()
+    await add(sessions, [event(T0, consumer_dept=consumer, subject_type="id_card", subject_hash=hashed)])
+    looker = dept()
+    auditor = audit.token(["auditor"], dept=looker)
+    portal = audit.token(["citizen_portal"], kind="system", dept=looker)
+    window = {"from": "2026-03-01T00:00:00+08:00", "to": "2026-03-03T00:00:00+08:00"}
+    asked = [
+        ("get", "/v1/audit/events", {"subject": person, "consumer": consumer, **window}, auditor),
+        ("get", "/v1/audit/events/export", {"consumer": consumer}, auditor),
+        ("get", "/v1/audit/aggregates", {"by": "purpose", **window}, auditor),
+        ("post", "/v1/audit/subjects/accesses", {"subject": {"type": "id_card", "value": person}}, portal),
+        ("get", "/v1/audit/subjects/accesses", {"value": person}, auditor),
+    ]
+    for method, path, sent, headers in asked:
+        if method == "post":
+            response = await audit.client.post(path, json=sent, headers=headers)
+        else:
+            response = await audit.client.get(path, params=sent, headers=headers)
+        assert response.status_code == 200, response.text
+
+    async with sessions() as session:
+        rows = (
+            await session.scalars(
+                select(AuditRecord).where(AuditRecord.consumer_dept == looker).order_by(AuditRecord.seq)
+            )
+        ).all()
+    assert [(r.service, r.action, r.outcome) for r in rows] == [
+        ("audit", "audit.records.searched", "completed"),
+        ("audit", "audit.records.exported", "completed"),
+        ("audit", "audit.records.aggregated", "completed"),
+        ("audit", "audit.subject_report.read", "completed"),
+        ("audit", "audit.subject_report.read", "completed"),
+    ]
+    search, csv_export, counted, by_portal, by_auditor = rows
+    assert set(search.fields) == {
+        f"consumer={consumer}",
+        "from=2026-03-01T00:00:00+08:00",
+        "to=2026-03-03T00:00:00+08:00",
+        "subject_type=id_card",
+        "order=desc",
+        "limit=100",
+    }
+    assert set(csv_export.fields) == {f"consumer={consumer}", "format=csv", "order=desc"}
+    assert "by=purpose" in counted.fields and counted.subject_hash == ""
+    assert by_portal.consumer_client_id and by_portal.actor == by_portal.consumer_client_id
+    for looked_up in (search, by_portal, by_auditor):
+        assert (looked_up.subject_type, looked_up.subject_hash) == ("id_card", hashed)
+        assert looked_up.subject_key_id == audit.settings.subject_hash_key_id
+    for row in rows:  # the identifier in clear is in none of them
+        assert person not in str([getattr(row, c.key) for c in AuditRecord.__table__.columns])
+        assert row.actor.startswith("someone-")
+    # A search by the person now also shows who looked them up (the citizen's report does not:
+    # it lists the exchange's queries only).
+    found = await get_items(audit, audit.auditor, subject=person, type="audit.subject_report.read")
+    assert len(found["items"]) == 2
+    report = await audit.client.post(
+        "/v1/audit/subjects/accesses", json={"subject": {"type": "id_card", "value": person}}, headers=portal
+    )
+    assert len(report.json()["items"]) == 1
+    verified = await audit.client.get("/v1/audit/verify", headers=audit.auditor)
+    assert verified.json()["ok"] is True, verified.json()
+
+
+async def test_a_filter_value_shaped_like_an_identifier_is_not_recorded_in_clear(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    person = synthetic_residents(6)[5].id_number
+    looker = dept()
+    response = await audit.client.get(
+        "/v1/audit/events", params={"purpose": person}, headers=audit.token(["auditor"], dept=looker)
+    )
+    assert response.status_code == 200, response.text
+    async with sessions() as session:
+        row = (await session.scalars(select(AuditRecord).where(AuditRecord.consumer_dept == looker))).one()
+    assert "purpose=…withheld" in row.fields and person not in str(row.fields)

@@ -202,6 +202,7 @@ async def test_a_chain_written_before_the_migration_keeps_verifying_and_grows(em
                 "tree_size": 1,
                 "root": root,
                 "checkpoints": 0,
+                "start_leaf": 0,
             }
             old = (await session.scalars(select(AuditRecord))).one()
             assert old.canonical_version == 1

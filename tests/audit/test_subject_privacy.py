@@ -7,16 +7,21 @@ with a wrong check character) and a poison event dead-lettered."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import select, text
 
+from services.audit.app import MIGRATIONS
 from services.audit.models import AuditRecord
-from services.common.bus import Message
+from services.common.bus import Message, PoisonMessage, Subscription, dead_letter_of
 from services.common.contracts.audit import AuditAction, AuditContext, audit_message
+from services.common.db import alembic_config, create_engine
+from services.common.pb import exchange_pb2
 from services.common.subjects import subject_hash
 from tests.audit.conftest import Audit
 from tests.integration.helpers import eventually
@@ -50,6 +55,39 @@ async def ingest(audit: Audit, key: str, key_id: str) -> tuple[str, str]:
 
     await eventually(stored, 60, "the event to be stored")
     return event_id, query_id
+
+
+async def dead_letter_requests(audit: Audit, caplog: pytest.LogCaptureFixture) -> dict[str, tuple[str, int | None]]:
+    """Dead letters about CLEAR as the platform's consumers make them (``dead_letter_of``): an
+    exchange request its connector could not handle, one it could not decode, and a message of
+    another topic holding the identifier. Waits until audit kept them: dlq-id → (source, offset)."""
+    request = exchange_pb2.ExchangeRequest(
+        query_id=str(uuid.uuid4()), subject_type="id_card", subject_value=CLEAR, purpose="ZDSHBZ-SP"
+    ).SerializeToString()
+    requests = audit.settings.topic("exchange.requests.11110000000000001X")
+    failed = [
+        Message(requests, request, b"q-1", partition=0, offset=7),
+        Message(requests, b"\xff" + request, b"q-2", partition=0, offset=8),  # undecodable
+        Message(audit.settings.topic("registry.events"), b"note " + CLEAR.encode(), None, partition=1, offset=9),
+    ]
+    dlq = audit.settings.topic("exchange.dlq")
+    letters = [
+        dead_letter_of(Subscription([m.topic], _never, group="g"), dlq, m, PoisonMessage(m, "why")) for m in failed
+    ]
+    # The test's own producer logs what it sends at DEBUG (aiokafka): the caller's log, not audit's.
+    with caplog.at_level(logging.INFO, logger="aiokafka"):
+        await audit.producer.publish_many(letters)
+    ids = {m.headers["dlq-id"]: (f.topic, f.offset) for m, f in zip(letters, failed, strict=True)}
+
+    async def all_kept() -> bool:
+        return set(ids) <= {d["headers"].get("dlq-id") for d in await audit.dead_letters(limit="1000")}
+
+    await eventually(all_kept, 60, "the dead letters about the subject to be kept")
+    return ids
+
+
+async def _never(batch: object) -> None:
+    raise AssertionError("not consumed")
 
 
 async def found(audit: Audit, path: str, param: str) -> list[dict[str, Any]]:
@@ -94,6 +132,7 @@ async def test_the_clear_identifier_is_in_no_table_and_no_log(audit: Audit, capl
         assert response.status_code == 422 and CLEAR[:-1] not in response.text
     poison = uuid.uuid4().hex.encode()  # an undecodable event: dead-lettered, then kept by audit
     await audit.producer.publish(Message(audit.settings.topic("audit.events"), b"\xff" + poison, None))
+    withheld = await dead_letter_requests(audit, caplog)
 
     sessions = audit.app.state.runtime.sessions
 
@@ -103,6 +142,14 @@ async def test_the_clear_identifier_is_in_no_table_and_no_log(audit: Audit, capl
             return bool(await session.scalar(query, {"p": poison}))
 
     await eventually(kept, 60, "the poison event to be kept as a dead letter")
+    letters = {d["headers"].get("dlq-id"): d for d in await audit.dead_letters(limit="1000")}
+    for letter_id, (source, offset) in withheld.items():
+        letter = letters[letter_id]
+        # Where it came from, at which offset and why are kept; the message is not.
+        assert letter["value_base64"] is None and letter["withheld"], letter
+        assert (letter["source_topic"], letter["source_offset"], letter["reason"]) == (source, offset, "why")
+    code, output = await audit.replay("--id", str(letter["id"]))  # nothing to send back
+    assert code == 0 and "its message was not kept" in output and "replayed 0 dead letter(s)" in output, output
 
     async with sessions() as session:
         assert (await session.scalars(select(AuditRecord.subject_hash).limit(1))).first()  # there is data
@@ -128,11 +175,58 @@ async def test_the_clear_identifier_is_in_no_table_and_no_log(audit: Audit, capl
                 assert count == 0, f"{schema}.{table}.{column} holds the clear identifier"
 
     # The test's own HTTP client logs the URLs it asks for (httpx): the caller's log, not audit's.
+    # aiokafka.conn dumps the wire protocol at DEBUG: the dead-letter topic's bytes as the broker
+    # holds them (the dead letters above were made with the identifier in them), not audit's log.
     lines = [
         " ".join([record.getMessage(), str(record.__dict__), record.exc_text or ""])
         for record in caplog.records
-        if record.name.partition(".")[0] not in ("httpx", "httpcore")
+        if record.name.partition(".")[0] not in ("httpx", "httpcore") and record.name != "aiokafka.conn"
     ]
     assert any("request handled" in line for line in lines)  # the logs were captured
     for needle in FORMS:
         assert not [line for line in lines if needle.lower() in line.lower()], needle
+
+
+async def test_the_upgrade_withholds_dead_letters_kept_before_with_the_identifier(empty_database: str) -> None:
+    """Dead letters kept by an older audit service (the message whole) lose what carries the
+    identifier when the database is upgraded: the same rule as new ones, applied to old rows."""
+    engine = create_engine(empty_database, pool_size=2)
+
+    def upgrade(connection: object, revision: str) -> None:
+        command.upgrade(alembic_config(connection, "audit", MIGRATIONS), revision)
+
+    request = exchange_pb2.ExchangeRequest(query_id="q", subject_type="id_card", subject_value=CLEAR)
+    rows = [  # (letter id, source topic, key, value, headers)
+        ("request", "t.exchange.requests.11110000000000001X", b"q", request.SerializeToString(), {}),
+        ("reply", "t.exchange.replies", b"q", b"data", {}),
+        ("elsewhere", "t.registry.events", b"k", b"\xff\x00" + CLEAR.encode(), {"note": CLEAR}),
+        ("in-key", "t.registry.events", CLEAR.encode(), b"v", {}),
+        ("harmless", "t.audit.events", b"k", b"\xff poison", {"request-id": "r-1"}),
+    ]
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text('CREATE SCHEMA "audit"'))
+            await conn.run_sync(upgrade, "b6a2ea781a3f")  # the revision before dead letters withheld
+            for letter_id, topic, key, value, headers in rows:
+                await conn.execute(
+                    text(
+                        "INSERT INTO audit.dead_letters (letter_id, source_topic, consumer_group, key, value, "
+                        "headers, reason) VALUES (:i, :t, 'g', :k, :v, CAST(:h AS jsonb), 'why')"
+                    ),
+                    {"i": letter_id, "t": topic, "k": key, "v": value, "h": json.dumps(headers)},
+                )
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade, "head")
+        async with engine.connect() as conn:
+            kept = {
+                r.letter_id: r
+                for r in await conn.execute(
+                    text("SELECT letter_id, key, value, withheld, headers FROM audit.dead_letters")
+                )
+            }
+    finally:
+        await engine.dispose()
+    assert {i for i, r in kept.items() if r.value is None and r.withheld} == {"request", "reply", "elsewhere", "in-key"}
+    assert (kept["harmless"].value, kept["harmless"].withheld) == (b"\xff poison", None)
+    assert kept["elsewhere"].headers == {"note": "…withheld"} and kept["in-key"].key is None
+    assert kept["request"].key == b"q"  # a query id is no identifier: where it came from stays

@@ -96,6 +96,7 @@ async def test_an_inserted_row_with_a_valid_link_is_named(session: AsyncSession)
         prev_hash=before.hash,
         hash=service.chain_hash(before.hash, values),
         leaf_index=10**12,  # unique, as the column demands
+        month=before.month,  # in the same month's partition
     )
     session.add(forged)
     await session.flush()
@@ -111,7 +112,7 @@ async def test_a_row_appended_with_a_valid_link_and_head_is_named(session: Async
     values = service.record_values(audit_pb2.AuditEvent(event_id="forged-last", occurred_unix_ms=1_795_000_000_010))
     digest = service.chain_hash(last.hash, values)
     size = log.leaf("t-9") + 1
-    session.add(AuditRecord(**values, prev_hash=last.hash, hash=digest, leaf_index=size))
+    session.add(AuditRecord(**values, prev_hash=last.hash, hash=digest, leaf_index=size, month=last.month))
     await session.execute(update(ChainHead).where(ChainHead.id == 1).values(seq=size + 1, hash=digest))
     await session.flush()
     report = await verify_after_tampering(session)

@@ -88,7 +88,9 @@ async def wait_for_audit(
     """Audit consumes events from Kafka: poll until the record for ``query_id`` is there."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        for record in await audit_records(client, auditor, outcome=outcome, limit="200"):
+        # Only the exchange's queries: each poll is a search, itself recorded (outcome completed).
+        found = await audit_records(client, auditor, type="exchange.query", outcome=outcome, limit="200")
+        for record in found:
             if record["query_id"] == query_id:
                 return record
         assert asyncio.get_running_loop().time() < deadline, f"no {outcome} audit record for {query_id}"

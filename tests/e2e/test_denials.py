@@ -205,8 +205,10 @@ async def test_connector_down_gives_504_and_late_reply_is_recorded(
     assert late.json()["status"] == "late_reply"
     assert late.json()["data"]["姓名"].endswith("*")
     auditor = await person_token(client, "auditor")
-    await wait_for_audit(client, auditor, query_id, "timeout")
-    await wait_for_audit(client, auditor, query_id, "late_reply")
+    timed_out = await wait_for_audit(client, auditor, query_id, "timeout")
+    late_record = await wait_for_audit(client, auditor, query_id, "late_reply")
+    # The late reply's event names the subject key of the query, as the timeout's does (not "").
+    assert timed_out["subject_key_id"] and late_record["subject_key_id"] == timed_out["subject_key_id"]
     again = await client.post("/v1/exchange/queries", json=query_body(creds), headers=headers)
     assert again.status_code == 200, again.text  # nothing crashed
 

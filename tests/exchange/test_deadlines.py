@@ -16,13 +16,15 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import sdjwt
 from services.common.bus import MemoryBus, Message
 from services.common.db import create_engine, migrate, session_factory
 from services.common.errors import Problem
 from services.common.outbox import Outbox
-from services.common.pb import audit_pb2, exchange_pb2
+from services.common.pb import audit_pb2
 from services.common.security import Principal, PrincipalType, Role
 from services.connector.service import synthetic_residents
+from services.exchange.answers import ProviderKeys
 from services.exchange.app import MIGRATIONS
 from services.exchange.config import ExchangeSettings
 from services.exchange.messaging import on_late_replies
@@ -31,6 +33,7 @@ from services.exchange.models import Outbox as OutboxModel
 from services.exchange.problems import ExchangeProblem
 from services.exchange.schemas import QueryCreate
 from services.exchange.service import Exchange
+from tests.exchange.test_grant_enforcement import PROVIDER, PROVIDER_KEY, provider_reply, sent_request
 from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
 from tests.stack import asyncpg_dsn, create_database, database_url, drop_database, infra_env
 
@@ -80,9 +83,14 @@ async def engine() -> AsyncIterator[AsyncEngine]:
 
 
 def exchange_on(engine: AsyncEngine) -> Exchange:
-    """An exchange whose requests go nowhere (no connector listens): every query runs to its deadline."""
+    """An exchange whose requests go nowhere (no connector listens): every query runs to its
+    deadline. It knows the provider's answer-signing key (tests play the provider with it)."""
     outbox = Outbox(OutboxModel, session_factory(engine), MemoryBus("dlq"))
-    return Exchange(ExchangeSettings(), engine, outbox)
+    settings = ExchangeSettings()
+    keys = ProviderKeys(
+        settings, None, pinned={PROVIDER: {"keys": [sdjwt.public_jwk(PROVIDER_KEY.public_key(), "k1")]}}
+    )
+    return Exchange(settings, engine, outbox, provider_keys=keys)
 
 
 def consumer() -> Principal:
@@ -176,18 +184,15 @@ async def test_a_reply_its_waiter_could_not_record_is_recorded_by_the_late_reply
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)  # written and published: the query waits for its reply
         query_id = next(iter(exchange.waiters))
+        reply = provider_reply(
+            query_id, await sent_request(engine, query_id), {"姓名": "张三", "户籍地址": "北京市东城区"}
+        )
+        reply.answered_unix_ms = int(time.time() * 1000)
+        reply.deadline_unix_ms = reply.answered_unix_ms + 1000
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
             name,
-        )
-        reply = exchange_pb2.ExchangeReply(
-            query_id=query_id,
-            provider_dept=credit_code("110101"),
-            status=exchange_pb2.ExchangeReply.OK,
-            data={"姓名": "张三", "户籍地址": "北京市东城区"},
-            answered_unix_ms=int(time.time() * 1000),
-            deadline_unix_ms=int(time.time() * 1000) + 1000,
         )
         exchange.dispatch(reply)
         with pytest.raises(Problem) as raised:
@@ -211,48 +216,3 @@ async def test_a_reply_its_waiter_could_not_record_is_recorded_by_the_late_reply
     assert outcomes == ["completed"]  # once, although the reply came twice
     again = await exchange.query(consumer(), body(timeout_ms=1500), "unrecorded-1")
     assert again["status"] == "completed" and again["data"] == {"姓名": "张三", "户籍地址": "北京市东城区"}
-
-
-async def test_a_late_reply_to_a_query_no_one_closed_records_the_timeout_then_the_late_reply(
-    engine: AsyncEngine,
-) -> None:
-    """The replica waiting for the query died (here: its call is cancelled) and the reply comes
-    after the deadline: the late-reply consumer records the timeout the consumer was told, then
-    the late reply — one outcome chain, both events keyed by the query id so they stay in order."""
-    exchange = exchange_on(engine)
-    asking = asyncio.create_task(exchange.query(consumer(), body(timeout_ms=300), "abandoned-1"))
-    deadline = time.monotonic() + 10
-    while not exchange.waiters:
-        assert time.monotonic() < deadline and not asking.done()
-        await asyncio.sleep(0.01)
-    query_id = next(iter(exchange.waiters))
-    while True:  # written: the query waits for its reply
-        async with session_factory(engine)() as session:
-            if await session.get(Query, uuid.UUID(query_id)) is not None:
-                break
-        assert time.monotonic() < deadline and not asking.done()
-        await asyncio.sleep(0.01)
-    asking.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asking
-    reply = exchange_pb2.ExchangeReply(
-        query_id=query_id,
-        provider_dept=credit_code("110101"),
-        status=exchange_pb2.ExchangeReply.OK,
-        data={"姓名": "张三"},
-        answered_unix_ms=int(time.time() * 1000) + 1000,  # after the 300 ms deadline
-        deadline_unix_ms=int(time.time() * 1000),
-    )
-    await on_late_replies(exchange, session_factory(engine))(
-        [Message("exchange.replies", reply.SerializeToString(), query_id.encode())]
-    )
-
-    async with session_factory(engine)() as session:
-        query = await session.get(Query, uuid.UUID(query_id))
-        rows = (await session.execute(text("SELECT topic, key, value FROM exchange.outbox ORDER BY created_at"))).all()
-    assert query is not None and query.status == "late_reply"
-    audits = [
-        (key, audit_pb2.AuditEvent.FromString(value)) for topic, key, value in rows if topic.endswith("audit.events")
-    ]
-    assert [(a.outcome, a.reason) for _, a in audits] == [("timeout", ""), ("late_reply", "completed")]
-    assert {key for key, _ in audits} == {query_id.encode()}

@@ -604,3 +604,44 @@ async def test_a_late_reply_to_a_query_left_pending_records_its_timeout_first(
     # the order they were emitted (timeout first).
     assert sorted((e.outcome, e.reason) for _, e in events) == [("late_reply", "completed"), ("timeout", "")]
     assert {key for key, _ in events} == {query_id.encode()}
+
+
+# --------------------------------------------------------------------------- subject key ids
+
+
+async def test_late_and_abandoned_events_name_the_subject_key_of_the_query_even_after_a_rotation(
+    engines: tuple[AsyncEngine, AsyncEngine],
+) -> None:
+    """The events made after the request has gone (a late reply, a query its replica abandoned)
+    carry the id of the key that hashed the subject when the query was asked, not an empty one,
+    and not today's key after a rotation: the auditor's search names the key of each record."""
+    engine, _ = engines
+    await add_grant(engine)
+    first = ExchangeSettings().model_copy(update={"subject_hash_key_id": "k-old", "abandoned_after_s": 1.0})
+    exchange = replica(engine, settings=first)
+    timed_out = await refused(exchange, body(SUBJECTS[0]))  # no connector: a timeout
+    assert timed_out.status == 504
+    # The replica that asked the second query died while it waited: the row stays pending.
+    async with engine.begin() as db:
+        abandoned_id = uuid.uuid4()
+        await db.execute(
+            text(
+                "INSERT INTO exchange.queries (id, client_id, consumer_dept, actor, fingerprint, resource_code, "
+                "provider_dept, grant_id, purpose, subject_type, subject_hash, fields, status, deadline, "
+                "subject_key_id) SELECT :id, client_id, consumer_dept, actor, 'f', resource_code, provider_dept, "
+                "grant_id, purpose, subject_type, subject_hash, fields, 'pending', now() - interval '1 minute', "
+                "subject_key_id FROM exchange.queries"
+            ),
+            {"id": abandoned_id},
+        )
+    rotated = replica(engine, settings=first.model_copy(update={"subject_hash_key_id": "k-new"}))
+    query_id = timed_out.body()["query_id"]
+    late = provider_reply(query_id, await sent_request(engine, query_id), {"姓名": "张三"})
+    assert await rotated.record_late_replies([late]) == [query_id]
+    assert await rotated.close_abandoned() == 1
+
+    _, _, audits, _ = await written(engine)
+    by_outcome = {(e.outcome, e.reason): e for e in audits}
+    assert set(by_outcome) == {("timeout", ""), ("late_reply", "completed"), ("timeout", "abandoned")}
+    assert {e.subject_key_id for e in audits} == {"k-old"}
+    assert all(e.subject_hash for e in audits)

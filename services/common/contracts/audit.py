@@ -55,6 +55,10 @@ REPLACEMENT = "\ufffd"  # stands for a character that cannot be stored (NUL, an 
 
 def storable(value: str) -> str:
     """``value`` without what PostgreSQL text cannot hold: NUL and unpaired surrogates become U+FFFD."""
+    # Fast path (the audit ingest calls this for every text field of every event): ASCII holds no
+    # surrogate, and both checks run in C — four times cheaper than the substitution (cProfile).
+    if value.isascii() and "\x00" not in value:
+        return value
     return UNSTORABLE.sub(REPLACEMENT, value)
 
 
@@ -109,6 +113,11 @@ class AuditAction(StrEnum):
     IMPORT_FINISHED = "registry.import.finished"  # outcome completed (all rows written) or failed (none)
     # audit: what auditors do about the trail itself
     ALERT_ACKNOWLEDGED = "audit.alert.acknowledged"  # an anomaly alert (告警) was looked at
+    # the auditors' own look-ups of the trail (审计查询留痕): who, with which filter (subject hashed)
+    RECORDS_SEARCHED = "audit.records.searched"
+    RECORDS_EXPORTED = "audit.records.exported"  # a CSV export, or a signed export of leaves
+    RECORDS_AGGREGATED = "audit.records.aggregated"
+    SUBJECT_REPORT_READ = "audit.subject_report.read"  # a person's access report (数据使用记录)
 
 
 @dataclass(frozen=True, slots=True)
