@@ -108,7 +108,7 @@ class Catalogue(Units):
 
     async def deprecate(self, admin: Principal, code: str) -> Resource:
         async with self.unit() as uow:
-            return await catalogue.deprecate_resource(uow, admin, code, TOPICS)
+            return await catalogue.deprecate_resource(uow, admin, code, TOPICS, TODAY)
 
     async def published(self, admin: Principal, reviewer: Principal, body: ResourceCreate) -> Resource:
         """A published entry: created, submitted and published."""

@@ -97,8 +97,13 @@ class Keeper(Catalogue):
     # 负面清单
 
     async def negative(self, admin: Principal, **fields: Any) -> NegativeLine:
+        line, _ = await self.listed(admin, **fields)
+        return line
+
+    async def listed(self, admin: Principal, **fields: Any) -> tuple[NegativeLine, list[Grant]]:
+        """A 负面清单 line, and the grants its listing revoked."""
         async with self.unit() as uow:
-            return await lists.add_negative_line(uow, admin, NegativeLineCreate.model_validate(fields), AUDIT_TOPIC)
+            return await lists.add_negative_line(uow, admin, NegativeLineCreate.model_validate(fields), TOPICS)
 
     async def unlist(self, admin: Principal, line_id: uuid.UUID) -> None:
         async with self.unit() as uow:

@@ -9,7 +9,7 @@ Real PostgreSQL; each test is rolled back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.security import Principal, Role
 from services.registry.applications import service as applications
 from services.registry.applications.schemas import ApplicationApprove, Purpose
+from services.registry.catalogue.classification import TAXONOMY
 from services.registry.lists import service as lists
 from services.registry.lists.schemas import (
     DemandCreate,
@@ -177,6 +178,59 @@ async def test_a_fulfilled_line_is_history(keeper: Keeper, depts: Depts) -> None
     line = await keeper.add_line(admin, **line_fields())
 
     await keeper.refused(409, "invalid-state", keeper.patch_line(admin, line.id, name="婚姻登记信息"))
+
+
+async def test_deprecating_the_resource_reopens_the_line_on_the_business_date(keeper: Keeper, depts: Depts) -> None:
+    admin = depts.admin(depts.provider)
+    due = TODAY - timedelta(days=1)
+    late = await keeper.add_line(admin, on=due, **line_fields(due_by=due))  # promised for yesterday
+    in_time = await keeper.add_line(admin, **line_fields())  # due in a month
+    resource = await keeper.publish_resource(admin, name=HOUSEHOLD)
+    other = await keeper.publish_resource(depts.admin(depts.other), name=HOUSEHOLD)  # another department's
+    elsewhere = await keeper.add_line(depts.admin(depts.other), **line_fields())
+    assert [(await keeper.line(i)).fulfilled_by for i in (late.id, in_time.id, elsewhere.id)] == [
+        resource.code,
+        resource.code,
+        other.code,
+    ]
+
+    await keeper.deprecate(admin, resource.code)  # 废止: the resource provides nothing any more
+
+    for line_id in (late.id, in_time.id):
+        reopened = await keeper.line(line_id)
+        assert (reopened.status, reopened.fulfilled_by, reopened.fulfilled_on) == ("planned", None, None)
+    assert lists.responsibility_status(await keeper.line(late.id), TODAY) == ResponsibilityStatus.OVERDUE
+    assert lists.responsibility_status(await keeper.line(in_time.id), TODAY) == ResponsibilityStatus.PLANNED
+    overdue, _ = await lists.list_responsibilities(
+        keeper.session, dept=depts.provider, status=ResponsibilityStatus.OVERDUE, today=TODAY, limit=10, cursor=None
+    )
+    assert [line.id for line in overdue] == [late.id]
+    assert (await keeper.line(elsewhere.id)).fulfilled_by == other.code  # not the deprecated resource's line
+
+    again = await keeper.publish_resource(admin, name=HOUSEHOLD)  # a new resource fulfils the lines again
+    assert {(await keeper.line(i)).fulfilled_by for i in (late.id, in_time.id)} == {again.code}
+
+
+async def test_a_line_stays_fulfilled_while_another_published_resource_fulfils_it(keeper: Keeper, depts: Depts) -> None:
+    admin = depts.admin(depts.provider)
+    category = sorted(TAXONOMY.targets)[0]  # one category: codes in the order of creation
+    first = await keeper.publish_resource(admin, name=HOUSEHOLD, category=category)
+    line = await keeper.add_line(admin, **line_fields(share_type="unconditional"))
+    second = await keeper.publish_resource(admin, name=HOUSEHOLD, category=category)
+    poorer = await keeper.publish_resource(admin, name=HOUSEHOLD, category=category, share=conditional_share())
+    assert first.code < second.code < poorer.code
+    line_two = await keeper.add_line(admin, **line_fields(share_type="conditional"))
+    assert [(await keeper.line(i)).fulfilled_by for i in (line.id, line_two.id)] == [first.code, first.code]
+
+    await keeper.deprecate(admin, first.code)
+
+    moved = await keeper.line(line.id)
+    assert (moved.status, moved.fulfilled_by, moved.fulfilled_on) == ("fulfilled", second.code, TODAY)
+    assert (await keeper.line(line_two.id)).fulfilled_by == second.code
+
+    await keeper.deprecate(admin, second.code)
+    assert (await keeper.line(line.id)).status == "planned"  # promised unconditional: the conditional one won't do
+    assert (await keeper.line(line_two.id)).fulfilled_by == poorer.code  # promised conditional: it does
 
 
 async def test_a_system_cannot_keep_a_list(keeper: Keeper, depts: Depts) -> None:
@@ -381,6 +435,104 @@ async def test_an_application_pending_when_listed_cannot_be_approved(keeper: Kee
     stored = await keeper.session.get(Application, application.id, populate_existing=True)
     assert stored is not None and stored.status == "pending"
     assert (await keeper.rows())[Grant.__tablename__] == 0
+
+
+async def test_listing_a_resource_revokes_its_live_grants_and_tells_the_exchange(keeper: Keeper, depts: Depts) -> None:
+    admin = depts.admin(depts.provider)
+    resource = await keeper.publish_resource(admin, name=HOUSEHOLD)
+    kept = await keeper.publish_resource(admin, name="婚姻登记信息")
+    clients = [system(depts.consumer), system(depts.other), system(depts.consumer)]
+    grants = []
+    for client, code in zip(clients, (resource.code, resource.code, kept.code), strict=True):
+        body = ApplicationCreateFactory.build(resource=code, client_id=client.client_id, items=["姓名"])
+        _, grant = await keeper.apply(client, body)
+        assert grant is not None
+        grants.append(grant)
+    covering, also_covering, other_resource = grants
+    keeper.changes()
+
+    line, revoked = await keeper.listed(admin, resource=resource.code, basis=BASIS)
+
+    assert sorted(g.id for g in revoked) == sorted([covering.id, also_covering.id])
+    reason = f"整个资源 列入负面清单 (negative-listed): {BASIS}"
+    for grant_id in (covering.id, also_covering.id):
+        stored = await keeper.session.get(Grant, grant_id, populate_existing=True)
+        assert stored is not None and (stored.status, stored.revoked_reason) == ("revoked", reason)
+    untouched = await keeper.session.get(Grant, other_resource.id, populate_existing=True)
+    assert untouched is not None and untouched.status == "active"
+    # The exchange is told as for a revocation by hand: one grant_revoked event per grant, and
+    # the listing and each revocation audited, all in the listing's unit of work.
+    events = keeper.events()
+    assert sorted((e.grant_revoked.grant_id, e.grant_revoked.reason) for e in events) == sorted(
+        (str(g), reason) for g in (covering.id, also_covering.id)
+    )
+    audits = keeper.audits()
+    assert [a.action for a in audits] == [
+        "registry.negative.listed",
+        "registry.grant.revoked",
+        "registry.grant.revoked",
+    ]
+    assert all(a.actor == admin.sub and a.resource_code == resource.code for a in audits)
+    assert {a.consumer_client_id for a in audits[1:]} == {clients[0].client_id, clients[1].client_id}
+    assert line.item is None
+
+
+async def test_listing_an_item_revokes_the_grants_that_carry_it(keeper: Keeper, depts: Depts) -> None:
+    admin = depts.admin(depts.provider)
+    resource = await keeper.publish_resource(admin, name=HOUSEHOLD)
+    grants = {}
+    for items in (["姓名", "公民身份号码"], ["公民身份号码"], ["姓名"], ["公民身份号码", "姓名"]):
+        client = system(depts.consumer)
+        body = ApplicationCreateFactory.build(resource=resource.code, client_id=client.client_id, items=items)
+        _, grant = await keeper.apply(client, body)
+        assert grant is not None
+        grants[tuple(items)] = grant
+    # Already revoked, and expired: neither is live, neither is revoked (again).
+    by_hand, expired = grants[("姓名", "公民身份号码")], grants[("公民身份号码",)]
+    async with keeper.unit() as uow:
+        await applications.revoke_grant(uow, admin, by_hand.id, "事项已办结", TOPICS)
+    stored_expired = await keeper.session.get(Grant, expired.id)
+    assert stored_expired is not None
+    stored_expired.valid_until = datetime.now(UTC) - timedelta(seconds=1)
+    await keeper.session.flush()
+    keeper.changes()
+
+    _, revoked = await keeper.listed(admin, resource=resource.code, item="公民身份号码", basis=BASIS)
+
+    carrying = grants[("公民身份号码", "姓名")]
+    assert [g.id for g in revoked] == [carrying.id]
+    [event] = keeper.events()
+    assert event.grant_revoked.grant_id == str(carrying.id)
+    assert event.grant_revoked.reason == f"公民身份号码 列入负面清单 (negative-listed): {BASIS}"
+    statuses = {}
+    for items, grant in grants.items():
+        stored = await keeper.session.get(Grant, grant.id, populate_existing=True)
+        assert stored is not None
+        statuses[items] = (stored.status, stored.revoked_reason)
+    assert statuses == {
+        ("姓名", "公民身份号码"): ("revoked", "事项已办结"),  # its own reason kept
+        ("公民身份号码",): ("active", None),  # expired: the exchange honours it no more anyway
+        ("姓名",): ("active", None),  # does not carry the item
+        ("公民身份号码", "姓名"): ("revoked", event.grant_revoked.reason),
+    }
+
+
+async def test_a_refused_listing_revokes_nothing(keeper: Keeper, depts: Depts) -> None:
+    admin, client = depts.admin(depts.provider), system(depts.consumer)
+    resource = await keeper.publish_resource(admin, name=HOUSEHOLD)
+    body = ApplicationCreateFactory.build(resource=resource.code, client_id=client.client_id, items=["姓名"])
+    _, grant = await keeper.apply(client, body)
+    assert grant is not None
+    keeper.changes()
+
+    await keeper.refused(
+        422, "unknown-items", keeper.negative(admin, resource=resource.code, item="婚姻状况", basis=BASIS)
+    )
+    await keeper.refused(
+        404, "not-found", keeper.negative(depts.admin(depts.other), resource=resource.code, basis=BASIS)
+    )
+    stored = await keeper.session.get(Grant, grant.id, populate_existing=True)
+    assert stored is not None and stored.status == "active"
 
 
 async def test_only_the_provider_lists_its_resource_and_unlists_its_line(keeper: Keeper, depts: Depts) -> None:

@@ -12,7 +12,7 @@ import secrets
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.errors import Problem
@@ -184,8 +184,34 @@ async def test_any_query_and_cursor_give_a_page_or_a_422(session: AsyncSession, 
         assert len(rows) <= 5
 
 
+def test_a_tier_is_no_more_common_than_its_rarest_term() -> None:
+    stats = search.TermStats(
+        entries=100_000, text={"户籍": 0.2, "籍信": 0.3}, text_floor=0.01, name={"户籍": 0.05}, name_floor=0.002
+    )
+    assert stats.most(2, ["户籍", "籍信"]) == pytest.approx(200)  # 籍信 in no name listed: the floor
+    assert stats.most(1, ["户籍", "籍信"]) == pytest.approx(5200)  # some in the name: at most the sum
+    assert stats.most(0, ["户籍", "籍信"]) == pytest.approx(20_000)
+    assert stats.most(0, ["法定"]) == pytest.approx(1000)
+
+
+async def test_the_statistics_are_read_for_the_query_terms_only(
+    registry: Catalogue, admin: Principal, session: AsyncSession
+) -> None:
+    for name in ("户籍登记信息", "户籍迁移记录", "婚姻登记信息"):
+        await registry.create(admin, entry(name))
+    await session.execute(text("ANALYZE registry.resources"))  # rolled back with the test
+
+    stats = await search.term_stats(session, ["户籍", "无此"])
+
+    assert stats is not None and stats.entries >= 3
+    assert stats.text.get("户籍", 0.0) > 0 and stats.name.get("户籍", 0.0) > 0
+    assert "无此" not in stats.text and "婚姻" not in stats.text  # only the query's terms are read
+    assert 0 < stats.text_floor <= stats.text["户籍"]
+
+
 @pytest.mark.parametrize("window", [1, 2, 3, 1500])
 @pytest.mark.parametrize("many", [1.0, 1e9], ids=["index-cheaper", "walk-cheaper"])
+@pytest.mark.parametrize("rare", [False, True], ids=["no-statistics", "statistics-say-few"])
 async def test_the_window_walk_and_the_index_give_the_same_pages(
     registry: Catalogue,
     admin: Principal,
@@ -193,15 +219,21 @@ async def test_the_window_walk_and_the_index_give_the_same_pages(
     monkeypatch: pytest.MonkeyPatch,
     window: int,
     many: float,
+    rare: bool,
 ) -> None:
     """Without a department filter a page is sought by walking the codes in windows, then through
-    the index; with one, through the index only: the pages must be the same."""
+    the index — or through the index at once when the statistics say a tier's matches are few;
+    with one, through the index only: the pages must be the same."""
     monkeypatch.setattr(search, "WINDOW", window)
 
     async def entries(_: AsyncSession) -> float:
         return many  # as if the catalogue were that large: the index, or walking on, is cheaper
 
+    async def term_stats(_: AsyncSession, terms: list[str]) -> search.TermStats | None:
+        return search.TermStats(1.0, {}, 0.0, {}, 0.0) if rare else None  # every term: in no entry
+
     monkeypatch.setattr(search, "entries", entries)
+    monkeypatch.setattr(search, "term_stats", term_stats)
     category = HOUSEHOLD + f"{secrets.randbelow(10**6):06d}"  # this test's entries only, in code order
     names = ["户籍登记信息", "婚姻信息", "户口信息", "死亡登记", "户籍迁移", "出生证明", "户籍注销", "残疾人证", "户别"]
     for name in names:

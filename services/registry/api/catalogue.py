@@ -170,9 +170,9 @@ async def reject_resource(
     responses=problem_responses(*CHANGE),
 )
 async def deprecate_resource(
-    code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
+    code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep, rt: RuntimeDep
 ) -> ResourcePublic:
-    return resource_public(await service.deprecate_resource(uow, principal, code, topics))
+    return resource_public(await service.deprecate_resource(uow, principal, code, topics, today(rt)))
 
 
 @router.get(

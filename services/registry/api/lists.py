@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 
 from services.common.errors import CommonProblem, problem_responses
 from services.common.runtime import CurrentPrincipal, RuntimeDep, UnitOfWorkDep
-from services.registry.api.common import AUTH, audit_topic, today
+from services.registry.api.common import AUTH, TopicsDep, audit_topic, today
 from services.registry.lists import service
 from services.registry.lists.schemas import (
     DemandAccept,
@@ -18,6 +18,7 @@ from services.registry.lists.schemas import (
     DemandList,
     DemandPublic,
     DemandReject,
+    NegativeLineAdded,
     NegativeLineCreate,
     NegativeLineList,
     NegativeLinePublic,
@@ -206,14 +207,16 @@ async def reject_demand(
 @router.post(
     "/negative-list",
     status_code=201,
-    response_model=NegativeLinePublic,
-    summary="Put a resource of yours, or one of its items, on the 负面清单, with its legal basis",
+    response_model=NegativeLineAdded,
+    summary="Put a resource of yours, or one of its items, on the 负面清单, with its legal basis; "
+    "the live grants that cover it are revoked",
     responses=problem_responses(*OWN, RegistryProblem.UNKNOWN_ITEMS, RegistryProblem.ALREADY_LISTED),
 )
 async def add_negative_line(
-    body: NegativeLineCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep, rt: RuntimeDep
-) -> NegativeLinePublic:
-    return negative_public(await service.add_negative_line(uow, principal, body, audit_topic(rt)))
+    body: NegativeLineCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
+) -> NegativeLineAdded:
+    line, revoked = await service.add_negative_line(uow, principal, body, topics)
+    return NegativeLineAdded(**negative_public(line).model_dump(), revoked_grants=[g.id for g in revoked])
 
 
 @router.get("/negative-list", response_model=NegativeLineList, summary="The 负面清单")

@@ -26,7 +26,7 @@ from services.common.uow import UnitOfWork
 from services.registry.catalogue.classification import check_category
 from services.registry.catalogue.schemas import ResourceCreate, ResourcePatch
 from services.registry.events import ResourceTransition, Topics, resource_transition
-from services.registry.lists.service import fulfil_responsibilities
+from services.registry.lists.service import fulfil_responsibilities, reopen_responsibilities
 from services.registry.models import Resource, ResourceStatus, ResourceVersion, VersionStatus
 from services.registry.problems import RegistryProblem
 
@@ -362,9 +362,10 @@ async def reject_resource(
     return resource, working
 
 
-async def deprecate_resource(uow: UnitOfWork, principal: Principal, code: str, topics: Topics) -> Resource:
+async def deprecate_resource(uow: UnitOfWork, principal: Principal, code: str, topics: Topics, today: date) -> Resource:
     """废止: the provider's data administrator withdraws a published entry; no new application is
-    accepted for it. A pending version can then no longer be submitted or published."""
+    accepted for it. A pending version can then no longer be submitted or published, and the
+    责任清单 lines it fulfilled are reopened on the business date ``today`` (same unit of work)."""
     session = uow.session
     resource = await own_entry(session, principal, code)
     if resource.status != ResourceStatus.PUBLISHED:
@@ -376,6 +377,7 @@ async def deprecate_resource(uow: UnitOfWork, principal: Principal, code: str, t
     resource.status = ResourceStatus.DEPRECATED
     resource.updated_at = datetime.now(UTC)
     resource_transition(uow, topics, principal, resource, ResourceTransition.DEPRECATED, version=resource.version)
+    await reopen_responsibilities(session, resource, today)
     return resource
 
 

@@ -167,6 +167,12 @@ class NegativeLinePublic(BaseModel):
     created_at: datetime
 
 
+class NegativeLineAdded(NegativeLinePublic):
+    """A new line, with the grants its listing revoked (撤销的授权)."""
+
+    revoked_grants: list[uuid.UUID]
+
+
 class NegativeLineList(BaseModel):
     items: list[NegativeLinePublic]
     next_cursor: str | None

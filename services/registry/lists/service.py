@@ -9,8 +9,12 @@
 - 需求清单 (demand list): a consumer department asks the presumed provider; the provider's
   ``data_admin`` accepts (a line is added to its 责任清单) or rejects with a reason. Only the two
   departments see a demand.
+  Deprecating (废止) the resource takes the fulfilment back (:func:`reopen_responsibilities`): the
+  line passes to another published resource that fulfils it, or is planned again (and so overdue
+  if its due date has passed).
 - 负面清单 (negative list): a resource, or one 信息项 of it, that is not shared, with its legal
-  basis. Nothing on it can be granted (:func:`refuse_negative_listed`, called by the applications).
+  basis. Nothing on it can be granted (:func:`refuse_negative_listed`, called by the applications),
+  and listing it revokes the live grants that cover it (:func:`revoke_covering_grants`).
 
 The lists themselves are readable by every department (they are published lists); only the
 owning department's ``data_admin`` changes a line, and another department's line is a 404.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, any_, literal, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.contracts.audit import AuditAction, AuditContext, audit_message
@@ -29,6 +33,7 @@ from services.common.errors import CommonProblem, NotFound
 from services.common.pagination import one_more, page
 from services.common.security import Principal, Role, forbidden
 from services.common.uow import UnitOfWork
+from services.registry.events import Topics, grant_revoked
 from services.registry.lists.schemas import (
     DemandAccept,
     DemandCreate,
@@ -40,6 +45,8 @@ from services.registry.lists.schemas import (
 from services.registry.models import (
     Demand,
     DemandStatus,
+    Grant,
+    GrantStatus,
     NegativeLine,
     Resource,
     ResourceStatus,
@@ -139,6 +146,52 @@ async def fulfil_if_published(session: AsyncSession, line: Responsibility, today
     resource = next((r for r in candidates if fulfils(r, line)), None)
     if resource is not None:
         mark_fulfilled(line, resource, today)
+
+
+async def reopen_responsibilities(session: AsyncSession, resource: Resource, today: date) -> list[Responsibility]:
+    """The lines ``resource`` fulfilled, when it is deprecated (废止): a deprecated resource provides
+    nothing, so each line passes to another published resource of the department that fulfils it,
+    or goes back to planned (read as overdue once its due date is before the business date). Returns
+    the lines planned again; in the caller's unit of work, so deprecation and reopening commit
+    together."""
+    lines = (
+        await session.scalars(
+            select(Responsibility)
+            .where(
+                Responsibility.fulfilled_by == resource.code,
+                Responsibility.status == ResponsibilityState.FULFILLED,
+            )
+            .order_by(Responsibility.id)
+            .with_for_update()
+        )
+    ).all()
+    if not lines:
+        return []
+    others = (
+        await session.scalars(
+            select(Resource)
+            .where(
+                Resource.provider_dept == resource.provider_dept,
+                Resource.name.in_({line.name for line in lines}),
+                Resource.status == ResourceStatus.PUBLISHED,
+                Resource.code != resource.code,
+            )
+            .order_by(Resource.code)
+        )
+    ).all()
+    reopened = []
+    for line in lines:
+        other = next((r for r in others if fulfils(r, line)), None)
+        if other is not None:
+            mark_fulfilled(line, other, today)
+            continue
+        line.status = ResponsibilityState.PLANNED
+        line.fulfilled_by = None
+        line.fulfilled_on = None
+        line.updated_at = datetime.now(UTC)
+        reopened.append(line)
+    await session.flush()
+    return reopened
 
 
 def check_due(due_by: date, today: date) -> None:
@@ -351,9 +404,10 @@ async def list_demands(
 
 
 async def add_negative_line(
-    uow: UnitOfWork, principal: Principal, body: NegativeLineCreate, audit_topic: str
-) -> NegativeLine:
-    """Put a resource of the caller's department (or one of its 信息项) on the 负面清单."""
+    uow: UnitOfWork, principal: Principal, body: NegativeLineCreate, topics: Topics
+) -> tuple[NegativeLine, list[Grant]]:
+    """Put a resource of the caller's department (or one of its 信息项) on the 负面清单, revoking the
+    live grants that cover it (:func:`revoke_covering_grants`); returns the line and those grants."""
     session = uow.session
     # The rule of catalogue.service.own_entry, written out: the catalogue imports this module (its
     # publish fulfils 责任清单 lines), so this one cannot import the catalogue's service back.
@@ -382,9 +436,37 @@ async def add_negative_line(
         author=principal.sub,
     )
     session.add(line)
-    audit_negative(uow, audit_topic, AuditAction.NEGATIVE_LISTED, principal, line)
+    audit_negative(uow, topics.audit, AuditAction.NEGATIVE_LISTED, principal, line)
+    revoked = await revoke_covering_grants(uow, principal, line, topics)
     await session.flush()
-    return line
+    return line, revoked
+
+
+async def revoke_covering_grants(
+    uow: UnitOfWork, principal: Principal, line: NegativeLine, topics: Topics
+) -> list[Grant]:
+    """撤销: the live grants (active, not expired) of ``line``'s resource that cover it — every one for a whole resource,
+    those that carry the item for an item — are revoked, each with a ``grant_revoked`` event and
+    an audit event, as a revocation by hand is: the exchange stops honouring them when it applies
+    the event. A grant that carries the item is revoked, not narrowed: issued terms never change on
+    the exchange, and the consumer applies again for the items still shared."""
+    covers = literal(line.item) == any_(Grant.items) if line.item is not None else true()
+    live = (Grant.status == GrantStatus.ACTIVE) & (Grant.valid_until > datetime.now(UTC))
+    grants = (
+        await uow.session.scalars(
+            select(Grant)
+            .where(Grant.resource_code == line.resource_code, live, covers)
+            .order_by(Grant.id)
+            .with_for_update()
+        )
+    ).all()
+    what = "整个资源" if line.item is None else line.item
+    reason = f"{what} 列入负面清单 (negative-listed): {line.basis}"
+    for grant in grants:
+        grant.status = GrantStatus.REVOKED
+        grant.revoked_reason = reason
+        grant_revoked(uow, topics, principal, grant, reason)
+    return list(grants)
 
 
 def audit_negative(uow: UnitOfWork, topic: str, action: AuditAction, principal: Principal, line: NegativeLine) -> None:
