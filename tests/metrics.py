@@ -14,7 +14,9 @@ from services.common.bus import BusMetrics
 from services.common.http import ServiceMiddleware
 from services.common.outbox import Outbox
 from services.connector.backends import BackendMetrics
+from services.connector.feeds import FeedMetrics as ConnectorFeedMetrics
 from services.connector.service import LookupMetrics
+from services.exchange.feeds import FeedMetrics as ExchangeFeedMetrics
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.upstreams import UpstreamMetrics
 from services.registry.applications.calendar import WorkingCalendar
@@ -43,6 +45,13 @@ def exported_names() -> set[str]:
     backend.errors.labels("b", "backend_timeout").inc()
     backend.latency.labels("b").observe(0.01)
     backend.in_flight.labels("b").set(0)
+    feeds = ExchangeFeedMetrics(registry)
+    feeds.pages.labels("changes").inc()
+    feeds.changes.labels("r").inc()
+    feeds.undecodable.labels("r").inc()
+    connector_feeds = ConnectorFeedMetrics(registry)
+    connector_feeds.changes.labels("r", "published").inc()
+    connector_feeds.poll_errors.labels("r").inc()
     http = ServiceMiddleware(None, max_body_bytes=1024, registry=registry, service="s")  # type: ignore[arg-type]
     http.requests.labels("s", "GET", "/r", "200").inc()
     http.latency.labels("s", "GET", "/r").observe(0.01)

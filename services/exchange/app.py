@@ -17,6 +17,8 @@ from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
+from services.exchange.feeds import FeedMetrics, Feeds, KafkaFeedLog
+from services.exchange.feeds_api import router as feeds_router
 from services.exchange.ledger import Ledger
 from services.exchange.messaging import on_late_replies, on_registry_events, on_replies
 from services.exchange.models import Outbox as OutboxModel
@@ -70,6 +72,8 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             ledger_task = asyncio.create_task(ledger.run(), name="exchange:ledger")
             app.state.runtime = rt
             app.state.exchange = exchange
+            feed_log = KafkaFeedLog(settings) if settings.bus == "kafka" else None
+            app.state.feeds = Feeds(settings, exchange, feed_log, FeedMetrics(app.state.metrics))
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
@@ -90,4 +94,5 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
         max_body_bytes=settings.max_body_bytes,
     )
     app.include_router(router)
+    app.include_router(feeds_router)
     return app

@@ -24,3 +24,8 @@ class ExchangeSettings(CommonSettings):
     # The query ledger (台账, exchange/ledger.py): the ids of the queries closed in each window of
     # this length, published for the audit service's completeness check.
     ledger_window_s: float = Field(60.0, ge=1, le=3600, validation_alias="TONGBAN_EXCHANGE_LEDGER_WINDOW_S")
+    # Change feeds (库表共享, exchange/feeds.py): how long a page waits for a change (long-poll)
+    # when the consumer names no ``wait``, the longest it may name, and the most changes a page holds.
+    feed_wait_s: float = Field(20.0, ge=0, le=120, validation_alias="TONGBAN_EXCHANGE_FEED_WAIT_S")
+    feed_max_wait_s: float = Field(30.0, ge=0, le=120, validation_alias="TONGBAN_EXCHANGE_FEED_MAX_WAIT_S")
+    feed_page_max: int = Field(500, ge=1, le=10_000, validation_alias="TONGBAN_EXCHANGE_FEED_PAGE_MAX")

@@ -23,6 +23,10 @@ class ExchangeProblem(ProblemCode):
     QUERY_INTERRUPTED = "query-interrupted", 503, "Query sent, outcome not recorded"
     # Past the answer retention period the answer is gone; its outcome is still readable by id.
     ANSWER_PURGED = "answer-purged", 410, "Answer purged after its retention period"
+    # Change feeds (库表共享, exchange/feeds.py).
+    FEED_CURSOR_INVALID = "feed-cursor-invalid", 400, "Invalid feed cursor"
+    FEED_CURSOR_EXPIRED = "feed-cursor-expired", 410, "Feed cursor past the topic's retention"
+    FEEDS_UNAVAILABLE = "feeds-unavailable", 503, "Change feeds unavailable"
 
 
 # Refusals before the provider is asked: each is audited as a denial with its code as the reason.

@@ -147,6 +147,8 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     # query gets the exchange's own answer to "not yours": 404.
     ("POST", "/v1/exchange/queries"): ANYONE,
     ("GET", "/v1/exchange/queries/{query_id}"): Rule(systems().grants, hidden="query"),
+    # 库表共享: like a query, every refused page must reach the exchange, which audits the denial
+    ("GET", "/v1/exchange/feeds/{resource}"): ANYONE,
     # audit (审计): the trail's proofs and operations are for auditors; searching it and a person's
     # access report are also for others (a department's data administrator, the citizen portal),
     # confined by the audit service itself; the signed checkpoint is public at the service
