@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.common.bus import KafkaBus
 from services.common.contracts.feeds import Change, ChangeOp, parse_change
 from services.common.db import driver_connection
-from services.connector.backend_config import BackendConfigError, parse_backends
+from services.connector.backend_config import BackendConfigError, load_backends, parse_backends
 from services.connector.backends import Backends, SqlBackend
-from services.connector.feeds import FeedMetrics, FeedPoller, FeedSpec, held_back, parse_feeds
+from services.connector.feeds import FeedMetrics, FeedPoller, FeedSpec, held_back, load_feeds, parse_feeds
 from services.connector.service import synthetic_residents
 from services.exchange.config import ExchangeSettings
 from services.exchange.feeds import KafkaFeedLog
@@ -253,3 +254,15 @@ def test_a_wrong_feed_table_names_the_key_and_the_reason(feed: dict[str, Any], k
         parse_feeds(doc["feeds"], "backends.toml", config)
     assert raised.value.file == "backends.toml" and raised.value.key == key
     assert reason in raised.value.reason
+
+
+def test_the_readme_example_is_read_as_it_stands(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Change feeds (库表共享)", 1)[1]
+    path = tmp_path / "backends.toml"
+    path.write_text(section.split("```toml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+    config = load_backends(path, {"RKK_DB_PASSWORD": "pw"})
+    (spec,) = load_feeds(path, config)
+    assert spec.resource_code == "101010/000001" and spec.backend == "rkk" and spec.batch == 500
+    assert spec.start == datetime(2026, 1, 1, tzinfo=UTC) and spec.deleted == "sc"
+    assert spec.topic == "exchange.feeds.101010.000001"
