@@ -369,7 +369,10 @@ class Feeds:
                 change = parse_change(record.value)
             except ValueError:
                 change = None
-            if change is None or change.resource_code != resource.code:
+            if change is None or (change.resource_code, change.provider_dept) != (
+                resource.code,
+                resource.provider_dept,
+            ):
                 # Only the provider's connector may write the topic (ACL); still, never pass it on.
                 self.metrics.undecodable.labels(resource.code).inc()
                 log.warning("feed message skipped", extra={"ctx_resource": resource.code, "ctx_offset": record.offset})

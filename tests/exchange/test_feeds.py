@@ -288,6 +288,9 @@ async def test_messages_that_are_not_this_resources_changes_are_skipped(feed: Se
         [
             Message(feed.topic, b"\xff\x00garbage", b"k"),
             change("101010/999999", PEOPLE[0], ChangeOp.UPSERT).message(feed.topic),
+            Change(
+                feed.resource, credit_code("110105"), ChangeOp.UPSERT, "id_card", PEOPLE[1].id_number, {"姓名": "x"}
+            ).message(feed.topic),  # another department's: not the resource's provider
         ]
     )
     await feed.publish(2)
