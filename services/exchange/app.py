@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.common.bus import Bus, Subscription
+from services.common.bus import Bus, KafkaBus, Subscription
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 from services.exchange.api import router
@@ -72,7 +72,8 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             ledger_task = asyncio.create_task(ledger.run(), name="exchange:ledger")
             app.state.runtime = rt
             app.state.exchange = exchange
-            feed_log = KafkaFeedLog(settings) if settings.bus == "kafka" else None
+            # Feeds read Kafka itself (a topic from a position): not the in-process bus of the embedded mode.
+            feed_log = KafkaFeedLog(settings) if isinstance(rt.bus, KafkaBus) else None
             app.state.feeds = Feeds(settings, exchange, feed_log, FeedMetrics(app.state.metrics))
             app.state.readiness = readiness_checks(rt)
             try:

@@ -303,3 +303,14 @@ async def test_messages_that_are_not_this_resources_changes_are_skipped(feed: Se
         if seen:
             break
     assert [c["data"]["户籍地址"] for c in seen] == [PEOPLE[2].address]
+
+
+async def test_without_kafka_feeds_are_unavailable_after_the_grant_check(feed: Setup) -> None:
+    """The embedded mode runs on an in-process bus: nothing to read a topic from."""
+    feeds = Feeds(feed.settings, feed.exchange, None, FeedMetrics(None))
+    with pytest.raises(Problem) as raised:
+        await feeds.page(consumer(), feed.resource, PURPOSE, None, 0, 10)
+    assert raised.value.status == 503 and raised.value.code == "feeds-unavailable"
+    with pytest.raises(Problem) as denied:
+        await feeds.page(consumer("sys-without-grant"), feed.resource, PURPOSE, None, 0, 10)
+    assert denied.value.code == "no-grant"
