@@ -31,3 +31,6 @@ class ExchangeSettings(CommonSettings):
     # through it would end in 504 instead of an empty page.
     feed_max_wait_s: float = Field(25.0, ge=0, le=120, validation_alias="TONGBAN_EXCHANGE_FEED_MAX_WAIT_S")
     feed_page_max: int = Field(500, ge=1, le=10_000, validation_alias="TONGBAN_EXCHANGE_FEED_PAGE_MAX")
+    # Pages reading Kafka at once on a replica (each holds a connection to the broker while it
+    # waits); past this a page is 503 feeds-unavailable with Retry-After, not another connection.
+    feed_max_reads: int = Field(64, ge=1, le=10_000, validation_alias="TONGBAN_EXCHANGE_FEED_MAX_READS")

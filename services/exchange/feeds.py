@@ -224,7 +224,7 @@ class FeedMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.pages = Counter(
             "tongban_exchange_feed_pages",
-            "Change feed pages served, by outcome (changes, empty, denied, cursor refused)",
+            "Change feed pages served, by outcome (changes, empty, denied, cursor_refused, busy)",
             ["outcome"],
             registry=registry,
         )
@@ -262,6 +262,7 @@ class Feeds:
         self.log = log
         self.metrics = metrics
         self.keys = cursor_keys(settings)
+        self.reading = 0  # pages reading Kafka now (at most settings.feed_max_reads)
 
     def audit(self, ctx: AuditContext, *, outcome: str, reason: str) -> Any:
         return audit_message(
@@ -324,6 +325,13 @@ class Feeds:
         if self.log is None:
             raise ExchangeProblem.FEEDS_UNAVAILABLE.problem("Change feeds need Kafka; this platform runs without it.")
         wait = min(self.settings.feed_wait_s if wait_s is None else wait_s, self.settings.feed_max_wait_s)
+        if self.reading >= self.settings.feed_max_reads:
+            self.metrics.pages.labels("busy").inc()
+            raise ExchangeProblem.FEEDS_UNAVAILABLE.problem(
+                "Too many feed pages are being read on this replica just now; retry shortly with the same cursor.",
+                headers={"Retry-After": "1"},
+            )
+        self.reading += 1
         try:
             read = await self.log.read(
                 self.settings.topic(feed_topic_name(resource.code)),
@@ -340,6 +348,8 @@ class Feeds:
         except CursorAhead:
             self.metrics.pages.labels("cursor_refused").inc()
             raise invalid_cursor("The cursor points past the end of the feed.") from None
+        finally:
+            self.reading -= 1
         # The wait may have been long: a grant revoked meanwhile stops this page too.
         async with driver_connection(self.exchange.engine) as db:
             if await repository.is_revoked(db, grant.id):

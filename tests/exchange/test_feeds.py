@@ -314,3 +314,20 @@ async def test_without_kafka_feeds_are_unavailable_after_the_grant_check(feed: S
     with pytest.raises(Problem) as denied:
         await feeds.page(consumer("sys-without-grant"), feed.resource, PURPOSE, None, 0, 10)
     assert denied.value.code == "no-grant"
+
+
+async def test_past_the_pages_reading_at_once_a_page_is_told_to_retry(feed: Setup) -> None:
+    feeds = Feeds(
+        feed.settings.model_copy(update={"feed_max_reads": 1}),
+        feed.exchange,
+        KafkaFeedLog(feed.settings),
+        FeedMetrics(None),
+    )
+    waiting = asyncio.create_task(feeds.page(consumer(), feed.resource, PURPOSE, None, 5, 10))
+    await asyncio.sleep(0.5)
+    with pytest.raises(Problem) as raised:
+        await feeds.page(consumer(), feed.resource, PURPOSE, None, 0, 10)
+    assert raised.value.code == "feeds-unavailable" and raised.value.headers == {"Retry-After": "1"}
+    await feed.publish(0)
+    assert (await asyncio.wait_for(waiting, 10))["count"] == 1
+    assert (await feeds.page(consumer(), feed.resource, PURPOSE, None, 0, 10))["count"] == 1  # free again
