@@ -331,3 +331,29 @@ async def test_past_the_pages_reading_at_once_a_page_is_told_to_retry(feed: Setu
     await feed.publish(0)
     assert (await asyncio.wait_for(waiting, 10))["count"] == 1
     assert (await feeds.page(consumer(), feed.resource, PURPOSE, None, 0, 10))["count"] == 1  # free again
+
+
+async def test_a_cursor_past_the_topics_retention_is_410_and_a_fresh_start_works(feed: Setup) -> None:
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+    await feed.publish(*range(4))
+    page = await feed.page(wait=5)  # the changes of at least one partition
+    assert page["count"] >= 1
+    old = encode_cursor(cursor_keys(feed.settings)[0], CLIENT, feed.resource, dict.fromkeys(range(4), 0))
+    # Retention removes the oldest records (here: those of that page) before the consumer came back.
+    admin = AIOKafkaAdminClient(bootstrap_servers=feed.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        read = [tuple(map(int, c["position"].split(":"))) for c in page["changes"]]
+        ends = {partition: max(o for p, o in read if p == partition) + 1 for partition, _ in read}
+        await admin.delete_records({TopicPartition(feed.topic, p): RecordsToDelete(o) for p, o in ends.items()})
+    finally:
+        await admin.close()
+    with pytest.raises(Problem) as raised:
+        await feed.page(old, wait=0)
+    assert raised.value.status == 410 and raised.value.code == "feed-cursor-expired"
+    await feed.publish(9)
+    kept = 4 - page["count"] + 1
+    fresh, _ = await read_to_end(feed, None, kept)  # without a cursor: from the oldest change still kept
+    assert len(fresh) == kept and PEOPLE[9].address in {c["data"]["户籍地址"] for c in fresh}
