@@ -15,9 +15,11 @@ from services.common.bus import BusMetrics
 from services.common.http import ServiceMiddleware
 from services.common.outbox import Outbox
 from services.connector.backends import BackendMetrics
+from services.connector.feeds import FeedMetrics as ConnectorFeedMetrics
 from services.connector.service import LookupMetrics
 from services.exchange.callbacks import CallbackMetrics
 from services.exchange.evidence import EvidenceMetrics
+from services.exchange.feeds import FeedMetrics as ExchangeFeedMetrics
 from services.exchange.service import ExchangeMetrics
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.upstreams import UpstreamMetrics
@@ -55,6 +57,13 @@ def exported_names() -> set[str]:
     exchange = ExchangeMetrics(registry)
     exchange.extra_items.labels("p").inc()
     CallbackMetrics(registry).attempts.labels("failed").inc()
+    feeds = ExchangeFeedMetrics(registry)
+    feeds.pages.labels("changes").inc()
+    feeds.changes.labels("r").inc()
+    feeds.undecodable.labels("r").inc()
+    connector_feeds = ConnectorFeedMetrics(registry)
+    connector_feeds.changes.labels("r", "published").inc()
+    connector_feeds.poll_errors.labels("r").inc()
     http = ServiceMiddleware(None, max_body_bytes=1024, registry=registry, service="s")  # type: ignore[arg-type]
     http.requests.labels("s", "GET", "/r", "200").inc()
     http.latency.labels("s", "GET", "/r").observe(0.01)

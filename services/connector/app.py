@@ -20,6 +20,7 @@ from services.connector import service
 from services.connector.backend_config import DEMO_ONLY, load_backends
 from services.connector.backends import open_backends
 from services.connector.config import ConnectorSettings
+from services.connector.feeds import load_feeds, running_feeds
 from services.connector.messaging import on_requests, purge_old_replies
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,6 +33,7 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
     # Read before anything starts: a wrong file stops the connector (BackendConfigError) instead
     # of answering every query with an error.
     config = load_backends(settings.backends_file, os.environ) if settings.backends_file else DEMO_ONLY
+    feeds = load_feeds(settings.backends_file, config) if settings.backends_file else ()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,7 +65,7 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
                     group=f"{settings.topic_prefix}connector.{dept}",
                 )
             )
-            await rt.bus.start([replies])
+            await rt.bus.start([replies, *(settings.topic(f.topic) for f in feeds)])
             purger = asyncio.create_task(
                 purge_old_replies(rt.engine, settings.reply_retention_s), name="connector:purge-replies"
             )
@@ -74,7 +76,10 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
 
             app.state.readiness = [*readiness_checks(rt), backends]
             try:
-                yield
+                async with running_feeds(
+                    feeds, backends_in_use, rt.engine, rt.bus, settings.topic, dept, app.state.metrics
+                ):
+                    yield
             finally:
                 purger.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

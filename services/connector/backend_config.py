@@ -115,8 +115,9 @@ def parse_backends(document: Mapping[str, Any], where: str, environ: Mapping[str
     def fail(key: str, reason: str) -> BackendConfigError:
         return BackendConfigError(where, key, reason)
 
-    if unknown := sorted(set(document) - {"backends", "default"}):
-        raise fail(unknown[0], "unknown key (expected: backends, default)")
+    # [feeds.<resource>] tables (change feeds, 库表共享) are read by services/connector/feeds.py.
+    if unknown := sorted(set(document) - {"backends", "default", "feeds"}):
+        raise fail(unknown[0], "unknown key (expected: backends, default, feeds)")
     tables = document.get("backends")
     if not isinstance(tables, dict) or not tables:
         raise fail("backends", "missing: at least one [backends.<name>] table is required")

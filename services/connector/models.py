@@ -2,11 +2,12 @@
 replies already sent (so a request delivered again is not looked up again)."""
 
 from datetime import date, datetime
+from enum import StrEnum
 
-from sqlalchemy import Date, DateTime, LargeBinary, String, Text, func
+from sqlalchemy import BigInteger, Date, DateTime, LargeBinary, String, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import schema_metadata
+from services.common.db import one_of, schema_metadata
 
 
 class Base(DeclarativeBase):
@@ -50,3 +51,26 @@ class SentReply(Base):
     query_id: Mapped[str] = mapped_column(Text, primary_key=True)
     reply: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
+
+
+class WatermarkKind(StrEnum):
+    """How a stored watermark's text is read back: the type of the watermark column."""
+
+    INTEGER = "integer"
+    TIMESTAMP = "timestamp"
+    TEXT = "text"
+
+
+class FeedWatermark(Base):
+    """水位线 — how far the change feed of one resource has been published (connector/feeds.py):
+    the watermark of the last change Kafka acknowledged. The row is locked while a poll runs, so
+    of several connector replicas one polls a resource at a time."""
+
+    __tablename__ = "feed_watermarks"
+    __table_args__ = (one_of("kind", WatermarkKind),)
+
+    resource_code: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[WatermarkKind] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(Text)
+    published: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -14,7 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from services.common import keywrap
-from services.common.bus import Bus, Subscription
+from services.common.bus import Bus, KafkaBus, Subscription
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 from services.exchange import callbacks
@@ -22,6 +22,8 @@ from services.exchange.answers import ProviderKeys
 from services.exchange.api import router
 from services.exchange.config import ExchangeSettings
 from services.exchange.evidence import Evidence, EvidenceMetrics
+from services.exchange.feeds import FeedMetrics, Feeds, KafkaFeedLog
+from services.exchange.feeds_api import router as feeds_router
 from services.exchange.ledger import Ledger
 from services.exchange.messaging import on_late_replies, on_registry_events, on_replies
 from services.exchange.models import Outbox as OutboxModel
@@ -98,6 +100,9 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
             app.state.exchange = exchange
             app.state.evidence = Evidence(exchange, EvidenceMetrics(app.state.metrics))
             app.state.callback_signer = signer
+            # Feeds read Kafka itself (a topic from a position): not the in-process bus of the embedded mode.
+            feed_log = KafkaFeedLog(settings) if isinstance(rt.bus, KafkaBus) else None
+            app.state.feeds = Feeds(settings, exchange, feed_log, FeedMetrics(app.state.metrics))
             app.state.readiness = readiness_checks(rt)
             try:
                 yield
@@ -123,4 +128,5 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
         max_body_bytes=settings.max_body_bytes,
     )
     app.include_router(router)
+    app.include_router(feeds_router)
     return app

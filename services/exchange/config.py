@@ -47,3 +47,13 @@ class ExchangeSettings(CommonSettings):
     # a provider not listed is asked at TONGBAN_CONNECTOR_URL (the one connector of make run).
     provider_jwks: dict[str, str] = Field(default_factory=dict, validation_alias="TONGBAN_EXCHANGE_PROVIDER_JWKS")
     connector_url: str = Field("http://127.0.0.1:8004", validation_alias="TONGBAN_CONNECTOR_URL")
+    # Change feeds (库表共享, exchange/feeds.py): how long a page waits for a change (long-poll)
+    # when the consumer names no ``wait``, the longest it may name, and the most changes a page holds.
+    feed_wait_s: float = Field(20.0, ge=0, le=120, validation_alias="TONGBAN_EXCHANGE_FEED_WAIT_S")
+    # Below the gateway's upstream timeout (TONGBAN_UPSTREAM_TIMEOUT_S, 30 s), or a long-poll
+    # through it would end in 504 instead of an empty page.
+    feed_max_wait_s: float = Field(25.0, ge=0, le=120, validation_alias="TONGBAN_EXCHANGE_FEED_MAX_WAIT_S")
+    feed_page_max: int = Field(500, ge=1, le=10_000, validation_alias="TONGBAN_EXCHANGE_FEED_PAGE_MAX")
+    # Pages reading Kafka at once on a replica (each holds a connection to the broker while it
+    # waits); past this a page is 503 feeds-unavailable with Retry-After, not another connection.
+    feed_max_reads: int = Field(64, ge=1, le=10_000, validation_alias="TONGBAN_EXCHANGE_FEED_MAX_READS")

@@ -33,6 +33,10 @@ class ExchangeProblem(ProblemCode):
     CALLBACKS_UNAVAILABLE = "callbacks-unavailable", 503, "Callbacks not configured"
     # The provider's SD-JWT did not verify with its published key, or answers another query.
     UNVERIFIABLE_ANSWER = "unverifiable-answer", 502, "Provider answer not verifiable"
+    # Change feeds (库表共享, exchange/feeds.py).
+    FEED_CURSOR_INVALID = "feed-cursor-invalid", 400, "Invalid feed cursor"
+    FEED_CURSOR_EXPIRED = "feed-cursor-expired", 410, "Feed cursor past the topic's retention"
+    FEEDS_UNAVAILABLE = "feeds-unavailable", 503, "Change feeds unavailable"
 
 
 # Refusals before the provider is asked: each is audited as a denial with its code as the reason.

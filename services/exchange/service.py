@@ -639,7 +639,7 @@ class Exchange:
         )
 
     async def grant_for(
-        self, principal: Principal, resource_code: str, purpose: str
+        self, principal: Principal, resource_code: str, purpose: str, *, fresh: bool = False
     ) -> tuple[ResourceView, GrantView | None]:
         """The resource and the caller's best grant for it.
 
@@ -649,10 +649,11 @@ class Exchange:
         not wait for that: the statement that starts a query reads the grant's ``revoked`` flag
         from the shared projection (:data:`repository.START_QUERY`). A look-up that finds
         nothing is never cached: a grant issued a moment ago must work on the next query.
+        ``fresh``: read the projection, not the cache (a change feed page: a revocation bites at once).
         """
         key = (principal.client_id or "", resource_code, purpose)
         cached = self._grants.get(key)
-        if cached is not None and cached[0] > time.monotonic():
+        if not fresh and cached is not None and cached[0] > time.monotonic():
             return cached[1], cached[2]
         async with self.outbox.sessions() as session:
             resource = await session.get(ResourceView, resource_code)

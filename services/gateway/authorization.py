@@ -164,6 +164,8 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/exchange/callback-keys"): ANYONE,
     # A provider's answer-signing public keys: anyone holding an answer may verify it.
     ("GET", "/v1/exchange/providers/{dept}/jwks"): ANYONE,
+    # 库表共享: like a query, every refused page must reach the exchange, which audits the denial
+    ("GET", "/v1/exchange/feeds/{resource}"): ANYONE,
     # audit (审计): the trail's proofs and operations are for auditors; searching it and a person's
     # access report are also for others (a department's data administrator, the citizen portal),
     # confined by the audit service itself; the signed checkpoint is public at the service

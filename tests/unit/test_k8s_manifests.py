@@ -46,6 +46,7 @@ TOPICS = (
     "exchange.ledger",
     "audit.events",
     "registry.events",
+    "exchange.feeds.101010.000001",  # the demo resource's change feed (库表共享)
 )  # + one request topic per provider
 HTTP_SCALED_ON_CPU = ("gateway", "registry")
 LAG_SCALED = ("exchange", "audit", "connector")

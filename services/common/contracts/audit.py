@@ -85,6 +85,7 @@ class AuditAction(StrEnum):
 
     EXCHANGE_QUERY = "exchange.query"  # one query of shared data, and its outcome
     EXCHANGE_EVIDENCE = "exchange.evidence"  # one evidence bundle (免提交), tying its queries
+    EXCHANGE_FEED = "exchange.feed"  # one page of a change feed (库表共享); reason "changes=<count>"
     # gateway: tokens, sign-ins and identities
     TOKEN_ISSUED = "gateway.token.issued"
     TOKEN_DENIED = "gateway.token.denied"
