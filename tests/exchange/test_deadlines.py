@@ -55,7 +55,7 @@ async def engine() -> AsyncIterator[AsyncEngine]:
                 ResourceView(
                     code="101010/000001",
                     name="居民户籍信息",
-                    provider_dept=credit_code("110101"),
+                    provider_dept=PROVIDER,
                     version=1,
                     share_type="conditional",
                     items=[item.model_dump() for item in HOUSEHOLD_ITEMS],
@@ -65,7 +65,7 @@ async def engine() -> AsyncIterator[AsyncEngine]:
                 GrantView(
                     id=uuid.uuid4(),
                     resource_code="101010/000001",
-                    provider_dept=credit_code("110101"),
+                    provider_dept=PROVIDER,
                     consumer_dept=CONSUMER,
                     client_id=CLIENT,
                     items=["姓名", "户籍地址"],
@@ -209,7 +209,7 @@ async def test_a_reply_its_waiter_could_not_record_is_recorded_by_the_late_reply
     async with session_factory(engine)() as session:
         query = await session.get(Query, uuid.UUID(query_id))
         values = (await session.execute(text("SELECT topic, value FROM exchange.outbox"))).all()
-    assert query is not None and query.status == "completed"
+    assert query is not None and query.status == "completed", query.response
     outcomes = [
         audit_pb2.AuditEvent.FromString(value).outcome for topic, value in values if topic.endswith("audit.events")
     ]

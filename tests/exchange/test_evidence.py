@@ -38,6 +38,7 @@ from tests.exchange.test_grant_enforcement import (
     SUBJECTS,
     add_grant,
     consumer,
+    provider_reply,
     replica,
     written,
 )
@@ -126,12 +127,7 @@ async def provider(engine: AsyncEngine, evidence: Evidence, answers: set[str]) -
             for (value,) in rows:
                 request = exchange_pb2.ExchangeRequest.FromString(value)
                 if request.resource_code in answers:
-                    reply = exchange_pb2.ExchangeReply(
-                        query_id=request.query_id,
-                        provider_dept=request.provider_dept,
-                        status=exchange_pb2.ExchangeReply.OK,
-                        data={f: f"{f}的值" for f in request.fields},
-                    )
+                    reply = provider_reply(request.query_id, value, {f: f"{f}的值" for f in request.fields})
                     evidence.exchange.dispatch(reply)
             await asyncio.sleep(0.02)
 

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common import sdjwt
 from services.common.bus import MemoryBus
 from services.common.db import create_engine, migrate, session_factory
 from services.common.errors import Problem
@@ -33,6 +34,7 @@ from services.common.pb import audit_pb2, exchange_pb2
 from services.common.security import Principal, PrincipalType, Role
 from services.connector.service import synthetic_residents
 from services.exchange import callbacks
+from services.exchange.answers import ProviderKeys
 from services.exchange.app import MIGRATIONS
 from services.exchange.config import ExchangeSettings
 from services.exchange.models import GrantView, Query, ResourceView
@@ -40,13 +42,13 @@ from services.exchange.models import Outbox as OutboxModel
 from services.exchange.schemas import BatchCreate, QueryCreate
 from services.exchange.service import Exchange, ExchangeMetrics, get_query, query_view
 from tests.exchange.callback_server import hook_server, verify_detached
+from tests.exchange.test_grant_enforcement import PROVIDER, PROVIDER_KEY, provider_reply, sent_request
 from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
 from tests.gateway.tls import make_pki
 from tests.stack import create_database, drop_database, infra_env
 
 PURPOSE = SERVICE_ITEMS[0][0]
 RESOURCE = "101010/000001"
-PROVIDER = credit_code("110101")
 CLIENT = "sys-modes-test"
 CONSUMER = credit_code("110102")
 SUBJECTS = [r.id_number for r in synthetic_residents(12)]
@@ -101,7 +103,11 @@ def replica(engine: AsyncEngine, settings: ExchangeSettings | None = None) -> Ex
     """An exchange whose outbox relay does not run (its rows stay for the test to read) and to
     which no connector answers unless the test plays the provider."""
     outbox = Outbox(OutboxModel, session_factory(engine), MemoryBus("dlq"))
-    exchange = Exchange(settings or ExchangeSettings(), engine, outbox, ExchangeMetrics(CollectorRegistry()))
+    settings = settings or ExchangeSettings()
+    keys = ProviderKeys(
+        settings, None, pinned={PROVIDER: {"keys": [sdjwt.public_jwk(PROVIDER_KEY.public_key(), "k1")]}}
+    )
+    exchange = Exchange(settings, engine, outbox, ExchangeMetrics(CollectorRegistry()), provider_keys=keys)
     exchange.callbacks_enabled = True
     return exchange
 
@@ -142,9 +148,16 @@ async def written(engine: AsyncEngine) -> tuple[int, int, list[audit_pb2.AuditEv
     return queries, used, audits, len(rows) - len(audits), calls
 
 
-def reply_to(query_id: uuid.UUID | str, **more: Any) -> exchange_pb2.ExchangeReply:
-    values: dict[str, Any] = {"status": exchange_pb2.ExchangeReply.OK, "data": {"姓名": "张三", "户籍地址": "北京市"}}
-    return exchange_pb2.ExchangeReply(query_id=str(query_id), provider_dept=PROVIDER, **(values | more))
+async def reply_to(engine: AsyncEngine, query_id: uuid.UUID | str) -> exchange_pb2.ExchangeReply:
+    """The provider's answer to the request the exchange sent for ``query_id``: an SD-JWT."""
+    sent = await sent_request(engine, str(query_id))
+    return provider_reply(str(query_id), sent, {"姓名": "张三", "户籍地址": "北京市"})
+
+
+def error_reply(query_id: uuid.UUID | str, error: str) -> exchange_pb2.ExchangeReply:
+    return exchange_pb2.ExchangeReply(
+        query_id=str(query_id), provider_dept=PROVIDER, status=exchange_pb2.ExchangeReply.ERROR, error=error
+    )
 
 
 async def settled(exchange: Exchange) -> None:
@@ -168,7 +181,7 @@ async def test_an_async_query_is_accepted_at_once_and_ends_as_a_sync_one_does(en
     query_id = await exchange.submit(consumer(), ask(mode="async", timeout_ms=5000), "async-1")
 
     assert (await read(engine, query_id))["status"] == "pending"
-    exchange.dispatch(reply_to(query_id))
+    exchange.dispatch(await reply_to(engine, query_id))
     await settled(exchange)
     view = await read(engine, query_id)
     assert view["status"] == "completed" and view["data"] == {"姓名": "张三", "户籍地址": "北京市"}
@@ -322,7 +335,7 @@ async def test_an_async_batch_answers_every_subjects_query_id_at_once(engine: As
     ids = [uuid.UUID(o["id"]) for o in answer["outcomes"]]
     assert [o["status"] for o in answer["outcomes"]] == [202, 202, 202] and len(set(ids)) == 3
     for query_id in ids:
-        exchange.dispatch(reply_to(query_id))
+        exchange.dispatch(await reply_to(engine, query_id))
     await settled(exchange)
     assert [(await read(engine, i))["status"] for i in ids] == ["completed"] * 3
 
@@ -348,8 +361,7 @@ async def test_a_provider_error_is_502_carrying_the_providers_code(engine: Async
     exchange = replica(engine)
     query_id = await exchange.submit(consumer(), ask(mode="async", timeout_ms=5000), None)
 
-    error = exchange_pb2.ExchangeReply.ERROR
-    exchange.dispatch(reply_to(query_id, status=error, data={}, error="backend_timeout: no answer within 5 s"))
+    exchange.dispatch(error_reply(query_id, "backend_timeout: no answer within 5 s"))
     await settled(exchange)
 
     view = await read(engine, query_id)
@@ -384,7 +396,7 @@ async def test_a_callback_is_signed_and_retried_with_backoff_until_delivered(
             await callbacks.register_url(session, consumer(), hook.url)
         exchange = replica(engine, settings)
         query_id = await exchange.submit(consumer(), ask(mode="async", callback_url=hook.url), None)
-        exchange.dispatch(reply_to(query_id))
+        exchange.dispatch(await reply_to(engine, query_id))
         await settled(exchange)
 
         registry = CollectorRegistry()
