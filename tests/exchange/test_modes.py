@@ -13,7 +13,6 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +30,31 @@ from services.common.errors import Problem
 from services.common.keywrap import KeyWrap, new_kek
 from services.common.outbox import Outbox
 from services.common.pb import audit_pb2, exchange_pb2
-from services.common.security import Principal, PrincipalType, Role
 from services.connector.service import synthetic_residents
 from services.exchange import callbacks
 from services.exchange.answers import ProviderKeys
 from services.exchange.app import MIGRATIONS
 from services.exchange.config import ExchangeSettings
-from services.exchange.models import GrantView, Query, ResourceView
 from services.exchange.models import Outbox as OutboxModel
+from services.exchange.models import Query, ResourceView
 from services.exchange.schemas import BatchCreate, QueryCreate
 from services.exchange.service import Exchange, ExchangeMetrics, get_query, query_view
 from tests.exchange.callback_server import hook_server, verify_detached
-from tests.exchange.test_grant_enforcement import PROVIDER, PROVIDER_KEY, provider_reply, sent_request
-from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
+from tests.exchange.test_grant_enforcement import (
+    CLIENT,
+    PROVIDER,
+    PROVIDER_KEY,
+    add_grant,
+    consumer,
+    provider_reply,
+    sent_request,
+)
+from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS
 from tests.gateway.tls import make_pki
 from tests.stack import create_database, drop_database, infra_env
 
 PURPOSE = SERVICE_ITEMS[0][0]
 RESOURCE = "101010/000001"
-CLIENT = "sys-modes-test"
-CONSUMER = credit_code("110102")
 SUBJECTS = [r.id_number for r in synthetic_residents(12)]
 BAD_CHECK_DIGIT = SUBJECTS[0][:-1] + ("0" if SUBJECTS[0][-1] != "0" else "1")
 
@@ -79,26 +83,6 @@ async def engine() -> AsyncIterator[AsyncEngine]:
         await drop_database(url)
 
 
-async def add_grant(engine: AsyncEngine, **overrides: Any) -> uuid.UUID:
-    values: dict[str, Any] = {
-        "id": uuid.uuid4(),
-        "resource_code": RESOURCE,
-        "provider_dept": PROVIDER,
-        "consumer_dept": CONSUMER,
-        "client_id": CLIENT,
-        "items": ["姓名", "户籍地址"],
-        "purpose": PURPOSE,
-        "masking": {},
-        "valid_until": datetime.now(UTC) + timedelta(days=30),
-        "daily_quota": 100,
-        "revoked": False,
-    }
-    grant = GrantView(**(values | overrides))
-    async with session_factory(engine).begin() as session:
-        session.add(grant)
-    return grant.id
-
-
 def replica(engine: AsyncEngine, settings: ExchangeSettings | None = None) -> Exchange:
     """An exchange whose outbox relay does not run (its rows stay for the test to read) and to
     which no connector answers unless the test plays the provider."""
@@ -110,18 +94,6 @@ def replica(engine: AsyncEngine, settings: ExchangeSettings | None = None) -> Ex
     exchange = Exchange(settings, engine, outbox, ExchangeMetrics(CollectorRegistry()), provider_keys=keys)
     exchange.callbacks_enabled = True
     return exchange
-
-
-def consumer() -> Principal:
-    return Principal(
-        type=PrincipalType.SYSTEM,
-        sub=CLIENT,
-        client_id=CLIENT,
-        dept=CONSUMER,
-        roles=frozenset({Role.CONSUMER}),
-        scope=frozenset({Role.CONSUMER}),
-        jti="t",
-    )
 
 
 def ask(subject: str = SUBJECTS[0], **more: Any) -> QueryCreate:
