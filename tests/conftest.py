@@ -19,6 +19,7 @@ from tests.stack import (
     asyncpg_dsn,
     create_database,
     drop_database,
+    free_port,
     infra,
     infra_env,
 )
@@ -34,6 +35,21 @@ async def distributed() -> AsyncIterator[tuple[DistributedStack, DemoCredentials
     finally:
         stack.stop_all()  # first: the database is dropped under no one's feet
         await drop_database(stack.database_url)
+
+
+@pytest.fixture
+async def second_gateway(distributed: tuple[DistributedStack, DemoCredentials]) -> AsyncIterator[str]:
+    """Another gateway process on the distributed stack's database, as a second replica behind a
+    load balancer; its base URL. Stopped after the test."""
+    stack = distributed[0]
+    stack.ports["gateway-2"] = free_port()
+    stack.spawn("gateway-2", "services.gateway", {"TONGBAN_GATEWAY_PORT": str(stack.ports["gateway-2"])})
+    try:
+        await stack.wait_ready("gateway-2")
+        yield f"http://127.0.0.1:{stack.ports['gateway-2']}"
+    finally:
+        stack.stop("gateway-2")
+        del stack.ports["gateway-2"]
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from joserfc.jws import extract_compact
 from services.demo import DemoCredentials
 from tests.e2e.test_denials import assert_problem
 from tests.factories import DepartmentCreateFactory
-from tests.stack import ROOT, DistributedStack, free_port
+from tests.stack import ROOT, DistributedStack
 
 Stack = tuple[DistributedStack, DemoCredentials]
 
@@ -146,28 +146,14 @@ async def test_a_replayed_or_misdirected_assertion_is_refused_and_spends_nothing
     assert await counts(db) == before
 
 
-@pytest.fixture
-async def second_replica(distributed: Stack) -> AsyncIterator[str]:
-    """Another gateway process on the same database, as a second replica behind a load balancer."""
-    stack = distributed[0]
-    stack.ports["gateway-keys-2"] = free_port()
-    stack.spawn("gateway-keys-2", "services.gateway", {"TONGBAN_GATEWAY_PORT": str(stack.ports["gateway-keys-2"])})
-    try:
-        await stack.wait_ready("gateway-keys-2")
-        yield f"http://127.0.0.1:{stack.ports['gateway-keys-2']}"
-    finally:
-        stack.stop("gateway-keys-2")
-        del stack.ports["gateway-keys-2"]
-
-
 async def test_an_assertion_sent_to_two_replicas_at_once_is_accepted_once(
-    client: httpx.AsyncClient, admin: dict[str, str], department: str, second_replica: str, db: asyncpg.Connection
+    client: httpx.AsyncClient, admin: dict[str, str], department: str, second_gateway: str, db: asyncpg.Connection
 ) -> None:
     token_endpoint = (await client.get("/.well-known/oauth-authorization-server")).json()["token_endpoint"]
     key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
     client_id = await register(client, admin, department, key)
     assertion = private_key_jwt_sign(key, client_id, token_endpoint, alg="ES256", header={"kid": "k1"})
-    async with httpx.AsyncClient(base_url=second_replica, timeout=30.0) as other:
+    async with httpx.AsyncClient(base_url=second_gateway, timeout=30.0) as other:
         answers = await asyncio.gather(
             client.post("/oauth2/token", data=form(assertion)), other.post("/oauth2/token", data=form(assertion))
         )

@@ -213,25 +213,11 @@ async def test_the_metadata_lists_introspection(client: httpx.AsyncClient) -> No
 # --------------------------------------------------------------------------- lockout, password policy
 
 
-@pytest.fixture
-async def second_replica(distributed: Stack) -> AsyncIterator[str]:
-    """Another gateway process on the same database, as a second replica behind a load balancer."""
-    stack = distributed[0]
-    stack.ports["gateway2"] = free_port()
-    stack.spawn("gateway2", "services.gateway", {"TONGBAN_GATEWAY_PORT": str(stack.ports["gateway2"])})
-    try:
-        await stack.wait_ready("gateway2")
-        yield f"http://127.0.0.1:{stack.ports['gateway2']}"
-    finally:
-        stack.stop("gateway2")
-        del stack.ports["gateway2"]
-
-
 async def test_wrong_passwords_on_two_replicas_lock_the_person_until_the_admin_unlocks(
     client: httpx.AsyncClient,
     admin: dict[str, str],
     registered: Registered,
-    second_replica: str,
+    second_gateway: str,
     db: asyncpg.Connection,
 ) -> None:
     person = {"username": f"locked.{registered.client_id[-6:]}", "password": "Tongban-e2e-2026"}
@@ -241,7 +227,7 @@ async def test_wrong_passwords_on_two_replicas_lock_the_person_until_the_admin_u
     assert created.status_code == 201, created.text
     wrong = {**person, "password": "Wrong-e2e-2026"}
 
-    async with httpx.AsyncClient(base_url=second_replica, timeout=30.0) as other:
+    async with httpx.AsyncClient(base_url=second_gateway, timeout=30.0) as other:
         replicas = [client, other]
         for attempt in range(LOCKOUT_THRESHOLD - 1):  # alternating: the count is shared
             assert_problem(await replicas[attempt % 2].post("/v1/auth/login", json=wrong), 401, "invalid-credentials")
@@ -295,14 +281,14 @@ async def test_a_weak_password_is_refused_and_nothing_is_written(
 
 
 async def test_a_burst_of_wrong_attempts_on_two_replicas_is_counted_exactly_and_never_stalls(
-    client: httpx.AsyncClient, second_replica: str
+    client: httpx.AsyncClient, second_gateway: str
 ) -> None:
     # Every failed attempt is counted under the name's row lock, after its request's transaction
     # rolled back, so no request holds two pooled connections: a burst larger than the pool (10)
     # neither loses a count nor waits for connections that its own requests hold. The attempts
     # counted once the name is locked answer account-locked.
     name = f"burst.{free_port()}"
-    async with httpx.AsyncClient(base_url=second_replica, timeout=60.0) as other:
+    async with httpx.AsyncClient(base_url=second_gateway, timeout=60.0) as other:
         replicas = [client, other]
         same_name = [
             replicas[i % 2].post("/v1/auth/login", json={"username": name, "password": "Wrong-e2e-2026"})
