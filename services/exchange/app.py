@@ -64,7 +64,8 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
                 signer = await callbacks.load_signer(rt.sessions, wrap)
                 exchange.callbacks_enabled = True
             replies = settings.topic("exchange.replies")
-            rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))
+            # Replies carry the provider's data in clear: their dead letters are withheld.
+            rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None, personal_data=True))
             # Late replies are by definition not urgent: fetch them in larger, slower batches so
             # this consumer does not compete with on_replies the moment a reply arrives.
             rt.bus.subscribe(
@@ -74,6 +75,7 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
                     group=settings.topic("exchange.late-replies"),
                     fetch_min_bytes=64 * 1024,
                     fetch_max_wait_ms=250,
+                    personal_data=True,
                 )
             )
             rt.bus.subscribe(

@@ -101,6 +101,75 @@ async def test_one_poison_message_in_a_batch_is_dead_lettered_alone_and_the_othe
         await reader.stop()
 
 
+async def reread(bootstrap: str, topic: str, partition: int, offset: int) -> Message:
+    """The message at ``offset`` of ``topic``'s ``partition``, read as docs/operations.md tells an
+    operator to re-read a withheld dead letter's message (no group, nothing committed)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        where = TopicPartition(topic, partition)
+        consumer.assign([where])
+        consumer.seek(where, offset)
+        record = await asyncio.wait_for(consumer.getone(), 30)
+    finally:
+        await consumer.stop()
+    return Message(record.topic, record.value, record.key, partition=record.partition, offset=record.offset)
+
+
+async def test_a_personal_data_message_is_dead_lettered_withheld_and_re_read_from_its_source(bootstrap: str) -> None:
+    """A request carrying a subject's identifier in clear, which its handler cannot handle, reaches
+    the dead-letter topic without the identifier — not in the value, the key, the headers, nor the
+    reason (the exception quotes the message) — but with where to re-read it; the same failure on
+    a topic without personal data dead-letters the message whole, as before."""
+    clear = b"11010619750916195X"  # a 居民身份证号码, as a request's subject_value carries it
+    requests, other, dlq = unique("exchange.requests.dept"), unique("registry"), unique("dead")
+    value = b"\x12\x07id_card\x1a\x12" + clear  # protobuf-like: the identifier as UTF-8 bytes
+    dead: list[Message] = []
+
+    async def handler(batch: Sequence[Message]) -> None:
+        raise RuntimeError(f"cannot handle {batch[0].value!r}")
+
+    async def collect(batch: Sequence[Message]) -> None:
+        dead.extend(batch)
+
+    worker = await started(
+        bootstrap,
+        Subscription([requests], handler, group=unique("g"), dlq=dlq, max_attempts=1, personal_data=True),
+        Subscription([other], handler, group=unique("g"), dlq=dlq, max_attempts=1),
+        topics=[dlq],
+    )
+    reader = await started(bootstrap, Subscription([dlq], collect, group=unique("g")))
+    try:
+        await worker.publish(Message(requests, value, b"query-1", {"request-id": "r-1"}))
+        await worker.publish(Message(other, value, b"k-2"))
+        await eventually(lambda: len(dead) == 2, 60, "both messages to be dead-lettered")
+        by_source = {m.headers["dlq-source"]: m for m in dead}
+        withheld, whole = by_source[requests], by_source[other]
+
+        assert withheld.value == b"" and withheld.key == b"query-1"
+        assert withheld.headers["dlq-withheld"].startswith("personal data in clear")
+        assert withheld.headers["dlq-reason"] == "RuntimeError"  # the type only: its text quotes the value
+        assert withheld.headers["request-id"] == "r-1"  # its own headers kept, as before
+        for part in (withheld.value, withheld.key or b"", *(f"{k}={v}".encode() for k, v in withheld.headers.items())):
+            assert clear not in part and clear[:-1] not in part, part
+
+        # The operator's way back to the message: its source topic, at the partition and offset given.
+        again = await reread(
+            bootstrap, requests, int(withheld.headers["dlq-partition"]), int(withheld.headers["dlq-offset"])
+        )
+        assert (again.value, again.key) == (value, b"query-1")
+
+        assert (whole.value, whole.key) == (value, b"k-2")  # not personal data: whole, as before
+        assert "dlq-withheld" not in whole.headers
+        assert whole.headers["dlq-reason"] == f"RuntimeError: cannot handle {value!r}"
+        assert whole.headers["dlq-offset"].isdigit() and whole.headers["dlq-partition"].isdigit()
+    finally:
+        await worker.stop()
+        await reader.stop()
+
+
 async def test_handler_failing_during_a_postgresql_outage_waits_for_it_and_dead_letters_nothing(
     bootstrap: str, caplog: pytest.LogCaptureFixture
 ) -> None:
