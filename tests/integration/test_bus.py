@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from services.common.bus import KafkaBus, Message, Subscription
 from services.common.db import create_engine, session_factory
-from tests.integration.helpers import eventually, started, unique, written_env
+from tests.integration.helpers import eventually, reread, started, unique, written_env
 from tests.stack import create_database, infra, infra_env
 
 
@@ -99,23 +99,6 @@ async def test_one_poison_message_in_a_batch_is_dead_lettered_alone_and_the_othe
     finally:
         await worker.stop()
         await reader.stop()
-
-
-async def reread(bootstrap: str, topic: str, partition: int, offset: int) -> Message:
-    """The message at ``offset`` of ``topic``'s ``partition``, read as docs/operations.md tells an
-    operator to re-read a withheld dead letter's message (no group, nothing committed)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        where = TopicPartition(topic, partition)
-        consumer.assign([where])
-        consumer.seek(where, offset)
-        record = await asyncio.wait_for(consumer.getone(), 30)
-    finally:
-        await consumer.stop()
-    return Message(record.topic, record.value, record.key, partition=record.partition, offset=record.offset)
 
 
 async def test_a_personal_data_message_is_dead_lettered_withheld_and_re_read_from_its_source(bootstrap: str) -> None:
