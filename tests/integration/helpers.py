@@ -46,7 +46,7 @@ async def started(bootstrap: str, *subscriptions: Subscription, topics: Sequence
 async def reread(bootstrap: str, topic: str, partition: int, offset: int) -> Message:
     """The message at ``offset`` of ``topic``'s ``partition``, read as docs/operations.md tells an
     operator to re-read a withheld dead letter's message (no group, nothing committed)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="none")
     await consumer.start()
     try:
         where = TopicPartition(topic, partition)
