@@ -106,9 +106,16 @@ Handler = Callable[[Sequence[Message]], Awaitable[None]]
 DeadLetter = Callable[[Message, BaseException], Awaitable[None]]
 
 
-class PoisonMessage(Exception):
+class QuotableError(Exception):
+    """An exception whose text names no personal data — written from codes, addresses and ids,
+    never from a message's content — so that a withheld dead letter keeps it as its reason
+    (:func:`dead_letter_of`); of any other exception only the type is kept there."""
+
+
+class PoisonMessage(QuotableError):
     """Raised by a handler: ``message`` can never be handled (e.g. it does not decode). The bus
-    dead-letters it at once, without retries, and handles the rest of the batch."""
+    dead-letters it at once, without retries, and handles the rest of the batch. Its reason is
+    the handler's own words (:class:`QuotableError`): never quote the message in it."""
 
     def __init__(self, message: Message, reason: str) -> None:
         super().__init__(reason)
@@ -220,14 +227,14 @@ def dead_letter_of(sub: Subscription, default_topic: str, message: Message, exc:
 
     Withheld when ``sub.personal_data``: an empty value and a ``dlq-withheld`` header instead of
     the message, and as reason only the exception's type — an exception's text may quote what it
-    failed on (a database error quotes its parameters) — unless the handler wrote the reason
-    itself (:class:`PoisonMessage`). The key stays: on the data plane it is the query id."""
+    failed on (a database error quotes its parameters) — unless the exception is a
+    :class:`QuotableError`. The key stays: on the data plane it is the query id."""
     headers = {k: v for k, v in message.headers.items() if not k.startswith(DLQ_HEADER_PREFIX)}
     withheld = sub.personal_data
     headers |= {
         DLQ_ID: uuid.uuid4().hex,
         DLQ_SOURCE: message.topic,
-        DLQ_REASON: type(exc).__name__ if withheld and not isinstance(exc, PoisonMessage) else failure_reason(exc),
+        DLQ_REASON: type(exc).__name__ if withheld and not isinstance(exc, QuotableError) else failure_reason(exc),
         DLQ_GROUP: sub.group or "",
     }
     if message.partition is not None:
