@@ -39,6 +39,7 @@ from services.common.bus import (
     DLQ_PARTITION,
     DLQ_REASON,
     DLQ_SOURCE,
+    DLQ_WITHHELD,
     Bus,
     Message,
 )
@@ -628,7 +629,10 @@ def withheld_because(message: Message, personal_topics: Sequence[str]) -> str | 
     exchange's data plane (``personal_topics``: requests carry the subject's identifier in clear,
     replies the provider's data) are never kept, decodable or not; and any other message holding
     something shaped like a resident identity number is not kept either (defence in depth). The
-    dead-letter topic's own retention still holds the message for the time it is configured to."""
+    dead-letter topic's own retention still holds the message for the time it is configured to.
+    A letter the bus already withheld (``dlq-withheld``, an empty value) says why itself."""
+    if given := message.headers.get(DLQ_WITHHELD):
+        return bounded(given, HEADER_MAX)
     source = message.headers.get(DLQ_SOURCE, "")
     if any(source.startswith(t) for t in personal_topics):
         return "the exchange's data-plane messages carry personal data in clear (个人信息): not kept by audit"

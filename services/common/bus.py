@@ -18,6 +18,11 @@ concurrently. What happens when a handler fails (:func:`run_with_retries`):
   messages of the batch are handled); a message that still fails ``max_attempts`` times on its
   own goes to the dead-letter topic, with headers saying why, and the partition moves on.
 
+A subscription whose messages carry personal data in clear (``Subscription.personal_data``: the
+exchange's requests and replies) dead-letters them *withheld*: the dead letter says where the
+message is (source topic, partition, offset) and why it failed, but holds no value — an operator
+re-reads the message from its source topic, by offset, while that topic still retains it.
+
 Metrics (in the registry the bus is given): ``tongban_bus_dead_letters_total{topic,group}`` and
 ``tongban_bus_consumer_lag{group,topic,partition}``.
 """
@@ -61,8 +66,13 @@ DLQ_REASON = "dlq-reason"
 DLQ_GROUP = "dlq-group"
 DLQ_PARTITION = "dlq-partition"
 DLQ_OFFSET = "dlq-offset"
+DLQ_WITHHELD = "dlq-withheld"  # present on a dead letter whose message was left out: says why
 DLQ_HEADER_PREFIX = "dlq-"
 DLQ_REASON_MAX = 500  # characters: enough for a type and a message, not for a whole traceback
+WITHHELD_BECAUSE = (
+    "personal data in clear (个人信息): the message is not copied; "
+    "re-read it from dlq-source at dlq-partition/dlq-offset within that topic's retention"
+)
 
 # Waiting out a database outage: first retry soon, then every OUTAGE_MAX_DELAY_S at most, and one
 # warning per OUTAGE_WARN_EVERY_S rather than one per retry.
@@ -96,9 +106,16 @@ Handler = Callable[[Sequence[Message]], Awaitable[None]]
 DeadLetter = Callable[[Message, BaseException], Awaitable[None]]
 
 
-class PoisonMessage(Exception):
+class QuotableError(Exception):
+    """An exception whose text names no personal data — written from codes, addresses and ids,
+    never from a message's content — so that a withheld dead letter keeps it as its reason
+    (:func:`dead_letter_of`); of any other exception only the type is kept there."""
+
+
+class PoisonMessage(QuotableError):
     """Raised by a handler: ``message`` can never be handled (e.g. it does not decode). The bus
-    dead-letters it at once, without retries, and handles the rest of the batch."""
+    dead-letters it at once, without retries, and handles the rest of the batch. Its reason is
+    the handler's own words (:class:`QuotableError`): never quote the message in it."""
 
     def __init__(self, message: Message, reason: str) -> None:
         super().__init__(reason)
@@ -112,6 +129,10 @@ class Subscription:
     group: str | None  # None: every instance sees every message, from the latest offset
     dlq: str | None = None
     max_attempts: int = 5
+    # The messages carry personal data in clear (个人信息: a request's subject identifier, a
+    # reply's data): their dead letters are withheld (:func:`dead_letter_of`), so that the
+    # dead-letter topic, kept longer and read more widely, never holds them.
+    personal_data: bool = False
     # Throughput consumers (audit) wait for fuller batches; latency consumers answer at once.
     fetch_min_bytes: int = 1
     fetch_max_wait_ms: int = 100
@@ -202,19 +223,27 @@ def failure_reason(exc: BaseException) -> str:
 
 def dead_letter_of(sub: Subscription, default_topic: str, message: Message, exc: BaseException) -> Message:
     """The dead-letter copy of ``message``: same key and value; its own headers (without those of
-    an earlier dead-lettering), plus where it came from and why."""
+    an earlier dead-lettering), plus where it came from and why.
+
+    Withheld when ``sub.personal_data``: an empty value and a ``dlq-withheld`` header instead of
+    the message, and as reason only the exception's type — an exception's text may quote what it
+    failed on (a database error quotes its parameters) — unless the exception is a
+    :class:`QuotableError`. The key stays: on the data plane it is the query id."""
     headers = {k: v for k, v in message.headers.items() if not k.startswith(DLQ_HEADER_PREFIX)}
+    withheld = sub.personal_data
     headers |= {
         DLQ_ID: uuid.uuid4().hex,
         DLQ_SOURCE: message.topic,
-        DLQ_REASON: failure_reason(exc),
+        DLQ_REASON: type(exc).__name__ if withheld and not isinstance(exc, QuotableError) else failure_reason(exc),
         DLQ_GROUP: sub.group or "",
     }
     if message.partition is not None:
         headers[DLQ_PARTITION] = str(message.partition)
     if message.offset is not None:
         headers[DLQ_OFFSET] = str(message.offset)
-    return Message(sub.dlq or default_topic, message.value, message.key, headers)
+    if withheld:
+        headers[DLQ_WITHHELD] = WITHHELD_BECAUSE
+    return Message(sub.dlq or default_topic, b"" if withheld else message.value, message.key, headers)
 
 
 def broker_unavailable(exc: BaseException) -> bool:

@@ -63,6 +63,7 @@ def create_app(settings: ConnectorSettings | None = None, bus: Bus | None = None
                     [requests],
                     on_requests(responder, rt.engine, rt.bus, replies),
                     group=f"{settings.topic_prefix}connector.{dept}",
+                    personal_data=True,  # the subject's identifier in clear: dead letters withheld
                 )
             )
             await rt.bus.start([replies, *(settings.topic(f.topic) for f in feeds)])

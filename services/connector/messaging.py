@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from google.protobuf.message import DecodeError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.bus import Bus, Handler, Message, outgoing_headers
+from services.common.bus import Bus, Handler, Message, PoisonMessage, outgoing_headers
 from services.common.db import driver_connection
 from services.common.logs import restored_context
 from services.common.pb import exchange_pb2
@@ -27,9 +27,9 @@ def on_requests(responder: Responder, engine: AsyncEngine, bus: Bus, replies_top
             request = exchange_pb2.ExchangeRequest()
             try:
                 request.ParseFromString(message.value)
-            except DecodeError:
-                log.error("undecodable request dropped", extra={"ctx_key": message.key})
-                continue
+            except DecodeError as err:
+                # Dead-lettered, never dropped; the subscription withholds its value (个人信息).
+                raise PoisonMessage(message, f"undecodable request: {err}") from err
             requests.append((message, request))
         if not requests:
             return

@@ -21,6 +21,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.common import sdjwt
+from services.common.bus import QuotableError
 from services.common.contracts.audit import AuditContext
 from services.common.masking import apply_masking
 from services.common.pb import exchange_pb2
@@ -97,10 +98,11 @@ def audited(ctx: AuditContext, body: Mapping[str, Any]) -> AuditContext:
     return ctx.with_(answer_sha256=body["sd_jwt_sha256"], disclosed_fields=tuple(body.get("disclosed", ())))
 
 
-class ProviderKeysUnavailable(Exception):
+class ProviderKeysUnavailable(QuotableError):
     """The key an answer names is not known, and the provider's JWKS could not be fetched: the
     answer can be neither verified nor refused now. Transient: whoever holds the reply keeps it
-    and tries again (the late-reply consumer's bus retries, then dead-letters it with this reason)."""
+    and tries again (the late-reply consumer's bus retries, then dead-letters it with this reason:
+    a provider's code, a URL and a key id, quotable in the withheld dead letter)."""
 
 
 class ProviderKeys:

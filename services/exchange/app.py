@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common import keywrap
 from services.common.bus import Bus, KafkaBus, Subscription
@@ -30,6 +31,28 @@ from services.exchange.models import Outbox as OutboxModel
 from services.exchange.service import Exchange, ExchangeMetrics
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def reply_subscriptions(
+    settings: ExchangeSettings, exchange: Exchange, sessions: async_sessionmaker[AsyncSession]
+) -> list[Subscription]:
+    """The exchange's consumers of ``exchange.replies``: every replica's waiters (no group), and
+    the late-reply group. Replies carry the provider's data in clear (个人信息): their dead
+    letters are withheld (``personal_data``)."""
+    replies = settings.topic("exchange.replies")
+    return [
+        Subscription([replies], on_replies(exchange), group=None, personal_data=True),
+        # Late replies are by definition not urgent: fetch them in larger, slower batches so
+        # this consumer does not compete with on_replies the moment a reply arrives.
+        Subscription(
+            [replies],
+            on_late_replies(exchange, sessions),
+            group=settings.topic("exchange.late-replies"),
+            fetch_min_bytes=64 * 1024,
+            fetch_max_wait_ms=250,
+            personal_data=True,
+        ),
+    ]
 
 
 def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None) -> FastAPI:
@@ -63,19 +86,8 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
                 wrap = keywrap.required(settings.key_encryption_key, "exchange")
                 signer = await callbacks.load_signer(rt.sessions, wrap)
                 exchange.callbacks_enabled = True
-            replies = settings.topic("exchange.replies")
-            rt.bus.subscribe(Subscription([replies], on_replies(exchange), group=None))
-            # Late replies are by definition not urgent: fetch them in larger, slower batches so
-            # this consumer does not compete with on_replies the moment a reply arrives.
-            rt.bus.subscribe(
-                Subscription(
-                    [replies],
-                    on_late_replies(exchange, rt.sessions),
-                    group=settings.topic("exchange.late-replies"),
-                    fetch_min_bytes=64 * 1024,
-                    fetch_max_wait_ms=250,
-                )
-            )
+            for subscription in reply_subscriptions(settings, exchange, rt.sessions):
+                rt.bus.subscribe(subscription)
             rt.bus.subscribe(
                 Subscription(
                     [settings.topic("registry.events")],

@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.common.bus import Handler, Message
+from services.common.bus import Handler, Message, PoisonMessage
 from services.common.contracts.registry import GrantTerms, PublishedResource, ServiceItemSnapshot
 from services.common.pb import exchange_pb2, registry_pb2
 from services.exchange.models import GrantView, ResourceView, ServiceItemView
@@ -27,14 +27,24 @@ log = logging.getLogger("tongban.exchange")
 WAITER_GRACE_MS = 2000
 
 
-def parse_reply(message: Message) -> exchange_pb2.ExchangeReply | None:
+def decode_reply(message: Message) -> exchange_pb2.ExchangeReply:
+    """The reply of ``message``; :class:`PoisonMessage` if it does not decode."""
     reply = exchange_pb2.ExchangeReply()
     try:
         reply.ParseFromString(message.value)
-    except DecodeError:
-        log.error("undecodable reply dropped", extra={"ctx_key": message.key})
-        return None
+    except DecodeError as err:
+        raise PoisonMessage(message, f"undecodable reply: {err}") from err
     return reply
+
+
+def parse_reply(message: Message) -> exchange_pb2.ExchangeReply | None:
+    """The reply of ``message``, or None if it does not decode: every replica's waiters skip it,
+    and the late-reply consumer (one group) dead-letters it, once, never dropped."""
+    try:
+        return decode_reply(message)
+    except PoisonMessage:
+        log.warning("undecodable reply skipped by the waiters", extra={"ctx_key": message.key})
+        return None
 
 
 def on_replies(exchange: Exchange) -> Handler:
@@ -60,9 +70,7 @@ def on_late_replies(exchange: Exchange, sessions: async_sessionmaker[AsyncSessio
     are still open, and only those are locked and recorded (the providers' keys are fetched before)."""
 
     async def handle(batch: Sequence[Message]) -> None:
-        replies = [r for m in batch if (r := parse_reply(m)) is not None]
-        if not replies:
-            return
+        replies = [decode_reply(m) for m in batch]
         due_ms = max(r.deadline_unix_ms for r in replies) + WAITER_GRACE_MS
         if (wait_s := due_ms / 1000 - time.time()) > 0:
             await asyncio.sleep(wait_s)  # bounded by the longest timeout a query may have

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.bus import Message, Subscription
+from services.common.bus import DLQ_WITHHELD, WITHHELD_BECAUSE, Message, Subscription, dead_letter_of
 from services.common.pb import audit_pb2
 from tests.audit.conftest import Audit
 from tests.integration.helpers import eventually, started, unique
@@ -173,3 +174,50 @@ async def test_a_dead_letter_is_replayed_once_by_the_command(audit: Audit) -> No
 
 async def _nonempty(rows: Any) -> bool:
     return bool(await rows)
+
+
+async def test_a_letter_the_bus_withheld_is_kept_as_withheld_and_never_replayed(audit: Audit) -> None:
+    """Dead letters as a ``personal_data`` subscription makes them (an empty value, ``dlq-withheld``):
+    audit keeps where the message is and why, takes the bus's reason as its own — also for a topic
+    it has no rule for — and has nothing to replay. Runs last: ``--all`` above counts what it sends."""
+    dlq = audit.settings.topic("exchange.dlq")
+    failed = [
+        Message(audit.settings.topic("exchange.requests.11110000000000001X"), b"id_card 11010619750916195X", b"q-1"),
+        Message(audit.settings.topic("elsewhere"), b"v", b"q-2"),
+    ]
+    failed = [dataclasses.replace(m, partition=n, offset=40 + n) for n, m in enumerate(failed)]
+    letters = [
+        dead_letter_of(
+            Subscription([m.topic], _never, group="g", personal_data=True), dlq, m, RuntimeError(repr(m.value))
+        )
+        for m in failed
+    ]
+    assert all(letter.value == b"" and letter.headers[DLQ_WITHHELD] == WITHHELD_BECAUSE for letter in letters)
+    before = audit.unreplayed_gauge()
+    await audit.producer.publish_many(letters)
+    ids = [letter.headers["dlq-id"] for letter in letters]
+
+    async def kept() -> list[dict[str, Any]]:
+        rows = {d["headers"].get("dlq-id"): d for d in await audit.dead_letters(limit="1000")}
+        return [rows[i] for i in ids if i in rows]
+
+    await eventually(lambda: _all(kept(), len(ids)), 60, "the withheld dead letters to be kept")
+    for row, message in zip(await kept(), failed, strict=True):
+        assert row["value_base64"] is None and row["withheld"] == WITHHELD_BECAUSE, row
+        assert (row["source_topic"], row["source_partition"], row["source_offset"]) == (
+            message.topic,
+            message.partition,
+            message.offset,
+        )
+        assert row["reason"] == "RuntimeError" and row["key"] == message.key.decode()  # type: ignore[union-attr]
+        code, output = await audit.replay("--id", str(row["id"]))
+        assert code == 0 and "its message was not kept" in output and "replayed 0 dead letter(s)" in output, output
+    await eventually(lambda: audit.unreplayed_gauge() == before, 10, "the gauge not to count them")
+
+
+async def _never(batch: Sequence[Message]) -> None:
+    raise AssertionError("not consumed")
+
+
+async def _all(rows: Any, count: int) -> bool:
+    return len(await rows) == count

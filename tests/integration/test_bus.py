@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
-from services.common.bus import KafkaBus, Message, Subscription
+from services.common.bus import KafkaBus, Message, QuotableError, Subscription
 from services.common.db import create_engine, session_factory
-from tests.integration.helpers import eventually, started, unique, written_env
+from tests.integration.helpers import eventually, reread, started, unique, written_env
 from tests.stack import create_database, infra, infra_env
 
 
@@ -96,6 +96,67 @@ async def test_one_poison_message_in_a_batch_is_dead_lettered_alone_and_the_othe
         partition = headers["dlq-partition"]
         lag = {"group": group, "topic": topic, "partition": partition}
         await eventually(lambda: registry.get_sample_value("tongban_bus_consumer_lag", lag) == 0, 30, "lag 0")
+    finally:
+        await worker.stop()
+        await reader.stop()
+
+
+async def test_a_personal_data_message_is_dead_lettered_withheld_and_re_read_from_its_source(bootstrap: str) -> None:
+    """A request carrying a subject's identifier in clear, which its handler cannot handle, reaches
+    the dead-letter topic without the identifier — not in the value, the key, the headers, nor the
+    reason (the exception quotes the message) — but with where to re-read it; a reason written to
+    be quoted (``QuotableError``) is kept; the same failure on a topic without personal data
+    dead-letters the message whole, as before."""
+    clear = b"11010619750916195X"  # a 居民身份证号码, as a request's subject_value carries it
+    requests, other, dlq = unique("exchange.requests.dept"), unique("registry"), unique("dead")
+    value = b"\x12\x07id_card\x1a\x12" + clear  # protobuf-like: the identifier as UTF-8 bytes
+    dead: list[Message] = []
+
+    async def handler(batch: Sequence[Message]) -> None:
+        if batch[0].key == b"query-2":
+            raise QuotableError("the keys of provider 111101000000198608 cannot be fetched")
+        raise RuntimeError(f"cannot handle {batch[0].value!r}")
+
+    async def collect(batch: Sequence[Message]) -> None:
+        dead.extend(batch)
+
+    worker = await started(
+        bootstrap,
+        Subscription([requests], handler, group=unique("g"), dlq=dlq, max_attempts=1, personal_data=True),
+        Subscription([other], handler, group=unique("g"), dlq=dlq, max_attempts=1),
+        topics=[dlq],
+    )
+    reader = await started(bootstrap, Subscription([dlq], collect, group=unique("g")))
+    try:
+        await worker.publish(Message(requests, value, b"query-1", {"request-id": "r-1"}))
+        await worker.publish(Message(other, value, b"k-2"))
+        await worker.publish(Message(requests, value, b"query-2"))
+        await eventually(lambda: len(dead) == 3, 60, "the three messages to be dead-lettered")
+        by_key = {m.key: m for m in dead}
+        withheld, whole, quoted = by_key[b"query-1"], by_key[b"k-2"], by_key[b"query-2"]
+        assert withheld.headers["dlq-source"] == quoted.headers["dlq-source"] == requests
+        assert quoted.value == b"" and "dlq-withheld" in quoted.headers
+        assert (
+            quoted.headers["dlq-reason"] == "QuotableError: the keys of provider 111101000000198608 cannot be fetched"
+        )
+
+        assert withheld.value == b"" and withheld.key == b"query-1"
+        assert withheld.headers["dlq-withheld"].startswith("personal data in clear")
+        assert withheld.headers["dlq-reason"] == "RuntimeError"  # the type only: its text quotes the value
+        assert withheld.headers["request-id"] == "r-1"  # its own headers kept, as before
+        for part in (withheld.value, withheld.key or b"", *(f"{k}={v}".encode() for k, v in withheld.headers.items())):
+            assert clear not in part and clear[:-1] not in part, part
+
+        # The operator's way back to the message: its source topic, at the partition and offset given.
+        again = await reread(
+            bootstrap, requests, int(withheld.headers["dlq-partition"]), int(withheld.headers["dlq-offset"])
+        )
+        assert (again.value, again.key) == (value, b"query-1")
+
+        assert (whole.value, whole.key) == (value, b"k-2")  # not personal data: whole, as before
+        assert "dlq-withheld" not in whole.headers
+        assert whole.headers["dlq-reason"] == f"RuntimeError: cannot handle {value!r}"
+        assert whole.headers["dlq-offset"].isdigit() and whole.headers["dlq-partition"].isdigit()
     finally:
         await worker.stop()
         await reader.stop()
