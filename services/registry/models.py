@@ -5,7 +5,20 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ARRAY, CheckConstraint, Connection, Date, DateTime, Index, Integer, String, Text, event, func
+from sqlalchemy import (
+    ARRAY,
+    CheckConstraint,
+    Computed,
+    Connection,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    event,
+    func,
+)
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
@@ -51,13 +64,28 @@ class GrantStatus(StrEnum):
     REVOKED = "revoked"
 
 
+SHARE_TYPES = ("unconditional", "conditional", "none")
+SHARE_MODES = ("接口", "库表", "文件")
+UPDATE_CYCLES = ("实时", "每日", "每周", "每月", "每季度", "每半年", "每年", "其他")
+
+
+def literal_in(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    """A CHECK that ``column`` holds one of ``values`` (a catalogue ``Literal``'s arguments), named
+    ``ck_<table>_<column>`` like :func:`one_of`."""
+    return CheckConstraint(f"{column} IN ({', '.join(repr(v) for v in values)})", name=column)
+
+
 class Resource(Base):
     """Resource — 信息资源, one catalogue entry (政务信息资源目录)."""
 
     __tablename__ = "resources"
     __table_args__ = (
         one_of("status", ResourceStatus),
+        literal_in("share_type", SHARE_TYPES),
         Index("ix_resources_search_terms", "search_terms", postgresql_using="gin"),
+        # A sharing class's entries of one status by code: a search or list filtered by them walks
+        # only the entries it keeps (catalogue/search.py: walk_span), not every entry.
+        Index("ix_resources_share_type_status_code", "share_type", "status", "code"),
         Index("ix_resources_search_name", "search_name", postgresql_using="gin"),
     )
 
@@ -70,6 +98,9 @@ class Resource(Base):
     format: Mapped[str] = mapped_column(String(16))
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     share: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # 共享类型 (share.type) as a column of its own, computed by PostgreSQL from ``share`` on every
+    # write (COPY and raw SQL included), so that it can be indexed and never disagrees with it.
+    share_type: Mapped[str] = mapped_column(String(16), Computed("share ->> 'type'", persisted=True))
     open: Mapped[dict[str, Any]] = mapped_column(JSONB)
     update_cycle: Mapped[str] = mapped_column(String(8))
     related_codes: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
@@ -177,12 +208,6 @@ class Outbox(OutboxRow, Base):
 # --------------------------------------------------------------------------- the three lists (三清单)
 
 
-def literal_in(column: str, values: tuple[str, ...]) -> CheckConstraint:
-    """A CHECK that ``column`` holds one of ``values`` (a catalogue ``Literal``'s arguments), named
-    ``ck_<table>_<column>`` like :func:`one_of`."""
-    return CheckConstraint(f"{column} IN ({', '.join(repr(v) for v in values)})", name=column)
-
-
 class ResponsibilityState(StrEnum):
     """What a 责任清单 line stores. *Overdue* is not stored: it is a planned line past its due date
     on the business date it is read (see ``lists/service.py``)."""
@@ -195,11 +220,6 @@ class DemandStatus(StrEnum):
     PENDING = "pending"  # 待答复 by the presumed provider
     ACCEPTED = "accepted"  # 已接受: a responsibility line was created
     REJECTED = "rejected"  # 已拒绝, with a reason
-
-
-SHARE_TYPES = ("unconditional", "conditional", "none")
-SHARE_MODES = ("接口", "库表", "文件")
-UPDATE_CYCLES = ("实时", "每日", "每周", "每月", "每季度", "每半年", "每年", "其他")
 
 
 class Responsibility(Base):

@@ -221,9 +221,10 @@ async def test_the_window_walk_and_the_index_give_the_same_pages(
     many: float,
     rare: bool,
 ) -> None:
-    """Without a department filter a page is sought by walking the codes in windows, then through
-    the index — or through the index at once when the statistics say a tier's matches are few;
-    with one, through the index only: the pages must be the same."""
+    """Without a department filter a page is sought by walking the codes in windows (of a category,
+    and of a sharing class and status by their b-tree), then through the index — or through the
+    index at once when the statistics say a tier's matches are few; with one, through the index
+    only: the pages must be the same, with or without the other filters."""
     monkeypatch.setattr(search, "WINDOW", window)
 
     async def entries(_: AsyncSession) -> float:
@@ -236,8 +237,11 @@ async def test_the_window_walk_and_the_index_give_the_same_pages(
     monkeypatch.setattr(search, "term_stats", term_stats)
     category = HOUSEHOLD + f"{secrets.randbelow(10**6):06d}"  # this test's entries only, in code order
     names = ["户籍登记信息", "婚姻信息", "户口信息", "死亡登记", "户籍迁移", "出生证明", "户籍注销", "残疾人证", "户别"]
+    conditional = {"户籍迁移", "户别", "婚姻信息"}
     for name in names:
-        await registry.create(admin, entry(name, summary="户籍相关。" if "户" in name else "其他。", category=category))
+        summary = "户籍相关。" if "户" in name else "其他。"
+        share = {"share": conditional_share()} if name in conditional else {}
+        await registry.create(admin, entry(name, summary=summary, category=category, **share))
 
     async def pages(filters: dict[str, str]) -> list[str]:
         seen: list[str] = []
@@ -248,6 +252,30 @@ async def test_the_window_walk_and_the_index_give_the_same_pages(
             if cursor is None:
                 return seen
 
-    walked = await pages({"category": category})
-    indexed = await pages({"category": category, "provider": admin.dept})
-    assert walked == indexed == ["户籍登记信息", "户籍迁移", "户籍注销", "户口信息", "户别"]
+    for mix, expected in (
+        ({}, ["户籍登记信息", "户籍迁移", "户籍注销", "户口信息", "户别"]),
+        ({"share_type": "unconditional"}, ["户籍登记信息", "户籍注销", "户口信息"]),
+        ({"share_type": "conditional", "status": "draft"}, ["户籍迁移", "户别"]),
+        ({"share_type": "conditional", "status": "published"}, []),  # all of them are drafts
+    ):
+        walked = await pages({"category": category, **mix})
+        indexed = await pages({"category": category, "provider": admin.dept, **mix})
+        assert walked == indexed == expected, mix
+
+
+async def test_the_sharing_class_column_follows_the_share_of_every_write(
+    registry: Catalogue, admin: Principal, session: AsyncSession
+) -> None:
+    """``share_type`` is computed by PostgreSQL from ``share``: an edit of the sharing class moves
+    the entry from one filter to the other, and the two never disagree."""
+    draft = await registry.create(admin, entry("户籍迁移信息", share=conditional_share()))
+    assert (await found(session, admin, "户籍", share_type="conditional"))[0] == ["户籍迁移信息"]
+
+    await registry.patch(admin, draft.code, share={"type": "unconditional"})
+
+    assert (await found(session, admin, "户籍", share_type="conditional"))[0] == []
+    assert (await found(session, admin, "户籍", share_type="unconditional"))[0] == ["户籍迁移信息"]
+    stored = (
+        await session.execute(select(Resource.share_type, Resource.share).where(Resource.code == draft.code))
+    ).one()
+    assert stored.share_type == stored.share["type"] == "unconditional"

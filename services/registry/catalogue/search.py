@@ -120,8 +120,9 @@ async def tier_page(
     PostgreSQL cannot estimate how many entries hold several bigrams of one word (they are far
     from independent: it guesses a handful when there are thousands), and a GIN scan of a common
     word fetches every match to sort them by code. So, unless a department is asked for (its
-    b-tree index is selective), a page is sought by walking the primary key in windows: a common
-    word fills the page in the first :data:`WINDOW` entries. Otherwise the window's share of
+    b-tree index is selective), a page is sought by walking the codes in windows (of the entries
+    :func:`walk_span` yields in code order): a common word fills the page in the first
+    :data:`WINDOW` entries. Otherwise the window's share of
     matches estimates the rest: walking on costs about (entries still wanted) / share rows, the GIN
     index share × (all entries); the cheaper is taken — a larger next window, or the index.
 
@@ -129,7 +130,7 @@ async def tier_page(
     a word only in the 信息项 asked for in the name tiers, a rare word — the index is taken at
     once: it fetches fewer rows than the first window would read."""
     found: list[Resource] = []
-    size, after, span = WINDOW, start, category_span(filters.get("category"))
+    size, after, span = WINDOW, start, walk_span(filters)
     few = stats is not None and stats.most(tier, terms) <= WINDOW
     while filters.get("provider") is None and not few:
         window = select(*Resource.__table__.columns).where(*span).order_by(Resource.code).limit(size)
@@ -168,13 +169,20 @@ async def entries(session: AsyncSession) -> float:
     return max(float(estimate or 0), 1.0)
 
 
-def category_span(category: str | None) -> tuple[ColumnElement[bool], ...]:
-    """The codes of a 分类码 prefix, as a range of the primary key: a code begins with its 分类码
-    (``101010/000001``), so the walk reads only that category's entries, not every entry."""
-    if not category:
-        return ()
-    after_last = category[:-1] + chr(ord(category[-1]) + 1)  # "101" → "102", "9" → ":"
-    return (Resource.code >= category, Resource.code < after_last)
+def walk_span(filters: dict[str, str | None]) -> tuple[ColumnElement[bool], ...]:
+    """The entries the walk reads, of those the filters keep, that an index yields by code: the
+    codes of a 分类码 prefix, as a range of the primary key (a code begins with its 分类码,
+    ``101010/000001``), and a sharing class with its status (the b-tree on share_type, status,
+    code). Every other filter is applied to the entries read."""
+    span: list[ColumnElement[bool]] = []
+    if category := filters.get("category"):
+        after_last = category[:-1] + chr(ord(category[-1]) + 1)  # "101" → "102", "9" → ":"
+        span += [Resource.code >= category, Resource.code < after_last]
+    if (share_type := filters.get("share_type")) is not None:
+        span.append(Resource.share_type == share_type)
+        if (status := filters.get("status")) is not None:
+            span.append(Resource.status == status)
+    return tuple(span)
 
 
 def parse_cursor(cursor: str) -> tuple[int, str]:

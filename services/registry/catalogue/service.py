@@ -181,7 +181,8 @@ async def visible_resources(session: AsyncSession, principal: Principal, codes: 
 
 def filtered(query: Select[Any], filters: Mapping[str, str | None], table: type[Resource] = Resource) -> Select[Any]:
     """``query`` narrowed by the catalogue's filters: provider, 分类码 (a prefix: a 类, 项 or 目 also
-    finds what lies under it), classification, sharing class (``share_type``) and status; a filter
+    finds what lies under it), classification, sharing class (``share_type``, the column computed
+    from ``share``: indexed with status and code) and status; a filter
     not given is not applied. ``table`` is ``Resource`` or an alias of it."""
     for column, key in (
         (table.provider_dept, "provider"),
@@ -193,7 +194,7 @@ def filtered(query: Select[Any], filters: Mapping[str, str | None], table: type[
     if (category := filters.get("category")) is not None:
         query = query.where(table.category.startswith(category, autoescape=True))
     if (share_type := filters.get("share_type")) is not None:
-        query = query.where(table.share["type"].astext == share_type)
+        query = query.where(table.share_type == share_type)
     return query
 
 
