@@ -221,6 +221,14 @@ def failure_reason(exc: BaseException) -> str:
     return text if len(text) <= DLQ_REASON_MAX else text[: DLQ_REASON_MAX - 1] + "…"
 
 
+def safe_reason(sub: Subscription, exc: BaseException) -> str:
+    """:func:`failure_reason`, or only the exception's type where the text may quote personal data
+    (a ``personal_data`` subscription's exception that is no :class:`QuotableError`)."""
+    if sub.personal_data and not isinstance(exc, QuotableError):
+        return type(exc).__name__
+    return failure_reason(exc)
+
+
 def dead_letter_of(sub: Subscription, default_topic: str, message: Message, exc: BaseException) -> Message:
     """The dead-letter copy of ``message``: same key and value; its own headers (without those of
     an earlier dead-lettering), plus where it came from and why.
@@ -234,7 +242,7 @@ def dead_letter_of(sub: Subscription, default_topic: str, message: Message, exc:
     headers |= {
         DLQ_ID: uuid.uuid4().hex,
         DLQ_SOURCE: message.topic,
-        DLQ_REASON: type(exc).__name__ if withheld and not isinstance(exc, QuotableError) else failure_reason(exc),
+        DLQ_REASON: safe_reason(sub, exc),
         DLQ_GROUP: sub.group or "",
     }
     if message.partition is not None:
@@ -334,7 +342,7 @@ async def _handle(sub: Subscription, batch: list[Message], dead_letter: DeadLett
         if exc is None:
             return
         if isinstance(exc, PoisonMessage) and dead_letter is not None and any(m is exc.message for m in batch):
-            log.error("message cannot be handled; dead-lettered", extra=_context(exc.message, exc))
+            log.error("message cannot be handled; dead-lettered", extra=_context(sub, exc.message, exc))
             await dead_letter(exc.message, exc)
             batch = [m for m in batch if m is not exc.message]
             continue
@@ -343,7 +351,7 @@ async def _handle(sub: Subscription, batch: list[Message], dead_letter: DeadLett
             return
         log.warning(
             "batch failed; splitting it to isolate the message at fault",
-            extra={"ctx_topic": batch[0].topic, "ctx_count": len(batch), "ctx_error": repr(exc)},
+            extra={"ctx_topic": batch[0].topic, "ctx_count": len(batch), "ctx_error": safe_reason(sub, exc)},
         )
         middle = len(batch) // 2
         await _handle(sub, batch[:middle], dead_letter, outage)
@@ -356,7 +364,13 @@ async def _retry_alone(
     """``message`` failed on its own once: retry with backoff until ``max_attempts``, then dead-letter."""
     delay, attempt = RETRY_FIRST_DELAY_S, 1
     while True:
-        log.error("handler failed", exc_info=exc, extra={**_context(message, exc), "ctx_attempt": attempt})
+        # No traceback where the exception's text may quote personal data: the reason says its type.
+        quotable = not sub.personal_data or isinstance(exc, QuotableError)
+        log.error(
+            "handler failed",
+            exc_info=exc if quotable else None,
+            extra={**_context(sub, message, exc), "ctx_attempt": attempt},
+        )
         if dead_letter is not None and (attempt >= sub.max_attempts or isinstance(exc, PoisonMessage)):
             break
         await asyncio.sleep(delay)
@@ -366,16 +380,16 @@ async def _retry_alone(
         if failed is None:
             return
         exc = failed
-    log.error("moving message to the dead-letter topic", extra=_context(message, exc))
+    log.error("moving message to the dead-letter topic", extra=_context(sub, message, exc))
     await dead_letter(message, exc)
 
 
-def _context(message: Message, exc: BaseException) -> dict[str, Any]:
+def _context(sub: Subscription, message: Message, exc: BaseException) -> dict[str, Any]:
     return {
         "ctx_topic": message.topic,
         "ctx_partition": message.partition,
         "ctx_offset": message.offset,
-        "ctx_reason": failure_reason(exc),
+        "ctx_reason": safe_reason(sub, exc),
     }
 
 

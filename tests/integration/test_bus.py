@@ -5,6 +5,7 @@ handled, consumer-lag metrics, and acknowledged messages surviving a killed brok
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Sequence
 
@@ -101,10 +102,13 @@ async def test_one_poison_message_in_a_batch_is_dead_lettered_alone_and_the_othe
         await reader.stop()
 
 
-async def test_a_personal_data_message_is_dead_lettered_withheld_and_re_read_from_its_source(bootstrap: str) -> None:
+async def test_a_personal_data_message_is_dead_lettered_withheld_and_re_read_from_its_source(
+    bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A request carrying a subject's identifier in clear, which its handler cannot handle, reaches
     the dead-letter topic without the identifier — not in the value, the key, the headers, nor the
-    reason (the exception quotes the message) — but with where to re-read it; a reason written to
+    reason (the exception quotes the message), nor the bus's log lines about it (no traceback,
+    the reason's type only) — but with where to re-read it; a reason written to
     be quoted (``QuotableError``) is kept; the same failure on a topic without personal data
     dead-letters the message whole, as before."""
     clear = b"11010619750916195X"  # a 居民身份证号码, as a request's subject_value carries it
@@ -157,6 +161,20 @@ async def test_a_personal_data_message_is_dead_lettered_withheld_and_re_read_fro
         assert "dlq-withheld" not in whole.headers
         assert whole.headers["dlq-reason"] == f"RuntimeError: cannot handle {value!r}"
         assert whole.headers["dlq-offset"].isdigit() and whole.headers["dlq-partition"].isdigit()
+
+        about_requests = [r for r in caplog.records if getattr(r, "ctx_topic", None) == requests]
+        assert about_requests, "the failures were logged"
+        formatter = logging.Formatter()
+        for record in about_requests:
+            # The message, its context fields and any traceback, as a log handler would write them.
+            line = " ".join(
+                [
+                    record.getMessage(),
+                    *(str(v) for k, v in vars(record).items() if k.startswith("ctx_")),
+                    formatter.formatException(record.exc_info) if record.exc_info else "",
+                ]
+            )
+            assert clear.decode() not in line and clear.decode()[:-1] not in line, line
     finally:
         await worker.stop()
         await reader.stop()
