@@ -53,7 +53,7 @@ MATERIALS = text(
        AND m.source = :government
        AND cardinality(m.items) > 0
        AND r.status = :published
-       AND r.share->>'type' IN ('unconditional', 'conditional')
+       AND r.share_type IN ('unconditional', 'conditional')
        AND m.items::text[] <@ ARRAY(SELECT jsonb_array_elements(r.items)->>'name')
        AND NOT EXISTS (
            SELECT 1 FROM registry.negative_lines n
@@ -65,9 +65,9 @@ MATERIALS = text(
 
 RESOURCES = text(
     """
-    SELECT provider_dept, share->>'type' AS share_type, count(*) AS n
+    SELECT provider_dept, share_type, count(*) AS n
       FROM registry.resources WHERE status = :published
-     GROUP BY provider_dept, share->>'type'
+     GROUP BY provider_dept, share_type
     """
 )
 
