@@ -167,19 +167,31 @@ def grant_revoked(uow: UnitOfWork, topics: Topics, principal: Principal, grant: 
     uow.emit(audit_message(topics.audit, SERVICE, AuditAction.GRANT_REVOKED, ctx, outcome=COMPLETED))
 
 
+async def item_clock(uow: UnitOfWork) -> int:
+    """The database's clock in µs: a service item's version (:func:`service_item_changed`)."""
+    clock = await uow.session.scalar(select(func.clock_timestamp()))
+    assert clock is not None
+    return int(clock.timestamp() * 1_000_000)
+
+
 async def service_item_changed(
-    uow: UnitOfWork, topics: Topics, item: ServiceItem, materials: list[Material], *, withdrawn: bool = False
+    uow: UnitOfWork,
+    topics: Topics,
+    item: ServiceItem,
+    materials: list[Material],
+    *,
+    withdrawn: bool = False,
+    version: int | None = None,
 ) -> None:
     """The service item (事项) as it now stands, for the exchange's evidence bundles (免提交).
     Its version is the database's clock, read after the writer locked the item (or created it),
-    so two changes of one item are versioned in the order they commit, whichever replica made them."""
-    clock = await uow.session.scalar(select(func.clock_timestamp()))
-    assert clock is not None
+    so two changes of one item are versioned in the order they commit, whichever replica made them.
+    ``version``: that clock read once for many items created together (an import)."""
     snapshot = ServiceItemSnapshot(
         code=item.code,
         name=item.name,
         dept=item.dept,
-        version=int(clock.timestamp() * 1_000_000),
+        version=version if version is not None else await item_clock(uow),
         withdrawn=withdrawn,
         materials=[]
         if withdrawn

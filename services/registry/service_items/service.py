@@ -23,7 +23,7 @@ from services.common.pagination import one_more, page
 from services.common.security import Principal
 from services.common.uow import UnitOfWork
 from services.registry.catalogue.service import get_resource
-from services.registry.events import Topics, service_item_changed
+from services.registry.events import Topics, item_clock, service_item_changed
 from services.registry.lists.service import require_data_admin
 from services.registry.models import Material, Resource, ServiceItem
 from services.registry.problems import RegistryProblem
@@ -110,8 +110,9 @@ async def insert_service_items(
         session.add_all(materials)
         created.append((item, materials))
     await session.flush()
+    version = await item_clock(uow)  # once: the items were created (and locked) together
     for item, materials in created:
-        await service_item_changed(uow, topics, item, materials)
+        await service_item_changed(uow, topics, item, materials, version=version)
     return created
 
 
