@@ -730,7 +730,7 @@ async def proxy(request: Request, service_name: str, prefix: str) -> Response:
     headers = {k: v for k, v in request.headers.items() if k in FORWARD_REQUEST_HEADERS}
     headers.update(context_headers())
     headers["x-forwarded-for"] = source_of(request)
-    headers["x-forwarded-proto"] = request.url.scheme
+    headers["x-forwarded-proto"] = request.scope["scheme"]  # not request.url: it builds the whole URL
     upstreams: Upstreams = request.app.state.upstreams
     try:
         upstream_response = await upstreams.send(service_name, request.method, target, headers, await request.body())
