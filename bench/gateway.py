@@ -12,6 +12,8 @@ In one run, on 127.0.0.1 and the PostgreSQL of ``make infra-up``:
 2. Peak throughput: a closed loop at concurrency ``PEAK_CONCURRENCY`` for ``PEAK_SECONDS``,
    straight to the upstream ("bare"), then through the gateway with a system's bearer token.
    Target: gateway/bare ≥ 0.5 (Kong keeps 76 % with key-auth and rate limiting).
+   Each server's CPU time per request in both phases is recorded too (/proc): what a request
+   costs, which the shared machine's load disturbs far less than the rates.
 3. Latency at 30 % of the gateway's peak: an open loop at that rate against both; the added p99
    is the gateway's p99 minus bare uvicorn's. Target ≤ 3 ms.
 4. Token endpoint: a closed loop of client_credentials grants with client_secret_basic (argon2id)
@@ -183,6 +185,23 @@ def profile_shares(folded: Path) -> dict[str, float]:
     return {name: round(100 * count / max(total, 1), 1) for name, count in counts.items()} | {"samples": total}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux ``/proc/<pid>/stat``, fields 14-15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_request(
+    pids: dict[str, int], loop: Callable[[], Awaitable[dict[str, Any]]]
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """``loop``'s figures, and the CPU milliseconds each process of ``pids`` spent per request
+    answered in it: what a request costs, whatever share of the CPU the shared machine left us."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    figures = await loop()
+    used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    return figures, {name: round(1000 * spent / max(figures["requests"], 1), 4) for name, spent in used.items()}
+
+
 def pinned(cpu: int, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     log = open(ROOT / "var" / "log" / f"bench-{argv[-1].replace('/', '_')}.log", "wb")  # noqa: SIM115 - lives with the process
     return subprocess.Popen(["taskset", "-c", str(cpu), *argv], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -253,7 +272,7 @@ async def run() -> dict[str, Any]:
         async with aiohttp.ClientSession(connector=connector) as http:
             await wait_up(http, bare_url + PATH)
             await wait_up(http, gateway_url + "/healthz")
-            return await measure(http, gateway_url, bare_url, processes[1].pid, database)
+            return await measure(http, gateway_url, bare_url, processes[0].pid, processes[1].pid, database)
     finally:
         for process in processes:
             process.terminate()
@@ -312,7 +331,7 @@ async def rate_limit_round_trip(database: str, rate: float) -> dict[str, float]:
 
 
 async def measure(
-    http: aiohttp.ClientSession, gateway_url: str, bare_url: str, gateway_pid: int, database: str
+    http: aiohttp.ClientSession, gateway_url: str, bare_url: str, upstream_pid: int, gateway_pid: int, database: str
 ) -> dict[str, Any]:
     basic_id, basic_secret, jwt_id, key = await register(http, gateway_url)
     basic_auth = "Basic " + base64.b64encode(f"{basic_id}:{basic_secret}".encode()).decode()
@@ -344,16 +363,17 @@ async def measure(
         for _ in range(WARMUP_REQUESTS // 10):
             await asyncio.gather(*(op() for _ in range(10)))
     say("peak throughput: bare uvicorn")
-    peak_bare = await closed_loop(bare, PEAK_CONCURRENCY, PEAK_SECONDS)
-    say(f"  {peak_bare}")
+    pids = {"upstream": upstream_pid, "gateway": gateway_pid}
+    peak_bare, cpu_bare = await cpu_per_request(pids, lambda: closed_loop(bare, PEAK_CONCURRENCY, PEAK_SECONDS))
+    say(f"  {peak_bare} CPU ms per request {cpu_bare}")
     say("peak throughput: through the gateway")
     profile = profiler(gateway_pid)
-    peak_gw = await closed_loop(through, PEAK_CONCURRENCY, PEAK_SECONDS)
+    peak_gw, cpu_gw = await cpu_per_request(pids, lambda: closed_loop(through, PEAK_CONCURRENCY, PEAK_SECONDS))
     shares = None
     if profile is not None:
         await asyncio.to_thread(profile.wait)
         shares = profile_shares(ROOT / "var" / "bench-gateway.folded")
-    say(f"  {peak_gw}")
+    say(f"  {peak_gw} CPU ms per request {cpu_gw}")
     rate = peak_gw["per_s"] * LOAD_FRACTION
     say(f"latency at {rate:.0f}/s (30 % of the gateway's peak)")
     latency_bare = await open_loop(bare, rate, LATENCY_SECONDS)
@@ -424,6 +444,8 @@ async def measure(
             "peak_bare": peak_bare,
             "peak_gateway": peak_gw,
             "throughput_ratio": round(ratio, 3),
+            "cpu_ms_per_request_bare": cpu_bare,
+            "cpu_ms_per_request_through_gateway": cpu_gw,
             "latency_at_30pct_bare": latency_bare,
             "latency_at_30pct_gateway": latency_gw,
             "added_p99_ms": round(added, 3),

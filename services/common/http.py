@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -274,10 +275,13 @@ def create_service_app(
     max_body_bytes: int,
     description: str = "",
     max_upload_bytes: int | None = None,
+    inner_middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
     """A FastAPI app with the common middleware, error handlers and operational endpoints.
 
     The lifespan stores readiness checks in ``app.state.readiness`` (a list of async callables).
+    ``inner_middleware`` (outermost first) runs inside ServiceMiddleware, so whatever it answers
+    itself still gets the request id, the body limit, the security headers, metrics and the log.
     """
     registry = CollectorRegistry()
     app = FastAPI(
@@ -286,11 +290,17 @@ def create_service_app(
         description=description,
         lifespan=frozen_after_startup(lifespan),
         default_response_class=OrjsonResponse,
+        # The platform has its own trace context, Prometheus metrics and JSON logs, and installs no
+        # OpenTelemetry provider: left on, FastAPI's native telemetry looks the global providers up
+        # (and reads the environment) on every request, 3 % of the gateway's samples under load.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.metrics = registry
     document_problems(app)
     app.state.readiness = []
     install_error_handlers(app)
+    for inner in reversed(inner_middleware):
+        app.add_middleware(inner.cls, *inner.args, **inner.kwargs)
     app.add_middleware(
         ServiceMiddleware,
         max_body_bytes=max_body_bytes,

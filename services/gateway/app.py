@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from services.common import keywrap
 from services.common.bus import Bus
@@ -22,7 +23,7 @@ from services.common.http import create_service_app
 from services.common.keywrap import KeyWrap
 from services.common.runtime import Runtime, service_runtime
 from services.gateway import assertions, keys, mtls, service
-from services.gateway.api import proxy_router, router
+from services.gateway.api import PassThrough, router
 from services.gateway.config import GatewaySettings
 from services.gateway.models import Outbox as OutboxModel
 from services.gateway.ratelimit import RateLimiter
@@ -127,8 +128,9 @@ def create_app(settings: GatewaySettings | None = None, bus: Bus | None = None) 
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        # The hot path: proxied paths are forwarded before FastAPI's routing (api.PassThrough).
+        inner_middleware=[Middleware(PassThrough)],
     )
-    app.include_router(proxy_router)  # first: the hot path (api.proxy_router)
     app.include_router(router)
     # Outermost: nothing below ever sees a client's own word about its certificate.
     app.add_middleware(mtls.ClientCertificates, networks=settings.proxy_networks)

@@ -231,8 +231,8 @@ def authorize(rule: Rule, principal: Principal, params: Mapping[str, str]) -> No
 
 async def edge_authorization(request: Request) -> None:
     """Dependency of the gateway's own routes: the row of ``EDGE_RULES`` for the matched route
-    (none: refused — every route has one). The proxy routes (``api.proxy_router``, without this
-    dependency) check the path they forward instead."""
+    (none: refused — every route has one). Proxied requests never reach a route: ``api.PassThrough``
+    checks the path they forward instead."""
     route = request.scope.get("route")
     template = getattr(route, "path", "")
     rule = EDGE_RULES.get((request.method, template))
