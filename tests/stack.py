@@ -8,6 +8,7 @@ Each stack gets its own database and its own topic prefix, so runs never see eac
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import random
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import asyncpg
 import httpx
@@ -256,6 +258,15 @@ class EmbeddedStack(Stack):
         assert creds is not None
         await demo.wait_until_queryable(creds)
         return creds
+
+
+def load_infra() -> ModuleType:
+    """`deploy/local/infra.py` as a module, for tests that start a broker of their own."""
+    spec = importlib.util.spec_from_file_location("infra", INFRA)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def infra(*args: str) -> None:

@@ -348,8 +348,17 @@ def kraft_properties(
     return "\n".join([*lines, ""])
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id as Kafka's own ``Uuid.randomUuid`` makes one: URL-safe base64 of 16
+    random bytes, never starting with "-" (the storage tool would read such an id as an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def format_storage(config: Path, cluster_id: str | None = None) -> None:
-    cluster_id = cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = cluster_id or new_cluster_id()
     say(f"formatting KRaft storage (cluster {cluster_id})")
     subprocess.run(
         java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"),
@@ -516,7 +525,7 @@ def cluster_up() -> None:
     ports = {n: (free[2 * i], free[2 * i + 1]) for i, n in enumerate(CLUSTER_NODES)}
     CLUSTER_HOME.mkdir(parents=True)
     (CLUSTER_HOME / "ports").write_text("".join(f"{n}:{b}:{c}\n" for n, (b, c) in ports.items()))
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     for node in CLUSTER_NODES:
         data = CLUSTER_HOME / f"node{node}" / "data"
         data.mkdir(parents=True)

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib.util
 import ipaddress
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,19 +25,12 @@ from services.common.bus import KafkaBus, Message, Subscription
 from services.common.runtime import make_bus
 from services.common.settings import CommonSettings
 from tests.integration.helpers import eventually, unique
+from tests.stack import load_infra
 
 ROOT = Path(__file__).resolve().parents[2]
 HOME = ROOT / "var" / "kafka-tls"
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def load_infra() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("infra", ROOT / "deploy" / "local" / "infra.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
