@@ -1,6 +1,8 @@
 """The demo seed (ARCHITECTURE.md, "Demo seed"), played through the public API as an
 administrator would: 市公安局 submits 居民户籍信息 and the platform's reviewer publishes it; 市民政局's 低保审核系统 applies for
-姓名/出生日期/户籍地址 for 最低生活保障审批; 公安局's approver approves, masking the name.
+姓名/出生日期/户籍地址 for 最低生活保障审批; 公安局's approver approves, masking the name. 公安局's data
+administrator registers its 户籍前置机 (a provider system) with the answer-signing keys of its
+connector, without which the exchange verifies none of its answers.
 
 Used by ``make run`` (embedded), the e2e tests and the benchmark. Credentials it creates are kept
 in ``var/demo-credentials.json`` so that a restart prints the same ones.
@@ -12,7 +14,7 @@ import asyncio
 import base64
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ class DemoCredentials:
     purpose: str
     subject: str
     people: dict[str, str]  # username -> role
+    provider_client_id: str = ""  # 市公安局's provider system (its connector's answer-signing keys)
 
 
 def demo_subject() -> str:
@@ -83,7 +86,30 @@ async def _ok(response: httpx.Response, *allowed: int) -> dict[str, Any]:
     return dict(response.json())
 
 
-async def seed(gateway: str, admin_password: str) -> DemoCredentials:
+async def register_answer_keys(creds: DemoCredentials, connector: str) -> DemoCredentials:
+    """Register the keys the demo connector (at ``connector``) signs answers with for 市公安局's
+    provider system, made on first use: as the department's data administrator would, with the
+    JWKS the connector publishes. Run at every start: a key the connector made since is added."""
+    async with httpx.AsyncClient(timeout=30.0) as plain:
+        jwks = await _ok(await plain.get(f"{connector.rstrip('/')}/.well-known/jwks.json"))
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=30.0) as client:
+        police = await _token(client, "gaj_admin", DEMO_PASSWORD)
+        if not creds.provider_client_id:
+            system = await _ok(
+                await client.post(
+                    f"/v1/departments/{POLICE['code']}/systems",
+                    json={"name": "户籍前置机", "roles": ["provider"]},
+                    headers=police,
+                )
+            )
+            creds = replace(creds, provider_client_id=system["client_id"])
+        await _ok(
+            await client.put(f"/v1/systems/{creds.provider_client_id}/answer-keys", json={"jwks": jwks}, headers=police)
+        )
+    return creds
+
+
+async def seed(gateway: str, admin_password: str, connector: str) -> DemoCredentials:
     async with httpx.AsyncClient(base_url=gateway, timeout=30.0) as client:
         admin = await _token(client, "admin", admin_password)
         for dept in (POLICE, CIVIL_AFFAIRS):
@@ -139,7 +165,7 @@ async def seed(gateway: str, admin_password: str) -> DemoCredentials:
                 headers=approver,
             )
         )
-        return DemoCredentials(
+        creds = DemoCredentials(
             gateway=gateway,
             admin_password=admin_password,
             client_id=system["client_id"],
@@ -149,6 +175,7 @@ async def seed(gateway: str, admin_password: str) -> DemoCredentials:
             subject=demo_subject(),
             people={u: r for u, (r, _) in people.items()},
         )
+    return await register_answer_keys(creds, connector)
 
 
 async def wait_until_queryable(creds: DemoCredentials, timeout_s: float = 30.0) -> None:

@@ -135,10 +135,13 @@ async def main() -> None:
             return
         await asyncio.sleep(0.1)
     gateway = f"http://{gateway_settings.host}:{gateway_settings.port}"
+    connector = f"http://{gateway_settings.host}:{ConnectorSettings().port}"
     creds = saved if saved and saved.gateway == gateway else None
     if creds is None:
-        creds = await demo.seed(gateway, os.environ["TONGBAN_BOOTSTRAP_ADMIN_PASSWORD"])
-        demo.save(creds, credentials)
+        creds = await demo.seed(gateway, os.environ["TONGBAN_BOOTSTRAP_ADMIN_PASSWORD"], connector)
+    else:
+        creds = await demo.register_answer_keys(creds, connector)
+    demo.save(creds, credentials)
     await demo.wait_until_queryable(creds)
     names = ["gateway", "registry", "exchange", "audit", "connector"]
     print(banner(creds, dict(zip(names, [port for _, port in apps], strict=True))), flush=True)

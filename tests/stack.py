@@ -239,7 +239,7 @@ class DistributedStack(Stack):
             self.start_service(name)
         for name in SERVICES[1:]:
             await self.wait_ready(name)
-        creds = await demo.seed(self.gateway, self.admin_password)
+        creds = await demo.seed(self.gateway, self.admin_password, f"http://127.0.0.1:{self.ports['connector']}")
         await demo.wait_until_queryable(creds)
         return creds
 

@@ -1,9 +1,11 @@
 """Verifiable answers (可验证应答): the provider's SD-JWT (RFC 9901), checked here, passed on with
 only the disclosures of granted, unmasked items.
 
-Provider keys (提供方公钥): each connector publishes the public keys it signs answers with
-(``/.well-known/jwks.json`` on the connector). The exchange fetches them from the address it is
-configured with for that provider — never from the answer itself — and serves them to consumers at
+Provider keys (提供方公钥): a providing department's connector signs answers with a key that the
+department's provider system registered at the gateway (``PUT /v1/systems/{id}/answer-keys``). The
+exchange takes a provider's keys from the gateway's registry (``GET
+/v1/departments/{dept}/answer-keys`` at ``TONGBAN_GATEWAY_URL``) — never from the answer, nor from
+the connector, which could otherwise vouch for itself — and serves them to consumers at
 ``GET /v1/exchange/providers/{dept}/jwks``, so a consumer can check an answer without reaching the
 provider's network.
 """
@@ -30,7 +32,6 @@ from services.exchange.config import ExchangeSettings
 log = logging.getLogger("tongban.exchange.answers")
 
 REFETCH_AFTER_S = 1.0  # an unknown kid refetches a provider's JWKS at most this often
-KEYS_FRESH_S = 300.0  # a fetched JWKS is reused this long (a key added later is fetched on its kid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +107,10 @@ class ProviderKeysUnavailable(QuotableError):
 
 
 class ProviderKeys:
-    """The providers' answer-signing public keys, fetched from each provider's connector JWKS
-    (``TONGBAN_EXCHANGE_PROVIDER_JWKS``: credit code → URL; others at ``TONGBAN_CONNECTOR_URL``).
+    """The providers' answer-signing public keys, as registered at the gateway by each providing
+    department's provider systems (the gateway answers 404 for a department it does not know: no
+    keys). Reused for ``TONGBAN_EXCHANGE_PROVIDER_KEYS_CACHE_S``; a key added later is fetched on
+    its kid, and one withdrawn at the gateway stops verifying once the cache is stale.
     ``pinned``: JWKS given directly (credit code → JWKS), never fetched."""
 
     def __init__(
@@ -126,7 +129,7 @@ class ProviderKeys:
         self._locks: dict[str, asyncio.Lock] = {}
 
     def url(self, dept: str) -> str:
-        return self.settings.provider_jwks.get(dept) or f"{self.settings.connector_url}/.well-known/jwks.json"
+        return f"{self.settings.gateway_url.rstrip('/')}/v1/departments/{dept}/answer-keys"
 
     async def jwks(self, dept: str, kid: str | None = None) -> dict[str, Any]:
         """``dept``'s JWKS: cached, fetched again when stale or when ``kid`` is not in it (at most
@@ -145,7 +148,7 @@ class ProviderKeys:
         """The cached JWKS when no fetch is due (fresh and knowing ``kid``, or fetched just now)."""
         fetched_at, jwks = self._jwks.get(dept, (0.0, {"keys": []}))
         now = time.monotonic()
-        fresh = fetched_at == float("inf") or now - fetched_at < KEYS_FRESH_S
+        fresh = fetched_at == float("inf") or now - fetched_at < self.settings.provider_keys_cache_s
         if self.client is None or (fresh and (kid is None or kid in {k.get("kid") for k in jwks.get("keys", [])})):
             return jwks
         if now - self._tried.get(dept, -REFETCH_AFTER_S) < REFETCH_AFTER_S:
@@ -157,8 +160,8 @@ class ProviderKeys:
         jwks = self._jwks.get(dept, (0.0, {"keys": []}))[1]
         try:
             response = await self.client.get(self.url(dept), timeout=2.0)
-            response.raise_for_status()
-            body = response.json()
+            # A department the gateway does not know has no keys: an authoritative answer, cached.
+            body = {"keys": []} if response.status_code == 404 else response.raise_for_status().json()
             if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
                 raise ValueError("not a JWKS")
         except (httpx.HTTPError, ValueError):
@@ -174,7 +177,7 @@ class ProviderKeys:
     async def keys(self, dept: str, sd_jwt: str) -> dict[str, Ed25519PublicKey]:
         """The public keys of ``dept`` by kid, fetched if the SD-JWT names a kid not known yet.
         Raises :class:`ProviderKeysUnavailable` when that kid is still unknown because the JWKS
-        could not be fetched (an answer signed with a key the provider does not publish is no such
+        could not be fetched (an answer signed with a key not registered for the provider is no such
         case: it fails verification)."""
         try:
             kid: str | None = str(sdjwt.unverified_header(sd_jwt.split("~", 1)[0]).get("kid", ""))

@@ -70,7 +70,7 @@ def create_app(settings: ExchangeSettings | None = None, bus: Bus | None = None)
         ) as rt:
             outbox = rt.outbox
             assert outbox is not None
-            # Fetches the providers' answer-signing keys (their connectors' JWKS).
+            # Fetches the providers' answer-signing keys from the gateway's registry of systems.
             keys_client = httpx.AsyncClient()
             exchange = Exchange(
                 settings,

@@ -43,10 +43,12 @@ class ExchangeSettings(CommonSettings):
     callback_ca_file: str | None = Field(None, validation_alias="TONGBAN_EXCHANGE_CALLBACK_CA_FILE")
     # Seals the callback signing key (exchange.signing_keys), as the gateway's and connector's keys.
     key_encryption_key: SecretStr | None = Field(None, validation_alias="TONGBAN_KEY_ENCRYPTION_KEY")
-    # Where each provider's connector publishes its answer-signing keys (credit code → JWKS URL);
-    # a provider not listed is asked at TONGBAN_CONNECTOR_URL (the one connector of make run).
-    provider_jwks: dict[str, str] = Field(default_factory=dict, validation_alias="TONGBAN_EXCHANGE_PROVIDER_JWKS")
-    connector_url: str = Field("http://127.0.0.1:8004", validation_alias="TONGBAN_CONNECTOR_URL")
+    # A provider's answer-signing keys are those its provider systems registered at the gateway
+    # (TONGBAN_GATEWAY_URL, GET /v1/departments/{code}/answer-keys), reused this long; a kid not
+    # known yet refetches them sooner (answers.ProviderKeys).
+    provider_keys_cache_s: float = Field(
+        300.0, ge=0, le=86400, validation_alias="TONGBAN_EXCHANGE_PROVIDER_KEYS_CACHE_S"
+    )
     # Change feeds (库表共享, exchange/feeds.py): how long a page waits for a change (long-poll)
     # when the consumer names no ``wait``, the longest it may name, and the most changes a page holds.
     feed_wait_s: float = Field(20.0, ge=0, le=120, validation_alias="TONGBAN_EXCHANGE_FEED_WAIT_S")

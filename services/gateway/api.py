@@ -33,6 +33,8 @@ from services.gateway.models import AuthMethod, KeyState, RateLimit, SigningKey,
 from services.gateway.problems import GatewayProblem
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.schemas import (
+    AnswerKeysBody,
+    AnswerKeysPublic,
     ClientKeysBody,
     ClientKeysPublic,
     DepartmentCreate,
@@ -453,6 +455,46 @@ async def set_client_keys(
     system = await service.set_client_keys(uow.session, principal, client_id, body, settings_of(request))
     changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, system.client_id, "system.jwks")
     return client_keys_public(system)
+
+
+@router.get(
+    "/v1/systems/{client_id}/answer-keys",
+    response_model=AnswerKeysPublic,
+    tags=["identity"],
+    summary="A provider system's answer-signing public keys (应答签名公钥)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def get_answer_keys(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> AnswerKeysPublic:
+    system = await service.managed_system(uow.session, principal, client_id)
+    return AnswerKeysPublic(client_id=system.client_id, jwks=system.answer_jwks)
+
+
+@router.put(
+    "/v1/systems/{client_id}/answer-keys",
+    response_model=AnswerKeysPublic,
+    tags=["identity"],
+    summary="Register a provider system's answer-signing public keys (its connector's JWKS; rotation: old and new)",
+    responses=problem_responses(*ADMIN_PROBLEMS, GatewayProblem.NOT_A_PROVIDER_SYSTEM),
+)
+async def set_answer_keys(
+    client_id: str, body: AnswerKeysBody, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> AnswerKeysPublic:
+    system = await service.set_answer_keys(uow.session, principal, client_id, body)
+    changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, system.client_id, "system.answer_keys")
+    return AnswerKeysPublic(client_id=system.client_id, jwks=system.answer_jwks)
+
+
+@router.get(
+    "/v1/departments/{code}/answer-keys",
+    tags=["identity"],
+    summary="A department's answer-signing public keys: those its active provider systems registered",
+    responses=problem_responses(CommonProblem.NOT_FOUND),
+)
+async def department_answer_keys(code: str, uow: UnitOfWorkDep) -> dict[str, list[dict[str, object]]]:
+    """Public, as the token-signing JWKS is: the exchange fetches a provider's keys here (the
+    gateway's registry is the authority on which keys speak for a department), and anyone holding
+    an answer may check it with them."""
+    return await service.department_answer_keys(uow.session, code)
 
 
 @router.get(

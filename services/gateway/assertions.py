@@ -84,6 +84,18 @@ def jwks_problem(jwks: Any) -> str | None:
     return None
 
 
+def answer_jwks_problem(jwks: Any) -> str | None:
+    """Why ``jwks`` cannot be a provider system's answer-signing keys, or None: a valid key set
+    (:func:`jwks_problem`) of Ed25519 keys only — SD-JWT answers are signed with EdDSA (Ed25519)."""
+    problem = jwks_problem(jwks)
+    if problem is not None:
+        return problem
+    for i, key in enumerate(jwks["keys"]):
+        if key.get("kty") != "OKP" or key.get("crv") != "Ed25519" or not isinstance(key.get("x"), str):
+            return f"key {i}: answers are signed with Ed25519 (kty OKP, crv Ed25519)"
+    return None
+
+
 def rsa_bits(modulus: Any) -> int:
     """The size of an RSA JWK's modulus ``n`` (base64url), 0 if it is not one."""
     if not isinstance(modulus, str):

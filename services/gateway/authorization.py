@@ -89,6 +89,11 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("DELETE", "/v1/systems/{client_id}/rate-limit"): PLATFORM_ADMIN,
     ("GET", "/v1/systems/{client_id}/jwks"): MANAGED_SYSTEM,
     ("PUT", "/v1/systems/{client_id}/jwks"): MANAGED_SYSTEM,
+    ("GET", "/v1/systems/{client_id}/answer-keys"): MANAGED_SYSTEM,
+    ("PUT", "/v1/systems/{client_id}/answer-keys"): MANAGED_SYSTEM,
+    # A department's answer-signing public keys: public keys, public as the JWKS above is; the
+    # exchange verifies answers with them (the registry here is the authority, not the answer).
+    ("GET", "/v1/departments/{code}/answer-keys"): PUBLIC,
     ("GET", "/v1/keys"): PLATFORM_ADMIN,
     ("POST", "/v1/keys/rotate"): PLATFORM_ADMIN,
     ("POST", "/v1/users"): PLATFORM_ADMIN,

@@ -84,6 +84,9 @@ class System(Base):
     # RFC 8705 §3.4 tls_client_certificate_bound_access_tokens (证书绑定令牌): its tokens are bound
     # to the client certificate presented at the token endpoint (services/gateway/mtls.py).
     certificate_bound: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    # 应答签名公钥 (a provider system's): the Ed25519 keys its connector signs SD-JWT answers with.
+    # The exchange verifies a department's answers only with the keys its provider systems hold here.
+    answer_jwks: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class ClientAssertion(Base):

@@ -28,3 +28,5 @@ class GatewayProblem(ProblemCode):
     INVALID_JWKS_URI = "invalid-jwks-uri", 422, "The jwks_uri cannot be used"
     ROTATION_TOO_SOON = "rotation-too-soon", 409, "Tokens signed by the previous key may still be valid"
     RATE_LIMITED = "rate-limited", 429, "Too many requests"
+    # 应答签名公钥: only a system holding the provider role signs answers.
+    NOT_A_PROVIDER_SYSTEM = "not-a-provider-system", 409, "The system does not hold the provider role"

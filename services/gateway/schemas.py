@@ -13,7 +13,7 @@ from services.common.identifiers import (
     validate_region_code,
 )
 from services.common.schemas import Strict
-from services.gateway.assertions import jwks_problem
+from services.gateway.assertions import answer_jwks_problem, jwks_problem
 
 
 def _credit_code(value: str) -> str:
@@ -123,6 +123,35 @@ Jwks = Annotated[
     Field(description='public keys (RFC 7517): {"keys": [...]}, 1 to 10, each with a kid; EC, OKP or RSA ≥ 2048'),
 ]
 JwksUri = Annotated[str, Field(min_length=9, max_length=2048, description="https URL of the system's JWKS")]
+
+
+def _answer_jwks(value: dict[str, Any]) -> dict[str, Any]:
+    problem = answer_jwks_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+AnswerJwks = Annotated[
+    dict[str, Any],
+    AfterValidator(_answer_jwks),
+    Field(description='Ed25519 public keys (RFC 8037 OKP JWKs): {"keys": [...]}, 1 to 10, each with a kid'),
+]
+
+
+class AnswerKeysBody(Strict):
+    """A provider system's answer-signing public keys (应答签名公钥): every key an answer still to
+    be verified was signed with (to rotate: register old and new; drop the old once no answer
+    signed with it needs verifying)."""
+
+    jwks: AnswerJwks
+
+
+class AnswerKeysPublic(BaseModel):
+    """A provider system's registered answer-signing keys (None: none registered)."""
+
+    client_id: str
+    jwks: dict[str, Any] | None
 
 
 class ClientKeysBody(Strict):

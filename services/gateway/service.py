@@ -16,7 +16,7 @@ from urllib.parse import unquote
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from joserfc.jws import extract_compact
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import any_, delete, func, literal, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -39,7 +39,7 @@ from services.gateway.config import GatewaySettings
 from services.gateway.hashing import hash_secret, verify_secret
 from services.gateway.models import AuthMethod, ClientSecret, Department, SignInFailures, Status, System, User
 from services.gateway.problems import GatewayProblem
-from services.gateway.schemas import ClientKeysBody, DepartmentCreate, SystemCreate, UserCreate
+from services.gateway.schemas import AnswerKeysBody, ClientKeysBody, DepartmentCreate, SystemCreate, UserCreate
 
 # Client ids are "sys-" + random hex; usernames may not start with it (schemas.UserCreate), so a
 # person can never be mistaken for a system by name.
@@ -163,6 +163,45 @@ async def set_client_keys(
     system.jwks, system.jwks_uri = body.jwks, body.jwks_uri
     await session.flush()
     return system
+
+
+async def set_answer_keys(session: AsyncSession, principal: Principal, client_id: str, body: AnswerKeysBody) -> System:
+    """Register a provider system's answer-signing public keys (应答签名公钥), replacing those it
+    had: the exchange verifies the department's SD-JWT answers with these and no others. To rotate,
+    register old and new together; drop the old once no answer signed with it needs verifying."""
+    system = await managed_system(session, principal, client_id)
+    if Role.PROVIDER not in system.roles:
+        raise GatewayProblem.NOT_A_PROVIDER_SYSTEM.problem(
+            f"{system.client_id} does not hold the provider role: only a provider system signs answers."
+        )
+    system.answer_jwks = body.jwks
+    await session.flush()
+    return system
+
+
+async def department_answer_keys(session: AsyncSession, dept_code: str) -> dict[str, list[dict[str, object]]]:
+    """The answer-signing public keys of department ``dept_code``: those its active provider
+    systems registered (the authority the exchange verifies that department's answers with). A
+    kid two systems registered with different keys is left out: which key it names is unknown."""
+    department = await get_department(session, dept_code)
+    rows = await session.scalars(
+        select(System.answer_jwks)
+        .where(
+            System.dept_code == department.code,
+            System.status == Status.ACTIVE,
+            literal(Role.PROVIDER.value) == any_(System.roles),
+            System.answer_jwks.is_not(None),
+        )
+        .order_by(System.client_id)
+    )
+    by_kid: dict[str, dict[str, object]] = {}
+    ambiguous: set[str] = set()
+    for jwks in rows:
+        for key in (jwks or {}).get("keys", []):
+            kid = key["kid"]
+            if by_kid.setdefault(kid, key) != key:
+                ambiguous.add(kid)
+    return {"keys": [key for kid, key in by_kid.items() if kid not in ambiguous]}
 
 
 async def add_secret(session: AsyncSession, system: System) -> tuple[ClientSecret, str]:

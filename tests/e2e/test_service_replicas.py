@@ -73,7 +73,7 @@ class ReplicatedStack(DistributedStack):
                 self.start_service(name)
             for name in wave:
                 await self.wait_ready(name, READY_S)
-        creds = await demo.seed(self.gateway, self.admin_password)
+        creds = await demo.seed(self.gateway, self.admin_password, self.url("connector"))
         await demo.wait_until_queryable(creds)
         return creds
 

@@ -145,7 +145,7 @@ def test_an_answer_signed_by_another_providers_key_does_not_verify() -> None:
     assert outcome(reply(), keys={})[1] == 502  # no key known: nothing verifies
 
 
-async def test_provider_keys_are_fetched_from_the_connector_and_refetched_for_a_new_kid(
+async def test_provider_keys_are_fetched_from_the_gateway_and_refetched_for_a_new_kid(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(answers, "REFETCH_AFTER_S", 0.05)
@@ -156,13 +156,13 @@ async def test_provider_keys_are_fetched_from_the_connector_and_refetched_for_a_
         calls.append(str(request.url))
         return httpx.Response(200, json=served[0])
 
-    settings = ExchangeSettings(TONGBAN_CONNECTOR_URL="http://connector.test")
+    settings = ExchangeSettings(gateway_url="http://gateway.test")
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         keys = ProviderKeys(settings, client)
         assert set(await keys.keys(PROVIDER, reply().sd_jwt)) == {"k1"}
         assert set(await keys.keys(PROVIDER, reply().sd_jwt)) == {"k1"}  # cached
-        assert calls == ["http://connector.test/.well-known/jwks.json"]
-        # A new key (the connector rotated): its kid makes one refetch, for all who ask at once.
+        assert calls == [f"http://gateway.test/v1/departments/{PROVIDER}/answer-keys"]
+        # A new key (registered at the gateway): its kid makes one refetch, for all who ask at once.
         newer = Ed25519PrivateKey.generate()
         served[0] = {"keys": [*JWKS["keys"], sdjwt.public_jwk(newer.public_key(), "k2")]}
         signed = sdjwt.issue({"provider": PROVIDER}, {"性别": "男"}, newer, "k2")

@@ -28,6 +28,7 @@ from services.common.bus import MemoryBus
 from services.common.clock import business_date, seconds_to_midnight
 from services.common.db import create_engine, migrate, session_factory
 from services.common.errors import Problem
+from services.common.keywrap import new_kek
 from services.common.outbox import Outbox
 from services.common.pb import audit_pb2, exchange_pb2, registry_pb2
 from services.common.security import Principal, PrincipalType, Role
@@ -41,6 +42,8 @@ from services.exchange.models import GrantView, ResourceView
 from services.exchange.models import Outbox as OutboxModel
 from services.exchange.schemas import QueryCreate
 from services.exchange.service import Exchange, ExchangeMetrics, get_query, query_view
+from services.gateway.app import create_app as create_gateway
+from services.gateway.config import GatewaySettings
 from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
 from tests.stack import create_database, drop_database, infra_env
 
@@ -48,6 +51,7 @@ PURPOSE = SERVICE_ITEMS[0][0]  # 最低生活保障审批
 OTHER_PURPOSE = SERVICE_ITEMS[2][0]  # 住房公积金提取
 RESOURCE = "101010/000001"
 PROVIDER = credit_code("110101")
+GATEWAY_PASSWORD = "Tongban-2026"  # the gateway's bootstrap administrator (test_only_an_answer_signed_…)
 PROVIDER_KEY = Ed25519PrivateKey.generate()  # the provider connector's answer-signing key
 CLIENT = "sys-grant-enforcement"
 CONSUMER = credit_code("110102")
@@ -426,8 +430,11 @@ async def sent_request(engine: AsyncEngine, query_id: str) -> bytes:
     return sent
 
 
-def provider_reply(query_id: str, sent: bytes, data: dict[str, str], kid: str = "k1") -> exchange_pb2.ExchangeReply:
-    """The reply the provider's connector makes to the request ``sent``: an SD-JWT over its hash."""
+def provider_reply(
+    query_id: str, sent: bytes, data: dict[str, str], kid: str = "k1", key: Ed25519PrivateKey = PROVIDER_KEY
+) -> exchange_pb2.ExchangeReply:
+    """The reply the provider's connector makes to the request ``sent``: an SD-JWT over its hash,
+    signed with ``key`` (the connector's registered key unless told)."""
     request = exchange_pb2.ExchangeRequest.FromString(sent)
     request_hash = hashlib.sha256(sent).hexdigest()
     return exchange_pb2.ExchangeReply(
@@ -437,7 +444,7 @@ def provider_reply(query_id: str, sent: bytes, data: dict[str, str], kid: str = 
         data=data,
         request_hash=request_hash,
         key_id=kid,
-        sd_jwt=Responder(PROVIDER, kid, PROVIDER_KEY).answer_sd_jwt(request, request_hash, data),
+        sd_jwt=Responder(PROVIDER, kid, key).answer_sd_jwt(request, request_hash, data),
     )
 
 
@@ -645,3 +652,68 @@ async def test_late_and_abandoned_events_name_the_subject_key_of_the_query_even_
     assert set(by_outcome) == {("timeout", ""), ("late_reply", "completed"), ("timeout", "abandoned")}
     assert {e.subject_key_id for e in audits} == {"k-old"}
     assert all(e.subject_hash for e in audits)
+
+
+# --------------------------------------------------------------------------- keys registered at the gateway
+
+
+@pytest.fixture
+async def gateway(database: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway (its lifespan on the test's database) where 公安局's data administrator has
+    registered a provider system with the connector's key ``k1``: the registry of answer keys."""
+    settings = GatewaySettings(
+        database_url=database, bus="memory", bootstrap_admin_password=GATEWAY_PASSWORD, key_encryption_key=new_kek()
+    )
+    app = create_gateway(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            login = await client.post("/v1/auth/login", json={"username": "admin", "password": GATEWAY_PASSWORD})
+            admin = {"authorization": f"Bearer {login.json()['access_token']}"}
+            department = {"code": PROVIDER, "name": "市公安局", "region_code": "110101", "level": "city"}
+            assert (await client.post("/v1/departments", json=department, headers=admin)).status_code == 201
+            system = await client.post(
+                f"/v1/departments/{PROVIDER}/systems", json={"name": "户籍前置机", "roles": ["provider"]}, headers=admin
+            )
+            registered = await client.put(
+                f"/v1/systems/{system.json()['client_id']}/answer-keys",
+                json={"jwks": {"keys": [sdjwt.public_jwk(PROVIDER_KEY.public_key(), "k1")]}},
+                headers=admin,
+            )
+            assert registered.status_code == 200, registered.text
+            yield client
+
+
+async def test_only_an_answer_signed_with_a_key_registered_at_the_gateway_is_accepted(
+    engines: tuple[AsyncEngine, AsyncEngine], gateway: httpx.AsyncClient
+) -> None:
+    """The provider's keys come from the gateway's registry of its systems, not from the
+    connector: a key the connector holds but nobody registered signs nothing the exchange accepts,
+    and the query is not recorded as answered; the registered key's answer is accepted."""
+    engine, _ = engines
+    await add_grant(engine)
+    exchange = replica(engine)
+    exchange.provider_keys = ProviderKeys(ExchangeSettings(gateway_url="http://gateway.test"), gateway)
+    data = {"姓名": "居民0", "户籍地址": "北京市"}
+    unregistered = Ed25519PrivateKey.generate()
+    timed_out = []
+    for kid in ("k2", "k1"):  # a kid the gateway does not know, and the registered kid with another key
+        query_id = (await refused(exchange, body())).body()["query_id"]
+        reply = provider_reply(query_id, await sent_request(engine, query_id), data, kid=kid, key=unregistered)
+        assert await exchange.record_late_replies([reply]) == [query_id]
+        status, http_status, response = await query_row(engine, query_id)
+        assert (status, http_status) == ("provider_error", 502)
+        assert response is not None and response["type"].endswith("/unverifiable-answer") and "data" not in response
+        timed_out.append(query_id)
+
+    query_id = (await refused(exchange, body())).body()["query_id"]
+    reply = provider_reply(query_id, await sent_request(engine, query_id), data)
+    assert await exchange.record_late_replies([reply]) == [query_id]
+    status, http_status, response = await query_row(engine, query_id)
+    assert (status, http_status) == ("late_reply", 200)
+    assert response is not None and response["data"] == data
+    _, _, audits, _ = await written(engine)
+    answered_ok = {a.query_id for a in audits if a.outcome == "late_reply" and a.reason == "completed"}
+    assert answered_ok == {query_id}  # neither unregistered answer is recorded as answered
+    # What consumers are given to verify with is the gateway's registration too.
+    assert set(await exchange.provider_keys.keys(PROVIDER, reply.sd_jwt)) == {"k1"}
