@@ -61,6 +61,8 @@ FILTERS = (
     "purpose",
     "outcome",
     "client_id",
+    "bundle_id",
+    "batch_id",
     "subject",
     "subject_type",
 )
@@ -101,6 +103,8 @@ class FilterParams:
     client_id: str | None
     subject: str | None
     subject_type: SubjectType
+    bundle_id: str | None = None
+    batch_id: str | None = None
 
     def described(self, **more: object) -> tuple[str, ...]:
         """The filter as given, for the look-up's own audit event (the subject only by its type)."""
@@ -114,6 +118,8 @@ class FilterParams:
             "purpose": self.purpose,
             "outcome": self.outcome,
             "client_id": self.client_id,
+            "bundle_id": self.bundle_id,
+            "batch_id": self.batch_id,
             "subject_type": self.subject_type if self.subject else None,
         }
         return queries.described_filter(given | more)
@@ -143,6 +149,8 @@ class FilterParams:
             purpose=self.purpose,
             outcome=self.outcome,
             client_id=self.client_id,
+            bundle_id=self.bundle_id,
+            batch_id=self.batch_id,
             subject_hashes=hashed,
             dept=dept,
         )
@@ -160,9 +168,25 @@ def filter_params(
     client_id: Code = None,
     subject: Annotated[str | None, Query(max_length=32, description=SUBJECT_DOC)] = None,
     subject_type: SubjectType = "id_card",
+    bundle_id: Annotated[
+        str | None, Query(max_length=40, description="every record of one evidence bundle (免提交材料包)")
+    ] = None,
+    batch_id: Annotated[str | None, Query(max_length=40, description="every record of one batch (批量查询)")] = None,
 ) -> FilterParams:
     return FilterParams(
-        from_, to, type, consumer, provider, resource, purpose, outcome, client_id, subject, subject_type
+        from_,
+        to,
+        type,
+        consumer,
+        provider,
+        resource,
+        purpose,
+        outcome,
+        client_id,
+        subject,
+        subject_type,
+        bundle_id,
+        batch_id,
     )
 
 

@@ -38,8 +38,17 @@ CHAINED_FIELDS_BY_VERSION: dict[int, tuple[str, ...]] = {
     2: (*CHAINED_FIELDS, "occurred_unix_ms_raw"),
     3: (*CHAINED_FIELDS, "occurred_unix_ms_raw", "subject_key_id"),
     4: (*CHAINED_FIELDS, "occurred_unix_ms_raw", "subject_key_id", "answer_sha256", "disclosed_fields"),
+    5: (
+        *CHAINED_FIELDS,
+        "occurred_unix_ms_raw",
+        "subject_key_id",
+        "answer_sha256",
+        "disclosed_fields",
+        "bundle_id",
+        "batch_id",
+    ),
 }
-CANONICAL_VERSION = 4  # what new records are written with
+CANONICAL_VERSION = 5  # what new records are written with
 # Every field any canonical version hashes, in a stable order (what an export writes).
 ALL_CHAINED_FIELDS = tuple(dict.fromkeys(f for fields in CHAINED_FIELDS_BY_VERSION.values() for f in fields))
 

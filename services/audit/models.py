@@ -52,6 +52,9 @@ class AuditRecord(Base):
         Index("ix_records_time", "occurred_at", "seq"),
         # The completeness check (services.audit.completeness) looks records up by query id.
         Index("ix_records_query_id", "query_id", postgresql_where=text("query_id <> ''")),
+        # An auditor's look-up of every record of one evidence bundle, or of one batch.
+        Index("ix_records_bundle_id", "bundle_id", postgresql_where=text("bundle_id <> ''")),
+        Index("ix_records_batch_id", "batch_id", postgresql_where=text("batch_id <> ''")),
         # Unique per partition (PostgreSQL's rule for a partitioned table): the append, serialised
         # on the chain head, keeps event ids unique, and verify checks leaves are dense.
         UniqueConstraint("event_id", "month"),
@@ -91,6 +94,10 @@ class AuditRecord(Base):
     # and for records from before canonical version 4).
     answer_sha256: Mapped[str] = _text("answer_sha256")
     disclosed_fields: Mapped[list[str]] = mapped_column(ARRAY(String(FIELD_NAME_MAX)))
+    # The evidence bundle (免提交) or batch (批量查询) an exchange query was part of ("" otherwise,
+    # and for records from before canonical version 5).
+    bundle_id: Mapped[str] = _text("bundle_id")
+    batch_id: Mapped[str] = _text("batch_id")
     query_id: Mapped[str] = _text("query_id")
     request_id: Mapped[str] = _text("request_id")
     prev_hash: Mapped[str] = mapped_column(String(64))

@@ -79,6 +79,8 @@ class RecordFilter:
     purpose: str | None = None
     outcome: str | None = None
     client_id: str | None = None
+    bundle_id: str | None = None  # every record of one evidence bundle (免提交)
+    batch_id: str | None = None  # every record of one batch (批量查询)
     subject_hashes: tuple[str, ...] | None = None  # the subject under every key kept (any of them)
     outcomes: tuple[str, ...] = field(default_factory=tuple)  # any of these (the citizen's report)
     dept: str | None = None
@@ -97,6 +99,8 @@ EQUALITY = {
     "purpose": AuditRecord.purpose,
     "outcome": AuditRecord.outcome,
     "client_id": AuditRecord.consumer_client_id,
+    "bundle_id": AuditRecord.bundle_id,
+    "batch_id": AuditRecord.batch_id,
 }
 
 
@@ -295,6 +299,8 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("主体哈希 subject_hash", "subject_hash"),
     ("数据项 fields", "fields"),
     ("查询编号 query_id", "query_id"),
+    ("材料包 bundle_id", "bundle_id"),
+    ("批次 batch_id", "batch_id"),
     ("请求编号 request_id", "request_id"),
     ("记录哈希 hash", "hash"),
 )

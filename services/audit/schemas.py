@@ -30,6 +30,8 @@ class AuditRecordPublic(BaseModel):
     fields: list[str]
     answer_sha256: str
     disclosed_fields: list[str]
+    bundle_id: str
+    batch_id: str
     query_id: str
     request_id: str
     hash: str

@@ -9,9 +9,10 @@ idempotency, audit record and deadline), at most ``evidence_concurrency`` at a t
 outcome is ``fetched``, ``denied`` (the sharing rules refused: the problem says which) or
 ``unavailable`` (not mapped, no record, provider error or timeout).
 
-Audit: every material asked is audited by its query (one ``exchange.query`` record per query); the
-bundle adds one ``exchange.evidence`` record whose ``query_id`` is the bundle id and whose ``fields``
-are the ids of the queries it fetched — the tie from the bundle to its materials' records. A bundle
+Audit: every material asked is audited by its query (one ``exchange.query`` record per query,
+carrying the bundle's id as ``bundle_id``); the bundle adds one ``exchange.evidence`` record whose
+``query_id`` and ``bundle_id`` are the bundle id and whose ``fields`` are the ids of the queries it
+fetched — so an auditor finds every record of a bundle by ``bundle_id``. A bundle
 refused as a whole (not a consumer, a bad subject, an unknown service item) writes nothing but its
 ``exchange.evidence`` denial.
 """
@@ -133,10 +134,11 @@ class Evidence:
         except Denied as denied:
             raise await self.deny(ctx, denied) from None
 
+        bundle_id = uuid.uuid4()  # before the materials are asked: their audit records name it
         limit = asyncio.Semaphore(self.exchange.settings.evidence_concurrency)
         government = [m for m in item.materials if m["source"] == GOVERNMENT_ISSUED]
         results = await asyncio.gather(
-            *(self.fetch(principal, body, purpose, m, limit, idempotency_key) for m in government),
+            *(self.fetch(principal, body, purpose, m, limit, idempotency_key, bundle_id) for m in government),
             return_exceptions=True,
         )
         # Anything but a problem (the database went away before a query was written) fails the
@@ -147,7 +149,7 @@ class Evidence:
         materials = [r for r in results if isinstance(r, MaterialResult)]
         fetched = [r for r in materials if r.outcome == MaterialOutcome.FETCHED]
         bundle = EvidenceBundle(
-            id=uuid.uuid4(),
+            id=bundle_id,
             client_id=principal.client_id or "",
             consumer_dept=principal.dept,
             actor=principal.sub,
@@ -160,7 +162,9 @@ class Evidence:
             outcomes=[r.model_dump(mode="json", exclude={"answer"}) for r in materials],
             created_at=datetime.now(UTC),
         )
-        record = ctx.with_(query_id=str(bundle.id), fields=tuple(str(r.query_id) for r in fetched))
+        record = ctx.with_(
+            query_id=str(bundle.id), bundle_id=str(bundle.id), fields=tuple(str(r.query_id) for r in fetched)
+        )
         async with self.exchange.outbox.unit_of_work(wait_for_publish=False) as uow:
             uow.session.add(bundle)
             uow.emit(self.audit_message(record, outcome=COMPLETED))
@@ -195,6 +199,7 @@ class Evidence:
         material: dict[str, Any],
         limit: asyncio.Semaphore,
         idempotency_key: str | None,
+        bundle_id: uuid.UUID,
     ) -> MaterialResult:
         """One material: its query's answer, or why it could not be fetched."""
         head: dict[str, Any] = {
@@ -215,7 +220,7 @@ class Evidence:
         key = f"{idempotency_key}:{material['id']}" if idempotency_key else None
         async with limit:
             try:
-                answer = await self.exchange.query(principal, query, key)
+                answer = await self.exchange.query(principal, query, key, bundle_id=bundle_id)
             except Denied as denied:
                 outcome = MaterialOutcome.UNAVAILABLE if denied.code in CATALOGUE_MOVED else MaterialOutcome.DENIED
                 return MaterialResult(**head, outcome=outcome, problem=denied.body())

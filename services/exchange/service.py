@@ -326,12 +326,14 @@ class Exchange:
         idempotency_key: str | None,
         *,
         batch_id: uuid.UUID | None = None,
+        bundle_id: uuid.UUID | None = None,
     ) -> dict[str, Any]:
-        """Answer ``body`` for ``principal``: the masked, signed answer, or a raised problem."""
+        """Answer ``body`` for ``principal``: the masked, signed answer, or a raised problem.
+        ``batch_id``/``bundle_id``: the batch or evidence bundle it is part of (in its audit record)."""
         query_id = uuid.uuid4()
         waiter = self.wait_for(query_id)
         try:
-            started = await self.open(principal, body, idempotency_key, query_id, batch_id)
+            started = await self.open(principal, body, idempotency_key, query_id, batch_id, bundle_id)
             if isinstance(started, Earlier):  # an idempotent replay
                 return replay(started.record, started.fingerprint)
             # From here the request is committed and will reach the provider.
@@ -411,6 +413,7 @@ class Exchange:
         idempotency_key: str | None,
         query_id: uuid.UUID,
         batch_id: uuid.UUID | None,
+        bundle_id: uuid.UUID | None = None,
     ) -> Started | Earlier:
         """The steps before the provider is asked: authorise, identify, the callback URL, the
         grant, then start; each refusal is audited as a denial and raised."""
@@ -421,6 +424,8 @@ class Exchange:
             resource=body.resource,
             purpose=body.purpose,
             subject_type=body.subject.type,
+            batch_id=str(batch_id) if batch_id else "",
+            bundle_id=str(bundle_id) if bundle_id else "",
         )
         opened = Opened.now()
         try:

@@ -121,6 +121,38 @@ async def test_filters_time_order_and_cursor_pages(audit: Audit, sessions: async
     assert {datetime.fromisoformat(r["occurred_at"]) for r in local["items"]} == {T0}
 
 
+async def test_every_record_of_one_bundle_or_batch_is_found_by_its_id(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """免提交 and 批量查询: the records of one evidence bundle (its materials' queries and the
+    bundle's own) and of one batch are found by the id that ties them, and by nothing else."""
+    consumer = dept()
+    bundle, other_bundle, batch = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    materials = [event(T0, consumer_dept=consumer, bundle_id=bundle, query_id=str(uuid.uuid4())) for _ in range(3)]
+    own = event(T0, consumer_dept=consumer, action="exchange.evidence", bundle_id=bundle, query_id=bundle)
+    await add(
+        sessions,
+        [
+            *materials,
+            own,
+            event(T0, consumer_dept=consumer, bundle_id=other_bundle),
+            *(event(T0, consumer_dept=consumer, batch_id=batch) for _ in range(2)),
+            event(T0, consumer_dept=consumer),
+        ],
+    )
+    found = (await get_items(audit, audit.auditor, bundle_id=bundle))["items"]
+    assert {r["event_id"] for r in found} == {e.event_id for e in [*materials, own]}
+    assert {r["bundle_id"] for r in found} == {bundle} and {r["batch_id"] for r in found} == {""}
+    queries = await get_items(audit, audit.auditor, bundle_id=bundle, type="exchange.query")
+    assert sorted(r["query_id"] for r in queries["items"]) == sorted(e.query_id for e in materials)
+    batched = (await get_items(audit, audit.auditor, batch_id=batch))["items"]
+    assert len(batched) == 2 and {r["batch_id"] for r in batched} == {batch}
+    assert (await get_items(audit, audit.auditor, consumer=consumer, bundle_id="no-such"))["items"] == []
+    csv = await audit.client.get("/v1/audit/events/export", params={"bundle_id": bundle}, headers=audit.auditor)
+    assert csv.status_code == 200 and len(csv.text.strip().splitlines()) == 1 + 4, csv.text
+    assert "材料包 bundle_id" in csv.text.splitlines()[0] and bundle in csv.text
+
+
 async def test_subject_is_matched_by_its_keyed_hash(audit: Audit, sessions: async_sessionmaker[AsyncSession]) -> None:
     person, stranger = (r.id_number for r in synthetic_residents(2))
     key = audit.settings.subject_hash_key

@@ -4,6 +4,7 @@ including chains written before the canonical form had a version."""
 from __future__ import annotations
 
 import base64
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.audit import service as audit_service
 from services.audit.app import MIGRATIONS
 from services.audit.merkle import Frontier, leaf_hash
 from services.audit.models import AuditRecord
@@ -105,7 +107,7 @@ async def test_any_event_is_appended_once_and_the_chain_verifies(
         stored = (await session.scalars(select(AuditRecord).where(AuditRecord.event_id == event_id_of(event)))).one()
         report = await verify(session)
     assert report["ok"] is True, report
-    assert stored.canonical_version == 4
+    assert stored.canonical_version == 5
     assert stored.disclosed_fields == expected["disclosed_fields"]
     for field in STRING_FIELDS:
         value = getattr(stored, field)
@@ -219,6 +221,36 @@ async def test_a_chain_written_before_the_migration_keeps_verifying_and_grows(em
         await engine.dispose()
 
 
+async def test_version_4_records_keep_verifying_beside_version_5_which_bind_bundle_and_batch(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records written before bundle and batch ids (version 4, their columns "" as the migration
+    leaves them) still verify once version-5 records follow; a version-5 record's bundle id is
+    bound into its hash."""
+    monkeypatch.setattr(audit_service, "CANONICAL_VERSION", 4)
+    older = [audit_pb2.AuditEvent(event_id=f"v4-{uuid.uuid4().hex}", occurred_unix_ms=1) for _ in range(2)]
+    async with sessions.begin() as session:
+        await append(session, older)
+    monkeypatch.undo()
+    bundled = audit_pb2.AuditEvent(event_id=f"v5-{uuid.uuid4().hex}", occurred_unix_ms=2, bundle_id="b-1", batch_id="")
+    async with sessions.begin() as session:
+        await append(session, [bundled])
+    async with sessions() as session:
+        rows = await session.execute(
+            select(AuditRecord.event_id, AuditRecord.canonical_version).where(
+                AuditRecord.event_id.in_([e.event_id for e in [*older, bundled]])
+            )
+        )
+        versions = {row.event_id: row.canonical_version for row in rows}
+        assert versions == {older[0].event_id: 4, older[1].event_id: 4, bundled.event_id: 5}
+        assert (await verify(session))["ok"] is True
+        await session.execute(
+            text("UPDATE audit.records SET bundle_id = 'b-2' WHERE event_id = :e"), {"e": bundled.event_id}
+        )
+        assert (await verify(session))["first_bad_event_id"] == bundled.event_id
+        await session.rollback()
+
+
 async def test_the_merkle_migration_makes_existing_records_leaves(empty_database: str) -> None:
     """Records written before the Merkle tree existed (with a gap in seq, as a rolled-back
     append leaves) get dense leaf positions and their stored hashes from the data migration: the
@@ -238,7 +270,8 @@ async def test_the_merkle_migration_makes_existing_records_leaves(empty_database
                     audit_pb2.AuditEvent(event_id=f"pre-{i}", occurred_unix_ms=1_795_000_000_000 + i)
                 )
                 # as version 2 wrote them then: subject key ids came later (version 3)
-                del values["subject_key_id"], values["answer_sha256"], values["disclosed_fields"]
+                for later in ("subject_key_id", "answer_sha256", "disclosed_fields", "bundle_id", "batch_id"):
+                    del values[later]
                 values["canonical_version"] = 2
                 digest = chain_hash(prev, values)
                 columns = ", ".join(values)

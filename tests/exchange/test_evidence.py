@@ -189,6 +189,9 @@ async def test_a_bundle_fetches_what_it_may_and_says_why_not_for_the_rest(engine
     assert household.query_id is not None
     assert str(household.query_id) in {a.query_id for a in query_records(audits) if a.outcome == "completed"}
     assert len({a.subject_hash for a in audits}) == 1  # one subject, never in clear
+    # Every record of the bundle — each material's query, refused or not, and its own — carries
+    # the bundle's id: an auditor finds them all by it (GET /v1/audit/events?bundle_id=).
+    assert [a.bundle_id for a in audits] == [str(bundle.id)] * 4 and {a.batch_id for a in audits} == {""}
 
     # Readable afterwards by the system that asked, with the answer as its query keeps it.
     async with session_factory(engine)() as session:

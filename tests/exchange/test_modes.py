@@ -272,6 +272,8 @@ async def test_a_batch_is_one_query_per_subject_with_an_outcome_each_and_quota_p
         rows = (await db.execute(text("SELECT batch_id, idempotency_key FROM exchange.queries"))).all()
     assert {str(r.batch_id) for r in rows} == {answer["batch_id"]}
     assert {r.idempotency_key for r in rows} <= {"b-1#1", "b-1#2", "b-1#3"}
+    # Every subject's record, refused or sent, names the batch (an auditor's batch_id filter).
+    assert [a.batch_id for a in audits] == [answer["batch_id"]] * 4 and {a.bundle_id for a in audits} == {""}
 
     # The same batch again with the same key: every subject's earlier outcome, nothing sent again.
     again = await exchange.batch(consumer(), batch([BAD_CHECK_DIGIT, *SUBJECTS[1:4]], timeout_ms=200), "b-1")

@@ -39,6 +39,8 @@ TEXT_LIMITS: dict[str, int] = {
     "request_id": 64,  # X-Request-Id, after the gateway's check
     "subject_key_id": 32,  # the subject key's id (settings.subject_hash_key_id)
     "answer_sha256": 64,  # hex SHA-256 of the SD-JWT answer passed on
+    "bundle_id": 40,  # the evidence bundle a query was asked for (a UUID)
+    "batch_id": 40,  # the batch a query was one of (a UUID)
 }
 FIELD_NAME_MAX = 50  # each entry of ``fields`` (a catalogue item name)
 FIELDS_MAX = 200  # entries of ``fields``
@@ -139,6 +141,8 @@ class AuditContext:
     subject_key_id: str = ""  # the id of the key subject_hash was made with
     answer_sha256: str = ""  # the SD-JWT the consumer got (可验证应答), hashed
     disclosed_fields: tuple[str, ...] = field(default_factory=tuple)  # items whose disclosures it carried
+    bundle_id: str = ""  # the evidence bundle (免提交) the query was asked for
+    batch_id: str = ""  # the batch (批量查询) the query was one of
 
     def with_(self, **changes: object) -> AuditContext:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -170,5 +174,7 @@ def audit_message(
         subject_key_id=bounded(ctx.subject_key_id, TEXT_LIMITS["subject_key_id"]),
         answer_sha256=bounded(ctx.answer_sha256, TEXT_LIMITS["answer_sha256"]),
         disclosed_fields=bounded_fields(list(ctx.disclosed_fields)),
+        bundle_id=bounded(ctx.bundle_id, TEXT_LIMITS["bundle_id"]),
+        batch_id=bounded(ctx.batch_id, TEXT_LIMITS["batch_id"]),
     )
     return Message(topic=topic, key=event.event_id.encode(), value=event.SerializeToString())

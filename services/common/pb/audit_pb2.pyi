@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditEvent(_message.Message):
-    __slots__ = ("event_id", "occurred_unix_ms", "service", "action", "outcome", "reason", "actor", "consumer_dept", "consumer_client_id", "provider_dept", "resource_code", "purpose", "subject_type", "subject_hash", "fields", "query_id", "request_id", "subject_key_id", "answer_sha256", "disclosed_fields")
+    __slots__ = ("event_id", "occurred_unix_ms", "service", "action", "outcome", "reason", "actor", "consumer_dept", "consumer_client_id", "provider_dept", "resource_code", "purpose", "subject_type", "subject_hash", "fields", "query_id", "request_id", "subject_key_id", "answer_sha256", "disclosed_fields", "bundle_id", "batch_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,8 @@ class AuditEvent(_message.Message):
     SUBJECT_KEY_ID_FIELD_NUMBER: _ClassVar[int]
     ANSWER_SHA256_FIELD_NUMBER: _ClassVar[int]
     DISCLOSED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_unix_ms: int
     service: str
@@ -48,4 +50,6 @@ class AuditEvent(_message.Message):
     subject_key_id: str
     answer_sha256: str
     disclosed_fields: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, event_id: _Optional[str] = ..., occurred_unix_ms: _Optional[int] = ..., service: _Optional[str] = ..., action: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., consumer_dept: _Optional[str] = ..., consumer_client_id: _Optional[str] = ..., provider_dept: _Optional[str] = ..., resource_code: _Optional[str] = ..., purpose: _Optional[str] = ..., subject_type: _Optional[str] = ..., subject_hash: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ..., query_id: _Optional[str] = ..., request_id: _Optional[str] = ..., subject_key_id: _Optional[str] = ..., answer_sha256: _Optional[str] = ..., disclosed_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+    bundle_id: str
+    batch_id: str
+    def __init__(self, event_id: _Optional[str] = ..., occurred_unix_ms: _Optional[int] = ..., service: _Optional[str] = ..., action: _Optional[str] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., consumer_dept: _Optional[str] = ..., consumer_client_id: _Optional[str] = ..., provider_dept: _Optional[str] = ..., resource_code: _Optional[str] = ..., purpose: _Optional[str] = ..., subject_type: _Optional[str] = ..., subject_hash: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ..., query_id: _Optional[str] = ..., request_id: _Optional[str] = ..., subject_key_id: _Optional[str] = ..., answer_sha256: _Optional[str] = ..., disclosed_fields: _Optional[_Iterable[str]] = ..., bundle_id: _Optional[str] = ..., batch_id: _Optional[str] = ...) -> None: ...
