@@ -8,108 +8,37 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import sdjwt
-from services.common.bus import MemoryBus, Message
-from services.common.db import create_engine, migrate, session_factory
+from services.common.bus import Message
+from services.common.db import session_factory
 from services.common.errors import Problem
-from services.common.outbox import Outbox
 from services.common.pb import audit_pb2
-from services.common.security import Principal, PrincipalType, Role
 from services.connector.service import synthetic_residents
-from services.exchange.answers import ProviderKeys
-from services.exchange.app import MIGRATIONS
-from services.exchange.config import ExchangeSettings
 from services.exchange.messaging import on_late_replies
-from services.exchange.models import GrantView, Query, ResourceView
-from services.exchange.models import Outbox as OutboxModel
+from services.exchange.models import Query
 from services.exchange.problems import ExchangeProblem
 from services.exchange.schemas import QueryCreate
-from services.exchange.service import Exchange
-from tests.exchange.test_grant_enforcement import PROVIDER, PROVIDER_KEY, provider_reply, sent_request
-from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
-from tests.stack import asyncpg_dsn, create_database, database_url, drop_database, infra_env
-
-PURPOSE = SERVICE_ITEMS[0][0]
-CLIENT = "sys-deadline-test"
-CONSUMER = credit_code("110102")
+from tests.exchange.support import PURPOSE, RESOURCE, add_grant, consumer, provider_reply, replica, sent_request
+from tests.stack import asyncpg_dsn, database_url
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[AsyncEngine]:
-    """A database of its own (one test makes it refuse connections), the exchange schema migrated,
-    with one resource and a live grant for it."""
-    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
-    engine = create_engine(url, pool_size=2)
-    try:
-        await migrate(engine, "exchange", MIGRATIONS)
-        async with session_factory(engine).begin() as session:
-            session.add(
-                ResourceView(
-                    code="101010/000001",
-                    name="居民户籍信息",
-                    provider_dept=PROVIDER,
-                    version=1,
-                    share_type="conditional",
-                    items=[item.model_dump() for item in HOUSEHOLD_ITEMS],
-                )
-            )
-            session.add(
-                GrantView(
-                    id=uuid.uuid4(),
-                    resource_code="101010/000001",
-                    provider_dept=PROVIDER,
-                    consumer_dept=CONSUMER,
-                    client_id=CLIENT,
-                    items=["姓名", "户籍地址"],
-                    purpose=PURPOSE,
-                    masking={},
-                    valid_until=datetime.now(UTC) + timedelta(days=30),
-                    daily_quota=100,
-                    revoked=False,
-                )
-            )
-        yield engine
-    finally:
-        await engine.dispose()
-        await drop_database(url)
-
-
-def exchange_on(engine: AsyncEngine) -> Exchange:
-    """An exchange whose requests go nowhere (no connector listens): every query runs to its
-    deadline. It knows the provider's answer-signing key (tests play the provider with it)."""
-    outbox = Outbox(OutboxModel, session_factory(engine), MemoryBus("dlq"))
-    settings = ExchangeSettings()
-    keys = ProviderKeys(
-        settings, None, pinned={PROVIDER: {"keys": [sdjwt.public_jwk(PROVIDER_KEY.public_key(), "k1")]}}
-    )
-    return Exchange(settings, engine, outbox, provider_keys=keys)
-
-
-def consumer() -> Principal:
-    return Principal(
-        type=PrincipalType.SYSTEM,
-        sub=CLIENT,
-        client_id=CLIENT,
-        dept=CONSUMER,
-        roles=frozenset({Role.CONSUMER}),
-        scope=frozenset({Role.CONSUMER}),
-        jti="t",
-    )
+@pytest.fixture(autouse=True)
+async def granted(engine: AsyncEngine) -> None:
+    """A live grant of the published resource to the consumer (each test has a database of its
+    own: one makes it refuse connections)."""
+    await add_grant(engine)
 
 
 def body(timeout_ms: int) -> QueryCreate:
     subject = synthetic_residents(1)[0].id_number
     return QueryCreate.model_validate(
         {
-            "resource": "101010/000001",
+            "resource": RESOURCE,
             "purpose": PURPOSE,
             "subject": {"type": "id_card", "value": subject},
             "timeout_ms": timeout_ms,
@@ -118,7 +47,7 @@ def body(timeout_ms: int) -> QueryCreate:
 
 
 async def test_at_the_deadline_the_consumer_gets_504_and_the_query_stays_readable(engine: AsyncEngine) -> None:
-    exchange = exchange_on(engine)
+    exchange = replica(engine)
     began = time.monotonic()
     with pytest.raises(Problem) as raised:
         await exchange.query(consumer(), body(timeout_ms=300), "deadline-1")
@@ -137,7 +66,7 @@ async def test_an_error_after_the_request_was_sent_says_so_and_names_the_query(e
     """The database goes away while the query waits for its reply: the request was committed to
     be sent (the provider may answer it), so the answer is 503 ``query-interrupted`` with the
     query's id — read it later or retry with the same key — not ``database-unavailable``."""
-    exchange = exchange_on(engine)
+    exchange = replica(engine)
     url = engine.url.render_as_string(hide_password=False)
     _, name = asyncpg_dsn(url)
     admin = await asyncpg.connect(asyncpg_dsn(database_url(url, "postgres"))[0])
@@ -172,7 +101,7 @@ async def test_a_reply_its_waiter_could_not_record_is_recorded_by_the_late_reply
     answer: the consumer is told ``query-interrupted``. The reply is not lost: the late-reply
     consumer (which commits its offset only after recording) records it as answered on time, with
     its one audit outcome, and the consumer's retry with the same key reads that answer."""
-    exchange = exchange_on(engine)
+    exchange = replica(engine)
     url = engine.url.render_as_string(hide_password=False)
     _, name = asyncpg_dsn(url)
     admin = await asyncpg.connect(asyncpg_dsn(database_url(url, "postgres"))[0])

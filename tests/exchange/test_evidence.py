@@ -19,31 +19,29 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.common.contracts.audit import AuditAction
 from services.common.contracts.registry import MaterialEntry, ServiceItemSnapshot
-from services.common.db import create_engine, migrate, session_factory
+from services.common.db import session_factory
 from services.common.errors import Problem
 from services.common.pb import audit_pb2, exchange_pb2
 from services.common.pb import registry_pb2 as pb
 from services.common.security import Principal, Role
-from services.exchange.app import MIGRATIONS
 from services.exchange.config import ExchangeSettings
 from services.exchange.evidence import Evidence, read_bundle
 from services.exchange.messaging import apply_registry_event
-from services.exchange.models import ResourceView, ServiceItemView
+from services.exchange.models import ServiceItemView
 from services.exchange.schemas import EvidenceBundlePublic, EvidenceCreate, MaterialOutcome
-from tests.exchange.test_grant_enforcement import (
+from tests.exchange.support import (
     CLIENT,
-    PROVIDER,
     PURPOSE,
     RESOURCE,
     SUBJECTS,
     add_grant,
     consumer,
     provider_reply,
+    publish,
     replica,
     written,
 )
-from tests.factories import HOUSEHOLD_ITEMS, credit_code, person, system
-from tests.stack import create_database, drop_database, infra_env
+from tests.factories import credit_code, person, system
 
 SERVICE_ITEM = PURPOSE  # 最低生活保障审批: its grants name it as their purpose
 IMPLEMENTER = credit_code("110105")  # 民政 implements the service item
@@ -52,29 +50,11 @@ DISABILITY = "101040/000003"  # 残疾人证信息: granted, but its provider ne
 SILENT = credit_code("110108")
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[AsyncEngine]:
-    """A database of its own with the exchange schema and three published resources."""
-    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
-    engine = create_engine(url, pool_size=8)
-    try:
-        await migrate(engine, "exchange", MIGRATIONS)
-        items = [item.model_dump() for item in HOUSEHOLD_ITEMS]
-        async with session_factory(engine).begin() as session:
-            for code, name, provider in (
-                (RESOURCE, "居民户籍信息", PROVIDER),
-                (MARRIAGE, "婚姻登记信息", credit_code("110106")),
-                (DISABILITY, "残疾人证信息", SILENT),
-            ):
-                session.add(
-                    ResourceView(
-                        code=code, name=name, provider_dept=provider, version=1, share_type="conditional", items=items
-                    )
-                )
-        yield engine
-    finally:
-        await engine.dispose()
-        await drop_database(url)
+@pytest.fixture(autouse=True)
+async def published(engine: AsyncEngine) -> None:
+    """Besides 居民户籍信息 (conftest): two more resources, of two more providers."""
+    await publish(engine, MARRIAGE, "婚姻登记信息", credit_code("110106"))
+    await publish(engine, DISABILITY, "残疾人证信息", SILENT)
 
 
 def material(name: str, source: str = "government", resource: str | None = None, **more: Any) -> MaterialEntry:

@@ -20,20 +20,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bus import KafkaBus, MemoryBus, Message
 from services.common.contracts.feeds import Change, ChangeOp, feed_topic_name
-from services.common.db import create_engine, migrate, session_factory
+from services.common.db import session_factory
 from services.common.errors import Problem
 from services.common.outbox import Outbox
 from services.common.pb import audit_pb2
 from services.common.security import Principal, PrincipalType, Role
 from services.connector.service import synthetic_residents
-from services.exchange.app import MIGRATIONS
 from services.exchange.config import ExchangeSettings
 from services.exchange.feeds import FeedMetrics, Feeds, KafkaFeedLog, cursor_keys, encode_cursor
 from services.exchange.models import GrantView, ResourceView
 from services.exchange.models import Outbox as OutboxModel
 from services.exchange.service import Exchange
 from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
-from tests.stack import create_database, drop_database, infra_env
+from tests.stack import infra_env
 
 PURPOSE = SERVICE_ITEMS[0][0]
 PROVIDER = credit_code("110101")
@@ -52,18 +51,6 @@ def consumer(client_id: str = CLIENT) -> Principal:
         scope=frozenset({Role.CONSUMER}),
         jti=uuid.uuid4().hex,
     )
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[AsyncEngine]:
-    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
-    engine = create_engine(url, pool_size=4)
-    try:
-        await migrate(engine, "exchange", MIGRATIONS)
-        yield engine
-    finally:
-        await engine.dispose()
-        await drop_database(url)
 
 
 class Setup:

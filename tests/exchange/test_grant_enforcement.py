@@ -24,118 +24,37 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common import sdjwt
-from services.common.bus import MemoryBus
 from services.common.clock import business_date, seconds_to_midnight
-from services.common.db import create_engine, migrate, session_factory
+from services.common.db import session_factory
 from services.common.errors import Problem
 from services.common.keywrap import new_kek
-from services.common.outbox import Outbox
 from services.common.pb import audit_pb2, exchange_pb2, registry_pb2
-from services.common.security import Principal, PrincipalType, Role
-from services.connector.service import Responder, synthetic_residents
+from services.connector.service import Responder
 from services.exchange import answers
 from services.exchange.answers import ProviderKeys, ProviderKeysUnavailable
-from services.exchange.app import MIGRATIONS
 from services.exchange.config import ExchangeSettings
 from services.exchange.messaging import apply_registry_event
-from services.exchange.models import GrantView, ResourceView
-from services.exchange.models import Outbox as OutboxModel
 from services.exchange.schemas import QueryCreate
 from services.exchange.service import Exchange, ExchangeMetrics, get_query, query_view
 from services.gateway.app import create_app as create_gateway
 from services.gateway.config import GatewaySettings
-from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS, credit_code
-from tests.stack import create_database, drop_database, infra_env
+from tests.exchange.support import (
+    CLIENT,
+    OTHER_PURPOSE,
+    PROVIDER,
+    PROVIDER_KEY,
+    PURPOSE,
+    RESOURCE,
+    SUBJECTS,
+    add_grant,
+    consumer,
+    provider_reply,
+    replica,
+    sent_request,
+    written,
+)
 
-PURPOSE = SERVICE_ITEMS[0][0]  # 最低生活保障审批
-OTHER_PURPOSE = SERVICE_ITEMS[2][0]  # 住房公积金提取
-RESOURCE = "101010/000001"
-PROVIDER = credit_code("110101")
 GATEWAY_PASSWORD = "Tongban-2026"  # the gateway's bootstrap administrator (test_only_an_answer_signed_…)
-PROVIDER_KEY = Ed25519PrivateKey.generate()  # the provider connector's answer-signing key
-CLIENT = "sys-grant-enforcement"
-CONSUMER = credit_code("110102")
-SUBJECTS = [r.id_number for r in synthetic_residents(40)]
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[str]:
-    """A database of its own, the exchange schema migrated, with one published resource: two
-    engines on it are two exchange replicas."""
-    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
-    engine = create_engine(url, pool_size=2)
-    try:
-        await migrate(engine, "exchange", MIGRATIONS)
-        async with session_factory(engine).begin() as session:
-            session.add(
-                ResourceView(
-                    code=RESOURCE,
-                    name="居民户籍信息",
-                    provider_dept=PROVIDER,
-                    version=1,
-                    share_type="conditional",
-                    items=[item.model_dump() for item in HOUSEHOLD_ITEMS],
-                )
-            )
-        await engine.dispose()
-        yield url
-    finally:
-        await drop_database(url)
-
-
-@pytest.fixture
-async def engines(database: str) -> AsyncIterator[tuple[AsyncEngine, AsyncEngine]]:
-    first, second = create_engine(database, pool_size=8), create_engine(database, pool_size=8)
-    try:
-        yield first, second
-    finally:
-        await first.dispose()
-        await second.dispose()
-
-
-async def add_grant(engine: AsyncEngine, **overrides: Any) -> uuid.UUID:
-    values: dict[str, Any] = {
-        "id": uuid.uuid4(),
-        "resource_code": RESOURCE,
-        "provider_dept": PROVIDER,
-        "consumer_dept": CONSUMER,
-        "client_id": CLIENT,
-        "items": ["姓名", "户籍地址"],
-        "purpose": PURPOSE,
-        "masking": {},
-        "valid_until": datetime.now(UTC) + timedelta(days=30),
-        "daily_quota": 100,
-        "revoked": False,
-    }
-    grant = GrantView(**(values | overrides))
-    async with session_factory(engine).begin() as session:
-        session.add(grant)
-    return grant.id
-
-
-def replica(
-    engine: AsyncEngine, metrics: ExchangeMetrics | None = None, settings: ExchangeSettings | None = None
-) -> Exchange:
-    """An exchange replica whose outbox relay does not run: its rows stay in ``exchange.outbox``
-    for the test to read, and no connector answers (an accepted query runs to its deadline)."""
-    outbox = Outbox(OutboxModel, session_factory(engine), MemoryBus("dlq"))
-    settings = settings or ExchangeSettings()
-    keys = ProviderKeys(
-        settings, None, pinned={PROVIDER: {"keys": [sdjwt.public_jwk(PROVIDER_KEY.public_key(), "k1")]}}
-    )
-    return Exchange(settings, engine, outbox, metrics, provider_keys=keys)
-
-
-def consumer() -> Principal:
-    return Principal(
-        type=PrincipalType.SYSTEM,
-        sub=CLIENT,
-        client_id=CLIENT,
-        dept=CONSUMER,
-        roles=frozenset({Role.CONSUMER}),
-        scope=frozenset({Role.CONSUMER}),
-        jti="t",
-    )
 
 
 def body(subject: str = SUBJECTS[0], *, purpose: str = PURPOSE, fields: list[str] | None = None) -> QueryCreate:
@@ -154,23 +73,6 @@ async def refused(exchange: Exchange, asked: QueryCreate, key: str | None = None
     with pytest.raises(Problem) as raised:
         await exchange.query(consumer(), asked, key)
     return raised.value
-
-
-async def written(
-    engine: AsyncEngine,
-) -> tuple[int, int, list[audit_pb2.AuditEvent], list[exchange_pb2.ExchangeRequest]]:
-    """(queries, quota used in total, audit events, provider requests) the exchange has written."""
-    async with engine.connect() as db:
-        queries = (await db.execute(text("SELECT count(*) FROM exchange.queries"))).scalar_one()
-        used = (await db.execute(text("SELECT coalesce(sum(used), 0) FROM exchange.grant_usage"))).scalar_one()
-        rows = (await db.execute(text("SELECT topic, value FROM exchange.outbox"))).all()
-    audits, requests = [], []
-    for topic, value in rows:
-        if topic.endswith("audit.events"):
-            audits.append(audit_pb2.AuditEvent.FromString(value))
-        else:
-            requests.append(exchange_pb2.ExchangeRequest.FromString(value))
-    return queries, used, audits, requests
 
 
 async def answered(exchange: Exchange, asked: QueryCreate, key: str | None, data: dict[str, str]) -> dict[str, Any]:
@@ -418,34 +320,6 @@ async def test_a_reply_later_than_the_retention_is_not_kept(engines: tuple[Async
 
 
 # --------------------------------------------------------------------------- late replies
-
-
-async def sent_request(engine: AsyncEngine, query_id: str) -> bytes:
-    """The request as the exchange sent it (its outbox row: the relay does not run here)."""
-    async with engine.connect() as db:
-        sent: bytes = await db.scalar(
-            text("SELECT value FROM exchange.outbox WHERE key = :key AND topic LIKE '%exchange.requests.%'"),
-            {"key": query_id.encode()},
-        )
-    return sent
-
-
-def provider_reply(
-    query_id: str, sent: bytes, data: dict[str, str], kid: str = "k1", key: Ed25519PrivateKey = PROVIDER_KEY
-) -> exchange_pb2.ExchangeReply:
-    """The reply the provider's connector makes to the request ``sent``: an SD-JWT over its hash,
-    signed with ``key`` (the connector's registered key unless told)."""
-    request = exchange_pb2.ExchangeRequest.FromString(sent)
-    request_hash = hashlib.sha256(sent).hexdigest()
-    return exchange_pb2.ExchangeReply(
-        query_id=query_id,
-        provider_dept=PROVIDER,
-        status=exchange_pb2.ExchangeReply.OK,
-        data=data,
-        request_hash=request_hash,
-        key_id=kid,
-        sd_jwt=Responder(PROVIDER, kid, key).answer_sd_jwt(request, request_hash, data),
-    )
 
 
 async def query_row(engine: AsyncEngine, query_id: str) -> tuple[str, int, dict[str, Any] | None]:

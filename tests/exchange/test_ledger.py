@@ -5,38 +5,23 @@ outbox; a restarted replica publishes the recent windows again."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.common.bus import MemoryBus, Message, Subscription
 from services.common.contracts.ledger import LedgerWindow, parse
-from services.common.db import create_engine, migrate, session_factory
+from services.common.db import session_factory
 from services.common.outbox import Outbox
-from services.exchange.app import MIGRATIONS
 from services.exchange.ledger import SETTLE, Ledger
 from services.exchange.models import Outbox as OutboxModel
 from services.exchange.models import Query, QueryStatus
 from tests.factories import credit_code
 from tests.integration.helpers import eventually
-from tests.stack import create_database, drop_database, infra_env
 
 TOPIC = "tongban.exchange.ledger"
 MINUTE = timedelta(minutes=1)
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[AsyncEngine]:
-    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
-    engine = create_engine(url, pool_size=2)
-    try:
-        await migrate(engine, "exchange", MIGRATIONS)
-        yield engine
-    finally:
-        await engine.dispose()
-        await drop_database(url)
 
 
 def query(status: QueryStatus, completed_at: datetime | None) -> Query:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,77 +22,36 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common import sdjwt
-from services.common.bus import MemoryBus
-from services.common.db import create_engine, migrate, session_factory
+from services.common.db import create_engine, session_factory
 from services.common.errors import Problem
 from services.common.keywrap import KeyWrap, new_kek
-from services.common.outbox import Outbox
 from services.common.pb import audit_pb2, exchange_pb2
-from services.connector.service import synthetic_residents
 from services.exchange import callbacks
-from services.exchange.answers import ProviderKeys
-from services.exchange.app import MIGRATIONS
 from services.exchange.config import ExchangeSettings
-from services.exchange.models import Outbox as OutboxModel
-from services.exchange.models import Query, ResourceView
+from services.exchange.models import Query
 from services.exchange.schemas import BatchCreate, QueryCreate
 from services.exchange.service import Exchange, ExchangeMetrics, get_query, query_view
+from tests.exchange import support
 from tests.exchange.callback_server import hook_server, verify_detached
-from tests.exchange.test_grant_enforcement import (
+from tests.exchange.support import (
     CLIENT,
     PROVIDER,
-    PROVIDER_KEY,
+    PURPOSE,
+    RESOURCE,
+    SUBJECTS,
     add_grant,
     consumer,
     provider_reply,
     sent_request,
 )
-from tests.factories import HOUSEHOLD_ITEMS, SERVICE_ITEMS
 from tests.gateway.tls import make_pki
-from tests.stack import create_database, drop_database, infra_env
 
-PURPOSE = SERVICE_ITEMS[0][0]
-RESOURCE = "101010/000001"
-SUBJECTS = [r.id_number for r in synthetic_residents(12)]
 BAD_CHECK_DIGIT = SUBJECTS[0][:-1] + ("0" if SUBJECTS[0][-1] != "0" else "1")
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[AsyncEngine]:
-    """A database of its own, the exchange schema migrated, one published resource."""
-    url = await create_database(infra_env()["TONGBAN_DATABASE_URL"])
-    engine = create_engine(url, pool_size=8)
-    try:
-        await migrate(engine, "exchange", MIGRATIONS)
-        async with session_factory(engine).begin() as session:
-            session.add(
-                ResourceView(
-                    code=RESOURCE,
-                    name="居民户籍信息",
-                    provider_dept=PROVIDER,
-                    version=1,
-                    share_type="conditional",
-                    items=[item.model_dump() for item in HOUSEHOLD_ITEMS],
-                )
-            )
-        yield engine
-    finally:
-        await engine.dispose()
-        await drop_database(url)
-
-
 def replica(engine: AsyncEngine, settings: ExchangeSettings | None = None) -> Exchange:
-    """An exchange whose outbox relay does not run (its rows stay for the test to read) and to
-    which no connector answers unless the test plays the provider."""
-    outbox = Outbox(OutboxModel, session_factory(engine), MemoryBus("dlq"))
-    settings = settings or ExchangeSettings()
-    keys = ProviderKeys(
-        settings, None, pinned={PROVIDER: {"keys": [sdjwt.public_jwk(PROVIDER_KEY.public_key(), "k1")]}}
-    )
-    exchange = Exchange(settings, engine, outbox, ExchangeMetrics(CollectorRegistry()), provider_keys=keys)
-    exchange.callbacks_enabled = True
-    return exchange
+    """The tier's replica (support.replica) with callbacks enabled and metrics of its own."""
+    return support.replica(engine, ExchangeMetrics(CollectorRegistry()), settings, callbacks=True)
 
 
 def ask(subject: str = SUBJECTS[0], **more: Any) -> QueryCreate:
