@@ -16,6 +16,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
+from services.audit.models import DeadLetter
+from services.audit.service import not_the_same
 from services.common.bus import (
     DLQ_WITHHELD,
     WITHHELD_BECAUSE,
@@ -346,6 +348,24 @@ async def test_a_withheld_letter_whose_offset_expired_or_never_was_is_refused_an
     with pytest.raises(NotRetained) as nothing_more:  # nothing was published to the source topic
         await reader.read_at(source, 0, 2)
     assert (nothing_more.value.first, nothing_more.value.end) == (1, 2)
+
+
+def test_the_same_message_is_told_by_key_timestamp_and_kept_headers() -> None:
+    """What a re-read must match before a withheld letter is replayed (no broker needed)."""
+    letter = DeadLetter(
+        key=b"q-1",
+        headers={"dlq-timestamp": "1790000000000", "dlq-id": "x", "request-id": "r-1", "note": "…withheld"},
+    )
+    same = Message("t", b"v", b"q-1", {"request-id": "r-1", "note": "110106197509161951"}, 0, 5, 1790000000000)
+    assert not_the_same(letter, same) is None  # a withheld header value is not compared
+    assert not_the_same(letter, dataclasses.replace(same, key=b"q-2")) == "key differs"
+    assert not_the_same(letter, dataclasses.replace(same, timestamp=1790000000001)) == "timestamp differs"
+    assert not_the_same(letter, dataclasses.replace(same, headers={"request-id": "r-2"})) == "header request-id differs"
+    # A request id or trace the bus added when it published the dead letter is not the message's own.
+    letter.headers = {"dlq-timestamp": "1790000000000", "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+    assert not_the_same(letter, dataclasses.replace(same, headers={})) is None
+    letter.headers = {"note": "n"}
+    assert not_the_same(letter, dataclasses.replace(same, headers={})) == "header note differs"
 
 
 async def _never(batch: Sequence[Message]) -> None:
