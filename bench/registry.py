@@ -43,12 +43,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bench.skeleton import RESULTS_DIR, Sample, machine, say
 from services.common.bus import MemoryBus
+from services.common.calendar import WorkingCalendar
 from services.common.db import create_engine, migrate
 from services.common.outbox import Outbox
 from services.common.security import Principal, Role
 from services.common.uow import UnitOfWork
 from services.registry.applications import service as applications
-from services.registry.applications.calendar import WorkingCalendar
 from services.registry.applications.schemas import ApplicationApprove, ApplicationCreate
 from services.registry.catalogue import search
 from services.registry.catalogue import service as catalogue
@@ -332,7 +332,7 @@ async def approve_round_trips(sessions: async_sessionmaker[AsyncSession], url: s
         )
     finally:
         await conn.close()
-    calendar = WorkingCalendar.load(CollectorRegistry())
+    calendar = WorkingCalendar.load(CollectorRegistry(), "registry")
     consumer = system(credit_code(DEPARTMENTS + 3))
     today = dt.date(2026, 11, 27)
     sample = Sample("approve round trip", 1)

@@ -12,6 +12,7 @@ from services.audit.completeness import CompletenessMetrics
 from services.audit.messaging import UnreplayedDeadLetters
 from services.audit.retention import RetentionMetrics
 from services.common.bus import BusMetrics
+from services.common.calendar import WorkingCalendar
 from services.common.http import ServiceMiddleware
 from services.common.outbox import Outbox
 from services.connector.backends import BackendMetrics
@@ -23,7 +24,6 @@ from services.exchange.feeds import FeedMetrics as ExchangeFeedMetrics
 from services.exchange.service import ExchangeMetrics
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.upstreams import UpstreamMetrics
-from services.registry.applications.calendar import WorkingCalendar
 
 
 def exported_names() -> set[str]:
@@ -35,7 +35,8 @@ def exported_names() -> set[str]:
     Outbox(object, None, None, registry=registry)  # type: ignore[arg-type]
     UnreplayedDeadLetters(None, registry)  # type: ignore[arg-type]
     LookupMetrics(registry)
-    WorkingCalendar({}, registry).fallbacks.labels(year="2099").inc()
+    WorkingCalendar({}, registry, "registry").fallbacks.labels(year="2099").inc()
+    WorkingCalendar({}, registry, "audit").fallbacks.labels(year="2099").inc()
     AlertMetrics(registry)
     CompletenessMetrics(registry)
     RetentionMetrics(registry, 60)

@@ -16,16 +16,19 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Date, and_, cast, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.config import AuditSettings
 from services.audit.models import Alert, AlertRule, AuditRecord
 from services.audit.problems import AuditProblem
+from services.common.calendar import WorkingCalendar
 from services.common.contracts.audit import AuditAction
 from services.common.pagination import one_more, page
 
@@ -147,12 +150,23 @@ async def volume(session: AsyncSession, s: AuditSettings, start: datetime, end: 
     return found
 
 
-async def off_hours(session: AsyncSession, s: AuditSettings, start: datetime, end: datetime) -> list[Candidate]:
-    """非工作时间访问: queries on a weekend or outside ``work_start_hour``–``work_end_hour`` on a
-    weekday, in the platform's zone (holidays: the registry's calendar, not consulted yet)."""
+def local_days(start: datetime, end: datetime, zone: ZoneInfo) -> list[date]:
+    """The dates, in ``zone``, that the window [start, end) touches."""
+    first, last = start.astimezone(zone).date(), (end - timedelta(microseconds=1)).astimezone(zone).date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+async def off_hours(
+    session: AsyncSession, s: AuditSettings, start: datetime, end: datetime, calendar: WorkingCalendar
+) -> list[Candidate]:
+    """非工作时间访问: queries outside ``work_start_hour``–``work_end_hour`` of a working day
+    (工作日) on the platform's calendar, in the platform's zone: weekends and public holidays
+    (放假) are days off, a 调休 make-up weekend working day is worked. A year the calendar has no
+    data for counts weekends only, and says so (services/common/calendar.py)."""
     local = func.timezone(s.timezone, AuditRecord.occurred_at)
+    working = sorted(calendar.working_days_among(local_days(start, end, s.zone)))
     outside = or_(
-        func.extract("isodow", local) >= 6,
+        cast(local, Date).not_in(working),  # none working in the window: every query is outside
         func.extract("hour", local) < s.work_start_hour,
         func.extract("hour", local) >= s.work_end_hour,
     )
@@ -273,13 +287,15 @@ async def rare_purpose(session: AsyncSession, s: AuditSettings, start: datetime,
     return found
 
 
-async def evaluate(session: AsyncSession, s: AuditSettings, now: datetime | None = None) -> list[Candidate]:
+async def evaluate(
+    session: AsyncSession, s: AuditSettings, calendar: WorkingCalendar, now: datetime | None = None
+) -> list[Candidate]:
     """Run every rule over its recent windows; store the alerts not raised before and return them."""
     now = now or datetime.now(UTC)
     found: list[Candidate] = []
     for rule, seconds in (
         (volume, s.volume_window_s),
-        (off_hours, s.volume_window_s),
+        (partial(off_hours, calendar=calendar), s.volume_window_s),
         (denials, s.denials_window_s),
         (subject_spread, s.spread_window_s),
         (rare_purpose, s.volume_window_s),
@@ -296,12 +312,14 @@ async def evaluate(session: AsyncSession, s: AuditSettings, now: datetime | None
     return [by_key[key] for key in inserted.scalars()]
 
 
-async def watch(sessions: async_sessionmaker[AsyncSession], s: AuditSettings, metrics: AlertMetrics) -> None:
+async def watch(
+    sessions: async_sessionmaker[AsyncSession], s: AuditSettings, metrics: AlertMetrics, calendar: WorkingCalendar
+) -> None:
     """Evaluate the rules every ``anomaly_interval_s`` seconds; count and log what is new."""
     while True:
         try:
             async with sessions.begin() as session:
-                raised = await evaluate(session, s)
+                raised = await evaluate(session, s, calendar)
                 await metrics.refresh(session)
             for alert in raised:
                 metrics.raised.labels(alert.rule.value).inc()

@@ -17,6 +17,7 @@ from services.audit.config import AuditSettings
 from services.audit.messaging import UnreplayedDeadLetters, on_audit_events, on_dead_letters, sign_checkpoints
 from services.audit.service import signing_key
 from services.common.bus import Bus, Subscription
+from services.common.calendar import WorkingCalendar
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 
@@ -75,7 +76,11 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
                 name="audit-checkpoints",
             )
             # The anomaly rules run beside ingest, not in it (why: services.audit.anomalies).
-            rules = asyncio.create_task(anomalies.watch(rt.sessions, settings, alert_metrics), name="audit-anomalies")
+            # The platform's working-day calendar (off-hours rule); its fallback counter in this app's registry.
+            app.state.calendar = calendar = WorkingCalendar.load(app.state.metrics, "audit")
+            rules = asyncio.create_task(
+                anomalies.watch(rt.sessions, settings, alert_metrics, calendar), name="audit-anomalies"
+            )
             reconciler = asyncio.create_task(
                 completeness.watch(
                     rt.sessions,

@@ -5,6 +5,9 @@ auditor's ``verify <export>`` (export.py, no database); the witness's ``witness 
 
 Replay sends dead letters (死信) back to the topic they came from, with their key and headers,
 once the cause is fixed; each is marked replayed, so running the command twice sends nothing twice.
+A withheld letter (its message is personal data, never kept) is replayed by ``--id`` only: its
+message is re-read from the source topic at the recorded partition and offset, checked, and sent
+back — while that topic still retains it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from services.audit import notes, retention, witness
 from services.audit.config import AuditSettings
 from services.audit.export import verify_export
 from services.audit.service import replay_dead_letters
+from services.common.bus import KafkaBus
 from services.common.db import create_engine, migrate, session_factory
 from services.common.runtime import make_bus
 
@@ -36,8 +40,15 @@ def parser() -> argparse.ArgumentParser:
     actions = letters.add_subparsers(dest="action", required=True)
     replay = actions.add_parser("replay", help="send dead letters back to their source topic")
     which = replay.add_mutually_exclusive_group(required=True)
-    which.add_argument("--id", dest="ids", type=int, action="append", metavar="ID", help="a dead letter (repeatable)")
-    which.add_argument("--all", action="store_true", help="every dead letter not yet replayed")
+    which.add_argument(
+        "--id",
+        dest="ids",
+        type=int,
+        action="append",
+        metavar="ID",
+        help="a dead letter (repeatable); a withheld one is re-read from its source topic by offset",
+    )
+    which.add_argument("--all", action="store_true", help="every dead letter not yet replayed, except withheld ones")
     witnessing = commands.add_parser("witness", help="cosign another platform's audit checkpoints (见证)")
     steps = witnessing.add_subparsers(dest="action", required=True)
     keygen = steps.add_parser("keygen", help="make a witness key; prints its verifier key")
@@ -134,14 +145,15 @@ async def replay(settings: AuditSettings, ids: Sequence[int] | None) -> int:
     try:
         await migrate(engine, "audit", MIGRATIONS)
         await bus.start()
-        replayed, missing = await replay_dead_letters(
-            session_factory(engine), bus, ids, lambda line: print(line, flush=True)
+        reread = bus.read_at if isinstance(bus, KafkaBus) else None  # always: settings.bus is "kafka"
+        done = await replay_dead_letters(
+            session_factory(engine), bus, ids, lambda line: print(line, flush=True), reread=reread
         )
     finally:
         await bus.stop()
         await engine.dispose()
-    print(f"replayed {replayed} dead letter(s)", flush=True)
-    return 1 if missing else 0
+    print(f"replayed {done.count} dead letter(s)", flush=True)
+    return 1 if done.missing or done.refused else 0
 
 
 async def retention_run(settings: AuditSettings, dry_run: bool) -> int:

@@ -38,8 +38,8 @@ class AuditSettings(CommonSettings):
     )
     volume_factor: float = Field(5.0, gt=1, validation_alias="TONGBAN_AUDIT_VOLUME_FACTOR")
     volume_min: int = Field(100, ge=1, validation_alias="TONGBAN_AUDIT_VOLUME_MIN")
-    # Working hours on weekdays, in TONGBAN_TIMEZONE; weekends are outside them. Holidays are
-    # the registry's calendar, not known here yet.
+    # Working hours of a working day (工作日), in TONGBAN_TIMEZONE, on the platform's calendar
+    # (services/common/calendar.py): weekends and public holidays are outside them, 调休 days not.
     work_start_hour: int = Field(8, ge=0, le=23, validation_alias="TONGBAN_AUDIT_WORK_START_HOUR")
     work_end_hour: int = Field(18, ge=1, le=24, validation_alias="TONGBAN_AUDIT_WORK_END_HOUR")
     off_hours_min: int = Field(1, ge=1, validation_alias="TONGBAN_AUDIT_OFF_HOURS_MIN")

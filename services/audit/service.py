@@ -7,7 +7,8 @@ import base64
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -39,9 +40,11 @@ from services.common.bus import (
     DLQ_PARTITION,
     DLQ_REASON,
     DLQ_SOURCE,
+    DLQ_TIMESTAMP,
     DLQ_WITHHELD,
     Bus,
     Message,
+    NotRetained,
 )
 from services.common.contracts.audit import (
     OCCURRED_MAX_MS,
@@ -51,6 +54,7 @@ from services.common.contracts.audit import (
     bounded_fields,
     storable,
 )
+from services.common.logs import REQUEST_ID_HEADER, TRACEPARENT_HEADER
 from services.common.pagination import one_more, page
 from services.common.pb import audit_pb2
 from services.common.security import Principal, Role, forbidden
@@ -685,7 +689,9 @@ async def store_dead_letters(
 
 
 async def count_unreplayed(session: AsyncSession) -> int:
-    """Dead letters that can still be replayed and were not (a withheld one never can be)."""
+    """Dead letters that hold their message and were not replayed. A withheld one is not counted:
+    its message is in its source topic only for that topic's retention (a day on the data plane),
+    and replaying it is a deliberate act per letter (:func:`replay_dead_letters`)."""
     count = await session.scalar(
         select(func.count())
         .select_from(DeadLetter)
@@ -709,18 +715,106 @@ async def list_dead_letters(
 
 def replay_message(letter: DeadLetter) -> Message:
     """The message as it was before it was dead-lettered: its topic, key, value and own headers."""
-    assert letter.value is not None, "a withheld dead letter is never replayed"
+    assert letter.value is not None, "a withheld dead letter is replayed from its source (replay_withheld)"
     headers = {k: v for k, v in letter.headers.items() if not k.startswith(DLQ_HEADER_PREFIX)}
     return Message(letter.source_topic, letter.value, letter.key, headers)
 
 
+ADDED_ON_PUBLISH = frozenset({REQUEST_ID_HEADER, TRACEPARENT_HEADER})  # services.common.bus.outgoing_headers
+
+# Re-reads the message at (topic, partition, offset): KafkaBus.read_at.
+Reread = Callable[[str, int, int], Awaitable[Message]]
+
+
+class ReplayRefused(Exception):
+    """A withheld dead letter that cannot be replayed now; the text, for the operator, names
+    where the message was and why (never the message). Nothing was changed."""
+
+
+def not_the_same(letter: DeadLetter, found: Message) -> str | None:
+    """Why ``found`` (re-read at the letter's source offset) is not the message the letter was
+    made of, or None: the key, the record's timestamp (``dlq-timestamp``, when the producer
+    recorded it) and every header the letter kept must be the same."""
+    if letter.key is not None and found.key != letter.key:
+        return "key differs"
+    recorded = _int_or_none(letter.headers.get(DLQ_TIMESTAMP))
+    if recorded is not None and found.timestamp != recorded:
+        return "timestamp differs"
+    # As dead_letter_values kept them: bounded; a value shaped like an identity number withheld.
+    seen = {bounded(k, HEADER_MAX): bounded(v, HEADER_MAX) for k, v in found.headers.items()}
+    for name, value in letter.headers.items():
+        if name.startswith(DLQ_HEADER_PREFIX) or value == WITHHELD_HEADER:
+            continue
+        # The bus adds the sender's request id and trace to what it publishes when the message has
+        # none: a dead letter may carry them where the message itself did not.
+        if name not in seen and name in ADDED_ON_PUBLISH:
+            continue
+        if seen.get(name) != value:
+            return f"header {name} differs"
+    return None
+
+
+def _retention_text(ms: int | None) -> str:
+    if ms is None:
+        return "retention.ms unknown"
+    if ms < 0:
+        return "retention.ms=-1 (kept for ever)"
+    return f"retention.ms={ms} ({ms / 3_600_000:g} h)"
+
+
+async def replay_withheld(letter: DeadLetter, reread: Reread) -> Message:
+    """The message to send back for a withheld dead letter: re-read from its source topic at the
+    recorded partition and offset, checked to be the same message, with its own key, value and
+    headers. The message is personal data (个人信息): it is only ever published, never kept or
+    logged. :class:`ReplayRefused` when it cannot be re-read as it was."""
+    from aiokafka.errors import KafkaError  # the bus's dependency, imported where it is used
+
+    where = f"{letter.source_topic} partition {letter.source_partition} offset {letter.source_offset}"
+    if letter.source_partition is None or letter.source_offset is None:
+        raise ReplayRefused(f"未记录源分区或偏移量，无法重读 (no source partition/offset recorded): {where}")
+    try:
+        found = await reread(letter.source_topic, letter.source_partition, letter.source_offset)
+    except NotRetained as gone:
+        kept = "the topic or partition does not exist"
+        if gone.first is not None and gone.end is not None:
+            kept = f"offsets {gone.first}..{gone.end - 1} retained" if gone.end > gone.first else "nothing retained"
+        raise ReplayRefused(
+            f"原消息已不在源主题中，无法重放 (the original message is no longer retained): {where}; "
+            f"{kept}, {_retention_text(gone.retention_ms)}"
+        ) from None
+    except KafkaError as err:  # e.g. no right to read the source topic
+        raise ReplayRefused(f"无法读取源主题 (cannot read the source topic): {where}: {type(err).__name__}") from None
+    if (why := not_the_same(letter, found)) is not None:
+        raise ReplayRefused(f"源主题该位置的消息不是死信所指的消息 (not the dead-lettered message): {where}: {why}")
+    headers = {k: v for k, v in found.headers.items() if not k.startswith(DLQ_HEADER_PREFIX)}
+    return Message(letter.source_topic, found.value, found.key, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What a replay run did: how many letters it sent back; the ids given that do not exist;
+    the withheld letters that could not be re-read (:class:`ReplayRefused`)."""
+
+    count: int
+    missing: list[int]
+    refused: list[int]
+
+
 async def replay_dead_letters(
-    sessions: async_sessionmaker[AsyncSession], bus: Bus, ids: Sequence[int] | None, say: Callable[[str], None]
-) -> tuple[int, list[int]]:
+    sessions: async_sessionmaker[AsyncSession],
+    bus: Bus,
+    ids: Sequence[int] | None,
+    say: Callable[[str], None],
+    reread: Reread | None = None,
+) -> Replayed:
     """Send dead letters back to their source topic — ``ids``, or every one not yet replayed — and
     mark them replayed, one at a time (a crash loses no progress; consumers are idempotent, so a
     letter sent twice by a crash between publish and commit does no harm). Letters already replayed
-    are skipped, so running it twice replays nothing twice. Returns (replayed, ids not found)."""
+    are skipped, so running it twice replays nothing twice.
+
+    A withheld letter (its message is personal data, not kept) is replayed only when named by id,
+    and only with ``reread``: its message is re-read from the source topic (:func:`replay_withheld`).
+    One that cannot be is left as it was, and said so."""
     missing: list[int] = []
     if ids is not None:
         async with sessions() as session:
@@ -734,7 +828,7 @@ async def replay_dead_letters(
     if ids is not None:
         for i in sorted(set(ids) - set(todo) - set(missing)):
             say(f"死信 {i}: already replayed, skipped")
-    replayed = 0
+    replayed, refused = 0, []
     for n, letter_id in enumerate(todo, 1):
         async with sessions.begin() as session:
             letter = (
@@ -750,11 +844,24 @@ async def replay_dead_letters(
             if not letter.source_topic:
                 say(f"死信 {letter_id}: no source topic recorded, cannot replay")
                 continue
-            if letter.value is None:
-                say(f"死信 {letter_id}: its message was not kept ({letter.withheld}), cannot replay")
+            if letter.value is not None:
+                message = replay_message(letter)
+            elif ids is None or reread is None:
+                say(
+                    f"死信 {letter_id}: withheld (its message is personal data, not kept), skipped; to re-read it "
+                    f"from {letter.source_topic} within that topic's retention: dead-letters replay --id {letter_id}"
+                )
                 continue
-            await bus.publish(replay_message(letter))
+            else:
+                try:
+                    message = await replay_withheld(letter, reread)
+                except ReplayRefused as refusal:
+                    say(f"死信 {letter_id}: {refusal}; nothing was replayed")
+                    refused.append(letter_id)
+                    continue
+            await bus.publish(message)
             await session.execute(update(DeadLetter).where(DeadLetter.id == letter_id).values(replayed_at=func.now()))
         replayed += 1
-        say(f"死信 {letter_id}: replayed to {letter.source_topic} ({n}/{len(todo)})")
-    return replayed, missing
+        how = " (re-read from its source offset)" if letter.value is None else ""
+        say(f"死信 {letter_id}: replayed to {letter.source_topic}{how} ({n}/{len(todo)})")
+    return Replayed(replayed, missing, refused)

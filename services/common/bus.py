@@ -20,8 +20,9 @@ concurrently. What happens when a handler fails (:func:`run_with_retries`):
 
 A subscription whose messages carry personal data in clear (``Subscription.personal_data``: the
 exchange's requests and replies) dead-letters them *withheld*: the dead letter says where the
-message is (source topic, partition, offset) and why it failed, but holds no value — an operator
-re-reads the message from its source topic, by offset, while that topic still retains it.
+message is (source topic, partition, offset, and its timestamp) and why it failed, but holds no
+value — the audit service's replay command re-reads the message from its source topic, by offset
+(:meth:`KafkaBus.read_at`), while that topic still retains it.
 
 Metrics (in the registry the bus is given): ``tongban_bus_dead_letters_total{topic,group}`` and
 ``tongban_bus_consumer_lag{group,topic,partition}``.
@@ -66,6 +67,7 @@ DLQ_REASON = "dlq-reason"
 DLQ_GROUP = "dlq-group"
 DLQ_PARTITION = "dlq-partition"
 DLQ_OFFSET = "dlq-offset"
+DLQ_TIMESTAMP = "dlq-timestamp"  # the source record's timestamp (ms): a re-read checks it is the same message
 DLQ_WITHHELD = "dlq-withheld"  # present on a dead letter whose message was left out: says why
 DLQ_HEADER_PREFIX = "dlq-"
 DLQ_REASON_MAX = 500  # characters: enough for a type and a message, not for a whole traceback
@@ -97,9 +99,11 @@ class Message:
     value: bytes
     key: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    # Where a consumed message was read from, when the bus knows (Kafka); None when publishing.
+    # Where a consumed message was read from, and the record's timestamp (ms since the epoch), when
+    # the bus knows (Kafka); None when publishing.
     partition: int | None = None
     offset: int | None = None
+    timestamp: int | None = None
 
 
 Handler = Callable[[Sequence[Message]], Awaitable[None]]
@@ -249,6 +253,8 @@ def dead_letter_of(sub: Subscription, default_topic: str, message: Message, exc:
         headers[DLQ_PARTITION] = str(message.partition)
     if message.offset is not None:
         headers[DLQ_OFFSET] = str(message.offset)
+    if message.timestamp is not None:
+        headers[DLQ_TIMESTAMP] = str(message.timestamp)
     if withheld:
         headers[DLQ_WITHHELD] = WITHHELD_BECAUSE
     return Message(sub.dlq or default_topic, b"" if withheld else message.value, message.key, headers)
@@ -425,8 +431,24 @@ def _dead_letter_handler(bus: Bus, sub: Subscription, default_topic: str) -> Dea
 
 
 def _consumed(record: Any) -> Message:
-    """A consumed aiokafka record as a :class:`Message` that knows its partition and offset."""
-    return dataclasses.replace(as_message(record), partition=record.partition, offset=record.offset)
+    """A consumed aiokafka record as a :class:`Message` that knows its partition, offset and timestamp."""
+    return dataclasses.replace(
+        as_message(record), partition=record.partition, offset=record.offset, timestamp=record.timestamp
+    )
+
+
+class NotRetained(Exception):
+    """No message at ``offset`` of ``topic``'s ``partition``: retention removed it (``first`` is
+    past it), it was never written (``end`` is not past it), or the topic or partition does not
+    exist (``first`` and ``end`` None). ``retention_ms``: the topic's ``retention.ms`` when it
+    could be read (-1: kept for ever)."""
+
+    def __init__(
+        self, topic: str, partition: int, offset: int, first: int | None, end: int | None, retention_ms: int | None
+    ) -> None:
+        super().__init__(f"{topic} partition {partition} offset {offset}: not retained")
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.first, self.end, self.retention_ms = first, end, retention_ms
 
 
 def kafka_ssl_context(cafile: str, certfile: str | None = None, keyfile: str | None = None) -> ssl.SSLContext:
@@ -512,6 +534,78 @@ class KafkaBus:
             if missing:
                 with contextlib.suppress(Exception):  # a replica may have created them meanwhile
                     await admin.create_topics(missing)
+        finally:
+            await admin.close()
+
+    async def read_at(self, topic: str, partition: int, offset: int, timeout_s: float = 30.0) -> Message:
+        """The message at ``offset`` of ``topic``'s ``partition`` (knowing its partition, offset and
+        timestamp), read by a consumer of its own: assigned, no group, nothing committed, stopped
+        at once. :class:`NotRetained` when there is none — never the next message instead; a Kafka
+        error (``aiokafka.errors.KafkaError``) when the topic may not be read."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import OffsetOutOfRangeError
+
+        partitions, retention_ms = await self._topic_facts(topic)
+        if partition not in partitions:  # beginning_offsets would wait for ever on it
+            raise NotRetained(topic, partition, offset, None, None, retention_ms)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            **self._connection,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="none",  # an offset out of range is an error, not another message
+            max_poll_records=1,
+        )
+        await consumer.start()
+        try:
+            where = TopicPartition(topic, partition)
+            consumer.assign([where])
+            first = (await consumer.beginning_offsets([where]))[where]
+            end = (await consumer.end_offsets([where]))[where]
+            if not first <= offset < end:
+                raise NotRetained(topic, partition, offset, first, end, retention_ms)
+            consumer.seek(where, offset)
+            try:
+                records = await consumer.getmany(where, timeout_ms=int(timeout_s * 1000), max_records=1)
+            except OffsetOutOfRangeError:  # retention removed it between the check and the fetch
+                raise NotRetained(topic, partition, offset, None, end, retention_ms) from None
+            found = records.get(where, [])
+            # A compacted or transactional log may hold no record at the offset itself: the fetch
+            # then starts at the next one, which is not the message asked for.
+            if not found or found[0].offset != offset:
+                raise NotRetained(topic, partition, offset, first, end, retention_ms)
+            return _consumed(found[0])
+        finally:
+            await consumer.stop()
+
+    async def _topic_facts(self, topic: str) -> tuple[set[int], int | None]:
+        """The topic's partitions (none: no such topic) and its ``retention.ms`` — None when it
+        cannot be read (no DescribeConfigs right): used only to explain, never to decide."""
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+        from aiokafka.errors import UnknownTopicOrPartitionError, for_code
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=self._client_id, **self._connection)
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([topic])
+            if described["error_code"] == UnknownTopicOrPartitionError.errno:
+                return set(), None
+            if described["error_code"] != 0:  # e.g. no right to describe it: not the same as absent
+                raise for_code(described["error_code"])()
+            partitions = {p["partition"] for p in described["partitions"]}
+            try:
+                [response] = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})]
+                )
+                for error, _, _, _, entries in response.resources:
+                    for name, value, *_ in entries if error == 0 else ():
+                        if name == "retention.ms" and value is not None:
+                            return partitions, int(value)
+            except Exception:
+                log.debug("retention.ms not readable", exc_info=True, extra={"ctx_topic": topic})
+            return partitions, None
         finally:
             await admin.close()
 

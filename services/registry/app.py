@@ -10,11 +10,11 @@ import httpx
 from fastapi import FastAPI
 
 from services.common.bus import Bus
+from services.common.calendar import WorkingCalendar
 from services.common.http import create_service_app
 from services.common.runtime import readiness_checks, service_runtime
 from services.registry.api import router
 from services.registry.api.common import topics
-from services.registry.applications.calendar import WorkingCalendar
 from services.registry.config import RegistrySettings
 from services.registry.identity import SystemDirectory
 from services.registry.models import Outbox as OutboxModel
@@ -68,6 +68,6 @@ def create_app(settings: RegistrySettings | None = None, bus: Bus | None = None)
         max_upload_bytes=settings.max_upload_bytes,
     )
     # The working-day calendar is data read once; its fallback counter lives in the app's registry.
-    app.state.calendar = WorkingCalendar.load(app.state.metrics)
+    app.state.calendar = WorkingCalendar.load(app.state.metrics, "registry")
     app.include_router(router)
     return app

@@ -4,14 +4,18 @@ the metrics follow."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit.anomalies import Candidate, evaluate
 from services.audit.config import AuditSettings
 from services.audit.models import Alert, AlertRule
+from services.common.calendar import WorkingCalendar
 from tests.audit.conftest import Audit
 from tests.audit.test_queries import add, dept, event, is_problem
 
@@ -39,9 +43,16 @@ def rules_settings(audit: Audit) -> AuditSettings:
     )
 
 
-async def run_rules(sessions: async_sessionmaker[AsyncSession], s: AuditSettings, now: datetime) -> list[Candidate]:
+# The platform's calendar, as the service loads it (its shipped years: 2024 to 2026 at least).
+CALENDAR_METRICS = CollectorRegistry()
+CALENDAR = WorkingCalendar.load(CALENDAR_METRICS, "audit")
+
+
+async def run_rules(
+    sessions: async_sessionmaker[AsyncSession], s: AuditSettings, now: datetime, calendar: WorkingCalendar = CALENDAR
+) -> list[Candidate]:
     async with sessions.begin() as session:
-        return await evaluate(session, s, now)
+        return await evaluate(session, s, calendar, now)
 
 
 def of(raised: list[Candidate], rule: AlertRule) -> list[Candidate]:
@@ -51,7 +62,7 @@ def of(raised: list[Candidate], rule: AlertRule) -> list[Candidate]:
 async def test_volume_far_above_the_consumers_own_baseline(
     audit: Audit, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    window = datetime(2026, 4, 6, 3, 0, tzinfo=UTC)  # Monday 11:00 in Asia/Shanghai: working hours
+    window = datetime(2026, 3, 30, 3, 0, tzinfo=UTC)  # Monday 11:00 in Asia/Shanghai: working hours
     surging, steady = dept(), dept()
     history = [
         event(window - k * HOUR + timedelta(minutes=m), consumer_dept=c)
@@ -86,6 +97,43 @@ async def test_access_outside_working_hours(audit: Audit, sessions: async_sessio
     for moment in (monday_10, monday_0730, saturday_11):
         found += of(await run_rules(sessions, s, moment + timedelta(minutes=1)), AlertRule.OFF_HOURS)
     assert sorted(c.consumer_dept for c in found) == sorted([early, weekend])
+
+
+async def test_working_days_are_those_of_the_platforms_calendar(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A public holiday on a weekday is a day off; a 调休 Saturday is a working day, off only outside
+    working hours (国务院办公厅关于2026年部分节假日安排的通知: 国庆节 10-01..10-07, 10-10 worked)."""
+    s = rules_settings(audit)
+    holiday, makeup, makeup_late = dept(), dept(), dept()
+    holiday_monday_10 = datetime(2026, 10, 5, 2, 0, tzinfo=UTC)  # 10:00 local, 国庆节
+    makeup_saturday_10 = datetime(2026, 10, 10, 2, 0, tzinfo=UTC)  # 10:00 local, 调休上班
+    makeup_saturday_19 = datetime(2026, 10, 10, 11, 0, tzinfo=UTC)  # 19:00 local, after work
+    await add(
+        sessions,
+        [
+            event(holiday_monday_10, consumer_dept=holiday),
+            event(makeup_saturday_10, consumer_dept=makeup),
+            event(makeup_saturday_19, consumer_dept=makeup_late),
+        ],
+    )
+    found = []
+    for moment in (holiday_monday_10, makeup_saturday_10, makeup_saturday_19):
+        found += of(await run_rules(sessions, s, moment + timedelta(minutes=1)), AlertRule.OFF_HOURS)
+    assert sorted(c.consumer_dept for c in found) == sorted([holiday, makeup_late])
+    assert not CALENDAR_METRICS.get_sample_value("tongban_audit_calendar_fallback_total", {"year": "2026"})
+
+    # Without data for the year: weekends only, as the registry counts, with its warning and metric.
+    registry = CollectorRegistry()
+    bare = WorkingCalendar({}, registry, "audit")
+    elsewhere = dept()
+    at = holiday_monday_10 + timedelta(minutes=30)
+    await add(sessions, [event(at, consumer_dept=elsewhere)])
+    with caplog.at_level(logging.WARNING, logger="tongban.calendar"):
+        raised = of(await run_rules(sessions, s, at + timedelta(minutes=1), bare), AlertRule.OFF_HOURS)
+    assert elsewhere not in {c.consumer_dept for c in raised}  # a Monday, then: working
+    assert registry.get_sample_value("tongban_audit_calendar_fallback_total", {"year": "2026"}) == 2  # 2 windows
+    assert any("no holiday calendar for 2026" in r.getMessage() for r in caplog.records)
 
 
 async def test_repeated_denials_and_one_subject_read_by_many(
@@ -128,7 +176,7 @@ async def test_a_purpose_the_consumer_rarely_uses(audit: Audit, sessions: async_
 
 async def test_auditors_list_and_acknowledge_alerts(audit: Audit, sessions: async_sessionmaker[AsyncSession]) -> None:
     s = rules_settings(audit)
-    at = datetime(2026, 5, 9, 3, 0, tzinfo=UTC)  # a Saturday
+    at = datetime(2026, 5, 16, 3, 0, tzinfo=UTC)  # a Saturday (not a 调休 one)
     consumer = dept()
     await add(sessions, [event(at, consumer_dept=consumer)])
     assert len(of(await run_rules(sessions, s, at), AlertRule.OFF_HOURS)) == 1

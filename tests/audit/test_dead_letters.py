@@ -12,7 +12,22 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.bus import DLQ_WITHHELD, WITHHELD_BECAUSE, Message, Subscription, dead_letter_of
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+
+from services.audit.models import DeadLetter
+from services.audit.service import not_the_same
+from services.common.bus import (
+    DLQ_WITHHELD,
+    WITHHELD_BECAUSE,
+    KafkaBus,
+    Message,
+    NotRetained,
+    PoisonMessage,
+    Subscription,
+    dead_letter_of,
+)
 from services.common.pb import audit_pb2
 from tests.audit.conftest import Audit
 from tests.integration.helpers import eventually, started, unique
@@ -176,10 +191,14 @@ async def _nonempty(rows: Any) -> bool:
     return bool(await rows)
 
 
-async def test_a_letter_the_bus_withheld_is_kept_as_withheld_and_never_replayed(audit: Audit) -> None:
+async def test_a_letter_the_bus_withheld_is_kept_as_withheld_and_its_gone_source_refuses_replay(
+    audit: Audit,
+) -> None:
     """Dead letters as a ``personal_data`` subscription makes them (an empty value, ``dlq-withheld``):
     audit keeps where the message is and why, takes the bus's reason as its own — also for a topic
-    it has no rule for — and has nothing to replay. Runs last: ``--all`` above counts what it sends."""
+    it has no rule for. ``--all`` leaves them alone; by id, the replay re-reads the source topic,
+    which here does not exist: refused, nothing changes. Runs after the ``--all`` above, which
+    counts what it sends."""
     dlq = audit.settings.topic("exchange.dlq")
     failed = [
         Message(audit.settings.topic("exchange.requests.11110000000000001X"), b"id_card 11010619750916195X", b"q-1"),
@@ -202,6 +221,11 @@ async def test_a_letter_the_bus_withheld_is_kept_as_withheld_and_never_replayed(
         return [rows[i] for i in ids if i in rows]
 
     await eventually(lambda: _all(kept(), len(ids)), 60, "the withheld dead letters to be kept")
+    code, output = await audit.replay("--all")
+    assert code == 0, output
+    for row in await kept():
+        assert f"死信 {row['id']}: withheld (its message is personal data, not kept), skipped" in output, output
+        assert f"dead-letters replay --id {row['id']}" in output
     for row, message in zip(await kept(), failed, strict=True):
         assert row["value_base64"] is None and row["withheld"] == WITHHELD_BECAUSE, row
         assert (row["source_topic"], row["source_partition"], row["source_offset"]) == (
@@ -211,8 +235,137 @@ async def test_a_letter_the_bus_withheld_is_kept_as_withheld_and_never_replayed(
         )
         assert row["reason"] == "RuntimeError" and row["key"] == message.key.decode()  # type: ignore[union-attr]
         code, output = await audit.replay("--id", str(row["id"]))
-        assert code == 0 and "its message was not kept" in output and "replayed 0 dead letter(s)" in output, output
+        assert code == 1 and "replayed 0 dead letter(s)" in output, output
+        assert (
+            f"原消息已不在源主题中，无法重放 (the original message is no longer retained): {message.topic} " in output
+        )
+        assert f"partition {message.partition} offset {message.offset}; the topic or partition does not exist" in output
+    assert all(row["replayed_at"] is None for row in await kept())
     await eventually(lambda: audit.unreplayed_gauge() == before, 10, "the gauge not to count them")
+
+
+async def test_a_withheld_letter_replayed_by_id_is_re_read_from_its_source_and_handled(audit: Audit) -> None:
+    """End to end: a reply carrying personal data fails its consumer, which dead-letters it
+    withheld; audit keeps it without the message. Once the cause is fixed, ``replay --id`` re-reads
+    it from the source topic at the recorded offset, checks it is the same message and publishes
+    it again: the consumer handles it, the letter is marked replayed, and the message is never
+    printed nor kept by audit."""
+    clear = b"11010619750916195X"
+    source, dlq = audit.settings.topic(f"exchange.replies.{uuid.uuid4().hex[:8]}"), audit.settings.topic("exchange.dlq")
+    value, key = b"\x12\x07id_card\x1a\x12" + clear, f"q-{uuid.uuid4().hex}".encode()
+    broken, handled = True, []
+
+    async def consume(batch: Sequence[Message]) -> None:
+        for message in batch:
+            if broken:
+                raise PoisonMessage(message, "undecodable reply: the test's consumer is broken")
+            handled.append(message)
+
+    consumer = await started(
+        audit.settings.kafka_bootstrap,
+        Subscription([source], consume, group=unique("replies"), dlq=dlq, personal_data=True),
+    )
+    try:
+        await consumer.publish(Message(source, value, key, {"request-id": "rid-of-the-reply"}))
+
+        async def kept() -> list[dict[str, Any]]:
+            return [d for d in await audit.dead_letters(limit="1000") if d["source_topic"] == source]
+
+        await eventually(lambda: _nonempty(kept()), 60, "the withheld dead letter to be kept")
+        [row] = await kept()
+        assert row["value_base64"] is None and row["withheld"] == WITHHELD_BECAUSE
+        assert row["key"] == key.decode() and row["headers"]["dlq-timestamp"].isdigit()
+
+        broken = False  # the cause is fixed
+        code, output = await audit.replay("--id", str(row["id"]))
+        assert code == 0, output
+        assert f"死信 {row['id']}: replayed to {source} (re-read from its source offset)" in output, output
+        assert "replayed 1 dead letter(s)" in output
+        assert clear.decode() not in output and clear[:-1].decode() not in output
+
+        await eventually(lambda: len(handled) == 1, 60, "the replayed reply to be handled")
+        assert (handled[0].value, handled[0].key) == (value, key)
+        assert handled[0].headers.get("request-id") == "rid-of-the-reply"
+        assert not any(k.startswith("dlq-") for k in handled[0].headers)
+        [row] = await kept()  # still one letter (handled, not dead-lettered again), replayed, no value
+        assert row["replayed_at"] is not None and row["value_base64"] is None
+
+        code, output = await audit.replay("--id", str(row["id"]))  # again: nothing is sent twice
+        assert code == 0 and "already replayed, skipped" in output, output
+        await asyncio.sleep(2)
+        assert len(handled) == 1
+    finally:
+        await consumer.stop()
+
+
+async def test_a_withheld_letter_whose_offset_expired_or_never_was_is_refused_and_nothing_changes(
+    audit: Audit,
+) -> None:
+    """Retention removed the message (here: its records deleted, as retention does), the offset
+    was never written, or the message now at the offset is another one: each replay is refused
+    with where it looked and the topic's retention, exit 1; the letter stays unreplayed and
+    nothing is published to the source topic."""
+    source, dlq = audit.settings.topic(f"exchange.replies.{uuid.uuid4().hex[:8]}"), audit.settings.topic("exchange.dlq")
+    where = TopicPartition(source, 0)
+    admin = AIOKafkaAdminClient(bootstrap_servers=audit.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(source, 1, 1, topic_configs={"retention.ms": "86400000"})])
+        await audit.producer.publish_many([Message(source, b"first", b"q-1"), Message(source, b"second", b"q-2")])
+        await admin.delete_records({where: RecordsToDelete(before_offset=1)})  # offset 0: past retention
+    finally:
+        await admin.close()
+
+    def withheld(offset: int, message_key: bytes) -> Message:
+        failed = Message(source, b"", message_key, partition=0, offset=offset)
+        subscription = Subscription([source], _never, group="g", personal_data=True)
+        return dead_letter_of(subscription, dlq, failed, RuntimeError("boom"))
+
+    letters = [withheld(0, b"q-1"), withheld(7, b"q-7"), withheld(1, b"q-other")]
+    await audit.producer.publish_many(letters)
+    ids = [letter.headers["dlq-id"] for letter in letters]
+
+    async def kept() -> list[dict[str, Any]]:
+        rows = {d["headers"].get("dlq-id"): d for d in await audit.dead_letters(limit="1000")}
+        return [rows[i] for i in ids if i in rows]
+
+    await eventually(lambda: _all(kept(), len(ids)), 60, "the withheld dead letters to be kept")
+    expired, absent, other = await kept()
+    expected = {
+        expired["id"]: f"原消息已不在源主题中，无法重放 (the original message is no longer retained): {source} "
+        "partition 0 offset 0; offsets 1..1 retained, retention.ms=86400000 (24 h); nothing was replayed",
+        absent["id"]: f"原消息已不在源主题中，无法重放 (the original message is no longer retained): {source} "
+        "partition 0 offset 7; offsets 1..1 retained, retention.ms=86400000 (24 h); nothing was replayed",
+        other["id"]: f"源主题该位置的消息不是死信所指的消息 (not the dead-lettered message): {source} "
+        "partition 0 offset 1: key differs; nothing was replayed",
+    }
+    for letter_id, line in expected.items():
+        code, output = await audit.replay("--id", str(letter_id))
+        assert code == 1, output
+        assert f"死信 {letter_id}: {line}" in output and "replayed 0 dead letter(s)" in output, output
+    assert all(row["replayed_at"] is None for row in await kept())
+    reader = KafkaBus(audit.settings.kafka_bootstrap, unique("reader"), unique("dlq"))
+    with pytest.raises(NotRetained) as nothing_more:  # nothing was published to the source topic
+        await reader.read_at(source, 0, 2)
+    assert (nothing_more.value.first, nothing_more.value.end) == (1, 2)
+
+
+def test_the_same_message_is_told_by_key_timestamp_and_kept_headers() -> None:
+    """What a re-read must match before a withheld letter is replayed (no broker needed)."""
+    letter = DeadLetter(
+        key=b"q-1",
+        headers={"dlq-timestamp": "1790000000000", "dlq-id": "x", "request-id": "r-1", "note": "…withheld"},
+    )
+    same = Message("t", b"v", b"q-1", {"request-id": "r-1", "note": "110106197509161951"}, 0, 5, 1790000000000)
+    assert not_the_same(letter, same) is None  # a withheld header value is not compared
+    assert not_the_same(letter, dataclasses.replace(same, key=b"q-2")) == "key differs"
+    assert not_the_same(letter, dataclasses.replace(same, timestamp=1790000000001)) == "timestamp differs"
+    assert not_the_same(letter, dataclasses.replace(same, headers={"request-id": "r-2"})) == "header request-id differs"
+    # A request id or trace the bus added when it published the dead letter is not the message's own.
+    letter.headers = {"dlq-timestamp": "1790000000000", "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"}
+    assert not_the_same(letter, dataclasses.replace(same, headers={})) is None
+    letter.headers = {"note": "n"}
+    assert not_the_same(letter, dataclasses.replace(same, headers={})) == "header note differs"
 
 
 async def _never(batch: Sequence[Message]) -> None:

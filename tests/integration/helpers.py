@@ -9,8 +9,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from services.common.bus import KafkaBus, Message, Subscription
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,18 +42,12 @@ async def started(bootstrap: str, *subscriptions: Subscription, topics: Sequence
 
 
 async def reread(bootstrap: str, topic: str, partition: int, offset: int) -> Message:
-    """The message at ``offset`` of ``topic``'s ``partition``, read as docs/operations.md tells an
-    operator to re-read a withheld dead letter's message (no group, nothing committed)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="none")
-    await consumer.start()
-    try:
-        where = TopicPartition(topic, partition)
-        consumer.assign([where])
-        consumer.seek(where, offset)
-        record = await asyncio.wait_for(consumer.getone(), 30)
-    finally:
-        await consumer.stop()
-    return Message(record.topic, record.value, record.key, partition=record.partition, offset=record.offset)
+    """The message at ``offset`` of ``topic``'s ``partition``, read as the audit service's replay
+    command re-reads a withheld dead letter's message (``KafkaBus.read_at``: no group, nothing
+    committed)."""
+    return await KafkaBus(bootstrap, client_id=unique("reread"), dlq_topic=unique("dlq")).read_at(
+        topic, partition, offset
+    )
 
 
 def written_env() -> dict[str, str]:

@@ -156,6 +156,7 @@ async def test_a_personal_data_message_is_dead_lettered_withheld_and_re_read_fro
             bootstrap, requests, int(withheld.headers["dlq-partition"]), int(withheld.headers["dlq-offset"])
         )
         assert (again.value, again.key) == (value, b"query-1")
+        assert withheld.headers["dlq-timestamp"] == str(again.timestamp)  # so a re-read can tell it is the one
 
         assert (whole.value, whole.key) == (value, b"k-2")  # not personal data: whole, as before
         assert "dlq-withheld" not in whole.headers

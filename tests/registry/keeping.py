@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 
+from services.common.calendar import WorkingCalendar
 from services.common.errors import Problem
 from services.common.security import Principal, Role
 from services.registry.applications import service as applications
-from services.registry.applications.calendar import WorkingCalendar
 from services.registry.applications.schemas import ApplicationCreate
 from services.registry.lists import service as lists
 from services.registry.lists.schemas import (
@@ -42,7 +42,7 @@ from services.registry.service_items.stats import registry_stats
 from tests.factories import ResourceCreateFactory, credit_code, person
 from tests.registry.calls import AUDIT_TOPIC, TODAY, TOPICS, Catalogue
 
-CALENDAR = WorkingCalendar.load(CollectorRegistry())
+CALENDAR = WorkingCalendar.load(CollectorRegistry(), "registry")
 TABLES = (Responsibility, Demand, NegativeLine, ServiceItem, Material, Application, Grant)
 
 

@@ -18,13 +18,13 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.calendar import WorkingCalendar
 from services.common.clock import business_date
 from services.common.contracts.audit import AuditAction
 from services.common.errors import Problem
 from services.common.security import Principal, Role
 from services.common.settings import CommonSettings
 from services.registry.applications import service
-from services.registry.applications.calendar import WorkingCalendar
 from services.registry.applications.schemas import ApplicationApprove, ApplicationCreate, ApplicationReject
 from services.registry.catalogue import service as catalogue
 from services.registry.catalogue.schemas import ShareSpec
@@ -58,7 +58,7 @@ class Registry(Units):
     """Every call of the registry's services these tests make, in one place, each in its own
     unit of work (as a route runs it: all or nothing), and the events the calls staged."""
 
-    calendar: WorkingCalendar = field(default_factory=lambda: WorkingCalendar.load(CollectorRegistry()))
+    calendar: WorkingCalendar = field(default_factory=lambda: WorkingCalendar.load(CollectorRegistry(), "registry"))
 
     async def publish(self, admin: Principal, share: ShareSpec) -> Resource:
         """A published 信息资源 of ``admin``'s department (the provider); its catalogue events are

@@ -11,7 +11,7 @@ import chinese_calendar
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.registry.applications.calendar import CalendarDataError, WorkingCalendar, parse_year
+from services.common.calendar import CalendarDataError, WorkingCalendar, parse_year
 from services.registry.applications.service import APPROVAL_WORKING_DAYS
 
 FIRST, LAST = date(2024, 1, 1), date(2026, 12, 31)
@@ -19,7 +19,7 @@ FIRST, LAST = date(2024, 1, 1), date(2026, 12, 31)
 
 def official() -> tuple[WorkingCalendar, CollectorRegistry]:
     registry = CollectorRegistry()
-    return WorkingCalendar.load(registry), registry
+    return WorkingCalendar.load(registry, "registry"), registry
 
 
 def fallbacks(registry: CollectorRegistry, year: int) -> float:
@@ -69,7 +69,7 @@ def test_every_start_date_2024_to_2026_gets_the_official_due_date() -> None:
         due = calendar.add_working_days(start, APPROVAL_WORKING_DAYS)
         expected = reference_due(start, APPROVAL_WORKING_DAYS)
         assert due == expected, start
-        wrong_before += WorkingCalendar({}, CollectorRegistry()).add_working_days(start, 10) != expected
+        wrong_before += WorkingCalendar({}, CollectorRegistry(), "registry").add_working_days(start, 10) != expected
         start += timedelta(days=1)
     assert wrong_before > 300  # the weekends-only count this replaces was wrong for about a third
 
@@ -108,7 +108,7 @@ def test_a_year_without_data_falls_back_to_weekends_with_a_warning_and_a_metric(
     while start.weekday() != 0:
         start += timedelta(days=1)
 
-    with caplog.at_level(logging.WARNING, logger="tongban.registry.calendar"):
+    with caplog.at_level(logging.WARNING, logger="tongban.calendar"):
         due = calendar.add_working_days(start, 10)
 
     assert due == start + timedelta(days=14)  # two weeks of weekdays

@@ -8,11 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
+from services.common.calendar import WorkingCalendar
 from services.common.errors import CommonProblem, problem_responses
 from services.common.runtime import CurrentPrincipal, RuntimeDep, UnitOfWorkDep
 from services.registry.api.common import AUTH, CalendarDep, TopicsDep, today
 from services.registry.applications import service
-from services.registry.applications.calendar import WorkingCalendar
 from services.registry.applications.schemas import (
     ApplicationApprove,
     ApplicationCreate,

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from services.common.calendar import WorkingCalendar
 from services.common.clock import business_date
 from services.common.errors import CommonProblem
 from services.common.runtime import RuntimeDep
-from services.registry.applications.calendar import WorkingCalendar
 from services.registry.events import Topics
 
 AUTH = (CommonProblem.UNAUTHORIZED, CommonProblem.VALIDATION)

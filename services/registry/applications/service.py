@@ -16,12 +16,12 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.calendar import WorkingCalendar
 from services.common.errors import CommonProblem, NotFound
 from services.common.masking import grant_masking
 from services.common.pagination import one_more, page
 from services.common.security import Principal, Role, forbidden
 from services.common.uow import UnitOfWork
-from services.registry.applications.calendar import WorkingCalendar
 from services.registry.applications.schemas import ApplicationApprove, ApplicationCreate
 from services.registry.catalogue.service import get_resource
 from services.registry.events import (

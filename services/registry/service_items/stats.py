@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registry.applications.calendar import WorkingCalendar
+from services.common.calendar import WorkingCalendar
 from services.registry.models import (
     ApplicationStatus,
     GrantStatus,

@@ -1,4 +1,5 @@
-"""工作日历 — the Chinese working-day calendar that application deadlines are counted on.
+"""工作日历 — the platform's working-day calendar: the registry counts application deadlines on it,
+the audit service's off-hours rule (非工作时间访问) tells working days from days off with it.
 
 Each year is data (``data/calendar/<year>.json``) copied from the State Council General Office's
 yearly notice 《国务院办公厅关于<year>年部分节假日安排的通知》, which the file cites (title,
@@ -7,8 +8,9 @@ holidays (放假), or a weekend day the notice makes a working day (调休上班
 
 A year without a notice file is never guessed silently: its days count as working on weekdays
 only, and every count that touches such a year logs a warning and increments
-``tongban_registry_calendar_fallback_total`` (labelled with the year), so an operator sees that
-next year's file is missing before due dates are wrong. :meth:`WorkingCalendar.covered_years`
+``tongban_<service>_calendar_fallback_total`` (labelled with the year; ``service`` is the one
+that counted: registry, audit), so an operator sees that next year's file is missing before due
+dates or alerts are wrong. :meth:`WorkingCalendar.covered_years`
 says which years the data covers.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 CALENDAR_DIR = Path(__file__).parent / "data" / "calendar"
 
-log = logging.getLogger("tongban.registry.calendar")
+log = logging.getLogger("tongban.calendar")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,18 +96,19 @@ def load_years(directory: Path = CALENDAR_DIR) -> dict[int, YearPlan]:
 class WorkingCalendar:
     """Working days (工作日) on the official calendar, weekends only for years it lacks (counted)."""
 
-    def __init__(self, years: Mapping[int, YearPlan], registry: CollectorRegistry) -> None:
+    def __init__(self, years: Mapping[int, YearPlan], registry: CollectorRegistry, service: str) -> None:
         self.years = dict(years)
+        # One name per service (its alerts and panels already say which), in the service's registry.
         self.fallbacks = Counter(
-            "tongban_registry_calendar_fallback_total",
+            f"tongban_{service}_calendar_fallback_total",
             "Working-day counts that touched a year without holiday data (weekends only were skipped)",
             ["year"],
             registry=registry,
         )
 
     @classmethod
-    def load(cls, registry: CollectorRegistry, directory: Path = CALENDAR_DIR) -> WorkingCalendar:
-        return cls(load_years(directory), registry)
+    def load(cls, registry: CollectorRegistry, service: str, directory: Path = CALENDAR_DIR) -> WorkingCalendar:
+        return cls(load_years(directory), registry, service)
 
     def covered_years(self) -> list[int]:
         """The years whose holidays and 调休 working days the calendar knows, ascending."""
@@ -126,8 +129,8 @@ class WorkingCalendar:
         for year in sorted(guessed):
             self.fallbacks.labels(year=str(year)).inc()
             log.warning(
-                "no holiday calendar for %s: %s counted weekends only (add data/calendar/%s.json from the "
-                "State Council notice)",
+                "no holiday calendar for %s: %s counted weekends only (add services/common/data/calendar/%s.json "
+                "from the State Council notice)",
                 year,
                 what,
                 year,
@@ -138,6 +141,14 @@ class WorkingCalendar:
         guessed: set[int] = set()
         working = self._is_working_day(day, guessed)
         self._report(guessed, f"whether {day} is a working day")
+        return working
+
+    def working_days_among(self, days: Sequence[date]) -> set[date]:
+        """Those of ``days`` that are working days (one warning per year without data, not per day)."""
+        guessed: set[int] = set()
+        working = {d for d in days if self._is_working_day(d, guessed)}
+        if days:
+            self._report(guessed, f"which of {min(days)}..{max(days)} are working days")
         return working
 
     def add_working_days(self, start: date, days: int) -> date:
