@@ -4,6 +4,7 @@ report, and every bad input refused with a problem and nothing changed."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import secrets
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.audit.models import Alert, AuditRecord
+from services.audit.models import Alert, AuditRecord, ChainHead
 from services.audit.service import append
 from services.common.identifiers import credit_code_check_char
 from services.common.pb import audit_pb2
@@ -523,6 +524,29 @@ async def test_every_look_up_of_the_records_is_itself_recorded(
     assert len(report.json()["items"]) == 1
     verified = await audit.client.get("/v1/audit/verify", headers=audit.auditor)
     assert verified.json()["ok"] is True, verified.json()
+
+
+async def test_a_look_up_does_not_wait_for_the_chains_lock(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A search is answered while an append holds the chain head's lock (its record is staged in
+    the audit outbox, not appended in the request), and its record is in the trail once the
+    append is done."""
+    consumer = dept()
+    await add(sessions, [event(T0, consumer_dept=consumer)])
+    looker = f"while-locked-{secrets.token_hex(4)}"
+    async with sessions.begin() as appending:
+        await appending.get(ChainHead, 1, with_for_update=True)  # as an append in progress holds it
+        response = await asyncio.wait_for(
+            audit.client.get(
+                "/v1/audit/events", params={"consumer": consumer}, headers=audit.token(["auditor"], sub=looker)
+            ),
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        assert len(response.json()["items"]) == 1
+    [record] = await audit.recorded(looker)
+    assert record.action == "audit.records.searched" and f"consumer={consumer}" in record.fields
 
 
 async def test_a_filter_value_shaped_like_an_identifier_is_not_recorded_in_clear(
