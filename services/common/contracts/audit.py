@@ -83,7 +83,7 @@ def all_fit(values: Sequence[str], limits: Iterable[int]) -> bool:
 def bounded_fields(fields: list[str]) -> list[str]:
     """``fields`` with each entry bounded; past :data:`FIELDS_MAX` entries the last one says how
     many were left out."""
-    if len(fields) <= FIELDS_MAX and all_fit(fields, repeat(FIELD_NAME_MAX)):
+    if not fields or (len(fields) <= FIELDS_MAX and all_fit(fields, repeat(FIELD_NAME_MAX))):
         return fields
     kept = [bounded(f, FIELD_NAME_MAX) for f in fields]
     if len(kept) <= FIELDS_MAX:
