@@ -12,12 +12,17 @@
    and day, and by a one-hour time range; p50/p95 per kind.
 
 Sizes come from the environment (BENCH_AUDIT_INGEST, BENCH_AUDIT_TREE, BENCH_AUDIT_RECORDS);
-BENCH_AUDIT_PROFILE=1 profiles the ingest phase with cProfile and prints the top functions.
-Writes ``bench/results/<date>-audit.json``.
+BENCH_AUDIT_PROFILE=1 profiles the ingest phase with cProfile and prints the top functions
+(by cumulative time; BENCH_AUDIT_PROFILE_SORT=tottime sorts by their own time).
+``--only ingest`` (repeatable: ``ingest``, ``inclusion_proofs``, ``queries``) runs just those
+phases: the ingest alone takes under a minute, the whole run over a quarter of an hour.
+Writes ``bench/results/<date>-audit.json`` (``<date>-audit-<phases>.json`` for a partial run, so a
+partial run never overwrites a full one).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import cProfile
 import datetime as dt
@@ -41,7 +46,7 @@ from bench.skeleton import RESULTS_DIR, machine, percentile
 from services.audit import merkle
 from services.audit.app import MIGRATIONS
 from services.audit.queries import Cursors, Order, RecordFilter, search
-from services.audit.service import append, compute_from_store, take_checkpoint
+from services.audit.service import append, compute_from_store, next_month, partition_name, take_checkpoint
 from services.common.db import create_engine, migrate, session_factory
 from services.common.pb import audit_pb2
 from tests.stack import ROOT, asyncpg_dsn, create_database, drop_database, infra_env
@@ -103,7 +108,8 @@ async def ingest(url: str) -> dict[str, Any]:
     ]
     profiler = cProfile.Profile() if PROFILE else None
     say(f"ingest: {INGEST} events in batches of {INGEST_BATCH}, a checkpoint every {CHECKPOINT_EVERY} batches")
-    began = time.perf_counter()
+    load_before = os.getloadavg()
+    began, cpu_began = time.perf_counter(), time.process_time()
     if profiler:
         profiler.enable()
     checkpoints = 0
@@ -116,20 +122,26 @@ async def ingest(url: str) -> dict[str, Any]:
             checkpoints += 1
     if profiler:
         profiler.disable()
-    took = time.perf_counter() - began
+    took, cpu = time.perf_counter() - began, time.process_time() - cpu_began
     rate = INGEST / took
-    say(f"ingest: {rate:,.0f} events/s ({took:.1f} s, {checkpoints} checkpoints)")
+    say(
+        f"ingest: {rate:,.0f} events/s ({took:.1f} s, {checkpoints} checkpoints; this process's CPU "
+        f"{cpu * 1e6 / INGEST:.0f} µs/event; load {load_before[0]:.1f})"
+    )
     if profiler:
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+        pstats.Stats(profiler, stream=out).sort_stats(
+            os.environ.get("BENCH_AUDIT_PROFILE_SORT", "cumulative")
+        ).print_stats(30)
         print(out.getvalue())
     await engine.dispose()
 
-    # The same rows, as stored, COPYed into a table with the same columns and indexes.
+    # The same rows, as stored, COPYed into a table like audit.records: the same columns and
+    # indexes, partitioned by month as it is (its partitions made up front) — and, for comparison,
+    # into the same table unpartitioned (the baseline of the runs before 2026-11-27 10:00).
     dsn, _ = asyncpg_dsn(url)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("CREATE TABLE public.raw_records (LIKE audit.records INCLUDING ALL)")
         columns = [
             r["column_name"]
             for r in await conn.fetch(
@@ -139,28 +151,52 @@ async def ingest(url: str) -> dict[str, Any]:
         ]
         listed = ", ".join(columns)  # names read from the catalogue just above, not input
         rows = [tuple(r) for r in await conn.fetch(f"SELECT {listed} FROM audit.records ORDER BY seq")]  # noqa: S608
-        began = time.perf_counter()
-        for first in range(0, len(rows), INGEST_BATCH):
-            async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "raw_records", schema_name="public", records=rows[first : first + INGEST_BATCH], columns=columns
-                )
-        copy_took = time.perf_counter() - began
+        await conn.execute(
+            "CREATE TABLE public.raw_records (LIKE audit.records INCLUDING ALL) PARTITION BY RANGE (month)"
+        )
+        for month in sorted({r[columns.index("month")] for r in rows}):
+            await conn.execute(
+                f"CREATE TABLE public.{partition_name(month)} PARTITION OF public.raw_records "
+                f"FOR VALUES FROM ('{month.isoformat()}') TO ('{next_month(month).isoformat()}')"
+            )
+        await conn.execute("CREATE TABLE public.raw_records_flat (LIKE audit.records INCLUDING ALL)")
+        copy_took = await copy_rows(conn, "raw_records", rows, columns)
+        flat_took = await copy_rows(conn, "raw_records_flat", rows, columns)
     finally:
         await conn.close()
-    copy_rate = len(rows) / copy_took
-    say(f"raw COPY of the same rows: {copy_rate:,.0f} rows/s ({copy_took:.1f} s); ratio {rate / copy_rate:.2f}")
+    copy_rate, flat_rate = len(rows) / copy_took, len(rows) / flat_took
+    load_after = os.getloadavg()
+    say(
+        f"raw COPY of the same rows: {copy_rate:,.0f} rows/s ({copy_took:.1f} s), unpartitioned {flat_rate:,.0f} "
+        f"rows/s; ratio {rate / copy_rate:.2f} ({rate / flat_rate:.2f} to unpartitioned); load {load_after[0]:.1f}"
+    )
     return {
         "events": INGEST,
         "batch": INGEST_BATCH,
         "checkpoints": checkpoints,
         "seconds": round(took, 2),
         "events_per_s": round(rate),
+        "ingest_process_cpu_us_per_event": round(cpu * 1e6 / INGEST, 1),
         "raw_copy_rows_per_s": round(copy_rate),
         "raw_copy_seconds": round(copy_took, 2),
         "ratio_to_raw_copy": round(rate / copy_rate, 3),
+        "raw_copy_unpartitioned_rows_per_s": round(flat_rate),
+        "ratio_to_raw_copy_unpartitioned": round(rate / flat_rate, 3),
+        "load_average_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
         "met": rate >= TARGET_RATE and rate / copy_rate >= TARGET_RATIO,
     }
+
+
+async def copy_rows(conn: Any, table: str, rows: list[tuple[Any, ...]], columns: list[str]) -> float:
+    """Seconds to COPY ``rows`` into ``public.<table>`` in transactions of INGEST_BATCH rows, as
+    the ingest writes them."""
+    began = time.perf_counter()
+    for first in range(0, len(rows), INGEST_BATCH):
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                table, schema_name="public", records=rows[first : first + INGEST_BATCH], columns=columns
+            )
+    return time.perf_counter() - began
 
 
 async def big_tree(url: str) -> dict[str, Any]:
@@ -250,7 +286,7 @@ async def queries(url: str) -> dict[str, Any]:
     began = time.perf_counter()
     try:
         await conn.execute("TRUNCATE audit.records, audit.tree_hashes, audit.checkpoints, audit.chain_head CASCADE")
-        await conn.execute("DROP TABLE IF EXISTS public.raw_records")
+        await conn.execute("DROP TABLE IF EXISTS public.raw_records, public.raw_records_flat")
         # The search indexes are built once after the load (as a restore would), not row by row.
         indexes = await conn.fetch(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'audit' AND tablename = 'records' "
@@ -324,9 +360,13 @@ async def queries(url: str) -> dict[str, Any]:
     }
 
 
-async def main() -> int:
+PHASES = ("ingest", "inclusion_proofs", "queries")
+
+
+async def main(only: list[str] | None = None) -> int:
     started = dt.datetime.now().astimezone()
-    out = RESULTS_DIR / f"{started:%Y-%m-%d}-audit.json"
+    suffix = "" if not only else "-" + "-".join(p for p in PHASES if p in only)
+    out = RESULTS_DIR / f"{started:%Y-%m-%d}-audit{suffix}.json"
     results: dict[str, Any] = {
         "benchmark": "audit",
         "timestamp": started.isoformat(timespec="seconds"),
@@ -359,6 +399,8 @@ async def main() -> int:
             "queries": queries,
         }
         for name, phase in phases.items():
+            if only and name not in only:
+                continue
             began = time.perf_counter()
             results[name] = await phase(url)
             say(f"{name}: {time.perf_counter() - began:.0f} s")
@@ -370,4 +412,8 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main()))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.audit", description="Audit benchmark: ingest vs raw COPY, inclusion proofs, queries."
+    )
+    parser.add_argument("--only", action="append", choices=PHASES, help="run only this phase (repeatable)")
+    raise SystemExit(asyncio.run(main(parser.parse_args().only)))

@@ -35,7 +35,6 @@ from services.audit.schemas import (
 )
 from services.common.contracts.audit import AuditAction, AuditContext, audit_message, storable
 from services.common.errors import CommonProblem, problem_responses
-from services.common.pb import audit_pb2
 from services.common.runtime import CurrentPrincipal, UnitOfWorkDep
 from services.common.security import Principal
 from services.common.subjects import SubjectType
@@ -194,12 +193,13 @@ Filters = Annotated[FilterParams, Depends(filter_params)]
 
 
 async def record_own(uow: UnitOfWorkDep, request: Request, action: AuditAction, ctx: AuditContext) -> None:
-    """Record what a caller did with the trail itself, in the trail, in the route's transaction:
-    the answer is sent only if its record is written. The audit service is the trail (no outbox,
-    no round trip through Kafka); the event is the one any other service would send."""
+    """Record what a caller did with the trail itself, in the trail: the event is staged in the
+    audit service's outbox in the route's transaction, so the answer is sent only once its event
+    is durably written (fail-closed), and it reaches the chain as any other service's event does
+    — through ``audit.events``, appended in a batch — instead of holding the chain's lock in the
+    request, which serialised every auditor's search with ingest."""
     settings = settings_of(request)
-    message = audit_message(settings.topic("audit.events"), "audit", action, ctx, outcome="completed")
-    await service.append(uow.session, [audit_pb2.AuditEvent.FromString(message.value)])
+    uow.emit(audit_message(settings.topic("audit.events"), "audit", action, ctx, outcome="completed"))
 
 
 async def record_lookup(
@@ -211,8 +211,7 @@ async def record_lookup(
     subject: tuple[SubjectType, str] | None,
 ) -> None:
     """审计查询留痕: a look-up of the records is itself recorded — who, with which filter, and
-    the subject only as its keyed hash. Called after the look-up ran (and was allowed): the
-    chain's lock is then held only for the append."""
+    the subject only as its keyed hash. Called after the look-up ran (and was allowed)."""
     settings = settings_of(request)
     ctx = queries.lookup_context(
         principal, settings.subject_hash_keys, settings.subject_hash_key_id, described, subject

@@ -15,6 +15,7 @@ from services.audit import anomalies, completeness, retention
 from services.audit.api import router
 from services.audit.config import AuditSettings
 from services.audit.messaging import UnreplayedDeadLetters, on_audit_events, on_dead_letters, sign_checkpoints
+from services.audit.models import Outbox as OutboxModel
 from services.audit.service import signing_key
 from services.common.bus import Bus, Subscription
 from services.common.calendar import WorkingCalendar
@@ -39,8 +40,18 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with service_runtime(
-            settings, schema="audit", migrations=MIGRATIONS, bus=bus, registry=app.state.metrics
+            settings,
+            schema="audit",
+            migrations=MIGRATIONS,
+            bus=bus,
+            registry=app.state.metrics,
+            outbox_model=OutboxModel,
         ) as rt:
+            outbox = rt.outbox
+            assert outbox is not None
+            # An auditor's search waits for its event's commit (fail-closed), not for the broker's
+            # ack: the outbox publishes the row right after, or its relay does once Kafka is back.
+            outbox.waits_for_publish = False
             unreplayed = UnreplayedDeadLetters(rt.sessions, app.state.metrics)
             app.state.alert_metrics = alert_metrics = anomalies.AlertMetrics(app.state.metrics)
             rt.bus.subscribe(
@@ -70,6 +81,7 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
             async with rt.sessions.begin() as session:
                 await signing_key(session, settings.log_origin)  # made once, before anything is signed
             await rt.bus.start()
+            await outbox.start()
             watcher = asyncio.create_task(unreplayed.watch(), name="audit-unreplayed-dead-letters")
             checkpointer = asyncio.create_task(
                 sign_checkpoints(rt.sessions, settings.log_origin, settings.checkpoint_interval_s),
@@ -101,6 +113,7 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                await outbox.stop()
                 await rt.bus.stop()
 
     app = create_service_app(

@@ -28,6 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.contracts.audit import FIELD_NAME_MAX, TEXT_LIMITS
 from services.common.db import one_of, schema_metadata
+from services.common.outbox import OutboxRow
 
 
 class Base(DeclarativeBase):
@@ -270,3 +271,10 @@ class LedgerWindow(Base):
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     missing: Mapped[list[str]] = mapped_column(ARRAY(String(TEXT_LIMITS["query_id"])), server_default="{}")
     reconciled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Outbox(OutboxRow, Base):
+    """The audit service's own audit events (审计查询留痕: an auditor's search, export, aggregate,
+    a citizen's report, an alert acknowledged), written in the route's transaction and published
+    to ``audit.events``: they are appended in batches with every other service's events, instead
+    of each taking the chain's lock in the request (see services.common.outbox)."""

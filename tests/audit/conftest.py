@@ -22,14 +22,16 @@ import pytest
 from fastapi import FastAPI
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.audit import messaging
 from services.audit.app import MIGRATIONS, create_app
 from services.audit.config import AuditSettings
+from services.audit.models import AuditRecord
 from services.common.bus import KafkaBus
 from services.common.db import create_engine, migrate, session_factory
-from tests.integration.helpers import started
+from tests.integration.helpers import eventually, started
 from tests.stack import ROOT, create_database, drop_database, infra_env
 
 
@@ -76,11 +78,13 @@ class Audit:
     key: ECKey
     producer: KafkaBus
 
-    def token(self, roles: Sequence[str], kind: str = "person", dept: str = "11110000000000001X") -> dict[str, str]:
+    def token(
+        self, roles: Sequence[str], kind: str = "person", dept: str = "11110000000000001X", sub: str | None = None
+    ) -> dict[str, str]:
         claims: dict[str, Any] = {
             "iss": self.settings.jwt_issuer,
             "aud": self.settings.jwt_audience,
-            "sub": f"someone-{secrets.token_hex(3)}",
+            "sub": sub or f"someone-{secrets.token_hex(3)}",
             "dept": dept,
             "exp": int(time.time()) + 600,
             "principal_type": kind,
@@ -103,6 +107,23 @@ class Audit:
         response = await self.client.get("/v1/audit/events", params=params, headers=self.auditor)
         assert response.status_code == 200, response.text
         return list(response.json()["items"])
+
+    async def recorded(self, actor: str, n: int = 1) -> list[AuditRecord]:
+        """The records of what ``actor`` did, once there are ``n``: the audit service's own events
+        (a look-up of the trail, an alert acknowledged) reach the chain through its outbox and
+        ``audit.events``, in a batch, a moment after the answer."""
+        found: list[AuditRecord] = []
+
+        async def arrived() -> bool:
+            nonlocal found
+            async with self.app.state.runtime.sessions() as session:
+                query = select(AuditRecord).where(AuditRecord.actor == actor).order_by(AuditRecord.seq)
+                found = list((await session.scalars(query)).all())
+            return len(found) >= n
+
+        await eventually(arrived, 30, f"{n} record(s) by {actor} in the trail")
+        assert len(found) == n, [(r.action, r.event_id) for r in found]
+        return found
 
     def unreplayed_gauge(self) -> float | None:
         value: float | None = self.app.state.metrics.get_sample_value("tongban_audit_dead_letters_unreplayed")

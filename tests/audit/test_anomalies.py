@@ -222,6 +222,9 @@ async def test_auditors_list_and_acknowledge_alerts(audit: Audit, sessions: asyn
                "alert-already-acknowledged")  # fmt: skip
     assert await stored() == (when, by)
 
-    # The acknowledgement is itself in the trail, written with it.
+    # The acknowledgement is itself in the trail (committed with it in the outbox, appended in a
+    # batch from audit.events a moment later), once.
+    [record] = await audit.recorded(by)
+    assert record.action == "audit.alert.acknowledged"
     records = await audit.records(type="audit.alert.acknowledged")
     assert [r["actor"] for r in records if r["actor"] == by] == [by]

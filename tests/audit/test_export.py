@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -34,8 +35,10 @@ async def grow(audit: Audit, prefix: str, n: int) -> int:
         for i in range(n)
     ]
     async with audit.app.state.runtime.sessions.begin() as session:
-        first = await service.tree_size(session)
         assert await service.append(session, events) == n
+        # Read under the chain head's lock the append took: a look-up's record arriving from
+        # audit.events meanwhile lands before or after these, never between.
+        first = await service.tree_size(session) - n
         assert await service.take_checkpoint(session, audit.settings.log_origin) is not None
     return int(first)
 
@@ -46,9 +49,14 @@ async def log_key(audit: Audit) -> notes.VerifierKey:
 
 
 async def exported(audit: Audit, **params: int) -> list[bytes]:
-    response = await audit.client.get("/v1/audit/export", params=params, headers=audit.auditor)
+    """An export; returned once its own record (audit.records.exported) is in the trail, so that
+    it does not land among the records the test appends next."""
+    auditor = f"exporter-{secrets.token_hex(4)}"
+    response = await audit.client.get("/v1/audit/export", params=params, headers=audit.token(["auditor"], sub=auditor))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/x-ndjson"
+    [record] = await audit.recorded(auditor)
+    assert record.action == "audit.records.exported"
     return response.content.splitlines()
 
 
@@ -125,7 +133,8 @@ async def test_a_wrong_checkpoint_does_not_verify(audit: Audit) -> None:
     key = await log_key(audit)
     lines = await exported(audit, start=first, end=first + 6, tree_size=first + 6)
     head = orjson.loads(lines[0])
-    later = (await audit.client.get("/v1/audit/checkpoint")).text  # the log's, of another tree
+    # The log's own, of another tree (named by size: look-ups' records keep growing the tree).
+    later = (await audit.client.get("/v1/audit/checkpoint", params={"tree_size": first + 8})).text
     other_key = Ed25519PrivateKey.generate()
     body, _ = notes.split_note(head["checkpoint"])
     size, root = int(body.split("\n")[1]), notes.open_checkpoint(head["checkpoint"], key.name, key.public).root

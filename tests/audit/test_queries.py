@@ -4,6 +4,7 @@ report, and every bad input refused with a problem and nothing changed."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import secrets
@@ -17,13 +18,14 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.audit.models import Alert, AuditRecord
+from services.audit.models import Alert, AuditRecord, ChainHead
 from services.audit.service import append
 from services.common.identifiers import credit_code_check_char
 from services.common.pb import audit_pb2
 from services.common.subjects import subject_hash
 from services.connector.service import synthetic_residents
 from tests.audit.conftest import Audit
+from tests.integration.helpers import eventually
 
 T0 = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # a Monday, 10:00 in Asia/Shanghai
 PROBLEM = "application/problem+json"
@@ -57,11 +59,36 @@ async def add(sessions: async_sessionmaker[AsyncSession], events: list[audit_pb2
         assert await append(session, events) == len(events)
 
 
+# The trail's own look-up records (审计查询留痕), which arrive from audit.events a moment after
+# their answer: a test's "changes nothing" counts everything else, and checks these by actor.
+LOOK_UPS = ("audit.records.searched", "audit.records.exported", "audit.records.aggregated", "audit.subject_report.read")
+
+
 async def counts(sessions: async_sessionmaker[AsyncSession]) -> tuple[int, int]:
+    """(records other than look-ups, alerts)."""
     async with sessions() as session:
-        records = await session.scalar(select(func.count()).select_from(AuditRecord))
+        records = await session.scalar(
+            select(func.count()).select_from(AuditRecord).where(AuditRecord.action.not_in(LOOK_UPS))
+        )
         alerts = await session.scalar(select(func.count()).select_from(Alert))
     return int(records or 0), int(alerts or 0)
+
+
+async def by_department(sessions: async_sessionmaker[AsyncSession], dept: str, n: int) -> list[AuditRecord]:
+    """The records whose consumer_dept is ``dept``, once there are ``n`` (look-ups' records arrive
+    from audit.events a moment after their answer)."""
+    rows: list[AuditRecord] = []
+
+    async def arrived() -> bool:
+        nonlocal rows
+        async with sessions() as session:
+            query = select(AuditRecord).where(AuditRecord.consumer_dept == dept).order_by(AuditRecord.seq)
+            rows = list((await session.scalars(query)).all())
+        return len(rows) >= n
+
+    await eventually(arrived, 30, f"{n} record(s) of {dept}")
+    assert len(rows) == n, [r.action for r in rows]
+    return rows
 
 
 def is_problem(response: httpx.Response, status: int, code: str) -> None:
@@ -324,45 +351,47 @@ async def test_bad_input_gets_a_problem_and_changes_nothing(
     assert cursor is not None
     tampered = cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB")
     before = await counts(sessions)
-    admin = audit.token(["data_admin"], dept=consumer)
+    refused = f"refused-{secrets.token_hex(4)}"  # every refused look-up's caller
+    auditor = audit.token(["auditor"], sub=refused)
+    admin = audit.token(["data_admin"], dept=consumer, sub=refused)
     cases: list[tuple[str, dict[str, str], dict[str, str], int, str]] = [
-        ("/v1/audit/events", {"from": "2026-03-03T00:00:00Z", "to": "2026-03-02T00:00:00Z"}, audit.auditor, 422,
+        ("/v1/audit/events", {"from": "2026-03-03T00:00:00Z", "to": "2026-03-02T00:00:00Z"}, auditor, 422,
          "time-range-invalid"),
-        ("/v1/audit/events", {"from": "yesterday"}, audit.auditor, 422, "validation"),
-        ("/v1/audit/events", {"to": "2026-13-45T99:00:00"}, audit.auditor, 422, "validation"),
-        ("/v1/audit/events", {"consumer_dept": consumer}, audit.auditor, 422, "unknown-filter"),
-        ("/v1/audit/events", {"limit": "1001"}, audit.auditor, 422, "validation"),
-        ("/v1/audit/events", {"limit": "0"}, audit.auditor, 422, "validation"),
-        ("/v1/audit/events", {"subject": "110106197509161951"}, audit.auditor, 422, "invalid-subject"),
-        ("/v1/audit/events", {"subject": WRONG_CREDIT_CODE, "subject_type": "credit_code"}, audit.auditor, 422,
+        ("/v1/audit/events", {"from": "yesterday"}, auditor, 422, "validation"),
+        ("/v1/audit/events", {"to": "2026-13-45T99:00:00"}, auditor, 422, "validation"),
+        ("/v1/audit/events", {"consumer_dept": consumer}, auditor, 422, "unknown-filter"),
+        ("/v1/audit/events", {"limit": "1001"}, auditor, 422, "validation"),
+        ("/v1/audit/events", {"limit": "0"}, auditor, 422, "validation"),
+        ("/v1/audit/events", {"subject": "110106197509161951"}, auditor, 422, "invalid-subject"),
+        ("/v1/audit/events", {"subject": WRONG_CREDIT_CODE, "subject_type": "credit_code"}, auditor, 422,
          "invalid-subject"),
-        ("/v1/audit/events", {"consumer": consumer, "limit": "1", "cursor": tampered}, audit.auditor, 422,
+        ("/v1/audit/events", {"consumer": consumer, "limit": "1", "cursor": tampered}, auditor, 422,
          "invalid-cursor"),
-        ("/v1/audit/events", {"consumer": consumer, "limit": "1", "cursor": "not*base64"}, audit.auditor, 422,
+        ("/v1/audit/events", {"consumer": consumer, "limit": "1", "cursor": "not*base64"}, auditor, 422,
          "invalid-cursor"),
         # A cursor is bound to its search: another filter or order is refused, not silently paged.
-        ("/v1/audit/events", {"consumer": dept(), "limit": "1", "cursor": cursor}, audit.auditor, 422,
+        ("/v1/audit/events", {"consumer": dept(), "limit": "1", "cursor": cursor}, auditor, 422,
          "invalid-cursor"),
-        ("/v1/audit/events", {"consumer": consumer, "order": "asc", "limit": "1", "cursor": cursor}, audit.auditor,
+        ("/v1/audit/events", {"consumer": consumer, "order": "asc", "limit": "1", "cursor": cursor}, auditor,
          422, "invalid-cursor"),
-        ("/v1/audit/events", {"order": "sideways"}, audit.auditor, 422, "validation"),
-        ("/v1/audit/events", {"type": "exchange.querry"}, audit.auditor, 422, "validation"),  # not an AuditAction
+        ("/v1/audit/events", {"order": "sideways"}, auditor, 422, "validation"),
+        ("/v1/audit/events", {"type": "exchange.querry"}, auditor, 422, "validation"),  # not an AuditAction
         ("/v1/audit/events", {"consumer": dept(), "provider": dept()}, admin, 403, "forbidden"),
-        ("/v1/audit/events", {}, audit.token(["consumer"], kind="system"), 403, "forbidden"),
-        ("/v1/audit/events", {}, audit.token(["approver"]), 403, "forbidden"),
-        ("/v1/audit/events/export", {"from": "2026-03-03T00:00:00Z", "to": "2026-03-02T00:00:00Z"}, audit.auditor,
+        ("/v1/audit/events", {}, audit.token(["consumer"], kind="system", sub=refused), 403, "forbidden"),
+        ("/v1/audit/events", {}, audit.token(["approver"], sub=refused), 403, "forbidden"),
+        ("/v1/audit/events/export", {"from": "2026-03-03T00:00:00Z", "to": "2026-03-02T00:00:00Z"}, auditor,
          422, "time-range-invalid"),
-        ("/v1/audit/events/export", {"cursor": cursor}, audit.auditor, 422, "unknown-filter"),
+        ("/v1/audit/events/export", {"cursor": cursor}, auditor, 422, "unknown-filter"),
         ("/v1/audit/events/export", {"consumer": dept(), "provider": dept()}, admin, 403, "forbidden"),
-        ("/v1/audit/aggregates", {}, audit.auditor, 422, "validation"),  # by is required
-        ("/v1/audit/aggregates", {"by": "colour"}, audit.auditor, 422, "validation"),
+        ("/v1/audit/aggregates", {}, auditor, 422, "validation"),  # by is required
+        ("/v1/audit/aggregates", {"by": "colour"}, auditor, 422, "validation"),
         ("/v1/audit/aggregates", {"by": "consumer", "from": "2024-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
-         audit.auditor, 422, "time-range-invalid"),
-        ("/v1/audit/aggregates", {"by": "consumer", "to": "0001-01-02T00:00:00Z"}, audit.auditor, 422,
+         auditor, 422, "time-range-invalid"),
+        ("/v1/audit/aggregates", {"by": "consumer", "to": "0001-01-02T00:00:00Z"}, auditor, 422,
          "time-range-invalid"),
-        ("/v1/audit/aggregates", {"by": "consumer", "limit": "5"}, audit.auditor, 422, "unknown-filter"),
-        ("/v1/audit/alerts", {"rule": "nonsense"}, audit.auditor, 422, "validation"),
-        ("/v1/audit/alerts", {"severity": "high"}, audit.auditor, 422, "unknown-filter"),
+        ("/v1/audit/aggregates", {"by": "consumer", "limit": "5"}, auditor, 422, "unknown-filter"),
+        ("/v1/audit/alerts", {"rule": "nonsense"}, auditor, 422, "validation"),
+        ("/v1/audit/alerts", {"severity": "high"}, auditor, 422, "unknown-filter"),
         ("/v1/audit/alerts", {}, admin, 403, "forbidden"),
     ]  # fmt: skip
     for path, params, headers, status, code in cases:
@@ -370,17 +399,24 @@ async def test_bad_input_gets_a_problem_and_changes_nothing(
         is_problem(response, status, code)
         assert "110106197509161951" not in response.text  # the identifier is not echoed
     for body, headers, status, code in [
-        ({"subject": {"type": "id_card", "value": "110106197509161951"}}, audit.auditor, 422, "invalid-subject"),
-        ({"subject": {"type": "passport", "value": "E12345678"}}, audit.auditor, 422, "validation"),
-        ({"subject": {"value": "11010619750916195X"}, "extra": 1}, audit.auditor, 422, "validation"),
+        ({"subject": {"type": "id_card", "value": "110106197509161951"}}, auditor, 422, "invalid-subject"),
+        ({"subject": {"type": "passport", "value": "E12345678"}}, auditor, 422, "validation"),
+        ({"subject": {"value": "11010619750916195X"}, "extra": 1}, auditor, 422, "validation"),
         ({"subject": {"value": "11010619750916195X"}, "from": "2026-03-03T00:00:00Z", "to": "2026-03-02T00:00:00Z"},
-         audit.auditor, 422, "time-range-invalid"),
-        ({"subject": {"value": "11010619750916195X"}, "cursor": tampered}, audit.auditor, 422, "invalid-cursor"),
-        ({"subject": {"value": "11010619750916195X"}, "limit": 5000}, audit.auditor, 422, "validation"),
+         auditor, 422, "time-range-invalid"),
+        ({"subject": {"value": "11010619750916195X"}, "cursor": tampered}, auditor, 422, "invalid-cursor"),
+        ({"subject": {"value": "11010619750916195X"}, "limit": 5000}, auditor, 422, "validation"),
     ]:  # fmt: skip
         response = await audit.client.post("/v1/audit/subjects/accesses", json=body, headers=headers)
         is_problem(response, status, code)
     assert await counts(sessions) == before
+    # A refused look-up stages no record of itself: once a later look-up's record is in the
+    # trail, none by the refused caller is (it would have been committed, and sent, first).
+    later = f"later-{secrets.token_hex(4)}"
+    await get_items(audit, audit.token(["auditor"], sub=later), consumer=consumer, limit="1")
+    await audit.recorded(later)
+    async with sessions() as session:
+        assert not (await session.scalars(select(AuditRecord.event_id).where(AuditRecord.actor == refused))).all()
 
 
 filter_values = st.one_of(
@@ -478,20 +514,21 @@ async def test_every_look_up_of_the_records_is_itself_recorded(
             response = await audit.client.get(path, params=sent, headers=headers)
         assert response.status_code == 200, response.text
 
-    async with sessions() as session:
-        rows = (
-            await session.scalars(
-                select(AuditRecord).where(AuditRecord.consumer_dept == looker).order_by(AuditRecord.seq)
-            )
-        ).all()
-    assert [(r.service, r.action, r.outcome) for r in rows] == [
-        ("audit", "audit.records.searched", "completed"),
-        ("audit", "audit.records.exported", "completed"),
+    # Each answer was sent once its record was committed to the audit outbox; the records reach
+    # the chain through audit.events in a batch, in no promised order between them.
+    rows = await by_department(sessions, looker, 5)
+    assert sorted((r.service, r.action, r.outcome) for r in rows) == [
         ("audit", "audit.records.aggregated", "completed"),
+        ("audit", "audit.records.exported", "completed"),
+        ("audit", "audit.records.searched", "completed"),
         ("audit", "audit.subject_report.read", "completed"),
         ("audit", "audit.subject_report.read", "completed"),
     ]
-    search, csv_export, counted, by_portal, by_auditor = rows
+    [search] = [r for r in rows if r.action == "audit.records.searched"]
+    [csv_export] = [r for r in rows if r.action == "audit.records.exported"]
+    [counted] = [r for r in rows if r.action == "audit.records.aggregated"]
+    [by_portal] = [r for r in rows if r.action == "audit.subject_report.read" and r.consumer_client_id]
+    [by_auditor] = [r for r in rows if r.action == "audit.subject_report.read" and not r.consumer_client_id]
     assert set(search.fields) == {
         f"consumer={consumer}",
         "from=2026-03-01T00:00:00+08:00",
@@ -521,6 +558,29 @@ async def test_every_look_up_of_the_records_is_itself_recorded(
     assert verified.json()["ok"] is True, verified.json()
 
 
+async def test_a_look_up_does_not_wait_for_the_chains_lock(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A search is answered while an append holds the chain head's lock (its record is staged in
+    the audit outbox, not appended in the request), and its record is in the trail once the
+    append is done."""
+    consumer = dept()
+    await add(sessions, [event(T0, consumer_dept=consumer)])
+    looker = f"while-locked-{secrets.token_hex(4)}"
+    async with sessions.begin() as appending:
+        await appending.get(ChainHead, 1, with_for_update=True)  # as an append in progress holds it
+        response = await asyncio.wait_for(
+            audit.client.get(
+                "/v1/audit/events", params={"consumer": consumer}, headers=audit.token(["auditor"], sub=looker)
+            ),
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        assert len(response.json()["items"]) == 1
+    [record] = await audit.recorded(looker)
+    assert record.action == "audit.records.searched" and f"consumer={consumer}" in record.fields
+
+
 async def test_a_filter_value_shaped_like_an_identifier_is_not_recorded_in_clear(
     audit: Audit, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -530,6 +590,5 @@ async def test_a_filter_value_shaped_like_an_identifier_is_not_recorded_in_clear
         "/v1/audit/events", params={"purpose": person}, headers=audit.token(["auditor"], dept=looker)
     )
     assert response.status_code == 200, response.text
-    async with sessions() as session:
-        row = (await session.scalars(select(AuditRecord).where(AuditRecord.consumer_dept == looker))).one()
+    [row] = await by_department(sessions, looker, 1)
     assert "purpose=…withheld" in row.fields and person not in str(row.fields)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.audit import service as audit_service
+from services.audit import service
 from services.audit.app import MIGRATIONS
 from services.audit.merkle import Frontier, leaf_hash
 from services.audit.models import AuditRecord
@@ -81,6 +81,51 @@ def test_protobuf_itself_refuses_unpaired_surrogates() -> None:
         audit_pb2.AuditEvent().ParseFromString(undecodable)
     # The bound still makes one storable, should a producer ever find a way.
     assert bounded("a\ud800b\x00", 10) == "a\ufffdb\ufffd"
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=audit_events())
+def test_the_fast_path_stores_what_bounding_each_field_would(event: audit_pb2.AuditEvent) -> None:
+    """record_values checks an event's texts all at once and keeps them as they are when they
+    fit: exactly what bounding each field one by one gives (cut, NUL and surrogates replaced)."""
+    values = record_values(event)
+    for field in STRING_FIELDS:
+        if field != "event_id":  # the id has its own rule (event_id_of)
+            assert values[field] == bounded(getattr(event, field), TEXT_LIMITS[field]), field
+    assert values["event_id"] == event_id_of(event)
+    one_by_one = [bounded(f, FIELD_NAME_MAX) for f in event.fields]
+    if len(one_by_one) > FIELDS_MAX:
+        one_by_one = [*one_by_one[: FIELDS_MAX - 1], f"{TRUNCATED}+{len(one_by_one) - FIELDS_MAX + 1}"]
+    assert values["fields"] == one_by_one
+
+
+async def test_a_batch_over_many_chunks_is_one_chain_in_its_order(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is written chunk by chunk (each COPY while the next chunk is hashed): the records
+    keep the batch's order in seq and in the tree, an id repeated in the batch or already
+    recorded is written once, a chunk with nothing new is skipped, and the chain verifies."""
+    monkeypatch.setattr(service, "APPEND_CHUNK", 4)
+    old = [audit_pb2.AuditEvent(event_id=f"chunked-old-{i}", occurred_unix_ms=1_795_000_000_000 + i) for i in range(5)]
+    async with sessions.begin() as session:
+        assert await append(session, old) == 5
+    new = [audit_pb2.AuditEvent(event_id=f"chunked-new-{i}", occurred_unix_ms=1_795_000_000_100 + i) for i in range(9)]
+    # old[0..3] fill one chunk (nothing new in it); new[2] comes again two chunks later.
+    batch = [*old[:4], *new[:5], old[4], new[2], *new[5:]]
+    async with sessions.begin() as session:
+        assert await append(session, batch) == 9
+    async with sessions.begin() as session:
+        assert await append(session, batch) == 0  # redelivered whole
+    async with sessions() as session:
+        rows = (
+            await session.scalars(
+                select(AuditRecord).where(AuditRecord.event_id.like("chunked-new-%")).order_by(AuditRecord.seq)
+            )
+        ).all()
+        report = await verify(session)
+    assert [r.event_id for r in rows] == [e.event_id for e in new]
+    assert [r.leaf_index for r in rows] == list(range(rows[0].leaf_index, rows[0].leaf_index + 9))
+    assert report["ok"] is True, report
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +272,7 @@ async def test_version_4_records_keep_verifying_beside_version_5_which_bind_bund
     """Records written before bundle and batch ids (version 4, their columns "" as the migration
     leaves them) still verify once version-5 records follow; a version-5 record's bundle id is
     bound into its hash."""
-    monkeypatch.setattr(audit_service, "CANONICAL_VERSION", 4)
+    monkeypatch.setattr(service, "CANONICAL_VERSION", 4)
     older = [audit_pb2.AuditEvent(event_id=f"v4-{uuid.uuid4().hex}", occurred_unix_ms=1) for _ in range(2)]
     async with sessions.begin() as session:
         await append(session, older)

@@ -10,10 +10,13 @@ too long, or unstorable, for the store.
 
 from __future__ import annotations
 
+import operator
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from itertools import repeat
 
 from services.common.bus import Message
 from services.common.logs import request_id_var
@@ -71,9 +74,19 @@ def bounded(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[: limit - 1] + TRUNCATED
 
 
+def all_fit(values: Sequence[str], limits: Iterable[int]) -> bool:
+    """Whether every value is storable and within its limit as it is (``bounded`` would change
+    none): the audit ingest's fast path, checked for all of an event's texts at once, in C."""
+    joined = "".join(values)
+    clean = (joined.isascii() and "\x00" not in joined) or UNSTORABLE.search(joined) is None
+    return clean and all(map(operator.le, map(len, values), limits))
+
+
 def bounded_fields(fields: list[str]) -> list[str]:
     """``fields`` with each entry bounded; past :data:`FIELDS_MAX` entries the last one says how
     many were left out."""
+    if not fields or (len(fields) <= FIELDS_MAX and all_fit(fields, repeat(FIELD_NAME_MAX))):
+        return fields
     kept = [bounded(f, FIELD_NAME_MAX) for f in fields]
     if len(kept) <= FIELDS_MAX:
         return kept
