@@ -99,6 +99,7 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
                     timedelta(seconds=settings.completeness_grace_s),
                     settings.completeness_interval_s,
                     checked,
+                    timedelta(days=settings.completeness_keep_days),
                 ),
                 name="audit-completeness",
             )

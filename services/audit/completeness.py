@@ -8,6 +8,8 @@ queries travel through another outbox and topic, and may lag), checked against t
 ``exchange.query`` records by query id. Ids without a record are kept in ``missing`` and
 rechecked each round (a late event clears them); the gauge ``tongban_audit_missing_records``
 counts them, and the alert ``TongbanAuditRecordsMissing`` fires while it is above zero.
+A reconciled window is forgotten ``completeness_keep_days`` after it was reconciled: longer than
+the ledger topic keeps its messages (30 days), so no copy of a forgotten window can still come.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
-from sqlalchemy import Boolean, ColumnElement, func, literal_column, select
+from sqlalchemy import Boolean, ColumnElement, delete, func, literal_column, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -31,6 +33,7 @@ from services.common.contracts.ledger import BadLedger, parse
 log = logging.getLogger("tongban.audit.completeness")
 
 CHECK_MAX = 200  # windows per round, oldest first
+KEEP = timedelta(days=31)  # reconciled windows are forgotten after this (the ledger topic keeps 30 days)
 
 
 class CompletenessMetrics:
@@ -123,6 +126,13 @@ async def reconcile(session: AsyncSession, now: datetime, grace: timedelta) -> i
     return int(total or 0)
 
 
+async def forget_reconciled(session: AsyncSession, before: datetime) -> int:
+    """Delete the windows reconciled before ``before``; returns how many (their ids were checked,
+    and each has its audit record, which the audit keeps on its own retention)."""
+    result = await session.execute(delete(LedgerWindow).where(LedgerWindow.reconciled_at < before))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def count_open(session: AsyncSession) -> int:
     return int(
         await session.scalar(select(func.count()).select_from(LedgerWindow).where(LedgerWindow.reconciled_at.is_(None)))
@@ -139,22 +149,31 @@ def on_ledger(sessions: async_sessionmaker[AsyncSession]) -> Handler:
 
 
 async def check_once(
-    sessions: async_sessionmaker[AsyncSession], grace: timedelta, metrics: CompletenessMetrics, now: datetime
+    sessions: async_sessionmaker[AsyncSession],
+    grace: timedelta,
+    metrics: CompletenessMetrics,
+    now: datetime,
+    keep: timedelta = KEEP,
 ) -> int:
     async with sessions.begin() as session:
         missing = await reconcile(session, now, grace)
+        await forget_reconciled(session, now - keep)
         metrics.open.set(await count_open(session))
     metrics.missing.set(missing)
     return missing
 
 
 async def watch(
-    sessions: async_sessionmaker[AsyncSession], grace: timedelta, every_s: float, metrics: CompletenessMetrics
+    sessions: async_sessionmaker[AsyncSession],
+    grace: timedelta,
+    every_s: float,
+    metrics: CompletenessMetrics,
+    keep: timedelta = KEEP,
 ) -> None:
     """Reconcile every ``every_s`` seconds (a lifespan task)."""
     while True:
         try:
-            await check_once(sessions, grace, metrics, datetime.now(UTC))
+            await check_once(sessions, grace, metrics, datetime.now(UTC), keep)
         except asyncio.CancelledError:
             raise
         except Exception:  # the database is away: the next round checks what this one missed

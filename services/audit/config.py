@@ -27,6 +27,8 @@ class AuditSettings(CommonSettings):
     # windows are checked this often.
     completeness_grace_s: float = Field(300.0, ge=0, validation_alias="TONGBAN_AUDIT_COMPLETENESS_GRACE_S")
     completeness_interval_s: float = Field(60.0, gt=0, validation_alias="TONGBAN_AUDIT_COMPLETENESS_INTERVAL_S")
+    # Longer than the exchange.ledger topic's retention (30 days): no copy of a forgotten window can come.
+    completeness_keep_days: float = Field(31.0, gt=0, validation_alias="TONGBAN_AUDIT_COMPLETENESS_KEEP_DAYS")
 
     # Anomaly rules (异常规则, services.audit.anomalies): how often they run, and their thresholds.
     anomaly_interval_s: float = Field(60.0, gt=0, validation_alias="TONGBAN_AUDIT_ANOMALY_INTERVAL_S")

@@ -122,6 +122,35 @@ async def test_a_window_merges_its_copies_and_only_query_records_count(
     assert (registry.get_sample_value("tongban_audit_ledger_windows_open") or 0) >= 1
 
 
+async def test_a_reconciled_window_is_forgotten_after_the_ledger_topics_retention_an_open_one_never(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    start = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    end = start + timedelta(minutes=1)
+    done, lost = str(uuid.uuid4()), str(uuid.uuid4())
+    await add(sessions, [event(start, query_id=done)])
+    async with sessions.begin() as session:
+        await completeness.keep_ledger(session, ledger_messages_of(window_of(start, done)))
+        await completeness.keep_ledger(session, ledger_messages_of(window_of(end, lost)))  # never recorded
+    metrics = completeness.CompletenessMetrics(CollectorRegistry())
+    checked_at = end + timedelta(minutes=1) + GRACE
+    assert await completeness.check_once(sessions, GRACE, metrics, checked_at) >= 1
+    reconciled = await kept(sessions, start)
+    assert reconciled is not None and reconciled.reconciled_at == checked_at
+
+    # One day short of the keep period: both kept; past it: the reconciled one goes.
+    await completeness.check_once(sessions, GRACE, metrics, checked_at + completeness.KEEP - timedelta(days=1))
+    assert await kept(sessions, start) is not None
+    await completeness.check_once(sessions, GRACE, metrics, checked_at + completeness.KEEP + timedelta(seconds=1))
+    assert await kept(sessions, start) is None
+    still_open = await kept(sessions, end)
+    assert still_open is not None and still_open.missing == [lost] and still_open.reconciled_at is None
+    await add(sessions, [event(end, query_id=lost)])  # it arrives after all: nothing left missing for other tests
+    await completeness.check_once(sessions, GRACE, metrics, checked_at + completeness.KEEP)
+    cleared = await kept(sessions, end)
+    assert cleared is not None and cleared.reconciled_at is not None
+
+
 def ledger_messages_of(window: Ledger) -> list[Message]:
     return list(window.messages("tongban.exchange.ledger"))
 
