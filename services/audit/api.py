@@ -319,7 +319,8 @@ SUBJECT_REPORT_PROBLEMS = problem_responses(
     summary="Who accessed data about this person (数据使用记录): the citizen portal and auditors only",
     description="The subject is sent in the body, never in the URL: URLs end up in proxy and browser "
     "logs, and the identifier must not. Only its keyed hash is looked up. Lists the exchange's queries "
-    "that delivered data (completed or answered late), newest first.",
+    "that delivered data (completed or answered late) and the changes about the person that change "
+    "feeds served (`action` `exchange.feed`), newest first.",
     responses=SUBJECT_REPORT_PROBLEMS,
 )
 async def subject_accesses(

@@ -39,6 +39,8 @@ AGGREGATE_DAYS_DEFAULT = 30
 EXPORT_PAGE = 1000  # records per CSV chunk (one keyset query each)
 # Outcomes of a query after which the consumer holds the data: what a citizen's report lists.
 ACCESS_OUTCOMES = ("completed", "late_reply")
+# What disclosed data about a person to a consumer (the citizen's report lists these).
+SUBJECT_ACCESS_ACTIONS = (AuditAction.EXCHANGE_QUERY.value, AuditAction.EXCHANGE_FEED.value)
 
 
 class Order(StrEnum):
@@ -73,6 +75,7 @@ class RecordFilter:
     start: datetime | None = None  # occurred_at >= start
     end: datetime | None = None  # occurred_at < end
     type: str | None = None
+    actions: tuple[str, ...] = field(default_factory=tuple)  # any of these (the citizen's report)
     consumer: str | None = None
     provider: str | None = None
     resource: str | None = None
@@ -88,6 +91,8 @@ class RecordFilter:
     def fingerprint(self, order: Order) -> str:
         """A digest of the filter and order: a cursor is valid only for the search that made it."""
         values = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(self).items()}
+        if not self.actions:  # unset, it is left out: cursors issued before it existed stay valid
+            del values["actions"]
         return hashlib.sha256(orjson.dumps([values, order.value], option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
@@ -114,6 +119,8 @@ def conditions(f: RecordFilter) -> list[ColumnElement[bool]]:
         where.append(AuditRecord.occurred_at < f.end)
     if f.subject_hashes is not None:
         where.append(AuditRecord.subject_hash.in_(f.subject_hashes))
+    if f.actions:
+        where.append(AuditRecord.action.in_(f.actions))
     if f.outcomes:
         where.append(AuditRecord.outcome.in_(f.outcomes))
     if f.dept is not None:
@@ -402,7 +409,8 @@ def may_read_subject_report(principal: Principal) -> None:
 
 
 def subject_report_filter(hashes: tuple[str, ...], start: datetime | None, end: datetime | None) -> RecordFilter:
-    """The accesses to a person's data: queries of the exchange that delivered data about them."""
+    """The accesses to a person's data: the exchange's queries that delivered data about them,
+    and the changes about them that change feeds (库表共享) served."""
     return RecordFilter(
-        start=start, end=end, type=AuditAction.EXCHANGE_QUERY, subject_hashes=hashes, outcomes=ACCESS_OUTCOMES
+        start=start, end=end, actions=SUBJECT_ACCESS_ACTIONS, subject_hashes=hashes, outcomes=ACCESS_OUTCOMES
     )

@@ -123,9 +123,12 @@ class SubjectAccessQuery(Strict):
 
 class SubjectAccess(BaseModel):
     """One access to the person's data (数据使用记录): who (department 部门 and system 系统), when,
-    for which service item (事项), from which provider and resource, which items (数据项)."""
+    for which service item (事项), from which provider and resource, which items (数据项), and how:
+    ``exchange.query`` (a query, its ``query_id``) or ``exchange.feed`` (a change about the person
+    in a change feed, 库表共享, read by the consumer; no query id)."""
 
     occurred_at: datetime
+    action: str
     consumer_dept: str
     consumer_client_id: str
     purpose: str

@@ -10,8 +10,10 @@ to a consuming system holding a live grant for the resource and purpose.
   and reading from a cursor again returns the same changes, for as long as the topic keeps them.
 - **Checked on every page, at once**: the grant is read from the projection (no cache), and again
   after the wait, so a revocation stops a consumer's next page, even one already waiting.
-- **Audited per page**: one ``exchange.feed`` record per page that holds changes, with their count
-  (``reason`` = ``changes=<n>``) and the items disclosed — not one per row (README "Change feeds").
+- **Audited per change**: every change a page delivers is one ``exchange.feed`` record with its
+  subject (keyed hash and key id, as a query's), its op, the items disclosed and its position in
+  the page (``reason``), all staged in one unit of work before the page is answered — so a person's
+  report (数据使用记录) shows feed reads as it shows queries (README "Change feeds").
 
 The exchange keeps no copy of the changes: it reads the topic itself, from the cursor's positions.
 """
@@ -26,19 +28,21 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, get_args
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter
 
-from services.common.bus import kafka_ssl_context
+from services.common.bus import Message, kafka_ssl_context
 from services.common.contracts.audit import AuditAction, AuditContext, audit_message
 from services.common.contracts.feeds import feed_topic_name, parse_change
 from services.common.db import driver_connection
 from services.common.errors import Problem
+from services.common.identifiers import InvalidIdentifier
 from services.common.masking import apply_masking, effective_masking
 from services.common.security import Principal
 from services.common.settings import CommonSettings
+from services.common.subjects import SubjectType, normalise_subject, subject_hash
 from services.exchange import repository
 from services.exchange.config import ExchangeSettings
 from services.exchange.models import GrantView, ResourceView
@@ -233,7 +237,7 @@ class FeedMetrics:
         )
         self.undecodable = Counter(
             "tongban_exchange_feed_undecodable",
-            "Messages of a feed topic that were not a change of its resource, skipped",
+            "Messages of a feed topic that were not a change of its resource (or had no valid subject), skipped",
             ["resource"],
             registry=registry,
         )
@@ -242,14 +246,29 @@ class FeedMetrics:
 def change_view(
     record: Record, data: dict[str, str], masked: list[str], op: str, subject_type: str, at: int
 ) -> dict[str, Any]:
+    """A change as the consumer gets it: never the subject's identifier (only its type)."""
     return {
-        "position": f"{record.partition}:{record.offset}",
+        "position": position_of(record),
         "op": op,
         "subject_type": subject_type,
         "changed_at": datetime.fromtimestamp(at / 1000, UTC).isoformat() if at else None,
         "data": data,
         "masked": masked,
     }
+
+
+def position_of(record: Record) -> str:
+    return f"{record.partition}:{record.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A change as served (``view``) and whom it is about, as audit names a subject: the keyed
+    hash of the normalised identifier — never the identifier itself."""
+
+    view: dict[str, Any]
+    subject_type: str
+    subject_hash: str
 
 
 class Feeds:
@@ -274,14 +293,37 @@ class Feeds:
             reason=reason,
         )
 
-    async def record(self, ctx: AuditContext, *, outcome: str, reason: str) -> None:
-        """The page's audit record, durable (in the outbox) before the page is answered: fail closed."""
+    async def record(self, *messages: Message) -> None:
+        """The page's audit records, durable (in the outbox, one transaction) before the page is
+        answered: fail closed — if they cannot be written, the page is not served."""
         async with self.exchange.outbox.unit_of_work(wait_for_publish=False) as uow:
-            uow.emit(self.audit(ctx, outcome=outcome, reason=reason))
+            for message in messages:
+                uow.emit(message)
+
+    def disclosures(self, ctx: AuditContext, served: list[Served]) -> list[Message]:
+        """One ``exchange.feed`` record per change served: its subject (hash and key id, as a
+        query's record), the items it disclosed, and in ``reason`` its op, its position and the
+        page's first and last positions and size — what ties the records of one page together
+        (with the request id); e.g. ``upsert 0:41; page 0:40..1:7, 3 changes``."""
+        first, last = served[0].view["position"], served[-1].view["position"]
+        key_id = self.settings.subject_hash_key_id
+        return [
+            self.audit(
+                ctx.with_(
+                    subject_type=s.subject_type,
+                    subject_hash=s.subject_hash,
+                    subject_key_id=key_id,
+                    fields=tuple(sorted(s.view["data"])),
+                ),
+                outcome="completed",
+                reason=f"{s.view['op']} {s.view['position']}; page {first}..{last}, {len(served)} changes",
+            )
+            for s in served
+        ]
 
     async def deny(self, ctx: AuditContext, denied: Denied) -> Problem:
         self.metrics.pages.labels("denied").inc()
-        await self.record(denied.context or ctx, outcome="denied", reason=str(denied.code))
+        await self.record(self.audit(denied.context or ctx, outcome="denied", reason=str(denied.code)))
         return denied
 
     async def authorised(
@@ -355,10 +397,10 @@ class Feeds:
             if await repository.is_revoked(db, grant.id):
                 denied = Denied(ExchangeProblem.GRANT_REVOKED, f"Grant {grant.id} was revoked by the provider.")
                 raise await self.deny(ctx, denied)
-        changes = self.minimised(read, resource, grant)
-        disclosed = sorted({item for change in changes for item in change["data"]})
-        if changes:
-            await self.record(ctx.with_(fields=tuple(disclosed)), outcome="completed", reason=f"changes={len(changes)}")
+        served = self.minimised(read, resource, grant)
+        changes = [s.view for s in served]
+        if served:
+            await self.record(*self.disclosures(ctx, served))
             self.metrics.changes.labels(resource.code).inc(len(changes))
         self.metrics.pages.labels("changes" if changes else "empty").inc()
         return {
@@ -369,10 +411,13 @@ class Feeds:
             "cursor": encode_cursor(self.keys[0], client_id, resource.code, read.positions),
         }
 
-    def minimised(self, read: Read, resource: ResourceView, grant: GrantView) -> list[dict[str, Any]]:
-        """数据最小化: each change with only the granted (and catalogued) items, masked."""
+    def minimised(self, read: Read, resource: ResourceView, grant: GrantView) -> list[Served]:
+        """数据最小化: each change with only the granted (and catalogued) items, masked, and
+        whom it is about (hashed). A change without a valid subject identifier is not passed on:
+        its disclosure could not be audited to its subject (the connector publishes none)."""
         items = granted_fields(grant, resource, None)
         masking = effective_masking(grant.masking, resource.items)
+        key = self.settings.subject_hash_key
         changes = []
         for record in read.records:
             try:
@@ -387,6 +432,28 @@ class Feeds:
                 self.metrics.undecodable.labels(resource.code).inc()
                 log.warning("feed message skipped", extra={"ctx_resource": resource.code, "ctx_offset": record.offset})
                 continue
+            hashed = self.subject_hash(key, change.subject_type, change.subject_value)
+            if hashed is None:
+                self.metrics.undecodable.labels(resource.code).inc()
+                # The offset only: never the identifier, not even an invalid one.
+                log.warning(
+                    "feed change without a valid subject skipped",
+                    extra={"ctx_resource": resource.code, "ctx_offset": record.offset},
+                )
+                continue
             data, masked = apply_masking({i: change.data[i] for i in items if i in change.data}, masking)
-            changes.append(change_view(record, data, masked, change.op, change.subject_type, change.changed_unix_ms))
+            view = change_view(record, data, masked, change.op, change.subject_type, change.changed_unix_ms)
+            changes.append(Served(view, change.subject_type, hashed))
         return changes
+
+    @staticmethod
+    def subject_hash(key: str, subject_type: str, value: str) -> str | None:
+        """The keyed hash of the normalised identifier, as the query path makes it (so the
+        person's report finds both); None for an identifier that is not a valid one."""
+        if subject_type not in get_args(SubjectType):
+            return None
+        try:
+            normalised = normalise_subject(cast(SubjectType, subject_type), value)
+        except InvalidIdentifier:
+            return None
+        return subject_hash(key, subject_type, normalised)

@@ -300,6 +300,7 @@ async def test_a_data_admin_sees_only_their_department(
 async def test_the_citizens_report(audit: Audit, sessions: async_sessionmaker[AsyncSession]) -> None:
     person = synthetic_residents(3)[2].id_number
     hashed = subject_hash(audit.settings.subject_hash_key, "id_card", person)
+    other = subject_hash(audit.settings.subject_hash_key, "id_card", synthetic_residents(3)[1].id_number)
     consumer = dept()
     await add(
         sessions,
@@ -307,18 +308,28 @@ async def test_the_citizens_report(audit: Audit, sessions: async_sessionmaker[As
             event(T0, consumer_dept=consumer, provider_dept="P1", subject_type="id_card", subject_hash=hashed),
             event(T0, consumer_dept=consumer, subject_hash=hashed, subject_type="id_card", outcome="denied"),
             event(T0, consumer_dept=consumer, subject_hash=hashed, action="exchange.evidence"),
+            # A change about the person read through a change feed (库表共享), and one about another.
+            event(T0 + timedelta(seconds=1), consumer_dept=consumer, consumer_client_id="client-f", actor="client-f",
+                  provider_dept="P1", action="exchange.feed", subject_type="id_card", subject_hash=hashed,
+                  fields=["户籍地址"], reason="upsert 0:7; page 0:6..0:7, 2 changes"),
+            event(T0 + timedelta(seconds=1), consumer_dept=consumer, consumer_client_id="client-f", actor="client-f",
+                  provider_dept="P1", action="exchange.feed", subject_type="id_card", subject_hash=other,
+                  fields=["姓名"], reason="upsert 0:6; page 0:6..0:7, 2 changes"),
         ],
-    )
+    )  # fmt: skip
     body = {"subject": {"type": "id_card", "value": person}}
     portal = audit.token(["citizen_portal"], kind="system")
     for headers in (portal, audit.auditor):
         response = await audit.client.post("/v1/audit/subjects/accesses", json=body, headers=headers)
         assert response.status_code == 200, response.text
         items = response.json()["items"]
-        assert [(i["consumer_dept"], i["consumer_client_id"], i["purpose"], i["fields"]) for i in items] == [
-            (consumer, "client-a", "ZDSHBZ-SP", ["姓名", "出生日期"])
+        assert [
+            (i["action"], i["consumer_dept"], i["consumer_client_id"], i["purpose"], i["fields"]) for i in items
+        ] == [
+            ("exchange.feed", consumer, "client-f", "ZDSHBZ-SP", ["户籍地址"]),  # newest first
+            ("exchange.query", consumer, "client-a", "ZDSHBZ-SP", ["姓名", "出生日期"]),
         ]
-        assert items[0]["provider_dept"] == "P1" and "subject_hash" not in items[0]
+        assert {i["provider_dept"] for i in items} == {"P1"} and "subject_hash" not in items[0]
     report = response.json()
     for headers in (
         audit.token(["consumer"], kind="system"),

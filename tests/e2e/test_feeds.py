@@ -1,7 +1,8 @@
 """库表共享 end to end: a provider's connector, configured with a change feed over a table of its
 database, publishes the rows it sees change; the demo consumer system reads them through the
-gateway — granted items only, masked — waits for the next change, and each page it read is one
-audit record with its count. A changed cursor is a problem+json."""
+gateway — granted items only, masked — waits for the next change, and each change it read is an
+audit record with its subject (keyed hash, never the identifier), so the person's report (数据使用记录)
+lists the feed read. A changed cursor is a problem+json."""
 
 from __future__ import annotations
 
@@ -147,16 +148,58 @@ async def test_a_consumer_reads_a_providers_table_as_it_changes(
             "feed-cursor-invalid",
         )
 
-        # One audit record per page read, with the count, the items disclosed and no subject.
+        # One audit record per change read: two, the one that woke the long-poll, and its replay.
         auditor = await person_token(client, "auditor")
         deadline = time.monotonic() + 30
         while True:
             records = await audit_records(client, auditor, type="exchange.feed", client_id=creds.client_id, limit="200")
-            counted = sum(int(r["reason"].removeprefix("changes=")) for r in records)
-            if counted >= 4:  # two, the one that woke the long-poll, and its replay
+            if len(records) >= 4:
                 break
             assert time.monotonic() < deadline, records
             await asyncio.sleep(0.5)
-        assert counted == 4 and len(records) <= 4  # per page, not per row
-        assert all(r["outcome"] == "completed" and not r["subject_hash"] for r in records)
-        assert all(set(r["fields"]) <= {"姓名", "户籍地址"} for r in records)
+        assert len(records) == 4 and all(r["outcome"] == "completed" for r in records)
+        assert all(r["fields"] == ["姓名", "户籍地址"] and r["subject_key_id"] for r in records)
+        hashes = [r["subject_hash"] for r in records]
+        assert len(set(hashes)) == 3 and all(len(h) == 64 for h in hashes)  # PEOPLE[2] read twice
+
+        # The person's report lists the feed reads about them — who, when, which items — and not
+        # another person's; the auditors' subject search finds them too.
+        report = await client.get(
+            "/v1/audit/subjects/accesses", params={"type": "id_card", "value": PEOPLE[2].id_number}, headers=auditor
+        )
+        assert report.status_code == 200, report.text
+        reads = [i for i in report.json()["items"] if i["action"] == "exchange.feed"]
+        assert len(reads) == 2 and len(report.json()["items"]) == 2  # the read and its replay, nothing else
+        consumer_dept = records[0]["consumer_dept"]
+        assert consumer_dept
+        for read in reads:
+            assert (read["consumer_dept"], read["consumer_client_id"]) == (consumer_dept, creds.client_id)
+            assert (read["resource_code"], read["purpose"]) == (creds.resource, creds.purpose)
+            assert read["fields"] == ["姓名", "户籍地址"] and read["occurred_at"] and read["outcome"] == "completed"
+        # Each record is about one person: the subject searches split the four between the three.
+        found = [
+            {r["event_id"] for r in await audit_records(client, auditor, subject=p.id_number, type="exchange.feed")}
+            for p in PEOPLE[:3]
+        ]
+        assert [len(f) for f in found] == [1, 1, 2]
+        assert set().union(*found) == {r["event_id"] for r in records}
+
+        # Audit holds the subjects only hashed: no text or bytes column of its tables holds one.
+        columns = await db.fetch(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'audit' "
+            "AND data_type IN ('text', 'character varying', 'ARRAY', 'jsonb', 'bytea')"
+        )
+        assert {c["column_name"] for c in columns} >= {"subject_hash", "fields", "reason"}
+        for column in columns:
+            name = f'audit."{column["table_name"]}"."{column["column_name"]}"'
+            column_ref = f'"{column["column_name"]}"'
+            if column["data_type"] == "bytea":
+                condition = f"position(convert_to($1, 'UTF8') IN {column_ref}) > 0"
+            else:
+                condition = f"{column_ref}::text ILIKE '%' || $1 || '%'"
+            for person in PEOPLE[:3]:
+                count = await db.fetchval(
+                    f'SELECT count(*) FROM audit."{column["table_name"]}" WHERE {condition}',  # noqa: S608
+                    person.id_number,
+                )
+                assert count == 0, f"{name} holds a subject's identifier in clear"

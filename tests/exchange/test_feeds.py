@@ -1,7 +1,8 @@
 """库表共享 — change feeds through the exchange, against real PostgreSQL and real Kafka: a page holds
 only the granted items, masked; a cursor replays; a long-poll wakes up when a change comes; a
 revoked grant is refused at once (even while a page waits); a changed cursor is a problem; each
-page with changes is one audit record with its count."""
+change a page serves is an audit record with its subject, hashed as a query's, staged before the
+page is answered."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from services.common.errors import Problem
 from services.common.outbox import Outbox
 from services.common.pb import audit_pb2
 from services.common.security import Principal, PrincipalType, Role
+from services.common.subjects import subject_hash
 from services.connector.service import synthetic_residents
 from services.exchange.config import ExchangeSettings
 from services.exchange.feeds import FeedMetrics, Feeds, KafkaFeedLog, cursor_keys, encode_cursor
@@ -76,9 +78,22 @@ class Setup:
             await session.execute(update(GrantView).where(GrantView.id == self.grant_id).values(**values))
 
     async def audits(self) -> list[audit_pb2.AuditEvent]:
+        """The audit events staged, in the order they were written (the outbox's ids are random)."""
         async with self.engine.connect() as db:
-            rows = (await db.execute(text("SELECT topic, value FROM exchange.outbox ORDER BY id"))).all()
+            rows = (await db.execute(text("SELECT topic, value FROM exchange.outbox ORDER BY created_at"))).all()
         return [audit_pb2.AuditEvent.FromString(v) for t, v in rows if t.endswith("audit.events")]
+
+    async def outbox_holds(self, needle: str) -> int:
+        """Outbox rows (what the exchange sends, audit events included) holding ``needle`` anywhere."""
+        query = text(
+            "SELECT count(*) FROM exchange.outbox WHERE position(convert_to(:n, 'UTF8') IN value) > 0 "
+            "OR position(convert_to(:n, 'UTF8') IN coalesce(key, ''::bytea)) > 0 OR headers::text LIKE '%' || :n || '%'"
+        )
+        async with self.engine.connect() as db:
+            return int(await db.scalar(query, {"n": needle}) or 0)
+
+    def hashed(self, person: Any) -> str:
+        return subject_hash(self.settings.subject_hash_key, "id_card", person.id_number)
 
 
 def change(resource: str, person: Any, op: ChangeOp) -> Change:
@@ -145,7 +160,7 @@ def tampered(cursor: str) -> str:
     return base64.urlsafe_b64encode(changed).rstrip(b"=").decode() + "." + mac
 
 
-async def test_a_page_holds_only_granted_items_masked_and_is_one_audit_record(feed: Setup) -> None:
+async def test_a_page_holds_only_granted_items_masked_and_each_change_is_audited(feed: Setup) -> None:
     await feed.publish(0, 1, 2)
     await feed.publish(3, op=ChangeOp.DELETE)
     page = await feed.page(wait=5)
@@ -163,10 +178,20 @@ async def test_a_page_holds_only_granted_items_masked_and_is_one_audit_record(fe
         assert "subject_value" not in item and not any(i in str(item) for i in ids)
     assert sorted(c["op"] for c in page["changes"]) == ["delete", "upsert", "upsert", "upsert"]
     audits = await feed.audits()
-    assert audits and all(a.action == "exchange.feed" and a.outcome == "completed" for a in audits)
-    assert sum(int(a.reason.removeprefix("changes=")) for a in audits) == 4  # one record per page, not per row
-    assert list(audits[0].fields) == sorted(["姓名", "户籍地址", "公民身份号码"])  # the items disclosed
-    assert audits[0].consumer_client_id == CLIENT and audits[0].provider_dept == PROVIDER
+    assert len(audits) == 4 and all(a.action == "exchange.feed" and a.outcome == "completed" for a in audits)
+    by_position = {c["position"]: c for c in page["changes"]}
+    for a in audits:  # one record per change served: its op and position, the items it disclosed
+        op, position = a.reason.split("; ")[0].split(" ")
+        assert by_position[position]["op"] == op
+        assert list(a.fields) == sorted(by_position[position]["data"]) == sorted(["姓名", "户籍地址", "公民身份号码"])
+        assert a.consumer_client_id == CLIENT and a.consumer_dept == CONSUMER and a.provider_dept == PROVIDER
+        assert (a.resource_code, a.purpose, a.subject_type) == (feed.resource, PURPOSE, "id_card")
+        assert a.subject_key_id == feed.settings.subject_hash_key_id
+    # Each subject as its keyed hash, the same a query about them is audited with.
+    assert sorted(a.subject_hash for a in audits) == sorted(feed.hashed(p) for p in PEOPLE[:4])
+    assert await feed.outbox_holds(feed.resource) == 4  # the search finds what the rows hold
+    for person in PEOPLE[:4]:
+        assert await feed.outbox_holds(person.id_number) == 0  # never the identifier in clear
 
 
 async def read_to_end(feed: Setup, cursor: str | None, expected: int) -> tuple[list[dict[str, Any]], str]:
@@ -280,6 +305,13 @@ async def test_messages_that_are_not_this_resources_changes_are_skipped(feed: Se
             ).message(feed.topic),  # another department's: not the resource's provider
         ]
     )
+    await feed.bus.publish_many(  # an identifier with a wrong check character: its read could not be audited
+        [
+            Change(feed.resource, PROVIDER, ChangeOp.UPSERT, "id_card", PEOPLE[3].id_number[:-1] + "Z").message(
+                feed.topic
+            )
+        ]
+    )
     await feed.publish(2)
     seen: list[dict[str, Any]] = []
     cursor = None
@@ -344,3 +376,23 @@ async def test_a_cursor_past_the_topics_retention_is_410_and_a_fresh_start_works
     kept = 4 - page["count"] + 1
     fresh, _ = await read_to_end(feed, None, kept)  # without a cursor: from the oldest change still kept
     assert len(fresh) == kept and PEOPLE[9].address in {c["data"]["户籍地址"] for c in fresh}
+
+
+async def test_a_page_about_two_people_is_audited_per_person_and_tied_by_its_positions(feed: Setup) -> None:
+    await feed.publish(0, 1, 0)  # a person twice (two changes), another once
+    changes, _ = await read_to_end(feed, None, 3)
+    audits = await feed.audits()
+    assert len(audits) == 3
+    assert sorted(a.subject_hash for a in audits) == sorted([feed.hashed(PEOPLE[0])] * 2 + [feed.hashed(PEOPLE[1])])
+    assert sorted(a.reason.split("; ")[0].split(" ")[1] for a in audits) == sorted(c["position"] for c in changes)
+    # The records of one page name the same page: its first and last positions and its size.
+    pages: dict[str, list[audit_pb2.AuditEvent]] = {}
+    for a in audits:
+        pages.setdefault(a.reason.split("; ")[1], []).append(a)
+    for name, records in pages.items():
+        first, last = name.removeprefix("page ").split(",")[0].split("..")
+        assert name.endswith(f", {len(records)} changes")
+        positions = sorted(tuple(map(int, a.reason.split("; ")[0].split(" ")[1].split(":"))) for a in records)
+        assert (positions[0], positions[-1]) == tuple(tuple(map(int, p.split(":"))) for p in (first, last))
+    for person in PEOPLE[:2]:
+        assert await feed.outbox_holds(person.id_number) == 0

@@ -100,7 +100,10 @@ class AuditAction(StrEnum):
 
     EXCHANGE_QUERY = "exchange.query"  # one query of shared data, and its outcome
     EXCHANGE_EVIDENCE = "exchange.evidence"  # one evidence bundle (免提交), tying its queries
-    EXCHANGE_FEED = "exchange.feed"  # one page of a change feed (库表共享); reason "changes=<count>"
+    # one change of a change feed (库表共享) served to a consumer, with its subject (hashed) and items;
+    # reason "<op> <position>; page <first>..<last>, <n> changes" (records of earlier releases are
+    # one per page, reason "changes=<count>", without a subject)
+    EXCHANGE_FEED = "exchange.feed"
     # gateway: tokens, sign-ins and identities
     TOKEN_ISSUED = "gateway.token.issued"
     TOKEN_DENIED = "gateway.token.denied"
