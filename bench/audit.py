@@ -46,8 +46,16 @@ from bench.skeleton import RESULTS_DIR, machine, percentile
 from services.audit import merkle
 from services.audit.app import MIGRATIONS
 from services.audit.queries import Cursors, Order, RecordFilter, search
-from services.audit.service import append, compute_from_store, next_month, partition_name, take_checkpoint
+from services.audit.service import (
+    append,
+    compute_from_store,
+    next_month,
+    partition_name,
+    signing_key,
+    take_checkpoint,
+)
 from services.common.db import create_engine, migrate, session_factory
+from services.common.keywrap import KeyWrap, new_kek
 from services.common.pb import audit_pb2
 from tests.stack import ROOT, asyncpg_dsn, create_database, drop_database, infra_env
 
@@ -63,6 +71,7 @@ CONSUMERS = 200
 SUBJECTS = 500_000
 DAYS = 365
 PROFILE = os.environ.get("BENCH_AUDIT_PROFILE") == "1"
+ORIGIN = "bench.tongban/audit"
 
 TARGET_RATE = 20_000.0
 TARGET_RATIO = 0.3
@@ -106,6 +115,10 @@ async def ingest(url: str) -> dict[str, Any]:
         [synthetic_event(b * INGEST_BATCH + i, now_ms + b) for i in range(INGEST_BATCH)]
         for b in range(INGEST // INGEST_BATCH)
     ]
+    # The service's checkpoint key, sealed as it is in production (under a KEK of this run's own)
+    # and unsealed once, as the service does at start.
+    async with sessions.begin() as session:
+        signer = await signing_key(session, ORIGIN, KeyWrap(new_kek()))
     profiler = cProfile.Profile() if PROFILE else None
     say(f"ingest: {INGEST} events in batches of {INGEST_BATCH}, a checkpoint every {CHECKPOINT_EVERY} batches")
     load_before = os.getloadavg()
@@ -118,7 +131,7 @@ async def ingest(url: str) -> dict[str, Any]:
             await append(session, batch)
         if n % CHECKPOINT_EVERY == 0 or n == len(batches):
             async with sessions.begin() as session:
-                await take_checkpoint(session, "bench.tongban/audit")
+                await take_checkpoint(session, ORIGIN, signer)
             checkpoints += 1
     if profiler:
         profiler.disable()

@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var"
 CREDENTIALS = VAR / "demo-credentials.json"
 # What an operator command (python -m services.gateway keys rotate) needs to reach the embedded
-# platform: its database and the gateway's key-encryption key, made on the first run (mode 0600).
+# platform: its database and the key-encryption key (the gateway's, the connector's, the exchange's
+# and the audit service's sealed keys open with it), made on the first run (mode 0600).
 EMBEDDED_ENV = VAR / "embedded.env"
 KEK_VARIABLE = "TONGBAN_KEY_ENCRYPTION_KEY"
 PG_DATA = VAR / "pg-embedded"

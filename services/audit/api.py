@@ -446,9 +446,9 @@ async def add_cosignature(body: CosignatureCreate, uow: UnitOfWorkDep, request: 
     summary="The checkpoints' verifier key (signed-note verifier key format)",
     responses={200: {"content": {"text/plain": {}}}},
 )
-async def checkpoint_key(uow: UnitOfWorkDep, request: Request) -> PlainTextResponse:
-    key = await service.signing_key(uow.session, request.app.state.runtime.settings.log_origin)
-    return PlainTextResponse(service.verifier_key_of(key) + "\n")
+async def checkpoint_key(request: Request) -> PlainTextResponse:
+    signer: service.CheckpointSigner = request.app.state.checkpoint_signer
+    return PlainTextResponse(signer.verifier_key + "\n")
 
 
 @router.post(
@@ -459,7 +459,8 @@ async def checkpoint_key(uow: UnitOfWorkDep, request: Request) -> PlainTextRespo
 )
 async def take_checkpoint(principal: CurrentPrincipal, uow: UnitOfWorkDep, request: Request) -> PlainTextResponse:
     service.require_auditor(principal)
-    taken = await service.take_checkpoint(uow.session, request.app.state.runtime.settings.log_origin)
+    settings = request.app.state.runtime.settings
+    taken = await service.take_checkpoint(uow.session, settings.log_origin, request.app.state.checkpoint_signer)
     if taken is None:
         raise AuditProblem.NO_CHECKPOINT.problem("the log is empty: there is nothing to sign")
     return PlainTextResponse(taken.note)

@@ -17,6 +17,7 @@ from services.audit.config import AuditSettings
 from services.audit.messaging import UnreplayedDeadLetters, on_audit_events, on_dead_letters, sign_checkpoints
 from services.audit.models import Outbox as OutboxModel
 from services.audit.service import signing_key
+from services.common import keywrap
 from services.common.bus import Bus, Subscription
 from services.common.calendar import WorkingCalendar
 from services.common.http import create_service_app
@@ -39,6 +40,7 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        wrap = keywrap.required(settings.key_encryption_key, "audit service")
         async with service_runtime(
             settings,
             schema="audit",
@@ -78,13 +80,14 @@ def create_app(settings: AuditSettings | None = None, bus: Bus | None = None) ->
                     group=settings.topic("audit.dead-letters"),
                 )
             )
+            # Made (or a clear one sealed) once, before anything is signed; kept unsealed in memory only.
             async with rt.sessions.begin() as session:
-                await signing_key(session, settings.log_origin)  # made once, before anything is signed
+                app.state.checkpoint_signer = signer = await signing_key(session, settings.log_origin, wrap)
             await rt.bus.start()
             await outbox.start()
             watcher = asyncio.create_task(unreplayed.watch(), name="audit-unreplayed-dead-letters")
             checkpointer = asyncio.create_task(
-                sign_checkpoints(rt.sessions, settings.log_origin, settings.checkpoint_interval_s),
+                sign_checkpoints(rt.sessions, settings.log_origin, signer, settings.checkpoint_interval_s),
                 name="audit-checkpoints",
             )
             # The anomaly rules run beside ingest, not in it (why: services.audit.anomalies).

@@ -1,5 +1,6 @@
 """Operator commands of the audit service: ``python -m services.audit dead-letters replay``;
-``retention run`` (retention.py: archive, verify, then drop months past the policy); the
+``retention run`` (retention.py: archive, verify, then drop months past the policy; it signs the
+archive's checkpoint, so it needs ``TONGBAN_KEY_ENCRYPTION_KEY``, as the service does); the
 auditor's ``verify <export>`` (export.py, no database); the witness's ``witness keygen|cosign``
 (witness.py).
 
@@ -25,7 +26,8 @@ import httpx
 from services.audit import notes, retention, witness
 from services.audit.config import AuditSettings
 from services.audit.export import verify_export
-from services.audit.service import replay_dead_letters
+from services.audit.service import replay_dead_letters, signing_key
+from services.common import keywrap
 from services.common.bus import KafkaBus
 from services.common.db import create_engine, migrate, session_factory
 from services.common.runtime import make_bus
@@ -157,15 +159,27 @@ async def replay(settings: AuditSettings, ids: Sequence[int] | None) -> int:
 
 
 async def retention_run(settings: AuditSettings, dry_run: bool) -> int:
-    """0: every month due was archived and dropped (or none was due); 1: a month could not be."""
+    """0: every month due was archived and dropped (or none was due); 1: a month could not be;
+    2: no usable key-encryption key (an archive's checkpoint is signed with the log's key)."""
+    try:
+        wrap = None if dry_run else keywrap.required(settings.key_encryption_key, "audit service")
+    except (RuntimeError, keywrap.KeyWrapError) as err:
+        print(f"retention: {err}", file=sys.stderr)
+        return 2
     engine = create_engine(settings.database_url, pool_size=2)
     try:
         await migrate(engine, "audit", MIGRATIONS)
+        sessions = session_factory(engine)
+        signer = None
+        if wrap is not None:
+            async with sessions.begin() as session:
+                signer = await signing_key(session, settings.log_origin, wrap)
         done = await retention.run(
-            session_factory(engine),
+            sessions,
             retention_months=settings.retention_months,
             directory=settings.archive_dir,
             origin=settings.log_origin,
+            signer=signer,
             now=datetime.now(UTC),
             dry_run=dry_run,
             say=lambda line: print(line, flush=True),
@@ -173,6 +187,9 @@ async def retention_run(settings: AuditSettings, dry_run: bool) -> int:
     except retention.RetentionError as err:
         print(f"retention: {err}", file=sys.stderr)
         return 1
+    except keywrap.KeyWrapError as err:
+        print(f"retention: {err}", file=sys.stderr)
+        return 2
     finally:
         await engine.dispose()
     print(f"archived {sum(a.archive is not None for a in done)} month(s) into {settings.archive_dir}", flush=True)

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.audit import notes
 from services.common.settings import CommonSettings
@@ -13,6 +13,9 @@ class AuditSettings(CommonSettings):
     log_origin: str = Field(
         "tongban.dev/audit", pattern=r"^[^\s+]+$", max_length=255, validation_alias="TONGBAN_AUDIT_LOG_ORIGIN"
     )
+    # Key-encryption key: seals the checkpoint key at rest (services.common.keywrap), as the
+    # gateway's and the connector's keys are; the audit service does not start without it.
+    key_encryption_key: SecretStr | None = Field(None, validation_alias="TONGBAN_KEY_ENCRYPTION_KEY")
     # How often a checkpoint is signed (when records were added since the last one).
     checkpoint_interval_s: float = Field(60.0, gt=0, validation_alias="TONGBAN_AUDIT_CHECKPOINT_INTERVAL_S")
 

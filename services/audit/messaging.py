@@ -11,7 +11,13 @@ from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.audit.service import append, count_unreplayed, store_dead_letters, take_checkpoint
+from services.audit.service import (
+    CheckpointSigner,
+    append,
+    count_unreplayed,
+    store_dead_letters,
+    take_checkpoint,
+)
 from services.common.bus import Handler, Message, PoisonMessage
 from services.common.pb import audit_pb2
 
@@ -87,13 +93,15 @@ def on_dead_letters(
     return handle
 
 
-async def sign_checkpoints(sessions: async_sessionmaker[AsyncSession], origin: str, every_s: float) -> None:
+async def sign_checkpoints(
+    sessions: async_sessionmaker[AsyncSession], origin: str, signer: CheckpointSigner, every_s: float
+) -> None:
     """Sign a checkpoint of the tree every ``every_s`` seconds (nothing new: nothing signed)."""
     while True:
         await asyncio.sleep(every_s)
         try:
             async with sessions.begin() as session:
-                checkpoint = await take_checkpoint(session, origin)
+                checkpoint = await take_checkpoint(session, origin, signer)
             if checkpoint is not None:
                 log.info("checkpoint", extra={"ctx_tree_size": checkpoint.tree_size})
         except asyncio.CancelledError:

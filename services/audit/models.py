@@ -185,16 +185,19 @@ class Cosignature(Base):
 
 
 class SigningKey(Base):
-    """The log's Ed25519 checkpoint key (签名密钥), made on first start. Kept in clear here; its
-    encryption at rest is issue 9's. Whoever can write this table can sign: the auditors' own
-    copies of checkpoints (and witnesses' cosignatures) are what catch that."""
+    """The log's Ed25519 checkpoint key (签名密钥), made on first start, its private half sealed
+    (AES-GCM) under the key-encryption key of the environment (services.common.keywrap): the
+    database alone cannot sign. Whoever holds both can: the auditors' own copies of checkpoints
+    (and witnesses' cosignatures) are what catch that."""
 
     __tablename__ = "signing_keys"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
-    private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed_private_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Before the key-encryption key: the raw key in clear, sealed (and cleared) at the next start.
+    private_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.audit import export, merkle, notes
 from services.audit.models import AuditRecord, RetentionCut
 from services.audit.service import (
+    CheckpointSigner,
     ensure_partition,
     latest_checkpoint,
     latest_cut,
@@ -42,9 +43,7 @@ from services.audit.service import (
     partition_name,
     read_stored,
     served_note,
-    signing_key,
     take_checkpoint,
-    verifier_key_of,
 )
 
 log = logging.getLogger("tongban.audit.retention")
@@ -99,6 +98,7 @@ async def archive_month(
     month: date,
     directory: Path,
     origin: str,
+    signer: CheckpointSigner,
     say: Callable[[str], None],
 ) -> Archived:
     """Archive one month (written, then verified), then drop its partition and record the cut."""
@@ -125,10 +125,10 @@ async def archive_month(
     async with sessions.begin() as session:
         checkpoint = await latest_checkpoint(session)
         if checkpoint is None or checkpoint.tree_size < end:
-            checkpoint = await take_checkpoint(session, origin)
+            checkpoint = await take_checkpoint(session, origin, signer)
         assert checkpoint is not None and checkpoint.tree_size >= end
         size, note = checkpoint.tree_size, await served_note(session, checkpoint)
-        key = notes.parse_verifier_key(verifier_key_of(await signing_key(session, origin)), notes.ED25519)
+    key = notes.parse_verifier_key(signer.verifier_key, notes.ED25519)
 
     # The command's own process: nothing else runs on its loop, but the checks stay off it anyway.
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
@@ -231,11 +231,13 @@ async def run(
     retention_months: int,
     directory: Path,
     origin: str,
+    signer: CheckpointSigner | None,
     now: datetime,
     dry_run: bool = False,
     say: Callable[[str], None] = print,
 ) -> list[Archived]:
-    """Archive and drop every month due (older than ``retention_months`` closed months), oldest first."""
+    """Archive and drop every month due (older than ``retention_months`` closed months), oldest
+    first. ``signer`` signs the checkpoint an archive needs; only a dry run may go without it."""
     cutoff = due_before(now, retention_months)
     async with sessions() as session:
         due = [m for m in await partition_months(session) if m < cutoff]
@@ -245,7 +247,9 @@ async def run(
     say(f"due: {', '.join(f'{m:%Y-%m}' for m in due)} (kept: {cutoff:%Y-%m} and after)")
     if dry_run:
         return []
-    return [await archive_month(sessions, month, directory, origin, say) for month in due]
+    if signer is None:
+        raise RetentionError("archiving needs the checkpoint key (TONGBAN_KEY_ENCRYPTION_KEY unseals it)")
+    return [await archive_month(sessions, month, directory, origin, signer, say) for month in due]
 
 
 class RetentionMetrics:

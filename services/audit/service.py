@@ -58,6 +58,7 @@ from services.common.contracts.audit import (
     bounded_fields,
     storable,
 )
+from services.common.keywrap import KeyWrap, KeyWrapError
 from services.common.logs import REQUEST_ID_HEADER, TRACEPARENT_HEADER
 from services.common.pagination import one_more, page
 from services.common.pb import audit_pb2
@@ -286,23 +287,68 @@ async def compute_from_store(session: AsyncSession, compute: Callable[[merkle.Re
 # ----------------------------------------------------------------------------- checkpoints
 
 
-async def signing_key(session: AsyncSession, name: str) -> SigningKey:
-    """The log's checkpoint key; made (Ed25519) and stored the first time it is asked for."""
-    row = await session.get(SigningKey, 1)
+SIGNING_KEY_ID = 1  # the log has one checkpoint key: auditors keep its verifier key
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointSigner:
+    """The log's checkpoint key, unsealed: in this process's memory only, never stored so."""
+
+    name: str
+    private: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> bytes:
+        return notes.public_bytes(self.private)
+
+    @property
+    def verifier_key(self) -> str:
+        return notes.verifier_key(self.name, self.public_key)
+
+
+def sealing_context(key_id: int) -> str:
+    """What a sealed key is bound to: it opens only on its own row."""
+    return f"tongban.audit.signing_keys:{key_id}"
+
+
+async def signing_key(session: AsyncSession, name: str, wrap: KeyWrap) -> CheckpointSigner:
+    """The log's checkpoint key (签名密钥), unsealed. Made (Ed25519, sealed under the key-encryption
+    key) the first time; a key an earlier version kept in clear is sealed now and its clear copy
+    erased, in ``session``'s transaction (the row is locked: replicas starting together seal it
+    once). Raises :class:`KeyWrapError` when ``wrap``'s KEK does not open the stored key; the
+    transaction then changes nothing."""
+    context = sealing_context(SIGNING_KEY_ID)
+    row = await session.get(SigningKey, SIGNING_KEY_ID, with_for_update=True)
     if row is None:
         key = Ed25519PrivateKey.generate()
         await session.execute(
             insert(SigningKey)
-            .values(id=1, name=name, public_key=notes.public_bytes(key), private_key=key.private_bytes_raw())
+            .values(
+                id=SIGNING_KEY_ID,
+                name=name,
+                public_key=notes.public_bytes(key),
+                sealed_private_key=wrap.seal(key.private_bytes_raw(), context),
+            )
             .on_conflict_do_nothing()  # another instance made one first: use that one
         )
-        row = await session.get(SigningKey, 1)
+        row = await session.get(SigningKey, SIGNING_KEY_ID, with_for_update=True, populate_existing=True)
         assert row is not None
-    return row
-
-
-def verifier_key_of(key: SigningKey) -> str:
-    return notes.verifier_key(key.name, key.public_key)
+    if row.private_key is not None:
+        row.sealed_private_key = wrap.seal(row.private_key, context)
+        row.private_key = None
+        await session.flush()
+    assert row.sealed_private_key is not None  # made sealed, or sealed just above
+    try:
+        private = Ed25519PrivateKey.from_private_bytes(wrap.open(row.sealed_private_key, context))
+    except KeyWrapError as err:
+        raise KeyWrapError(
+            "the audit log's checkpoint key does not open with TONGBAN_KEY_ENCRYPTION_KEY: it was sealed "
+            'under another KEK (docs/operations.md, "Rotate keys and secrets"); nothing was changed'
+        ) from err
+    signer = CheckpointSigner(row.name, private)
+    if signer.public_key != row.public_key:  # a key that would sign checkpoints no auditor can verify
+        raise KeyWrapError("the audit log's checkpoint key does not match its stored public key")
+    return signer
 
 
 async def latest_checkpoint(session: AsyncSession) -> Checkpoint | None:
@@ -310,7 +356,7 @@ async def latest_checkpoint(session: AsyncSession) -> Checkpoint | None:
     return (await session.scalars(query)).first()
 
 
-async def take_checkpoint(session: AsyncSession, origin: str) -> Checkpoint | None:
+async def take_checkpoint(session: AsyncSession, origin: str, signer: CheckpointSigner) -> Checkpoint | None:
     """Sign the tree as it is now (检查点), unless the latest checkpoint already covers it; None
     while the tree is empty. A tree smaller than a checkpoint already signed is never signed:
     records were removed, and ``verify`` says which."""
@@ -322,10 +368,8 @@ async def take_checkpoint(session: AsyncSession, origin: str) -> Checkpoint | No
         return latest
     if size == 0:
         return None
-    key = await signing_key(session, origin)
     root = await compute_from_store(session, lambda read: merkle.tree_hash(size, read))
-    private = Ed25519PrivateKey.from_private_bytes(key.private_key)
-    note = notes.sign_checkpoint(private, key.name, origin, size, root)
+    note = notes.sign_checkpoint(signer.private, signer.name, origin, size, root)
     row = Checkpoint(tree_size=size, root_hash=root, note=note)
     session.add(row)
     await session.flush()

@@ -25,14 +25,26 @@ from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.audit import messaging
+from services.audit import messaging, service
 from services.audit.app import MIGRATIONS, create_app
 from services.audit.config import AuditSettings
 from services.audit.models import AuditRecord
+from services.audit.service import CheckpointSigner
 from services.common.bus import KafkaBus
 from services.common.db import create_engine, migrate, session_factory
+from services.common.keywrap import KeyWrap, new_kek
 from tests.integration.helpers import eventually, started
 from tests.stack import ROOT, create_database, drop_database, infra_env
+
+# The tier's key-encryption key: the audit apps started here and the store tests' signer open the
+# same sealed checkpoint key.
+KEK = new_kek()
+WRAP = KeyWrap(KEK)
+
+
+async def signer(session: AsyncSession, origin: str) -> CheckpointSigner:
+    """The log's checkpoint key, unsealed with the tier's KEK (made, sealed, the first time)."""
+    return await service.signing_key(session, origin, WRAP)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +167,7 @@ async def audit(database_url: str) -> AsyncIterator[Audit]:
         topic_prefix=f"ta{secrets.token_hex(3)}.",
         bus="kafka",
         checkpoint_interval_s=0.5,  # the periodic checkpoint is seen within a test
+        key_encryption_key=KEK,
     )
     key = ECKey.generate_key("P-256", parameters={"kid": "audit-test", "alg": "ES256"}, private=True)
     app = create_app(settings)

@@ -39,7 +39,7 @@ async def grow(audit: Audit, prefix: str, n: int) -> int:
         # Read under the chain head's lock the append took: a look-up's record arriving from
         # audit.events meanwhile lands before or after these, never between.
         first = await service.tree_size(session) - n
-        assert await service.take_checkpoint(session, audit.settings.log_origin) is not None
+        assert await service.take_checkpoint(session, audit.settings.log_origin, audit.app.state.checkpoint_signer)
     return int(first)
 
 

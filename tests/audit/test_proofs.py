@@ -20,7 +20,7 @@ from services.audit.models import Checkpoint, TreeHash
 from services.audit.problems import AuditProblem
 from services.common.errors import Problem
 from services.common.pb import audit_pb2
-from tests.audit.conftest import run_go
+from tests.audit.conftest import run_go, signer
 
 ORIGIN = "test.tongban.dev/audit"
 
@@ -34,13 +34,13 @@ def events(prefix: str, n: int) -> list[audit_pb2.AuditEvent]:
 
 async def grow(session: AsyncSession, prefix: str, n: int) -> Checkpoint:
     assert await service.append(session, events(prefix, n)) == n
-    checkpoint = await service.take_checkpoint(session, ORIGIN)
+    checkpoint = await service.take_checkpoint(session, ORIGIN, await signer(session, ORIGIN))
     assert checkpoint is not None
     return checkpoint
 
 
 async def go_document(session: AsyncSession, event_id: str, old: Checkpoint, new: Checkpoint) -> dict[str, Any]:
-    key = service.verifier_key_of(await service.signing_key(session, ORIGIN))
+    key = (await signer(session, ORIGIN)).verifier_key
     inclusion = await service.inclusion(session, event_id, new.tree_size)
     consistency = await service.consistency(session, old.tree_size, new.tree_size)
     assert inclusion["checkpoint"] == new.note and consistency["from_checkpoint"] == old.note
@@ -110,12 +110,12 @@ async def test_inclusion_proofs_lead_to_the_root_for_every_leaf_and_size(session
 
 async def test_a_checkpoint_is_a_signed_note_of_the_current_tree(session: AsyncSession) -> None:
     checkpoint = await grow(session, "cp", 3)
-    key = await service.signing_key(session, ORIGIN)
+    key = await signer(session, ORIGIN)
     opened = notes.open_checkpoint(checkpoint.note, key.name, key.public_key)
     assert opened == notes.Checkpoint(ORIGIN, await service.tree_size(session), checkpoint.root_hash)
-    assert service.verifier_key_of(key).startswith(f"{ORIGIN}+")
+    assert key.verifier_key.startswith(f"{ORIGIN}+")
     # Nothing new: the same checkpoint, not another signature.
-    assert await service.take_checkpoint(session, ORIGIN) is checkpoint
+    assert await service.take_checkpoint(session, ORIGIN, key) is checkpoint
     # Another key does not verify it.
     other = notes.public_bytes(Ed25519PrivateKey.generate())
     with pytest.raises(notes.BadNote):

@@ -24,10 +24,11 @@ from services.audit import retention, service
 from services.audit.app import MIGRATIONS
 from services.audit.cli import verify_offline
 from services.audit.models import AuditRecord, RetentionCut
+from services.audit.service import CheckpointSigner
 from services.common.db import alembic_config, create_engine, migrate, session_factory
 from services.common.errors import Problem
 from services.common.pb import audit_pb2
-from tests.audit.conftest import run_go
+from tests.audit.conftest import KEK, run_go, signer
 from tests.audit.test_proofs import ORIGIN, go_document
 
 NOW = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -44,6 +45,11 @@ async def sessions(empty_database: str) -> AsyncIterator[async_sessionmaker[Asyn
         await engine.dispose()
 
 
+async def sealed_key(sessions: async_sessionmaker[AsyncSession]) -> CheckpointSigner:
+    async with sessions.begin() as session:
+        return await signer(session, ORIGIN)
+
+
 async def fill(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
     """Records appended in four months (a checkpoint after each month): their event ids."""
     ids = []
@@ -53,7 +59,7 @@ async def fill(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
         ]
         async with sessions.begin() as session:
             assert await service.append(session, batch, now=datetime(month.year, month.month, 15, tzinfo=UTC)) == n
-            assert await service.take_checkpoint(session, ORIGIN) is not None
+            assert await service.take_checkpoint(session, ORIGIN, await signer(session, ORIGIN)) is not None
         ids += [e.event_id for e in batch]
     return ids
 
@@ -71,7 +77,13 @@ async def test_closed_months_past_the_policy_are_archived_verified_then_dropped(
 
     # Keep the current month and the one before: January and February are due (oldest first).
     done = await retention.run(
-        sessions, retention_months=1, directory=tmp_path, origin=ORIGIN, now=NOW, say=lines.append
+        sessions,
+        signer=await sealed_key(sessions),
+        retention_months=1,
+        directory=tmp_path,
+        origin=ORIGIN,
+        now=NOW,
+        say=lines.append,
     )
 
     assert [(a.month, a.records) for a in done] == [(date(2026, 1, 1), 5), (date(2026, 2, 1), 4)]
@@ -80,7 +92,7 @@ async def test_closed_months_past_the_policy_are_archived_verified_then_dropped(
         assert await retention.partition_months(session) == [date(2026, 10, 1), date(2026, 11, 1)]
         assert await session.scalar(select(func.count()).select_from(AuditRecord)) == 5
         cuts = (await session.scalars(select(RetentionCut).order_by(RetentionCut.end_leaf))).all()
-        key = service.verifier_key_of(await service.signing_key(session, ORIGIN))
+        key = (await signer(session, ORIGIN)).verifier_key
     assert [(c.start_leaf, c.end_leaf, c.records, c.archive) for c in cuts] == [
         (0, 5, 5, "audit-2026-01.ndjson"),
         (5, 9, 4, "audit-2026-02.ndjson"),
@@ -106,7 +118,7 @@ async def test_closed_months_past_the_policy_are_archived_verified_then_dropped(
     # Appends go on; proofs of kept leaves still verify with Go's tlog, across the cut.
     async with sessions.begin() as session:
         await service.append(session, [audit_pb2.AuditEvent(event_id="after-cut", occurred_unix_ms=1)], now=NOW)
-        new_cp = await service.take_checkpoint(session, ORIGIN)
+        new_cp = await service.take_checkpoint(session, ORIGIN, await signer(session, ORIGIN))
     assert first_cp is not None and new_cp is not None
     async with sessions() as session:
         for kept in ("202610-0", "after-cut"):
@@ -125,12 +137,25 @@ async def test_closed_months_past_the_policy_are_archived_verified_then_dropped(
     assert len(kept_export) == 1 + 6
 
     # Nothing more is due; a second run changes nothing.
-    assert await retention.run(sessions, retention_months=1, directory=tmp_path, origin=ORIGIN, now=NOW) == []
+    assert (
+        await retention.run(
+            sessions, signer=await sealed_key(sessions), retention_months=1, directory=tmp_path, origin=ORIGIN, now=NOW
+        )
+        == []
+    )
 
 
 async def test_the_cut_is_tamper_evident(sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
     await fill(sessions)
-    await retention.run(sessions, retention_months=1, directory=tmp_path, origin=ORIGIN, now=NOW, say=lambda _: None)
+    await retention.run(
+        sessions,
+        signer=await sealed_key(sessions),
+        retention_months=1,
+        directory=tmp_path,
+        origin=ORIGIN,
+        now=NOW,
+        say=lambda _: None,
+    )
     async with sessions() as session:
         # The cut's recorded link to the archived chain changed: the first kept record is named.
         await session.execute(text("UPDATE audit.retention_cuts SET last_hash = repeat('0', 64) WHERE end_leaf = 9"))
@@ -157,7 +182,9 @@ async def test_a_month_is_never_dropped_when_its_archive_does_not_verify(
     async with sessions.begin() as session:  # a record of January changed after its checkpoint
         await session.execute(text("UPDATE audit.records SET actor = 'forged' WHERE event_id = '202601-2'"))
     with pytest.raises(retention.RetentionError, match="does not verify"):
-        await retention.run(sessions, retention_months=1, directory=tmp_path, origin=ORIGIN, now=NOW)
+        await retention.run(
+            sessions, signer=await sealed_key(sessions), retention_months=1, directory=tmp_path, origin=ORIGIN, now=NOW
+        )
     async with sessions() as session:
         assert date(2026, 1, 1) in await retention.partition_months(session)
         assert await session.scalar(select(func.count()).select_from(RetentionCut)) == 0
@@ -175,7 +202,15 @@ async def test_the_months_due_and_the_gauges(sessions: async_sessionmaker[AsyncS
         await metrics.refresh(session, NOW)
     assert registry.get_sample_value("tongban_audit_retention_overdue_months") == 2
     assert registry.get_sample_value("tongban_audit_retention_archived_months") == 0
-    await retention.run(sessions, retention_months=1, directory=tmp_path, origin=ORIGIN, now=NOW, say=lambda _: None)
+    await retention.run(
+        sessions,
+        signer=await sealed_key(sessions),
+        retention_months=1,
+        directory=tmp_path,
+        origin=ORIGIN,
+        now=NOW,
+        say=lambda _: None,
+    )
     async with sessions() as session:
         await metrics.refresh(session, NOW)
     assert registry.get_sample_value("tongban_audit_retention_overdue_months") == 0
@@ -200,13 +235,15 @@ async def test_the_months_due_and_the_gauges(sessions: async_sessionmaker[AsyncS
 
 
 async def test_the_migration_partitions_a_populated_table_by_month(
-    sessions: async_sessionmaker[AsyncSession], empty_database: str
+    sessions: async_sessionmaker[AsyncSession], empty_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Records of a table from before partitions (the revision before, with data) get the month
     they were recorded in — never an earlier one than a record before them — and land in one
     partition per month; the chain verifies after the upgrade and after the downgrade."""
     ids = await fill(sessions)
     engine = create_engine(empty_database, pool_size=1)
+    # Down past the sealing migration: it puts the checkpoint key back in clear with the KEK.
+    monkeypatch.setenv("TONGBAN_KEY_ENCRYPTION_KEY", KEK)
 
     def to(connection: object, revision: str, up: bool) -> None:
         (command.upgrade if up else command.downgrade)(alembic_config(connection, "audit", MIGRATIONS), revision)

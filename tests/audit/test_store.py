@@ -38,6 +38,7 @@ from services.common.contracts.audit import (
 )
 from services.common.db import alembic_config, create_engine, session_factory
 from services.common.pb import audit_pb2
+from tests.audit.conftest import signer
 
 STRING_FIELDS = tuple(TEXT_LIMITS)
 
@@ -344,7 +345,8 @@ async def test_the_merkle_migration_makes_existing_records_leaves(empty_database
             assert list(leaves) == list(range(11))
         async with sessions.begin() as session:
             await append(session, [audit_pb2.AuditEvent(event_id="post", occurred_unix_ms=2)])
-            checkpoint = await take_checkpoint(session, "test.tongban.dev/audit")
+            origin = "test.tongban.dev/audit"
+            checkpoint = await take_checkpoint(session, origin, await signer(session, origin))
             assert checkpoint is not None and checkpoint.tree_size == 12
         async with sessions() as session:
             report = await verify(session)

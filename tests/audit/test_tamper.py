@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.audit import chain, merkle, service
 from services.audit.models import AuditRecord, ChainHead, TreeHash
 from services.common.pb import audit_pb2
+from tests.audit.conftest import signer
 
 ORIGIN = "test.tongban.dev/audit"
 
@@ -42,7 +43,7 @@ async def make_log(session: AsyncSession, *, gap_after: int | None = None) -> Lo
             assert await service.append(session, [event(i)]) == 1
             if i == gap_after:
                 await session.execute(text("SELECT nextval(pg_get_serial_sequence('audit.records', 'seq'))"))
-        assert await service.take_checkpoint(session, ORIGIN) is not None
+        assert await service.take_checkpoint(session, ORIGIN, await signer(session, ORIGIN)) is not None
     assert (await service.verify(session))["ok"] is True
     return Log(base)
 

@@ -33,7 +33,7 @@ from services.audit.app import create_app
 from services.audit.config import AuditSettings
 from services.audit.models import Cosignature, SigningKey
 from services.common.pb import audit_pb2
-from tests.audit.conftest import run_go
+from tests.audit.conftest import KEK, WRAP, run_go
 from tests.stack import ROOT, create_database, drop_database, infra_env
 
 ORIGIN = "city.tongban.dev/audit"
@@ -76,7 +76,7 @@ class Log:
         ]
         async with self.sessions.begin() as session:
             await service.append(session, events)
-            checkpoint = await service.take_checkpoint(session, ORIGIN)
+            checkpoint = await service.take_checkpoint(session, ORIGIN, self.app.state.checkpoint_signer)
         assert checkpoint is not None
         return checkpoint.tree_size
 
@@ -122,6 +122,7 @@ async def logs(witness_keys: WitnessKeys) -> AsyncIterator[tuple[Log, Log]]:
                     log_origin=ORIGIN,
                     checkpoint_interval_s=3600,  # checkpoints are taken by the test
                     witness_keys=[witness_keys.verifier],
+                    key_encryption_key=KEK,
                 )
                 app = create_app(settings)
                 await stack.enter_async_context(app.router.lifespan_context(app))
@@ -132,13 +133,21 @@ async def logs(witness_keys: WitnessKeys) -> AsyncIterator[tuple[Log, Log]]:
                 built.append(Log(app, client, key))
             first, second = built
             # The split view signs with the real log's key: every checkpoint it shows verifies.
+            # (Its operator holds the database and the KEK: the row, sealed, opens in both.)
             async with first.sessions() as session:
                 real = await session.get(SigningKey, 1)
                 assert real is not None
-                values = {"name": real.name, "public_key": real.public_key, "private_key": real.private_key}
+                values = {
+                    "name": real.name,
+                    "public_key": real.public_key,
+                    "sealed_private_key": real.sealed_private_key,
+                }
             async with second.sessions.begin() as session:
                 await session.execute(text("DELETE FROM audit.signing_keys"))
                 session.add(SigningKey(id=1, **values))
+                await session.flush()
+                second.app.state.checkpoint_signer = await service.signing_key(session, ORIGIN, WRAP)
+            assert second.app.state.checkpoint_signer.verifier_key == first.app.state.checkpoint_signer.verifier_key
             yield first, second
     finally:
         for url in urls:

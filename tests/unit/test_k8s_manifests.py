@@ -325,6 +325,18 @@ def test_one_deployment_per_service_from_one_image_with_the_config_map(objects: 
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "services.common.migrate"]
 
 
+def test_every_service_that_seals_a_key_reads_the_kek_from_the_secret(objects: list[Obj]) -> None:
+    """The services keeping private keys sealed (services.common.keywrap) do not start without the
+    key-encryption key: their Deployment takes it from the Secret, by reference."""
+    kek = {"secretKeyRef": {"name": "tongban-secrets", "key": "key-encryption-key"}}
+    readers = set()
+    for d in of_kind(objects, "Deployment"):
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        if {"name": "TONGBAN_KEY_ENCRYPTION_KEY", "valueFrom": kek} in c["env"]:
+            readers.add(d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"])
+    assert readers == {"gateway", "exchange", "audit", "connector"}
+
+
 def settings_read_from_environment() -> set[str]:
     """Every TONGBAN_* variable some service's settings read (a typo in the ConfigMap is ignored silently)."""
     from pydantic_settings import BaseSettings
