@@ -247,7 +247,14 @@ def smoke(tag: str) -> None:
         fail(f"no PostgreSQL socket at {socket_file}")
     asyncio.run(fresh_database(database_url))
     sys.path.insert(0, str(ROOT / "deploy" / "local"))
+    sys.path.insert(0, str(ROOT))
     from infra import free_port  # the same port choice as the local stack, below the ephemeral range
+
+    from services.common.keywrap import new_kek
+
+    # The gateway seals its keys under the platform KEK: a throwaway one, handed over by name
+    # (`--env NAME` copies it from podman's environment), so no command line shows it.
+    os.environ["TONGBAN_KEY_ENCRYPTION_KEY"] = new_kek()
 
     port = free_port()
     podman = need("podman", "podman")
@@ -270,6 +277,8 @@ def smoke(tag: str) -> None:
         f"TONGBAN_DATABASE_URL=postgresql+asyncpg://postgres@/{SMOKE_DATABASE}?host=/run/pg",
         "--env",
         f"TONGBAN_KAFKA_BOOTSTRAP={kafka}",
+        "--env",
+        "TONGBAN_KEY_ENCRYPTION_KEY",
         "--env",
         "TONGBAN_HOST=127.0.0.1",
         "--env",
