@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import ARRAY, String, any_, bindparam, func, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -139,6 +139,17 @@ async def ensure_partition(session: AsyncSession, month: date) -> None:
     )
 
 
+# The chain append's own statements: the head's lock through the session (it begins the
+# transaction), the rest on the session's asyncpg connection, in that transaction. Through
+# SQLAlchemy's ORM they were half of the audit service's CPU under load (py-spy,
+# bench/results/2026-11-27-cpu-profile.md), for statements that never change shape.
+LOCK_HEAD = "SELECT seq, hash, month FROM audit.chain_head WHERE id = 1 FOR UPDATE"
+CREATE_HEAD = "INSERT INTO audit.chain_head (id, seq, hash) VALUES (1, 0, :genesis) ON CONFLICT DO NOTHING"
+KNOWN_EVENTS = "SELECT event_id FROM audit.records WHERE event_id = ANY($1::varchar[])"
+STORED_HASHES = "SELECT idx, hash FROM audit.tree_hashes WHERE idx = ANY($1::bigint[])"
+MOVE_HEAD = "UPDATE audit.chain_head SET seq = $1, hash = $2, month = $3 WHERE id = 1"
+
+
 async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent], now: datetime | None = None) -> int:
     """Append the events not yet recorded (redelivery is normal); returns how many were new.
 
@@ -146,30 +157,36 @@ async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent], 
     transaction, from the tree's right edge read once per batch (O(batch + log n) hashes). Records
     and tree hashes are written with COPY on the session's own connection (so in its
     transaction): building ORM objects cost four times the hashing (cProfile, bench/audit.py)."""
-    head = await session.get(ChainHead, 1, with_for_update=True)
+    # Through the session first: SQLAlchemy's asyncpg adapter sends the transaction's BEGIN with
+    # the first statement it runs, not before. Statements on the driver before it would each
+    # commit on their own, and the head's lock would not be held.
+    head = (await session.execute(text(LOCK_HEAD))).mappings().one_or_none()
     if head is None:
-        await session.execute(insert(ChainHead).values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing())
-        head = await session.get(ChainHead, 1, with_for_update=True)
-        assert head is not None
+        await session.execute(text(CREATE_HEAD), {"genesis": GENESIS})
+        head = (await session.execute(text(LOCK_HEAD))).mappings().one()
+    driver = (await (await session.connection()).get_raw_connection()).driver_connection
+    assert driver is not None and driver.is_in_transaction()
+    seq: int = head["seq"]
+    head_month: date | None = head["month"]
     received_at = now or datetime.now(UTC)
     # Months never go back in leaf order (a clock set back stays in the head's month): a month
     # dropped by retention is always a prefix of the leaves.
-    month = max(month_of(received_at), head.month) if head.month is not None else month_of(received_at)
+    month = max(month_of(received_at), head_month) if head_month is not None else month_of(received_at)
     batch = [record_values(e, received_at) for e in events]
-    ids = [v["event_id"] for v in batch]
     # = ANY(one array parameter): an IN list of a thousand parameters costs more to compile than to run.
-    known_query = select(AuditRecord.event_id).where(AuditRecord.event_id == any_(bindparam("ids", ids, ARRAY(String))))
-    known = set((await session.scalars(known_query)).all())
+    known = {r["event_id"] for r in await driver.fetch(KNOWN_EVENTS, [v["event_id"] for v in batch])}
     frontier: merkle.Frontier | None = None
     records: list[tuple[Any, ...]] = []
     stored: list[tuple[int, bytes]] = []
-    prev = head.hash
+    prev: str = head["hash"]
     for values in batch:
         if values["event_id"] in known:
             continue
         known.add(values["event_id"])
         if frontier is None:
-            frontier = await load_frontier(session, head.seq)
+            indexes = merkle.Frontier.indexes(seq)
+            hashes = {r["idx"]: bytes(r["hash"]) for r in await driver.fetch(STORED_HASHES, indexes)}
+            frontier = merkle.Frontier(seq, [hashes[i] for i in indexes])
         digest = chain_hash(prev, values)
         index = frontier.size
         values |= {"prev_hash": prev, "hash": digest, "leaf_index": index, "month": month}
@@ -178,17 +195,16 @@ async def append(session: AsyncSession, events: Sequence[audit_pb2.AuditEvent], 
         stored += [(first + k, h) for k, h in enumerate(frontier.append(bytes.fromhex(digest)))]
         prev = digest
     if records:
-        if head.month != month:
+        if head_month != month:
             await ensure_partition(session, month)
-            head.month = month
         # seq is the identity's next values, in the COPY's row order: the chain's order.
-        driver = (await (await session.connection()).get_raw_connection()).driver_connection
-        assert driver is not None
         await driver.copy_records_to_table("records", schema_name="audit", records=records, columns=RECORD_COLUMNS)
         await driver.copy_records_to_table("tree_hashes", schema_name="audit", records=stored, columns=("idx", "hash"))
-        head.hash = prev
-        head.seq = head.seq + len(records)
-        await session.flush()
+        await driver.execute(MOVE_HEAD, seq + len(records), prev, month)
+        # A chain head this session loaded before is stale now: read it again when next asked.
+        for loaded in list(session.identity_map.values()):
+            if isinstance(loaded, ChainHead):
+                session.expire(loaded)
     return len(records)
 
 
