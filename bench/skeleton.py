@@ -12,6 +12,8 @@ Order of the run, all on 127.0.0.1 and on the broker of ``make infra-up``:
 2. The platform in distributed mode (tests/stack.py: five service processes), seeded with the demo.
 3. Phase A (latency): warm-up, then a fixed number of queries at concurrency 1, then at 8.
    Phase B (throughput): a closed loop at concurrency 32 for a fixed time; any non-200 is an error.
+   Its CPU is also given per query, per process (the services, the broker, this checkout's
+   PostgreSQL server); before the platform stops, each process's peak RSS (VmHWM) is read.
 
 Targets: query p99 ≤ 3× the raw Kafka round-trip p99 (compared at the same concurrency), and
 ≥ 200 queries/s with zero errors.
@@ -48,6 +50,7 @@ from tests.stack import ROOT, DistributedStack, asyncpg_dsn, create_database, dr
 RESULTS_DIR = ROOT / "bench" / "results"
 KAFKA_POM = ROOT / "deploy" / "local" / "kafka" / "pom.xml"
 KAFKA_PID_FILE = ROOT / "var" / "run" / "kafka.pid"
+POSTMASTER_PID_FILE = ROOT / "var" / "pg" / "postmaster.pid"  # its first line is the postmaster's pid
 
 QUERY_WARMUP = 50
 # Latency is measured twice: alone (concurrency 1: the path itself) and under load (concurrency 8:
@@ -209,12 +212,15 @@ OTHER = "other processes (not this benchmark's)"
 class CpuMeter:
     """CPU seconds of named processes from /proc (Linux); reports % of one core over an interval.
 
-    ``pids`` are fixed processes; ``comms`` are process names rescanned at every snapshot (PostgreSQL
-    forks a backend per connection). A process born inside the interval counts from zero.
+    ``pids`` are fixed processes; ``trees`` a process and its children, rescanned at every snapshot
+    (PostgreSQL forks a backend per connection); ``comms`` process names, rescanned likewise (every
+    process of that name on the machine: only where the tree is not known). A process born inside
+    the interval counts from zero.
     """
 
     def __init__(self) -> None:
         self.pids: dict[str, list[int]] = {}
+        self.trees: dict[str, int] = {}
         self.comms: dict[str, str] = {}
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._start: dict[tuple[str, int], float] = {}
@@ -240,6 +246,26 @@ class CpuMeter:
         return found
 
     @staticmethod
+    def pids_under(root: int) -> list[int]:
+        """``root`` and its direct children (a postmaster's backends and helpers)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    if int(entry.name) == root or parent == root:
+                        found.append(int(entry.name))
+        return found
+
+    def groups(self) -> dict[str, list[int]]:
+        """Every name the meter knows, with its processes now."""
+        return {
+            **self.pids,
+            **{name: self.pids_under(root) for name, root in self.trees.items()},
+            **{name: self.pids_named(comm) for name, comm in self.comms.items()},
+        }
+
+    @staticmethod
     def _machine_busy_ticks() -> int | None:
         try:
             fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -253,8 +279,7 @@ class CpuMeter:
         machine = self._machine_busy_ticks()
         if machine is not None:
             out[(MACHINE, 0)] = machine / self._tick
-        groups = {**self.pids, **{name: self.pids_named(comm) for name, comm in self.comms.items()}}
-        for name, pids in groups.items():
+        for name, pids in self.groups().items():
             for pid in pids:
                 ticks = self._cpu_ticks(pid)
                 if ticks is not None:
@@ -267,7 +292,7 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         """% of one core per name; also the whole machine and what is not ours ("other")."""
         end, wall = self._snapshot(), time.monotonic() - self._wall
-        seconds: dict[str, float] = dict.fromkeys([*self.pids, *self.comms], 0.0)
+        seconds: dict[str, float] = dict.fromkeys([*self.pids, *self.trees, *self.comms], 0.0)
         for (name, pid), value in end.items():
             seconds[name] = seconds.get(name, 0.0) + value - self._start.get((name, pid), 0.0)
         used = {name: round(100.0 * value / wall, 1) for name, value in seconds.items()}
@@ -282,8 +307,78 @@ def base_meter() -> CpuMeter:
     meter.pids["bench (this process)"] = [os.getpid()]
     with contextlib.suppress(OSError, ValueError):
         meter.pids["kafka broker"] = [int(KAFKA_PID_FILE.read_text().strip())]
-    meter.comms["postgresql (whole server)"] = "postgres"
+    try:  # this checkout's server only: other checkouts on the machine may run theirs
+        meter.trees["postgresql (whole server)"] = int(POSTMASTER_PID_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        meter.comms["postgresql (whole server)"] = "postgres"
     return meter
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """A process's peak resident set size so far (``VmHWM`` of /proc/<pid>/status), in KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def peak_rss(meter: CpuMeter) -> dict[str, Any]:
+    """Peak RSS (MiB) of every process the meter knows, read while they still run.
+
+    The platform's services and the broker are one process each; their peak covers their whole
+    life (the broker's includes the raw-Kafka baselines). PostgreSQL is a process per connection:
+    its backends share the buffer pool, so their sum counts shared pages once per backend that
+    touched them and overstates the server's memory; the largest single process is given with it.
+    """
+    out: dict[str, Any] = {}
+    for name, pids in meter.groups().items():
+        peaks = [kib for pid in pids if (kib := peak_rss_kib(pid)) is not None]
+        if not peaks or name == "bench (this process)":
+            continue
+        if name in meter.pids and len(peaks) == 1:
+            out[name] = round(peaks[0] / 1024, 1)
+        else:
+            out[name] = {
+                "processes": len(peaks),
+                "largest_process": round(max(peaks) / 1024, 1),
+                "sum_over_processes": round(sum(peaks) / 1024, 1),
+            }
+    return out
+
+
+def format_rss(rss: dict[str, Any]) -> str:
+    parts = []
+    for name, value in rss.items():
+        if isinstance(value, dict):
+            parts.append(
+                f"{name} largest {value['largest_process']:.0f} MiB "
+                f"({value['processes']} processes, sum {value['sum_over_processes']:.0f} MiB: shared pages counted in each)"
+            )
+        else:
+            parts.append(f"{name} {value:.0f} MiB")
+    return ", ".join(parts)
+
+
+PLATFORM = "platform (services, broker, PostgreSQL)"
+
+
+def cpu_ms_per_query(cpu: dict[str, float], sample: Sample) -> dict[str, float]:
+    """CPU milliseconds per completed query, per process (from % of one core over the sample),
+    and the platform's total: every service, the broker and PostgreSQL; not the load generator."""
+    if not sample.completed:
+        return {}
+    per = {name: pct / 100.0 * sample.elapsed_s * 1000.0 / sample.completed for name, pct in cpu.items()}
+    outside = (MACHINE, OTHER, "bench (this process)")
+    per[PLATFORM] = sum(v for name, v in per.items() if name not in outside)
+    return {name: round(v, 3) for name, v in per.items()}
+
+
+def format_cpu_ms(per_query: dict[str, float]) -> str:
+    parts = [f"{name} {ms:.2f}" for name, ms in sorted(per_query.items(), key=lambda kv: -kv[1]) if name != MACHINE]
+    return ", ".join(parts)
 
 
 def format_cpu(cpu: dict[str, float]) -> str:
@@ -497,6 +592,8 @@ async def exchange_phases(
         )
         say(f"  CPU (% of one core): {format_cpu(cpu_b)}")
         extra["cpu_percent_phase_b"] = cpu_b
+        per_query = extra["cpu_ms_per_query_phase_b"] = cpu_ms_per_query(cpu_b, throughput)
+        say(f"  CPU ms per query: {format_cpu_ms(per_query)}")
         return latency, throughput, traced, extra
 
 
@@ -689,6 +786,7 @@ async def main() -> int:
     url = await create_database(env["TONGBAN_DATABASE_URL"])
     stack = DistributedStack(database_url=url)
     breakdowns: dict[int, dict[str, Any]] = {}
+    rss: dict[str, Any] = {}
     try:
         t = time.monotonic()
         try:
@@ -702,6 +800,9 @@ async def main() -> int:
             meter.pids[f"service {name}"] = [process.pid]
         await lift_rate_limit(creds, stack.admin_password)
         latency, throughput, traces, extra = await exchange_phases(creds, meter)
+        # Read before the platform stops: PostgreSQL's backends end with the services' pools.
+        rss = peak_rss(meter)
+        say(f"peak RSS: {format_rss(rss)}")
         say("stage breakdown of phase A (queries table + Kafka record timestamps)")
         for c, traced in traces.items():
             try:
@@ -756,6 +857,7 @@ async def main() -> int:
         f"throughput {throughput.rate:.0f} queries/s, {query_errors} errors "
         f"(target ≥ {TARGET_QPS:.0f}/s, zero errors): {verdict[qps_met]}"
     )
+    print(f"peak RSS (MiB): {format_rss(rss)}")
 
     results = {
         "benchmark": "skeleton",
@@ -780,6 +882,7 @@ async def main() -> int:
             "stage_breakdown_phase_a": {str(c): b for c, b in breakdowns.items()},
             **extra,
         },
+        "peak_rss_mib": rss,
         "raw_kafka": {
             "produce_consume": {str(c): s.summary() for c, s in raw["single"].items()},
             "request_reply_two_hops": {str(c): s.summary() for c, s in raw["two_hop"].items()},

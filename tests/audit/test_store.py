@@ -3,6 +3,7 @@ including chains written before the canonical form had a version."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
@@ -192,6 +193,37 @@ async def test_a_batch_of_hostile_events_is_stored_whole(sessions: async_session
     assert rows["long-rid"].request_id == "r" * 63 + TRUNCATED
     assert rows["nul-resource"].resource_code == "101010/\ufffd000001"
     assert rows[event_id_of(events[2])].occurred_unix_ms_raw == -5
+
+
+async def test_an_append_is_one_transaction_that_holds_the_chain_head(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """An append rolled back leaves nothing behind; appenders in other transactions (the consumer,
+    the API recording its own reads, other replicas) wait for the head's lock, so no leaf is
+    written twice and the chain verifies."""
+
+    async def rolled_back() -> None:
+        async with sessions.begin() as session:
+            assert await append(session, [audit_pb2.AuditEvent(event_id="rolled-back", occurred_unix_ms=1)]) == 1
+            raise RuntimeError("after the append")
+
+    with pytest.raises(RuntimeError, match="after the append"):
+        await rolled_back()
+
+    async def writer(tag: str) -> None:
+        for n in range(8):
+            batch = [audit_pb2.AuditEvent(event_id=f"{tag}-{n}-{i}", occurred_unix_ms=1) for i in range(3)]
+            async with sessions.begin() as session:
+                assert await append(session, batch) == 3
+
+    await asyncio.gather(*(writer(tag) for tag in ("concurrent-a", "concurrent-b")))
+    async with sessions() as session:
+        ids = (await session.scalars(select(AuditRecord.event_id))).all()  # other tests' too
+        assert "rolled-back" not in ids
+        assert len([i for i in ids if i.startswith("concurrent-")]) == 2 * 8 * 3
+        head = (await session.execute(text("SELECT seq FROM audit.chain_head WHERE id = 1"))).scalar_one()
+        assert head == len(ids)
+        assert (await verify(session))["ok"] is True
 
 
 # A version-1 record as the code before canonical versions hashed it (computed with that code).
