@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from services.audit import service
 from services.audit.models import AuditRecord, Checkpoint
 from services.common.bus import Message
 from services.common.pb import audit_pb2
@@ -110,10 +111,34 @@ async def count_checkpoints(audit: Audit) -> int:
         return int(await session.scalar(select(func.count()).select_from(Checkpoint)) or 0)
 
 
+async def settled_checkpoints(audit: Audit, quiet_s: float = 2.0) -> int:
+    """The number of checkpoints once the tree has stopped growing for ``quiet_s`` and the latest
+    checkpoint covers it: look-ups of earlier tests reach the tree through the outbox a moment
+    after their answer, and the periodic checkpoint (every 0.5 s here) signs each growth."""
+    seen: tuple[int, int, int] | None = None
+    since = time.monotonic()
+
+    async def count(session: Any) -> int:
+        return int(await session.scalar(select(func.count()).select_from(Checkpoint)) or 0)
+
+    async def settled() -> bool:
+        nonlocal seen, since
+        async with audit.app.state.runtime.sessions() as session:
+            latest = await service.latest_checkpoint(session)
+            now = (await service.tree_size(session), latest.tree_size if latest else -1, await count(session))
+        if now != seen:
+            seen, since = now, time.monotonic()
+        return now[0] == now[1] and time.monotonic() - since >= quiet_s
+
+    await eventually(settled, 60, "the tree quiet and covered by the latest checkpoint")
+    assert seen is not None
+    return seen[2]
+
+
 async def test_bad_proof_requests_get_problems_and_write_nothing(audit: Audit) -> None:
     await publish(audit, 1)
     await checkpoint_now(audit)
-    before = await count_checkpoints(audit)
+    before = await settled_checkpoints(audit)
     huge = str(2**62)
     for path, params, status, code in [
         ("/v1/audit/events/no-such-event/proof", {}, 404, "unknown-event"),
