@@ -174,7 +174,8 @@ class Upstreams:
             # encoded=True: yarl must not re-quote or normalise the target the gateway checked.
             url = yarl.URL(replica.url + target, encoded=True)
             try:
-                response = await self.session.request(method, url, data=body, headers=headers)
+                # A redirect is the client's to follow (its Location names the public address), not ours.
+                response = await self.session.request(method, url, data=body, headers=headers, allow_redirects=False)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as err:
                 # Never connected: nothing was sent, so any method may go elsewhere.
                 self.failed(upstream, replica, "connect_error")
