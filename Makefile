@@ -33,6 +33,11 @@ run: $(STAMP) assets ## Start the whole platform, embedded (one process, Postgre
 assets: $(STAMP) ## Fetch the console's htmx, Pico CSS and ECharts when missing (pinned, checksummed: services/console/assets.toml)
 	$(PY) -m services.console.assets
 
+messages: $(STAMP) ## Extract the console's messages into its catalogues (then translate the new zh_CN entries)
+	@mkdir -p var
+	$(VENV)/bin/pybabel extract -F services/console/babel.cfg -k N_ --no-location --omit-header --sort-output -o var/console-messages.pot .
+	$(VENV)/bin/pybabel update -i var/console-messages.pot -d services/console/translations -D messages --omit-header --ignore-obsolete --no-fuzzy-matching
+
 # The console's browser tests drive Debian's chromium through Playwright (browser downloads are not possible).
 chromium: ## Install Debian's chromium package when it is missing (apt-get, as root)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || { echo "the console's browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
@@ -114,4 +119,4 @@ image-test: $(STAMP) infra-up ## Build the image, inspect it, run the gateway in
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run assets chromium infra-up infra-down lint format proto test bench bench-evidence bench-registry bench-gateway bench-audit bench-audit-ingest bench-scale bench-batch migration regions manifests image image-test clean
+.PHONY: help venv lock run assets messages chromium infra-up infra-down lint format proto test bench bench-evidence bench-registry bench-gateway bench-audit bench-audit-ingest bench-scale bench-batch migration regions manifests image image-test clean

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -39,6 +39,13 @@ STATUSES = {
     "submitted": N_("Submitted"),
     "published": N_("Published"),
     "deprecated": N_("Deprecated"),
+}
+
+VERSION_STATUSES = STATUSES | {"superseded": N_("Superseded")}
+SHARE_TYPES = {
+    "unconditional": N_("Shared without conditions"),
+    "conditional": N_("Shared on conditions"),
+    "none": N_("Not shared"),
 }
 
 
@@ -258,6 +265,36 @@ async def catalogue(
         next_query=next_query,
         problem=problem,
         statuses=STATUSES,
+    )
+
+
+@router.get("/catalogue/{code:path}", response_class=HTMLResponse, summary="A catalogue entry, its items and versions")
+async def resource(request: Request, session: PersonDep, code: str) -> Response:
+    platform = console_of(request).platform
+    path = f"/v1/registry/resources/{quote(code, safe='/')}"
+    try:
+        entry = await platform.get(session, path)
+    except ApiProblem as refused:
+        if refused.status == 401:
+            raise SignInAgain(session.signed_out()) from refused
+        # Another department's draft is "not found" to the API, and so to the person.
+        message = N_("No such catalogue entry.") if refused.status == 404 else None
+        return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+    try:
+        versions = (await platform.get(session, f"{path}/versions"))["items"]
+    except ApiProblem as refused:
+        if refused.status == 401:
+            raise SignInAgain(session.signed_out()) from refused
+        versions = None  # the history is the provider's and the platform admin's to see (the API says)
+    return page(
+        request,
+        session,
+        "resource.html",
+        entry=entry,
+        versions=versions,
+        statuses=STATUSES,
+        version_statuses=VERSION_STATUSES,
+        share_types=SHARE_TYPES,
     )
 
 
