@@ -170,6 +170,11 @@ async def home(request: Request, session: SessionDep) -> Response:
     return go(request, session, HOME if session.signed_in else "/console/login")
 
 
+@router.get("/", include_in_schema=False)  # /console/ as typed: the same as /console
+async def home_slash(request: Request, session: SessionDep) -> Response:
+    return await home(request, session)
+
+
 @router.get("/login", response_class=HTMLResponse, summary="Login page")
 async def login_page(
     request: Request, session: SessionDep, notice: Annotated[str | None, Query(max_length=20)] = None

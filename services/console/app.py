@@ -115,6 +115,8 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
     )
+    # Starlette's trailing-slash redirect names this process's own address, not the gateway's.
+    app.router.redirect_slashes = False
     app.add_middleware(PageHeaders)
     app.include_router(api.router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="static")

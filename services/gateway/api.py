@@ -826,7 +826,9 @@ async def forward_page(request: Request, service_name: str, prefix: str) -> Resp
     headers["x-forwarded-proto"] = request.scope["scheme"]
     upstreams: Upstreams = request.app.state.upstreams
     try:
-        answer = await upstreams.send(service_name, request.method, target, headers, await request.body())
+        answer = await upstreams.send(
+            service_name, request.method, target, headers, await request.body(), follow_redirects=False
+        )
     except UpstreamFailed as err:
         problem = GatewayProblem.UPSTREAM_TIMEOUT if err.timeout else GatewayProblem.UPSTREAM_UNAVAILABLE
         raise problem.problem(f"{service_name}: {err}") from err

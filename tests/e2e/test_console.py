@@ -78,6 +78,8 @@ async def test_a_person_logs_in_searches_the_catalogue_in_chinese_and_logs_out(
     await expect(page).to_have_url(re.compile(r"/console/login$"))
     await expect(page.get_by_role("heading", name="登录")).to_be_visible()
     await expect(page).to_have_title(re.compile("通办管理控制台"))
+    await page.goto("/console/")  # as typed; a redirect naming the console's own address would fail here
+    await expect(page).to_have_url(re.compile(r"/console/login$"))
 
     await log_in(page, DATA_ADMIN, DEMO_PASSWORD)
     await expect(page).to_have_url(re.compile(r"/console/catalogue$"))
