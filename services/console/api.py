@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
 
@@ -18,6 +18,8 @@ from services.console.platform import UNREACHABLE, ApiProblem, Platform
 from services.console.session import COOKIE, COOKIE_PATH, LANGUAGES, Sealer, Session, csrf_matches
 
 SAFE_METHODS = frozenset({"GET", "HEAD"})
+# The gateway's own limits (services/gateway/schemas.py: Login) and the registry's search (q).
+USERNAME_MAX, PASSWORD_MAX, SEARCH_MAX = 64, 128, 100
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 
@@ -160,7 +162,7 @@ def go(request: Request, session: Session, to: str) -> Response:
 
 def local_path(to: str | None) -> str:
     """A path inside the console to return to (never another site: no open redirect)."""
-    if to and to.startswith("/console") and not to.startswith("//") and "\\" not in to:
+    if to and len(to) <= 2000 and (to == "/console" or to.startswith(("/console/", "/console?"))) and "\\" not in to:
         return to
     return HOME
 
@@ -176,9 +178,7 @@ async def home_slash(request: Request, session: SessionDep) -> Response:
 
 
 @router.get("/login", response_class=HTMLResponse, summary="Login page")
-async def login_page(
-    request: Request, session: SessionDep, notice: Annotated[str | None, Query(max_length=20)] = None
-) -> Response:
+async def login_page(request: Request, session: SessionDep, notice: str | None = None) -> Response:
     if session.signed_in:
         return go(request, session, HOME)
     return page(request, session, "login.html", notice=NOTICES.get(notice or ""), username="", errors={})
@@ -188,15 +188,20 @@ async def login_page(
 async def login(
     request: Request,
     session: SessionDep,
-    username: Annotated[str, Form(max_length=200)] = "",
-    password: Annotated[str, Form(max_length=200)] = "",
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
 ) -> Response:
     username = username.strip()
     errors: dict[str, str] = {}
+    # Checked here rather than by FastAPI: a form's errors are shown next to its fields, not as JSON.
     if not username:
         errors["username"] = N_("Enter your username.")
+    elif len(username) > USERNAME_MAX:
+        errors["username"] = N_("A username has at most 64 characters.")
     if not password:
         errors["password"] = N_("Enter your password.")
+    elif len(password) > PASSWORD_MAX:
+        errors["password"] = N_("A password has at most 128 characters.")
     if not errors:
         try:
             signed_in = await console_of(request).platform.login(session, username, password)
@@ -219,8 +224,8 @@ async def logout(request: Request, session: SessionDep) -> Response:
 async def language(
     request: Request,
     session: SessionDep,
-    language: Annotated[str, Form(max_length=10)] = "",
-    next: Annotated[str | None, Form(max_length=2000)] = None,
+    language: Annotated[str, Form()] = "",
+    next: Annotated[str | None, Form()] = None,
 ) -> Response:
     if language in LANGUAGES:
         session = replace(session, language=language)
@@ -246,19 +251,22 @@ def readable(problem: ApiProblem) -> str:
 async def catalogue(
     request: Request,
     session: PersonDep,
-    q: Annotated[str, Query(max_length=100)] = "",
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    q: str = "",
+    cursor: str | None = None,
 ) -> Response:
     params = {"limit": "50"} | ({"q": q} if q.strip() else {}) | ({"cursor": cursor} if cursor else {})
     resources: list[dict[str, object]] = []
-    next_cursor, problem = None, None
-    try:
-        answer = await console_of(request).platform.get(session, "/v1/registry/resources", params)
-        resources, next_cursor = answer["items"], answer["next_cursor"]
-    except ApiProblem as refused:
-        if refused.status == 401:
-            raise SignInAgain(session.signed_out()) from refused
-        problem = readable(refused)
+    next_cursor, problem, q_error = None, None, None
+    if len(q) > SEARCH_MAX:
+        q_error = N_("Search for at most 100 characters.")
+    else:
+        try:
+            answer = await console_of(request).platform.get(session, "/v1/registry/resources", params)
+            resources, next_cursor = answer["items"], answer["next_cursor"]
+        except ApiProblem as refused:
+            if refused.status == 401:
+                raise SignInAgain(session.signed_out()) from refused
+            problem = readable(refused)
     next_query = urlencode({"q": q, "cursor": next_cursor}) if next_cursor else ""
     return page(
         request,
@@ -269,6 +277,7 @@ async def catalogue(
         next_cursor=next_cursor,
         next_query=next_query,
         problem=problem,
+        q_error=q_error,
         statuses=STATUSES,
     )
 

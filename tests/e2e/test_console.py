@@ -285,3 +285,23 @@ async def test_every_input_has_a_label_and_the_login_works_from_the_keyboard(pag
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("heading", name="资源目录")).to_be_visible()
     assert await page.evaluate(UNLABELLED_INPUTS) == []
+
+
+async def test_overlong_input_is_said_next_to_its_field_never_as_json(page: Page, person: Person) -> None:
+    await page.goto("/console/login")
+    csrf = await page.locator("input[name=csrf_token]").first.input_value()
+    answer = await page.request.post(
+        "/console/login", form={"csrf_token": csrf, "username": "x" * 65, "password": "p" * 129}, max_redirects=0
+    )
+    assert answer.status == 400 and answer.headers["content-type"].startswith("text/html")
+    text = await answer.text()
+    assert "用户名最多 64 个字符。" in text and "密码最多 128 个字符。" in text
+
+    await log_in(page, person.username, person.password)
+    answer = await page.goto("/console/catalogue?q=" + "户" * 101)
+    assert answer is not None and answer.status == 200
+    await expect(page.locator("#q-error")).to_have_text("搜索词最多 100 个字符。")
+    await expect(page.get_by_role("searchbox")).to_have_attribute("aria-invalid", "true")
+    answer = await page.goto("/console/catalogue?cursor=not-a-cursor")
+    assert answer is not None and answer.status == 200
+    await expect(page.get_by_role("alert")).to_contain_text("cursor")  # the API's problem, in words

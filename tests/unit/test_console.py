@@ -74,7 +74,16 @@ def test_only_the_sessions_own_csrf_token_matches(sent: str | None) -> None:
 
 def test_a_form_sends_a_person_back_only_inside_the_console() -> None:
     assert local_path("/console/catalogue?q=户籍") == "/console/catalogue?q=户籍"
-    for elsewhere in (None, "", "https://evil.example/", "//evil.example/console", "/v1/keys", "/console\\@evil"):
+    for elsewhere in (
+        None,
+        "",
+        "https://evil.example/",
+        "//evil.example/console",
+        "/v1/keys",
+        "/console\\@evil",
+        "/consolex",
+        "/console/" + "x" * 2000,
+    ):
         assert local_path(elsewhere) == HOME, elsewhere
 
 
