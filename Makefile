@@ -38,9 +38,10 @@ messages: $(STAMP) ## Extract the console's messages into its catalogues (then t
 	$(VENV)/bin/pybabel extract -F services/console/babel.cfg -k N_ --no-location --omit-header --sort-output -o var/console-messages.pot .
 	$(VENV)/bin/pybabel update -i var/console-messages.pot -d services/console/translations -D messages --omit-header --ignore-obsolete --no-fuzzy-matching
 
-# The console's browser tests drive Debian's chromium through Playwright (browser downloads are not possible).
-chromium: ## Install Debian's chromium package when it is missing (apt-get, as root)
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || { echo "the console's browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
+# The console's browser tests drive Debian's chromium through Playwright (browser downloads are not
+# possible), with a CJK font so that its screenshots show the Chinese pages (fonts-wqy-microhei).
+chromium: ## Install Debian's chromium (and a CJK font) when missing (apt-get, as root)
+	@{ command -v chromium >/dev/null && fc-list :lang=zh | grep -q .; } || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-wqy-microhei; } || { echo "the console's browser tests need Debian's chromium and a CJK font: sudo apt-get install chromium fonts-wqy-microhei"; exit 1; }
 
 infra-up: $(STAMP) ## Start real PostgreSQL and Apache Kafka (KRaft) for tests and distributed mode
 	$(PY) deploy/local/infra.py up

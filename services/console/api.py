@@ -44,6 +44,11 @@ STATUSES = {
 }
 
 VERSION_STATUSES = STATUSES | {"superseded": N_("Superseded")}
+CLASSIFICATIONS = {
+    "basic": N_("Basic"),
+    "theme": N_("Thematic"),
+    "department": N_("Departmental"),
+}
 SHARE_TYPES = {
     "unconditional": N_("Shared without conditions"),
     "conditional": N_("Shared on conditions"),
@@ -279,6 +284,7 @@ async def catalogue(
         problem=problem,
         q_error=q_error,
         statuses=STATUSES,
+        classifications=CLASSIFICATIONS,
     )
 
 
@@ -309,6 +315,7 @@ async def resource(request: Request, session: PersonDep, code: str) -> Response:
         statuses=STATUSES,
         version_statuses=VERSION_STATUSES,
         share_types=SHARE_TYPES,
+        classifications=CLASSIFICATIONS,
     )
 
 

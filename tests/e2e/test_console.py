@@ -24,7 +24,7 @@ from services.console.session import COOKIE, Sealer
 from services.demo import DEMO_PASSWORD, POLICE, DemoCredentials
 from services.gateway.config import GatewaySettings
 from tests.factories import ResourceCreateFactory, UserCreateFactory
-from tests.stack import DistributedStack
+from tests.stack import ROOT, DistributedStack
 
 Stack = tuple[DistributedStack, DemoCredentials]
 LOCKOUT_THRESHOLD = GatewaySettings.model_fields["lockout_threshold"].default
@@ -86,6 +86,16 @@ async def page(context: BrowserContext) -> AsyncIterator[Page]:
     assert violations == [], f"the browser refused something under the console's CSP: {violations}"
 
 
+# Screenshots of the main pages, taken as the tests pass them (docs/screenshots/ holds a copy shown
+# in the README: copy them there again when the pages change).
+SCREENSHOTS = ROOT / "var" / "screenshots"
+
+
+async def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=SCREENSHOTS / f"console-{name}.png", full_page=True)
+
+
 async def log_in(page: Page, username: str, password: str) -> None:
     await page.goto("/console/login")
     await page.get_by_label("用户名").fill(username)
@@ -100,6 +110,7 @@ async def test_a_person_logs_in_searches_the_catalogue_in_chinese_and_logs_out(
     await expect(page).to_have_url(re.compile(r"/console/login$"))
     await expect(page.get_by_role("heading", name="登录")).to_be_visible()
     await expect(page).to_have_title(re.compile("通办管理控制台"))
+    await shot(page, "login")
     await page.goto("/console/")  # as typed; a redirect naming the console's own address would fail here
     await expect(page).to_have_url(re.compile(r"/console/login$"))
 
@@ -110,6 +121,7 @@ async def test_a_person_logs_in_searches_the_catalogue_in_chinese_and_logs_out(
     await expect(page.get_by_text(person.username, exact=False)).to_be_visible()
     await expect(page.get_by_role("cell", name="居民户籍信息").first).to_be_visible()
     await expect(page.get_by_role("cell", name="已发布").first).to_be_visible()
+    await shot(page, "catalogue")
 
     (cookie,) = [c for c in await context.cookies() if c["name"] == COOKIE]
     assert (cookie["httpOnly"], cookie["secure"], cookie["sameSite"]) == (True, True, "Strict")
@@ -141,6 +153,7 @@ async def test_a_wrong_password_is_said_next_to_the_password_and_the_username_is
     await expect(password).to_have_attribute("aria-invalid", "true")
     await expect(page.locator("#password-error")).to_have_text("用户名或密码错误。")
     await expect(password).to_have_attribute("aria-describedby", "password-error")
+    await shot(page, "wrong-password")
     await expect(page.get_by_label("用户名")).to_have_value(person.username)
     await expect(password).to_have_value("")  # a password is never sent back
 
@@ -255,6 +268,7 @@ async def test_an_entry_shows_its_items_and_versions_and_another_departments_dra
     await expect(page.get_by_role("heading", name="信息项")).to_be_visible()
     await expect(page.get_by_role("cell", name="姓名", exact=True)).to_be_visible()
     await expect(page.get_by_role("heading", name="版本")).to_be_visible()  # 公安 provides it: its history
+    await shot(page, "entry")
 
     answer = await page.goto(f"/console/catalogue/{code}")
     assert answer is not None and answer.status == 200
