@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
 
-from services.common.security import PERSON_ROLES
+from services.common.security import PERSON_ROLES, Role
 from services.console.config import ConsoleSettings
 from services.console.i18n import N_
 from services.console.platform import UNREACHABLE, ApiProblem, Platform
@@ -65,7 +65,10 @@ class NavItem:
     roles: frozenset[str]
 
 
-NAV = (NavItem("/console/catalogue", N_("Catalogue"), frozenset(PERSON_ROLES)),)
+NAV = (
+    NavItem("/console/catalogue", N_("Catalogue"), frozenset(PERSON_ROLES)),
+    NavItem("/console/applications", N_("Pending applications"), frozenset({Role.APPROVER})),
+)
 HOME = "/console/catalogue"
 
 
@@ -317,6 +320,24 @@ async def resource(request: Request, session: PersonDep, code: str) -> Response:
         share_types=SHARE_TYPES,
         classifications=CLASSIFICATIONS,
     )
+
+
+@router.get("/applications", response_class=HTMLResponse, summary="The department's pending applications (待审批)")
+async def applications(request: Request, session: PersonDep, cursor: str | None = None) -> Response:
+    """The approver's queue as the registry gives it (``status=pending&provider=<department>``):
+    oldest, so most urgent, first, with the working days left (工作日) and the overdue ones marked."""
+    params = {"status": "pending", "provider": session.department, "limit": "50"} | (
+        {"cursor": cursor} if cursor else {}
+    )
+    queue: dict[str, object] = {"items": [], "next_cursor": None, "overdue": 0}
+    problem = None
+    try:
+        queue = await console_of(request).platform.get(session, "/v1/registry/applications", params)
+    except ApiProblem as refused:
+        if refused.status == 401:
+            raise SignInAgain(session.signed_out()) from refused
+        problem = readable(refused)
+    return page(request, session, "applications.html", queue=queue, problem=problem)
 
 
 def sign_in_again(request: Request, err: SignInAgain) -> Response:

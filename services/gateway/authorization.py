@@ -73,6 +73,7 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/console/language"): PUBLIC,
     ("GET", "/console/catalogue"): PUBLIC,
     ("GET", "/console/catalogue/{code}"): PUBLIC,
+    ("GET", "/console/applications"): PUBLIC,
     # gateway: tokens and keys
     ("POST", "/oauth2/token"): PUBLIC,
     ("POST", "/oauth2/introspect"): PUBLIC,

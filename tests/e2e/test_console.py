@@ -1,7 +1,8 @@
 """The console (管理控制台) in a real Chromium (Debian's package, driven by Playwright), through the
 gateway of the distributed stack: journey 5 of issue 12 — everyone logs in, out, mistypes a
-password, gets locked out, and comes back to an expired session — and the first page (the
-catalogue), with what a person sees asserted: Chinese text, errors next to their field.
+password, gets locked out, and comes back to an expired session — and the first read-only pages
+(the catalogue and an entry; an approver's queue of pending applications), with what a person
+sees asserted: Chinese text, errors next to their field, overdue applications in red.
 
 Also the safety of the pages: the session cookie is HttpOnly, Secure and SameSite=Strict; a POST
 without the session's CSRF token is refused; the Content-Security-Policy allows no inline script,
@@ -13,8 +14,10 @@ import dataclasses
 import re
 import shutil
 import time
+import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
@@ -23,6 +26,7 @@ from services.console.config import ConsoleSettings
 from services.console.session import COOKIE, Sealer
 from services.demo import DEMO_PASSWORD, POLICE, DemoCredentials
 from services.gateway.config import GatewaySettings
+from tests.e2e.client import apply_for, system_token
 from tests.factories import ResourceCreateFactory, UserCreateFactory
 from tests.stack import ROOT, DistributedStack
 
@@ -319,3 +323,36 @@ async def test_overlong_input_is_said_next_to_its_field_never_as_json(page: Page
     answer = await page.goto("/console/catalogue?cursor=not-a-cursor")
     assert answer is not None and answer.status == 200
     await expect(page.get_by_role("alert")).to_contain_text("cursor")  # the API's problem, in words
+
+
+async def test_an_approver_sees_the_departments_pending_applications_overdue_in_red(
+    page: Page, distributed: Stack, db: asyncpg.Connection
+) -> None:
+    stack, creds = distributed
+    approver = await new_person(stack, creds, POLICE["code"], "approver")
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=30) as api:
+        system = await system_token(api, creds)
+        on_time = await apply_for(api, system, creds, creds.resource, "性别", purpose=creds.purpose)
+        late = await apply_for(api, system, creds, creds.resource, "出生日期", purpose=creds.purpose)
+    assert on_time["status"] == late["status"] == "pending"
+    # Filed long ago, as far as the registry can tell: its due date (办结时限) has passed.
+    await db.execute("UPDATE registry.applications SET due_by = due_by - 40 WHERE id = $1", uuid.UUID(late["id"]))
+
+    await log_in(page, approver.username, approver.password)
+    await page.get_by_role("navigation", name="主导航").get_by_role("link", name="待审批申请").click()
+    await expect(page.get_by_role("heading", name="待审批申请")).to_be_visible()
+    # Oldest first: this test's applications are the last of their items (other tests of the stack may have some).
+    on_time_row = page.get_by_role("row").filter(has_text="性别").last
+    late_row = page.get_by_role("row").filter(has_text="出生日期").last
+    await expect(on_time_row.get_by_role("cell").last).to_have_text(str(on_time["working_days_left"]))
+    await expect(late_row.get_by_role("cell").last).to_have_text(re.compile(r"^已逾期 \d+ 个工作日$"))
+    await expect(late_row).to_have_class("overdue")
+    red = await late_row.get_by_role("cell").last.evaluate("e => getComputedStyle(e).color")
+    assert red == "rgb(179, 38, 30)", red  # #b3261e
+    await expect(page.get_by_text(re.compile(r"逾期：\d+ 件"))).to_be_visible()
+    await shot(page, "applications")
+
+    # A data administrator has no queue: the entry is not in their navigation.
+    await page.get_by_role("button", name="退出登录").click()
+    await log_in(page, "mzj_admin", DEMO_PASSWORD)
+    await expect(page.get_by_role("navigation", name="主导航").get_by_role("link", name="待审批申请")).to_have_count(0)
