@@ -18,9 +18,11 @@ class ApiProblem(Exception):
     """A problem+json answer of the API (RFC 9457), or the gateway not answering (``status`` 502).
     ``code`` is the last segment of the problem's ``type``: "invalid-credentials", …"""
 
-    def __init__(self, status: int, code: str, title: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, title: str, detail: str, fields: dict[str, str] | None = None) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status, self.code, self.title, self.detail = status, code, title, detail
+        # A validation problem's errors by field (its "errors": [{"field", "message"}, …]).
+        self.fields = fields or {}
 
     @classmethod
     def of(cls, answer: httpx.Response) -> ApiProblem:
@@ -31,7 +33,13 @@ class ApiProblem(Exception):
         if not isinstance(body, dict):
             body = {}
         code = str(body.get("type", "")).rstrip("/").rsplit("/", 1)[-1] or "unknown"
-        return cls(answer.status_code, code, str(body.get("title", "")), str(body.get("detail", "")))
+        errors = body.get("errors")
+        fields = {
+            str(e.get("field") or "").split(".", 1)[0]: str(e.get("message", ""))
+            for e in (errors if isinstance(errors, list) else [])
+            if isinstance(e, dict)
+        }
+        return cls(answer.status_code, code, str(body.get("title", "")), str(body.get("detail", "")), fields)
 
 
 UNREACHABLE = "unreachable"
@@ -78,6 +86,14 @@ class Platform:
             department=str(claims.get("dept", "")),
             roles=tuple(str(r) for r in claims.get("roles", [])),
         )
+
+    async def post(self, session: Session, path: str, body: dict[str, Any]) -> Any:
+        """The JSON answer of a POST on the API as the session's person."""
+        headers = {"authorization": f"Bearer {session.token}", "accept": "application/json"}
+        answer = await self._send("POST", path, json=body, headers=headers)
+        if answer.status_code not in (200, 201):
+            raise ApiProblem.of(answer)
+        return answer.json()
 
     async def get(self, session: Session, path: str, params: dict[str, str] | None = None) -> Any:
         """The JSON of a GET on the API as the session's person."""

@@ -74,6 +74,9 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/console/catalogue"): PUBLIC,
     ("GET", "/console/catalogue/{code}"): PUBLIC,
     ("GET", "/console/applications"): PUBLIC,
+    ("GET", "/console/applications/{application_id}"): PUBLIC,
+    ("POST", "/console/applications/{application_id}/approve"): PUBLIC,
+    ("POST", "/console/applications/{application_id}/reject"): PUBLIC,
     # gateway: tokens and keys
     ("POST", "/oauth2/token"): PUBLIC,
     ("POST", "/oauth2/introspect"): PUBLIC,

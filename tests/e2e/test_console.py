@@ -1,8 +1,9 @@
 """The console (管理控制台) in a real Chromium (Debian's package, driven by Playwright), through the
 gateway of the distributed stack: journey 5 of issue 12 — everyone logs in, out, mistypes a
 password, gets locked out, and comes back to an expired session — and the first read-only pages
-(the catalogue and an entry; an approver's queue of pending applications), with what a person
-sees asserted: Chinese text, errors next to their field, overdue applications in red.
+(the catalogue and an entry; an approver's queue of pending applications) and the first forms
+(approve narrowed, reject with a reason), with what a person sees asserted: Chinese text, errors
+next to their field and what was typed kept, overdue applications in red.
 
 Also the safety of the pages: the session cookie is HttpOnly, Secure and SameSite=Strict; a POST
 without the session's CSRF token is refused; the Content-Security-Policy allows no inline script,
@@ -356,3 +357,63 @@ async def test_an_approver_sees_the_departments_pending_applications_overdue_in_
     await page.get_by_role("button", name="退出登录").click()
     await log_in(page, "mzj_admin", DEMO_PASSWORD)
     await expect(page.get_by_role("navigation", name="主导航").get_by_role("link", name="待审批申请")).to_have_count(0)
+
+
+async def file_application(creds: DemoCredentials, items: list[str]) -> dict[str, object]:
+    """The demo consumer system applies for ``items`` of the demo entry (conditional: pending)."""
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=30) as api:
+        body = {"resource": creds.resource, "client_id": creds.client_id, "items": items}
+        body["purpose"] = {"service_item": creds.purpose}
+        filed = await api.post("/v1/registry/applications", json=body, headers=await system_token(api, creds))
+    assert filed.status_code == 201, filed.text
+    assert filed.json()["status"] == "pending"
+    return dict(filed.json())
+
+
+async def test_an_approver_narrows_an_approval_is_refused_a_widening_and_must_give_a_reason_to_reject(
+    page: Page, distributed: Stack
+) -> None:
+    stack, creds = distributed
+    approver = await new_person(stack, creds, POLICE["code"], "approver")
+    narrowed = await file_application(creds, ["姓名", "性别"])
+    widened = await file_application(creds, ["户籍地址"])
+    rejected = await file_application(creds, ["公民身份号码"])
+    await log_in(page, approver.username, approver.password)
+
+    await page.goto(f"/console/applications/{narrowed['id']}")
+    await expect(page.locator("#status")).to_have_text("待审批")
+    await page.get_by_label("性别").uncheck()
+    days = page.get_by_label("有效期（天）")
+    await days.fill(str(int(str(narrowed["valid_days"])) - 1))
+    await page.get_by_role("button", name="批准").click()
+    await expect(page.locator("#status")).to_have_text("已批准")
+    await expect(page.locator("#items")).to_have_text("姓名")
+    await expect(page.get_by_role("button", name="批准")).to_have_count(0)  # decided: no forms
+
+    await page.goto(f"/console/applications/{widened['id']}")
+    quota = page.get_by_label("每日限额")
+    await quota.fill(str(int(str(widened["daily_quota"])) + 1))
+    await page.get_by_role("button", name="批准").click()
+    refusal = page.locator("#approve-error")
+    await expect(refusal).to_contain_text("审批只能缩小申请的范围。")
+    await expect(refusal).to_contain_text(str(int(str(widened["daily_quota"])) + 1))  # the API's detail: which value
+    await expect(quota).to_have_value(str(int(str(widened["daily_quota"])) + 1))  # what was typed, kept
+    await expect(page.locator("#status")).to_have_text("待审批")
+    await shot(page, "application")
+    await quota.fill("很多")
+    await page.get_by_role("button", name="批准").click()
+    await expect(page.locator("#daily_quota-error")).to_have_text("请输入整数。")
+    await expect(quota).to_have_attribute("aria-invalid", "true")
+    await page.get_by_label("户籍地址").uncheck()
+    await quota.fill(str(widened["daily_quota"]))
+    await page.get_by_role("button", name="批准").click()
+    await expect(page.locator("#items-error")).to_have_text("请至少保留一个信息项。")
+
+    await page.goto(f"/console/applications/{rejected['id']}")
+    await page.get_by_role("button", name="驳回").click()
+    await expect(page.locator("#reason-error")).to_have_text("请填写驳回理由（至少 2 个字符）。")
+    await expect(page.locator("#status")).to_have_text("待审批")
+    await page.get_by_label("理由").fill("超出本部门共享范围")
+    await page.get_by_role("button", name="驳回").click()
+    await expect(page.locator("#status")).to_have_text("已驳回")
+    await expect(page.get_by_text("超出本部门共享范围")).to_be_visible()
