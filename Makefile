@@ -27,8 +27,21 @@ lock: $(STAMP) ## Re-resolve requirements.lock from pyproject.toml
 	$(VENV)/bin/uv pip compile pyproject.toml --group dev --generate-hashes --universal --python-version 3.11 -q -o requirements.lock
 	$(VENV)/bin/uv pip compile pyproject.toml -c requirements.lock --generate-hashes --universal --python-version 3.11 -q -o requirements-runtime.lock
 
-run: $(STAMP) ## Start the whole platform, embedded (one process, PostgreSQL under var/), and print how to use it
+run: $(STAMP) assets ## Start the whole platform, embedded (one process, PostgreSQL under var/), and print how to use it
 	$(PY) -m services.embedded
+
+assets: $(STAMP) ## Fetch the console's htmx, Pico CSS and ECharts when missing (pinned, checksummed: services/console/assets.toml)
+	$(PY) -m services.console.assets
+
+messages: $(STAMP) ## Extract the console's messages into its catalogues (then translate the new zh_CN entries)
+	@mkdir -p var
+	$(VENV)/bin/pybabel extract -F services/console/babel.cfg -k N_ --no-location --omit-header --sort-output -o var/console-messages.pot .
+	$(VENV)/bin/pybabel update -i var/console-messages.pot -d services/console/translations -D messages --omit-header --ignore-obsolete --no-fuzzy-matching
+
+# The console's browser tests drive Debian's chromium through Playwright (browser downloads are not
+# possible), with a CJK font so that its screenshots show the Chinese pages (fonts-wqy-microhei).
+chromium: ## Install Debian's chromium (and a CJK font) when missing (apt-get, as root)
+	@{ command -v chromium >/dev/null && fc-list :lang=zh | grep -q .; } || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-wqy-microhei; } || { echo "the console's browser tests need Debian's chromium and a CJK font: sudo apt-get install chromium fonts-wqy-microhei"; exit 1; }
 
 infra-up: $(STAMP) ## Start real PostgreSQL and Apache Kafka (KRaft) for tests and distributed mode
 	$(PY) deploy/local/infra.py up
@@ -48,7 +61,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 proto: $(STAMP) ## Regenerate services/common/pb from proto/
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=services/common/pb --pyi_out=services/common/pb proto/*.proto
 
-test: $(STAMP) infra-up lint kustomize ## Install, start PostgreSQL and Kafka, lint, run every test
+test: $(STAMP) infra-up lint kustomize assets chromium ## Install, start PostgreSQL and Kafka, lint, run every test
 	$(INFRA_ENV) CI=$${CI:-} $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP) infra-up ## Every benchmark: query round trip vs raw Kafka, registry, gateway, audit (long); writes bench/results/
@@ -107,4 +120,4 @@ image-test: $(STAMP) infra-up ## Build the image, inspect it, run the gateway in
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run infra-up infra-down lint format proto test bench bench-evidence bench-registry bench-gateway bench-audit bench-audit-ingest bench-scale bench-batch migration regions manifests image image-test clean
+.PHONY: help venv lock run assets messages chromium infra-up infra-down lint format proto test bench bench-evidence bench-registry bench-gateway bench-audit bench-audit-ingest bench-scale bench-batch migration regions manifests image image-test clean

@@ -21,6 +21,8 @@ from services.common.keywrap import new_kek
 from services.common.logs import configure_logging
 from services.connector.app import create_app as connector_app
 from services.connector.config import ConnectorSettings
+from services.console.app import create_app as console_app
+from services.console.config import ConsoleSettings
 from services.exchange.app import create_app as exchange_app
 from services.exchange.config import ExchangeSettings
 from services.gateway.app import create_app as gateway_app
@@ -43,7 +45,7 @@ PG_MAJOR = 16
 
 
 class QuietServer(uvicorn.Server):
-    """Five servers share one loop; this process, not each server, owns Ctrl-C."""
+    """The servers share one loop; this process, not each server, owns Ctrl-C."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -114,8 +116,9 @@ async def main() -> None:
         (exchange_app(ExchangeSettings(), bus), ExchangeSettings().port),
         (audit_app(AuditSettings(), bus), AuditSettings().port),
         (connector_app(ConnectorSettings(), bus), ConnectorSettings().port),
+        (console_app(ConsoleSettings()), ConsoleSettings().port),
     ]
-    # The five services share one bus: its metrics are exported once, through the audit service.
+    # The services share one bus: its metrics are exported once, through the audit service.
     bus.metrics.export(apps[3][0].state.metrics)
     servers = [
         QuietServer(uvicorn.Config(app, host=gateway_settings.host, port=port, log_config=None, access_log=False))
@@ -144,7 +147,7 @@ async def main() -> None:
         creds = await demo.register_answer_keys(creds, connector)
     demo.save(creds, credentials)
     await demo.wait_until_queryable(creds)
-    names = ["gateway", "registry", "exchange", "audit", "connector"]
+    names = ["gateway", "registry", "exchange", "audit", "connector", "console"]
     print(banner(creds, dict(zip(names, [port for _, port in apps], strict=True))), flush=True)
     await asyncio.gather(*tasks)
 
@@ -156,7 +159,8 @@ Tongban (通办) is running — embedded mode: one process, in-process bus, Post
 
   Gateway (the only address you need): {creds.gateway}
     OpenAPI: {creds.gateway}/docs    JWKS: {creds.gateway}/.well-known/jwks.json
-  Services: registry :{ports["registry"]}  exchange :{ports["exchange"]}  audit :{ports["audit"]}  connector :{ports["connector"]}
+    Console (管理控制台, log in as a person below): {creds.gateway}/console
+  Services: registry :{ports["registry"]}  exchange :{ports["exchange"]}  audit :{ports["audit"]}  connector :{ports["connector"]}  console :{ports["console"]}
 
 Demo credentials (also in {CREDENTIALS.relative_to(ROOT)}):
   platform admin    admin         password {creds.admin_password}

@@ -32,6 +32,8 @@ from services.common.keywrap import new_kek
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("gateway", "registry", "exchange", "audit", "connector")
+# Processes of the platform without a schema of their own (not migrated, not in the tiers).
+PAGES = ("console",)
 INFRA = ROOT / "deploy" / "local" / "infra.py"
 
 
@@ -153,7 +155,7 @@ def process_alive(pid: int) -> bool:
 class Stack:
     database_url: str
     prefix: str = field(default_factory=lambda: f"t{secrets.token_hex(3)}.")
-    ports: dict[str, int] = field(default_factory=lambda: {s: free_port() for s in SERVICES})
+    ports: dict[str, int] = field(default_factory=lambda: {s: free_port() for s in (*SERVICES, *PAGES)})
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: Path = ROOT / "var" / "log"
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
@@ -238,6 +240,9 @@ class DistributedStack(Stack):
         for name in SERVICES[1:]:
             self.start_service(name)
         for name in SERVICES[1:]:
+            await self.wait_ready(name)
+        for name in PAGES:
+            self.start_service(name)
             await self.wait_ready(name)
         creds = await demo.seed(self.gateway, self.admin_password, f"http://127.0.0.1:{self.ports['connector']}")
         await demo.wait_until_queryable(creds)

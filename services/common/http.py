@@ -64,6 +64,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", b"frame-ancestors 'none'"),
     (b"referrer-policy", b"no-referrer"),
 )
+CSP, FRAME_ANCESTORS_NONE = b"content-security-policy", b"frame-ancestors 'none'"
 HSTS = (b"strict-transport-security", b"max-age=31536000")  # only sent over TLS, as RFC 6797 says
 NO_STORE = ((b"cache-control", b"no-store"), (b"pragma", b"no-cache"))
 # Operational endpoints polled by orchestrators and Prometheus: not worth a log line each.
@@ -217,7 +218,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def _with_headers(send: Send, scope: Scope, rid: str) -> Send:
     """``send`` that puts the request id and the security headers on the response (replacing any
-    the app set, so a proxied answer does not carry two), and no-store on a :class:`NoStoreRoute`'s."""
+    the app set, so a proxied answer does not carry two), and no-store on a :class:`NoStoreRoute`'s.
+    A Content-Security-Policy of the app's own that also says ``frame-ancestors 'none'`` is kept."""
     ours = [(b"x-request-id", rid.encode()), *SECURITY_HEADERS]
     if scope.get("scheme") == "https":
         ours.append(HSTS)
@@ -227,6 +229,9 @@ def _with_headers(send: Send, scope: Scope, rid: str) -> Send:
             headers = ours
             if isinstance(scope.get("route"), NoStoreRoute):
                 headers = [*ours, *NO_STORE]
+            if any(k.lower() == CSP and FRAME_ANCESTORS_NONE in v for k, v in message.get("headers", [])):
+                # The app's own policy (the console's pages), which forbids framing as ours does: kept.
+                headers = [h for h in headers if h[0] != CSP]
             names = {name for name, _ in headers}
             message["headers"] = [
                 *((k, v) for k, v in message.get("headers", []) if k.lower() not in names),

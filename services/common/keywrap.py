@@ -29,17 +29,22 @@ def new_kek() -> str:
     return base64.urlsafe_b64encode(os.urandom(KEK_BYTES)).rstrip(b"=").decode()
 
 
+def decode_kek(kek: str) -> bytes:
+    """The 32 bytes of a KEK as written in the environment (unpadded base64url)."""
+    try:
+        raw = base64.urlsafe_b64decode(kek + "=" * (-len(kek) % 4))
+    except (binascii.Error, ValueError) as err:
+        raise KeyWrapError("the key-encryption key is not base64url") from err
+    if len(raw) != KEK_BYTES:
+        raise KeyWrapError(f"the key-encryption key must be {KEK_BYTES} bytes, not {len(raw)}")
+    return raw
+
+
 class KeyWrap:
     """Seals and opens private keys with one KEK."""
 
     def __init__(self, kek: str) -> None:
-        try:
-            raw = base64.urlsafe_b64decode(kek + "=" * (-len(kek) % 4))
-        except (binascii.Error, ValueError) as err:
-            raise KeyWrapError("the key-encryption key is not base64url") from err
-        if len(raw) != KEK_BYTES:
-            raise KeyWrapError(f"the key-encryption key must be {KEK_BYTES} bytes, not {len(raw)}")
-        self._aead = AESGCM(raw)
+        self._aead = AESGCM(decode_kek(kek))
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         nonce = os.urandom(NONCE_BYTES)

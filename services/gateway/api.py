@@ -794,6 +794,49 @@ async def proxy(request: Request, service_name: str, prefix: str) -> Response:
     return StreamingResponse(body_of(upstream_response), status_code=upstream_response.status, headers=out_headers)
 
 
+# What a browser's request to the console carries that the console needs: its session cookie,
+# its language, htmx's headers and the CSRF token htmx sends. Never an Authorization header: the
+# console calls the API with the person's token itself.
+PAGE_REQUEST_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-language",
+        "content-type",
+        "cookie",
+        "hx-current-url",
+        "hx-request",
+        "hx-target",
+        "hx-trigger",
+        "x-csrf-token",
+    }
+)
+
+
+async def forward_page(request: Request, service_name: str, prefix: str) -> Response:
+    """Forward a browser's request to the console, as it came: the console authenticates its own
+    session (an encrypted cookie) and calls the API, where every check of :func:`proxy` applies,
+    with the person's token. The path is checked as a proxied one is. The console sets at most
+    one cookie per answer (a plain dict of headers would keep only the last ``Set-Cookie``)."""
+    target = forwarded_target(
+        request.scope.get("raw_path") or request.url.path.encode(), request.scope.get("query_string", b""), prefix
+    )
+    headers = {k: v for k, v in request.headers.items() if k in PAGE_REQUEST_HEADERS}
+    headers.update(context_headers())
+    headers["x-forwarded-for"] = source_of(request)
+    headers["x-forwarded-proto"] = request.scope["scheme"]
+    upstreams: Upstreams = request.app.state.upstreams
+    try:
+        answer = await upstreams.send(
+            service_name, request.method, target, headers, await request.body(), follow_redirects=False
+        )
+    except UpstreamFailed as err:
+        problem = GatewayProblem.UPSTREAM_TIMEOUT if err.timeout else GatewayProblem.UPSTREAM_UNAVAILABLE
+        raise problem.problem(f"{service_name}: {err}") from err
+    out_headers = response_headers(answer.headers, answer.headers.get("connection"))
+    out_headers.pop("x-request-id", None)  # the middleware sets it
+    return StreamingResponse(body_of(answer), status_code=answer.status, headers=out_headers)
+
+
 PROXY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 ALLOWED = ", ".join(PROXY_METHODS)  # the Allow header of a 405
 
@@ -806,22 +849,29 @@ class Proxied:
 
     service: str
     prefix: str
+    pages: bool = False  # a browser's pages (the console): no bearer token, forward_page
 
     @property
     def path(self) -> str:
         return self.prefix + "{path:path}"
+
+    def owns(self, path: str) -> bool:
+        if self.prefix.endswith("/"):
+            return path.startswith(self.prefix)
+        return path == self.prefix or path.startswith(self.prefix + "/")
 
 
 PROXIED_SERVICES = (
     Proxied("registry", "/v1/registry/"),
     Proxied("exchange", "/v1/exchange/"),
     Proxied("audit", "/v1/audit/"),
+    Proxied("console", "/console", pages=True),
 )
 
 
 def proxied_of(path: str) -> Proxied | None:
     for proxied in PROXIED_SERVICES:
-        if path.startswith(proxied.prefix):
+        if proxied.owns(path):
             return proxied
     return None
 
@@ -850,7 +900,8 @@ class PassThrough:
             if scope["method"] not in PROXY_METHODS:
                 # What Starlette answers for a route's other methods (install_error_handlers).
                 raise Problem(405, CommonProblem.METHOD_NOT_ALLOWED, "Method Not Allowed", headers={"Allow": ALLOWED})
-            response = await proxy(Request(scope, receive), proxied.service, proxied.prefix)
+            forward = forward_page if proxied.pages else proxy
+            response = await forward(Request(scope, receive), proxied.service, proxied.prefix)
         except Problem as problem:
             response = problem_response(problem)
         await response(scope, receive, send)

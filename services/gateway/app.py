@@ -100,6 +100,7 @@ def create_app(settings: GatewaySettings | None = None, bus: Bus | None = None) 
                             "registry": settings.registry_url,
                             "exchange": settings.exchange_url,
                             "audit": settings.audit_url,
+                            "console": settings.console_url,
                         },
                         cooloff_s=settings.upstream_cooloff_s,
                         registry=app.state.metrics,

@@ -64,6 +64,19 @@ SUBJECT_REPORT = Rule((*systems(Role.CITIZEN_PORTAL).grants, *AUDITORS.grants))
 
 # (method, path template) → who may call it. Path templates as in the OpenAPI documents.
 EDGE_RULES: Mapping[tuple[str, str], Rule] = {
+    # console (管理控制台): pages for a browser, public at the edge — the console authenticates its
+    # own session and calls the API below with the person's token, where these rows apply.
+    ("GET", "/console"): PUBLIC,
+    ("GET", "/console/login"): PUBLIC,
+    ("POST", "/console/login"): PUBLIC,
+    ("POST", "/console/logout"): PUBLIC,
+    ("POST", "/console/language"): PUBLIC,
+    ("GET", "/console/catalogue"): PUBLIC,
+    ("GET", "/console/catalogue/{code}"): PUBLIC,
+    ("GET", "/console/applications"): PUBLIC,
+    ("GET", "/console/applications/{application_id}"): PUBLIC,
+    ("POST", "/console/applications/{application_id}/approve"): PUBLIC,
+    ("POST", "/console/applications/{application_id}/reject"): PUBLIC,
     # gateway: tokens and keys
     ("POST", "/oauth2/token"): PUBLIC,
     ("POST", "/oauth2/introspect"): PUBLIC,

@@ -14,6 +14,8 @@ class GatewaySettings(CommonSettings):
     registry_url: str = Field("http://127.0.0.1:8001", validation_alias="TONGBAN_REGISTRY_URL")
     exchange_url: str = Field("http://127.0.0.1:8002", validation_alias="TONGBAN_EXCHANGE_URL")
     audit_url: str = Field("http://127.0.0.1:8003", validation_alias="TONGBAN_AUDIT_URL")
+    # The console's pages (services/console), served at /console on the gateway's address.
+    console_url: str = Field("http://127.0.0.1:8005", validation_alias="TONGBAN_CONSOLE_URL")
     token_ttl_s: int = Field(900, ge=60, le=86400, validation_alias="TONGBAN_TOKEN_TTL_S")
     upstream_timeout_s: float = Field(30.0, validation_alias="TONGBAN_UPSTREAM_TIMEOUT_S")
     # A replica that cannot be reached gets no requests for this long (passive health check).
@@ -108,7 +110,7 @@ class GatewaySettings(CommonSettings):
         """The token endpoint's URL: the ``aud`` a client assertion must name."""
         return f"{self.public_url.rstrip('/')}/oauth2/token"
 
-    @field_validator("registry_url", "exchange_url", "audit_url")
+    @field_validator("registry_url", "exchange_url", "audit_url", "console_url")
     @classmethod
     def upstream_list(cls, value: str) -> str:
         replica_urls(value)  # refuses a malformed list at start, not at the first request

@@ -159,12 +159,23 @@ class Upstreams:
             self.metrics.healthy.labels(name).set(len(upstream.replicas))
 
     async def send(
-        self, service: str, method: str, target: str, headers: Mapping[str, str], body: bytes
+        self,
+        service: str,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        follow_redirects: bool = True,
     ) -> aiohttp.ClientResponse:
         """Send the request to a replica of ``service`` and return its response, whose body is still
         to be read (the caller releases it). A replica that cannot be reached is set aside and the
         next one tried; a connection that broke after the request was sent is retried only for a
-        :func:`retryable` request. Raises :class:`UpstreamFailed` when no replica answered."""
+        :func:`retryable` request. Raises :class:`UpstreamFailed` when no replica answered.
+
+        A redirect of an API service (Starlette's trailing-slash one names the replica's own
+        address) is followed here; the console's (``follow_redirects=False``) are the browser's to
+        follow: they name pages by path, and the browser must see the new address."""
         upstream = self.by_service[service]
         may_repeat = retryable(method, headers)
         last = ""
@@ -174,7 +185,9 @@ class Upstreams:
             # encoded=True: yarl must not re-quote or normalise the target the gateway checked.
             url = yarl.URL(replica.url + target, encoded=True)
             try:
-                response = await self.session.request(method, url, data=body, headers=headers)
+                response = await self.session.request(
+                    method, url, data=body, headers=headers, allow_redirects=follow_redirects
+                )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as err:
                 # Never connected: nothing was sent, so any method may go elsewhere.
                 self.failed(upstream, replica, "connect_error")

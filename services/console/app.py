@@ -1,0 +1,134 @@
+"""Console (管理控制台) application factory: the web pages for data administrators, approvers,
+platform administrators and auditors.
+
+It is a service of its own, not part of the gateway: it renders pages (templates, catalogues,
+static files), which is slow work beside the gateway's hot path of checking and forwarding every
+API request, and it is a client of the platform's public API like any other — it calls the API
+with the person's token through the gateway and holds no data and no authorisation of its own.
+Kept apart, it scales, fails and is released on its own, and the gateway's surface stays the API;
+the gateway forwards ``/console`` to it unchanged, so that the pages and the API share one origin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common.http import create_service_app
+from services.console import api
+from services.console.assets import missing_assets
+from services.console.config import ConsoleSettings
+from services.console.i18n import translations
+from services.console.platform import Platform
+from services.console.session import Sealer
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+# No inline script or style anywhere; scripts, styles and fonts from the console itself; Pico's
+# icons are data: images; htmx talks to the console only; forms post only to it.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+class PageHeaders:
+    """Pure ASGI: the console's Content-Security-Policy on every answer, and ``no-store`` on pages
+    (they show a person's data; static files may be cached)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith("/console/static/")
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-security-policy"]
+                headers.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
+def template_environments() -> dict[str, Environment]:
+    """One Jinja2 environment per language, each with its catalogue installed (``_()``)."""
+    environments = {}
+    for language, catalogue in translations().items():
+        env = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=StrictUndefined,
+            extensions=["jinja2.ext.i18n"],
+        )
+        env.install_gettext_translations(catalogue, newstyle=True)  # type: ignore[attr-defined]
+        env.globals["static"] = lambda path: f"/console/static/{path}"
+        environments[language] = env
+    return environments
+
+
+def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
+    settings = settings or ConsoleSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if missing := missing_assets():
+            raise RuntimeError(f"vendored assets missing ({', '.join(missing)}): run `make assets`")
+        if settings.key_encryption_key is None:
+            raise RuntimeError(
+                "TONGBAN_KEY_ENCRYPTION_KEY is not set: the console seals its session cookies with a key derived from it"
+            )
+        async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=settings.api_timeout_s) as client:
+            app.state.console = api.Console(
+                settings=settings,
+                sealer=Sealer(settings.key_encryption_key.get_secret_value()),
+                platform=Platform(client),
+                templates=template_environments(),
+            )
+
+            async def gateway() -> None:
+                (await client.get("/healthz")).raise_for_status()
+
+            app.state.readiness = [gateway]
+            yield
+
+    app = create_service_app(
+        service="console",
+        title="Tongban console",
+        version="0.1.0",
+        description="Web pages for people: data administrators, approvers, platform administrators, auditors. "
+        "Served at /console through the gateway; calls the platform's API with the person's token.",
+        lifespan=lifespan,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    # Starlette's trailing-slash redirect names this process's own address, not the gateway's.
+    app.router.redirect_slashes = False
+    app.add_middleware(PageHeaders)
+    app.include_router(api.router)
+    app.mount("/console/static", StaticFiles(directory=STATIC), name="static")
+
+    async def on_refused(request: Request, err: Exception) -> Response:
+        assert isinstance(err, api.Refused)
+        return api.refused(request, err)
+
+    async def on_sign_in_again(request: Request, err: Exception) -> Response:
+        assert isinstance(err, api.SignInAgain)
+        return api.sign_in_again(request, err)
+
+    app.add_exception_handler(api.Refused, on_refused)
+    app.add_exception_handler(api.SignInAgain, on_sign_in_again)
+    return app
