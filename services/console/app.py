@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.http import create_service_app
 from services.console import api
+from services.console.api import common
 from services.console.assets import missing_assets
 from services.console.config import ConsoleSettings
 from services.console.i18n import translations
@@ -93,7 +94,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
                 "TONGBAN_KEY_ENCRYPTION_KEY is not set: the console seals its session cookies with a key derived from it"
             )
         async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=settings.api_timeout_s) as client:
-            app.state.console = api.Console(
+            app.state.console = common.Console(
                 settings=settings,
                 sealer=Sealer(settings.key_encryption_key.get_secret_value()),
                 platform=Platform(client),
@@ -122,13 +123,13 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
     app.mount("/console/static", StaticFiles(directory=STATIC), name="static")
 
     async def on_refused(request: Request, err: Exception) -> Response:
-        assert isinstance(err, api.Refused)
-        return api.refused(request, err)
+        assert isinstance(err, common.Refused)
+        return common.refused(request, err)
 
     async def on_sign_in_again(request: Request, err: Exception) -> Response:
-        assert isinstance(err, api.SignInAgain)
-        return api.sign_in_again(request, err)
+        assert isinstance(err, common.SignInAgain)
+        return common.sign_in_again(request, err)
 
-    app.add_exception_handler(api.Refused, on_refused)
-    app.add_exception_handler(api.SignInAgain, on_sign_in_again)
+    app.add_exception_handler(common.Refused, on_refused)
+    app.add_exception_handler(common.SignInAgain, on_sign_in_again)
     return app

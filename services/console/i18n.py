@@ -2,7 +2,7 @@
 catalogues (``translations/<locale>/LC_MESSAGES/messages.po``).
 
 Message ids are the English text; the zh_CN catalogue translates every one of them
-(``tests/unit/test_console_i18n.py`` checks), and English falls back to the id. The ``.po`` files
+(``tests/unit/test_console.py`` checks), and English falls back to the id. The ``.po`` files
 are read when the console starts — there is no compiled ``.mo`` to build or to go stale.
 """
 

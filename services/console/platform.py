@@ -87,18 +87,28 @@ class Platform:
             roles=tuple(str(r) for r in claims.get("roles", [])),
         )
 
-    async def post(self, session: Session, path: str, body: dict[str, Any]) -> Any:
-        """The JSON answer of a POST on the API as the session's person."""
-        headers = {"authorization": f"Bearer {session.token}", "accept": "application/json"}
-        answer = await self._send("POST", path, json=body, headers=headers)
-        if answer.status_code not in (200, 201):
-            raise ApiProblem.of(answer)
-        return answer.json()
+    def _headers(self, session: Session) -> dict[str, str]:
+        return {"authorization": f"Bearer {session.token}", "accept": "application/json"}
 
     async def get(self, session: Session, path: str, params: dict[str, str] | None = None) -> Any:
         """The JSON of a GET on the API as the session's person."""
-        headers = {"authorization": f"Bearer {session.token}", "accept": "application/json"}
-        answer = await self._send("GET", path, params=params or {}, headers=headers)
+        answer = await self._send("GET", path, params=params or {}, headers=self._headers(session))
         if answer.status_code != 200:
             raise ApiProblem.of(answer)
         return answer.json()
+
+    async def send(self, session: Session, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The JSON answer (None when it has no body) of a POST, PUT, PATCH or DELETE as the person."""
+        answer = await self._send(method, path, json=body, headers=self._headers(session))
+        if answer.status_code >= 300:
+            raise ApiProblem.of(answer)
+        return answer.json() if answer.content else None
+
+    async def fetch(self, session: Session, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The whole answer of a call as the person — a file to download, or a form with a file to
+        upload (``files=``, ``params=``…); a refusal is an ApiProblem as always."""
+        headers = self._headers(session) | {"accept": "*/*"}
+        answer = await self._send(method, path, headers=headers, **kwargs)
+        if answer.status_code >= 300:
+            raise ApiProblem.of(answer)
+        return answer

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from services.common.keywrap import new_kek
 from services.console import assets
-from services.console.api import HOME, local_path
+from services.console.api.common import HOME, local_path
 from services.console.i18n import LOCALES, TRANSLATIONS, translations
 from services.console.session import Sealer, Session, csrf_matches
 

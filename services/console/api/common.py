@@ -1,0 +1,203 @@
+"""What every page of the console shares: the console's state, the session of the visitor, CSRF,
+the navigation, rendering a page and redirecting, and calling the platform's API as the person.
+
+Each module of pages beside this one makes its router with ``page_router()``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment
+
+from services.common.security import PERSON_ROLES, Role
+from services.console.config import ConsoleSettings
+from services.console.i18n import N_
+from services.console.platform import ApiProblem, Platform
+from services.console.session import COOKIE, COOKIE_PATH, Sealer, Session, csrf_matches
+
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+
+@dataclass(frozen=True)
+class NavItem:
+    """An entry of the navigation, shown to whoever holds one of ``roles`` (the API still decides)."""
+
+    path: str
+    label: str
+    roles: frozenset[str]
+
+
+# The whole navigation, by the roles whose work each entry is (the pages' modules, in this order).
+NAV = (
+    NavItem("/console/catalogue", N_("Catalogue"), frozenset(PERSON_ROLES)),
+    NavItem("/console/lists", N_("Lists"), frozenset({Role.DATA_ADMIN})),
+    NavItem("/console/service-items", N_("Service items"), frozenset({Role.DATA_ADMIN})),
+    NavItem("/console/applications", N_("Pending applications"), frozenset({Role.APPROVER})),
+    NavItem("/console/admin", N_("Administration"), frozenset({Role.PLATFORM_ADMIN})),
+    NavItem("/console/audit", N_("Audit"), frozenset({Role.AUDITOR})),
+)
+HOME = "/console/catalogue"
+
+
+@dataclass
+class Console:
+    """What the pages need, made by the lifespan: settings, the cookie sealer, the API client and
+    one template environment per language."""
+
+    settings: ConsoleSettings
+    sealer: Sealer
+    platform: Platform
+    templates: dict[str, Environment]
+
+
+class Refused(Exception):
+    """A request the console does not carry out (no or a wrong CSRF token): a page saying why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class SignInAgain(Exception):
+    """The session is over (idle, token expired, or the API no longer takes its token)."""
+
+    def __init__(self, session: Session, *, expired: bool = True) -> None:
+        super().__init__("session expired")
+        self.session, self.expired = session, expired
+
+
+def console_of(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+def session_of(request: Request) -> Session:
+    """The visitor's session from the cookie; a new anonymous one when there is none (or it does
+    not open). A logged-in session that has been idle too long ends here."""
+    console = console_of(request)
+    session = console.sealer.open(request.cookies.get(COOKIE)) or Session()
+    now = time.time()
+    if session.idle(now, console.settings.idle_timeout_s):
+        raise SignInAgain(session.signed_out())
+    return replace(session, last_seen=now) if session.signed_in else session
+
+
+SessionDep = Annotated[Session, Depends(session_of)]
+
+
+async def csrf_protected(request: Request) -> None:
+    """Every request that is not a GET or HEAD carries the session's CSRF token, as a form field
+    or (htmx) a header; SameSite=Strict on the cookie is a second line, not the only one."""
+    if request.method in SAFE_METHODS:
+        return
+    session = console_of(request).sealer.open(request.cookies.get(COOKIE))
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        sent = str((await request.form()).get(CSRF_FIELD) or "") or None
+    if session is None or not csrf_matches(session, sent):
+        raise Refused(403, N_("This form has expired or did not come from the console. Reload the page and try again."))
+
+
+def page_router() -> APIRouter:
+    """A router for a module of pages: under ``/console``, every unsafe request CSRF-checked."""
+    return APIRouter(prefix="/console", dependencies=[Depends(csrf_protected)])
+
+
+def with_cookie(request: Request, response: Response, session: Session) -> Response:
+    response.set_cookie(
+        COOKIE,
+        console_of(request).sealer.seal(session),
+        path=COOKIE_PATH,
+        httponly=True,
+        secure=True,
+        samesite="strict",
+    )
+    return response
+
+
+def page(request: Request, session: Session, template: str, status: int = 200, **context: object) -> Response:
+    """A page in the session's language, the session's cookie renewed (its idle time restarts)."""
+    env = console_of(request).templates[session.language]
+    nav = [
+        {
+            "path": item.path,
+            "label": item.label,
+            "current": request.url.path in (item.path,) or request.url.path.startswith(item.path + "/"),
+        }
+        for item in NAV
+        if item.roles & set(session.roles)
+    ]
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    html = env.get_template(template).render(session=session, nav=nav, here=here, **context)
+    return with_cookie(request, HTMLResponse(html, status_code=status), session)
+
+
+def go(request: Request, session: Session, to: str) -> Response:
+    """To another page (303: the browser GETs it), or for htmx, a full-page redirect."""
+    if request.headers.get("hx-request") == "true":
+        response: Response = Response(status_code=204, headers={"HX-Redirect": to})
+    else:
+        response = RedirectResponse(to, status_code=303)
+    return with_cookie(request, response, session)
+
+
+def local_path(to: str | None) -> str:
+    """A path inside the console to return to (never another site: no open redirect)."""
+    if to and len(to) <= 2000 and (to == "/console" or to.startswith(("/console/", "/console?"))) and "\\" not in to:
+        return to
+    return HOME
+
+
+def person_of(session: SessionDep) -> Session:
+    """The session of a page for people who have logged in; the others go to the login page."""
+    if not session.signed_in:
+        raise SignInAgain(session, expired=False)
+    return session
+
+
+PersonDep = Annotated[Session, Depends(person_of)]
+
+
+def readable(problem: ApiProblem) -> str:
+    """What the API said, for a person (its problem's title and detail; never a stack trace)."""
+    return " — ".join(part for part in (problem.title, problem.detail) if part) or problem.code
+
+
+async def api_get(request: Request, session: Session, path: str, params: dict[str, str] | None = None) -> Any:
+    """The JSON of a GET on the API as the person; a 401 ends the session (SignInAgain), any other
+    refusal is the caller's to show (ApiProblem)."""
+    try:
+        return await console_of(request).platform.get(session, path, params)
+    except ApiProblem as refused:
+        if refused.status == 401:
+            raise SignInAgain(session.signed_out()) from refused
+        raise
+
+
+async def api_send(
+    request: Request, session: Session, method: str, path: str, body: dict[str, Any] | None = None
+) -> Any:
+    """The JSON answer (None when empty) of a POST, PUT, PATCH or DELETE on the API as the person;
+    refusals as for ``api_get``."""
+    try:
+        return await console_of(request).platform.send(session, method, path, body)
+    except ApiProblem as refused:
+        if refused.status == 401:
+            raise SignInAgain(session.signed_out()) from refused
+        raise
+
+
+def sign_in_again(request: Request, err: SignInAgain) -> Response:
+    return go(request, err.session, "/console/login?notice=expired" if err.expired else "/console/login")
+
+
+def refused(request: Request, err: Refused) -> Response:
+    console = console_of(request)
+    session = console.sealer.open(request.cookies.get(COOKIE)) or Session()
+    return page(request, session, "refused.html", status=err.status, message=err.message)
