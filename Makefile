@@ -111,10 +111,10 @@ manifests: $(STAMP) kustomize ## Regenerate deploy/k8s's PrometheusRule from dep
 	@render=$$(command -v kubectl >/dev/null && echo "kubectl kustomize" || echo var/bin/kustomize build); \
 	for o in dev prod; do $$render deploy/k8s/overlays/$$o > var/k8s/$$o.yaml && echo "rendered var/k8s/$$o.yaml"; done
 
-image: $(STAMP) ## Build the container image (podman; the base from Debian packages, cached in var/image)
+image: $(STAMP) assets ## Build the container image (podman; the base from Debian packages, cached in var/image)
 	$(PY) deploy/image.py build
 
-image-test: $(STAMP) infra-up ## Build the image, inspect it, run the gateway in it until /healthz answers
+image-test: $(STAMP) infra-up assets ## Build the image, inspect it, run the gateway in it until /healthz answers
 	$(INFRA_ENV) $(PY) deploy/image.py check
 
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)

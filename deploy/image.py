@@ -235,8 +235,23 @@ def http_status(url: str) -> int | None:
         return None
 
 
+def wait_healthy(podman: str, container: str, url: str) -> float:
+    """Seconds until ``url`` answers 200; fails with the container's log if it stops first."""
+    started = time.monotonic()
+    while time.monotonic() - started < HEALTH_TIMEOUT_S:
+        if http_status(url) == 200:
+            return time.monotonic() - started
+        state = run(podman, "inspect", "--format", "{{.State.Status}}", container, capture=True).strip()
+        if state != "running":
+            logs = subprocess.run([podman, "logs", container], check=False, capture_output=True, text=True)
+            fail(f"the container {container} is {state}:\n{(logs.stdout + logs.stderr)[-3000:]}")
+        time.sleep(0.5)
+    fail(f"{url} did not answer within {HEALTH_TIMEOUT_S:.0f} s")
+
+
 def smoke(tag: str) -> None:
-    """The gateway in the image, as a Deployment runs it, until /healthz and /readyz answer 200."""
+    """The gateway and the console in the image, as the Deployments run them: until /healthz and
+    /readyz answer 200, and the console's login page with its vendored assets through the gateway."""
     database_url = os.environ.get("TONGBAN_DATABASE_URL")
     kafka = os.environ.get("TONGBAN_KAFKA_BOOTSTRAP")
     if not database_url or not kafka:
@@ -252,62 +267,71 @@ def smoke(tag: str) -> None:
 
     from services.common.keywrap import new_kek
 
-    # The gateway seals its keys under the platform KEK: a throwaway one, handed over by name
-    # (`--env NAME` copies it from podman's environment), so no command line shows it.
+    # The gateway seals its keys, and the console its cookies, under the platform KEK: a throwaway
+    # one, handed over by name (`--env NAME` copies it from podman's environment), so no command
+    # line shows it.
     os.environ["TONGBAN_KEY_ENCRYPTION_KEY"] = new_kek()
 
-    port = free_port()
+    port, console_port = free_port(), free_port()
     podman = need("podman", "podman")
-    subprocess.run([podman, "rm", "--force", "--ignore", SMOKE_CONTAINER], check=False, capture_output=True)
-    run(
-        podman,
-        "run",
-        "--detach",
-        "--name",
-        SMOKE_CONTAINER,
-        *container_flags(),
-        "--network=host",
-        "--read-only",
-        "--cap-drop=ALL",
-        "--security-opt=no-new-privileges",
-        # Only the socket, not its 0700 directory: the container's user is not PostgreSQL's.
-        "--volume",
-        f"{socket_file}:/run/pg/.s.PGSQL.5432",
-        "--env",
-        f"TONGBAN_DATABASE_URL=postgresql+asyncpg://postgres@/{SMOKE_DATABASE}?host=/run/pg",
-        "--env",
-        f"TONGBAN_KAFKA_BOOTSTRAP={kafka}",
-        "--env",
-        "TONGBAN_KEY_ENCRYPTION_KEY",
-        "--env",
-        "TONGBAN_HOST=127.0.0.1",
-        "--env",
-        f"TONGBAN_GATEWAY_PORT={port}",
-        tag,
-        "services.gateway",
-        capture=True,
-    )
+    containers = (SMOKE_CONTAINER, f"{SMOKE_CONTAINER}-console")
+    common = [*container_flags(), "--network=host", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges"]
+    common += ["--env", "TONGBAN_KEY_ENCRYPTION_KEY", "--env", "TONGBAN_HOST=127.0.0.1"]
+    common += ["--env", f"TONGBAN_GATEWAY_URL=http://127.0.0.1:{port}"]
+    common += ["--env", f"TONGBAN_CONSOLE_URL=http://127.0.0.1:{console_port}"]
+    for container in containers:
+        subprocess.run([podman, "rm", "--force", "--ignore", container], check=False, capture_output=True)
     try:
-        started = time.monotonic()
-        while time.monotonic() - started < HEALTH_TIMEOUT_S:
-            if http_status(f"http://127.0.0.1:{port}/healthz") == 200:
-                break
-            state = run(podman, "inspect", "--format", "{{.State.Status}}", SMOKE_CONTAINER, capture=True).strip()
-            if state != "running":
-                logs = subprocess.run([podman, "logs", SMOKE_CONTAINER], check=False, capture_output=True, text=True)
-                fail(f"the gateway container is {state}:\n{(logs.stdout + logs.stderr)[-3000:]}")
-            time.sleep(0.5)
-        else:
-            fail(f"/healthz did not answer within {HEALTH_TIMEOUT_S:.0f} s")
-        healthy_after = time.monotonic() - started
+        run(
+            podman,
+            "run",
+            "--detach",
+            "--name",
+            containers[0],
+            *common,
+            # Only the socket, not its 0700 directory: the container's user is not PostgreSQL's.
+            "--volume",
+            f"{socket_file}:/run/pg/.s.PGSQL.5432",
+            "--env",
+            f"TONGBAN_DATABASE_URL=postgresql+asyncpg://postgres@/{SMOKE_DATABASE}?host=/run/pg",
+            "--env",
+            f"TONGBAN_KAFKA_BOOTSTRAP={kafka}",
+            "--env",
+            f"TONGBAN_GATEWAY_PORT={port}",
+            tag,
+            "services.gateway",
+            capture=True,
+        )
+        healthy_after = wait_healthy(podman, containers[0], f"http://127.0.0.1:{port}/healthz")
         ready = http_status(f"http://127.0.0.1:{port}/readyz")
         if ready != 200:
             fail(f"/healthz answered but /readyz is {ready}")
         say(
             f"gateway in {tag}: /healthz 200 after {healthy_after:.1f} s, /readyz 200 (read-only root, uid 10001, no capabilities)"
         )
+        run(
+            podman,
+            "run",
+            "--detach",
+            "--name",
+            containers[1],
+            *common,
+            "--env",
+            f"TONGBAN_CONSOLE_PORT={console_port}",
+            tag,
+            "services.console",
+            capture=True,
+        )
+        console_after = wait_healthy(podman, containers[1], f"http://127.0.0.1:{console_port}/readyz")
+        for path in ("/console/login", "/console/static/vendor/htmx.min.js", "/console/static/vendor/pico.min.css"):
+            if (status := http_status(f"http://127.0.0.1:{port}{path}")) != 200:
+                fail(f"{path} through the gateway is {status}")
+        say(
+            f"console in {tag}: /readyz 200 after {console_after:.1f} s; its login page and vendored assets through the gateway"
+        )
     finally:
-        subprocess.run([podman, "rm", "--force", "--ignore", SMOKE_CONTAINER], check=False, capture_output=True)
+        for container in containers:
+            subprocess.run([podman, "rm", "--force", "--ignore", container], check=False, capture_output=True)
 
 
 def main(argv: list[str]) -> None:

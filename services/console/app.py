@@ -11,15 +11,18 @@ the gateway forwards ``/console`` to it unchanged, so that the pages and the API
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.http import create_service_app
@@ -130,6 +133,20 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         assert isinstance(err, common.SignInAgain)
         return common.sign_in_again(request, err)
 
+    # People get pages; a static file, /healthz or /metrics keeps the platform's problem+json.
+    as_problem = {kind: app.exception_handlers[kind] for kind in (StarletteHTTPException, RequestValidationError)}
+
+    async def on_http_error(request: Request, err: Exception) -> Response:
+        path = request.url.path
+        if path.startswith("/console/static/") or not (path == "/console" or path.startswith("/console/")):
+            answer = as_problem[
+                StarletteHTTPException if isinstance(err, StarletteHTTPException) else RequestValidationError
+            ](request, err)
+            return await answer if inspect.isawaitable(answer) else answer
+        return common.error_page(request, err.status_code if isinstance(err, StarletteHTTPException) else 422)
+
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_http_error)
     app.add_exception_handler(common.Refused, on_refused)
     app.add_exception_handler(common.SignInAgain, on_sign_in_again)
     return app

@@ -201,3 +201,20 @@ def refused(request: Request, err: Refused) -> Response:
     console = console_of(request)
     session = console.sealer.open(request.cookies.get(COOKIE)) or Session()
     return page(request, session, "refused.html", status=err.status, message=err.message)
+
+
+# What a person is told when a request goes wrong before any page's code runs.
+HTTP_ERRORS = {
+    404: N_("No such page."),
+    405: N_("No such page."),
+    422: N_("This address is not valid. Go back and try again."),
+}
+
+
+def error_page(request: Request, status: int) -> Response:
+    """A page, not problem+json, for an unknown address under /console, a method it does not take
+    or a malformed query: people see the console's own page in their language, never JSON."""
+    console = console_of(request)
+    session = console.sealer.open(request.cookies.get(COOKIE)) or Session()
+    message = HTTP_ERRORS.get(status, N_("Not available"))
+    return page(request, session, "problem.html", status=status, message=message, said="")

@@ -199,3 +199,19 @@ async def test_overlong_input_is_said_next_to_its_field_never_as_json(page: Page
     answer = await page.goto("/console/catalogue?cursor=not-a-cursor")
     assert answer is not None and answer.status == 200
     await expect(page.get_by_role("alert")).to_contain_text("cursor")  # the API's problem, in words
+
+
+async def test_an_unknown_address_or_method_is_a_page_never_json(page: Page, person: Person) -> None:
+    await log_in(page, person.username, person.password)
+    await expect(page.get_by_role("heading", name="资源目录")).to_be_visible()
+    answer = await page.goto("/console/no-such-page")
+    assert answer is not None and answer.status == 404
+    assert answer.headers["content-type"].startswith("text/html")
+    await expect(page.get_by_role("heading", name="没有这个页面。")).to_be_visible()
+    await expect(page.get_by_role("link", name="资源目录")).to_be_visible()  # still logged in, navigation kept
+    # A method the address does not take: a page too.
+    refused = await page.request.put("/console/catalogue", headers={"x-csrf-token": "x"})
+    assert refused.status == 405 and refused.headers["content-type"].startswith("text/html")
+    # A static file that does not exist stays the platform's problem+json (no page for a script tag).
+    missing = await page.request.get("/console/static/no-such.js")
+    assert missing.status == 404 and missing.headers["content-type"].startswith("application/problem+json")
