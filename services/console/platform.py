@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
+from services.common.logs import request_id_var
 from services.console.session import Session
 
 
@@ -64,6 +65,10 @@ class Platform:
         self.client = client
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        # The page's request id goes with each call, so that the gateway's and the services' log
+        # lines of a failed page carry the id the person sees on it.
+        if (rid := request_id_var.get()) is not None:
+            kwargs["headers"] = {**kwargs.get("headers", {}), "x-request-id": rid}
         try:
             return await self.client.request(method, path, **kwargs)
         except httpx.HTTPError as err:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
 
+from services.common.logs import request_id_var
 from services.common.security import PERSON_ROLES, Role
 from services.console.config import ConsoleSettings
 from services.console.i18n import N_
@@ -134,6 +135,7 @@ def page(request: Request, session: Session, template: str, status: int = 200, *
         if item.roles & set(session.roles)
     ]
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    context.setdefault("request_id", request_id_var.get())
     html = env.get_template(template).render(session=session, nav=nav, here=here, **context)
     return with_cookie(request, HTMLResponse(html, status_code=status), session)
 

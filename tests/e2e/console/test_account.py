@@ -209,6 +209,8 @@ async def test_an_unknown_address_or_method_is_a_page_never_json(page: Page, per
     assert answer.headers["content-type"].startswith("text/html")
     await expect(page.get_by_role("heading", name="没有这个页面。")).to_be_visible()
     await expect(page.get_by_role("link", name="资源目录")).to_be_visible()  # still logged in, navigation kept
+    # The request's number, for a person to quote: the id of the gateway's (and the console's) log lines.
+    await expect(page.locator("code")).to_have_text(answer.headers["x-request-id"])
     # A method the address does not take: a page too.
     refused = await page.request.put("/console/catalogue", headers={"x-csrf-token": "x"})
     assert refused.status == 405 and refused.headers["content-type"].startswith("text/html")
