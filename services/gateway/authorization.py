@@ -6,6 +6,10 @@ token's ``principal_type``) holding one of some roles. The gateway refuses anyon
 before the request goes further; the services still check the rest themselves (whose object it
 is, which department), so this is a second, coarse line that a missing check in one service
 cannot open. ``tests/gateway/test_edge_authorization.py`` checks that every endpoint has a row.
+
+The console's pages (``/console``) are not endpoints of the API and have no rows: the gateway
+forwards them whole (``api.forward_page``), the console authenticates its own sessions, and every
+call of the API it makes for a page carries the person's token and is checked here.
 """
 
 from __future__ import annotations
@@ -64,19 +68,6 @@ SUBJECT_REPORT = Rule((*systems(Role.CITIZEN_PORTAL).grants, *AUDITORS.grants))
 
 # (method, path template) → who may call it. Path templates as in the OpenAPI documents.
 EDGE_RULES: Mapping[tuple[str, str], Rule] = {
-    # console (管理控制台): pages for a browser, public at the edge — the console authenticates its
-    # own session and calls the API below with the person's token, where these rows apply.
-    ("GET", "/console"): PUBLIC,
-    ("GET", "/console/login"): PUBLIC,
-    ("POST", "/console/login"): PUBLIC,
-    ("POST", "/console/logout"): PUBLIC,
-    ("POST", "/console/language"): PUBLIC,
-    ("GET", "/console/catalogue"): PUBLIC,
-    ("GET", "/console/catalogue/{code}"): PUBLIC,
-    ("GET", "/console/applications"): PUBLIC,
-    ("GET", "/console/applications/{application_id}"): PUBLIC,
-    ("POST", "/console/applications/{application_id}/approve"): PUBLIC,
-    ("POST", "/console/applications/{application_id}/reject"): PUBLIC,
     # gateway: tokens and keys
     ("POST", "/oauth2/token"): PUBLIC,
     ("POST", "/oauth2/introspect"): PUBLIC,

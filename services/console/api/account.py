@@ -33,7 +33,7 @@ LOGIN_PROBLEMS = {
 router = page_router()
 
 
-@router.get("", include_in_schema=True, summary="The console: the first page of a person's roles, or login")
+@router.get("", summary="The console: the first page of a person's roles, or login")
 async def home(request: Request, session: SessionDep) -> Response:
     return go(request, session, HOME if session.signed_in else "/console/login")
 

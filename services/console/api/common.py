@@ -39,6 +39,7 @@ NAV = (
     NavItem("/console/catalogue", N_("Catalogue"), frozenset(PERSON_ROLES)),
     NavItem("/console/lists", N_("Lists"), frozenset({Role.DATA_ADMIN})),
     NavItem("/console/service-items", N_("Service items"), frozenset({Role.DATA_ADMIN})),
+    NavItem("/console/my-applications", N_("Our applications"), frozenset({Role.DATA_ADMIN})),
     NavItem("/console/applications", N_("Pending applications"), frozenset({Role.APPROVER})),
     NavItem("/console/admin", N_("Administration"), frozenset({Role.PLATFORM_ADMIN})),
     NavItem("/console/audit", N_("Audit"), frozenset({Role.AUDITOR})),
@@ -106,8 +107,9 @@ async def csrf_protected(request: Request) -> None:
 
 
 def page_router() -> APIRouter:
-    """A router for a module of pages: under ``/console``, every unsafe request CSRF-checked."""
-    return APIRouter(prefix="/console", dependencies=[Depends(csrf_protected)])
+    """A router for a module of pages: under ``/console``, every unsafe request CSRF-checked. Pages
+    are not API endpoints: they are left out of the console's OpenAPI document."""
+    return APIRouter(prefix="/console", dependencies=[Depends(csrf_protected)], include_in_schema=False)
 
 
 def with_cookie(request: Request, response: Response, session: Session) -> Response:
