@@ -6,8 +6,11 @@ next to the field it concerns."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
 
@@ -47,6 +50,7 @@ LIST_PROBLEMS = {
     "validation": N_("The platform refused some of the values."),
 }
 
+REFUSED = N_("The platform refused this.")
 Errors = dict[str, str]
 Typed = dict[str, str]
 
@@ -96,12 +100,15 @@ def check_choice(errors: Errors, field: str, value: str, allowed: object) -> Non
         errors[field] = N_("Choose one of the options.")
 
 
-def refusal(refused: ApiProblem, prefix: str, fields: Typed) -> Errors:
-    """The API's refusal as errors: its field errors next to the fields of the form (``prefix``),
-    otherwise one message above the form with the API's detail."""
+def refusal(
+    refused: ApiProblem, prefix: str, fields: Collection[str], problems: dict[str, str] | None = None
+) -> Errors:
+    """The API's refusal as errors: its field errors next to the fields of the form (named
+    ``prefix`` + the API's field), otherwise one message above the form — the problem in the
+    person's language (``problems``, by the API's code) — with the API's own detail."""
     by_field = {f"{prefix}{f}": m for f, m in refused.fields.items() if f"{prefix}{f}" in fields}
     return by_field or {
-        f"{prefix}form": LIST_PROBLEMS.get(refused.code, N_("The platform refused this.")),
+        f"{prefix}form": (problems or LIST_PROBLEMS).get(refused.code, REFUSED),
         f"{prefix}detail": readable(refused),
     }
 
@@ -113,13 +120,22 @@ def uuid_or_none(text: str) -> uuid.UUID | None:
         return None
 
 
-async def listed(request: Request, session: Session, path: str, params: dict[str, str]) -> tuple[list[Any], str | None]:
-    """The rows of one list (up to the API's page of 500), or the API's refusal in words."""
+@dataclass(frozen=True)
+class Listed:
+    """One list as the API gives it: its rows (the API's first page of 500), whether there are more,
+    or the API's refusal in words."""
+
+    rows: list[Any]
+    more: bool = False
+    problem: str | None = None
+
+
+async def listed(request: Request, session: Session, path: str, params: dict[str, str]) -> Listed:
     try:
         answer = await api_get(request, session, path, params | {"limit": "500"})
     except ApiProblem as refused:
-        return [], readable(refused)
-    return list(answer["items"]), None
+        return Listed([], problem=readable(refused))
+    return Listed(list(answer["items"]), more=answer.get("next_cursor") is not None)
 
 
 async def lists_page(
@@ -128,10 +144,12 @@ async def lists_page(
     """The three lists of the person's department, with the forms to add to each; ``errors`` next
     to their fields and ``typed`` what the person had entered (field names prefixed by form)."""
     dept = {"dept": session.department}
-    responsibilities, r_problem = await listed(request, session, "/v1/registry/responsibilities", dept)
-    demands, d_problem = await listed(request, session, "/v1/registry/demands", {})
-    negative, n_problem = await listed(request, session, "/v1/registry/negative-list", dept)
-    own, _ = await listed(request, session, "/v1/registry/resources", {"provider": session.department})
+    responsibilities, demands, negative, own = await asyncio.gather(
+        listed(request, session, "/v1/registry/responsibilities", dept),
+        listed(request, session, "/v1/registry/demands", {}),
+        listed(request, session, "/v1/registry/negative-list", dept),
+        listed(request, session, "/v1/registry/resources", {"provider": session.department}),
+    )
     return page(
         request,
         session,
@@ -140,8 +158,7 @@ async def lists_page(
         responsibilities=responsibilities,
         demands=demands,
         negative=negative,
-        own_resources=own,
-        problems={"r": r_problem, "d": d_problem, "n": n_problem},
+        own_resources=own.rows,
         errors=errors or {},
         opened={field.split("_", 1)[0] for field in errors or {}},
         typed=typed or {},

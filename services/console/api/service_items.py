@@ -7,7 +7,6 @@ registry's new one. The console counts nothing itself: each figure is the regist
 from __future__ import annotations
 
 import contextlib
-import re
 import uuid
 from typing import Annotated, Any
 
@@ -15,7 +14,7 @@ from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, readable
-from services.console.api.lists import check_items, check_text
+from services.console.api.lists import SERVICE_ITEM_CODE, check_items, check_text, refusal
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -23,7 +22,6 @@ from services.console.session import Session
 router = page_router()
 
 ITEMS = "/console/service-items"
-SERVICE_ITEM_CODE = re.compile(r"^[0-9A-Za-z\-]{4,64}$")
 SOURCES = {
     "government": N_("Issued by a government department"),
     "applicant": N_("Provided by the applicant"),
@@ -39,7 +37,6 @@ ITEM_PROBLEMS = {
     "service-item-exists": N_("This code is already registered."),
     "validation": N_("The platform refused some of the values."),
 }
-REFUSED = N_("The platform refused this.")
 
 
 def item_path(code: str) -> str | None:
@@ -51,15 +48,6 @@ def material_spec(material: dict[str, Any], resource: str | None, items: list[st
     """A material as the API rewrites it (PUT): as it is, with this mapping (None: unmapped)."""
     keep = {k: material[k] for k in ("name", "source", "necessity")}
     return keep | {"resource": resource, "items": items}
-
-
-def refusal(refused: ApiProblem, prefix: str, fields: set[str]) -> dict[str, str]:
-    """The API's field errors next to the form's fields, else one message above the form."""
-    by_field = {f"{prefix}{f}": m for f, m in refused.fields.items() if f"{prefix}{f}" in fields}
-    return by_field or {
-        f"{prefix}form": ITEM_PROBLEMS.get(refused.code, REFUSED),
-        f"{prefix}detail": readable(refused),
-    }
 
 
 async def items_page(
@@ -115,7 +103,7 @@ async def register(
         try:
             await api_send(request, session, "POST", "/v1/registry/service-items", body)
         except ApiProblem as refused:
-            errors = refusal(refused, "s_", set(typed))
+            errors = refusal(refused, "s_", typed, ITEM_PROBLEMS)
             if refused.code == "service-item-exists":
                 errors["s_code"] = ITEM_PROBLEMS["service-item-exists"]
         else:
@@ -239,7 +227,7 @@ async def rewrite(
             )
         if refused.status == 404:  # the item, or the material: not the person's department's, or gone
             return not_found(request, session, refused)
-        errors = refusal(refused, prefix, set(typed))
+        errors = refusal(refused, prefix, typed, ITEM_PROBLEMS)
         if refused.code == "unknown-items":  # items the resource does not have: said next to them
             errors[f"{prefix}items"] = ITEM_PROBLEMS["unknown-items"]
     else:
@@ -272,7 +260,7 @@ async def add_material(
         except ApiProblem as refused:
             if refused.status == 404:
                 return not_found(request, session, refused)
-            errors = refusal(refused, "m_", set(typed))
+            errors = refusal(refused, "m_", typed, ITEM_PROBLEMS)
         else:
             return go(request, session, f"{ITEMS}/{code}")
     return await item_page(request, session, code, status=400, errors=errors, typed=typed)
@@ -290,6 +278,6 @@ async def remove_material(request: Request, session: PersonDep, code: str, mater
     except ApiProblem as refused:
         if refused.status == 404:
             return not_found(request, session, refused)
-        errors = refusal(refused, "m_", set())
+        errors = refusal(refused, "m_", (), ITEM_PROBLEMS)
         return await item_page(request, session, code, status=400, errors=errors)
     return go(request, session, f"{ITEMS}/{code}")

@@ -103,6 +103,14 @@ async def test_mapping_a_material_moves_the_service_items_exempt_rate(page: Page
     await page.get_by_role("link", name="服务事项").first.click()
     row = page.get_by_role("row").filter(has_text=code)
     await expect(row.get_by_role("cell").last).to_have_text(f"{1 / 3 * 100:.1f}%")
+    # The department's figure is the registry's (its other items, of other tests, count too).
+    stats = (await api_as(creds.gateway, admin, "GET", "/v1/registry/stats")).json()
+    civil = next(d for d in stats["departments"] if d["dept"] == CIVIL_AFFAIRS["code"])
+    assert civil["exempt_materials"] >= 1
+    rate = f"{civil['exempt_materials'] / civil['materials'] * 100:.1f}%"
+    await expect(page.locator("#department-rate")).to_have_text(
+        f"本部门：{civil['materials']} 份材料中 {civil['exempt_materials']} 份免提交（{rate}）"
+    )
     assert await page.evaluate(UNLABELLED_INPUTS) == []
     await shot(page, "service-items")
 
