@@ -159,6 +159,7 @@ async def lists_page(
         demands=demands,
         negative=negative,
         own_resources=own.rows,
+        keeper="data_admin" in session.roles,  # the forms: only for whom the API would take them
         errors=errors or {},
         opened={field.split("_", 1)[0] for field in errors or {}},
         typed=typed or {},

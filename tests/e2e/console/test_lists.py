@@ -187,6 +187,19 @@ async def test_a_data_item_goes_on_the_negative_list_and_comes_off(page: Page, d
     [line] = await listed()
     assert line["item"] == "证件号码"
 
+    # An approver of the department reads the lists (published lists) but is offered no form.
+    approver = await new_person(stack, creds, POLICE["code"], "approver")
+    await page.get_by_role("button", name="退出登录").click()
+    await log_in(page, approver.username, approver.password)
+    await page.goto("/console/lists")
+    await expect(page.locator("#negative").get_by_role("row").filter(has_text=code)).to_contain_text("证件号码")
+    await expect(page.locator("summary")).to_have_count(0)
+    await expect(page.get_by_role("button", name="移出清单")).to_have_count(0)
+
+    await page.get_by_role("button", name="退出登录").click()
+    await log_in(page, admin.username, admin.password)
+    await page.goto("/console/lists")
+    row = page.locator("#negative").get_by_role("row").filter(has_text=code)
     await row.get_by_role("button", name="移出清单").click()
     await expect(page.locator("#negative").get_by_role("row").filter(has_text=code)).to_have_count(0)
     assert await listed() == []
