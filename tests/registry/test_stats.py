@@ -9,7 +9,7 @@ implementing department covering those 信息项 for this very 事项. Real Post
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.common.security import Principal, Role
 from services.registry.applications.schemas import Purpose
 from services.registry.models import Grant, Resource
+from services.registry.service_items import service
 from services.registry.service_items.schemas import DepartmentStats, StatsPublic
+from services.registry.service_items.stats import exempt_materials
 from tests.factories import (
     ApplicationCreateFactory,
     ResourceCreateFactory,
@@ -96,6 +98,24 @@ async def test_a_mapped_material_with_a_live_grant_is_exempt(world: World) -> No
 
     after = await world.civil_stats()
     assert (after.materials, after.exempt_materials, after.exempt_rate) == (4, 1, 0.25)
+
+
+async def test_each_material_says_whether_it_is_exempt_by_the_same_rule(world: World) -> None:
+    """A service item's page shows its own materials' 免提交 (exempt_materials), counted as the figures count."""
+    form = {"name": "最低生活保障申请书", "source": "applicant"}
+    await world.item_with(world.card(), form, world.card(["户籍地址"]))
+    await world.item_with(world.card(), code="TKRY-GYSH")  # 特困人员供养: no grant for this 事项
+    _, materials = await service.get_service_item(world.keeper.session, CODE)
+    card = next(m.id for m in materials if m.items == COVERING)
+    codes = [CODE, "TKRY-GYSH"]
+    assert await exempt_materials(world.keeper.session, codes, datetime.now(UTC)) == set()
+
+    await world.granted()
+
+    exempt = await exempt_materials(world.keeper.session, codes, datetime.now(UTC))
+    assert exempt == {card}  # the card of ZDSHBZ-SP only: 户籍地址 is not granted, TKRY-GYSH not at all
+    assert len(exempt) == (await world.civil_stats()).exempt_materials
+    assert await exempt_materials(world.keeper.session, [], datetime.now(UTC)) == set()
 
 
 async def test_a_grant_for_another_purpose_does_not_exempt(world: World) -> None:

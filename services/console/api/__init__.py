@@ -3,10 +3,12 @@
 
 from fastapi import APIRouter
 
-from services.console.api import account, applying, approvals, catalogue
+from services.console.api import account, applying, approvals, catalogue, lists, service_items
 
 router = APIRouter()
 router.include_router(account.router)
 router.include_router(catalogue.router)
 router.include_router(approvals.router)
 router.include_router(applying.router)
+router.include_router(lists.router)
+router.include_router(service_items.router)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response
 
 from services.common.errors import CommonProblem, problem_responses
 from services.common.runtime import CurrentPrincipal, RuntimeDep, UnitOfWorkDep
+from services.common.uow import UnitOfWork
 from services.registry.api.common import AUTH, CalendarDep, TopicsDep, today
 from services.registry.models import Material, ServiceItem
 from services.registry.problems import RegistryProblem
@@ -24,7 +25,7 @@ from services.registry.service_items.schemas import (
     ServiceItemPublic,
     StatsPublic,
 )
-from services.registry.service_items.stats import registry_stats
+from services.registry.service_items.stats import exempt_materials, rate, registry_stats
 
 router = APIRouter(prefix="/v1/registry", tags=["registry: service items"], responses=problem_responses(*AUTH))
 
@@ -32,7 +33,7 @@ OWN = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND)
 MAPPING = (CommonProblem.NOT_FOUND, RegistryProblem.UNKNOWN_ITEMS)
 
 
-def material_public(m: Material) -> MaterialPublic:
+def material_public(m: Material, exempt: set[uuid.UUID]) -> MaterialPublic:
     return MaterialPublic(
         id=m.id,
         service_item=m.service_item_code,
@@ -41,18 +42,32 @@ def material_public(m: Material) -> MaterialPublic:
         necessity=m.necessity,
         resource=m.resource_code,
         items=m.items,
+        exempt=m.id in exempt,
     )
 
 
-def service_item_public(item: ServiceItem, materials: list[Material]) -> ServiceItemPublic:
+def service_item_public(item: ServiceItem, materials: list[Material], exempt: set[uuid.UUID]) -> ServiceItemPublic:
+    mine = sum(m.id in exempt for m in materials)
     return ServiceItemPublic(
         code=item.code,
         name=item.name,
         dept=item.dept,
-        materials=[material_public(m) for m in materials],
+        materials=[material_public(m, exempt) for m in materials],
+        exempt_materials=mine,
+        exempt_rate=rate(mine, len(materials)),
         created_at=item.created_at,
         updated_at=item.updated_at,
     )
+
+
+async def exempt_of(uow: UnitOfWork, *codes: str) -> set[uuid.UUID]:
+    """The 免提交 materials of ``codes`` as the unit of work sees them (its own writes included)."""
+    await uow.session.flush()
+    return await exempt_materials(uow.session, codes, datetime.now(UTC))
+
+
+async def item_public(uow: UnitOfWork, found: tuple[ServiceItem, list[Material]]) -> ServiceItemPublic:
+    return service_item_public(*found, await exempt_of(uow, found[0].code))
 
 
 @router.post(
@@ -65,7 +80,7 @@ def service_item_public(item: ServiceItem, materials: list[Material]) -> Service
 async def create_service_item(
     body: ServiceItemCreate, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
 ) -> ServiceItemPublic:
-    return service_item_public(*await service.create_service_item(uow, principal, body, topics))
+    return await item_public(uow, await service.create_service_item(uow, principal, body, topics))
 
 
 @router.get("/service-items", response_model=ServiceItemList, summary="Service items (事项清单)")
@@ -77,7 +92,8 @@ async def list_service_items(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> ServiceItemList:
     rows, next_cursor = await service.list_service_items(uow.session, dept=dept, limit=limit, cursor=cursor)
-    return ServiceItemList(items=[service_item_public(i, m) for i, m in rows], next_cursor=next_cursor)
+    exempt = await exempt_of(uow, *(i.code for i, _ in rows))
+    return ServiceItemList(items=[service_item_public(i, m, exempt) for i, m in rows], next_cursor=next_cursor)
 
 
 @router.get(
@@ -87,7 +103,7 @@ async def list_service_items(
     responses=problem_responses(CommonProblem.NOT_FOUND),
 )
 async def get_service_item(code: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> ServiceItemPublic:
-    return service_item_public(*await service.get_service_item(uow.session, code))
+    return await item_public(uow, await service.get_service_item(uow.session, code))
 
 
 @router.patch(
@@ -99,7 +115,7 @@ async def get_service_item(code: str, principal: CurrentPrincipal, uow: UnitOfWo
 async def update_service_item(
     code: str, body: ServiceItemPatch, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
 ) -> ServiceItemPublic:
-    return service_item_public(*await service.update_service_item(uow, principal, code, body, topics))
+    return await item_public(uow, await service.update_service_item(uow, principal, code, body, topics))
 
 
 @router.delete(
@@ -126,7 +142,8 @@ async def delete_service_item(
 async def add_material(
     code: str, body: MaterialSpec, principal: CurrentPrincipal, uow: UnitOfWorkDep, topics: TopicsDep
 ) -> MaterialPublic:
-    return material_public(await service.add_material(uow, principal, code, body, topics))
+    material = await service.add_material(uow, principal, code, body, topics)
+    return material_public(material, await exempt_of(uow, code))
 
 
 @router.put(
@@ -143,7 +160,8 @@ async def replace_material(
     uow: UnitOfWorkDep,
     topics: TopicsDep,
 ) -> MaterialPublic:
-    return material_public(await service.replace_material(uow, principal, code, material_id, body, topics))
+    material = await service.replace_material(uow, principal, code, material_id, body, topics)
+    return material_public(material, await exempt_of(uow, code))
 
 
 @router.delete(

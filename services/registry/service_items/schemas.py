@@ -50,6 +50,7 @@ class MaterialPublic(BaseModel):
     necessity: MaterialNecessity
     resource: str | None
     items: list[str]
+    exempt: bool = Field(description="免提交 now: the exchange can fetch it (the rule of GET /v1/registry/stats)")
 
 
 class ServiceItemPublic(BaseModel):
@@ -57,6 +58,8 @@ class ServiceItemPublic(BaseModel):
     name: str
     dept: str
     materials: list[MaterialPublic]
+    exempt_materials: int = Field(description="its materials that are 免提交 now")
+    exempt_rate: float | None = Field(description="免提交率 of this item; null when it has no materials")
     created_at: datetime
     updated_at: datetime
 

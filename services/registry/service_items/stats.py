@@ -13,7 +13,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from collections.abc import Collection, Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -36,16 +37,9 @@ from services.registry.service_items.schemas import (
     StatsPublic,
 )
 
-MATERIALS = text(
-    """
-    SELECT si.dept,
-           count(*) AS materials,
-           count(*) FILTER (WHERE r.code IS NOT NULL AND EXISTS (
-               SELECT 1 FROM registry.grants g
-                WHERE g.resource_code = r.code AND g.consumer_dept = si.dept AND g.purpose = si.code
-                  AND g.status = :active AND g.valid_until > :now
-                  AND m.items::text[] <@ g.items::text[]
-           )) AS exempt
+# The materials with the resource each could be fetched from: joined only when it is government
+# issued, mapped, published, shared, still has the mapped 信息项 and none of it is 负面清单-listed.
+MATERIAL_SOURCES = """
       FROM registry.materials m
       JOIN registry.service_items si ON si.code = m.service_item_code
       LEFT JOIN registry.resources r
@@ -59,9 +53,22 @@ MATERIALS = text(
            SELECT 1 FROM registry.negative_lines n
             WHERE n.resource_code = r.code AND (n.item IS NULL OR n.item = ANY(m.items))
        )
-     GROUP BY si.dept
-    """
+"""
+# ... and 免提交 when, moreover, its department holds a live grant covering them for this 事项.
+EXEMPT = """
+      r.code IS NOT NULL AND EXISTS (
+          SELECT 1 FROM registry.grants g
+           WHERE g.resource_code = r.code AND g.consumer_dept = si.dept AND g.purpose = si.code
+             AND g.status = :active AND g.valid_until > :now
+             AND m.items::text[] <@ g.items::text[]
+      )
+"""
+MATERIALS = text(
+    f"SELECT si.dept, count(*) AS materials, count(*) FILTER (WHERE {EXEMPT}) AS exempt"
+    f" {MATERIAL_SOURCES} GROUP BY si.dept"
 )
+EXEMPT_OF = text(f"SELECT m.id {MATERIAL_SOURCES} WHERE si.code = ANY(:codes) AND {EXEMPT}")
+
 
 RESOURCES = text(
     """
@@ -89,6 +96,24 @@ APPLICATIONS = text(
      GROUP BY provider_dept
     """
 )
+
+
+def exemption_params(now: datetime) -> dict[str, Any]:
+    return {
+        "active": GrantStatus.ACTIVE.value,
+        "now": now,
+        "government": MaterialSource.GOVERNMENT.value,
+        "published": ResourceStatus.PUBLISHED.value,
+    }
+
+
+async def exempt_materials(session: AsyncSession, codes: Collection[str], now: datetime) -> set[uuid.UUID]:
+    """The materials of the service items ``codes`` that are 免提交 at ``now`` (the same rule as the
+    figures: a service item's page shows its own share of them)."""
+    if not codes:
+        return set()
+    rows = await session.scalars(EXEMPT_OF, {**exemption_params(now), "codes": list(codes)})
+    return set(rows.all())
 
 
 def rate(part: int, whole: int) -> float | None:
@@ -126,13 +151,7 @@ async def registry_stats(
     def of(dept: str) -> DepartmentStats:
         return departments.setdefault(dept, DepartmentStats(dept=dept))
 
-    params: dict[str, Any] = {
-        "active": GrantStatus.ACTIVE.value,
-        "now": now,
-        "government": MaterialSource.GOVERNMENT.value,
-        "published": ResourceStatus.PUBLISHED.value,
-    }
-    for dept, materials, exempt in await session.execute(MATERIALS, params):
+    for dept, materials, exempt in await session.execute(MATERIALS, exemption_params(now)):
         of(dept).materials, of(dept).exempt_materials = materials, exempt
     for dept, share_type, n in await session.execute(RESOURCES, {"published": ResourceStatus.PUBLISHED.value}):
         of(dept).resources_by_share[share_type] = n
