@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -150,6 +151,14 @@ async def test_a_system_is_registered_its_secret_shown_once_and_it_is_disabled_a
             issued = await anyone.post("/oauth2/token", data=grant, auth=(client_id, secret))
             assert issued.status_code == 200, issued.text
             assert claims(issued.json()["access_token"])["client_id"] == client_id
+
+        # Reloaded, the answer is the system's page (its address was replaced): no secret, no second system.
+        await expect(page).to_have_url(re.compile(f"/console/admin/systems/{client_id}$"))
+        await page.reload()
+        await expect(page.get_by_role("heading", name="低保审核系统")).to_be_visible()
+        await expect(page.locator("#client-secret")).to_have_count(0)
+        assert secret not in await page.content()
+        assert len((await api.get("/v1/systems", params={"department": department.code})).json()["items"]) == 1
 
         # Revisited, the list and the system's page show it, never its secret again.
         await page.goto("/console/admin/systems")
