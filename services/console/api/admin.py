@@ -411,6 +411,10 @@ async def systems(request: Request, session: PersonDep, cursor: str | None = Non
     return await systems_page(request, session, cursor=cursor)
 
 
+# Ten public keys (the gateway's most) take a few KB; more is no JWKS.
+JWKS_MAX = 64 * 1024
+
+
 def jwks_body(jwks: str, jwks_uri: str, errors: dict[str, str]) -> dict[str, object]:
     """The public keys as the gateway takes them: a JWKS pasted (JSON) or its https address, one of
     them; what is wrong goes into ``errors`` next to its field."""
@@ -420,9 +424,12 @@ def jwks_body(jwks: str, jwks_uri: str, errors: dict[str, str]) -> dict[str, obj
         return {}
     if jwks_uri:
         return {"jwks_uri": jwks_uri}
+    if len(jwks) > JWKS_MAX:
+        errors["jwks"] = N_("A JWKS of at most 64 KB, please: ten public keys fit in far less.")
+        return {}
     try:
         parsed = json.loads(jwks)
-    except ValueError:
+    except (ValueError, RecursionError):  # whatever is pasted: said next to the field, never a 500
         parsed = None
     if not isinstance(parsed, dict):
         errors["jwks"] = N_("This is not a JSON object. Paste the whole JWKS.")

@@ -207,6 +207,12 @@ async def test_a_systems_public_keys_are_registered_pasted_and_a_bad_address_is_
         await expect(page.locator("#registered-jwks")).to_contain_text('"kid": "first-key"')
         assert await page.evaluate(UNLABELLED_INPUTS) == []
 
+        # Whatever is pasted is said next to the field, never a stack trace: JSON nested past any parser.
+        await page.get_by_label("JWKS（JSON）").fill("[" * 15_000)
+        await page.get_by_role("button", name="登记公钥").click()
+        await expect(page.locator("#jwks-error")).to_have_text("这不是 JSON 对象，请粘贴完整的 JWKS。")
+        await page.get_by_label("JWKS（JSON）").fill("")
+
         # An address the gateway will not fetch keys from: its refusal next to the field; keys kept.
         await page.get_by_label("JWKS 地址").fill("http://keys.example.gov.cn/jwks.json")
         await page.get_by_role("button", name="登记公钥").click()
