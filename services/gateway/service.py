@@ -333,7 +333,7 @@ async def set_user_roles(session: AsyncSession, principal: Principal, username: 
     if user is None:
         raise NotFound("user", username)
     if principal.is_person and principal.sub == user.username and Role.PLATFORM_ADMIN not in roles:
-        raise forbidden("You cannot take away your own platform_admin role.")
+        raise forbidden("You cannot take away your own platform_admin role (不能取消自己的平台管理员角色).")
     user.roles = sorted(set(roles))
     await session.flush()
     return user

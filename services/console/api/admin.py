@@ -265,6 +265,8 @@ async def user_roles(
             await api_send(request, session, "PUT", f"{path}/roles", {"roles": roles})
         except ApiProblem as refused:
             errors = api_errors(refused, {"roles": roles})
+            if refused.code == "forbidden":  # a platform admin's own role (the API says so in its words)
+                errors = {"roles": N_("The platform refused this change of roles."), "roles_detail": readable(refused)}
         else:
             return go(request, session, f"/console/admin/users/{quote(username)}?done=roles")
     return await user_page(request, session, username, status=400, errors=errors, typed={"roles": roles})

@@ -302,6 +302,15 @@ async def test_a_person_is_created_unlocked_re_roled_and_disabled(
             await expect(page.get_by_role("row").filter(has_text=username)).to_contain_text("已停用")
             await shot(page, "admin-people")
 
+        # Nobody takes their own platform_admin role away: the refusal next to the roles, nothing changed.
+        await page.goto(f"/console/admin/users/{admin.username}")
+        await page.get_by_label("平台管理员").uncheck()
+        await page.get_by_label("审计员").check()
+        await page.get_by_role("button", name="修改角色").click()
+        await expect(page.locator("#roles-error")).to_contain_text("不能取消自己的平台管理员角色")
+        await expect(page.get_by_label("审计员")).to_be_checked()
+        assert (await api.get(f"/v1/users/{admin.username}")).json()["roles"] == ["platform_admin"]
+
 
 async def test_the_signing_key_is_rotated_after_a_confirmation(page: Page, distributed: Stack, admin: Person) -> None:
     _, creds = distributed
