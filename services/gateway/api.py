@@ -52,10 +52,14 @@ from services.gateway.schemas import (
     StatusPublic,
     SystemCreate,
     SystemCreated,
+    SystemList,
     SystemPublic,
     TokenResponse,
+    UserAccount,
     UserCreate,
+    UserList,
     UserPublic,
+    UserRoles,
 )
 from services.gateway.service import OAuthError
 from services.gateway.upstreams import UpstreamFailed, Upstreams, body_of, response_headers
@@ -407,9 +411,7 @@ async def create_system(
     )
 
 
-@router.get("/v1/systems/{client_id}", response_model=SystemPublic, tags=["identity"])
-async def get_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SystemPublic:
-    system = await service.get_system(uow.session, principal, client_id)
+def system_public(system: System) -> SystemPublic:
     return SystemPublic(
         client_id=system.client_id,
         dept=system.dept_code,
@@ -418,7 +420,30 @@ async def get_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWor
         auth_method=system.auth_method,
         jwks_uri=system.jwks_uri,
         tls_client_certificate_bound_access_tokens=system.certificate_bound,
+        status=system.status,
     )
+
+
+@router.get(
+    "/v1/systems",
+    response_model=SystemList,
+    tags=["identity"],
+    summary="Systems: every department's (platform_admin, optionally of one department), else one's own department's",
+)
+async def list_systems(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    department: Annotated[str | None, Query(max_length=18)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> SystemList:
+    rows, next_cursor = await service.list_systems(uow.session, principal, limit, cursor, department)
+    return SystemList(items=[system_public(s) for s in rows], next_cursor=next_cursor)
+
+
+@router.get("/v1/systems/{client_id}", response_model=SystemPublic, tags=["identity"])
+async def get_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SystemPublic:
+    return system_public(await service.get_system(uow.session, principal, client_id))
 
 
 ADMIN_PROBLEMS = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND)
@@ -584,6 +609,62 @@ async def create_user(
 ) -> UserPublic:
     user = await service.create_user(uow.session, principal, body)
     changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, user.username, "user.create")
+    return UserPublic(username=user.username, department=user.dept_code, roles=user.roles)
+
+
+def user_account(account: service.UserAccount) -> UserAccount:
+    user, locked_until = account
+    return UserAccount(
+        username=user.username,
+        department=user.dept_code,
+        roles=user.roles,
+        status=user.status,
+        locked_until=locked_until,
+        created_at=user.created_at,
+    )
+
+
+@router.get(
+    "/v1/users",
+    response_model=UserList,
+    tags=["identity"],
+    summary="People's accounts, with whether each is disabled or locked out (platform_admin)",
+    responses=problem_responses(CommonProblem.FORBIDDEN),
+)
+async def list_users(
+    principal: CurrentPrincipal,
+    uow: UnitOfWorkDep,
+    department: Annotated[str | None, Query(max_length=18)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> UserList:
+    rows, next_cursor = await service.list_users(uow.session, principal, limit, cursor, department)
+    return UserList(items=[user_account(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/v1/users/{username}",
+    response_model=UserAccount,
+    tags=["identity"],
+    summary="A person's account (platform_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def get_user(username: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> UserAccount:
+    return user_account(await service.get_user(uow.session, principal, username))
+
+
+@router.put(
+    "/v1/users/{username}/roles",
+    response_model=UserPublic,
+    tags=["identity"],
+    summary="Re-role a person: their next token carries these roles (platform_admin)",
+    responses=problem_responses(*ADMIN_PROBLEMS),
+)
+async def set_user_roles(
+    username: str, body: UserRoles, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> UserPublic:
+    user = await service.set_user_roles(uow.session, principal, username, list(body.roles))
+    changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, user.username, "user.roles")
     return UserPublic(username=user.username, department=user.dept_code, roles=user.roles)
 
 

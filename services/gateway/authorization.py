@@ -81,6 +81,7 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/v1/departments/{code}/disable"): PLATFORM_ADMIN,
     ("POST", "/v1/departments/{code}/enable"): PLATFORM_ADMIN,
     ("POST", "/v1/departments/{code}/systems"): SYSTEM_MANAGERS,
+    ("GET", "/v1/systems"): ANYONE,  # its own department's, or a platform admin's of every department
     ("GET", "/v1/systems/{client_id}"): ANYONE,  # its own department's, or a platform admin
     ("GET", "/v1/systems/{client_id}/secrets"): MANAGED_SYSTEM,
     ("POST", "/v1/systems/{client_id}/secrets"): MANAGED_SYSTEM,
@@ -101,6 +102,9 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/v1/keys"): PLATFORM_ADMIN,
     ("POST", "/v1/keys/rotate"): PLATFORM_ADMIN,
     ("POST", "/v1/users"): PLATFORM_ADMIN,
+    ("GET", "/v1/users"): PLATFORM_ADMIN,
+    ("GET", "/v1/users/{username}"): PLATFORM_ADMIN,
+    ("PUT", "/v1/users/{username}/roles"): PLATFORM_ADMIN,
     ("POST", "/v1/users/{username}/disable"): PLATFORM_ADMIN,
     ("POST", "/v1/users/{username}/enable"): PLATFORM_ADMIN,
     ("POST", "/v1/users/{username}/unlock"): PLATFORM_ADMIN,

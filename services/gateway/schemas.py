@@ -206,6 +206,14 @@ class SystemPublic(BaseModel):
     auth_method: str
     jwks_uri: str | None = None
     tls_client_certificate_bound_access_tokens: bool = False
+    status: Literal["active", "disabled"] = "active"
+
+
+class SystemList(BaseModel):
+    """Systems (业务系统): every department's for a platform administrator, else the person's own."""
+
+    items: list[SystemPublic]
+    next_cursor: str | None
 
 
 class ClientKeysPublic(BaseModel):
@@ -263,6 +271,26 @@ class UserPublic(BaseModel):
     username: str
     department: str
     roles: list[str]
+
+
+class UserRoles(Strict):
+    """A person's roles, all of them (重新授予角色): they replace the ones held. A token already
+    issued keeps its roles until it expires; the next one carries these."""
+
+    roles: list[UserRole] = Field(min_length=1, max_length=4)
+
+
+class UserAccount(UserPublic):
+    """A person's account as a platform administrator sees it: whether it is disabled or locked."""
+
+    status: Literal["active", "disabled"]
+    locked_until: datetime | None = Field(description="while locked out after repeated failed logins (锁定)")
+    created_at: datetime
+
+
+class UserList(BaseModel):
+    items: list[UserAccount]
+    next_cursor: str | None
 
 
 class Login(Strict):

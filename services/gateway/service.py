@@ -273,6 +273,72 @@ async def get_system(session: AsyncSession, principal: Principal, client_id: str
     return system
 
 
+async def list_systems(
+    session: AsyncSession, principal: Principal, limit: int, cursor: str | None, department: str | None
+) -> tuple[list[System], str | None]:
+    """Systems by client id: a platform administrator's of every department (or of ``department``),
+    anyone else's of their own department only, as :func:`get_system` shows them."""
+    query = one_more(select(System).order_by(System.client_id), limit)
+    if not principal.has_role(Role.PLATFORM_ADMIN):
+        query = query.where(System.dept_code == principal.dept)
+    if department:
+        query = query.where(System.dept_code == department.upper())
+    if cursor:
+        query = query.where(System.client_id > cursor)
+    return page(list((await session.scalars(query)).all()), limit, lambda s: s.client_id)
+
+
+# A person's account with the end of their lockout, if they are locked out now.
+UserAccount = tuple[User, datetime | None]
+
+
+async def with_lockouts(session: AsyncSession, users: list[User]) -> list[UserAccount]:
+    """Each of ``users`` with the end of their lockout (None: not locked out now)."""
+    query = select(SignInFailures.name, SignInFailures.locked_until).where(
+        SignInFailures.kind == PrincipalType.PERSON.value,
+        SignInFailures.name.in_([u.username for u in users]),
+        SignInFailures.locked_until > func.now(),
+    )
+    locked = {row.name: row.locked_until for row in (await session.execute(query)).all()}
+    return [(u, locked.get(u.username)) for u in users]
+
+
+async def list_users(
+    session: AsyncSession, principal: Principal, limit: int, cursor: str | None, department: str | None
+) -> tuple[list[UserAccount], str | None]:
+    """People's accounts by username, with their lockouts (a platform administrator's)."""
+    require_platform_admin(principal)
+    query = one_more(select(User).order_by(User.username), limit)
+    if department:
+        query = query.where(User.dept_code == department.upper())
+    if cursor:
+        query = query.where(User.username > cursor)
+    users, next_cursor = page(list((await session.scalars(query)).all()), limit, lambda u: u.username)
+    return await with_lockouts(session, users), next_cursor
+
+
+async def get_user(session: AsyncSession, principal: Principal, username: str) -> UserAccount:
+    require_platform_admin(principal)
+    user = await session.get(User, username)
+    if user is None:
+        raise NotFound("user", username)
+    return (await with_lockouts(session, [user]))[0]
+
+
+async def set_user_roles(session: AsyncSession, principal: Principal, username: str, roles: list[str]) -> User:
+    """Re-role a person (a platform administrator's): their next token carries ``roles``. Not
+    one's own platform_admin role away (as one may not disable oneself)."""
+    require_platform_admin(principal)
+    user = await session.get(User, username)
+    if user is None:
+        raise NotFound("user", username)
+    if principal.is_person and principal.sub == user.username and Role.PLATFORM_ADMIN not in roles:
+        raise forbidden("You cannot take away your own platform_admin role (不能取消自己的平台管理员角色).")
+    user.roles = sorted(set(roles))
+    await session.flush()
+    return user
+
+
 async def create_user(session: AsyncSession, principal: Principal, body: UserCreate) -> User:
     require_platform_admin(principal)
     await get_department(session, body.department)
