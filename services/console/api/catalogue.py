@@ -510,7 +510,8 @@ async def api_fetch(request: Request, session: Session, method: str, path: str, 
 def attachment(name: str, fallback: str) -> str:
     """RFC 6266 ``Content-Disposition``: the Chinese name as ``filename*`` (RFC 8187), an ASCII
     name for the few clients that know only ``filename``."""
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}"
+    plain = f'; filename="{fallback}"' if fallback else ""
+    return f"attachment{plain}; filename*=UTF-8''{quote(name)}"
 
 
 @router.get("/catalogue/import", response_class=HTMLResponse, summary="Import catalogue entries from an .xlsx")
@@ -544,7 +545,11 @@ async def upload(request: Request, session: PersonDep) -> Response:
         elif len(content) > MAX_UPLOAD_BYTES:
             errors["file"] = UPLOAD_PROBLEMS["file-too-large"]
         else:
-            headers = {"content-type": UPLOAD_TYPES[suffix]}
+            # The file's name (RFC 6266) is what the registry's job records and its page shows.
+            headers = {
+                "content-type": UPLOAD_TYPES[suffix],
+                "content-disposition": attachment(file.filename[-200:], ""),
+            }
             try:
                 answer = await api_fetch(
                     request, session, "POST", "/v1/registry/imports/resources", content=content, headers=headers

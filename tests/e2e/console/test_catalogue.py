@@ -64,6 +64,24 @@ CATEGORY = sorted(TAXONOMY.targets)[0]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
+# A whole draft form as the page posts it (one item).
+VALID_FORM = {
+    "name": "别人的目录",
+    "summary": "改过的摘要。",
+    "format": "服务接口",
+    "update_cycle": "实时",
+    "share_type": "unconditional",
+    "share_mode": "接口",
+    "open_public": "no",
+    "subject_types": "id_card",
+    "item_name": "姓名",
+    "item_data_type": "C",
+    "item_length": "50",
+    "item_sensitive": "no",
+    "item_masking": "",
+}
+
+
 async def department_entries(creds: DemoCredentials, person: Person, marker: str) -> list[dict[str, Any]]:
     """The person's department's entries whose summary holds ``marker``, as the API lists them."""
     async with httpx.AsyncClient(base_url=creds.gateway, timeout=30) as api:
@@ -97,7 +115,7 @@ async def test_a_data_admin_creates_a_draft_with_errors_in_place_edits_and_submi
     await page.get_by_label("分类码").fill(CATEGORY)
     await page.get_by_label("第 1 项的名称").fill("姓名")
     await page.get_by_label("第 1 项的长度").fill("五十")
-    await page.get_by_role("button", name="保存草稿").click()
+    await page.get_by_label("第 1 项的长度").press("Enter")  # Enter saves (it does not remove the row)
     await expect(page.locator("#name-error")).to_have_text("名称应为 2–100 个字符。")
     await expect(page.get_by_label("名称", exact=True)).to_have_attribute("aria-invalid", "true")
     await expect(page.get_by_label("名称", exact=True)).to_have_value("户")
@@ -182,6 +200,14 @@ async def test_a_data_admin_creates_a_draft_with_errors_in_place_edits_and_submi
     answer = await page.goto(f"/console/catalogue/{created['code']}/edit")
     assert answer is not None and answer.status == 404
     await expect(page.get_by_role("heading", name="没有这条目录。")).to_be_visible()
+    csrf = await page.locator("input[name=csrf_token]").first.input_value()
+    for action in ("edit", "submit"):
+        form = {"csrf_token": csrf, **VALID_FORM}
+        refused = await page.request.post(f"/console/catalogue/{created['code']}/{action}", form=form)
+        assert refused.status == 404, action
+        assert "没有这条目录。" in await refused.text()
+    [unchanged] = await department_entries(creds, person, marker)
+    assert unchanged["name"] == name and unchanged["status"] == "submitted"
 
 
 def sheet(template: bytes, rows: list[dict[str, str]]) -> bytes:
@@ -233,12 +259,13 @@ async def test_an_xlsx_import_shows_its_row_errors_imports_nothing_until_it_is_r
 
     # Row 3 is not valid: the registry imports all or nothing.
     bad = upload(
-        "bad.xlsx",
+        "甲乙.xlsx",
         sheet(template, [row_of(f"导入甲{marker[:4]}", marker), row_of(f"导入乙{marker[:4]}", marker, "不存在")]),
     )
     await page.get_by_label("表格文件（.xlsx 或 .csv，不超过 8 MiB）").set_input_files(bad)
     await page.get_by_role("button", name="导入", exact=True).click()
     await expect(page.locator("#job-status")).to_have_text("未导入", timeout=30_000)
+    await expect(page.locator("#job-file")).to_have_text("甲乙.xlsx")  # its name, through the gateway
     await expect(page.get_by_text("未导入任何数据：请更正下列各行后重新导入文件。")).to_be_visible()
     error_row = page.locator("#row-errors tbody tr")
     await expect(error_row).to_have_count(1)
