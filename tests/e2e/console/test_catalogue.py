@@ -108,6 +108,10 @@ async def test_a_data_admin_creates_a_draft_with_errors_in_place_edits_and_submi
     await page.get_by_role("button", name="新建草稿").click()
     await expect(page.get_by_role("heading", name="新建草稿", level=1)).to_be_visible()
     assert await page.evaluate(UNLABELLED_INPUTS) == []
+    await page.get_by_role("button", name="English").click()  # the same form in English
+    await expect(page.get_by_role("heading", name="New draft", level=1)).to_be_visible()
+    await expect(page.get_by_label("Data type of item 1")).to_have_value("C")
+    await page.get_by_role("button", name="中文").click()
 
     # What the console says at once: a name too short, a length that is not a number.
     await page.get_by_label("名称", exact=True).fill("户")
@@ -323,3 +327,32 @@ async def test_a_file_upload_without_the_csrf_token_is_refused(page: Page, distr
         "/console/catalogue/import", multipart={"csrf_token": csrf, "file": one}, max_redirects=0
     )
     assert taken.status == 303 and taken.headers["location"].startswith("/console/catalogue/imports/")
+
+
+async def test_a_spreadsheet_larger_than_an_ordinary_request_body_is_uploaded_and_checked(
+    page: Page, distributed: Stack, person: Person
+) -> None:
+    """The import page takes a file up to the upload limit, not the 64 KiB of any other form."""
+    creds = distributed[1]
+    marker = uuid.uuid4().hex[:10]
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=30) as api:
+        login = await api.post("/v1/auth/login", json={"username": person.username, "password": person.password})
+        token = {"authorization": f"Bearer {login.json()['access_token']}"}
+        template = (await api.get("/v1/registry/imports/template.xlsx", headers=token)).content
+    rows = [
+        row_of(f"大表{n}", marker) | {"信息资源摘要": "".join(uuid.uuid4().hex for _ in range(60)) + marker}
+        for n in range(150)
+    ]
+    rows[-1]["资源分类"] = "不存在"  # so that nothing is written
+    content = sheet(template, rows)
+    assert len(content) > GatewaySettings.model_fields["max_body_bytes"].default
+    await log_in(page, person.username, person.password)
+    await page.goto("/console/catalogue/import")
+    await page.get_by_label("表格文件（.xlsx 或 .csv，不超过 8 MiB）").set_input_files(upload("大表.xlsx", content))
+    await page.get_by_role("button", name="导入", exact=True).click()
+    await expect(page.locator("#job-status")).to_have_text("未导入", timeout=60_000)
+    await expect(page.locator("#job-file")).to_have_text("大表.xlsx")
+    error_row = page.locator("#row-errors tbody tr")
+    await expect(error_row).to_have_count(1)
+    await expect(error_row.get_by_role("cell").nth(0)).to_have_text("151")
+    assert await department_entries(creds, person, marker) == []
