@@ -92,7 +92,8 @@ def text_problem(scope: Scope) -> Problem | None:
 
 # Routes whose body is a file a person uploads (a spreadsheet of catalogue entries), allowed
 # ``max_upload_bytes`` instead of ``max_body_bytes``; the gateway forwards them with the same limit.
-UPLOAD_PREFIXES = ("/v1/registry/imports/",)
+# The console's import page is one: it takes the person's file (multipart) and sends it to the registry.
+UPLOAD_PREFIXES = ("/v1/registry/imports/", "/console/catalogue/import")
 
 
 def is_upload(path: str) -> bool:

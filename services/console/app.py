@@ -118,6 +118,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
         "Served at /console through the gateway; calls the platform's API with the person's token.",
         lifespan=lifespan,
         max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,  # the import page's file (http.UPLOAD_PREFIXES)
     )
     # Starlette's trailing-slash redirect names this process's own address, not the gateway's.
     app.router.redirect_slashes = False

@@ -109,10 +109,13 @@ class Platform:
             raise ApiProblem.of(answer)
         return answer.json() if answer.content else None
 
-    async def fetch(self, session: Session, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def fetch(
+        self, session: Session, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         """The whole answer of a call as the person — a file to download, or a form with a file to
-        upload (``files=``, ``params=``…); a refusal is an ApiProblem as always."""
-        headers = self._headers(session) | {"accept": "*/*"}
+        upload (``files=``, ``params=``…; ``headers`` such as a file's ``content-type`` join the
+        person's); a refusal is an ApiProblem as always."""
+        headers = self._headers(session) | {"accept": "*/*"} | (headers or {})
         answer = await self._send(method, path, headers=headers, **kwargs)
         if answer.status_code >= 300:
             raise ApiProblem.of(answer)

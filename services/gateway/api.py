@@ -76,6 +76,7 @@ FORWARD_REQUEST_HEADERS = frozenset(
     {
         "authorization",
         "content-type",
+        "content-disposition",  # an upload's file name (RFC 6266), which the registry's import jobs record
         "idempotency-key",
         "x-request-id",
         "accept",

@@ -356,4 +356,8 @@ async def test_an_edit_that_makes_the_entry_invalid_is_refused_and_writes_nothin
     with pytest.raises(Problem) as refused:
         await registry.patch(people.admin, code, items=twice)
     assert (refused.value.status, refused.value.code) == (422, "validation")
+    # As a request's own validation errors are: by field (the whole entry's rule names none).
+    [error] = refused.value.extra["errors"]
+    assert (error["field"], error["type"]) == ("", "value_error")
+    assert "items: names must be unique" in error["message"]
     assert await registry.state(code) == before

@@ -23,6 +23,7 @@ from services.console.session import COOKIE, COOKIE_PATH, Sealer, Session, csrf_
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 @dataclass(frozen=True)
@@ -95,12 +96,13 @@ SessionDep = Annotated[Session, Depends(session_of)]
 
 async def csrf_protected(request: Request) -> None:
     """Every request that is not a GET or HEAD carries the session's CSRF token, as a form field
-    or (htmx) a header; SameSite=Strict on the cookie is a second line, not the only one."""
+    (of an urlencoded form, or of a multipart one: a file's upload) or (htmx) a header;
+    SameSite=Strict on the cookie is a second line, not the only one."""
     if request.method in SAFE_METHODS:
         return
     session = console_of(request).sealer.open(request.cookies.get(COOKIE))
     sent = request.headers.get(CSRF_HEADER)
-    if sent is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+    if sent is None and request.headers.get("content-type", "").startswith(FORM_TYPES):
         sent = str((await request.form()).get(CSRF_FIELD) or "") or None
     if session is None or not csrf_matches(session, sent):
         raise Refused(403, N_("This form has expired or did not come from the console. Reload the page and try again."))

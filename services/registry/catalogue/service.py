@@ -264,7 +264,12 @@ async def update_resource(
     try:
         body = ResourceCreate.model_validate(merged)
     except ValidationError as err:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in err.errors(include_url=False)]
+        # The same shape as a request's own validation errors (services.common.errors), so that a
+        # client shows them by field whichever check found them.
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "type": e["type"]}
+            for e in err.errors(include_url=False)
+        ]
         raise CommonProblem.VALIDATION.problem("The edited entry is not valid.", extra={"errors": errors}) from err
     await check_related(session, principal, body.related_codes)
     content = body.model_dump(mode="json")
