@@ -3,9 +3,10 @@
 
 from fastapi import APIRouter
 
-from services.console.api import account, approvals, catalogue
+from services.console.api import account, approvals, audit, catalogue
 
 router = APIRouter()
 router.include_router(account.router)
 router.include_router(catalogue.router)
 router.include_router(approvals.router)
+router.include_router(audit.router)
