@@ -71,6 +71,8 @@ ALERT_RULES = {
     "subject_spread": N_("One person read by many departments"),
     "rare_purpose": N_("A rarely used service item"),
 }
+# A refusal of the API for someone who is not an auditor (the API's detail follows it).
+AUDITORS_ONLY = N_("Only auditors may see this.")
 ALERT_PROBLEMS = {
     "alert-already-acknowledged": N_("This alert has already been acknowledged."),
     "unknown-alert": N_("No such alert."),
@@ -114,6 +116,11 @@ def read_search(request: Request) -> Search:
         errors["type"] = UNKNOWN_ACTION
     order = given.get("order", "desc")
     return Search(typed, order if order in ORDERS else "desc", errors)
+
+
+def lead_of(refused: ApiProblem) -> str | None:
+    """Our words before the API's for a refusal a person may meet here (not an auditor)."""
+    return AUDITORS_ONLY if refused.status == 403 else None
 
 
 def api_errors(refused: ApiProblem) -> dict[str, str]:
@@ -262,6 +269,7 @@ async def subject_accesses(
                 errors["to"] = TIME_RANGE
             else:
                 errors["subject"] = readable(refused)
+                errors["subject_lead"] = lead_of(refused) or ""
         for access in accesses or []:
             access["when"] = local_time(access["occurred_at"], request)
     del value  # nothing below may show it
@@ -338,7 +346,7 @@ async def chain(request: Request, session: PersonDep, verify: str | None = None)
     API's check of the whole chain, tree, checkpoints and cosignatures (a read: a GET)."""
     platform = console_of(request).platform
     checkpoint: CheckpointView | None = None
-    problem, said = None, None  # ours (translated), the API's own words
+    problem, said, lead = None, None, None  # ours (translated), the API's own words
     try:
         note = (await platform.fetch(session, "GET", "/v1/audit/checkpoint")).text
         key = (await platform.fetch(session, "GET", "/v1/audit/checkpoint/key")).text.strip()
@@ -347,15 +355,23 @@ async def chain(request: Request, session: PersonDep, verify: str | None = None)
         if refused.code == "no-checkpoint":
             problem = N_("No checkpoint has been signed yet.")
         else:
-            said = readable(refused)
-    report = None
+            said, lead = readable(refused), lead_of(refused)
+    report, refusal = None, None  # a refusal to verify is not a failed verification: shown apart
     if verify is not None:
         try:
             report = await api_get(request, session, "/v1/audit/verify")
         except ApiProblem as refused:
-            report = {"ok": False, "detail": readable(refused)}
+            refusal = (lead_of(refused) or "", readable(refused))
     return audit_page(
-        request, session, "audit_chain.html", checkpoint=checkpoint, problem=problem, said=said, report=report
+        request,
+        session,
+        "audit_chain.html",
+        checkpoint=checkpoint,
+        problem=problem,
+        said=said,
+        lead=lead,
+        report=report,
+        refusal=refusal,
     )
 
 
@@ -382,11 +398,11 @@ async def alerts_page(
     if cursor and cursor.isdigit() and len(cursor) <= 18:
         params["cursor"] = cursor
     found: dict[str, Any] = {"items": [], "next_cursor": None}
-    problem = None
+    problem, lead = None, None
     try:
         found = await api_get(request, session, "/v1/audit/alerts", params)
     except ApiProblem as refused:
-        problem = readable(refused)
+        problem, lead, status = readable(refused), lead_of(refused), max(status, refused.status)
     for alert in found["items"]:
         alert["raised"] = local_time(alert["raised_at"], request)
         alert["window"] = f"{local_time(alert['window_start'], request)} – {local_time(alert['window_end'], request)}"
@@ -399,6 +415,7 @@ async def alerts_page(
         show=show,
         found=found,
         problem=problem,
+        lead=lead,
         rules=ALERT_RULES,
         error=error,
         done=done if done and done.isdigit() else None,
@@ -500,13 +517,12 @@ async def dashboard_data(request: Request, session: Session) -> dict[str, Any]:
 async def dashboard(request: Request, session: PersonDep) -> Response:
     """The charts' page: each chart is drawn by static/dashboard.js from dashboard.json, and has
     the same figures in a table beside it (its text alternative, and what is left without script)."""
-    data, problem = None, None
+    data, problem, lead, status = None, None, None, 200
     try:
         data = await dashboard_data(request, session)
     except ApiProblem as refused:
-        problem = readable(refused)
-    status = 200 if problem is None else 502
-    return audit_page(request, session, "audit_dashboard.html", status=status, data=data, problem=problem)
+        problem, lead, status = readable(refused), lead_of(refused), refused.status
+    return audit_page(request, session, "audit_dashboard.html", status=status, data=data, problem=problem, lead=lead)
 
 
 @router.get("/audit/dashboard.json", summary="The charts' data (JSON)")

@@ -23,7 +23,7 @@
         xAxis: { type: "category", data: data.queries.days },
         yAxis: { type: "value", minInterval: 1 },
         series: data.queries.series.map(function (s) {
-          return { name: s.name, type: "line", data: s.counts };
+          return { name: s.name, type: "bar", stack: "queries", barMaxWidth: 56, data: s.counts };
         }),
       };
     },
@@ -33,7 +33,7 @@
         grid: { left: 160, right: 16, top: 16, bottom: 32 },
         xAxis: { type: "value", minInterval: 1 },
         yAxis: { type: "category", inverse: true, data: data.denials.map(function (d) { return d.reason; }) },
-        series: [{ type: "bar", data: data.denials.map(function (d) { return d.count; }) }],
+        series: [{ type: "bar", barMaxWidth: 40, data: data.denials.map(function (d) { return d.count; }) }],
       };
     },
     exempt: function (data, element) {
@@ -42,7 +42,7 @@
         grid: { left: 48, right: 16, top: 16, bottom: 64 },
         xAxis: { type: "category", data: data.exempt.map(function (d) { return d.name; }), axisLabel: { interval: 0, rotate: 20 } },
         yAxis: { type: "value", max: 100, name: element.dataset.label },
-        series: [{ type: "bar", data: data.exempt.map(function (d) { return percent(d.rate); }) }],
+        series: [{ type: "bar", barMaxWidth: 56, data: data.exempt.map(function (d) { return percent(d.rate); }) }],
       };
     },
     applications: function (data, element) {
@@ -53,7 +53,7 @@
         xAxis: { type: "category", data: data.applications.map(function (d) { return d.name; }), axisLabel: { interval: 0, rotate: 20 } },
         yAxis: { type: "value", minInterval: 1 },
         series: [
-          { name: element.dataset.pending, type: "bar", data: data.applications.map(function (d) { return d.pending - d.overdue; }), stack: "a" },
+          { name: element.dataset.pending, type: "bar", barMaxWidth: 56, data: data.applications.map(function (d) { return d.pending - d.overdue; }), stack: "a" },
           { name: element.dataset.overdue, type: "bar", data: data.applications.map(function (d) { return d.overdue; }), stack: "a", itemStyle: { color: "#b3261e" } },
         ],
       };

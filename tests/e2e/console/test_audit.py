@@ -8,6 +8,7 @@ import asyncio
 import csv
 import io
 import re
+import secrets
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,9 +17,9 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from services.demo import DemoCredentials
+from services.demo import CIVIL_AFFAIRS, DemoCredentials
 from services.gateway.config import GatewaySettings
-from tests.e2e.client import query_body, system_token, wait_for_audit
+from tests.e2e.client import apply_for, query_body, system_token, wait_for_audit
 from tests.e2e.console.support import UNLABELLED_INPUTS, Person, Stack, log_in, new_person, shot
 
 ZONE = ZoneInfo("Asia/Shanghai")  # TONGBAN_TIMEZONE's default, which the test stack keeps
@@ -152,6 +153,15 @@ async def test_an_auditor_sees_who_looked_at_a_person_and_the_identifier_is_not_
     await expect(page.locator("#accesses")).to_have_count(0)
     await page.get_by_role("button", name="查询", exact=True).click()
     await expect(page.locator("#value-error")).to_have_text("请输入个人或单位的证件号码。")
+    # A period that ends before it starts: the API's refusal next to "until", the period kept.
+    now = datetime.now(ZONE)
+    await page.get_by_label("证件号码").fill(creds.subject)
+    await page.get_by_label("开始时间").fill(minute(now))
+    await page.get_by_label("结束时间（不含）").fill(minute(now - timedelta(days=1)))
+    await page.get_by_role("button", name="查询", exact=True).click()
+    await expect(page.locator("#subject-to-error")).to_have_text("结束时间早于开始时间。")
+    await expect(page.get_by_label("开始时间")).to_have_value(minute(now))
+    assert creds.subject not in await page.content()
 
 
 async def test_an_auditor_verifies_the_chain_and_sees_the_latest_checkpoint(
@@ -232,8 +242,20 @@ async def test_an_auditor_acknowledges_an_alert_and_a_second_acknowledgement_is_
 async def test_the_dashboard_draws_its_charts_from_the_apis_figures(
     page: Page, distributed: Stack, auditor: Person
 ) -> None:
-    _, creds = distributed
+    stack, creds = distributed
     await query(creds, auditor)
+    # Figures for the registry's two charts: a service item with a material (免提交率, here 0 of 1)
+    # and a pending application.
+    civil = await new_person(stack, creds, CIVIL_AFFAIRS["code"], "data_admin")
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=30) as api:
+        item = {
+            "code": f"T-{secrets.token_hex(4)}",
+            "name": "测试事项",
+            "materials": [{"name": "户口簿", "source": "applicant"}],
+        }
+        made = await api.post("/v1/registry/service-items", json=item, headers=await token_of(api, civil))
+        assert made.status_code == 201, made.text
+        await apply_for(api, await system_token(api, creds), creds, creds.resource, "性别", purpose=creds.purpose)
     await log_in(page, auditor.username, auditor.password)
     await page.goto("/console/audit/dashboard")
     charts = page.locator(".chart[data-chart]")
@@ -279,6 +301,26 @@ async def test_the_dashboard_draws_its_charts_from_the_apis_figures(
         for code, d in departments.items()
         if d["applications"]["pending"]
     }
+    assert CIVIL_AFFAIRS["code"] in {d["dept"] for d in data["exempt"]}
     # Each chart's text alternative: the same figures in a table.
-    table = page.locator("#denials-table tbody tr")
-    await expect(table).to_have_count(len(reasons))
+    await expect(page.locator("#denials-table tbody tr")).to_have_count(len(reasons))
+    await expect(page.locator("#exempt-table tbody tr").filter(has_text=CIVIL_AFFAIRS["name"])).to_have_count(1)
+
+
+async def test_a_data_administrator_is_refused_the_auditors_pages_readably(page: Page, person: Person) -> None:
+    """The console adds no authorisation of its own: the API refuses, and the page says so in
+    words (Chinese first, then the API's), never a stack trace."""
+    await log_in(page, person.username, person.password)
+    await expect(page.get_by_role("navigation", name="主导航").get_by_role("link", name="审计")).to_have_count(0)
+    answer = await page.goto("/console/audit/alerts")
+    assert answer is not None and answer.status == 403
+    await expect(page.locator("#alerts-problem")).to_contain_text("仅审计员可以查看。")
+    await expect(page.locator("#alerts")).to_have_count(0)
+    await page.goto("/console/audit/chain?verify=1")
+    await expect(page.locator("#verify-refused")).to_contain_text("仅审计员可以查看。")
+    await expect(page.locator("#verify-report")).to_have_count(0)
+    await page.goto("/console/audit/subject")
+    await page.get_by_label("证件号码").fill("11010619750916195X")
+    await page.get_by_role("button", name="查询", exact=True).click()
+    await expect(page.locator("#subject-error")).to_contain_text("仅审计员可以查看。")
+    assert "11010619750916195X" not in await page.content()
