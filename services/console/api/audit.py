@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
 
+import httpx
 from fastapi import Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from services.common.contracts.audit import AuditAction
 from services.console.api.common import (
@@ -177,15 +180,25 @@ async def search(request: Request, session: PersonDep, cursor: str | None = None
 EXPORT_NAME = "审计记录.csv"
 
 
+async def passed_on(answer: httpx.Response) -> AsyncIterator[bytes]:
+    """The API's body as it comes; the answer closed however the download ends."""
+    try:
+        async for chunk in answer.aiter_bytes():
+            yield chunk
+    finally:
+        await answer.aclose()
+
+
 @router.get("/audit/export", summary="The same search as CSV (导出)")
 async def export(request: Request, session: PersonDep) -> Response:
-    """The audit API's CSV of the search (UTF-8 with a BOM), downloaded through the console; a
-    refused filter shows the search page with its error instead."""
+    """The audit API's CSV of the search (UTF-8 with a BOM), streamed through the console as the
+    API streams it (an export may hold a million records); a refused filter shows the search page
+    with its error instead — the API refuses before its first byte."""
     form = read_search(request)
     errors = dict(form.errors)
     if not errors:
         try:
-            answer = await console_of(request).platform.fetch(
+            answer = await console_of(request).platform.open(
                 session, "GET", "/v1/audit/events/export", params=form.params
             )
         except ApiProblem as refused:
@@ -195,8 +208,8 @@ async def export(request: Request, session: PersonDep) -> Response:
         else:
             # RFC 6266: an ASCII name for old clients, the Chinese one in filename* (RFC 8187).
             disposition = f"attachment; filename=\"audit-records.csv\"; filename*=UTF-8''{quote(EXPORT_NAME)}"
-            return Response(
-                answer.content,
+            return StreamingResponse(
+                passed_on(answer),
                 media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": disposition, "Cache-Control": "no-store"},
             )
@@ -307,11 +320,14 @@ class CheckpointView:
     note: str
 
 
-def read_checkpoint(note: str, log_name: str, request: Request) -> CheckpointView:
+COSIGNATURE_BYTES = 4 + 8 + 64  # C2SP tlog-cosignature: key hash, time, Ed25519 signature
+
+
+def read_checkpoint(note: str, log_name: str, zone: ZoneInfo) -> CheckpointView:
     """The parts of a C2SP signed note (tlog-checkpoint) a person reads: origin, tree size, root,
-    and who signed it — the log's own key first, then each witness's cosignature (tlog-cosignature:
-    key hash ‖ 8-byte time ‖ signature), with its time. For display only: the audit API's
-    verification is what checks the signatures (``/v1/audit/verify``)."""
+    and who signed it — the log's own key, then each witness's cosignature with its time (in
+    ``zone``). For display only: the audit API's verification is what checks the signatures
+    (``/v1/audit/verify``)."""
     body, _, signatures = note.partition("\n\n")
     lines = body.split("\n")
     log: list[Signature] = []
@@ -327,9 +343,15 @@ def read_checkpoint(note: str, log_name: str, request: Request) -> CheckpointVie
             raw = base64.b64decode(encoded, validate=True)
         except (ValueError, binascii.Error):
             raw = b""
-        when = int.from_bytes(raw[4:12], "big") if len(raw) >= 12 else None
-        shown = local_time(datetime.fromtimestamp(when, UTC).isoformat(), request) if when is not None else None
-        witnesses.append(Signature(name, shown))
+        when = None
+        if len(raw) == COSIGNATURE_BYTES:
+            try:
+                moment = datetime.fromtimestamp(int.from_bytes(raw[4:12], "big"), UTC)
+            except (OverflowError, OSError, ValueError):  # a time no calendar shows: none shown
+                pass
+            else:
+                when = moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+        witnesses.append(Signature(name, when))
     return CheckpointView(
         origin=lines[0] if lines else "",
         tree_size=lines[1] if len(lines) > 1 else "",
@@ -350,7 +372,7 @@ async def chain(request: Request, session: PersonDep, verify: str | None = None)
     try:
         note = (await platform.fetch(session, "GET", "/v1/audit/checkpoint")).text
         key = (await platform.fetch(session, "GET", "/v1/audit/checkpoint/key")).text.strip()
-        checkpoint = read_checkpoint(note, key.split("+", 1)[0], request)
+        checkpoint = read_checkpoint(note, key.split("+", 1)[0], console_of(request).settings.zone)
     except ApiProblem as refused:
         if refused.code == "no-checkpoint":
             problem = N_("No checkpoint has been signed yet.")
