@@ -59,6 +59,7 @@ FILTERS = (
     "resource",
     "purpose",
     "outcome",
+    "reason",
     "client_id",
     "bundle_id",
     "batch_id",
@@ -104,6 +105,7 @@ class FilterParams:
     subject_type: SubjectType
     bundle_id: str | None = None
     batch_id: str | None = None
+    reason: str | None = None
 
     def described(self, **more: object) -> tuple[str, ...]:
         """The filter as given, for the look-up's own audit event (the subject only by its type)."""
@@ -116,6 +118,7 @@ class FilterParams:
             "resource": self.resource,
             "purpose": self.purpose,
             "outcome": self.outcome,
+            "reason": self.reason,
             "client_id": self.client_id,
             "bundle_id": self.bundle_id,
             "batch_id": self.batch_id,
@@ -147,6 +150,7 @@ class FilterParams:
             resource=self.resource,
             purpose=self.purpose,
             outcome=self.outcome,
+            reason=self.reason,
             client_id=self.client_id,
             bundle_id=self.bundle_id,
             batch_id=self.batch_id,
@@ -171,6 +175,9 @@ def filter_params(
         str | None, Query(max_length=40, description="every record of one evidence bundle (免提交材料包)")
     ] = None,
     batch_id: Annotated[str | None, Query(max_length=40, description="every record of one batch (批量查询)")] = None,
+    reason: Annotated[
+        str | None, Query(max_length=64, description="why a record was denied or failed (its problem code)")
+    ] = None,
 ) -> FilterParams:
     return FilterParams(
         from_,
@@ -186,6 +193,7 @@ def filter_params(
         subject_type,
         bundle_id,
         batch_id,
+        reason,
     )
 
 
@@ -280,7 +288,7 @@ async def export(
 @router.get(
     "/aggregates",
     response_model=AggregateList,
-    summary="Records per day and per consumer, provider, resource or purpose (按日统计)",
+    summary="Records per day and per consumer, provider, resource, purpose or reason (按日统计)",
     description="Days are business days in TONGBAN_TIMEZONE; default range the last 30 days, at most 366.",
     responses=problem_responses(*SEARCH_PROBLEMS),
 )

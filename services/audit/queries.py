@@ -57,6 +57,7 @@ class GroupBy(StrEnum):
     PROVIDER = "provider"
     RESOURCE = "resource"
     PURPOSE = "purpose"
+    REASON = "reason"  # why refused or failed (the problem code): denials by reason (拒绝原因)
 
 
 GROUP_COLUMNS = {
@@ -64,6 +65,7 @@ GROUP_COLUMNS = {
     GroupBy.PROVIDER: AuditRecord.provider_dept,
     GroupBy.RESOURCE: AuditRecord.resource_code,
     GroupBy.PURPOSE: AuditRecord.purpose,
+    GroupBy.REASON: AuditRecord.reason,
 }
 
 
@@ -81,6 +83,7 @@ class RecordFilter:
     resource: str | None = None
     purpose: str | None = None
     outcome: str | None = None
+    reason: str | None = None  # the problem code of a denial or failure (拒绝原因)
     client_id: str | None = None
     bundle_id: str | None = None  # every record of one evidence bundle (免提交)
     batch_id: str | None = None  # every record of one batch (批量查询)
@@ -103,6 +106,7 @@ EQUALITY = {
     "resource": AuditRecord.resource_code,
     "purpose": AuditRecord.purpose,
     "outcome": AuditRecord.outcome,
+    "reason": AuditRecord.reason,
     "client_id": AuditRecord.consumer_client_id,
     "bundle_id": AuditRecord.bundle_id,
     "batch_id": AuditRecord.batch_id,

@@ -120,3 +120,21 @@ class Platform:
         if answer.status_code >= 300:
             raise ApiProblem.of(answer)
         return answer
+
+    async def open(self, session: Session, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer of a call as the person with its body not yet read, to pass a large file on
+        as it comes (``aiter_bytes``) instead of holding it whole; the caller closes it
+        (``aclose``). A refusal is an ApiProblem, its body read and the answer closed."""
+        headers = self._headers(session) | {"accept": "*/*"}
+        request = self.client.build_request(method, path, headers=headers, **kwargs)
+        try:
+            answer = await self.client.send(request, stream=True)
+        except httpx.HTTPError as err:
+            raise ApiProblem(502, UNREACHABLE, "The platform did not answer", str(err)) from err
+        if answer.status_code >= 300:
+            try:
+                await answer.aread()
+            finally:
+                await answer.aclose()
+            raise ApiProblem.of(answer)
+        return answer

@@ -267,6 +267,37 @@ async def test_aggregates_per_day_and_key(audit: Audit, sessions: async_sessionm
     }
 
 
+async def test_denials_by_reason_filtered_and_counted_per_day(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """拒绝原因: the ``reason`` filter keeps the records refused for one reason, and ``by=reason``
+    counts them per day (the console's chart of denials by reason)."""
+    consumer = dept()
+    await add(
+        sessions,
+        [
+            event(T0, consumer_dept=consumer, outcome="denied", reason="purpose-not-granted"),
+            event(T0, consumer_dept=consumer, outcome="denied", reason="purpose-not-granted"),
+            event(T0, consumer_dept=consumer, outcome="denied", reason="item-not-granted"),
+            event(T0, consumer_dept=consumer),
+        ],
+    )
+    window = {"consumer": consumer, "from": "2026-03-01T00:00:00Z", "to": "2026-03-05T00:00:00Z"}
+    found = await get_items(audit, audit.auditor, **window, reason="item-not-granted")
+    assert [(r["outcome"], r["reason"]) for r in found["items"]] == [("denied", "item-not-granted")]
+    response = await audit.client.get(
+        "/v1/audit/aggregates", params=window | {"by": "reason", "outcome": "denied"}, headers=audit.auditor
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["by"] == "reason"
+    assert {(i["day"], i["key"], i["total"]) for i in response.json()["items"]} == {
+        ("2026-03-02", "purpose-not-granted", 2),
+        ("2026-03-02", "item-not-granted", 1),
+    }
+    too_long = await audit.client.get("/v1/audit/events", params={"reason": "x" * 65}, headers=audit.auditor)
+    is_problem(too_long, 422, "validation")
+
+
 async def test_a_data_admin_sees_only_their_department(
     audit: Audit, sessions: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -3,7 +3,7 @@
 
 from fastapi import APIRouter
 
-from services.console.api import account, admin, applying, approvals, catalogue, lists, service_items
+from services.console.api import account, admin, applying, approvals, audit, catalogue, lists, service_items
 
 router = APIRouter()
 router.include_router(account.router)
@@ -13,3 +13,4 @@ router.include_router(applying.router)
 router.include_router(lists.router)
 router.include_router(service_items.router)
 router.include_router(admin.router)
+router.include_router(audit.router)
