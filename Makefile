@@ -30,7 +30,7 @@ lock: $(STAMP) ## Re-resolve requirements.lock from pyproject.toml
 run: $(STAMP) assets ## Start the whole platform, embedded (one process, PostgreSQL under var/), and print how to use it
 	$(PY) -m services.embedded
 
-assets: $(STAMP) ## Fetch the console's htmx, Pico CSS and ECharts when missing (pinned, checksummed: services/console/assets.toml)
+assets: $(STAMP) ## Fetch the console's htmx, Pico CSS, ECharts (and the tests' axe-core) when missing (pinned, checksummed: services/console/assets.toml)
 	$(PY) -m services.console.assets
 
 messages: $(STAMP) ## Extract the console's messages into its catalogues (then translate the new zh_CN entries)
