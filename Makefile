@@ -30,7 +30,7 @@ lock: $(STAMP) ## Re-resolve requirements.lock from pyproject.toml
 run: $(STAMP) assets ## Start the whole platform, embedded (one process, PostgreSQL under var/), and print how to use it
 	$(PY) -m services.embedded
 
-assets: $(STAMP) ## Fetch the console's htmx, Pico CSS and ECharts when missing (pinned, checksummed: services/console/assets.toml)
+assets: $(STAMP) ## Fetch the console's htmx, Pico CSS, ECharts (and the tests' axe-core) when missing (pinned, checksummed: services/console/assets.toml)
 	$(PY) -m services.console.assets
 
 messages: $(STAMP) ## Extract the console's messages into its catalogues (then translate the new zh_CN entries)
@@ -64,13 +64,14 @@ proto: $(STAMP) ## Regenerate services/common/pb from proto/
 test: $(STAMP) infra-up lint kustomize assets chromium ## Install, start PostgreSQL and Kafka, lint, run every test
 	$(INFRA_ENV) CI=$${CI:-} $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: $(STAMP) infra-up ## Every benchmark: query round trip vs raw Kafka, registry, gateway, audit (long); writes bench/results/
+bench: $(STAMP) infra-up assets ## Every benchmark: query round trip vs raw Kafka, registry, gateway, audit, console (long); writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.skeleton
 	$(INFRA_ENV) $(PY) -m bench.registry
 	$(INFRA_ENV) $(PY) -m bench.gateway
 	$(INFRA_ENV) $(PY) -m bench.audit
 	$(INFRA_ENV) $(PY) -m bench.evidence
 	$(INFRA_ENV) $(PY) -m bench.batch
+	$(INFRA_ENV) $(PY) -m bench.console
 
 bench-evidence: $(STAMP) infra-up ## Evidence bundle (5 materials) p50/p99 next to a single query; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.evidence
@@ -89,6 +90,9 @@ bench-audit-ingest: $(STAMP) infra-up ## Audit ingest vs raw COPY only (python -
 
 bench-scale: $(STAMP) infra-up ## Queries per second with one and with two exchange replicas; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.scale
+
+bench-console: $(STAMP) infra-up assets ## Console render time: catalogue, queue, audit search on 100,000 entries and 1,000,000 audit events; writes bench/results/
+	$(INFRA_ENV) $(PY) -m bench.console
 
 bench-batch: $(STAMP) infra-up ## Exchange batches: subjects per second, next to single queries; writes bench/results/
 	$(INFRA_ENV) $(PY) -m bench.batch
@@ -120,4 +124,4 @@ image-test: $(STAMP) infra-up assets ## Build the image, inspect it, run the gat
 clean: infra-down ## Stop infrastructure and remove var/ (data, logs, cached Kafka jars)
 	rm -rf var
 
-.PHONY: help venv lock run assets messages chromium infra-up infra-down lint format proto test bench bench-evidence bench-registry bench-gateway bench-audit bench-audit-ingest bench-scale bench-batch migration regions manifests image image-test clean
+.PHONY: help venv lock run assets messages chromium infra-up infra-down lint format proto test bench bench-evidence bench-registry bench-gateway bench-audit bench-audit-ingest bench-scale bench-batch bench-console migration regions manifests image image-test clean

@@ -278,43 +278,50 @@ async def big_tree(url: str) -> dict[str, Any]:
 GENERATE = """
 INSERT INTO audit.records (seq, canonical_version, event_id, occurred_at, service, action, outcome, reason,
     actor, consumer_dept, consumer_client_id, provider_dept, resource_code, purpose, subject_type,
-    subject_hash, subject_key_id, fields, query_id, request_id, prev_hash, hash, leaf_index, month)
+    subject_hash, subject_key_id, fields, answer_sha256, disclosed_fields, bundle_id, batch_id, query_id, request_id,
+    prev_hash, hash, leaf_index, month)
 SELECT $1 + g, 1, md5('e' || ($1 + g)), $3::timestamptz - (random() * $4::int * interval '1 day'), 'exchange',
     'exchange.query', CASE WHEN g % 20 = 0 THEN 'denied' ELSE 'completed' END, '', 'client-' || g % 50,
     '11110100000' || lpad((g % $5::int)::text, 6, '0') || 'X', 'client-' || g % 50,
     '111101000000198608', '101010/000001', 'ZDSHBZ-SP', 'id_card',
     encode(sha256(convert_to('s' || (g::bigint * 7919) % $6::int, 'UTF8')), 'hex'), 'k1',
-    ARRAY['姓名', '出生日期'], md5('q' || g), '', repeat('0', 64), md5('h' || g) || md5('i' || g), $1 + g,
+    ARRAY['姓名', '出生日期'], '', '{}', '', '', md5('q' || g), '', repeat('0', 64), md5('h' || g) || md5('i' || g), $1 + g,
     date_trunc('month', $3::timestamptz AT TIME ZONE 'UTC')::date  -- all recorded now: this month's partition
 FROM generate_series(1, $2) AS g
 """
+
+
+async def load_records(conn: Any, records: int, now: dt.datetime, first_seq: int = 0) -> None:
+    """Generate ``records`` synthetic records inside PostgreSQL (seq and leaf index from
+    ``first_seq`` + 1, the last ``DAYS`` days before ``now``), the search indexes built once after
+    the load (as a restore would), not row by row. Also bench/console.py's audit events."""
+    chunk = 1_000_000
+    indexes = await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'audit' AND tablename = 'records' "
+        "AND indexdef NOT LIKE 'CREATE UNIQUE%'"
+    )
+    for index in indexes:
+        await conn.execute(f'DROP INDEX audit."{index["indexname"]}"')
+    for first in range(0, records, chunk):
+        await conn.execute(GENERATE, first_seq + first, min(chunk, records - first), now, DAYS, CONSUMERS, SUBJECTS)
+        say(f"audit records: {min(first + chunk, records):,}")
+    for index in indexes:
+        # A partitioned table's index is listed "ON ONLY" the parent: made again on every partition.
+        await conn.execute(index["indexdef"].replace(" ON ONLY ", " ON "))
+    say(f"audit records: {len(indexes)} search indexes built")
+    await conn.execute("ANALYZE audit.records")
 
 
 async def queries(url: str) -> dict[str, Any]:
     dsn, _ = asyncpg_dsn(url)
     conn = await asyncpg.connect(dsn)
     now = dt.datetime.now(dt.UTC)
-    chunk = 1_000_000
     say(f"queries: generating {RECORDS:,} records in PostgreSQL")
     began = time.perf_counter()
     try:
         await conn.execute("TRUNCATE audit.records, audit.tree_hashes, audit.checkpoints, audit.chain_head CASCADE")
         await conn.execute("DROP TABLE IF EXISTS public.raw_records, public.raw_records_flat")
-        # The search indexes are built once after the load (as a restore would), not row by row.
-        indexes = await conn.fetch(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'audit' AND tablename = 'records' "
-            "AND indexdef NOT LIKE 'CREATE UNIQUE%'"
-        )
-        for index in indexes:
-            await conn.execute(f'DROP INDEX audit."{index["indexname"]}"')
-        for first in range(0, RECORDS, chunk):
-            await conn.execute(GENERATE, first, min(chunk, RECORDS - first), now, DAYS, CONSUMERS, SUBJECTS)
-            say(f"queries: {min(first + chunk, RECORDS):,} records")
-        for index in indexes:
-            # A partitioned table's index is listed "ON ONLY" the parent: made again on every partition.
-            await conn.execute(index["indexdef"].replace(" ON ONLY ", " ON "))
-        say(f"queries: {len(indexes)} search indexes built")
-        await conn.execute("ANALYZE audit.records")
+        await load_records(conn, RECORDS, now)
     finally:
         await conn.close()
     loaded = time.perf_counter() - began

@@ -90,7 +90,7 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if missing := missing_assets():
+        if missing := missing_assets(served_only=True):
             raise RuntimeError(f"vendored assets missing ({', '.join(missing)}): run `make assets`")
         if settings.key_encryption_key is None:
             raise RuntimeError(

@@ -1,6 +1,6 @@
 """``python -m services.console.assets``: fetch the console's vendored files (htmx, Pico CSS,
-Apache ECharts) into ``static/vendor/``, each checked against ``assets.toml`` — the one record of
-their versions, sources, licences and checksums. Run by ``make assets`` (and so by ``make run`` and
+Apache ECharts) into ``static/vendor/``, and the tests' (axe-core) into ``var/test-vendor/``, each
+checked against ``assets.toml`` — the one record of their versions, sources, licences and checksums. Run by ``make assets`` (and so by ``make run`` and
 ``make test``) when a file is missing; a file already there is checked, not fetched again.
 
 The files are not committed: they are third-party builds, pinned and checksummed here, and the
@@ -26,6 +26,8 @@ import httpx
 HERE = Path(__file__).parent
 RECORD = HERE / "assets.toml"
 VENDOR = HERE / "static" / "vendor"
+# Files only the tests use (``served = false``): outside static/, so the console never serves them.
+TEST_VENDOR = HERE.parents[1] / "var" / "test-vendor"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class Package:
     licence: str
     integrity: str  # the registry's SRI string of the tarball (sha512-…)
     files: tuple[VendoredFile, ...]
+    served: bool = True  # False: for the tests only, kept out of static/
+
+    @property
+    def vendor(self) -> Path:
+        return VENDOR if self.served else TEST_VENDOR
 
     def tarball_path(self) -> str:
         """The tarball's path on an npm registry: ``<name>/-/<unscoped name>-<version>.tgz``."""
@@ -57,6 +64,7 @@ def packages() -> list[Package]:
             licence=p["licence"],
             integrity=p["integrity"],
             files=tuple(VendoredFile(f["from"], f["to"], f["sha256"]) for f in p["files"]),
+            served=p.get("served", True),
         )
         for p in record.values()
     ]
@@ -66,13 +74,15 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def missing_assets(vendor: Path = VENDOR) -> list[str]:
-    """The vendored files that are absent or not the recorded bytes."""
+def missing_assets(*, served_only: bool = False) -> list[str]:
+    """The vendored files that are absent or not the recorded bytes (``served_only``: of those the
+    console serves, not the tests' own)."""
     return [
         f.name
         for p in packages()
+        if p.served or not served_only
         for f in p.files
-        if not (vendor / f.name).is_file() or sha256_of((vendor / f.name).read_bytes()) != f.sha256
+        if not (p.vendor / f.name).is_file() or sha256_of((p.vendor / f.name).read_bytes()) != f.sha256
     ]
 
 
@@ -95,7 +105,8 @@ def check_integrity(package: Package, tarball: bytes) -> None:
         raise SystemExit(f"{package.name}@{package.version}: the tarball is not the recorded one ({algorithm})")
 
 
-def fetch(package: Package, registry: str, vendor: Path) -> None:
+def fetch(package: Package, registry: str) -> None:
+    vendor = package.vendor
     url = f"{registry}/{package.tarball_path()}"
     answer = httpx.get(url, follow_redirects=True, timeout=120)
     answer.raise_for_status()
@@ -109,11 +120,12 @@ def fetch(package: Package, registry: str, vendor: Path) -> None:
             if sha256_of(data) != f.sha256:
                 raise SystemExit(f"{package.name}@{package.version}: {f.member} does not have the recorded SHA-256")
             (vendor / f.name).write_bytes(data)
-    print(f"assets: {package.name}@{package.version} ({package.licence}) → {vendor.relative_to(HERE)}")
+    print(f"assets: {package.name}@{package.version} ({package.licence}) → {vendor.relative_to(HERE.parents[1])}")
 
 
 def main(argv: list[str]) -> int:
     VENDOR.mkdir(parents=True, exist_ok=True)
+    TEST_VENDOR.mkdir(parents=True, exist_ok=True)
     missing = set(missing_assets())
     wanted = [p for p in packages() if "--print-sha256" in argv or any(f.name in missing for f in p.files)]
     if not wanted:
@@ -127,7 +139,7 @@ def main(argv: list[str]) -> int:
                     member = tar.extractfile(f.member)
                     print(package.name, f.member, sha256_of(member.read()) if member else "absent")
         else:
-            fetch(package, registry, VENDOR)
+            fetch(package, registry)
     return 0
 
 

@@ -119,7 +119,7 @@ def test_templates_hold_no_text_for_people_outside_the_catalogues() -> None:
 
 def test_the_asset_record_names_version_licence_and_checksums_of_every_file() -> None:
     record = tomllib.loads(assets.RECORD.read_text())
-    assert set(record) == {"htmx", "pico", "echarts"}
+    assert set(record) == {"htmx", "pico", "echarts", "axe-core"}
     for name, package in record.items():
         assert re.fullmatch(r"\d+\.\d+\.\d+", package["version"]), name
         assert package["licence"] and package["integrity"].startswith("sha512-"), name
@@ -130,3 +130,11 @@ def test_the_asset_record_names_version_licence_and_checksums_of_every_file() ->
 
 def test_the_vendored_files_are_the_recorded_bytes() -> None:
     assert assets.missing_assets() == [], "run make assets"
+
+
+def test_a_file_for_the_tests_only_is_never_under_the_served_static_directory() -> None:
+    tests_only = [p for p in assets.packages() if not p.served]
+    assert [p.name for p in tests_only] == ["axe-core"]
+    for p in tests_only:
+        assert not p.vendor.is_relative_to(assets.HERE / "static"), p.name
+        assert all(not (assets.VENDOR / f.name).exists() for f in p.files), p.name

@@ -4,12 +4,24 @@ days left, and an application approved narrowed or rejected with a reason."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, readable
+from services.common.masking import MASKING_RULES
+from services.console.api.common import (
+    PersonDep,
+    api_get,
+    api_send,
+    console_of,
+    go,
+    page,
+    page_router,
+    readable,
+)
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -40,6 +52,15 @@ APPLICATION_STATUSES = {
     "refused": N_("Refused (not shared)"),
 }
 WHOLE_NUMBER = N_("Enter a whole number.")
+# The masking rules (脱敏规则) an approval may choose per item, in words (services/common/masking.py).
+MASKING_CHOICES = {
+    "id_card": N_("ID card number: first 6 and last 4 shown"),
+    "mobile": N_("Mobile number: first 3 and last 4 shown"),
+    "name": N_("Name: only the surname shown"),
+    "full": N_("Hidden entirely"),
+}
+assert set(MASKING_CHOICES) == set(MASKING_RULES)
+MASKING_FIELD = "masking:"  # one select per item: "masking:<item name>"
 # The registry's decision problems (services/registry/problems.py) in the person's language; the
 # API's detail follows in its own words (which values were refused).
 DECISION_PROBLEMS = {
@@ -86,7 +107,24 @@ async def application_page(
         statuses=APPLICATION_STATUSES,
         errors=errors or {},
         typed=typed or {},
+        defaults=await catalogue_masking(request, session, application),
+        masking_choices=MASKING_CHOICES,
+        zone=console_of(request).settings.timezone,
     )
+
+
+async def catalogue_masking(request: Request, session: Session, application: dict[str, Any]) -> dict[str, str]:
+    """The catalogue's own masking rule of each item (what a grant takes when the approver chooses
+    none), shown in the approve form; none known while the application is decided or the entry unreadable."""
+    if application.get("status") != "pending":
+        return {}
+    try:
+        entry = await api_get(
+            request, session, f"/v1/registry/resources/{quote(str(application['resource']), safe='/')}"
+        )
+    except ApiProblem:
+        return {}
+    return {str(i["name"]): str(i["masking"]) for i in entry.get("items", []) if i.get("masking")}
 
 
 @router.get("/applications/{application_id}", response_class=HTMLResponse, summary="An application (申请)")
@@ -98,28 +136,73 @@ def whole_number(text: str) -> int | None:
     return int(text) if text.strip().isdigit() and len(text.strip()) <= 9 else None
 
 
+def until_instant(request: Request, text: str) -> datetime | None:
+    """A ``datetime-local`` field ("2027-03-01T18:00") as an instant on the platform's clock
+    (北京时间 by default, ``TONGBAN_TIMEZONE``); None when it is not one."""
+    try:
+        local = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if local.tzinfo is not None:
+        return None
+    return local.replace(tzinfo=console_of(request).settings.zone)
+
+
 @router.post("/applications/{application_id}/approve", summary="Approve, narrowed as the approver chose")
 async def approve(
     request: Request,
     session: PersonDep,
     application_id: str,
     items: Annotated[list[str] | None, Form()] = None,
+    valid_by: Annotated[str, Form()] = "days",
     valid_days: Annotated[str, Form()] = "",
+    valid_until: Annotated[str, Form()] = "",
     daily_quota: Annotated[str, Form()] = "",
 ) -> Response:
+    """The approval (批准) as the approver narrowed it: items kept, validity in days or up to an
+    instant (one of them, as the API takes), daily quota, and a masking rule (脱敏) per item where
+    the catalogue's own is not what this grant should have."""
     items = items or []
-    typed: dict[str, object] = {"items": items, "valid_days": valid_days, "daily_quota": daily_quota}
+    form = await request.form()
+    masking = {
+        str(key)[len(MASKING_FIELD) :]: str(value)
+        for key, value in form.multi_items()
+        if str(key).startswith(MASKING_FIELD) and value
+    }
+    typed: dict[str, object] = {
+        "items": items,
+        "valid_by": valid_by,
+        "valid_days": valid_days,
+        "valid_until": valid_until,
+        "daily_quota": daily_quota,
+        "masking": masking,
+    }
     errors: dict[str, str] = {}
     if not items:
         errors["items"] = N_("Keep at least one item.")
-    days, quota = whole_number(valid_days), whole_number(daily_quota)
-    if days is None:
+    for item, rule in masking.items():
+        if rule not in MASKING_CHOICES:
+            errors[MASKING_FIELD + item] = N_("Choose one of the masking rules offered.")
+    body: dict[str, object] = {"items": items}
+    if valid_by == "until":
+        until = until_instant(request, valid_until)
+        if until is None:
+            errors["valid_until"] = N_("Enter a date and time.")
+        elif until <= datetime.now(until.tzinfo):
+            errors["valid_until"] = N_("The end of validity must be in the future.")
+        else:
+            body["valid_until"] = until.isoformat()
+    elif (days := whole_number(valid_days)) is None:
         errors["valid_days"] = WHOLE_NUMBER
-    if quota is None:
+    else:
+        body["valid_days"] = days
+    if (quota := whole_number(daily_quota)) is None:
         errors["daily_quota"] = WHOLE_NUMBER
+    body["daily_quota"] = quota
+    # A rule for an item not granted would be refused (unknown-items): only the kept items' count.
+    body["masking"] = {item: rule for item, rule in masking.items() if item in items}
     path = application_path(application_id)
     if not errors and path is not None:
-        body = {"items": items, "valid_days": days, "daily_quota": quota}
         try:
             await api_send(request, session, "POST", f"{path}/approve", body)
         except ApiProblem as refused:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -77,7 +80,7 @@ async def test_an_approver_narrows_an_approval_is_refused_a_widening_and_must_gi
 
     await page.goto(f"/console/applications/{narrowed['id']}")
     await expect(page.locator("#status")).to_have_text("待审批")
-    await page.get_by_label("性别").uncheck()
+    await page.get_by_label("性别", exact=True).uncheck()
     days = page.get_by_label("有效期（天）")
     await days.fill(str(int(str(narrowed["valid_days"])) - 1))
     await page.get_by_role("button", name="批准").click()
@@ -99,7 +102,7 @@ async def test_an_approver_narrows_an_approval_is_refused_a_widening_and_must_gi
     await page.get_by_role("button", name="批准").click()
     await expect(page.locator("#daily_quota-error")).to_have_text("请输入整数。")
     await expect(quota).to_have_attribute("aria-invalid", "true")
-    await page.get_by_label("户籍地址").uncheck()
+    await page.get_by_label("户籍地址", exact=True).uncheck()
     await quota.fill(str(widened["daily_quota"]))
     await page.get_by_role("button", name="批准").click()
     await expect(page.locator("#items-error")).to_have_text("请至少保留一个信息项。")
@@ -112,3 +115,65 @@ async def test_an_approver_narrows_an_approval_is_refused_a_widening_and_must_gi
     await page.get_by_role("button", name="驳回").click()
     await expect(page.locator("#status")).to_have_text("已驳回")
     await expect(page.get_by_text("超出本部门共享范围")).to_be_visible()
+
+
+async def as_the_consumer(
+    creds: DemoCredentials, application_id: object
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The application and the grants of it, as the consumer system reads them through the API."""
+    async with httpx.AsyncClient(base_url=creds.gateway, timeout=30) as api:
+        token = await system_token(api, creds)
+        application = await api.get(f"/v1/registry/applications/{application_id}", headers=token)
+        grants = await api.get("/v1/registry/grants", params={"limit": "500"}, headers=token)
+    assert application.status_code == grants.status_code == 200, (application.text, grants.text)
+    mine = [g for g in grants.json()["items"] if g["application_id"] == application_id]
+    return application.json(), mine
+
+
+async def test_an_approver_chooses_the_masking_and_the_end_of_validity_of_a_grant(
+    page: Page, distributed: Stack
+) -> None:
+    stack, creds = distributed
+    approver = await new_person(stack, creds, POLICE["code"], "approver")
+    filed = await file_application(creds, ["姓名", "公民身份号码"])
+    await log_in(page, approver.username, approver.password)
+    await page.goto(f"/console/applications/{filed['id']}")
+    name_rule = page.get_by_label("姓名的脱敏方式")
+    id_rule = page.get_by_label("公民身份号码的脱敏方式")
+    # Without a choice the catalogue's own rule holds, and the form says which it is.
+    await expect(id_rule.locator("option:checked")).to_have_text("按目录：身份证号：显示前 6 位和后 4 位")
+    await expect(name_rule.locator("option:checked")).to_have_text("按目录：无")
+    until = page.get_by_label("有效期至")
+    await expect(page.get_by_text("时区：Asia/Shanghai")).to_be_visible()
+
+    # A moment already past: said next to the field, what was chosen kept, nothing decided.
+    await name_rule.select_option("name")
+    await page.get_by_label("截止到指定时间").check()
+    await until.fill("2020-01-01T09:00")
+    await page.get_by_role("button", name="批准").click()
+    await expect(page.locator("#valid_until-error")).to_have_text("有效期截止时间必须晚于现在。")
+    await expect(until).to_have_attribute("aria-invalid", "true")
+    await expect(until).to_have_value("2020-01-01T09:00")
+    await expect(page.get_by_label("截止到指定时间")).to_be_checked()
+    await expect(name_rule).to_have_value("name")
+    await expect(page.locator("#status")).to_have_text("待审批")
+    # A rule the form does not offer (a forged form): refused next to its item.
+    await name_rule.evaluate("s => s.add(new Option('clear', 'clear', true, true))")
+    await until.fill("2099-01-01T09:00")
+    await page.get_by_role("button", name="批准").click()
+    await expect(page.locator("#masking-1-error")).to_have_text("请选择所列的脱敏方式之一。")
+    application, grants = await as_the_consumer(creds, filed["id"])
+    assert application["status"] == "pending" and application["grant_id"] is None and grants == []
+
+    # Approved: 姓名 masked to the surname, 公民身份号码 as the catalogue says, until a chosen moment.
+    zone = ZoneInfo("Asia/Shanghai")  # the stack's, as the form said
+    end = (datetime.now(zone) + timedelta(days=30)).replace(hour=18, minute=0, second=0, microsecond=0)
+    await name_rule.select_option("name")
+    await until.fill(end.strftime("%Y-%m-%dT%H:%M"))
+    await page.get_by_role("button", name="批准").click()
+    await expect(page.locator("#status")).to_have_text("已批准")
+    application, grants = await as_the_consumer(creds, filed["id"])
+    assert application["status"] == "approved" and [g["id"] for g in grants] == [application["grant_id"]]
+    assert grants[0]["masking"] == {"姓名": "name", "公民身份号码": "id_card"}
+    assert datetime.fromisoformat(grants[0]["valid_until"]) == end
+    assert application["valid_days"] in (30, 31)  # as granted, in started days
