@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from playwright.async_api import Page, expect
 
 from services.console import assets
 from services.demo import POLICE
+from services.gateway.config import GatewaySettings
 from tests.e2e.client import system_token
 from tests.e2e.console.support import UNLABELLED_INPUTS, Stack, log_in, new_person
 
@@ -136,3 +138,42 @@ async def test_the_approve_form_is_worked_from_the_keyboard_alone(page: Page, di
     granted = [g for g in grants.json()["items"] if g["application_id"] == application]
     # The catalogue's own rules come with every grant (公民身份号码: id_card); 姓名 as chosen.
     assert [(g["items"], g["masking"]) for g in granted] == [(["姓名"], {"姓名": "name", "公民身份号码": "id_card"})]
+
+
+# Every other role's main pages, as that role sees them (each page answered, then axe run on it).
+ROLE_PAGES = {
+    "data_admin": [
+        "/console/catalogue/new",
+        "/console/catalogue/import",
+        "/console/lists",
+        "/console/service-items",
+        "/console/my-applications",
+    ],
+    "platform_admin": ["/console/admin", "/console/admin/systems", "/console/admin/departments", "/console/admin/keys"],
+    "auditor": [
+        "/console/audit",
+        "/console/audit/subject",
+        "/console/audit/chain",
+        "/console/audit/alerts",
+        "/console/audit/dashboard",
+    ],
+}
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_PAGES))
+async def test_every_roles_pages_break_no_wcag_2_a_or_aa_rule(page: Page, distributed: Stack, role: str) -> None:
+    stack, creds = distributed
+    department = POLICE["code"] if role == "data_admin" else GatewaySettings().platform_dept_code
+    person = await new_person(stack, creds, department, role)
+    await log_in(page, person.username, person.password)
+    await expect(page.get_by_role("heading", name="资源目录")).to_be_visible()
+    paths = ROLE_PAGES[role] + ([f"/console/apply?resource={creds.resource}"] if role == "data_admin" else [])
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in paths:
+        answer = await page.goto(path)
+        assert answer is not None and answer.status == 200, path
+        await expect(page.locator("main h1").first).to_be_visible()
+        assert await page.evaluate(UNLABELLED_INPUTS) == [], path
+        if violations := await axe_violations(page):
+            found[path] = violations
+    assert found == {}
