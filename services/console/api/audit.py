@@ -469,20 +469,11 @@ async def acknowledge(request: Request, session: PersonDep, alert_id: str) -> Re
 # ----------------------------------------------------------------------------- the dashboard
 
 
-async def department_names(request: Request, session: Session) -> dict[str, str]:
-    """Department codes to names (the first 500 departments; a code stays a code otherwise)."""
-    try:
-        answer = await api_get(request, session, "/v1/departments", {"limit": "500"})
-    except ApiProblem:
-        return {}
-    return {str(d["code"]): str(d["name"]) for d in answer["items"]}
-
-
 async def dashboard_data(request: Request, session: Session) -> dict[str, Any]:
     """The charts' data, from the API's own figures: queries per day by consuming department and
     denials by reason (``/v1/audit/aggregates``, the last 30 days), the 免提交 rate and the overdue
     applications by department (``/v1/registry/stats``)."""
-    names = await department_names(request, session)
+    names = console_of(request).department_names
     queries = await api_get(
         request, session, "/v1/audit/aggregates", {"by": "consumer", "type": AuditAction.EXCHANGE_QUERY.value}
     )

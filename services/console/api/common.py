@@ -5,8 +5,9 @@ Each module of pages beside this one makes its router with ``page_router()``."""
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -57,6 +58,11 @@ class Console:
     sealer: Sealer
     platform: Platform
     templates: dict[str, Environment]
+    # Department codes → names, for display only (GET /v1/departments, which every person may
+    # read): refreshed by a person's page at most every DEPARTMENT_NAMES_TTL_S; a code not in it
+    # is shown as the code.
+    department_names: dict[str, str] = field(default_factory=dict)
+    department_names_at: float = -math.inf
 
 
 class Refused(Exception):
@@ -140,6 +146,8 @@ def page(request: Request, session: Session, template: str, status: int = 200, *
     ]
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     context.setdefault("request_id", request_id_var.get())
+    names = console_of(request).department_names
+    context.setdefault("dept_name", lambda code: names.get(str(code), str(code)))
     html = env.get_template(template).render(session=session, nav=nav, here=here, **context)
     return with_cookie(request, HTMLResponse(html, status_code=status), session)
 
@@ -160,10 +168,28 @@ def local_path(to: str | None) -> str:
     return HOME
 
 
-def person_of(session: SessionDep) -> Session:
+DEPARTMENT_NAMES_TTL_S = 300.0
+
+
+async def refresh_department_names(request: Request, session: Session) -> None:
+    """Department names as the person may read them, when those kept are older than the TTL (one
+    refresh at a time; a failed one is tried again after the TTL — the pages show codes meanwhile)."""
+    console = console_of(request)
+    if time.monotonic() - console.department_names_at < DEPARTMENT_NAMES_TTL_S:
+        return
+    console.department_names_at = time.monotonic()
+    try:
+        answer = await console.platform.get(session, "/v1/departments", {"limit": "500"})
+    except ApiProblem:
+        return
+    console.department_names = {str(d["code"]): str(d["name"]) for d in answer["items"]}
+
+
+async def person_of(request: Request, session: SessionDep) -> Session:
     """The session of a page for people who have logged in; the others go to the login page."""
     if not session.signed_in:
         raise SignInAgain(session, expired=False)
+    await refresh_department_names(request, session)
     return session
 
 

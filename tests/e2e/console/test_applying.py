@@ -72,7 +72,9 @@ async def test_a_data_administrator_applies_for_data_and_follows_the_application
     assert new["id"] == filed and new["items"] == ["姓名"] and new["valid_days"] == 30 and new["daily_quota"] == 50
 
     await page.get_by_role("link", name="本部门的申请").click()
-    await expect(page.locator(f"a[href='/console/applications/{filed}']")).to_be_visible()
+    row = page.locator("tr", has=page.locator(f"a[href='/console/applications/{filed}']"))
+    await expect(row).to_contain_text(POLICE["name"])  # the provider by its name, not its code
+    await expect(row).to_contain_text("待审批")
     await shot(page, "my-applications")
 
     # The provider's approver finds it in the queue.
