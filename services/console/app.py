@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from babel.support import NullTranslations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -69,10 +70,10 @@ class PageHeaders:
         await self.app(scope, receive, wrapped)
 
 
-def template_environments() -> dict[str, Environment]:
+def template_environments(catalogues: dict[str, NullTranslations]) -> dict[str, Environment]:
     """One Jinja2 environment per language, each with its catalogue installed (``_()``)."""
     environments = {}
-    for language, catalogue in translations().items():
+    for language, catalogue in catalogues.items():
         env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -97,11 +98,13 @@ def create_app(settings: ConsoleSettings | None = None) -> FastAPI:
                 "TONGBAN_KEY_ENCRYPTION_KEY is not set: the console seals its session cookies with a key derived from it"
             )
         async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=settings.api_timeout_s) as client:
+            catalogues = translations()
             app.state.console = common.Console(
                 settings=settings,
                 sealer=Sealer(settings.key_encryption_key.get_secret_value()),
                 platform=Platform(client),
-                templates=template_environments(),
+                templates=template_environments(catalogues),
+                catalogues=catalogues,
             )
 
             async def gateway() -> None:

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.audit import notes
-from services.console.api.audit import read_checkpoint
+from services.console.api.audit import DENIAL_REASONS, read_checkpoint
+from services.exchange.problems import DENIALS
 
 ZONE = ZoneInfo("Asia/Shanghai")
 
@@ -44,3 +45,8 @@ def test_a_line_that_is_no_cosignature_is_listed_without_a_time() -> None:
     seen = read_checkpoint(served, "log", ZONE)
     assert [(w.name, w.signed_at) for w in seen.witnesses] == [("stranger", None)]
     assert read_checkpoint("", "log", ZONE).witnesses == []
+
+
+def test_every_denial_of_the_exchange_is_said_in_words() -> None:
+    """The auditor's pages name each denial's reason; a denial added to the exchange needs its words."""
+    assert {problem.value for problem in DENIALS} == set(DENIAL_REASONS)

@@ -61,6 +61,24 @@ ACTIONS = tuple(a.value for a in AuditAction)
 # Outcomes the platform's services record, offered as suggestions (the field takes any value).
 OUTCOMES = ("completed", "denied", "failed", "timeout", "late_reply", "locked")
 ORDERS = {"desc": N_("Newest first"), "asc": N_("Oldest first")}
+# Why the exchange refused a query: the codes of its denials (services/exchange/problems.py:
+# DENIALS, each audited with its code as the reason), in words for people.
+# tests/unit/test_console_audit.py checks every denial has its words here.
+DENIAL_REASONS = {
+    "not-a-consumer": N_("Not a consuming system"),
+    "invalid-subject": N_("Invalid subject identifier"),
+    "unknown-resource": N_("Unknown resource"),
+    "no-grant": N_("No grant"),
+    "grant-revoked": N_("Grant revoked"),
+    "grant-expired": N_("Grant expired"),
+    "purpose-not-granted": N_("Purpose not granted"),
+    "unknown-items": N_("Unknown information items"),
+    "item-not-granted": N_("Item not granted"),
+    "quota-exceeded": N_("Daily quota used up"),
+    "batch-too-large": N_("Too many subjects in one batch"),
+    "callback-url-not-https": N_("Callback URL is not https"),
+    "callback-url-not-registered": N_("Callback URL not registered"),
+}
 
 BAD_TIME = N_("Enter a date and time, such as 2026-03-02T10:00.")
 TOO_LONG = N_("Too long for this field.")
@@ -145,7 +163,7 @@ def local_time(text: object, request: Request) -> str:
 
 
 def audit_page(request: Request, session: Session, template: str, status: int = 200, **context: object) -> Response:
-    return page(request, session, template, status=status, orders=ORDERS, **context)
+    return page(request, session, template, status=status, orders=ORDERS, denial_reasons=DENIAL_REASONS, **context)
 
 
 @router.get("/audit", response_class=HTMLResponse, summary="Search the access records (访问记录查询)")
@@ -474,6 +492,7 @@ async def dashboard_data(request: Request, session: Session) -> dict[str, Any]:
     denials by reason (``/v1/audit/aggregates``, the last 30 days), the 免提交 rate and the overdue
     applications by department (``/v1/registry/stats``)."""
     names = console_of(request).department_names
+    said = console_of(request).catalogues[session.language].gettext
     queries = await api_get(
         request, session, "/v1/audit/aggregates", {"by": "consumer", "type": AuditAction.EXCHANGE_QUERY.value}
     )
@@ -496,7 +515,10 @@ async def dashboard_data(request: Request, session: Session) -> dict[str, Any]:
                 for dept, counts in sorted(per_department.items())
             ],
         },
-        "denials": [{"reason": r, "count": n} for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "denials": [
+            {"reason": r, "label": said(DENIAL_REASONS.get(r, r)), "count": n}
+            for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
         "exempt": [
             {
                 "dept": d["dept"],

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
+from babel.support import NullTranslations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
@@ -58,6 +59,8 @@ class Console:
     sealer: Sealer
     platform: Platform
     templates: dict[str, Environment]
+    # Each language's messages, for text a page sends as data rather than through a template.
+    catalogues: dict[str, NullTranslations]
     # Department codes → names, for display only (GET /v1/departments, which every person may
     # read): refreshed by a person's page at most every DEPARTMENT_NAMES_TTL_S; a code not in it
     # is shown as the code.

@@ -32,7 +32,7 @@
         tooltip: { trigger: "axis" },
         grid: { left: 160, right: 16, top: 16, bottom: 32 },
         xAxis: { type: "value", minInterval: 1 },
-        yAxis: { type: "category", inverse: true, data: data.denials.map(function (d) { return d.reason; }) },
+        yAxis: { type: "category", inverse: true, data: data.denials.map(function (d) { return d.label; }) },
         series: [{ type: "bar", barMaxWidth: 40, data: data.denials.map(function (d) { return d.count; }) }],
       };
     },

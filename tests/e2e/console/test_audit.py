@@ -103,7 +103,9 @@ async def test_an_auditor_filters_the_access_records_and_exports_them(
     await page.get_by_role("button", name="搜索", exact=True).click()
     denied = page.locator("#records tbody tr")
     await expect(denied.first).to_contain_text("purpose-not-granted")
-    assert set(await denied.locator("td:nth-child(3)").all_inner_texts()) == {"denied\npurpose-not-granted"}
+    assert set(await denied.locator("td:nth-child(3)").all_inner_texts()) == {
+        "denied\n用途（事项）未获授权 · purpose-not-granted"
+    }  # the reason in words, and its code
 
     # Bad input: the error next to its field, in Chinese, what was typed kept; never JSON.
     await page.get_by_label("开始时间").fill(minute(now))
