@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import httpx
 from jwcrypto.jwk import JWK  # type: ignore[import-untyped]
 from sd_jwt.verifier import SDJWTVerifier  # type: ignore[import-untyped]
@@ -64,6 +65,16 @@ async def apply_for(
     response = await client.post("/v1/registry/applications", json=application, headers=system)
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+async def past_rotation_grace(db: asyncpg.Connection) -> None:
+    """Make the last signing-key rotation of the session's shared stack look older than the tokens'
+    lifetime, as time would: a test that rotates the key may then do so whatever other test rotated
+    it earlier in the run (the gateway refuses a rotation while the previous key's tokens may be
+    valid — ``rotation-too-soon``)."""
+    await db.execute(
+        "UPDATE gateway.signing_keys SET state_since = state_since - interval '1 day' WHERE state = 'previous'"
+    )
 
 
 def query_body(creds: DemoCredentials, **overrides: Any) -> dict[str, Any]:

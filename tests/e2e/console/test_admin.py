@@ -14,12 +14,14 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from joserfc.jwk import ECKey
 from playwright.async_api import Page, expect
 
 from services.gateway.config import GatewaySettings
+from tests.e2e.client import past_rotation_grace
 from tests.e2e.console.support import UNLABELLED_INPUTS, Person, Stack, log_in, new_person, shot
 from tests.factories import DepartmentCreateFactory
 
@@ -312,8 +314,11 @@ async def test_a_person_is_created_unlocked_re_roled_and_disabled(
         assert (await api.get(f"/v1/users/{admin.username}")).json()["roles"] == ["platform_admin"]
 
 
-async def test_the_signing_key_is_rotated_after_a_confirmation(page: Page, distributed: Stack, admin: Person) -> None:
+async def test_the_signing_key_is_rotated_after_a_confirmation(
+    page: Page, distributed: Stack, admin: Person, db: asyncpg.Connection
+) -> None:
     _, creds = distributed
+    await past_rotation_grace(db)
     async with api_as(creds.gateway, admin) as api:
         await log_in(page, admin.username, admin.password)
         await open_admin(page, "签名密钥")
