@@ -18,7 +18,7 @@ from urllib.parse import quote
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, readable
+from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -132,7 +132,7 @@ def context(**more: object) -> dict[str, object]:
 def refusal_page(request: Request, session: Session, refused: ApiProblem) -> Response:
     """A page the API would not give: why, in words (a person who is no platform administrator)."""
     message = PROBLEMS.get(refused.code) if refused.status in (403, 404) else None
-    return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+    return problem_page(request, session, refused, message)
 
 
 async def departments_of(request: Request, session: Session) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.approvals import APPLICATION_STATUSES
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, readable
+from services.console.api.approvals import APPLICATION_STATUSES, whole_number
+from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -36,11 +36,8 @@ API_FIELDS = {"purpose": "service_item", "client_id": "client_id", "items": "ite
 
 def in_range(text: str, bounds: tuple[int, int]) -> int | None:
     """A whole number within ``bounds`` as typed, or None."""
-    text = text.strip()
-    if not text.isdigit() or len(text) > 9:
-        return None
-    number = int(text)
-    return number if bounds[0] <= number <= bounds[1] else None
+    number = whole_number(text)
+    return number if number is not None and bounds[0] <= number <= bounds[1] else None
 
 
 async def apply_page(
@@ -57,7 +54,7 @@ async def apply_page(
         entry = await api_get(request, session, f"/v1/registry/resources/{resource}")
     except ApiProblem as refused:
         message = N_("No such catalogue entry.") if refused.status in (404, 422) else None
-        return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+        return problem_page(request, session, refused, message)
     try:
         answer = await api_get(request, session, "/v1/registry/service-items", {"dept": session.department})
         service_items = answer["items"]

@@ -20,6 +20,7 @@ from services.console.api.common import (
     go,
     page,
     page_router,
+    problem_page,
     readable,
 )
 from services.console.i18n import N_
@@ -97,7 +98,7 @@ async def application_page(
         application = await api_get(request, session, path)
     except ApiProblem as refused:
         message = N_("No such application.") if refused.status == 404 else None
-        return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+        return problem_page(request, session, refused, message)
     return page(
         request,
         session,

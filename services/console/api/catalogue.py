@@ -28,6 +28,7 @@ from services.console.api.common import (
     go,
     page,
     page_router,
+    problem_page,
     readable,
 )
 from services.console.i18n import N_
@@ -408,7 +409,7 @@ async def create_draft(request: Request, session: PersonDep) -> Response:
 def not_found(request: Request, session: Session, refused: ApiProblem) -> Response:
     # Another department's draft is "not found" to the API, and so to the person.
     message = N_("No such catalogue entry.") if refused.status == 404 else None
-    return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+    return problem_page(request, session, refused, message)
 
 
 async def entry_and_versions(
@@ -524,7 +525,7 @@ async def import_template(request: Request, session: PersonDep) -> Response:
     try:
         answer = await api_fetch(request, session, "GET", "/v1/registry/imports/template.xlsx")
     except ApiProblem as refused:
-        return page(request, session, "problem.html", status=refused.status, message=None, said=readable(refused))
+        return problem_page(request, session, refused)
     disposition = attachment(TEMPLATE_NAME, "catalogue-import-template.xlsx")
     return Response(answer.content, media_type=XLSX, headers={"Content-Disposition": disposition})
 
@@ -575,7 +576,7 @@ async def import_job(request: Request, session: PersonDep, import_id: str) -> Re
         job, refused = None, err
     if job is None:
         message = N_("No such import.") if refused.status == 404 else None
-        return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+        return problem_page(request, session, refused, message)
     return page(request, session, "catalogue_job.html", job=job, statuses=IMPORT_STATUSES)
 
 

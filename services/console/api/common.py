@@ -228,6 +228,12 @@ async def api_send(
         raise
 
 
+def problem_page(request: Request, session: Session, refused: ApiProblem, message: str | None = None) -> Response:
+    """What the API would not give (not found, not allowed…): our ``message`` if any, then the
+    API's own words, with the API's status."""
+    return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+
+
 def sign_in_again(request: Request, err: SignInAgain) -> Response:
     return go(request, err.session, "/console/login?notice=expired" if err.expired else "/console/login")
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, readable
+from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -252,7 +252,7 @@ async def responsibility_page(
         line = await api_get(request, session, f"/v1/registry/responsibilities/{line_id}")
     except ApiProblem as refused:
         message = N_("No such line of the responsibility list.") if refused.status == 404 else None
-        return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+        return problem_page(request, session, refused, message)
     kept = typed or {
         "e_name": line["name"],
         "e_items": "、".join(line["items"]),
@@ -374,7 +374,7 @@ async def demand_page(
         demand = await api_get(request, session, f"/v1/registry/demands/{demand_id}")
     except ApiProblem as refused:
         message = N_("No such demand.") if refused.status == 404 else None
-        return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+        return problem_page(request, session, refused, message)
     return page(
         request,
         session,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, readable
+from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
 from services.console.api.lists import SERVICE_ITEM_CODE, check_items, check_text, refusal
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
@@ -129,7 +129,7 @@ async def item_page(
         item = await api_get(request, session, path)
     except ApiProblem as refused:
         message = N_("No such service item.") if refused.status == 404 else None
-        return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+        return problem_page(request, session, refused, message)
     published: dict[str, Any] = {"items": []}
     # What a material may map to: the published entries (the API checks the choice again); without
     # them the form still takes a typed code.
@@ -168,7 +168,7 @@ async def material_of(request: Request, session: Session, code: str, material_id
 def not_found(request: Request, session: Session, refused: ApiProblem) -> Response:
     """A write the API refused because the item is not the person's department's (or is gone)."""
     message = ITEM_PROBLEMS["not-found"]
-    return page(request, session, "problem.html", status=refused.status, message=message, said=readable(refused))
+    return problem_page(request, session, refused, message)
 
 
 @router.post("/service-items/{code}/materials/{material_id}/map", summary="Map a material to a resource's data items")
