@@ -569,7 +569,13 @@ async def verify(
     ``witnesses`` (a witness no longer configured is not checked), and, once the walk reaches its
     size, its root. A checkpoint whose root differs (the chain was rewritten consistently) cannot
     say which of its leaves changed: the first record after the last checkpoint that still
-    matches is named."""
+    matches is named.
+
+    Every read is of one snapshot (a REPEATABLE READ, READ ONLY transaction, when the session has
+    not begun one): records appended meanwhile would otherwise be seen in part — their tree
+    hashes or the head without the records — and reported as tampering."""
+    if not session.in_transaction():
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
     key = await session.get(SigningKey, 1)
     checkpoints = list((await session.scalars(select(Checkpoint).order_by(Checkpoint.tree_size, Checkpoint.id))).all())
     for cp in checkpoints:

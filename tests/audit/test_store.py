@@ -7,13 +7,13 @@ import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.audit import service
@@ -195,6 +195,45 @@ async def test_a_batch_of_hostile_events_is_stored_whole(sessions: async_session
     assert rows[event_id_of(events[2])].occurred_unix_ms_raw == -5
 
 
+class AppendsBetweenReads:
+    """A session in which another writer appends a record, committed, after every read of many
+    rows — as the audit consumer does while an auditor verifies a large chain."""
+
+    def __init__(self, session: AsyncSession, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.session, self.sessions, self.appended = session, sessions, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+    async def scalars(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self.session.scalars(*args, **kwargs)
+        if self.appended == 6:  # enough (a verification that saw them would chase them for ever)
+            return result
+        async with self.sessions.begin() as other:
+            self.appended += await append(other, [audit_pb2.AuditEvent(event_id=uuid.uuid4().hex, occurred_unix_ms=1)])
+        return result
+
+
+async def test_records_appended_while_verifying_are_not_taken_for_tampering(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The verification reads one snapshot: what it checks is the chain as it was when it began,
+    whole, not records half-seen beside the tree hashes and head of later ones (which CI once
+    reported as "tree hashes are stored beyond the last record")."""
+    async with sessions.begin() as session:
+        await append(session, [audit_pb2.AuditEvent(event_id=uuid.uuid4().hex, occurred_unix_ms=1) for _ in range(7)])
+    async with sessions() as session:
+        before = await session.scalar(select(func.count()).select_from(AuditRecord))
+    async with sessions() as session:
+        racing = AppendsBetweenReads(session, sessions)
+        report = await verify(cast(AsyncSession, racing), batch=2)
+    assert racing.appended == 6  # appends did land between the batches
+    assert report["ok"] is True, report
+    assert report["checked"] == before
+    async with sessions() as session:
+        assert (await verify(session))["checked"] == before + racing.appended  # and the next run sees them
+
+
 async def test_an_append_is_one_transaction_that_holds_the_chain_head(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
@@ -291,9 +330,11 @@ async def test_a_chain_written_before_the_migration_keeps_verifying_and_grows(em
         async with sessions() as session:
             report = await verify(session)
             assert report["ok"] is True and report["checked"] == 2
+        async with sessions.begin() as session:  # a verification reads only: the change is another's
             await session.execute(
                 text("UPDATE audit.records SET canonical_version = 2 WHERE event_id = :e"), {"e": V1_EVENT["event_id"]}
             )
+        async with sessions() as session:
             assert (await verify(session))["first_bad_event_id"] == V1_EVENT["event_id"]  # the version is bound in
     finally:
         await engine.dispose()
