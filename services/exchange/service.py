@@ -628,9 +628,7 @@ class Exchange:
                         )
                     raise self.over_quota(grant, now, ctx)
         except UniqueViolationError:  # the same key, committed by a concurrent request meanwhile
-            raise ExchangeProblem.IDEMPOTENCY_IN_PROGRESS.problem(
-                "A query with this Idempotency-Key is still being answered; retry shortly."
-            ) from None
+            raise in_progress(None) from None
         await self.outbox.committed([staged], wait_for_publish=False)
         masking = effective_masking(grant.masking, resource.items)
         return Started(query_id, ctx, masking, timeout_ms, opened, request_hash)
@@ -928,6 +926,18 @@ def is_https(url: str) -> bool:
         return False
 
 
+def in_progress(query_id: uuid.UUID | None) -> Problem:
+    """The 409 for an Idempotency-Key whose query has not ended yet: a retry with the same key
+    gets its outcome once it has. The query ends even when the replica that sent it died (a late
+    reply, or the abandoned-query sweep), so a client whose first attempt was cut off — the
+    gateway retries it on another replica — is told to wait, not to ask again."""
+    return ExchangeProblem.IDEMPOTENCY_IN_PROGRESS.problem(
+        "A query with this Idempotency-Key is still being answered; retry shortly with the same key.",
+        extra={"query_id": str(query_id)} if query_id is not None else None,
+        headers={"Retry-After": "1"},
+    )
+
+
 def replay(earlier: Record, print_: str) -> dict[str, Any]:
     """Same Idempotency-Key, same request: the same answer. Different request: an error."""
     if earlier["fingerprint"] != print_:
@@ -940,9 +950,7 @@ def replay(earlier: Record, print_: str) -> dict[str, Any]:
             "its outcome stays readable by id. Ask again with a new Idempotency-Key if you still need the data."
         )
     if earlier["status"] == QueryStatus.PENDING or earlier["response"] is None:
-        raise ExchangeProblem.IDEMPOTENCY_IN_PROGRESS.problem(
-            "A query with this Idempotency-Key is still being answered; retry shortly."
-        )
+        raise in_progress(earlier["id"])
     response: dict[str, Any] = earlier["response"]  # JSONB, decoded by the engine's codec
     return answer_or_raise(earlier["http_status"] or 200, response)
 

@@ -145,3 +145,31 @@ async def test_a_reply_its_waiter_could_not_record_is_recorded_by_the_late_reply
     assert outcomes == ["completed"]  # once, although the reply came twice
     again = await exchange.query(consumer(), body(timeout_ms=1500), "unrecorded-1")
     assert again["status"] == "completed" and again["data"] == {"姓名": "张三", "户籍地址": "北京市东城区"}
+
+
+async def test_the_same_key_while_its_query_waits_is_in_progress_and_after_it_the_outcome(
+    engine: AsyncEngine,
+) -> None:
+    """A client whose first attempt was cut off (the gateway retries it on another replica) asks
+    again with the same Idempotency-Key while the first replica still waits: 409
+    ``idempotency-in-progress``, naming the query, with Retry-After; once the query has ended the
+    same key gets its outcome, and the provider was asked once."""
+    first, second = replica(engine), replica(engine)
+    question = body(timeout_ms=1500)
+    asking = asyncio.create_task(first.query(consumer(), question, "cut-off-1"))
+    await asyncio.sleep(0.5)  # written, waiting for the provider
+    with pytest.raises(Problem) as raised:
+        await second.query(consumer(), question, "cut-off-1")
+    problem = raised.value
+    assert problem.status == 409 and problem.code == ExchangeProblem.IDEMPOTENCY_IN_PROGRESS, problem.body()
+    assert problem.headers == {"Retry-After": "1"}
+    query_id = problem.body()["query_id"]
+    with pytest.raises(Problem) as first_outcome:
+        await asking
+    assert first_outcome.value.status == 504 and first_outcome.value.body()["query_id"] == query_id
+    with pytest.raises(Problem) as replayed:
+        await second.query(consumer(), question, "cut-off-1")
+    assert replayed.value.status == 504 and replayed.value.body()["query_id"] == query_id
+    async with session_factory(engine)() as session:
+        asked = await session.scalar(text("SELECT count(*) FROM exchange.queries WHERE idempotency_key = 'cut-off-1'"))
+    assert asked == 1
