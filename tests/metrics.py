@@ -32,6 +32,7 @@ def exported_names() -> set[str]:
     bus = BusMetrics(registry)
     bus.dead_letters.labels("t", "g").inc()  # labelled metrics show samples once a child exists
     bus.consumer_lag.labels("g", "t", "0").set(1)
+    bus.consumer_restarts.labels("g", "no-coordinator").inc()
     Outbox(object, None, None, registry=registry)  # type: ignore[arg-type]
     UnreplayedDeadLetters(None, registry)  # type: ignore[arg-type]
     LookupMetrics(registry)

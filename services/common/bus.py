@@ -24,8 +24,14 @@ message is (source topic, partition, offset, and its timestamp) and why it faile
 value — the audit service's replay command re-reads the message from its source topic, by offset
 (:meth:`KafkaBus.read_at`), while that topic still retains it.
 
-Metrics (in the registry the bus is given): ``tongban_bus_dead_letters_total{topic,group}`` and
-``tongban_bus_consumer_lag{group,topic,partition}``.
+A Kafka consumer that has stopped consuming for good — after a broker restart aiokafka has been
+seen to mark its coordinator dead and never find it again — is closed and made anew by a watchdog
+(:class:`StallWatch`); the new one resumes from the group's committed offsets (or, without a
+group, where the old one was), so at most an uncommitted batch is delivered again.
+
+Metrics (in the registry the bus is given): ``tongban_bus_dead_letters_total{topic,group}``,
+``tongban_bus_consumer_lag{group,topic,partition}`` and
+``tongban_bus_consumer_restarts_total{group,reason}``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -84,6 +91,26 @@ OUTAGE_WARN_EVERY_S = 5.0
 # Retrying a message that fails on its own (not the database).
 RETRY_FIRST_DELAY_S = 0.2
 RETRY_MAX_DELAY_S = 5.0
+
+# A consumer that shows one of the stall symptoms (:class:`StallWatch`) this long without receiving
+# anything is made anew: longer than a session timeout (10 s) and a rebalance, which it recovers
+# from by itself; a broker restart that needs longer is an outage, and it is retried at this pace.
+STALL_AFTER_S = 60.0
+STALL_CHECK_EVERY_S = 5.0  # the lag check asks the broker for the end offsets: not on every poll
+CONSUMER_START_TIMEOUT_S = 30.0
+STALLED_STOP_TIMEOUT_S = 5.0
+POLL_TIMEOUT_S = 5.0  # a poll asks for at most 1 s of waiting for records
+
+
+class Stall(StrEnum):
+    """Why a consumer was made anew (``reason`` of ``tongban_bus_consumer_restarts_total``)."""
+
+    NO_COORDINATOR = "no-coordinator"  # the group's coordinator marked dead and not found again
+    NOT_IN_GROUP = "not-in-group"  # no assignment, a rejoin pending, and it does not happen
+    LAG_NOT_FETCHED = "lag-not-fetched"  # its partitions have messages its polls never return
+    POLL_FAILING = "poll-failing"  # every poll raises (e.g. its coordination task ended)
+    UNRESPONSIVE = "unresponsive"  # the broker does not answer it about its own partitions
+
 
 # Every producer of the platform (and the benchmark's raw-Kafka baseline, to compare like with
 # like). linger_ms=0: send at once; under load records still batch while a request is in flight.
@@ -159,12 +186,19 @@ class BusMetrics:
             ["group", "topic", "partition"],
             registry=None,
         )
+        self.consumer_restarts = Counter(
+            "tongban_bus_consumer_restarts",
+            "Kafka consumers closed and made anew after they stopped consuming, by group and symptom",
+            ["group", "reason"],
+            registry=None,
+        )
         if registry is not None:
             self.export(registry)
 
     def export(self, registry: CollectorRegistry) -> None:
         registry.register(self.dead_letters)
         registry.register(self.consumer_lag)
+        registry.register(self.consumer_restarts)
 
 
 class Bus(Protocol):
@@ -460,6 +494,62 @@ def kafka_ssl_context(cafile: str, certfile: str | None = None, keyfile: str | N
     return context
 
 
+class StallWatch:
+    """Whether a Kafka consumer has stopped consuming for good: a :class:`Stall` symptom, seen at
+    every check for ``after_s`` while its polls bring nothing.
+
+    A member that merely has nothing to do shows none — one left without partitions because its
+    group has more members than the topics have partitions, or one whose partitions have no lag:
+    it has a coordinator and an assignment not waiting for a rejoin. So it is never churned.
+
+    The coordinator's state is read from aiokafka's internals (0.14; it has no public health
+    check): ``tests/integration/test_bus_stall.py`` pins what is read."""
+
+    def __init__(self, grouped: bool, after_s: float, check_every_s: float = STALL_CHECK_EVERY_S) -> None:
+        self.grouped = grouped
+        self.after_s = after_s
+        self.check_every_s = min(check_every_s, after_s)
+        self.since: float | None = None  # when the symptom was first seen, None while well
+        self.checked = float("-inf")
+
+    async def stalled(self, consumer: Any, *, received: bool, failed: bool) -> Stall | None:
+        """The symptom once it has lasted ``after_s``; None while the consumer is well, or not yet."""
+        now = time.monotonic()
+        if received:
+            self.since = None
+            return None
+        if now - self.checked < self.check_every_s:
+            return None
+        self.checked = now
+        symptom = Stall.POLL_FAILING if failed else await self.symptom(consumer)
+        if symptom is None:
+            self.since = None
+            return None
+        if self.since is None:
+            self.since = now
+        return symptom if now - self.since >= self.after_s else None
+
+    async def symptom(self, consumer: Any) -> Stall | None:
+        if self.grouped:
+            coordinator = consumer._coordinator
+            if coordinator.coordinator_id is None:
+                return Stall.NO_COORDINATOR
+            subscription = consumer._subscription.subscription
+            if subscription is not None and coordinator.need_rejoin(subscription):
+                return Stall.NOT_IN_GROUP
+        assigned = sorted(consumer.assignment())
+        if not assigned:
+            return None
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(assigned), self.check_every_s)
+            positions = [await asyncio.wait_for(consumer.position(tp), self.check_every_s) for tp in assigned]
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return Stall.UNRESPONSIVE
+        return Stall.LAG_NOT_FETCHED if any(ends[tp] > at for tp, at in zip(assigned, positions, strict=True)) else None
+
+
 class KafkaBus:
     def __init__(
         self,
@@ -469,6 +559,7 @@ class KafkaBus:
         *,
         registry: CollectorRegistry | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        stall_after_s: float = STALL_AFTER_S,
     ) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
@@ -477,6 +568,7 @@ class KafkaBus:
             {"security_protocol": "SSL", "ssl_context": ssl_context} if ssl_context is not None else {}
         )
         self._dlq_topic = dlq_topic
+        self._stall_after_s = stall_after_s
         self._subscriptions: list[Subscription] = []
         self._producer: Any = None
         self._consumers: list[Any] = []
@@ -487,7 +579,7 @@ class KafkaBus:
         self._subscriptions.append(subscription)
 
     async def start(self, topics: Sequence[str] = ()) -> None:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka import AIOKafkaProducer
 
         await self.ensure_topics([*topics, self._dlq_topic, *(t for s in self._subscriptions for t in s.topics)])
         self._producer = AIOKafkaProducer(
@@ -499,21 +591,61 @@ class KafkaBus:
         )
         await self._producer.start()
         for sub in self._subscriptions:
-            consumer = AIOKafkaConsumer(
-                *sub.topics,
-                bootstrap_servers=self._bootstrap,
-                client_id=self._client_id,
-                **self._connection,
-                group_id=sub.group,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest" if sub.group else "latest",
-                fetch_min_bytes=sub.fetch_min_bytes,
-                fetch_max_wait_ms=sub.fetch_max_wait_ms,
-                max_poll_records=500,
-            )
+            consumer = self._new_consumer(sub)
             await consumer.start()
             self._consumers.append(consumer)
             self._tasks.append(asyncio.create_task(self._consume(consumer, sub), name=f"consume:{sub.topics}"))
+
+    def _new_consumer(self, sub: Subscription) -> Any:
+        from aiokafka import AIOKafkaConsumer
+
+        return AIOKafkaConsumer(
+            *sub.topics,
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            **self._connection,
+            group_id=sub.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if sub.group else "latest",
+            fetch_min_bytes=sub.fetch_min_bytes,
+            fetch_max_wait_ms=sub.fetch_max_wait_ms,
+            max_poll_records=500,
+        )
+
+    async def _remade(self, consumer: Any, sub: Subscription, why: Stall, resume: dict[Any, int]) -> Any:
+        """A new consumer for ``sub`` in place of the stalled ``consumer`` (closed, as far as it
+        still can be). A group's new member starts from the group's committed offsets; without
+        a group — which would start at the latest offset — it resumes at ``resume``, the next
+        offset of each partition the old one handled. A new consumer that cannot start (the
+        broker is still away) is tried again until it does."""
+        log.warning(
+            "Kafka consumer stalled (%s) for %.0f s; closing it and starting a new one",
+            why,
+            self._stall_after_s,
+            extra={"ctx_topics": sub.topics, "ctx_group": sub.group},
+        )
+        self.metrics.consumer_restarts.labels(group_label(sub), why).inc()
+        with contextlib.suppress(Exception):  # a stalled consumer may not close cleanly: not waited for long
+            await asyncio.wait_for(consumer.stop(), STALLED_STOP_TIMEOUT_S)
+        while True:
+            fresh = self._new_consumer(sub)
+            self._consumers[self._consumers.index(consumer)] = fresh  # stop() closes the current one
+            consumer = fresh
+            try:
+                await asyncio.wait_for(fresh.start(), CONSUMER_START_TIMEOUT_S)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("new Kafka consumer did not start; trying again", exc_info=True)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(fresh.stop(), CONSUMER_START_TIMEOUT_S)
+                await asyncio.sleep(STALL_CHECK_EVERY_S)
+        if sub.group is None:
+            for tp in fresh.assignment():
+                if tp in resume:
+                    fresh.seek(tp, resume[tp])
+        return fresh
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create missing topics up front so consumers never subscribe to a void."""
@@ -615,14 +747,25 @@ class KafkaBus:
         dead_letter = _dead_letter_handler(self, sub, self._dlq_topic)
         outage = Outage(",".join(sub.topics))
         lagging: set[tuple[str, str, str]] = set()
+        watch = StallWatch(sub.group is not None, self._stall_after_s)
+        resume: dict[Any, int] = {}  # the next offset of each partition handled (see _remade)
         while True:
             try:
-                records = await consumer.getmany(timeout_ms=1000)
+                # Bounded: aiokafka's getmany waits without limit for an assignment while a
+                # rebalance is in progress — for ever, when the rejoin never completes.
+                records = await asyncio.wait_for(consumer.getmany(timeout_ms=1000), POLL_TIMEOUT_S)
+            except TimeoutError:
+                records = {}
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("poll failed; retrying", extra={"ctx_topics": sub.topics})
+                if (why := await watch.stalled(consumer, received=False, failed=True)) is not None:
+                    consumer = await self._remade(consumer, sub, why, resume)
                 await asyncio.sleep(1.0)
+                continue
+            if (why := await watch.stalled(consumer, received=bool(records), failed=False)) is not None:
+                consumer = await self._remade(consumer, sub, why, resume)
                 continue
             if records:
                 # Partitions are independent: handle their batches concurrently (each still in
@@ -633,10 +776,11 @@ class KafkaBus:
                         for batch in records.values()
                     )
                 )
+                offsets = {
+                    TopicPartition(tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in records.items()
+                }
+                resume.update(offsets)
                 if sub.group is not None:
-                    offsets = {
-                        TopicPartition(tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in records.items()
-                    }
                     await self._commit(consumer, offsets)
             lagging = await self._record_lag(consumer, sub, lagging)
 
