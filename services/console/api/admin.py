@@ -18,7 +18,17 @@ from urllib.parse import quote
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
+from services.console.api.common import (
+    PersonDep,
+    api_get,
+    api_send,
+    go,
+    object_page,
+    page,
+    page_router,
+    problem_page,
+    readable,
+)
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -117,7 +127,7 @@ def api_errors(refused: ApiProblem, fields: Mapping[str, object], whole: str | N
     return errors
 
 
-def context(**more: object) -> dict[str, object]:
+def context(**more: object) -> dict[str, Any]:
     """What every administration template is given besides its own: the names of roles, states…"""
     return {
         "person_roles": PERSON_ROLES,
@@ -129,10 +139,13 @@ def context(**more: object) -> dict[str, object]:
     } | more
 
 
+# Our words for a page the API would not give (a person who is no platform administrator).
+MISSING = {code: PROBLEMS[code] for code in ("forbidden", "not-found")}
+
+
 def refusal_page(request: Request, session: Session, refused: ApiProblem) -> Response:
-    """A page the API would not give: why, in words (a person who is no platform administrator)."""
-    message = PROBLEMS.get(refused.code) if refused.status in (403, 404) else None
-    return problem_page(request, session, refused, message)
+    """A page the API would not give: why, in words."""
+    return problem_page(request, session, refused, MISSING.get(refused.code))
 
 
 async def departments_of(request: Request, session: Session) -> list[dict[str, Any]]:
@@ -232,19 +245,16 @@ async def user_page(
     errors: dict[str, str] | None = None,
     typed: dict[str, object] | None = None,
 ) -> Response:
-    path = user_path(username)
-    try:
-        if path is None:
-            raise ApiProblem(404, "not-found", "Not found", f"user {username}")
-        account = await api_get(request, session, path)
-    except ApiProblem as refused:
-        return refusal_page(request, session, refused)
-    return page(
+    return await object_page(
         request,
         session,
+        user_path(username),
         "admin_user.html",
+        name="u",
+        what=f"user {username}",
+        missing=MISSING,
         status=status,
-        **context(u=account, notice=done_notice(done), errors=errors or {}, typed=typed or {}),
+        **context(notice=done_notice(done), errors=errors or {}, typed=typed or {}),
     )
 
 
@@ -497,27 +507,24 @@ async def system_page(
     typed: dict[str, object] | None = None,
 ) -> Response:
     path = system_path(client_id)
-    try:
-        if path is None:
-            raise ApiProblem(404, "not-found", "Not found", f"system {client_id}")
-        system = await api_get(request, session, path)
+
+    async def keys_of(system: dict[str, Any]) -> dict[str, object]:
+        """Its registered public keys, for a system that authenticates with them."""
         keys = await api_get(request, session, f"{path}/jwks") if system["auth_method"] == "private_key_jwt" else None
-    except ApiProblem as refused:
-        return refusal_page(request, session, refused)
-    registered = json.dumps(keys["jwks"], ensure_ascii=False, indent=2) if keys and keys.get("jwks") else None
-    return page(
+        registered = json.dumps(keys["jwks"], ensure_ascii=False, indent=2) if keys and keys.get("jwks") else None
+        return {"keys": keys, "registered": registered}
+
+    return await object_page(
         request,
         session,
+        path,
         "admin_system.html",
+        name="s",
+        what=f"system {client_id}",
+        missing=MISSING,
         status=status,
-        **context(
-            s=system,
-            keys=keys,
-            registered=registered,
-            notice=done_notice(done),
-            errors=errors or {},
-            typed=typed or {},
-        ),
+        more=keys_of,
+        **context(notice=done_notice(done), errors=errors or {}, typed=typed or {}),
     )
 
 

@@ -18,9 +18,9 @@ from services.console.api.common import (
     api_send,
     console_of,
     go,
+    object_page,
     page,
     page_router,
-    problem_page,
     readable,
 )
 from services.console.i18n import N_
@@ -91,24 +91,23 @@ async def application_page(
 ) -> Response:
     """An application with, while it is pending, the forms to approve (narrowed) or reject it;
     ``errors`` next to their fields and ``typed`` what the person had entered."""
-    path = application_path(application_id)
-    try:
-        if path is None:
-            raise ApiProblem(404, "not-found", "Not found", f"application {application_id}")
-        application = await api_get(request, session, path)
-    except ApiProblem as refused:
-        message = N_("No such application.") if refused.status == 404 else None
-        return problem_page(request, session, refused, message)
-    return page(
+
+    async def decision(application: dict[str, Any]) -> dict[str, object]:
+        return {"defaults": await catalogue_masking(request, session, application)}
+
+    return await object_page(
         request,
         session,
+        application_path(application_id),
         "application.html",
+        name="a",
+        what=f"application {application_id}",
+        missing={"not-found": N_("No such application.")},
         status=status,
-        a=application,
+        more=decision,
         statuses=APPLICATION_STATUSES,
         errors=errors or {},
         typed=typed or {},
-        defaults=await catalogue_masking(request, session, application),
         masking_choices=MASKING_CHOICES,
         zone=console_of(request).settings.timezone,
     )

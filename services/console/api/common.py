@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
@@ -259,3 +260,31 @@ def error_page(request: Request, status: int) -> Response:
     session = console.sealer.open(request.cookies.get(COOKIE)) or Session()
     message = HTTP_ERRORS.get(status, N_("Not available"))
     return page(request, session, "problem.html", status=status, message=message, said="")
+
+
+async def object_page(
+    request: Request,
+    session: Session,
+    path: str | None,
+    template: str,
+    *,
+    name: str,
+    what: str,
+    missing: Mapping[str, str],
+    status: int = 200,
+    more: Callable[[Any], Awaitable[dict[str, object]]] | None = None,
+    **context: object,
+) -> Response:
+    """The page of one object of the API: GET ``path`` as the person and render ``template`` with
+    the answer as ``name``, ``context`` and what ``more`` makes of the answer (it may call the API
+    too). A path None — an id that cannot be one — is not found without asking the API (``what``
+    names it in the detail). A refusal is the problem page, led by our words for its problem code
+    in ``missing`` (not found, not allowed), if any."""
+    try:
+        if path is None:
+            raise ApiProblem(404, "not-found", "Not found", what)
+        found = await api_get(request, session, path)
+        made = await more(found) if more is not None else {}
+    except ApiProblem as refused:
+        return problem_page(request, session, refused, missing.get(refused.code))
+    return page(request, session, template, status=status, **{name: found}, **context, **made)

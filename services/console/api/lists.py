@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
+from services.console.api.common import PersonDep, api_get, api_send, go, object_page, page, page_router, readable
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -246,29 +246,32 @@ async def responsibility_page(
     typed: Typed | None = None,
 ) -> Response:
     """A line of the 责任清单, with the form to change it while it is planned and the person's own."""
-    try:
-        if uuid_or_none(line_id) is None:
-            raise ApiProblem(404, "not-found", "Not found", f"responsibility {line_id}")
-        line = await api_get(request, session, f"/v1/registry/responsibilities/{line_id}")
-    except ApiProblem as refused:
-        message = N_("No such line of the responsibility list.") if refused.status == 404 else None
-        return problem_page(request, session, refused, message)
-    kept = typed or {
-        "e_name": line["name"],
-        "e_items": "、".join(line["items"]),
-        "e_share_type": line["share_type"],
-        "e_mode": line["mode"],
-        "e_update_cycle": line["update_cycle"],
-        "e_due_by": line["due_by"],
-    }
-    return page(
+
+    async def kept(line: dict[str, Any]) -> dict[str, object]:
+        """What the form shows: what was typed, else the line as it is."""
+        return {
+            "typed": typed
+            or {
+                "e_name": line["name"],
+                "e_items": "、".join(line["items"]),
+                "e_share_type": line["share_type"],
+                "e_mode": line["mode"],
+                "e_update_cycle": line["update_cycle"],
+                "e_due_by": line["due_by"],
+            }
+        }
+
+    return await object_page(
         request,
         session,
+        f"/v1/registry/responsibilities/{line_id}" if uuid_or_none(line_id) is not None else None,
         "lists_responsibility.html",
+        name="line",
+        what=f"responsibility {line_id}",
+        missing={"not-found": N_("No such line of the responsibility list.")},
         status=status,
-        line=line,
+        more=kept,
         errors=errors or {},
-        typed=kept,
         r_statuses=RESPONSIBILITY_STATUSES,
         promised=PROMISED,
         options=OPTIONS,
@@ -368,19 +371,15 @@ async def demand_page(
 ) -> Response:
     """A demand sent or received; a received one, while it awaits an answer, with the forms to
     accept it (a line of the responsibility list, due by a date) or reject it (a reason)."""
-    try:
-        if uuid_or_none(demand_id) is None:
-            raise ApiProblem(404, "not-found", "Not found", f"demand {demand_id}")
-        demand = await api_get(request, session, f"/v1/registry/demands/{demand_id}")
-    except ApiProblem as refused:
-        message = N_("No such demand.") if refused.status == 404 else None
-        return problem_page(request, session, refused, message)
-    return page(
+    return await object_page(
         request,
         session,
+        f"/v1/registry/demands/{demand_id}" if uuid_or_none(demand_id) is not None else None,
         "lists_demand.html",
+        name="demand",
+        what=f"demand {demand_id}",
+        missing={"not-found": N_("No such demand.")},
         status=status,
-        demand=demand,
         errors=errors or {},
         typed=typed or {},
         d_statuses=DEMAND_STATUSES,

@@ -13,7 +13,17 @@ from typing import Annotated, Any
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
+from services.console.api.common import (
+    PersonDep,
+    api_get,
+    api_send,
+    go,
+    object_page,
+    page,
+    page_router,
+    problem_page,
+    readable,
+)
 from services.console.api.lists import SERVICE_ITEM_CODE, check_items, check_text, refusal
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
@@ -122,27 +132,28 @@ async def item_page(
 ) -> Response:
     """A service item with its materials and 免提交 rate; for its own department's data
     administrator, the forms to map each government-issued material, unmap it, add or remove one."""
-    path = item_path(code)
-    try:
-        if path is None:
-            raise ApiProblem(404, "not-found", "Not found", f"service item {code}")
-        item = await api_get(request, session, path)
-    except ApiProblem as refused:
-        message = N_("No such service item.") if refused.status == 404 else None
-        return problem_page(request, session, refused, message)
-    published: dict[str, Any] = {"items": []}
-    # What a material may map to: the published entries (the API checks the choice again); without
-    # them the form still takes a typed code.
-    with contextlib.suppress(ApiProblem):
-        published = await api_get(request, session, "/v1/registry/resources", {"status": "published", "limit": "200"})
-    return page(
+
+    async def mapping(item: dict[str, Any]) -> dict[str, object]:
+        published: dict[str, Any] = {"items": []}
+        # What a material may map to: the published entries (the API checks the choice again);
+        # without them the form still takes a typed code.
+        with contextlib.suppress(ApiProblem):
+            published = await api_get(
+                request, session, "/v1/registry/resources", {"status": "published", "limit": "200"}
+            )
+        keeper = item["dept"] == session.department and "data_admin" in session.roles
+        return {"keeper": keeper, "resources": published["items"]}
+
+    return await object_page(
         request,
         session,
+        item_path(code),
         "service_items_item.html",
+        name="item",
+        what=f"service item {code}",
+        missing={"not-found": N_("No such service item.")},
         status=status,
-        item=item,
-        keeper=item["dept"] == session.department and "data_admin" in session.roles,
-        resources=published["items"],
+        more=mapping,
         sources=SOURCES,
         necessities=NECESSITIES,
         options=OPTIONS,
