@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -22,12 +22,14 @@ from services.console.api.common import (
     PersonDep,
     api_get,
     api_send,
+    form_fields,
     go,
     object_page,
     page,
     page_router,
     problem_page,
     readable,
+    refusal_errors,
 )
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
@@ -112,19 +114,12 @@ FIELD_PROBLEMS = {
 }
 
 
-def api_errors(refused: ApiProblem, fields: Mapping[str, object], whole: str | None = None) -> dict[str, str]:
-    """A refusal of the API as a form's errors: next to each field of ``fields`` it names (a
-    sentence of ours, then its own words as ``<field>_detail``), a check of the whole body next
-    to the field ``whole``, anything else above the form (``form``)."""
-    errors: dict[str, str] = {}
-    for field, said in refused.fields.items():
-        field = field or whole or ""
-        if field in fields and field in FIELD_PROBLEMS:
-            errors[field], errors[f"{field}_detail"] = FIELD_PROBLEMS[field], said
-    if not errors:
-        errors["form"] = PROBLEMS.get(refused.code, N_("The platform refused this."))
-        errors["form_detail"] = readable(refused)
-    return errors
+def api_errors(refused: ApiProblem, fields: Iterable[str] = (), whole: str | None = None) -> dict[str, str]:
+    """The gateway's refusal as a form's errors (``refusal_errors``): next to each of ``fields``
+    it names, our sentence (``FIELD_PROBLEMS``) then its own words; a check of the whole body
+    next to the field ``whole``; anything else above the form."""
+    named = form_fields(fields) | ({"": whole} if whole else {})
+    return refusal_errors(refused, named, PROBLEMS, sentences=FIELD_PROBLEMS)
 
 
 def context(**more: object) -> dict[str, Any]:
@@ -223,7 +218,7 @@ async def create_user(
             await api_send(request, session, "POST", "/v1/users", body)
         except ApiProblem as refused:
             # UserCreate's one check of the whole body is the password policy (密码策略).
-            errors = api_errors(refused, typed | {"password": ""}, whole="password")
+            errors = api_errors(refused, [*typed, "password"], whole="password")
             if refused.code == "user-exists":
                 errors = {"username": PROBLEMS["user-exists"], "username_detail": readable(refused)}
         else:
@@ -274,7 +269,7 @@ async def user_roles(
         try:
             await api_send(request, session, "PUT", f"{path}/roles", {"roles": roles})
         except ApiProblem as refused:
-            errors = api_errors(refused, {"roles": roles})
+            errors = api_errors(refused, ["roles"])
             if refused.code == "forbidden":  # a platform admin's own role (the API says so in its words)
                 errors = {"roles": N_("The platform refused this change of roles."), "roles_detail": readable(refused)}
         else:
@@ -301,7 +296,7 @@ async def user_status(request: Request, session: PersonDep, username: str, to: A
     path, verb = user_path(username), STATUS_VERBS.get(to)
     refused = await post(request, session, f"{path}/{verb}" if path and verb else None)
     if refused is not None:
-        return await user_page(request, session, username, status=refused.status, errors=api_errors(refused, {}))
+        return await user_page(request, session, username, status=refused.status, errors=api_errors(refused))
     return go(request, session, f"/console/admin/users/{quote(username)}?done={to}")
 
 
@@ -310,7 +305,7 @@ async def user_unlock(request: Request, session: PersonDep, username: str) -> Re
     path = user_path(username)
     refused = await post(request, session, f"{path}/unlock" if path else None)
     if refused is not None:
-        return await user_page(request, session, username, status=refused.status, errors=api_errors(refused, {}))
+        return await user_page(request, session, username, status=refused.status, errors=api_errors(refused))
     return go(request, session, f"/console/admin/users/{quote(username)}?done=unlocked")
 
 
@@ -540,7 +535,7 @@ async def system_status(
     path, verb = system_path(client_id), STATUS_VERBS.get(to)
     refused = await post(request, session, f"{path}/{verb}" if path and verb else None)
     if refused is not None:
-        return await system_page(request, session, client_id, status=refused.status, errors=api_errors(refused, {}))
+        return await system_page(request, session, client_id, status=refused.status, errors=api_errors(refused))
     return go(request, session, f"/console/admin/systems/{quote(client_id)}?done={to}")
 
 
@@ -598,6 +593,6 @@ async def rotate(request: Request, session: PersonDep) -> Response:
         await api_send(request, session, "POST", "/v1/keys/rotate")
     except ApiProblem as refused:
         return await keys_page(
-            request, session, "admin_keys_rotate.html", status=refused.status, errors=api_errors(refused, {})
+            request, session, "admin_keys_rotate.html", status=refused.status, errors=api_errors(refused)
         )
     return go(request, session, "/console/admin/keys?done=rotated")

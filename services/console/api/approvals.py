@@ -17,11 +17,13 @@ from services.console.api.common import (
     api_get,
     api_send,
     console_of,
+    form_fields,
     go,
     object_page,
     page,
     page_router,
     readable,
+    refusal_errors,
 )
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
@@ -207,10 +209,7 @@ async def approve(
             await api_send(request, session, "POST", f"{path}/approve", body)
         except ApiProblem as refused:
             # The API's own words next to the fields it names; a rule of the whole (widening…) above the form.
-            errors = {f: m for f, m in refused.fields.items() if f in typed} or {
-                "approve": DECISION_PROBLEMS.get(refused.code, ""),
-                "approve_detail": readable(refused),
-            }
+            errors = refusal_errors(refused, form_fields(typed), DECISION_PROBLEMS, form="approve", otherwise="")
         else:
             return go(request, session, f"/console/applications/{application_id}")
     return await application_page(request, session, application_id, status=400, errors=errors, typed=typed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
@@ -288,3 +288,40 @@ async def object_page(
     except ApiProblem as refused:
         return problem_page(request, session, refused, missing.get(refused.code))
     return page(request, session, template, status=status, **{name: found}, **context, **made)
+
+
+REFUSED = N_("The platform refused this.")
+
+
+def form_fields(typed: Iterable[str], prefix: str = "") -> dict[str, str]:
+    """The ``fields`` of ``refusal_errors`` for a form whose fields are the API's, each named
+    ``prefix`` + the API's name (a page with several forms tells theirs apart so)."""
+    return {name.removeprefix(prefix): name for name in typed if name.startswith(prefix)}
+
+
+def refusal_errors(
+    refused: ApiProblem,
+    fields: Mapping[str, str],
+    problems: Mapping[str, str],
+    *,
+    form: str = "form",
+    otherwise: str = REFUSED,
+    sentences: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The API's refusal of a form (problem+json, its ``errors`` by field) as the form's errors.
+
+    Each field the API names that the form shows (``fields``: the API's name → the form's; a check
+    of the whole body is named "") gets the API's message next to it — or, for a form field with
+    a sentence of ours in ``sentences``, that sentence with the API's message under it as
+    ``<field>_detail``. A refusal naming none of them is one error above the form (``form``): our
+    words for its problem code (``problems``, else ``otherwise``), the API's as ``<form>_detail``."""
+    errors: dict[str, str] = {}
+    for name, message in refused.fields.items():
+        field = fields.get(name)
+        if field is None:
+            continue
+        if sentences is None:
+            errors[field] = message
+        elif field in sentences:
+            errors[field], errors[f"{field}_detail"] = sentences[field], message
+    return errors or {form: problems.get(refused.code, otherwise), f"{form}_detail": readable(refused)}

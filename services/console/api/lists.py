@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
@@ -17,7 +16,18 @@ from typing import Annotated, Any
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, object_page, page, page_router, readable
+from services.console.api.common import (
+    PersonDep,
+    api_get,
+    api_send,
+    form_fields,
+    go,
+    object_page,
+    page,
+    page_router,
+    readable,
+    refusal_errors,
+)
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -50,7 +60,6 @@ LIST_PROBLEMS = {
     "validation": N_("The platform refused some of the values."),
 }
 
-REFUSED = N_("The platform refused this.")
 Errors = dict[str, str]
 Typed = dict[str, str]
 
@@ -98,19 +107,6 @@ def check_date(errors: Errors, field: str, text: str) -> date | None:
 def check_choice(errors: Errors, field: str, value: str, allowed: object) -> None:
     if value not in allowed:  # type: ignore[operator]
         errors[field] = N_("Choose one of the options.")
-
-
-def refusal(
-    refused: ApiProblem, prefix: str, fields: Collection[str], problems: dict[str, str] | None = None
-) -> Errors:
-    """The API's refusal as errors: its field errors next to the fields of the form (named
-    ``prefix`` + the API's field), otherwise one message above the form — the problem in the
-    person's language (``problems``, by the API's code) — with the API's own detail."""
-    by_field = {f"{prefix}{f}": m for f, m in refused.fields.items() if f"{prefix}{f}" in fields}
-    return by_field or {
-        f"{prefix}form": (problems or LIST_PROBLEMS).get(refused.code, REFUSED),
-        f"{prefix}detail": readable(refused),
-    }
 
 
 def uuid_or_none(text: str) -> uuid.UUID | None:
@@ -230,7 +226,7 @@ async def add_responsibility(
         try:
             await api_send(request, session, "POST", "/v1/registry/responsibilities", body)
         except ApiProblem as refused:
-            errors = refusal(refused, "r_", typed)
+            errors = refusal_errors(refused, form_fields(typed, "r_"), LIST_PROBLEMS, form="r_form")
         else:
             return go(request, session, f"{LISTS}#responsibilities")
     return await lists_page(request, session, status=400, errors=errors, typed=typed)
@@ -305,7 +301,7 @@ async def change_responsibility(
         try:
             await api_send(request, session, "PATCH", f"/v1/registry/responsibilities/{line_id}", body)
         except ApiProblem as refused:
-            errors = refusal(refused, "e_", typed)
+            errors = refusal_errors(refused, form_fields(typed, "e_"), LIST_PROBLEMS, form="e_form")
         else:
             return go(request, session, f"{LISTS}#responsibilities")
     return await responsibility_page(request, session, line_id, status=400, errors=errors, typed=typed)
@@ -354,7 +350,7 @@ async def add_demand(
         try:
             await api_send(request, session, "POST", "/v1/registry/demands", body)
         except ApiProblem as refused:
-            errors = refusal(refused, "d_", typed)
+            errors = refusal_errors(refused, form_fields(typed, "d_"), LIST_PROBLEMS, form="d_form")
         else:
             return go(request, session, f"{LISTS}#demands")
     return await lists_page(request, session, status=400, errors=errors, typed=typed)
@@ -411,7 +407,7 @@ async def accept_demand(
         try:
             await api_send(request, session, "POST", f"/v1/registry/demands/{demand_id}/accept", body)
         except ApiProblem as refused:
-            errors = refusal(refused, "a_", typed)
+            errors = refusal_errors(refused, form_fields(typed, "a_"), LIST_PROBLEMS, form="a_form")
         else:
             return go(request, session, f"{LISTS}/demands/{demand_id}")
     return await demand_page(request, session, demand_id, status=400, errors=errors, typed=typed)
@@ -433,7 +429,7 @@ async def reject_demand(
                 request, session, "POST", f"/v1/registry/demands/{demand_id}/reject", {"reason": reason.strip()}
             )
         except ApiProblem as refused:
-            errors = refusal(refused, "j_", typed)
+            errors = refusal_errors(refused, form_fields(typed, "j_"), LIST_PROBLEMS, form="j_form")
         else:
             return go(request, session, f"{LISTS}/demands/{demand_id}")
     return await demand_page(request, session, demand_id, status=400, errors=errors, typed=typed)
@@ -460,7 +456,7 @@ async def add_negative(
         try:
             await api_send(request, session, "POST", "/v1/registry/negative-list", body)
         except ApiProblem as refused:
-            errors = refusal(refused, "n_", typed)
+            errors = refusal_errors(refused, form_fields(typed, "n_"), LIST_PROBLEMS, form="n_form")
             if refused.code == "unknown-items":  # the item typed is not one of the resource's
                 errors["n_item"] = LIST_PROBLEMS["unknown-items"]
         else:
@@ -476,7 +472,7 @@ async def remove_negative(request: Request, session: PersonDep, line_id: str) ->
             raise ApiProblem(404, "not-found", "Not found", f"negative line {line_id}")
         await api_send(request, session, "DELETE", f"/v1/registry/negative-list/{line_id}")
     except ApiProblem as refused:
-        errors = refusal(refused, "l_", {})
+        errors = refusal_errors(refused, {}, LIST_PROBLEMS, form="l_form")
     else:
         return go(request, session, f"{LISTS}#negative")
     return await lists_page(request, session, status=400, errors=errors)

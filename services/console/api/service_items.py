@@ -17,14 +17,16 @@ from services.console.api.common import (
     PersonDep,
     api_get,
     api_send,
+    form_fields,
     go,
     object_page,
     page,
     page_router,
     problem_page,
     readable,
+    refusal_errors,
 )
-from services.console.api.lists import SERVICE_ITEM_CODE, check_items, check_text, refusal
+from services.console.api.lists import SERVICE_ITEM_CODE, check_items, check_text
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -113,7 +115,7 @@ async def register(
         try:
             await api_send(request, session, "POST", "/v1/registry/service-items", body)
         except ApiProblem as refused:
-            errors = refusal(refused, "s_", typed, ITEM_PROBLEMS)
+            errors = refusal_errors(refused, form_fields(typed, "s_"), ITEM_PROBLEMS, form="s_form")
             if refused.code == "service-item-exists":
                 errors["s_code"] = ITEM_PROBLEMS["service-item-exists"]
         else:
@@ -238,7 +240,7 @@ async def rewrite(
             )
         if refused.status == 404:  # the item, or the material: not the person's department's, or gone
             return not_found(request, session, refused)
-        errors = refusal(refused, prefix, typed, ITEM_PROBLEMS)
+        errors = refusal_errors(refused, form_fields(typed, prefix), ITEM_PROBLEMS, form=f"{prefix}form")
         if refused.code == "unknown-items":  # items the resource does not have: said next to them
             errors[f"{prefix}items"] = ITEM_PROBLEMS["unknown-items"]
     else:
@@ -271,7 +273,7 @@ async def add_material(
         except ApiProblem as refused:
             if refused.status == 404:
                 return not_found(request, session, refused)
-            errors = refusal(refused, "m_", typed, ITEM_PROBLEMS)
+            errors = refusal_errors(refused, form_fields(typed, "m_"), ITEM_PROBLEMS, form="m_form")
         else:
             return go(request, session, f"{ITEMS}/{code}")
     return await item_page(request, session, code, status=400, errors=errors, typed=typed)
@@ -289,6 +291,6 @@ async def remove_material(request: Request, session: PersonDep, code: str, mater
     except ApiProblem as refused:
         if refused.status == 404:
             return not_found(request, session, refused)
-        errors = refusal(refused, "m_", (), ITEM_PROBLEMS)
+        errors = refusal_errors(refused, {}, ITEM_PROBLEMS, form="m_form")
         return await item_page(request, session, code, status=400, errors=errors)
     return go(request, session, f"{ITEMS}/{code}")
