@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from services.console.api.common import (
     PersonDep,
     api_get,
+    api_refusal,
     api_send,
     form_fields,
     go,
@@ -214,15 +215,13 @@ async def create_user(
         errors["roles"] = CHOOSE_ROLE
     if not errors:
         body = {"username": username, "password": password, "department": department, "roles": roles}
-        try:
-            await api_send(request, session, "POST", "/v1/users", body)
-        except ApiProblem as refused:
-            # UserCreate's one check of the whole body is the password policy (密码策略).
-            errors = api_errors(refused, [*typed, "password"], whole="password")
-            if refused.code == "user-exists":
-                errors = {"username": PROBLEMS["user-exists"], "username_detail": readable(refused)}
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/users", body)
+        if refused is None:
             return go(request, session, f"/console/admin/users/{quote(username)}?done=created")
+        # UserCreate's one check of the whole body is the password policy (密码策略).
+        errors = api_errors(refused, [*typed, "password"], whole="password")
+        if refused.code == "user-exists":
+            errors = {"username": PROBLEMS["user-exists"], "username_detail": readable(refused)}
     return await users_page(request, session, status=400, errors=errors, typed=typed)
 
 
@@ -266,14 +265,12 @@ async def user_roles(
     path = user_path(username)
     errors: dict[str, str] = {} if roles else {"roles": CHOOSE_ROLE}
     if not errors and path is not None:
-        try:
-            await api_send(request, session, "PUT", f"{path}/roles", {"roles": roles})
-        except ApiProblem as refused:
-            errors = api_errors(refused, ["roles"])
-            if refused.code == "forbidden":  # a platform admin's own role (the API says so in its words)
-                errors = {"roles": N_("The platform refused this change of roles."), "roles_detail": readable(refused)}
-        else:
+        refused = await api_refusal(request, session, "PUT", f"{path}/roles", {"roles": roles})
+        if refused is None:
             return go(request, session, f"/console/admin/users/{quote(username)}?done=roles")
+        errors = api_errors(refused, ["roles"])
+        if refused.code == "forbidden":  # a platform admin's own role (the API says so in its words)
+            errors = {"roles": N_("The platform refused this change of roles."), "roles_detail": readable(refused)}
     return await user_page(request, session, username, status=400, errors=errors, typed={"roles": roles})
 
 
@@ -281,11 +278,7 @@ async def post(request: Request, session: Session, path: str | None) -> ApiProbl
     """POST ``path`` (a disable, enable or unlock) as the person; the refusal, if refused."""
     if path is None:
         return ApiProblem(404, "not-found", "Not found", "")
-    try:
-        await api_send(request, session, "POST", path)
-    except ApiProblem as refused:
-        return refused
-    return None
+    return await api_refusal(request, session, "POST", path)
 
 
 STATUS_VERBS = {"disabled": "disable", "enabled": "enable"}
@@ -366,17 +359,15 @@ async def create_department(
         errors["level"] = FIELD_PROBLEMS["level"]
     if not errors:
         body = typed | {"parent_code": typed["parent_code"] or None}
-        try:
-            await api_send(request, session, "POST", "/v1/departments", body)
-        except ApiProblem as refused:
-            # DepartmentCreate's one check of the whole body: the region agrees with the code.
-            errors = api_errors(refused, typed, whole="region_code")
-            if refused.code == "department-exists":
-                errors = {"code": PROBLEMS["department-exists"], "code_detail": readable(refused)}
-            elif refused.code == "unknown-parent":
-                errors = {"parent_code": PROBLEMS["unknown-parent"], "parent_code_detail": readable(refused)}
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/departments", body)
+        if refused is None:
             return go(request, session, "/console/admin/departments?done=created")
+        # DepartmentCreate's one check of the whole body: the region agrees with the code.
+        errors = api_errors(refused, typed, whole="region_code")
+        if refused.code == "department-exists":
+            errors = {"code": PROBLEMS["department-exists"], "code_detail": readable(refused)}
+        elif refused.code == "unknown-parent":
+            errors = {"parent_code": PROBLEMS["unknown-parent"], "parent_code_detail": readable(refused)}
     return await departments_page(request, session, status=400, errors=errors, typed=typed)
 
 
@@ -552,14 +543,12 @@ async def system_jwks(
     body = jwks_body(jwks, jwks_uri, errors)
     path = system_path(client_id)
     if not errors and path is not None:
-        try:
-            await api_send(request, session, "PUT", f"{path}/jwks", body)
-        except ApiProblem as refused:
-            errors = api_errors(refused, typed, whole="jwks")  # keys that go with the method, one source
-            if refused.code == "invalid-jwks-uri":
-                errors = {"jwks_uri": PROBLEMS["invalid-jwks-uri"], "jwks_uri_detail": readable(refused)}
-        else:
+        refused = await api_refusal(request, session, "PUT", f"{path}/jwks", body)
+        if refused is None:
             return go(request, session, f"/console/admin/systems/{quote(client_id)}?done=jwks")
+        errors = api_errors(refused, typed, whole="jwks")  # keys that go with the method, one source
+        if refused.code == "invalid-jwks-uri":
+            errors = {"jwks_uri": PROBLEMS["invalid-jwks-uri"], "jwks_uri_detail": readable(refused)}
     return await system_page(request, session, client_id, status=400, errors=errors, typed=typed)
 
 
@@ -589,9 +578,8 @@ async def confirm_rotation(request: Request, session: PersonDep) -> Response:
 
 @router.post("/admin/keys/rotate", response_class=HTMLResponse, summary="Rotate the signing key")
 async def rotate(request: Request, session: PersonDep) -> Response:
-    try:
-        await api_send(request, session, "POST", "/v1/keys/rotate")
-    except ApiProblem as refused:
+    refused = await api_refusal(request, session, "POST", "/v1/keys/rotate")
+    if refused is not None:
         return await keys_page(
             request, session, "admin_keys_rotate.html", status=refused.status, errors=api_errors(refused)
         )

@@ -15,7 +15,7 @@ from services.common.masking import MASKING_RULES
 from services.console.api.common import (
     PersonDep,
     api_get,
-    api_send,
+    api_refusal,
     console_of,
     form_fields,
     go,
@@ -205,13 +205,11 @@ async def approve(
     body["masking"] = {item: rule for item, rule in masking.items() if item in items}
     path = application_path(application_id)
     if not errors and path is not None:
-        try:
-            await api_send(request, session, "POST", f"{path}/approve", body)
-        except ApiProblem as refused:
-            # The API's own words next to the fields it names; a rule of the whole (widening…) above the form.
-            errors = refusal_errors(refused, form_fields(typed), DECISION_PROBLEMS, form="approve", otherwise="")
-        else:
+        refused = await api_refusal(request, session, "POST", f"{path}/approve", body)
+        if refused is None:
             return go(request, session, f"/console/applications/{application_id}")
+        # The API's own words next to the fields it names; a rule of the whole (widening…) above the form.
+        errors = refusal_errors(refused, form_fields(typed), DECISION_PROBLEMS, form="approve", otherwise="")
     return await application_page(request, session, application_id, status=400, errors=errors, typed=typed)
 
 
@@ -227,10 +225,8 @@ async def reject(
         errors["reason"] = N_("A reason has at most 1000 characters.")
     path = application_path(application_id)
     if not errors and path is not None:
-        try:
-            await api_send(request, session, "POST", f"{path}/reject", {"reason": reason.strip()})
-        except ApiProblem as refused:
-            errors = {"reason": refused.fields.get("reason") or readable(refused)}
-        else:
+        refused = await api_refusal(request, session, "POST", f"{path}/reject", {"reason": reason.strip()})
+        if refused is None:
             return go(request, session, f"/console/applications/{application_id}")
+        errors = {"reason": refused.fields.get("reason") or readable(refused)}
     return await application_page(request, session, application_id, status=400, errors=errors, typed=typed)

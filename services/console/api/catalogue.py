@@ -23,6 +23,7 @@ from services.console.api.common import (
     PersonDep,
     SignInAgain,
     api_get,
+    api_refusal,
     api_send,
     console_of,
     go,
@@ -443,22 +444,19 @@ async def save_draft(request: Request, session: PersonDep, code: str) -> Respons
         return draft_page(request, session, typed=typed, items=reshaped, code=code)
     errors = check_draft(typed, items, create=False)
     if not errors:
-        try:
-            await api_send(request, session, "PATCH", entry_path(code), body_of(typed, items, create=False))
-        except ApiProblem as refused:
-            if refused.status == 404:
-                return not_found(request, session, refused)
-            errors = draft_errors(refused)
-        else:
+        refused = await api_refusal(request, session, "PATCH", entry_path(code), body_of(typed, items, create=False))
+        if refused is None:
             return go(request, session, f"{console_path(code)}?notice=saved")
+        if refused.status == 404:
+            return not_found(request, session, refused)
+        errors = draft_errors(refused)
     return draft_page(request, session, typed=typed, items=items, code=code, status=400, errors=errors)
 
 
 @router.post("/catalogue/{code:path}/submit", summary="Submit the entry's draft for review (提交审核)")
 async def submit_draft(request: Request, session: PersonDep, code: str) -> Response:
-    try:
-        await api_send(request, session, "POST", f"{entry_path(code)}/submit")
-    except ApiProblem as refused:
+    refused = await api_refusal(request, session, "POST", f"{entry_path(code)}/submit")
+    if refused is not None:
         if refused.status == 404:
             return not_found(request, session, refused)
         return await entry_page(

@@ -325,3 +325,15 @@ def refusal_errors(
         elif field in sentences:
             errors[field], errors[f"{field}_detail"] = sentences[field], message
     return errors or {form: problems.get(refused.code, otherwise), f"{form}_detail": readable(refused)}
+
+
+async def api_refusal(
+    request: Request, session: Session, method: str, path: str, body: dict[str, Any] | None = None
+) -> ApiProblem | None:
+    """What a form's POST handler sends, as ``api_send``, when it needs only to know whether the
+    API took it: None if it did, else the API's refusal, for the form to show next to its fields."""
+    try:
+        await api_send(request, session, method, path, body)
+    except ApiProblem as refused:
+        return refused
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
@@ -19,7 +20,7 @@ from fastapi.responses import HTMLResponse, Response
 from services.console.api.common import (
     PersonDep,
     api_get,
-    api_send,
+    api_refusal,
     form_fields,
     go,
     object_page,
@@ -107,6 +108,14 @@ def check_date(errors: Errors, field: str, text: str) -> date | None:
 def check_choice(errors: Errors, field: str, value: str, allowed: object) -> None:
     if value not in allowed:  # type: ignore[operator]
         errors[field] = N_("Choose one of the options.")
+
+
+def refusal(
+    refused: ApiProblem, prefix: str, typed: Iterable[str], problems: Mapping[str, str] = LIST_PROBLEMS
+) -> Errors:
+    """The API's refusal as the errors of a form of these pages, whose fields are named ``prefix``
+    + the API's (``refusal_errors``): next to the fields, else above the form (``<prefix>form``)."""
+    return refusal_errors(refused, form_fields(typed, prefix), problems, form=f"{prefix}form")
 
 
 def uuid_or_none(text: str) -> uuid.UUID | None:
@@ -223,12 +232,10 @@ async def add_responsibility(
     body = responsibility_body(fields, errors, "r_")
     typed = {f"r_{k}": v for k, v in fields.items()}
     if not errors:
-        try:
-            await api_send(request, session, "POST", "/v1/registry/responsibilities", body)
-        except ApiProblem as refused:
-            errors = refusal_errors(refused, form_fields(typed, "r_"), LIST_PROBLEMS, form="r_form")
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/registry/responsibilities", body)
+        if refused is None:
             return go(request, session, f"{LISTS}#responsibilities")
+        errors = refusal(refused, "r_", typed)
     return await lists_page(request, session, status=400, errors=errors, typed=typed)
 
 
@@ -298,12 +305,10 @@ async def change_responsibility(
     body = responsibility_body(fields, errors, "e_")
     typed = {f"e_{k}": v for k, v in fields.items()}
     if not errors and uuid_or_none(line_id) is not None:
-        try:
-            await api_send(request, session, "PATCH", f"/v1/registry/responsibilities/{line_id}", body)
-        except ApiProblem as refused:
-            errors = refusal_errors(refused, form_fields(typed, "e_"), LIST_PROBLEMS, form="e_form")
-        else:
+        refused = await api_refusal(request, session, "PATCH", f"/v1/registry/responsibilities/{line_id}", body)
+        if refused is None:
             return go(request, session, f"{LISTS}#responsibilities")
+        errors = refusal(refused, "e_", typed)
     return await responsibility_page(request, session, line_id, status=400, errors=errors, typed=typed)
 
 
@@ -347,12 +352,10 @@ async def add_demand(
             "basis": basis.strip(),
             "update_cycle": update_cycle,
         }
-        try:
-            await api_send(request, session, "POST", "/v1/registry/demands", body)
-        except ApiProblem as refused:
-            errors = refusal_errors(refused, form_fields(typed, "d_"), LIST_PROBLEMS, form="d_form")
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/registry/demands", body)
+        if refused is None:
             return go(request, session, f"{LISTS}#demands")
+        errors = refusal(refused, "d_", typed)
     return await lists_page(request, session, status=400, errors=errors, typed=typed)
 
 
@@ -404,12 +407,10 @@ async def accept_demand(
     check_choice(errors, "a_mode", mode, MODES)
     if not errors and day is not None and uuid_or_none(demand_id) is not None:
         body = {"due_by": day.isoformat(), "share_type": share_type, "mode": mode}
-        try:
-            await api_send(request, session, "POST", f"/v1/registry/demands/{demand_id}/accept", body)
-        except ApiProblem as refused:
-            errors = refusal_errors(refused, form_fields(typed, "a_"), LIST_PROBLEMS, form="a_form")
-        else:
+        refused = await api_refusal(request, session, "POST", f"/v1/registry/demands/{demand_id}/accept", body)
+        if refused is None:
             return go(request, session, f"{LISTS}/demands/{demand_id}")
+        errors = refusal(refused, "a_", typed)
     return await demand_page(request, session, demand_id, status=400, errors=errors, typed=typed)
 
 
@@ -424,14 +425,12 @@ async def reject_demand(
     elif len(reason) > 1000:
         errors["j_reason"] = N_("A reason has at most 1000 characters.")
     if not errors and uuid_or_none(demand_id) is not None:
-        try:
-            await api_send(
-                request, session, "POST", f"/v1/registry/demands/{demand_id}/reject", {"reason": reason.strip()}
-            )
-        except ApiProblem as refused:
-            errors = refusal_errors(refused, form_fields(typed, "j_"), LIST_PROBLEMS, form="j_form")
-        else:
+        refused = await api_refusal(
+            request, session, "POST", f"/v1/registry/demands/{demand_id}/reject", {"reason": reason.strip()}
+        )
+        if refused is None:
             return go(request, session, f"{LISTS}/demands/{demand_id}")
+        errors = refusal(refused, "j_", typed)
     return await demand_page(request, session, demand_id, status=400, errors=errors, typed=typed)
 
 
@@ -453,26 +452,21 @@ async def add_negative(
     check_text(errors, "n_basis", basis, (2, 500), BASIS_LENGTH)
     if not errors:
         body = {"resource": resource.strip(), "item": item.strip() or None, "basis": basis.strip()}
-        try:
-            await api_send(request, session, "POST", "/v1/registry/negative-list", body)
-        except ApiProblem as refused:
-            errors = refusal_errors(refused, form_fields(typed, "n_"), LIST_PROBLEMS, form="n_form")
-            if refused.code == "unknown-items":  # the item typed is not one of the resource's
-                errors["n_item"] = LIST_PROBLEMS["unknown-items"]
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/registry/negative-list", body)
+        if refused is None:
             return go(request, session, f"{LISTS}#negative")
+        errors = refusal(refused, "n_", typed)
+        if refused.code == "unknown-items":  # the item typed is not one of the resource's
+            errors["n_item"] = LIST_PROBLEMS["unknown-items"]
     return await lists_page(request, session, status=400, errors=errors, typed=typed)
 
 
 @router.post("/lists/negative/{line_id}/remove", summary="Take a line off the 负面清单")
 async def remove_negative(request: Request, session: PersonDep, line_id: str) -> Response:
-    errors: Errors = {}
-    try:
-        if uuid_or_none(line_id) is None:
-            raise ApiProblem(404, "not-found", "Not found", f"negative line {line_id}")
-        await api_send(request, session, "DELETE", f"/v1/registry/negative-list/{line_id}")
-    except ApiProblem as refused:
-        errors = refusal_errors(refused, {}, LIST_PROBLEMS, form="l_form")
+    if uuid_or_none(line_id) is None:
+        refused: ApiProblem | None = ApiProblem(404, "not-found", "Not found", f"negative line {line_id}")
     else:
+        refused = await api_refusal(request, session, "DELETE", f"/v1/registry/negative-list/{line_id}")
+    if refused is None:
         return go(request, session, f"{LISTS}#negative")
-    return await lists_page(request, session, status=400, errors=errors)
+    return await lists_page(request, session, status=400, errors=refusal(refused, "l_", ()))

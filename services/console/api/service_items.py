@@ -16,17 +16,16 @@ from fastapi.responses import HTMLResponse, Response
 from services.console.api.common import (
     PersonDep,
     api_get,
+    api_refusal,
     api_send,
-    form_fields,
     go,
     object_page,
     page,
     page_router,
     problem_page,
     readable,
-    refusal_errors,
 )
-from services.console.api.lists import SERVICE_ITEM_CODE, check_items, check_text
+from services.console.api.lists import SERVICE_ITEM_CODE, check_items, check_text, refusal
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -112,14 +111,12 @@ async def register(
     check_text(errors, "s_name", name, (2, 200), N_("Enter 2 to 200 characters."))
     if not errors:
         body = {"code": code.strip(), "name": name.strip(), "materials": []}
-        try:
-            await api_send(request, session, "POST", "/v1/registry/service-items", body)
-        except ApiProblem as refused:
-            errors = refusal_errors(refused, form_fields(typed, "s_"), ITEM_PROBLEMS, form="s_form")
-            if refused.code == "service-item-exists":
-                errors["s_code"] = ITEM_PROBLEMS["service-item-exists"]
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/registry/service-items", body)
+        if refused is None:
             return go(request, session, f"{ITEMS}/{code.strip()}")
+        errors = refusal(refused, "s_", typed, ITEM_PROBLEMS)
+        if refused.code == "service-item-exists":
+            errors["s_code"] = ITEM_PROBLEMS["service-item-exists"]
     return await items_page(request, session, status=400, errors=errors, typed=typed)
 
 
@@ -240,7 +237,7 @@ async def rewrite(
             )
         if refused.status == 404:  # the item, or the material: not the person's department's, or gone
             return not_found(request, session, refused)
-        errors = refusal_errors(refused, form_fields(typed, prefix), ITEM_PROBLEMS, form=f"{prefix}form")
+        errors = refusal(refused, prefix, typed, ITEM_PROBLEMS)
         if refused.code == "unknown-items":  # items the resource does not have: said next to them
             errors[f"{prefix}items"] = ITEM_PROBLEMS["unknown-items"]
     else:
@@ -268,14 +265,12 @@ async def add_material(
     path = item_path(code)
     if not errors and path is not None:
         body = {"name": name.strip(), "source": source, "necessity": necessity}
-        try:
-            await api_send(request, session, "POST", f"{path}/materials", body)
-        except ApiProblem as refused:
-            if refused.status == 404:
-                return not_found(request, session, refused)
-            errors = refusal_errors(refused, form_fields(typed, "m_"), ITEM_PROBLEMS, form="m_form")
-        else:
+        refused = await api_refusal(request, session, "POST", f"{path}/materials", body)
+        if refused is None:
             return go(request, session, f"{ITEMS}/{code}")
+        if refused.status == 404:
+            return not_found(request, session, refused)
+        errors = refusal(refused, "m_", typed, ITEM_PROBLEMS)
     return await item_page(request, session, code, status=400, errors=errors, typed=typed)
 
 
@@ -291,6 +286,6 @@ async def remove_material(request: Request, session: PersonDep, code: str, mater
     except ApiProblem as refused:
         if refused.status == 404:
             return not_found(request, session, refused)
-        errors = refusal_errors(refused, {}, ITEM_PROBLEMS, form="m_form")
+        errors = refusal(refused, "m_", (), ITEM_PROBLEMS)
         return await item_page(request, session, code, status=400, errors=errors)
     return go(request, session, f"{ITEMS}/{code}")
