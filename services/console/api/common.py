@@ -1,5 +1,6 @@
 """What every page of the console shares: the console's state, the session of the visitor, CSRF,
-the navigation, rendering a page and redirecting, and calling the platform's API as the person.
+the navigation, rendering a page and redirecting, and calling the platform's API as the person;
+the page of one API object, and a form's refusal by the API shown next to its fields.
 
 Each module of pages beside this one makes its router with ``page_router()``."""
 
