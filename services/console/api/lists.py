@@ -249,21 +249,6 @@ async def responsibility_page(
     typed: Typed | None = None,
 ) -> Response:
     """A line of the 责任清单, with the form to change it while it is planned and the person's own."""
-
-    async def kept(line: dict[str, Any]) -> dict[str, object]:
-        """What the form shows: what was typed, else the line as it is."""
-        return {
-            "typed": typed
-            or {
-                "e_name": line["name"],
-                "e_items": "、".join(line["items"]),
-                "e_share_type": line["share_type"],
-                "e_mode": line["mode"],
-                "e_update_cycle": line["update_cycle"],
-                "e_due_by": line["due_by"],
-            }
-        }
-
     return await object_page(
         request,
         session,
@@ -273,8 +258,8 @@ async def responsibility_page(
         what=f"responsibility {line_id}",
         missing={"not-found": N_("No such line of the responsibility list.")},
         status=status,
-        more=kept,
         errors=errors or {},
+        typed=typed or {},  # the form shows the line as it is where nothing was typed
         r_statuses=RESPONSIBILITY_STATUSES,
         promised=PROMISED,
         options=OPTIONS,
