@@ -11,14 +11,27 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
+from services.console.api.common import (
+    PersonDep,
+    api_get,
+    api_refusal,
+    api_send,
+    form_fields,
+    go,
+    object_page,
+    page,
+    page_router,
+    problem_page,
+    readable,
+    refusal_errors,
+)
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -102,22 +115,15 @@ FIELD_PROBLEMS = {
 }
 
 
-def api_errors(refused: ApiProblem, fields: Mapping[str, object], whole: str | None = None) -> dict[str, str]:
-    """A refusal of the API as a form's errors: next to each field of ``fields`` it names (a
-    sentence of ours, then its own words as ``<field>_detail``), a check of the whole body next
-    to the field ``whole``, anything else above the form (``form``)."""
-    errors: dict[str, str] = {}
-    for field, said in refused.fields.items():
-        field = field or whole or ""
-        if field in fields and field in FIELD_PROBLEMS:
-            errors[field], errors[f"{field}_detail"] = FIELD_PROBLEMS[field], said
-    if not errors:
-        errors["form"] = PROBLEMS.get(refused.code, N_("The platform refused this."))
-        errors["form_detail"] = readable(refused)
-    return errors
+def api_errors(refused: ApiProblem, fields: Iterable[str] = (), whole: str | None = None) -> dict[str, str]:
+    """The gateway's refusal as a form's errors (``refusal_errors``): next to each of ``fields``
+    it names, our sentence (``FIELD_PROBLEMS``) then its own words; a check of the whole body
+    next to the field ``whole``; anything else above the form."""
+    named = form_fields(fields) | ({"": whole} if whole else {})
+    return refusal_errors(refused, named, PROBLEMS, sentences=FIELD_PROBLEMS)
 
 
-def context(**more: object) -> dict[str, object]:
+def context(**more: object) -> dict[str, Any]:
     """What every administration template is given besides its own: the names of roles, states…"""
     return {
         "person_roles": PERSON_ROLES,
@@ -129,10 +135,13 @@ def context(**more: object) -> dict[str, object]:
     } | more
 
 
+# Our words for a page the API would not give (a person who is no platform administrator).
+MISSING = {code: PROBLEMS[code] for code in ("forbidden", "not-found")}
+
+
 def refusal_page(request: Request, session: Session, refused: ApiProblem) -> Response:
-    """A page the API would not give: why, in words (a person who is no platform administrator)."""
-    message = PROBLEMS.get(refused.code) if refused.status in (403, 404) else None
-    return problem_page(request, session, refused, message)
+    """A page the API would not give: why, in words."""
+    return problem_page(request, session, refused, MISSING.get(refused.code))
 
 
 async def departments_of(request: Request, session: Session) -> list[dict[str, Any]]:
@@ -206,15 +215,13 @@ async def create_user(
         errors["roles"] = CHOOSE_ROLE
     if not errors:
         body = {"username": username, "password": password, "department": department, "roles": roles}
-        try:
-            await api_send(request, session, "POST", "/v1/users", body)
-        except ApiProblem as refused:
-            # UserCreate's one check of the whole body is the password policy (密码策略).
-            errors = api_errors(refused, typed | {"password": ""}, whole="password")
-            if refused.code == "user-exists":
-                errors = {"username": PROBLEMS["user-exists"], "username_detail": readable(refused)}
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/users", body)
+        if refused is None:
             return go(request, session, f"/console/admin/users/{quote(username)}?done=created")
+        # UserCreate's one check of the whole body is the password policy (密码策略).
+        errors = api_errors(refused, [*typed, "password"], whole="password")
+        if refused.code == "user-exists":
+            errors = {"username": PROBLEMS["user-exists"], "username_detail": readable(refused)}
     return await users_page(request, session, status=400, errors=errors, typed=typed)
 
 
@@ -232,19 +239,16 @@ async def user_page(
     errors: dict[str, str] | None = None,
     typed: dict[str, object] | None = None,
 ) -> Response:
-    path = user_path(username)
-    try:
-        if path is None:
-            raise ApiProblem(404, "not-found", "Not found", f"user {username}")
-        account = await api_get(request, session, path)
-    except ApiProblem as refused:
-        return refusal_page(request, session, refused)
-    return page(
+    return await object_page(
         request,
         session,
+        user_path(username),
         "admin_user.html",
+        name="u",
+        what=f"user {username}",
+        missing=MISSING,
         status=status,
-        **context(u=account, notice=done_notice(done), errors=errors or {}, typed=typed or {}),
+        **context(notice=done_notice(done), errors=errors or {}, typed=typed or {}),
     )
 
 
@@ -261,14 +265,12 @@ async def user_roles(
     path = user_path(username)
     errors: dict[str, str] = {} if roles else {"roles": CHOOSE_ROLE}
     if not errors and path is not None:
-        try:
-            await api_send(request, session, "PUT", f"{path}/roles", {"roles": roles})
-        except ApiProblem as refused:
-            errors = api_errors(refused, {"roles": roles})
-            if refused.code == "forbidden":  # a platform admin's own role (the API says so in its words)
-                errors = {"roles": N_("The platform refused this change of roles."), "roles_detail": readable(refused)}
-        else:
+        refused = await api_refusal(request, session, "PUT", f"{path}/roles", {"roles": roles})
+        if refused is None:
             return go(request, session, f"/console/admin/users/{quote(username)}?done=roles")
+        errors = api_errors(refused, ["roles"])
+        if refused.code == "forbidden":  # a platform admin's own role (the API says so in its words)
+            errors = {"roles": N_("The platform refused this change of roles."), "roles_detail": readable(refused)}
     return await user_page(request, session, username, status=400, errors=errors, typed={"roles": roles})
 
 
@@ -276,11 +278,7 @@ async def post(request: Request, session: Session, path: str | None) -> ApiProbl
     """POST ``path`` (a disable, enable or unlock) as the person; the refusal, if refused."""
     if path is None:
         return ApiProblem(404, "not-found", "Not found", "")
-    try:
-        await api_send(request, session, "POST", path)
-    except ApiProblem as refused:
-        return refused
-    return None
+    return await api_refusal(request, session, "POST", path)
 
 
 STATUS_VERBS = {"disabled": "disable", "enabled": "enable"}
@@ -291,7 +289,7 @@ async def user_status(request: Request, session: PersonDep, username: str, to: A
     path, verb = user_path(username), STATUS_VERBS.get(to)
     refused = await post(request, session, f"{path}/{verb}" if path and verb else None)
     if refused is not None:
-        return await user_page(request, session, username, status=refused.status, errors=api_errors(refused, {}))
+        return await user_page(request, session, username, status=refused.status, errors=api_errors(refused))
     return go(request, session, f"/console/admin/users/{quote(username)}?done={to}")
 
 
@@ -300,7 +298,7 @@ async def user_unlock(request: Request, session: PersonDep, username: str) -> Re
     path = user_path(username)
     refused = await post(request, session, f"{path}/unlock" if path else None)
     if refused is not None:
-        return await user_page(request, session, username, status=refused.status, errors=api_errors(refused, {}))
+        return await user_page(request, session, username, status=refused.status, errors=api_errors(refused))
     return go(request, session, f"/console/admin/users/{quote(username)}?done=unlocked")
 
 
@@ -361,17 +359,15 @@ async def create_department(
         errors["level"] = FIELD_PROBLEMS["level"]
     if not errors:
         body = typed | {"parent_code": typed["parent_code"] or None}
-        try:
-            await api_send(request, session, "POST", "/v1/departments", body)
-        except ApiProblem as refused:
-            # DepartmentCreate's one check of the whole body: the region agrees with the code.
-            errors = api_errors(refused, typed, whole="region_code")
-            if refused.code == "department-exists":
-                errors = {"code": PROBLEMS["department-exists"], "code_detail": readable(refused)}
-            elif refused.code == "unknown-parent":
-                errors = {"parent_code": PROBLEMS["unknown-parent"], "parent_code_detail": readable(refused)}
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/departments", body)
+        if refused is None:
             return go(request, session, "/console/admin/departments?done=created")
+        # DepartmentCreate's one check of the whole body: the region agrees with the code.
+        errors = api_errors(refused, typed, whole="region_code")
+        if refused.code == "department-exists":
+            errors = {"code": PROBLEMS["department-exists"], "code_detail": readable(refused)}
+        elif refused.code == "unknown-parent":
+            errors = {"parent_code": PROBLEMS["unknown-parent"], "parent_code_detail": readable(refused)}
     return await departments_page(request, session, status=400, errors=errors, typed=typed)
 
 
@@ -497,27 +493,24 @@ async def system_page(
     typed: dict[str, object] | None = None,
 ) -> Response:
     path = system_path(client_id)
-    try:
-        if path is None:
-            raise ApiProblem(404, "not-found", "Not found", f"system {client_id}")
-        system = await api_get(request, session, path)
+
+    async def keys_of(system: dict[str, Any]) -> dict[str, object]:
+        """Its registered public keys, for a system that authenticates with them."""
         keys = await api_get(request, session, f"{path}/jwks") if system["auth_method"] == "private_key_jwt" else None
-    except ApiProblem as refused:
-        return refusal_page(request, session, refused)
-    registered = json.dumps(keys["jwks"], ensure_ascii=False, indent=2) if keys and keys.get("jwks") else None
-    return page(
+        registered = json.dumps(keys["jwks"], ensure_ascii=False, indent=2) if keys and keys.get("jwks") else None
+        return {"keys": keys, "registered": registered}
+
+    return await object_page(
         request,
         session,
+        path,
         "admin_system.html",
+        name="s",
+        what=f"system {client_id}",
+        missing=MISSING,
         status=status,
-        **context(
-            s=system,
-            keys=keys,
-            registered=registered,
-            notice=done_notice(done),
-            errors=errors or {},
-            typed=typed or {},
-        ),
+        more=keys_of,
+        **context(notice=done_notice(done), errors=errors or {}, typed=typed or {}),
     )
 
 
@@ -533,7 +526,7 @@ async def system_status(
     path, verb = system_path(client_id), STATUS_VERBS.get(to)
     refused = await post(request, session, f"{path}/{verb}" if path and verb else None)
     if refused is not None:
-        return await system_page(request, session, client_id, status=refused.status, errors=api_errors(refused, {}))
+        return await system_page(request, session, client_id, status=refused.status, errors=api_errors(refused))
     return go(request, session, f"/console/admin/systems/{quote(client_id)}?done={to}")
 
 
@@ -550,14 +543,12 @@ async def system_jwks(
     body = jwks_body(jwks, jwks_uri, errors)
     path = system_path(client_id)
     if not errors and path is not None:
-        try:
-            await api_send(request, session, "PUT", f"{path}/jwks", body)
-        except ApiProblem as refused:
-            errors = api_errors(refused, typed, whole="jwks")  # keys that go with the method, one source
-            if refused.code == "invalid-jwks-uri":
-                errors = {"jwks_uri": PROBLEMS["invalid-jwks-uri"], "jwks_uri_detail": readable(refused)}
-        else:
+        refused = await api_refusal(request, session, "PUT", f"{path}/jwks", body)
+        if refused is None:
             return go(request, session, f"/console/admin/systems/{quote(client_id)}?done=jwks")
+        errors = api_errors(refused, typed, whole="jwks")  # keys that go with the method, one source
+        if refused.code == "invalid-jwks-uri":
+            errors = {"jwks_uri": PROBLEMS["invalid-jwks-uri"], "jwks_uri_detail": readable(refused)}
     return await system_page(request, session, client_id, status=400, errors=errors, typed=typed)
 
 
@@ -587,10 +578,9 @@ async def confirm_rotation(request: Request, session: PersonDep) -> Response:
 
 @router.post("/admin/keys/rotate", response_class=HTMLResponse, summary="Rotate the signing key")
 async def rotate(request: Request, session: PersonDep) -> Response:
-    try:
-        await api_send(request, session, "POST", "/v1/keys/rotate")
-    except ApiProblem as refused:
+    refused = await api_refusal(request, session, "POST", "/v1/keys/rotate")
+    if refused is not None:
         return await keys_page(
-            request, session, "admin_keys_rotate.html", status=refused.status, errors=api_errors(refused, {})
+            request, session, "admin_keys_rotate.html", status=refused.status, errors=api_errors(refused)
         )
     return go(request, session, "/console/admin/keys?done=rotated")

@@ -9,7 +9,17 @@ from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from services.console.api.approvals import APPLICATION_STATUSES, whole_number
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
+from services.console.api.common import (
+    PersonDep,
+    api_get,
+    api_send,
+    go,
+    page,
+    page_router,
+    problem_page,
+    readable,
+    refusal_errors,
+)
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -129,10 +139,7 @@ async def apply(
         try:
             filed = await api_send(request, session, "POST", "/v1/registry/applications", body)
         except ApiProblem as refused:
-            errors = {API_FIELDS[f]: m for f, m in refused.fields.items() if f in API_FIELDS} or {
-                "apply": APPLY_PROBLEMS.get(refused.code, ""),
-                "apply_detail": readable(refused),
-            }
+            errors = refusal_errors(refused, API_FIELDS, APPLY_PROBLEMS, form="apply", otherwise="")
         else:
             return go(request, session, f"/console/applications/{filed['id']}")
     return await apply_page(request, session, resource, status=400, errors=errors, typed=typed)

@@ -15,13 +15,15 @@ from services.common.masking import MASKING_RULES
 from services.console.api.common import (
     PersonDep,
     api_get,
-    api_send,
+    api_refusal,
     console_of,
+    form_fields,
     go,
+    object_page,
     page,
     page_router,
-    problem_page,
     readable,
+    refusal_errors,
 )
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
@@ -91,24 +93,23 @@ async def application_page(
 ) -> Response:
     """An application with, while it is pending, the forms to approve (narrowed) or reject it;
     ``errors`` next to their fields and ``typed`` what the person had entered."""
-    path = application_path(application_id)
-    try:
-        if path is None:
-            raise ApiProblem(404, "not-found", "Not found", f"application {application_id}")
-        application = await api_get(request, session, path)
-    except ApiProblem as refused:
-        message = N_("No such application.") if refused.status == 404 else None
-        return problem_page(request, session, refused, message)
-    return page(
+
+    async def decision(application: dict[str, Any]) -> dict[str, object]:
+        return {"defaults": await catalogue_masking(request, session, application)}
+
+    return await object_page(
         request,
         session,
+        application_path(application_id),
         "application.html",
+        name="a",
+        what=f"application {application_id}",
+        missing={"not-found": N_("No such application.")},
         status=status,
-        a=application,
+        more=decision,
         statuses=APPLICATION_STATUSES,
         errors=errors or {},
         typed=typed or {},
-        defaults=await catalogue_masking(request, session, application),
         masking_choices=MASKING_CHOICES,
         zone=console_of(request).settings.timezone,
     )
@@ -204,16 +205,11 @@ async def approve(
     body["masking"] = {item: rule for item, rule in masking.items() if item in items}
     path = application_path(application_id)
     if not errors and path is not None:
-        try:
-            await api_send(request, session, "POST", f"{path}/approve", body)
-        except ApiProblem as refused:
-            # The API's own words next to the fields it names; a rule of the whole (widening…) above the form.
-            errors = {f: m for f, m in refused.fields.items() if f in typed} or {
-                "approve": DECISION_PROBLEMS.get(refused.code, ""),
-                "approve_detail": readable(refused),
-            }
-        else:
+        refused = await api_refusal(request, session, "POST", f"{path}/approve", body)
+        if refused is None:
             return go(request, session, f"/console/applications/{application_id}")
+        # The API's own words next to the fields it names; a rule of the whole (widening…) above the form.
+        errors = refusal_errors(refused, form_fields(typed), DECISION_PROBLEMS, form="approve", otherwise="")
     return await application_page(request, session, application_id, status=400, errors=errors, typed=typed)
 
 
@@ -229,10 +225,8 @@ async def reject(
         errors["reason"] = N_("A reason has at most 1000 characters.")
     path = application_path(application_id)
     if not errors and path is not None:
-        try:
-            await api_send(request, session, "POST", f"{path}/reject", {"reason": reason.strip()})
-        except ApiProblem as refused:
-            errors = {"reason": refused.fields.get("reason") or readable(refused)}
-        else:
+        refused = await api_refusal(request, session, "POST", f"{path}/reject", {"reason": reason.strip()})
+        if refused is None:
             return go(request, session, f"/console/applications/{application_id}")
+        errors = {"reason": refused.fields.get("reason") or readable(refused)}
     return await application_page(request, session, application_id, status=400, errors=errors, typed=typed)

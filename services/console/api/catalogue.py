@@ -23,6 +23,7 @@ from services.console.api.common import (
     PersonDep,
     SignInAgain,
     api_get,
+    api_refusal,
     api_send,
     console_of,
     go,
@@ -30,6 +31,7 @@ from services.console.api.common import (
     page_router,
     problem_page,
     readable,
+    refusal_errors,
 )
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
@@ -181,6 +183,9 @@ API_FIELDS = {f: f for f in ("name", "summary", "category", "classification", "f
     "related_codes": "related_codes",
     "subject_types": "subject_types",
 }
+# Every field the API names — a check of the whole body ("") above the form — gets the same words.
+DRAFT_FIELDS = API_FIELDS | {"": "form"}
+DRAFT_SENTENCES = dict.fromkeys(DRAFT_FIELDS.values(), NOT_ACCEPTED)
 CHANGE_PROBLEMS = {
     "invalid-state": N_("This entry cannot be changed now (it is submitted for review, or deprecated)."),
     "forbidden": N_("You may not change this entry."),
@@ -316,23 +321,17 @@ def body_of(typed: dict[str, str], items: list[dict[str, str]], *, create: bool)
     return body
 
 
-def refusal_errors(refused: ApiProblem) -> tuple[dict[str, str], dict[str, str]]:
-    """The registry's refusal next to the fields it names: a message in the person's language, and
-    the API's own words under it; what names no field goes above the form."""
+def draft_errors(refused: ApiProblem) -> dict[str, str]:
+    """The registry's refusal of a draft next to the fields it names: a message in the person's
+    language, and the API's own words under it (``<field>_detail``); what names no field goes above
+    the form."""
     if refused.code in FIELD_PROBLEMS:
         field, message = FIELD_PROBLEMS[refused.code]
         # The detail's first clause: what was refused (the rest lists every valid code, too long to read here).
-        return {field: message}, {field: refused.detail.split(";", 1)[0]}
-    errors: dict[str, str] = {}
-    said: dict[str, str] = {}
-    for name, message in refused.fields.items():
-        field = API_FIELDS.get(name, "form")
-        errors[field] = NOT_ACCEPTED
-        said[field] = message.removeprefix("Value error, ")
-    if not errors:
-        errors["form"] = CHANGE_PROBLEMS.get(refused.code, NOT_ACCEPTED)
-        said["form"] = readable(refused)
-    return errors, said
+        return {field: message, f"{field}_detail": refused.detail.split(";", 1)[0]}
+    errors = refusal_errors(refused, DRAFT_FIELDS, CHANGE_PROBLEMS, otherwise=NOT_ACCEPTED, sentences=DRAFT_SENTENCES)
+    # Pydantic's lead of a validator's message says nothing to a person.
+    return {name: said.removeprefix("Value error, ") for name, said in errors.items()}
 
 
 def rows_changed(action: str, items: list[dict[str, str]]) -> list[dict[str, str]] | None:
@@ -354,7 +353,6 @@ def draft_page(
     code: str | None = None,
     status: int = 200,
     errors: dict[str, str] | None = None,
-    said: dict[str, str] | None = None,
 ) -> Response:
     """The draft form: a new entry (``code`` None) or the edit of one."""
     return page(
@@ -367,7 +365,6 @@ def draft_page(
         typed=typed,
         items=items,
         errors=errors or {},
-        said=said or {},
         classifications=CLASSIFICATIONS,
         share_types=SHARE_TYPES,
         formats=FORMATS,
@@ -393,17 +390,16 @@ async def create_draft(request: Request, session: PersonDep) -> Response:
     if (reshaped := rows_changed(str(form.get("action") or "save"), items)) is not None:
         return draft_page(request, session, typed=typed, items=reshaped)
     errors = check_draft(typed, items, create=True)
-    said: dict[str, str] = {}
     if not errors:
         try:
             created = await api_send(
                 request, session, "POST", "/v1/registry/resources", body_of(typed, items, create=True)
             )
         except ApiProblem as refused:
-            errors, said = refusal_errors(refused)
+            errors = draft_errors(refused)
         else:
             return go(request, session, f"{console_path(created['code'])}?notice=created")
-    return draft_page(request, session, typed=typed, items=items, status=400, errors=errors, said=said)
+    return draft_page(request, session, typed=typed, items=items, status=400, errors=errors)
 
 
 def not_found(request: Request, session: Session, refused: ApiProblem) -> Response:
@@ -447,24 +443,20 @@ async def save_draft(request: Request, session: PersonDep, code: str) -> Respons
     if (reshaped := rows_changed(str(form.get("action") or "save"), items)) is not None:
         return draft_page(request, session, typed=typed, items=reshaped, code=code)
     errors = check_draft(typed, items, create=False)
-    said: dict[str, str] = {}
     if not errors:
-        try:
-            await api_send(request, session, "PATCH", entry_path(code), body_of(typed, items, create=False))
-        except ApiProblem as refused:
-            if refused.status == 404:
-                return not_found(request, session, refused)
-            errors, said = refusal_errors(refused)
-        else:
+        refused = await api_refusal(request, session, "PATCH", entry_path(code), body_of(typed, items, create=False))
+        if refused is None:
             return go(request, session, f"{console_path(code)}?notice=saved")
-    return draft_page(request, session, typed=typed, items=items, code=code, status=400, errors=errors, said=said)
+        if refused.status == 404:
+            return not_found(request, session, refused)
+        errors = draft_errors(refused)
+    return draft_page(request, session, typed=typed, items=items, code=code, status=400, errors=errors)
 
 
 @router.post("/catalogue/{code:path}/submit", summary="Submit the entry's draft for review (提交审核)")
 async def submit_draft(request: Request, session: PersonDep, code: str) -> Response:
-    try:
-        await api_send(request, session, "POST", f"{entry_path(code)}/submit")
-    except ApiProblem as refused:
+    refused = await api_refusal(request, session, "POST", f"{entry_path(code)}/submit")
+    if refused is not None:
         if refused.status == 404:
             return not_found(request, session, refused)
         return await entry_page(

@@ -1,5 +1,6 @@
 """What every page of the console shares: the console's state, the session of the visitor, CSRF,
-the navigation, rendering a page and redirecting, and calling the platform's API as the person.
+the navigation, rendering a page and redirecting, and calling the platform's API as the person;
+the page of one API object, and a form's refusal by the API shown next to its fields.
 
 Each module of pages beside this one makes its router with ``page_router()``."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
@@ -259,3 +261,80 @@ def error_page(request: Request, status: int) -> Response:
     session = console.sealer.open(request.cookies.get(COOKIE)) or Session()
     message = HTTP_ERRORS.get(status, N_("Not available"))
     return page(request, session, "problem.html", status=status, message=message, said="")
+
+
+async def object_page(
+    request: Request,
+    session: Session,
+    path: str | None,
+    template: str,
+    *,
+    name: str,
+    what: str,
+    missing: Mapping[str, str],
+    status: int = 200,
+    more: Callable[[Any], Awaitable[dict[str, object]]] | None = None,
+    **context: object,
+) -> Response:
+    """The page of one object of the API: GET ``path`` as the person and render ``template`` with
+    the answer as ``name``, ``context`` and what ``more`` makes of the answer (it may call the API
+    too). A path None — an id that cannot be one — is not found without asking the API (``what``
+    names it in the detail). A refusal is the problem page, led by our words for its problem code
+    in ``missing`` (not found, not allowed), if any."""
+    try:
+        if path is None:
+            raise ApiProblem(404, "not-found", "Not found", what)
+        found = await api_get(request, session, path)
+        made = await more(found) if more is not None else {}
+    except ApiProblem as refused:
+        return problem_page(request, session, refused, missing.get(refused.code))
+    return page(request, session, template, status=status, **{name: found}, **context, **made)
+
+
+REFUSED = N_("The platform refused this.")
+
+
+def form_fields(typed: Iterable[str], prefix: str = "") -> dict[str, str]:
+    """The ``fields`` of ``refusal_errors`` for a form whose fields are the API's, each named
+    ``prefix`` + the API's name (a page with several forms tells theirs apart so)."""
+    return {name.removeprefix(prefix): name for name in typed if name.startswith(prefix)}
+
+
+def refusal_errors(
+    refused: ApiProblem,
+    fields: Mapping[str, str],
+    problems: Mapping[str, str],
+    *,
+    form: str = "form",
+    otherwise: str = REFUSED,
+    sentences: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The API's refusal of a form (problem+json, its ``errors`` by field) as the form's errors.
+
+    Each field the API names that the form shows (``fields``: the API's name → the form's; a check
+    of the whole body is named "") gets the API's message next to it — or, for a form field with
+    a sentence of ours in ``sentences``, that sentence with the API's message under it as
+    ``<field>_detail``. A refusal naming none of them is one error above the form (``form``): our
+    words for its problem code (``problems``, else ``otherwise``), the API's as ``<form>_detail``."""
+    errors: dict[str, str] = {}
+    for name, message in refused.fields.items():
+        field = fields.get(name)
+        if field is None:
+            continue
+        if sentences is None:
+            errors[field] = message
+        elif field in sentences:
+            errors[field], errors[f"{field}_detail"] = sentences[field], message
+    return errors or {form: problems.get(refused.code, otherwise), f"{form}_detail": readable(refused)}
+
+
+async def api_refusal(
+    request: Request, session: Session, method: str, path: str, body: dict[str, Any] | None = None
+) -> ApiProblem | None:
+    """What a form's POST handler sends, as ``api_send``, when it needs only to know whether the
+    API took it: None if it did, else the API's refusal, for the form to show next to its fields."""
+    try:
+        await api_send(request, session, method, path, body)
+    except ApiProblem as refused:
+        return refused
+    return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Collection
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any
@@ -17,7 +17,18 @@ from typing import Annotated, Any
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
+from services.console.api.common import (
+    PersonDep,
+    api_get,
+    api_refusal,
+    form_fields,
+    go,
+    object_page,
+    page,
+    page_router,
+    readable,
+    refusal_errors,
+)
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
 from services.console.session import Session
@@ -50,7 +61,6 @@ LIST_PROBLEMS = {
     "validation": N_("The platform refused some of the values."),
 }
 
-REFUSED = N_("The platform refused this.")
 Errors = dict[str, str]
 Typed = dict[str, str]
 
@@ -101,16 +111,11 @@ def check_choice(errors: Errors, field: str, value: str, allowed: object) -> Non
 
 
 def refusal(
-    refused: ApiProblem, prefix: str, fields: Collection[str], problems: dict[str, str] | None = None
+    refused: ApiProblem, prefix: str, typed: Iterable[str], problems: Mapping[str, str] = LIST_PROBLEMS
 ) -> Errors:
-    """The API's refusal as errors: its field errors next to the fields of the form (named
-    ``prefix`` + the API's field), otherwise one message above the form — the problem in the
-    person's language (``problems``, by the API's code) — with the API's own detail."""
-    by_field = {f"{prefix}{f}": m for f, m in refused.fields.items() if f"{prefix}{f}" in fields}
-    return by_field or {
-        f"{prefix}form": (problems or LIST_PROBLEMS).get(refused.code, REFUSED),
-        f"{prefix}detail": readable(refused),
-    }
+    """The API's refusal as the errors of a form of these pages, whose fields are named ``prefix``
+    + the API's (``refusal_errors``): next to the fields, else above the form (``<prefix>form``)."""
+    return refusal_errors(refused, form_fields(typed, prefix), problems, form=f"{prefix}form")
 
 
 def uuid_or_none(text: str) -> uuid.UUID | None:
@@ -227,12 +232,10 @@ async def add_responsibility(
     body = responsibility_body(fields, errors, "r_")
     typed = {f"r_{k}": v for k, v in fields.items()}
     if not errors:
-        try:
-            await api_send(request, session, "POST", "/v1/registry/responsibilities", body)
-        except ApiProblem as refused:
-            errors = refusal(refused, "r_", typed)
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/registry/responsibilities", body)
+        if refused is None:
             return go(request, session, f"{LISTS}#responsibilities")
+        errors = refusal(refused, "r_", typed)
     return await lists_page(request, session, status=400, errors=errors, typed=typed)
 
 
@@ -246,29 +249,17 @@ async def responsibility_page(
     typed: Typed | None = None,
 ) -> Response:
     """A line of the 责任清单, with the form to change it while it is planned and the person's own."""
-    try:
-        if uuid_or_none(line_id) is None:
-            raise ApiProblem(404, "not-found", "Not found", f"responsibility {line_id}")
-        line = await api_get(request, session, f"/v1/registry/responsibilities/{line_id}")
-    except ApiProblem as refused:
-        message = N_("No such line of the responsibility list.") if refused.status == 404 else None
-        return problem_page(request, session, refused, message)
-    kept = typed or {
-        "e_name": line["name"],
-        "e_items": "、".join(line["items"]),
-        "e_share_type": line["share_type"],
-        "e_mode": line["mode"],
-        "e_update_cycle": line["update_cycle"],
-        "e_due_by": line["due_by"],
-    }
-    return page(
+    return await object_page(
         request,
         session,
+        f"/v1/registry/responsibilities/{line_id}" if uuid_or_none(line_id) is not None else None,
         "lists_responsibility.html",
+        name="line",
+        what=f"responsibility {line_id}",
+        missing={"not-found": N_("No such line of the responsibility list.")},
         status=status,
-        line=line,
         errors=errors or {},
-        typed=kept,
+        typed=typed or {},  # the form shows the line as it is where nothing was typed
         r_statuses=RESPONSIBILITY_STATUSES,
         promised=PROMISED,
         options=OPTIONS,
@@ -299,12 +290,10 @@ async def change_responsibility(
     body = responsibility_body(fields, errors, "e_")
     typed = {f"e_{k}": v for k, v in fields.items()}
     if not errors and uuid_or_none(line_id) is not None:
-        try:
-            await api_send(request, session, "PATCH", f"/v1/registry/responsibilities/{line_id}", body)
-        except ApiProblem as refused:
-            errors = refusal(refused, "e_", typed)
-        else:
+        refused = await api_refusal(request, session, "PATCH", f"/v1/registry/responsibilities/{line_id}", body)
+        if refused is None:
             return go(request, session, f"{LISTS}#responsibilities")
+        errors = refusal(refused, "e_", typed)
     return await responsibility_page(request, session, line_id, status=400, errors=errors, typed=typed)
 
 
@@ -348,12 +337,10 @@ async def add_demand(
             "basis": basis.strip(),
             "update_cycle": update_cycle,
         }
-        try:
-            await api_send(request, session, "POST", "/v1/registry/demands", body)
-        except ApiProblem as refused:
-            errors = refusal(refused, "d_", typed)
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/registry/demands", body)
+        if refused is None:
             return go(request, session, f"{LISTS}#demands")
+        errors = refusal(refused, "d_", typed)
     return await lists_page(request, session, status=400, errors=errors, typed=typed)
 
 
@@ -368,19 +355,15 @@ async def demand_page(
 ) -> Response:
     """A demand sent or received; a received one, while it awaits an answer, with the forms to
     accept it (a line of the responsibility list, due by a date) or reject it (a reason)."""
-    try:
-        if uuid_or_none(demand_id) is None:
-            raise ApiProblem(404, "not-found", "Not found", f"demand {demand_id}")
-        demand = await api_get(request, session, f"/v1/registry/demands/{demand_id}")
-    except ApiProblem as refused:
-        message = N_("No such demand.") if refused.status == 404 else None
-        return problem_page(request, session, refused, message)
-    return page(
+    return await object_page(
         request,
         session,
+        f"/v1/registry/demands/{demand_id}" if uuid_or_none(demand_id) is not None else None,
         "lists_demand.html",
+        name="demand",
+        what=f"demand {demand_id}",
+        missing={"not-found": N_("No such demand.")},
         status=status,
-        demand=demand,
         errors=errors or {},
         typed=typed or {},
         d_statuses=DEMAND_STATUSES,
@@ -409,12 +392,10 @@ async def accept_demand(
     check_choice(errors, "a_mode", mode, MODES)
     if not errors and day is not None and uuid_or_none(demand_id) is not None:
         body = {"due_by": day.isoformat(), "share_type": share_type, "mode": mode}
-        try:
-            await api_send(request, session, "POST", f"/v1/registry/demands/{demand_id}/accept", body)
-        except ApiProblem as refused:
-            errors = refusal(refused, "a_", typed)
-        else:
+        refused = await api_refusal(request, session, "POST", f"/v1/registry/demands/{demand_id}/accept", body)
+        if refused is None:
             return go(request, session, f"{LISTS}/demands/{demand_id}")
+        errors = refusal(refused, "a_", typed)
     return await demand_page(request, session, demand_id, status=400, errors=errors, typed=typed)
 
 
@@ -429,14 +410,12 @@ async def reject_demand(
     elif len(reason) > 1000:
         errors["j_reason"] = N_("A reason has at most 1000 characters.")
     if not errors and uuid_or_none(demand_id) is not None:
-        try:
-            await api_send(
-                request, session, "POST", f"/v1/registry/demands/{demand_id}/reject", {"reason": reason.strip()}
-            )
-        except ApiProblem as refused:
-            errors = refusal(refused, "j_", typed)
-        else:
+        refused = await api_refusal(
+            request, session, "POST", f"/v1/registry/demands/{demand_id}/reject", {"reason": reason.strip()}
+        )
+        if refused is None:
             return go(request, session, f"{LISTS}/demands/{demand_id}")
+        errors = refusal(refused, "j_", typed)
     return await demand_page(request, session, demand_id, status=400, errors=errors, typed=typed)
 
 
@@ -458,26 +437,21 @@ async def add_negative(
     check_text(errors, "n_basis", basis, (2, 500), BASIS_LENGTH)
     if not errors:
         body = {"resource": resource.strip(), "item": item.strip() or None, "basis": basis.strip()}
-        try:
-            await api_send(request, session, "POST", "/v1/registry/negative-list", body)
-        except ApiProblem as refused:
-            errors = refusal(refused, "n_", typed)
-            if refused.code == "unknown-items":  # the item typed is not one of the resource's
-                errors["n_item"] = LIST_PROBLEMS["unknown-items"]
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/registry/negative-list", body)
+        if refused is None:
             return go(request, session, f"{LISTS}#negative")
+        errors = refusal(refused, "n_", typed)
+        if refused.code == "unknown-items":  # the item typed is not one of the resource's
+            errors["n_item"] = LIST_PROBLEMS["unknown-items"]
     return await lists_page(request, session, status=400, errors=errors, typed=typed)
 
 
 @router.post("/lists/negative/{line_id}/remove", summary="Take a line off the 负面清单")
 async def remove_negative(request: Request, session: PersonDep, line_id: str) -> Response:
-    errors: Errors = {}
-    try:
-        if uuid_or_none(line_id) is None:
-            raise ApiProblem(404, "not-found", "Not found", f"negative line {line_id}")
-        await api_send(request, session, "DELETE", f"/v1/registry/negative-list/{line_id}")
-    except ApiProblem as refused:
-        errors = refusal(refused, "l_", {})
+    if uuid_or_none(line_id) is None:
+        refused: ApiProblem | None = ApiProblem(404, "not-found", "Not found", f"negative line {line_id}")
     else:
+        refused = await api_refusal(request, session, "DELETE", f"/v1/registry/negative-list/{line_id}")
+    if refused is None:
         return go(request, session, f"{LISTS}#negative")
-    return await lists_page(request, session, status=400, errors=errors)
+    return await lists_page(request, session, status=400, errors=refusal(refused, "l_", ()))

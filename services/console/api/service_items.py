@@ -13,7 +13,18 @@ from typing import Annotated, Any
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from services.console.api.common import PersonDep, api_get, api_send, go, page, page_router, problem_page, readable
+from services.console.api.common import (
+    PersonDep,
+    api_get,
+    api_refusal,
+    api_send,
+    go,
+    object_page,
+    page,
+    page_router,
+    problem_page,
+    readable,
+)
 from services.console.api.lists import SERVICE_ITEM_CODE, check_items, check_text, refusal
 from services.console.i18n import N_
 from services.console.platform import ApiProblem
@@ -100,14 +111,12 @@ async def register(
     check_text(errors, "s_name", name, (2, 200), N_("Enter 2 to 200 characters."))
     if not errors:
         body = {"code": code.strip(), "name": name.strip(), "materials": []}
-        try:
-            await api_send(request, session, "POST", "/v1/registry/service-items", body)
-        except ApiProblem as refused:
-            errors = refusal(refused, "s_", typed, ITEM_PROBLEMS)
-            if refused.code == "service-item-exists":
-                errors["s_code"] = ITEM_PROBLEMS["service-item-exists"]
-        else:
+        refused = await api_refusal(request, session, "POST", "/v1/registry/service-items", body)
+        if refused is None:
             return go(request, session, f"{ITEMS}/{code.strip()}")
+        errors = refusal(refused, "s_", typed, ITEM_PROBLEMS)
+        if refused.code == "service-item-exists":
+            errors["s_code"] = ITEM_PROBLEMS["service-item-exists"]
     return await items_page(request, session, status=400, errors=errors, typed=typed)
 
 
@@ -122,27 +131,28 @@ async def item_page(
 ) -> Response:
     """A service item with its materials and 免提交 rate; for its own department's data
     administrator, the forms to map each government-issued material, unmap it, add or remove one."""
-    path = item_path(code)
-    try:
-        if path is None:
-            raise ApiProblem(404, "not-found", "Not found", f"service item {code}")
-        item = await api_get(request, session, path)
-    except ApiProblem as refused:
-        message = N_("No such service item.") if refused.status == 404 else None
-        return problem_page(request, session, refused, message)
-    published: dict[str, Any] = {"items": []}
-    # What a material may map to: the published entries (the API checks the choice again); without
-    # them the form still takes a typed code.
-    with contextlib.suppress(ApiProblem):
-        published = await api_get(request, session, "/v1/registry/resources", {"status": "published", "limit": "200"})
-    return page(
+
+    async def mapping(item: dict[str, Any]) -> dict[str, object]:
+        published: dict[str, Any] = {"items": []}
+        # What a material may map to: the published entries (the API checks the choice again);
+        # without them the form still takes a typed code.
+        with contextlib.suppress(ApiProblem):
+            published = await api_get(
+                request, session, "/v1/registry/resources", {"status": "published", "limit": "200"}
+            )
+        keeper = item["dept"] == session.department and "data_admin" in session.roles
+        return {"keeper": keeper, "resources": published["items"]}
+
+    return await object_page(
         request,
         session,
+        item_path(code),
         "service_items_item.html",
+        name="item",
+        what=f"service item {code}",
+        missing={"not-found": N_("No such service item.")},
         status=status,
-        item=item,
-        keeper=item["dept"] == session.department and "data_admin" in session.roles,
-        resources=published["items"],
+        more=mapping,
         sources=SOURCES,
         necessities=NECESSITIES,
         options=OPTIONS,
@@ -255,14 +265,12 @@ async def add_material(
     path = item_path(code)
     if not errors and path is not None:
         body = {"name": name.strip(), "source": source, "necessity": necessity}
-        try:
-            await api_send(request, session, "POST", f"{path}/materials", body)
-        except ApiProblem as refused:
-            if refused.status == 404:
-                return not_found(request, session, refused)
-            errors = refusal(refused, "m_", typed, ITEM_PROBLEMS)
-        else:
+        refused = await api_refusal(request, session, "POST", f"{path}/materials", body)
+        if refused is None:
             return go(request, session, f"{ITEMS}/{code}")
+        if refused.status == 404:
+            return not_found(request, session, refused)
+        errors = refusal(refused, "m_", typed, ITEM_PROBLEMS)
     return await item_page(request, session, code, status=400, errors=errors, typed=typed)
 
 
