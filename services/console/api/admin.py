@@ -93,7 +93,7 @@ PROBLEMS = {
     "rotation-too-soon": N_(
         "Too soon: tokens signed by the previous key may still be valid. Rotate again once they have expired."
     ),
-    "validation-error": N_("The platform did not accept this. Check the fields."),
+    "validation": N_("The platform did not accept this. Check the fields."),
 }
 REQUIRED = N_("This field is required.")
 CHOOSE_ROLE = N_("Choose at least one role.")
