@@ -326,8 +326,13 @@ def smoke(tag: str) -> None:
         for path in ("/console/login", "/console/static/vendor/htmx.min.js", "/console/static/vendor/pico.min.css"):
             if (status := http_status(f"http://127.0.0.1:{port}{path}")) != 200:
                 fail(f"{path} through the gateway is {status}")
+        # In Chinese: the image kept Babel's zh data and the compiled catalogue.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/console/login", timeout=2) as response:
+            if "登录" not in response.read().decode():
+                fail("the console's login page in the image is not in Chinese")
         say(
-            f"console in {tag}: /readyz 200 after {console_after:.1f} s; its login page and vendored assets through the gateway"
+            f"console in {tag}: /readyz 200 after {console_after:.1f} s; its login page (in Chinese) and vendored assets "
+            "through the gateway"
         )
     finally:
         for container in containers:
