@@ -126,6 +126,7 @@ EDGE_RULES: Mapping[tuple[str, str], Rule] = {
     ("POST", "/v1/registry/applications/{application_id}/approve"): persons(Role.APPROVER),
     ("POST", "/v1/registry/applications/{application_id}/reject"): persons(Role.APPROVER),
     ("GET", "/v1/registry/grants"): ANYONE,
+    ("GET", "/v1/registry/grants/{grant_id}"): ANYONE,  # confined by the registry: the two departments'
     ("POST", "/v1/registry/grants/{grant_id}/revoke"): persons(Role.APPROVER, Role.DATA_ADMIN),
     # registry: the three lists (三清单), service items (事项) and the figures: read by every
     # department; kept by the department's data administrator (the registry checks whose)

@@ -125,6 +125,9 @@ class Registry(Units):
         rows, _ = await service.list_grants(self.session, principal, 500, None)
         return rows
 
+    async def grant(self, principal: Principal, grant_id: uuid.UUID) -> Grant:
+        return await service.get_grant(self.session, principal, grant_id)
+
     def actions(self) -> list[str]:
         """The audit actions staged so far, and forget them."""
         return [event.action for event in self.audits()]
@@ -610,6 +613,10 @@ async def test_the_provider_revokes_a_grant_and_tells_the_exchange(registry: Reg
     with pytest.raises(Problem) as again:
         await registry.revoke(parties.approver, grant_id, "再次撤销")
     assert_problem(again, 409, "invalid-state")
+    # Both departments read why: the consumer's data administrator, and the consuming system.
+    for who in (person(parties.consumer, Role.DATA_ADMIN), parties.client):
+        read = await registry.grant(who, grant_id)
+        assert (read.status, read.revoked_reason) == ("revoked", "事项已办结，不再需要")
 
 
 # --------------------------------------------------------------------------- BOLA: another department, another system
@@ -630,6 +637,9 @@ async def test_another_department_sees_none_of_the_applications_or_grants(regist
     assert await registry.grants(outsider) == []
     with pytest.raises(Problem) as hidden:
         await registry.get(outsider, application_id)
+    assert_problem(hidden, 404, "not-found")
+    with pytest.raises(Problem) as hidden:
+        await registry.grant(outsider, grant_id)
     assert_problem(hidden, 404, "not-found")
     with pytest.raises(Problem) as hidden:
         await registry.revoke(outsider, grant_id, "越权撤销")
@@ -654,6 +664,10 @@ async def test_a_consumer_system_sees_only_its_own_applications_and_grants(
     assert (await registry.get(parties.client, mine_id)).id == mine_id
     with pytest.raises(Problem) as hidden:
         await registry.get(parties.client, theirs_id)
+    assert_problem(hidden, 404, "not-found")
+    assert (await registry.grant(parties.client, my_grant_id)).id == my_grant_id
+    with pytest.raises(Problem) as hidden:
+        await registry.grant(colleague, my_grant_id)
     assert_problem(hidden, 404, "not-found")
     # People of the consuming department see both; the provider's approver sees both too.
     for who in (person(parties.consumer, Role.DATA_ADMIN), parties.approver):

@@ -4,7 +4,7 @@ days left, and an application approved narrowed or rejected with a reason."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -19,6 +19,7 @@ from services.console.api.common import (
     console_of,
     form_fields,
     go,
+    local_time,
     object_page,
     page,
     page_router,
@@ -54,6 +55,8 @@ APPLICATION_STATUSES = {
     "rejected": N_("Rejected"),
     "refused": N_("Refused (not shared)"),
 }
+# A grant's state as the page says it: the registry's status, and "expired" once its validity ended.
+GRANT_STATES = {"active": N_("In force"), "expired": N_("Expired"), "revoked": N_("Revoked")}
 WHOLE_NUMBER = N_("Enter a whole number.")
 # The masking rules (脱敏规则) an approval may choose per item, in words (services/common/masking.py).
 MASKING_CHOICES = {
@@ -95,7 +98,10 @@ async def application_page(
     ``errors`` next to their fields and ``typed`` what the person had entered."""
 
     async def decision(application: dict[str, Any]) -> dict[str, object]:
-        return {"defaults": await catalogue_masking(request, session, application)}
+        return {
+            "defaults": await catalogue_masking(request, session, application),
+            "grant": await grant_of(request, session, application),
+        }
 
     return await object_page(
         request,
@@ -108,6 +114,7 @@ async def application_page(
         status=status,
         more=decision,
         statuses=APPLICATION_STATUSES,
+        grant_states=GRANT_STATES,
         errors=errors or {},
         typed=typed or {},
         masking_choices=MASKING_CHOICES,
@@ -127,6 +134,23 @@ async def catalogue_masking(request: Request, session: Session, application: dic
     except ApiProblem:
         return {}
     return {str(i["name"]): str(i["masking"]) for i in entry.get("items", []) if i.get("masking")}
+
+
+async def grant_of(request: Request, session: Session, application: dict[str, Any]) -> dict[str, Any] | None:
+    """The grant (授权) an approved application made — its terms as approved, narrowed or not, and
+    whether it still holds — or None (none yet, or unreadable: the page says so)."""
+    if not application.get("grant_id"):
+        return None
+    try:
+        grant: dict[str, Any] = await api_get(
+            request, session, f"/v1/registry/grants/{uuid.UUID(str(application['grant_id']))}"
+        )
+    except ApiProblem:
+        return None
+    until = datetime.fromisoformat(str(grant["valid_until"]))
+    grant["until"] = local_time(grant["valid_until"], request)
+    grant["state"] = "expired" if grant["status"] == "active" and until <= datetime.now(UTC) else grant["status"]
+    return grant
 
 
 @router.get("/applications/{application_id}", response_class=HTMLResponse, summary="An application (申请)")
@@ -229,4 +253,31 @@ async def reject(
         if refused is None:
             return go(request, session, f"/console/applications/{application_id}")
         errors = {"reason": refused.fields.get("reason") or readable(refused)}
+    return await application_page(request, session, application_id, status=400, errors=errors, typed=typed)
+
+
+@router.post("/applications/{application_id}/revoke", summary="Revoke the grant the application made, with a reason")
+async def revoke(
+    request: Request,
+    session: PersonDep,
+    application_id: str,
+    grant_id: Annotated[str, Form()] = "",
+    revoke_reason: Annotated[str, Form()] = "",
+) -> Response:
+    """撤销授权: the provider withdraws what it granted; the exchange refuses the consumer from then on."""
+    typed: dict[str, object] = {"revoke_reason": revoke_reason}
+    errors: dict[str, str] = {}
+    if len(revoke_reason.strip()) < 2:
+        errors["revoke_reason"] = N_("Give the reason for revoking (at least 2 characters).")
+    elif len(revoke_reason) > 1000:
+        errors["revoke_reason"] = N_("A reason has at most 1000 characters.")
+    try:
+        grant = f"/v1/registry/grants/{uuid.UUID(grant_id)}"
+    except ValueError:
+        errors.setdefault("revoke_reason", N_("This grant cannot be revoked here."))
+    if not errors:
+        refused = await api_refusal(request, session, "POST", f"{grant}/revoke", {"reason": revoke_reason.strip()})
+        if refused is None:
+            return go(request, session, f"/console/applications/{application_id}")
+        errors = {"revoke_reason": refused.fields.get("reason") or readable(refused)}
     return await application_page(request, session, application_id, status=400, errors=errors, typed=typed)

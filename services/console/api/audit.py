@@ -30,6 +30,7 @@ from services.console.api.common import (
     api_send,
     console_of,
     go,
+    local_time,
     page,
     page_router,
     readable,
@@ -150,16 +151,6 @@ def api_errors(refused: ApiProblem) -> dict[str, str]:
         return {"to": TIME_RANGE}
     named = {field: message for field, message in refused.fields.items() if field in FILTER_NAMES}
     return named or {"search": readable(refused)}
-
-
-def local_time(text: object, request: Request) -> str:
-    """An API time in the platform's zone (TONGBAN_TIMEZONE), to the second, for people."""
-    try:
-        moment = datetime.fromisoformat(str(text))
-    except ValueError:
-        return str(text)
-    zone = console_of(request).settings.zone
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def audit_page(request: Request, session: Session, template: str, status: int = 200, **context: object) -> Response:

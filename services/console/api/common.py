@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from babel.support import NullTranslations
@@ -338,3 +339,13 @@ async def api_refusal(
     except ApiProblem as refused:
         return refused
     return None
+
+
+def local_time(text: object, request: Request) -> str:
+    """An API time in the platform's zone (TONGBAN_TIMEZONE), to the second, for people."""
+    try:
+        moment = datetime.fromisoformat(str(text))
+    except ValueError:
+        return str(text)
+    zone = console_of(request).settings.zone
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")

@@ -66,6 +66,7 @@ def grant_public(g: Grant) -> GrantPublic:
         valid_until=g.valid_until,
         daily_quota=g.daily_quota,
         status=g.status,
+        revoked_reason=g.revoked_reason,
     )
 
 
@@ -200,6 +201,16 @@ async def list_grants(
 ) -> GrantList:
     rows, next_cursor = await service.list_grants(uow.session, principal, limit, str(cursor) if cursor else None)
     return GrantList(items=[grant_public(g) for g in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/grants/{grant_id}",
+    response_model=GrantPublic,
+    summary="A grant (授权): its terms and status",
+    responses=problem_responses(CommonProblem.NOT_FOUND),
+)
+async def get_grant(grant_id: uuid.UUID, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> GrantPublic:
+    return grant_public(await service.get_grant(uow.session, principal, grant_id))
 
 
 @router.post(

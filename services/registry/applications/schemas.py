@@ -99,6 +99,7 @@ class GrantPublic(BaseModel):
     valid_until: datetime
     daily_quota: int
     status: GrantStatus
+    revoked_reason: str | None = Field(None, description="Why the provider revoked it (撤销原因)")
 
 
 class GrantList(BaseModel):

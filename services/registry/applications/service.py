@@ -377,14 +377,20 @@ async def list_grants(
     return page(rows, limit, lambda g: g.id)
 
 
+async def get_grant(session: AsyncSession, principal: Principal, grant_id: uuid.UUID, *, lock: bool = False) -> Grant:
+    """One grant; one that ``principal`` may not see is a 404, as if it did not exist."""
+    grant = await session.get(Grant, grant_id, with_for_update=lock)
+    if grant is None or not sees_grant(principal, grant):
+        raise NotFound("grant", str(grant_id))
+    return grant
+
+
 async def revoke_grant(
     uow: UnitOfWork, principal: Principal, grant_id: uuid.UUID, reason: str, topics: Topics
 ) -> Grant:
     """撤销授权: the provider's approver or data administrator withdraws a grant; the exchange stops
     honouring it when it applies the ``grant_revoked`` event."""
-    grant = await uow.session.get(Grant, grant_id, with_for_update=True)
-    if grant is None or not sees_grant(principal, grant):
-        raise NotFound("grant", str(grant_id))
+    grant = await get_grant(uow.session, principal, grant_id, lock=True)
     if principal.dept != grant.provider_dept or not principal.has_role(Role.APPROVER, Role.DATA_ADMIN):
         raise forbidden("Only the providing department's approver or data administrator may revoke a grant.")
     if grant.status == GrantStatus.REVOKED:

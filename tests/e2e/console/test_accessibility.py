@@ -76,6 +76,13 @@ async def test_the_main_pages_break_no_wcag_2_a_or_aa_rule(page: Page, distribut
     await page.get_by_role("button", name="批准").click()
     await expect(page.locator("#valid_days-error")).to_be_visible()
     assert await axe_violations(page) == []
+    await page.get_by_label("有效期（天）").fill("30")
+    await page.get_by_role("button", name="批准").click()
+    await expect(page.locator("#grant-state")).to_have_text("有效")  # the grant's terms, and its revoke form
+    assert await axe_violations(page) == []
+    await page.get_by_role("button", name="撤销", exact=True).click()
+    await expect(page.locator("#revoke_reason-error")).to_be_visible()
+    assert await axe_violations(page) == []
 
     # The check can fail: an image without a text alternative is found.
     await page.evaluate("document.querySelector('main').append(document.createElement('img'))")

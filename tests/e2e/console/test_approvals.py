@@ -177,3 +177,46 @@ async def test_an_approver_chooses_the_masking_and_the_end_of_validity_of_a_gran
     assert grants[0]["masking"] == {"姓名": "name", "公民身份号码": "id_card"}
     assert datetime.fromisoformat(grants[0]["valid_until"]) == end
     assert application["valid_days"] in (30, 31)  # as granted, in started days
+    # The page now shows the grant as made: its items, each one's masking, its end.
+    await expect(page.locator("#grant-state")).to_have_text("有效")
+    await expect(page.locator("#grant-until")).to_have_text(end.strftime("%Y-%m-%d %H:%M:%S"))
+    terms = page.locator("table.grant-terms")
+    await expect(terms.get_by_role("row").filter(has_text="姓名")).to_contain_text("姓名：只显示姓氏")
+    await expect(terms.get_by_role("row").filter(has_text="公民身份号码")).to_contain_text(
+        "身份证号：显示前 6 位和后 4 位"
+    )
+
+
+async def test_the_provider_revokes_a_grant_with_a_reason_which_the_consumer_reads(
+    page: Page, distributed: Stack
+) -> None:
+    stack, creds = distributed
+    approver = await new_person(stack, creds, POLICE["code"], "approver")
+    filed = await file_application(creds, ["性别"])
+    await log_in(page, approver.username, approver.password)
+    await page.goto(f"/console/applications/{filed['id']}")
+    await page.get_by_role("button", name="批准").click()
+    await expect(page.locator("#grant-state")).to_have_text("有效")
+
+    # No reason: said next to the field, and the grant still holds.
+    await page.get_by_role("button", name="撤销", exact=True).click()
+    await expect(page.locator("#revoke_reason-error")).to_have_text("请填写撤销原因（至少 2 个字符）。")
+    _, [grant] = await as_the_consumer(creds, filed["id"])
+    assert grant["status"] == "active"
+
+    await page.get_by_label("理由").fill("事项已办结，不再需要")
+    await page.get_by_role("button", name="撤销", exact=True).click()
+    await expect(page.locator("#grant-state")).to_have_text("已撤销")
+    await expect(page.locator("#grant-revoked-reason")).to_have_text("事项已办结，不再需要")
+    await expect(page.get_by_role("button", name="撤销", exact=True)).to_have_count(0)  # nothing left to revoke
+    _, [grant] = await as_the_consumer(creds, filed["id"])
+    assert (grant["status"], grant["revoked_reason"]) == ("revoked", "事项已办结，不再需要")
+    await shot(page, "grant-revoked")
+
+    # The consuming department reads the same, and has no revoke form: only the provider revokes.
+    await page.get_by_role("button", name="退出登录").click()
+    await log_in(page, "mzj_admin", DEMO_PASSWORD)
+    await page.goto(f"/console/applications/{filed['id']}")
+    await expect(page.locator("#grant-state")).to_have_text("已撤销")
+    await expect(page.locator("#grant-revoked-reason")).to_have_text("事项已办结，不再需要")
+    await expect(page.get_by_role("button", name="撤销", exact=True)).to_have_count(0)
