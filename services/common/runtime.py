@@ -47,7 +47,14 @@ def make_bus(settings: CommonSettings, client_id: str, registry: CollectorRegist
     tls = None
     if settings.kafka_security_protocol == "SSL" and settings.kafka_ssl_cafile is not None:
         tls = kafka_ssl_context(settings.kafka_ssl_cafile, settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
-    return KafkaBus(settings.kafka_bootstrap, client_id, dlq, registry=registry, ssl_context=tls)
+    return KafkaBus(
+        settings.kafka_bootstrap,
+        client_id,
+        dlq,
+        registry=registry,
+        ssl_context=tls,
+        stall_after_s=settings.kafka_stall_after_s,
+    )
 
 
 @asynccontextmanager

@@ -32,9 +32,14 @@ async def holds(condition: Callable[[], bool | Awaitable[bool]]) -> bool:
     return await result if inspect.isawaitable(result) else result
 
 
+# The tests that kill the broker wait for its return for less than a minute: a consumer that
+# stalls then (services/common/bus.py: StallWatch) is made anew sooner than the platform's 60 s.
+STALL_AFTER_S = 15.0
+
+
 async def started(bootstrap: str, *subscriptions: Subscription, topics: Sequence[str] = ()) -> KafkaBus:
     """A started KafkaBus of its own (client id, dead-letter topic) with ``subscriptions``."""
-    bus = KafkaBus(bootstrap, client_id=unique("client"), dlq_topic=unique("dlq"))
+    bus = KafkaBus(bootstrap, client_id=unique("client"), dlq_topic=unique("dlq"), stall_after_s=STALL_AFTER_S)
     for subscription in subscriptions:
         bus.subscribe(subscription)
     await bus.start(topics)
