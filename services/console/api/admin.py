@@ -78,6 +78,7 @@ DONE = {
     "unlocked": N_("Unlocked. The person can log in again."),
     "jwks": N_("The public keys have been registered."),
     "rotated": N_("The signing key has been rotated."),
+    "secret-revoked": N_("The secret has been revoked: it no longer gets tokens."),
 }
 # The gateway's problems (services/gateway/problems.py and the common ones) in the person's
 # language; the API's own title and detail follow in its words.
@@ -94,6 +95,8 @@ PROBLEMS = {
         "Too soon: tokens signed by the previous key may still be valid. Rotate again once they have expired."
     ),
     "validation": N_("The platform did not accept this. Check the fields."),
+    "too-many-secrets": N_("The system already has two active secrets: revoke the old one first."),
+    "last-secret": N_("This is the system's only secret: add a new one first, or disable the system."),
 }
 REQUIRED = N_("This field is required.")
 CHOOSE_ROLE = N_("Choose at least one role.")
@@ -495,10 +498,13 @@ async def system_page(
     path = system_path(client_id)
 
     async def keys_of(system: dict[str, Any]) -> dict[str, object]:
-        """Its registered public keys, for a system that authenticates with them."""
-        keys = await api_get(request, session, f"{path}/jwks") if system["auth_method"] == "private_key_jwt" else None
+        """Its registered public keys, for a system that authenticates with them; its client
+        secrets (their ids and dates, never the secrets), for one that uses a secret."""
+        with_keys = system["auth_method"] == "private_key_jwt"
+        keys = await api_get(request, session, f"{path}/jwks") if with_keys else None
         registered = json.dumps(keys["jwks"], ensure_ascii=False, indent=2) if keys and keys.get("jwks") else None
-        return {"keys": keys, "registered": registered}
+        secrets = None if with_keys else (await api_get(request, session, f"{path}/secrets"))["items"]
+        return {"keys": keys, "registered": registered, "secrets": secrets}
 
     return await object_page(
         request,
@@ -550,6 +556,83 @@ async def system_jwks(
         if refused.code == "invalid-jwks-uri":
             errors = {"jwks_uri": PROBLEMS["invalid-jwks-uri"], "jwks_uri_detail": readable(refused)}
     return await system_page(request, session, client_id, status=400, errors=errors, typed=typed)
+
+
+# --------------------------------------------------------------------------- client secrets (密钥轮换)
+
+
+@router.post(
+    "/admin/systems/{client_id}/secrets", response_class=HTMLResponse, summary="Add a client secret; shown once"
+)
+async def add_secret(request: Request, session: PersonDep, client_id: str) -> Response:
+    """Secret rotation (密钥轮换), step one: a second secret beside the current one. As at a
+    system's creation, the new secret is in the page answering this POST and nowhere else."""
+    path = system_path(client_id)
+    if path is None:
+        return await system_page(request, session, client_id)
+    try:
+        added = await api_send(request, session, "POST", f"{path}/secrets")
+        system = await api_get(request, session, path)
+    except ApiProblem as refused:
+        return await system_page(request, session, client_id, status=refused.status, errors=api_errors(refused))
+    # The page is no-store (app.PageHeaders); admin.js replaces its address with the system's.
+    return page(request, session, "admin_secret_added.html", status=201, **context(s=system, added=added))
+
+
+def secret_path(client_id: str, secret_id: str) -> str | None:
+    path = system_path(client_id)
+    return f"{path}/secrets/{secret_id}" if path is not None and NAME.fullmatch(secret_id) else None
+
+
+@router.get(
+    "/admin/systems/{client_id}/secrets/{secret_id}/revoke",
+    response_class=HTMLResponse,
+    summary="Confirm the revocation of a client secret",
+)
+async def confirm_revoke(request: Request, session: PersonDep, client_id: str, secret_id: str) -> Response:
+    return await revoke_page(request, session, client_id, secret_id)
+
+
+async def revoke_page(
+    request: Request, session: Session, client_id: str, secret_id: str, *, status: int = 200, **more: object
+) -> Response:
+    """The confirmation of a secret's revocation: the system, and the secret (of its active ones)."""
+    path = system_path(client_id) if secret_path(client_id, secret_id) else None
+
+    async def secret_of(system: dict[str, Any]) -> dict[str, object]:
+        active = (await api_get(request, session, f"{path}/secrets"))["items"]
+        secret = next((s for s in active if s["id"] == secret_id), None)
+        if secret is None:
+            raise ApiProblem(404, "not-found", "Not found", f"secret {secret_id}")
+        return {"secret": secret}
+
+    return await object_page(
+        request,
+        session,
+        path,
+        "admin_secret_revoke.html",
+        name="s",
+        what=f"secret {secret_id}",
+        missing=MISSING,
+        status=status,
+        more=secret_of,
+        **context(**({"errors": {}} | more)),
+    )
+
+
+@router.post(
+    "/admin/systems/{client_id}/secrets/{secret_id}/revoke",
+    response_class=HTMLResponse,
+    summary="Revoke a client secret; it stops working at once",
+)
+async def revoke_secret(request: Request, session: PersonDep, client_id: str, secret_id: str) -> Response:
+    """Secret rotation, step two: the old secret stops working at once (the gateway keeps the last)."""
+    path = secret_path(client_id, secret_id)
+    refused = await api_refusal(request, session, "DELETE", path) if path else ApiProblem(404, "not-found", "", "")
+    if refused is not None:
+        errors = api_errors(refused)
+        return await revoke_page(request, session, client_id, secret_id, status=refused.status, errors=errors)
+    return go(request, session, f"/console/admin/systems/{quote(client_id)}?done=secret-revoked")
 
 
 # --------------------------------------------------------------------------- signing keys (签名密钥)

@@ -235,6 +235,89 @@ async def test_a_systems_public_keys_are_registered_pasted_and_a_bad_address_is_
         assert [k["kid"] for k in now["jwks"]["keys"]] == ["second-key"]
 
 
+async def new_system(api: httpx.AsyncClient, name: str) -> tuple[str, str]:
+    """A system of the platform's department with a client secret: its client id and secret."""
+    body = {"name": name, "roles": ["consumer"], "auth_method": "client_secret_basic"}
+    created = await api.post(f"/v1/departments/{PLATFORM_DEPT}/systems", json=body)
+    assert created.status_code == 201, created.text
+    return created.json()["client_id"], created.json()["client_secret"]
+
+
+async def token_for(gateway: str, client_id: str, secret: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as anyone:
+        return await anyone.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
+
+
+async def test_a_leaked_secret_is_rotated_with_an_overlap_and_the_old_one_revoked(
+    page: Page, distributed: Stack, admin: Person
+) -> None:
+    _, creds = distributed
+    async with api_as(creds.gateway, admin) as api:
+        client_id, old = await new_system(api, "社保缴费查询系统")
+
+        async def secret_ids() -> list[str]:
+            return [s["id"] for s in (await api.get(f"/v1/systems/{client_id}/secrets")).json()["items"]]
+
+        [old_id] = await secret_ids()
+        await log_in(page, admin.username, admin.password)
+        await page.goto(f"/console/admin/systems/{client_id}")
+        secrets_table = page.get_by_role("region", name="客户端密钥")
+        await expect(secrets_table.get_by_role("row").filter(has_text=old_id)).to_contain_text("从未使用")
+        assert await page.evaluate(UNLABELLED_INPUTS) == []
+
+        # The only secret is not revoked: the gateway's refusal in words, after the confirmation; it still works.
+        await secrets_table.get_by_role("row").filter(has_text=old_id).get_by_role("link", name="撤销…").click()
+        await expect(page.get_by_role("heading", name="撤销客户端密钥")).to_be_visible()
+        await expect(page.locator("#secret-id")).to_have_text(old_id)
+        await page.get_by_role("button", name="确认撤销").click()
+        await expect(page.locator("#form-error")).to_contain_text("这是该系统唯一的密钥")
+        assert await secret_ids() == [old_id]
+        assert (await token_for(creds.gateway, client_id, old)).status_code == 200
+
+        # A new secret: shown once, on the answer to the POST; the address becomes the system's.
+        await page.goto(f"/console/admin/systems/{client_id}")
+        await page.get_by_role("button", name="新增密钥").click()
+        await expect(page.get_by_role("heading", name="已新增密钥")).to_be_visible()
+        await expect(page.get_by_role("alert")).to_contain_text("它只显示这一次，之后无法再次查看")
+        new = await page.locator("#client-secret").inner_text()
+        new_id = await page.locator("#secret-id").inner_text()
+        assert len(new) >= 40 and new != old and new not in page.url
+        await expect(page).to_have_url(re.compile(f"/console/admin/systems/{client_id}$"))
+        assert sorted(await secret_ids()) == sorted([old_id, new_id])
+        # Both work meanwhile (the overlap): the system changes over without a gap.
+        assert (await token_for(creds.gateway, client_id, new)).status_code == 200
+        assert (await token_for(creds.gateway, client_id, old)).status_code == 200
+
+        # Reloaded: the system's page, the new secret never again, and no third secret registered.
+        await page.reload()
+        await expect(page.get_by_role("heading", name="社保缴费查询系统")).to_be_visible()
+        assert new not in await page.content()
+        await expect(secrets_table.get_by_role("row").filter(has_text=new_id)).to_be_visible()
+        await expect(secrets_table.get_by_role("row").filter(has_text=old_id)).not_to_contain_text("从未使用")
+        assert len(await secret_ids()) == 2
+        # A third while two are active: refused in words, nothing added.
+        await page.get_by_role("button", name="新增密钥").click()
+        await expect(page.locator("#form-error")).to_contain_text("该系统已有两个有效密钥")
+        assert len(await secret_ids()) == 2
+        await page.goto(f"/console/admin/systems/{client_id}")
+        await shot(page, "system-secrets")
+
+        # The old one revoked after a confirmation (cancelling changes nothing): it gets no token, the new one does.
+        await secrets_table.get_by_role("row").filter(has_text=old_id).get_by_role("link", name="撤销…").click()
+        await page.get_by_role("button", name="取消").click()
+        await expect(page.get_by_role("heading", name="社保缴费查询系统")).to_be_visible()
+        assert len(await secret_ids()) == 2
+        await secrets_table.get_by_role("row").filter(has_text=old_id).get_by_role("link", name="撤销…").click()
+        await page.get_by_role("button", name="确认撤销").click()
+        await expect(page.get_by_role("status")).to_have_text("密钥已撤销，不能再用它获取令牌。")
+        await expect(secrets_table.get_by_role("row").filter(has_text=old_id)).to_have_count(0)
+        assert await secret_ids() == [new_id]
+        refused = await token_for(creds.gateway, client_id, old)
+        assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client"), refused.text
+        assert (await token_for(creds.gateway, client_id, new)).status_code == 200
+        assert new not in await page.content()
+
+
 async def test_a_person_is_created_unlocked_re_roled_and_disabled(
     page: Page, distributed: Stack, admin: Person
 ) -> None:
