@@ -79,6 +79,7 @@ DONE = {
     "jwks": N_("The public keys have been registered."),
     "rotated": N_("The signing key has been rotated."),
     "secret-revoked": N_("The secret has been revoked: it no longer gets tokens."),
+    "system-unlocked": N_("Unlocked. The system can get tokens again."),
 }
 # The gateway's problems (services/gateway/problems.py and the common ones) in the person's
 # language; the API's own title and detail follow in its words.
@@ -534,6 +535,15 @@ async def system_status(
     if refused is not None:
         return await system_page(request, session, client_id, status=refused.status, errors=api_errors(refused))
     return go(request, session, f"/console/admin/systems/{quote(client_id)}?done={to}")
+
+
+@router.post("/admin/systems/{client_id}/unlock", response_class=HTMLResponse, summary="Unlock a locked-out system")
+async def system_unlock(request: Request, session: PersonDep, client_id: str) -> Response:
+    path = system_path(client_id)
+    refused = await post(request, session, f"{path}/unlock" if path else None)
+    if refused is not None:
+        return await system_page(request, session, client_id, status=refused.status, errors=api_errors(refused))
+    return go(request, session, f"/console/admin/systems/{quote(client_id)}?done=system-unlocked")
 
 
 @router.post("/admin/systems/{client_id}/jwks", response_class=HTMLResponse, summary="Register a system's JWKS")

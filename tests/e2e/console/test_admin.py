@@ -318,6 +318,26 @@ async def test_a_leaked_secret_is_rotated_with_an_overlap_and_the_old_one_revoke
         assert new not in await page.content()
 
 
+async def test_a_system_locked_out_by_wrong_secrets_is_unlocked(page: Page, distributed: Stack, admin: Person) -> None:
+    _, creds = distributed
+    async with api_as(creds.gateway, admin) as api:
+        client_id, secret = await new_system(api, "不动产登记查询系统")
+    for _ in range(LOCKOUT_THRESHOLD):
+        wrong = await token_for(creds.gateway, client_id, "wrong-secret-" + secrets.token_hex(8))
+        assert wrong.status_code in (401, 429), wrong.text
+    locked = await token_for(creds.gateway, client_id, secret)
+    assert (locked.status_code, locked.json()["error"]) == (429, "invalid_client"), locked.text
+
+    await log_in(page, admin.username, admin.password)
+    await page.goto(f"/console/admin/systems/{client_id}")
+    access = page.get_by_role("region", name="访问")
+    await expect(access).to_contain_text("锁定")
+    await access.get_by_role("button", name="解锁").click()
+    await expect(page.get_by_role("status")).to_have_text("已解锁，该系统可以重新获取令牌。")
+    await expect(page.locator("#status")).to_have_text("正常")
+    assert (await token_for(creds.gateway, client_id, secret)).status_code == 200
+
+
 async def test_a_person_is_created_unlocked_re_roled_and_disabled(
     page: Page, distributed: Stack, admin: Person
 ) -> None:
