@@ -80,6 +80,10 @@ DONE = {
     "rotated": N_("The signing key has been rotated."),
     "secret-revoked": N_("The secret has been revoked: it no longer gets tokens."),
     "system-unlocked": N_("Unlocked. The system can get tokens again."),
+    "department-disabled": N_(
+        "Disabled: none of its people can log in and none of its systems gets a token until it is enabled again."
+    ),
+    "department-enabled": N_("Enabled: its active people and systems can log in and get tokens again."),
 }
 # The gateway's problems (services/gateway/problems.py and the common ones) in the person's
 # language; the API's own title and detail follow in its words.
@@ -373,6 +377,59 @@ async def create_department(
         elif refused.code == "unknown-parent":
             errors = {"parent_code": PROBLEMS["unknown-parent"], "parent_code_detail": readable(refused)}
     return await departments_page(request, session, status=400, errors=errors, typed=typed)
+
+
+def department_path(code: str) -> str | None:
+    return f"/v1/departments/{code}" if NAME.fullmatch(code) else None
+
+
+async def department_page(
+    request: Request, session: Session, code: str, template: str, *, status: int = 200, **more: object
+) -> Response:
+    """A department (its page, or the confirmation of its disabling)."""
+    shown = context(**({"errors": {}, "notice": None} | more))
+    return await object_page(
+        request,
+        session,
+        department_path(code),
+        template,
+        name="d",
+        what=f"department {code}",
+        missing=MISSING,
+        status=status,
+        **shown,
+    )
+
+
+@router.get("/admin/departments/{code}", response_class=HTMLResponse, summary="A department (部门)")
+async def department(request: Request, session: PersonDep, code: str, done: str | None = None) -> Response:
+    # The gateway's DepartmentPublic has no status: the page says one only as the answer to a change.
+    shown = done if done in ("department-disabled", "department-enabled") else None
+    return await department_page(
+        request, session, code, "admin_department.html", notice=done_notice(shown), changed=shown
+    )
+
+
+@router.get(
+    "/admin/departments/{code}/disable", response_class=HTMLResponse, summary="Confirm the disabling of a department"
+)
+async def confirm_department_disable(request: Request, session: PersonDep, code: str) -> Response:
+    return await department_page(request, session, code, "admin_department_disable.html")
+
+
+@router.post("/admin/departments/{code}/status", response_class=HTMLResponse, summary="Disable or enable a department")
+async def department_status(
+    request: Request, session: PersonDep, code: str, to: Annotated[str, Form()] = ""
+) -> Response:
+    path, verb = department_path(code), STATUS_VERBS.get(to)
+    refused = await post(request, session, f"{path}/{verb}" if path and verb else None)
+    if refused is not None:
+        # A disabling refused (one's own department…) is said on its confirmation; an enabling, on the page.
+        template = "admin_department_disable.html" if to == "disabled" else "admin_department.html"
+        return await department_page(
+            request, session, code, template, status=refused.status, errors=api_errors(refused)
+        )
+    return go(request, session, f"/console/admin/departments/{quote(code)}?done=department-{to}")
 
 
 # --------------------------------------------------------------------------- systems (业务系统)

@@ -107,6 +107,57 @@ async def test_a_platform_admin_registers_a_department_and_bad_input_registers_n
         assert (await api.get("/v1/departments/12345")).status_code == 404
 
 
+async def test_a_department_is_disabled_after_a_confirmation_and_its_people_and_systems_shut_out(
+    page: Page, distributed: Stack, admin: Person
+) -> None:
+    stack, creds = distributed
+    department = DepartmentCreateFactory.build()
+    async with api_as(creds.gateway, admin) as api:
+        assert (await api.post("/v1/departments", json=department.model_dump(mode="json"))).status_code == 201
+        body = {"name": "婚姻登记系统", "roles": ["consumer"], "auth_method": "client_secret_basic"}
+        system = (await api.post(f"/v1/departments/{department.code}/systems", json=body)).json()
+    member = await new_person(stack, creds, department.code, "data_admin")
+
+    async def member_login() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=creds.gateway, timeout=30) as anyone:
+            return await anyone.post("/v1/auth/login", json={"username": member.username, "password": member.password})
+
+    await log_in(page, admin.username, admin.password)
+    await open_admin(page, "部门")
+    await page.get_by_role("link", name=department.name, exact=True).click()
+    await expect(page.get_by_role("heading", name=department.name)).to_be_visible()
+
+    # The confirmation names what disabling does; cancelling changes nothing.
+    await page.get_by_role("button", name="停用该部门…").click()
+    await expect(page.get_by_role("heading", name="停用部门")).to_be_visible()
+    await expect(page.locator("#consequences")).to_contain_text("该部门的人员都不能登录，其业务系统都不能获取令牌")
+    await page.get_by_role("button", name="取消").click()
+    await expect(page.get_by_role("heading", name=department.name)).to_be_visible()
+    assert (await member_login()).status_code == 200
+
+    await page.get_by_role("button", name="停用该部门…").click()
+    await page.get_by_role("button", name="确认停用该部门").click()
+    await expect(page.get_by_role("status")).to_contain_text("已停用：在重新启用前，该部门的人员不能登录")
+    await expect(page.locator("#status")).to_have_text("已停用")
+    refused = await member_login()
+    assert (refused.status_code, refused.json()["type"].rsplit("/", 1)[-1]) == (403, "account-disabled")
+    shut = await token_for(creds.gateway, system["client_id"], system["client_secret"])
+    assert shut.json()["error"] == "unauthorized_client", shut.text
+
+    await page.get_by_role("button", name="启用").click()
+    await expect(page.get_by_role("status")).to_contain_text("已启用")
+    await expect(page.locator("#status")).to_have_text("正常")
+    assert (await member_login()).status_code == 200
+    assert (await token_for(creds.gateway, system["client_id"], system["client_secret"])).status_code == 200
+
+    # One's own department: the gateway's refusal in words on the confirmation; nothing disabled.
+    await page.goto(f"/console/admin/departments/{PLATFORM_DEPT}/disable")
+    await page.get_by_role("button", name="确认停用该部门").click()
+    await expect(page.locator("#form-error")).to_contain_text("不能停用自己或本人所在部门。")
+    async with api_as(creds.gateway, admin) as api:  # logging in again works: the department is active
+        assert (await api.get(f"/v1/departments/{PLATFORM_DEPT}")).status_code == 200
+
+
 async def test_a_system_is_registered_its_secret_shown_once_and_it_is_disabled_and_enabled(
     page: Page, distributed: Stack, admin: Person
 ) -> None:
