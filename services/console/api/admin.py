@@ -10,6 +10,7 @@ nowhere else — no cookie, no URL, no redirect, no log."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -84,6 +85,8 @@ DONE = {
         "Disabled: none of its people can log in and none of its systems gets a token until it is enabled again."
     ),
     "department-enabled": N_("Enabled: its active people and systems can log in and get tokens again."),
+    "rate-limit": N_("The system's rate limit has been set. It applies from the system's next request."),
+    "rate-limit-default": N_("The system is back on the platform's default rate limit."),
 }
 # The gateway's problems (services/gateway/problems.py and the common ones) in the person's
 # language; the API's own title and detail follow in its words.
@@ -120,6 +123,8 @@ FIELD_PROBLEMS = {
     "roles": CHOOSE_ROLE,
     "jwks": N_('Paste a JWKS: {"keys": [...]}, 1 to 10 public keys, each with a kid (EC, OKP, or RSA of 2048 bits).'),
     "jwks_uri": N_("Enter the https address of the system's JWKS."),
+    "rate_per_s": N_("Requests a second: a number above 0, at most 1000000."),
+    "burst": N_("Burst: a whole number from 1 to 10000000."),
 }
 
 
@@ -562,7 +567,8 @@ async def system_page(
         keys = await api_get(request, session, f"{path}/jwks") if with_keys else None
         registered = json.dumps(keys["jwks"], ensure_ascii=False, indent=2) if keys and keys.get("jwks") else None
         secrets = None if with_keys else (await api_get(request, session, f"{path}/secrets"))["items"]
-        return {"keys": keys, "registered": registered, "secrets": secrets}
+        limit = await api_get(request, session, f"{path}/rate-limit")
+        return {"keys": keys, "registered": registered, "secrets": secrets, "limit": limit | shown_limit(limit)}
 
     return await object_page(
         request,
@@ -623,6 +629,72 @@ async def system_jwks(
         if refused.code == "invalid-jwks-uri":
             errors = {"jwks_uri": PROBLEMS["invalid-jwks-uri"], "jwks_uri_detail": readable(refused)}
     return await system_page(request, session, client_id, status=400, errors=errors, typed=typed)
+
+
+# --------------------------------------------------------------------------- rate limits (限流)
+
+
+def plain(number: float) -> str:
+    """A number as people write it: 200, 0.5, 1000000 (never 2e+02)."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
+def shown_limit(limit: dict[str, Any]) -> dict[str, str]:
+    return {"rate_shown": plain(limit["rate_per_s"]), "burst_shown": str(limit["burst"])}
+
+
+def limit_body(rate_per_s: str, burst: str, errors: dict[str, str]) -> dict[str, object]:
+    """The numbers as the gateway takes them; text that is no number is said next to its field
+    (the range is the gateway's to check: its refusal is said there too)."""
+    body: dict[str, object] = {}
+    for name, text, kind in (("rate_per_s", rate_per_s, float), ("burst", burst, int)):
+        if not text.strip():
+            errors[name] = REQUIRED
+            continue
+        try:
+            value = kind(text.strip())
+            number = math.isfinite(value)  # no inf or nan (JSON has none); a huge int overflows here
+        except (ValueError, OverflowError):
+            number = False
+        if number:
+            body[name] = value
+        else:
+            errors[name] = FIELD_PROBLEMS[name]
+    return body
+
+
+@router.post("/admin/systems/{client_id}/rate-limit", response_class=HTMLResponse, summary="Set a system's rate limit")
+async def system_rate_limit(
+    request: Request,
+    session: PersonDep,
+    client_id: str,
+    rate_per_s: Annotated[str, Form()] = "",
+    burst: Annotated[str, Form()] = "",
+) -> Response:
+    typed: dict[str, object] = {"rate_per_s": rate_per_s.strip(), "burst": burst.strip()}
+    errors: dict[str, str] = {}
+    body = limit_body(rate_per_s, burst, errors)
+    path = system_path(client_id)
+    if not errors and path is not None:
+        refused = await api_refusal(request, session, "PUT", f"{path}/rate-limit", body)
+        if refused is None:
+            return go(request, session, f"/console/admin/systems/{quote(client_id)}?done=rate-limit")
+        errors = api_errors(refused, typed)
+    return await system_page(request, session, client_id, status=400, errors=errors, typed=typed)
+
+
+@router.post(
+    "/admin/systems/{client_id}/rate-limit/default",
+    response_class=HTMLResponse,
+    summary="Put a system back on the default rate limit",
+)
+async def system_rate_limit_default(request: Request, session: PersonDep, client_id: str) -> Response:
+    path = system_path(client_id)
+    refused = await api_refusal(request, session, "DELETE", f"{path}/rate-limit") if path else None
+    if path is None or refused is not None:
+        errors = api_errors(refused) if refused else {}
+        return await system_page(request, session, client_id, status=refused.status if refused else 404, errors=errors)
+    return go(request, session, f"/console/admin/systems/{quote(client_id)}?done=rate-limit-default")
 
 
 # --------------------------------------------------------------------------- client secrets (密钥轮换)

@@ -389,6 +389,54 @@ async def test_a_system_locked_out_by_wrong_secrets_is_unlocked(page: Page, dist
     assert (await token_for(creds.gateway, client_id, secret)).status_code == 200
 
 
+async def test_a_systems_rate_limit_is_set_and_put_back_to_the_default(
+    page: Page, distributed: Stack, admin: Person
+) -> None:
+    _, creds = distributed
+    async with api_as(creds.gateway, admin) as api:
+        client_id, _secret = await new_system(api, "公积金提取查询系统")
+
+        async def limit() -> dict[str, Any]:
+            answer: dict[str, Any] = (await api.get(f"/v1/systems/{client_id}/rate-limit")).json()
+            return answer
+
+        default = await limit()
+        assert default["default"] is True
+        await log_in(page, admin.username, admin.password)
+        await page.goto(f"/console/admin/systems/{client_id}")
+        shown = page.locator("#rate-limit")
+        await expect(shown).to_contain_text("（平台默认）")
+        await expect(shown).to_contain_text(f"突发最多 {default['burst']} 次")
+        await expect(page.get_by_role("button", name="恢复默认")).to_have_count(0)
+
+        # No number: said next to the field by the console, what was typed kept; nothing set.
+        await page.get_by_label("每秒请求数").fill("五")
+        await page.get_by_role("button", name="设置限流").click()
+        await expect(page.locator("#rate_per_s-error")).to_have_text("每秒请求数：大于 0、不超过 1000000 的数。")
+        await expect(page.get_by_label("每秒请求数")).to_have_value("五")
+        assert await limit() == default
+        # A number out of the gateway's range: its refusal next to the field, with its own words.
+        await page.get_by_label("每秒请求数").fill("2.5")
+        await page.get_by_label("突发量（一次最多请求数）").fill("0")
+        await page.get_by_role("button", name="设置限流").click()
+        await expect(page.locator("#burst-error")).to_contain_text("突发量：1 至 10000000 之间的整数。")
+        await expect(page.get_by_label("突发量（一次最多请求数）")).to_have_value("0")
+        await expect(page.get_by_label("每秒请求数")).to_have_value("2.5")
+        assert await limit() == default
+
+        await page.get_by_label("突发量（一次最多请求数）").fill("10")
+        await page.get_by_role("button", name="设置限流").click()
+        await expect(page.get_by_role("status")).to_contain_text("已设置该系统的限流")
+        await expect(shown).to_contain_text("每秒 2.5 次请求，突发最多 10 次")
+        await expect(shown).to_contain_text("（该系统专用）")
+        assert await limit() == {"client_id": client_id, "rate_per_s": 2.5, "burst": 10, "default": False}
+
+        await page.get_by_role("button", name="恢复默认").click()
+        await expect(page.get_by_role("status")).to_have_text("该系统已恢复使用平台默认限流。")
+        await expect(shown).to_contain_text("（平台默认）")
+        assert await limit() == default
+
+
 async def test_a_person_is_created_unlocked_re_roled_and_disabled(
     page: Page, distributed: Stack, admin: Person
 ) -> None:
