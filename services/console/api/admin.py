@@ -392,7 +392,7 @@ async def department_page(
     request: Request, session: Session, code: str, template: str, *, status: int = 200, **more: object
 ) -> Response:
     """A department (its page, or the confirmation of its disabling)."""
-    shown = context(**({"errors": {}, "notice": None} | more))
+    shown = context(**({"errors": {}, "notice": None, "changed": None} | more))
     return await object_page(
         request,
         session,
