@@ -10,6 +10,7 @@ nowhere else — no cookie, no URL, no redirect, no log."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -78,6 +79,14 @@ DONE = {
     "unlocked": N_("Unlocked. The person can log in again."),
     "jwks": N_("The public keys have been registered."),
     "rotated": N_("The signing key has been rotated."),
+    "secret-revoked": N_("The secret has been revoked: it no longer gets tokens."),
+    "system-unlocked": N_("Unlocked. The system can get tokens again."),
+    "department-disabled": N_(
+        "Disabled: none of its people can log in and none of its systems gets a token until it is enabled again."
+    ),
+    "department-enabled": N_("Enabled: its active people and systems can log in and get tokens again."),
+    "rate-limit": N_("The system's rate limit has been set. It applies from the system's next request."),
+    "rate-limit-default": N_("The system is back on the platform's default rate limit."),
 }
 # The gateway's problems (services/gateway/problems.py and the common ones) in the person's
 # language; the API's own title and detail follow in its words.
@@ -94,6 +103,8 @@ PROBLEMS = {
         "Too soon: tokens signed by the previous key may still be valid. Rotate again once they have expired."
     ),
     "validation": N_("The platform did not accept this. Check the fields."),
+    "too-many-secrets": N_("The system already has two active secrets: revoke the old one first."),
+    "last-secret": N_("This is the system's only secret: add a new one first, or disable the system."),
 }
 REQUIRED = N_("This field is required.")
 CHOOSE_ROLE = N_("Choose at least one role.")
@@ -112,6 +123,8 @@ FIELD_PROBLEMS = {
     "roles": CHOOSE_ROLE,
     "jwks": N_('Paste a JWKS: {"keys": [...]}, 1 to 10 public keys, each with a kid (EC, OKP, or RSA of 2048 bits).'),
     "jwks_uri": N_("Enter the https address of the system's JWKS."),
+    "rate_per_s": N_("Requests a second: a number above 0, at most 1000000."),
+    "burst": N_("Burst: a whole number from 1 to 10000000."),
 }
 
 
@@ -371,6 +384,59 @@ async def create_department(
     return await departments_page(request, session, status=400, errors=errors, typed=typed)
 
 
+def department_path(code: str) -> str | None:
+    return f"/v1/departments/{code}" if NAME.fullmatch(code) else None
+
+
+async def department_page(
+    request: Request, session: Session, code: str, template: str, *, status: int = 200, **more: object
+) -> Response:
+    """A department (its page, or the confirmation of its disabling)."""
+    shown = context(**({"errors": {}, "notice": None, "changed": None} | more))
+    return await object_page(
+        request,
+        session,
+        department_path(code),
+        template,
+        name="d",
+        what=f"department {code}",
+        missing=MISSING,
+        status=status,
+        **shown,
+    )
+
+
+@router.get("/admin/departments/{code}", response_class=HTMLResponse, summary="A department (部门)")
+async def department(request: Request, session: PersonDep, code: str, done: str | None = None) -> Response:
+    # The gateway's DepartmentPublic has no status: the page says one only as the answer to a change.
+    shown = done if done in ("department-disabled", "department-enabled") else None
+    return await department_page(
+        request, session, code, "admin_department.html", notice=done_notice(shown), changed=shown
+    )
+
+
+@router.get(
+    "/admin/departments/{code}/disable", response_class=HTMLResponse, summary="Confirm the disabling of a department"
+)
+async def confirm_department_disable(request: Request, session: PersonDep, code: str) -> Response:
+    return await department_page(request, session, code, "admin_department_disable.html")
+
+
+@router.post("/admin/departments/{code}/status", response_class=HTMLResponse, summary="Disable or enable a department")
+async def department_status(
+    request: Request, session: PersonDep, code: str, to: Annotated[str, Form()] = ""
+) -> Response:
+    path, verb = department_path(code), STATUS_VERBS.get(to)
+    refused = await post(request, session, f"{path}/{verb}" if path and verb else None)
+    if refused is not None:
+        # A disabling refused (one's own department…) is said on its confirmation; an enabling, on the page.
+        template = "admin_department_disable.html" if to == "disabled" else "admin_department.html"
+        return await department_page(
+            request, session, code, template, status=refused.status, errors=api_errors(refused)
+        )
+    return go(request, session, f"/console/admin/departments/{quote(code)}?done=department-{to}")
+
+
 # --------------------------------------------------------------------------- systems (业务系统)
 
 
@@ -495,10 +561,14 @@ async def system_page(
     path = system_path(client_id)
 
     async def keys_of(system: dict[str, Any]) -> dict[str, object]:
-        """Its registered public keys, for a system that authenticates with them."""
-        keys = await api_get(request, session, f"{path}/jwks") if system["auth_method"] == "private_key_jwt" else None
+        """Its registered public keys, for a system that authenticates with them; its client
+        secrets (their ids and dates, never the secrets), for one that uses a secret."""
+        with_keys = system["auth_method"] == "private_key_jwt"
+        keys = await api_get(request, session, f"{path}/jwks") if with_keys else None
         registered = json.dumps(keys["jwks"], ensure_ascii=False, indent=2) if keys and keys.get("jwks") else None
-        return {"keys": keys, "registered": registered}
+        secrets = None if with_keys else (await api_get(request, session, f"{path}/secrets"))["items"]
+        limit = await api_get(request, session, f"{path}/rate-limit")
+        return {"keys": keys, "registered": registered, "secrets": secrets, "limit": limit | shown_limit(limit)}
 
     return await object_page(
         request,
@@ -530,6 +600,15 @@ async def system_status(
     return go(request, session, f"/console/admin/systems/{quote(client_id)}?done={to}")
 
 
+@router.post("/admin/systems/{client_id}/unlock", response_class=HTMLResponse, summary="Unlock a locked-out system")
+async def system_unlock(request: Request, session: PersonDep, client_id: str) -> Response:
+    path = system_path(client_id)
+    refused = await post(request, session, f"{path}/unlock" if path else None)
+    if refused is not None:
+        return await system_page(request, session, client_id, status=refused.status, errors=api_errors(refused))
+    return go(request, session, f"/console/admin/systems/{quote(client_id)}?done=system-unlocked")
+
+
 @router.post("/admin/systems/{client_id}/jwks", response_class=HTMLResponse, summary="Register a system's JWKS")
 async def system_jwks(
     request: Request,
@@ -550,6 +629,149 @@ async def system_jwks(
         if refused.code == "invalid-jwks-uri":
             errors = {"jwks_uri": PROBLEMS["invalid-jwks-uri"], "jwks_uri_detail": readable(refused)}
     return await system_page(request, session, client_id, status=400, errors=errors, typed=typed)
+
+
+# --------------------------------------------------------------------------- rate limits (限流)
+
+
+def plain(number: float) -> str:
+    """A number as people write it: 200, 0.5, 1000000 (never 2e+02)."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
+def shown_limit(limit: dict[str, Any]) -> dict[str, str]:
+    return {"rate_shown": plain(limit["rate_per_s"]), "burst_shown": str(limit["burst"])}
+
+
+def limit_body(rate_per_s: str, burst: str, errors: dict[str, str]) -> dict[str, object]:
+    """The numbers as the gateway takes them; text that is no number is said next to its field
+    (the range is the gateway's to check: its refusal is said there too)."""
+    body: dict[str, object] = {}
+    for name, text, kind in (("rate_per_s", rate_per_s, float), ("burst", burst, int)):
+        if not text.strip():
+            errors[name] = REQUIRED
+            continue
+        try:
+            value = kind(text.strip())
+            number = math.isfinite(value)  # no inf or nan (JSON has none); a huge int overflows here
+        except (ValueError, OverflowError):
+            number = False
+        if number:
+            body[name] = value
+        else:
+            errors[name] = FIELD_PROBLEMS[name]
+    return body
+
+
+@router.post("/admin/systems/{client_id}/rate-limit", response_class=HTMLResponse, summary="Set a system's rate limit")
+async def system_rate_limit(
+    request: Request,
+    session: PersonDep,
+    client_id: str,
+    rate_per_s: Annotated[str, Form()] = "",
+    burst: Annotated[str, Form()] = "",
+) -> Response:
+    typed: dict[str, object] = {"rate_per_s": rate_per_s.strip(), "burst": burst.strip()}
+    errors: dict[str, str] = {}
+    body = limit_body(rate_per_s, burst, errors)
+    path = system_path(client_id)
+    if not errors and path is not None:
+        refused = await api_refusal(request, session, "PUT", f"{path}/rate-limit", body)
+        if refused is None:
+            return go(request, session, f"/console/admin/systems/{quote(client_id)}?done=rate-limit")
+        errors = api_errors(refused, typed)
+    return await system_page(request, session, client_id, status=400, errors=errors, typed=typed)
+
+
+@router.post(
+    "/admin/systems/{client_id}/rate-limit/default",
+    response_class=HTMLResponse,
+    summary="Put a system back on the default rate limit",
+)
+async def system_rate_limit_default(request: Request, session: PersonDep, client_id: str) -> Response:
+    path = system_path(client_id)
+    refused = await api_refusal(request, session, "DELETE", f"{path}/rate-limit") if path else None
+    if path is None or refused is not None:
+        errors = api_errors(refused) if refused else {}
+        return await system_page(request, session, client_id, status=refused.status if refused else 404, errors=errors)
+    return go(request, session, f"/console/admin/systems/{quote(client_id)}?done=rate-limit-default")
+
+
+# --------------------------------------------------------------------------- client secrets (密钥轮换)
+
+
+@router.post(
+    "/admin/systems/{client_id}/secrets", response_class=HTMLResponse, summary="Add a client secret; shown once"
+)
+async def add_secret(request: Request, session: PersonDep, client_id: str) -> Response:
+    """Secret rotation (密钥轮换), step one: a second secret beside the current one. As at a
+    system's creation, the new secret is in the page answering this POST and nowhere else."""
+    path = system_path(client_id)
+    if path is None:
+        return await system_page(request, session, client_id)
+    try:
+        added = await api_send(request, session, "POST", f"{path}/secrets")
+        system = await api_get(request, session, path)
+    except ApiProblem as refused:
+        return await system_page(request, session, client_id, status=refused.status, errors=api_errors(refused))
+    # The page is no-store (app.PageHeaders); admin.js replaces its address with the system's.
+    return page(request, session, "admin_secret_added.html", status=201, **context(s=system, added=added))
+
+
+def secret_path(client_id: str, secret_id: str) -> str | None:
+    path = system_path(client_id)
+    return f"{path}/secrets/{secret_id}" if path is not None and NAME.fullmatch(secret_id) else None
+
+
+@router.get(
+    "/admin/systems/{client_id}/secrets/{secret_id}/revoke",
+    response_class=HTMLResponse,
+    summary="Confirm the revocation of a client secret",
+)
+async def confirm_revoke(request: Request, session: PersonDep, client_id: str, secret_id: str) -> Response:
+    return await revoke_page(request, session, client_id, secret_id)
+
+
+async def revoke_page(
+    request: Request, session: Session, client_id: str, secret_id: str, *, status: int = 200, **more: object
+) -> Response:
+    """The confirmation of a secret's revocation: the system, and the secret (of its active ones)."""
+    path = system_path(client_id) if secret_path(client_id, secret_id) else None
+
+    async def secret_of(system: dict[str, Any]) -> dict[str, object]:
+        active = (await api_get(request, session, f"{path}/secrets"))["items"]
+        secret = next((s for s in active if s["id"] == secret_id), None)
+        if secret is None:
+            raise ApiProblem(404, "not-found", "Not found", f"secret {secret_id}")
+        return {"secret": secret}
+
+    return await object_page(
+        request,
+        session,
+        path,
+        "admin_secret_revoke.html",
+        name="s",
+        what=f"secret {secret_id}",
+        missing=MISSING,
+        status=status,
+        more=secret_of,
+        **context(**({"errors": {}} | more)),
+    )
+
+
+@router.post(
+    "/admin/systems/{client_id}/secrets/{secret_id}/revoke",
+    response_class=HTMLResponse,
+    summary="Revoke a client secret; it stops working at once",
+)
+async def revoke_secret(request: Request, session: PersonDep, client_id: str, secret_id: str) -> Response:
+    """Secret rotation, step two: the old secret stops working at once (the gateway keeps the last)."""
+    path = secret_path(client_id, secret_id)
+    refused = await api_refusal(request, session, "DELETE", path) if path else ApiProblem(404, "not-found", "", "")
+    if refused is not None:
+        errors = api_errors(refused)
+        return await revoke_page(request, session, client_id, secret_id, status=refused.status, errors=errors)
+    return go(request, session, f"/console/admin/systems/{quote(client_id)}?done=secret-revoked")
 
 
 # --------------------------------------------------------------------------- signing keys (签名密钥)

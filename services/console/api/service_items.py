@@ -50,6 +50,13 @@ ITEM_PROBLEMS = {
 }
 
 
+# What a page may say on arrival (?done=…), after the change it names.
+DONE = {
+    "renamed": N_("The service item has been renamed."),
+    "deleted": N_("The service item has been deleted, with its materials."),
+}
+
+
 def item_path(code: str) -> str | None:
     """The API's path of a service item, or None for a code that cannot be one."""
     return f"/v1/registry/service-items/{code}" if SERVICE_ITEM_CODE.match(code) else None
@@ -69,6 +76,7 @@ async def items_page(
     errors: dict[str, str] | None = None,
     typed: dict[str, str] | None = None,
     cursor: str | None = None,
+    done: str | None = None,
 ) -> Response:
     params = {"dept": session.department, "limit": "100"} | ({"cursor": cursor} if cursor else {})
     listing: dict[str, Any] = {"items": [], "next_cursor": None}
@@ -89,12 +97,15 @@ async def items_page(
         problem=problem,
         errors=errors or {},
         typed=typed or {},
+        notice=DONE.get(done or ""),
     )
 
 
 @router.get("/service-items", response_class=HTMLResponse, summary="The department's service items (事项) and 免提交")
-async def service_items(request: Request, session: PersonDep, cursor: str | None = None) -> Response:
-    return await items_page(request, session, cursor=cursor)
+async def service_items(
+    request: Request, session: PersonDep, cursor: str | None = None, done: str | None = None
+) -> Response:
+    return await items_page(request, session, cursor=cursor, done=done)
 
 
 @router.post("/service-items", summary="Register a service item of the department")
@@ -128,9 +139,11 @@ async def item_page(
     status: int = 200,
     errors: dict[str, str] | None = None,
     typed: dict[str, str] | None = None,
+    done: str | None = None,
 ) -> Response:
     """A service item with its materials and 免提交 rate; for its own department's data
-    administrator, the forms to map each government-issued material, unmap it, add or remove one."""
+    administrator, the forms to map each government-issued material, unmap it, add or remove one,
+    to rename the item or delete it."""
 
     async def mapping(item: dict[str, Any]) -> dict[str, object]:
         published: dict[str, Any] = {"items": []}
@@ -158,12 +171,62 @@ async def item_page(
         options=OPTIONS,
         errors=errors or {},
         typed=typed or {},
+        notice=DONE.get(done or ""),
     )
 
 
 @router.get("/service-items/{code}", response_class=HTMLResponse, summary="A service item (事项) and its materials")
-async def service_item(request: Request, session: PersonDep, code: str) -> Response:
-    return await item_page(request, session, code)
+async def service_item(request: Request, session: PersonDep, code: str, done: str | None = None) -> Response:
+    return await item_page(request, session, code, done=done)
+
+
+@router.post("/service-items/{code}/rename", summary="Rename a service item")
+async def rename(request: Request, session: PersonDep, code: str, name: Annotated[str, Form()] = "") -> Response:
+    typed = {"r_name": name}
+    errors: dict[str, str] = {}
+    check_text(errors, "r_name", name, (2, 200), N_("Enter 2 to 200 characters."))
+    path = item_path(code)
+    if not errors and path is not None:
+        refused = await api_refusal(request, session, "PATCH", path, {"name": name.strip()})
+        if refused is None:
+            return go(request, session, f"{ITEMS}/{code}?done=renamed")
+        if refused.status == 404:
+            return not_found(request, session, refused)
+        errors = refusal(refused, "r_", typed, ITEM_PROBLEMS)
+    return await item_page(request, session, code, status=400, errors=errors, typed=typed)
+
+
+async def delete_page(request: Request, session: Session, code: str, *, status: int = 200, **more: object) -> Response:
+    """The confirmation of a service item's deletion: the item and what goes with it."""
+    shown: dict[str, Any] = {"errors": {}} | more
+    return await object_page(
+        request,
+        session,
+        item_path(code),
+        "service_items_delete.html",
+        name="item",
+        what=f"service item {code}",
+        missing={"not-found": N_("No such service item.")},
+        status=status,
+        **shown,
+    )
+
+
+@router.get("/service-items/{code}/delete", response_class=HTMLResponse, summary="Confirm a service item's deletion")
+async def confirm_delete(request: Request, session: PersonDep, code: str) -> Response:
+    return await delete_page(request, session, code)
+
+
+@router.post("/service-items/{code}/delete", summary="Delete a service item with its materials")
+async def delete_item(request: Request, session: PersonDep, code: str) -> Response:
+    path = item_path(code)
+    refused = await api_refusal(request, session, "DELETE", path) if path else None
+    if path is None or (refused is not None and refused.status == 404):
+        return not_found(request, session, refused or ApiProblem(404, "not-found", "Not found", f"service item {code}"))
+    if refused is not None:
+        errors = refusal(refused, "d_", (), ITEM_PROBLEMS)
+        return await delete_page(request, session, code, status=refused.status, errors=errors)
+    return go(request, session, f"{ITEMS}?done=deleted")
 
 
 async def material_of(request: Request, session: Session, code: str, material_id: str) -> dict[str, Any] | None:

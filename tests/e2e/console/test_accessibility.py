@@ -175,6 +175,8 @@ async def test_every_roles_pages_break_no_wcag_2_a_or_aa_rule(page: Page, distri
     await log_in(page, person.username, person.password)
     await expect(page.get_by_role("heading", name="资源目录")).to_be_visible()
     paths = ROLE_PAGES[role] + ([f"/console/apply?resource={creds.resource}"] if role == "data_admin" else [])
+    if role == "platform_admin":  # an object's page each: a system's (its secrets, its rate limit), a department's
+        paths += [f"/console/admin/systems/{creds.client_id}", f"/console/admin/departments/{department}"]
     found: dict[str, list[dict[str, Any]]] = {}
     for path in paths:
         answer = await page.goto(path)

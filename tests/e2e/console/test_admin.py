@@ -107,6 +107,57 @@ async def test_a_platform_admin_registers_a_department_and_bad_input_registers_n
         assert (await api.get("/v1/departments/12345")).status_code == 404
 
 
+async def test_a_department_is_disabled_after_a_confirmation_and_its_people_and_systems_shut_out(
+    page: Page, distributed: Stack, admin: Person
+) -> None:
+    stack, creds = distributed
+    department = DepartmentCreateFactory.build()
+    async with api_as(creds.gateway, admin) as api:
+        assert (await api.post("/v1/departments", json=department.model_dump(mode="json"))).status_code == 201
+        body = {"name": "婚姻登记系统", "roles": ["consumer"], "auth_method": "client_secret_basic"}
+        system = (await api.post(f"/v1/departments/{department.code}/systems", json=body)).json()
+    member = await new_person(stack, creds, department.code, "data_admin")
+
+    async def member_login() -> httpx.Response:
+        async with httpx.AsyncClient(base_url=creds.gateway, timeout=30) as anyone:
+            return await anyone.post("/v1/auth/login", json={"username": member.username, "password": member.password})
+
+    await log_in(page, admin.username, admin.password)
+    await open_admin(page, "部门")
+    await page.get_by_role("link", name=department.name, exact=True).click()
+    await expect(page.get_by_role("heading", name=department.name)).to_be_visible()
+
+    # The confirmation names what disabling does; cancelling changes nothing.
+    await page.get_by_role("button", name="停用该部门…").click()
+    await expect(page.get_by_role("heading", name="停用部门")).to_be_visible()
+    await expect(page.locator("#consequences")).to_contain_text("该部门的人员都不能登录，其业务系统都不能获取令牌")
+    await page.get_by_role("button", name="取消").click()
+    await expect(page.get_by_role("heading", name=department.name)).to_be_visible()
+    assert (await member_login()).status_code == 200
+
+    await page.get_by_role("button", name="停用该部门…").click()
+    await page.get_by_role("button", name="确认停用该部门").click()
+    await expect(page.get_by_role("status")).to_contain_text("已停用：在重新启用前，该部门的人员不能登录")
+    await expect(page.locator("#status")).to_have_text("已停用")
+    refused = await member_login()
+    assert (refused.status_code, refused.json()["type"].rsplit("/", 1)[-1]) == (403, "account-disabled")
+    shut = await token_for(creds.gateway, system["client_id"], system["client_secret"])
+    assert shut.json()["error"] == "unauthorized_client", shut.text
+
+    await page.get_by_role("button", name="启用").click()
+    await expect(page.get_by_role("status")).to_contain_text("已启用")
+    await expect(page.locator("#status")).to_have_text("正常")
+    assert (await member_login()).status_code == 200
+    assert (await token_for(creds.gateway, system["client_id"], system["client_secret"])).status_code == 200
+
+    # One's own department: the gateway's refusal in words on the confirmation; nothing disabled.
+    await page.goto(f"/console/admin/departments/{PLATFORM_DEPT}/disable")
+    await page.get_by_role("button", name="确认停用该部门").click()
+    await expect(page.locator("#form-error")).to_contain_text("不能停用自己或本人所在部门。")
+    async with api_as(creds.gateway, admin) as api:  # logging in again works: the department is active
+        assert (await api.get(f"/v1/departments/{PLATFORM_DEPT}")).status_code == 200
+
+
 async def test_a_system_is_registered_its_secret_shown_once_and_it_is_disabled_and_enabled(
     page: Page, distributed: Stack, admin: Person
 ) -> None:
@@ -233,6 +284,157 @@ async def test_a_systems_public_keys_are_registered_pasted_and_a_bad_address_is_
         await expect(page.locator("#registered-jwks")).to_contain_text('"kid": "second-key"')
         now = (await api.get(f"/v1/systems/{client_id}/jwks")).json()
         assert [k["kid"] for k in now["jwks"]["keys"]] == ["second-key"]
+
+
+async def new_system(api: httpx.AsyncClient, name: str) -> tuple[str, str]:
+    """A system of the platform's department with a client secret: its client id and secret."""
+    body = {"name": name, "roles": ["consumer"], "auth_method": "client_secret_basic"}
+    created = await api.post(f"/v1/departments/{PLATFORM_DEPT}/systems", json=body)
+    assert created.status_code == 201, created.text
+    return created.json()["client_id"], created.json()["client_secret"]
+
+
+async def token_for(gateway: str, client_id: str, secret: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as anyone:
+        return await anyone.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
+
+
+async def test_a_leaked_secret_is_rotated_with_an_overlap_and_the_old_one_revoked(
+    page: Page, distributed: Stack, admin: Person
+) -> None:
+    _, creds = distributed
+    async with api_as(creds.gateway, admin) as api:
+        client_id, old = await new_system(api, "社保缴费查询系统")
+
+        async def secret_ids() -> list[str]:
+            return [s["id"] for s in (await api.get(f"/v1/systems/{client_id}/secrets")).json()["items"]]
+
+        [old_id] = await secret_ids()
+        await log_in(page, admin.username, admin.password)
+        await page.goto(f"/console/admin/systems/{client_id}")
+        secrets_table = page.get_by_role("region", name="客户端密钥")
+        await expect(secrets_table.get_by_role("row").filter(has_text=old_id)).to_contain_text("从未使用")
+        assert await page.evaluate(UNLABELLED_INPUTS) == []
+
+        # The only secret is not revoked: the gateway's refusal in words, after the confirmation; it still works.
+        await secrets_table.get_by_role("row").filter(has_text=old_id).get_by_role("link", name="撤销…").click()
+        await expect(page.get_by_role("heading", name="撤销客户端密钥")).to_be_visible()
+        await expect(page.locator("#secret-id")).to_have_text(old_id)
+        await page.get_by_role("button", name="确认撤销").click()
+        await expect(page.locator("#form-error")).to_contain_text("这是该系统唯一的密钥")
+        assert await secret_ids() == [old_id]
+        assert (await token_for(creds.gateway, client_id, old)).status_code == 200
+
+        # A new secret: shown once, on the answer to the POST; the address becomes the system's.
+        await page.goto(f"/console/admin/systems/{client_id}")
+        await page.get_by_role("button", name="新增密钥").click()
+        await expect(page.get_by_role("heading", name="已新增密钥")).to_be_visible()
+        await expect(page.get_by_role("alert")).to_contain_text("它只显示这一次，之后无法再次查看")
+        new = await page.locator("#client-secret").inner_text()
+        new_id = await page.locator("#secret-id").inner_text()
+        assert len(new) >= 40 and new != old and new not in page.url
+        await expect(page).to_have_url(re.compile(f"/console/admin/systems/{client_id}$"))
+        assert sorted(await secret_ids()) == sorted([old_id, new_id])
+        # Both work meanwhile (the overlap): the system changes over without a gap.
+        assert (await token_for(creds.gateway, client_id, new)).status_code == 200
+        assert (await token_for(creds.gateway, client_id, old)).status_code == 200
+
+        # Reloaded: the system's page, the new secret never again, and no third secret registered.
+        await page.reload()
+        await expect(page.get_by_role("heading", name="社保缴费查询系统")).to_be_visible()
+        assert new not in await page.content()
+        await expect(secrets_table.get_by_role("row").filter(has_text=new_id)).to_be_visible()
+        await expect(secrets_table.get_by_role("row").filter(has_text=old_id)).not_to_contain_text("从未使用")
+        assert len(await secret_ids()) == 2
+        # A third while two are active: refused in words, nothing added.
+        await page.get_by_role("button", name="新增密钥").click()
+        await expect(page.locator("#form-error")).to_contain_text("该系统已有两个有效密钥")
+        assert len(await secret_ids()) == 2
+        await page.goto(f"/console/admin/systems/{client_id}")
+        await shot(page, "system-secrets")
+
+        # The old one revoked after a confirmation (cancelling changes nothing): it gets no token, the new one does.
+        await secrets_table.get_by_role("row").filter(has_text=old_id).get_by_role("link", name="撤销…").click()
+        await page.get_by_role("button", name="取消").click()
+        await expect(page.get_by_role("heading", name="社保缴费查询系统")).to_be_visible()
+        assert len(await secret_ids()) == 2
+        await secrets_table.get_by_role("row").filter(has_text=old_id).get_by_role("link", name="撤销…").click()
+        await page.get_by_role("button", name="确认撤销").click()
+        await expect(page.get_by_role("status")).to_have_text("密钥已撤销，不能再用它获取令牌。")
+        await expect(secrets_table.get_by_role("row").filter(has_text=old_id)).to_have_count(0)
+        assert await secret_ids() == [new_id]
+        refused = await token_for(creds.gateway, client_id, old)
+        assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client"), refused.text
+        assert (await token_for(creds.gateway, client_id, new)).status_code == 200
+        assert new not in await page.content()
+
+
+async def test_a_system_locked_out_by_wrong_secrets_is_unlocked(page: Page, distributed: Stack, admin: Person) -> None:
+    _, creds = distributed
+    async with api_as(creds.gateway, admin) as api:
+        client_id, secret = await new_system(api, "不动产登记查询系统")
+    for _ in range(LOCKOUT_THRESHOLD):
+        wrong = await token_for(creds.gateway, client_id, "wrong-secret-" + secrets.token_hex(8))
+        assert wrong.status_code in (401, 429), wrong.text
+    locked = await token_for(creds.gateway, client_id, secret)
+    assert (locked.status_code, locked.json()["error"]) == (429, "invalid_client"), locked.text
+
+    await log_in(page, admin.username, admin.password)
+    await page.goto(f"/console/admin/systems/{client_id}")
+    access = page.get_by_role("region", name="访问")
+    await expect(access).to_contain_text("锁定")
+    await access.get_by_role("button", name="解锁").click()
+    await expect(page.get_by_role("status")).to_have_text("已解锁，该系统可以重新获取令牌。")
+    await expect(page.locator("#status")).to_have_text("正常")
+    assert (await token_for(creds.gateway, client_id, secret)).status_code == 200
+
+
+async def test_a_systems_rate_limit_is_set_and_put_back_to_the_default(
+    page: Page, distributed: Stack, admin: Person
+) -> None:
+    _, creds = distributed
+    async with api_as(creds.gateway, admin) as api:
+        client_id, _secret = await new_system(api, "公积金提取查询系统")
+
+        async def limit() -> dict[str, Any]:
+            answer: dict[str, Any] = (await api.get(f"/v1/systems/{client_id}/rate-limit")).json()
+            return answer
+
+        default = await limit()
+        assert default["default"] is True
+        await log_in(page, admin.username, admin.password)
+        await page.goto(f"/console/admin/systems/{client_id}")
+        shown = page.locator("#rate-limit")
+        await expect(shown).to_contain_text("（平台默认）")
+        await expect(shown).to_contain_text(f"突发最多 {default['burst']} 次")
+        await expect(page.get_by_role("button", name="恢复默认")).to_have_count(0)
+
+        # No number: said next to the field by the console, what was typed kept; nothing set.
+        await page.get_by_label("每秒请求数").fill("五")
+        await page.get_by_role("button", name="设置限流").click()
+        await expect(page.locator("#rate_per_s-error")).to_have_text("每秒请求数：大于 0、不超过 1000000 的数。")
+        await expect(page.get_by_label("每秒请求数")).to_have_value("五")
+        assert await limit() == default
+        # A number out of the gateway's range: its refusal next to the field, with its own words.
+        await page.get_by_label("每秒请求数").fill("2.5")
+        await page.get_by_label("突发量（一次最多请求数）").fill("0")
+        await page.get_by_role("button", name="设置限流").click()
+        await expect(page.locator("#burst-error")).to_contain_text("突发量：1 至 10000000 之间的整数。")
+        await expect(page.get_by_label("突发量（一次最多请求数）")).to_have_value("0")
+        await expect(page.get_by_label("每秒请求数")).to_have_value("2.5")
+        assert await limit() == default
+
+        await page.get_by_label("突发量（一次最多请求数）").fill("10")
+        await page.get_by_role("button", name="设置限流").click()
+        await expect(page.get_by_role("status")).to_contain_text("已设置该系统的限流")
+        await expect(shown).to_contain_text("每秒 2.5 次请求，突发最多 10 次")
+        await expect(shown).to_contain_text("（该系统专用）")
+        assert await limit() == {"client_id": client_id, "rate_per_s": 2.5, "burst": 10, "default": False}
+
+        await page.get_by_role("button", name="恢复默认").click()
+        await expect(page.get_by_role("status")).to_have_text("该系统已恢复使用平台默认限流。")
+        await expect(shown).to_contain_text("（平台默认）")
+        assert await limit() == default
 
 
 async def test_a_person_is_created_unlocked_re_roled_and_disabled(

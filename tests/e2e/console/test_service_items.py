@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import httpx
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from services.demo import CIVIL_AFFAIRS, POLICE
 from tests.e2e.client import apply_for, system_token
@@ -151,3 +151,61 @@ async def test_another_departments_service_item_is_not_found_for_a_write(page: P
 
     await page.goto("/console/service-items/NO-SUCH-ITEM")
     await expect(page.get_by_role("heading", name="没有这个事项。")).to_be_visible()
+
+
+async def test_a_service_item_is_renamed_and_deleted_after_a_confirmation(
+    page: Page, browser: Browser, distributed: Stack
+) -> None:
+    stack, creds = distributed
+    admin = await new_person(stack, creds, CIVIL_AFFAIRS["code"], "data_admin")
+    approver = await new_person(stack, creds, CIVIL_AFFAIRS["code"], "approver")
+    code = f"T-{uuid.uuid4().hex[:10]}"
+    body = {"code": code, "name": "临时救助审批", "materials": [{"name": "居民户口簿", "source": "government"}]}
+    created = await api_as(creds.gateway, admin, "POST", "/v1/registry/service-items", body)
+    assert created.status_code == 201, created.text
+
+    async def stored() -> httpx.Response:
+        return await api_as(creds.gateway, admin, "GET", f"/v1/registry/service-items/{code}")
+
+    await log_in(page, admin.username, admin.password)
+    await page.goto(f"/console/service-items/{code}")
+    assert await page.evaluate(UNLABELLED_INPUTS) == []
+    # A name too short: said next to it, what was typed kept, nothing renamed.
+    await page.get_by_label("事项名称").fill("救")
+    await page.get_by_role("button", name="重命名").click()
+    await expect(page.locator("#r_name-error")).to_have_text("请输入 2 至 200 个字符。")
+    await expect(page.get_by_label("事项名称")).to_have_value("救")
+    assert (await stored()).json()["name"] == "临时救助审批"
+
+    await page.get_by_label("事项名称").fill("临时救助申请审批")
+    await page.get_by_role("button", name="重命名").click()
+    await expect(page.locator("#notice")).to_have_text("事项已重命名。")
+    await expect(page.get_by_role("heading", name="临时救助申请审批")).to_be_visible()
+    assert (await stored()).json()["name"] == "临时救助申请审批"
+
+    # Deleting asks first, naming what goes with the item; cancelling changes nothing.
+    await page.get_by_role("button", name="删除事项…").click()
+    await expect(page.get_by_role("heading", name="删除事项")).to_be_visible()
+    await expect(page.locator("#materials-count")).to_have_text("1")
+    await expect(page.get_by_role("main")).to_contain_text("全部材料")
+    await page.get_by_role("button", name="取消").click()
+    await expect(page.get_by_role("heading", name="临时救助申请审批")).to_be_visible()
+    assert (await stored()).status_code == 200
+
+    # An approver of the department may not delete it: the API's refusal in words; it stays.
+    other = await browser.new_context(base_url=creds.gateway, locale="zh-CN")
+    try:
+        theirs = await other.new_page()
+        await log_in(theirs, approver.username, approver.password)
+        await theirs.goto(f"/console/service-items/{code}/delete")
+        await theirs.get_by_role("button", name="确认删除").click()
+        await expect(theirs.locator("#d_form-error")).to_contain_text("只有本部门的数据管理员可以修改本部门的事项。")
+    finally:
+        await other.close()
+    assert (await stored()).status_code == 200
+
+    await page.get_by_role("button", name="删除事项…").click()
+    await page.get_by_role("button", name="确认删除").click()
+    await expect(page.locator("#notice")).to_have_text("事项及其材料已删除。")
+    await expect(page.get_by_role("row").filter(has_text=code)).to_have_count(0)
+    assert (await stored()).status_code == 404
