@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import parse_qs, quote, unquote
 
@@ -412,7 +413,7 @@ async def create_system(
     )
 
 
-def system_public(system: System) -> SystemPublic:
+def system_public(system: System, locked_until: datetime | None = None) -> SystemPublic:
     return SystemPublic(
         client_id=system.client_id,
         dept=system.dept_code,
@@ -422,6 +423,7 @@ def system_public(system: System) -> SystemPublic:
         jwks_uri=system.jwks_uri,
         tls_client_certificate_bound_access_tokens=system.certificate_bound,
         status=system.status,
+        locked_until=locked_until,
     )
 
 
@@ -439,12 +441,15 @@ async def list_systems(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> SystemList:
     rows, next_cursor = await service.list_systems(uow.session, principal, limit, cursor, department)
-    return SystemList(items=[system_public(s) for s in rows], next_cursor=next_cursor)
+    locked = await service.lockouts(uow.session, PrincipalType.SYSTEM, [s.client_id for s in rows])
+    return SystemList(items=[system_public(s, locked.get(s.client_id)) for s in rows], next_cursor=next_cursor)
 
 
 @router.get("/v1/systems/{client_id}", response_model=SystemPublic, tags=["identity"])
 async def get_system(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> SystemPublic:
-    return system_public(await service.get_system(uow.session, principal, client_id))
+    system = await service.get_system(uow.session, principal, client_id)
+    locked = await service.lockouts(uow.session, PrincipalType.SYSTEM, [system.client_id])
+    return system_public(system, locked.get(system.client_id))
 
 
 ADMIN_PROBLEMS = (CommonProblem.FORBIDDEN, CommonProblem.NOT_FOUND)
@@ -788,6 +793,7 @@ async def set_rate_limit(
     client_id: str, body: RateLimitSet, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
 ) -> RateLimitPublic:
     row = await ratelimit.set_system_limit(uow.session, principal, client_id, body.rate_per_s, body.burst)
+    changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, client_id, "system.rate_limit.set")
     return rate_limit_public(request, client_id, row)
 
 
@@ -798,8 +804,11 @@ async def set_rate_limit(
     summary="Put a system back on the default rate limit (platform_admin)",
     responses=problem_responses(*ADMIN_PROBLEMS),
 )
-async def reset_rate_limit(client_id: str, principal: CurrentPrincipal, uow: UnitOfWorkDep) -> Response:
+async def reset_rate_limit(
+    client_id: str, request: Request, principal: CurrentPrincipal, uow: UnitOfWorkDep
+) -> Response:
     await ratelimit.reset_system_limit(uow.session, principal, client_id)
+    changed(request, uow, principal, AuditAction.IDENTITY_CHANGED, client_id, "system.rate_limit.reset")
     return Response(status_code=204)
 
 

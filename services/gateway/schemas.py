@@ -102,6 +102,7 @@ class DepartmentPublic(BaseModel):
     region_code: str
     level: str
     parent_code: str | None
+    status: Literal["active", "disabled"] = "active"
 
 
 class DepartmentList(BaseModel):
@@ -207,6 +208,9 @@ class SystemPublic(BaseModel):
     jwks_uri: str | None = None
     tls_client_certificate_bound_access_tokens: bool = False
     status: Literal["active", "disabled"] = "active"
+    locked_until: datetime | None = Field(
+        None, description="The end of its lockout after failed authentications (锁定), if it is locked out now"
+    )
 
 
 class SystemList(BaseModel):

@@ -292,14 +292,17 @@ async def list_systems(
 UserAccount = tuple[User, datetime | None]
 
 
+async def lockouts(session: AsyncSession, kind: PrincipalType, names: list[str]) -> dict[str, datetime]:
+    """The end of the lockout of each of ``names`` (people or systems) locked out now."""
+    query = select(SignInFailures.name, SignInFailures.locked_until).where(
+        SignInFailures.kind == kind.value, SignInFailures.name.in_(names), SignInFailures.locked_until > func.now()
+    )
+    return {row.name: row.locked_until for row in (await session.execute(query)).all()}
+
+
 async def with_lockouts(session: AsyncSession, users: list[User]) -> list[UserAccount]:
     """Each of ``users`` with the end of their lockout (None: not locked out now)."""
-    query = select(SignInFailures.name, SignInFailures.locked_until).where(
-        SignInFailures.kind == PrincipalType.PERSON.value,
-        SignInFailures.name.in_([u.username for u in users]),
-        SignInFailures.locked_until > func.now(),
-    )
-    locked = {row.name: row.locked_until for row in (await session.execute(query)).all()}
+    locked = await lockouts(session, PrincipalType.PERSON, [u.username for u in users])
     return [(u, locked.get(u.username)) for u in users]
 
 

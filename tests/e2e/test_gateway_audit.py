@@ -124,3 +124,56 @@ async def test_sign_ins_lockout_unlock_and_admin_changes_are_audited(
             ("gateway.unlock", "user.unlock", person.username),
         ]
     )
+
+
+async def test_a_systems_lockout_its_rate_limit_and_its_departments_status_are_shown_and_audited(
+    client: httpx.AsyncClient, admin: dict[str, str], db: asyncpg.Connection
+) -> None:
+    """What the console's administration pages show comes from the API: a system's lockout (and
+    its end), a department's status; and each change a platform administrator makes there is an
+    audit record."""
+    department = DepartmentCreateFactory.build()
+    assert (
+        await client.post("/v1/departments", json=department.model_dump(mode="json"), headers=admin)
+    ).status_code == 201
+    made = await client.post(
+        f"/v1/departments/{department.code}/systems",
+        json={"name": "锁定测试系统", "roles": ["consumer"]},
+        headers=admin,
+    )
+    assert made.status_code == 201, made.text
+    client_id = made.json()["client_id"]
+    assert (await client.get(f"/v1/systems/{client_id}", headers=admin)).json()["locked_until"] is None
+
+    for _ in range(LOCKOUT_THRESHOLD):
+        await client.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=(client_id, "wrong"))
+    locked = (await client.get(f"/v1/systems/{client_id}", headers=admin)).json()["locked_until"]
+    assert locked is not None
+    listed = await client.get("/v1/systems", params={"department": department.code}, headers=admin)
+    assert [(s["client_id"], s["locked_until"]) for s in listed.json()["items"]] == [(client_id, locked)]
+    assert (await client.post(f"/v1/systems/{client_id}/unlock", headers=admin)).status_code == 204
+    assert (await client.get(f"/v1/systems/{client_id}", headers=admin)).json()["locked_until"] is None
+
+    limit = {"rate_per_s": 5, "burst": 10}
+    assert (await client.put(f"/v1/systems/{client_id}/rate-limit", json=limit, headers=admin)).status_code == 200
+    assert (await client.delete(f"/v1/systems/{client_id}/rate-limit", headers=admin)).status_code == 204
+
+    assert (await client.get(f"/v1/departments/{department.code}", headers=admin)).json()["status"] == "active"
+    assert (await client.post(f"/v1/departments/{department.code}/disable", headers=admin)).status_code == 200
+    assert (await client.get(f"/v1/departments/{department.code}", headers=admin)).json()["status"] == "disabled"
+
+    wanted = [
+        ("gateway.identity.changed", "department.create", department.code),
+        ("gateway.identity.changed", "system.create.client_secret_basic", client_id),
+        ("gateway.unlock", "system.unlock", client_id),
+        ("gateway.identity.changed", "system.rate_limit.set", client_id),
+        ("gateway.identity.changed", "system.rate_limit.reset", client_id),
+        ("gateway.identity.changed", "department.disable", department.code),
+    ]
+    deadline = time.monotonic() + 30
+    while True:
+        changes = [r for r in await records(db, "admin") if r["resource_code"] in (department.code, client_id)]
+        if len(changes) >= len(wanted) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert sorted((r["action"], r["purpose"], r["resource_code"]) for r in changes) == sorted(wanted)

@@ -26,6 +26,7 @@ from services.console.api.common import (
     api_send,
     form_fields,
     go,
+    local_time,
     object_page,
     page,
     page_router,
@@ -392,7 +393,7 @@ async def department_page(
     request: Request, session: Session, code: str, template: str, *, status: int = 200, **more: object
 ) -> Response:
     """A department (its page, or the confirmation of its disabling)."""
-    shown = context(**({"errors": {}, "notice": None, "changed": None} | more))
+    shown = context(**({"errors": {}, "notice": None} | more))
     return await object_page(
         request,
         session,
@@ -408,11 +409,8 @@ async def department_page(
 
 @router.get("/admin/departments/{code}", response_class=HTMLResponse, summary="A department (部门)")
 async def department(request: Request, session: PersonDep, code: str, done: str | None = None) -> Response:
-    # The gateway's DepartmentPublic has no status: the page says one only as the answer to a change.
     shown = done if done in ("department-disabled", "department-enabled") else None
-    return await department_page(
-        request, session, code, "admin_department.html", notice=done_notice(shown), changed=shown
-    )
+    return await department_page(request, session, code, "admin_department.html", notice=done_notice(shown))
 
 
 @router.get(
@@ -568,7 +566,14 @@ async def system_page(
         registered = json.dumps(keys["jwks"], ensure_ascii=False, indent=2) if keys and keys.get("jwks") else None
         secrets = None if with_keys else (await api_get(request, session, f"{path}/secrets"))["items"]
         limit = await api_get(request, session, f"{path}/rate-limit")
-        return {"keys": keys, "registered": registered, "secrets": secrets, "limit": limit | shown_limit(limit)}
+        locked = local_time(system["locked_until"], request) if system.get("locked_until") else None
+        return {
+            "keys": keys,
+            "registered": registered,
+            "secrets": secrets,
+            "limit": limit | shown_limit(limit),
+            "locked": locked,
+        }
 
     return await object_page(
         request,

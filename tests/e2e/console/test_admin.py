@@ -126,6 +126,8 @@ async def test_a_department_is_disabled_after_a_confirmation_and_its_people_and_
     await open_admin(page, "部门")
     await page.get_by_role("link", name=department.name, exact=True).click()
     await expect(page.get_by_role("heading", name=department.name)).to_be_visible()
+    await expect(page.locator("#status")).to_have_text("正常")
+    await expect(page.get_by_role("button", name="启用")).to_have_count(0)  # only a disabled one is enabled
 
     # The confirmation names what disabling does; cancelling changes nothing.
     await page.get_by_role("button", name="停用该部门…").click()
@@ -139,10 +141,14 @@ async def test_a_department_is_disabled_after_a_confirmation_and_its_people_and_
     await page.get_by_role("button", name="确认停用该部门").click()
     await expect(page.get_by_role("status")).to_contain_text("已停用：在重新启用前，该部门的人员不能登录")
     await expect(page.locator("#status")).to_have_text("已停用")
+    await expect(page.get_by_role("button", name="停用该部门…")).to_have_count(0)
     refused = await member_login()
     assert (refused.status_code, refused.json()["type"].rsplit("/", 1)[-1]) == (403, "account-disabled")
     shut = await token_for(creds.gateway, system["client_id"], system["client_secret"])
     assert shut.json()["error"] == "unauthorized_client", shut.text
+    await open_admin(page, "部门")  # the list says it too
+    await expect(page.get_by_role("row").filter(has_text=department.code)).to_contain_text("已停用")
+    await page.get_by_role("link", name=department.name, exact=True).click()
 
     await page.get_by_role("button", name="启用").click()
     await expect(page.get_by_role("status")).to_contain_text("已启用")
@@ -381,11 +387,13 @@ async def test_a_system_locked_out_by_wrong_secrets_is_unlocked(page: Page, dist
 
     await log_in(page, admin.username, admin.password)
     await page.goto(f"/console/admin/systems/{client_id}")
+    await expect(page.locator("#lockout")).to_have_text(re.compile(r"^锁定至 \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"))
     access = page.get_by_role("region", name="访问")
-    await expect(access).to_contain_text("锁定")
     await access.get_by_role("button", name="解锁").click()
     await expect(page.get_by_role("status")).to_have_text("已解锁，该系统可以重新获取令牌。")
     await expect(page.locator("#status")).to_have_text("正常")
+    await expect(page.locator("#lockout")).to_have_text("未锁定")
+    await expect(access.get_by_role("button", name="解锁")).to_have_count(0)  # nothing left to unlock
     assert (await token_for(creds.gateway, client_id, secret)).status_code == 200
 
 
