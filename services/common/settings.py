@@ -31,7 +31,7 @@ class CommonSettings(BaseSettings):
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
     # A consumer showing a stall's symptom this long is closed and made anew (services/common/bus.py).
-    kafka_stall_after_s: float = Field(default=60.0, ge=15.0, le=3600.0)
+    kafka_stall_after_s: float = Field(default=60.0, ge=30.0, le=3600.0)
     topic_prefix: str = "tongban."
     host: str = "127.0.0.1"
     # Where every service fetches the gateway's JWKS to verify bearer tokens itself.

@@ -19,12 +19,18 @@ from prometheus_client import CollectorRegistry
 from services.common.bus import KafkaBus, Message, Stall, Subscription
 from tests.integration.helpers import eventually, started, unique
 
-STALL_AFTER_S = 2.0
+# Short, for the tests; still longer than a group's rebalance, which a member notices at its next
+# heartbeat (every 3 s): shorter, a member waiting for the others to rejoin would be made anew,
+# making them rebalance again, for ever (a CI run showed it with 2 s).
+STALL_AFTER_S = 5.0
+IDLE_STALL_AFTER_S = 10.0  # two members of one group, so a rebalance with another member in it
 
 
-async def watched(bootstrap: str, sub: Subscription, registry: CollectorRegistry) -> KafkaBus:
+async def watched(
+    bootstrap: str, sub: Subscription, registry: CollectorRegistry, stall_after_s: float = STALL_AFTER_S
+) -> KafkaBus:
     bus = KafkaBus(
-        bootstrap, client_id=unique("client"), dlq_topic=unique("dlq"), registry=registry, stall_after_s=STALL_AFTER_S
+        bootstrap, client_id=unique("client"), dlq_topic=unique("dlq"), registry=registry, stall_after_s=stall_after_s
     )
     bus.subscribe(sub)
     await bus.start()
@@ -135,7 +141,9 @@ async def test_a_member_without_partitions_is_not_churned(bootstrap: str) -> Non
         handled.extend(m.value for m in batch)
 
     registries = [CollectorRegistry(), CollectorRegistry()]
-    buses = [await watched(bootstrap, Subscription([topic], handler, group=group), r) for r in registries]
+    buses = [
+        await watched(bootstrap, Subscription([topic], handler, group=group), r, IDLE_STALL_AFTER_S) for r in registries
+    ]
     producer = await started(bootstrap)
     try:
         members = [only_consumer(bus) for bus in buses]
@@ -145,7 +153,7 @@ async def test_a_member_without_partitions_is_not_churned(bootstrap: str) -> Non
         for n in range(3):
             await producer.publish(Message(topic, f"m{n}".encode(), key=b"k"))
         await eventually(lambda: handled == [b"m0", b"m1", b"m2"], 30, "the messages")
-        await asyncio.sleep(3 * STALL_AFTER_S + 1)  # idle for three stall periods, checked at each
+        await asyncio.sleep(2 * IDLE_STALL_AFTER_S + 1)  # idle for two stall periods, checked at each
         assert [only_consumer(bus) for bus in buses] == members
         for registry in registries:
             assert all(restarts(registry, group, reason) == 0 for reason in Stall)
