@@ -509,7 +509,7 @@ def attachment(name: str, fallback: str) -> str:
 
 @router.get("/catalogue/import", response_class=HTMLResponse, summary="Import catalogue entries from an .xlsx")
 async def import_form(request: Request, session: PersonDep) -> Response:
-    return page(request, session, "catalogue_import.html", errors={}, said=None)
+    return import_page(request, session, errors={}, said=None)
 
 
 @router.get("/catalogue/import/template.xlsx", summary="The registry's import template (导入模板)")
@@ -552,7 +552,21 @@ async def upload(request: Request, session: PersonDep) -> Response:
                 said = readable(refused)
             else:
                 return go(request, session, f"/console/catalogue/imports/{answer.json()['id']}")
-    return page(request, session, "catalogue_import.html", status=400, errors=errors, said=said)
+    return import_page(request, session, status=400, errors=errors, said=said)
+
+
+def import_page(request: Request, session: Session, *, status: int = 200, **context: object) -> Response:
+    """The import form; a file over the limit is refused by the page's script before it is sent."""
+    too_large = UPLOAD_PROBLEMS["file-too-large"]
+    return page(
+        request,
+        session,
+        "catalogue_import.html",
+        status=status,
+        max_bytes=MAX_UPLOAD_BYTES,
+        too_large=too_large,
+        **context,
+    )
 
 
 @router.get(

@@ -302,6 +302,16 @@ async def test_an_xlsx_import_shows_its_row_errors_imports_nothing_until_it_is_r
     await page.get_by_role("button", name="导入", exact=True).click()
     await expect(page.locator("#file-error")).to_have_text("请上传 .xlsx 或 .csv 文件。")
 
+    # Over the limit: refused on its field, in words, and not sent (the gateway's 413 is no page).
+    posted: list[str] = []
+    page.on("request", lambda request: posted.append(request.url) if request.method == "POST" else None)
+    field = page.get_by_label("表格文件（.xlsx 或 .csv，不超过 8 MiB）")
+    await field.set_input_files({"name": "big.csv", "mimeType": "text/csv", "buffer": b"," * (8 * 1024 * 1024 + 1)})
+    await page.get_by_role("button", name="导入", exact=True).click()
+    assert await field.evaluate("e => e.validationMessage") == "文件过大（不超过 8 MiB、10000 行）。"
+    await expect(page.get_by_role("heading", name="从表格导入", level=1)).to_be_visible()
+    assert posted == []
+
 
 async def test_a_file_upload_without_the_csrf_token_is_refused(page: Page, distributed: Stack, person: Person) -> None:
     creds = distributed[1]
