@@ -390,10 +390,14 @@ async def subject_accesses_by_query(
     summary="Check the hash chain, the Merkle tree, every signed checkpoint and its cosignatures",
     responses=problem_responses(CommonProblem.UNAUTHORIZED, CommonProblem.FORBIDDEN),
 )
-async def verify(principal: CurrentPrincipal, uow: UnitOfWorkDep, request: Request) -> VerifyReport:
+async def verify(principal: CurrentPrincipal, request: Request) -> VerifyReport:
     service.require_auditor(principal)
-    witnesses = request.app.state.runtime.settings.witnesses
-    return VerifyReport.model_validate(await service.verify(uow.session, witnesses=witnesses))
+    runtime = request.app.state.runtime
+    # A session of its own, not the request's unit of work (begun already): the verification
+    # reads one snapshot, which only a transaction not yet begun can be made (service.verify).
+    async with runtime.sessions() as session:
+        report = await service.verify(session, witnesses=runtime.settings.witnesses)
+    return VerifyReport.model_validate(report)
 
 
 @router.get(

@@ -571,9 +571,10 @@ async def verify(
     say which of its leaves changed: the first record after the last checkpoint that still
     matches is named.
 
-    Every read is of one snapshot (a REPEATABLE READ, READ ONLY transaction, when the session has
-    not begun one): records appended meanwhile would otherwise be seen in part — their tree
-    hashes or the head without the records — and reported as tampering."""
+    Every read is of one snapshot (a REPEATABLE READ, READ ONLY transaction), when ``session``
+    has not begun a transaction — give it a fresh one: records appended meanwhile would
+    otherwise be seen in part (their tree hashes or the head without the records) and reported
+    as tampering. A session already in a transaction (a test's, writing) is read as it is."""
     if not session.in_transaction():
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
     key = await session.get(SigningKey, 1)

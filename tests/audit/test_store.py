@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -39,7 +41,7 @@ from services.common.contracts.audit import (
 )
 from services.common.db import alembic_config, create_engine, session_factory
 from services.common.pb import audit_pb2
-from tests.audit.conftest import signer
+from tests.audit.conftest import Audit, signer
 
 STRING_FIELDS = tuple(TEXT_LIMITS)
 
@@ -232,6 +234,36 @@ async def test_records_appended_while_verifying_are_not_taken_for_tampering(
     assert report["checked"] == before
     async with sessions() as session:
         assert (await verify(session))["checked"] == before + racing.appended  # and the next run sees them
+
+
+async def test_the_verify_endpoint_reads_one_snapshot_too(
+    audit: Audit, sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET /v1/audit/verify, whose request's unit of work has begun a transaction already, verifies
+    in a session of its own, made a snapshot: the records appended between its reads are not
+    seen (a CI run's walkthrough got "tree hashes are stored beyond the last record" through it,
+    after the service's own reads were made one snapshot)."""
+    async with sessions.begin() as session:
+        await append(session, [audit_pb2.AuditEvent(event_id=uuid.uuid4().hex, occurred_unix_ms=1) for _ in range(3)])
+    runtime = audit.app.state.runtime
+    fresh, racing = runtime.sessions, []
+
+    @contextlib.asynccontextmanager
+    async def racing_sessions() -> AsyncIterator[Any]:
+        async with fresh() as session:
+            racing.append(AppendsBetweenReads(session, sessions))
+            yield racing[-1]
+
+    monkeypatch.setattr(runtime, "sessions", racing_sessions)
+    answer = await audit.client.get("/v1/audit/verify", headers=audit.auditor)
+    monkeypatch.undo()
+    report = answer.json()
+    assert answer.status_code == 200 and report["ok"] is True, report
+    [session] = racing
+    assert session.appended >= 2  # appends did land between its reads
+    async with sessions() as reading:
+        now = await reading.scalar(select(func.count()).select_from(AuditRecord))
+    assert report["checked"] <= now - session.appended  # none of them was seen
 
 
 async def test_an_append_is_one_transaction_that_holds_the_chain_head(
