@@ -237,16 +237,20 @@ async def approve(
     return await application_page(request, session, application_id, status=400, errors=errors, typed=typed)
 
 
+def reason_error(reason: str, missing: str) -> str | None:
+    """Why ``reason`` cannot be a decision's reason (``missing``: none, or too short), or None."""
+    if len(reason.strip()) < 2:
+        return missing
+    return N_("A reason has at most 1000 characters.") if len(reason) > 1000 else None
+
+
 @router.post("/applications/{application_id}/reject", summary="Reject, with a reason")
 async def reject(
     request: Request, session: PersonDep, application_id: str, reason: Annotated[str, Form()] = ""
 ) -> Response:
     typed: dict[str, object] = {"reason": reason}
-    errors: dict[str, str] = {}
-    if len(reason.strip()) < 2:
-        errors["reason"] = N_("Give the reason for the rejection (at least 2 characters).")
-    elif len(reason) > 1000:
-        errors["reason"] = N_("A reason has at most 1000 characters.")
+    missing = N_("Give the reason for the rejection (at least 2 characters).")
+    errors = {"reason": said} if (said := reason_error(reason, missing)) else {}
     path = application_path(application_id)
     if not errors and path is not None:
         refused = await api_refusal(request, session, "POST", f"{path}/reject", {"reason": reason.strip()})
@@ -266,11 +270,8 @@ async def revoke(
 ) -> Response:
     """撤销授权: the provider withdraws what it granted; the exchange refuses the consumer from then on."""
     typed: dict[str, object] = {"revoke_reason": revoke_reason}
-    errors: dict[str, str] = {}
-    if len(revoke_reason.strip()) < 2:
-        errors["revoke_reason"] = N_("Give the reason for revoking (at least 2 characters).")
-    elif len(revoke_reason) > 1000:
-        errors["revoke_reason"] = N_("A reason has at most 1000 characters.")
+    missing = N_("Give the reason for revoking (at least 2 characters).")
+    errors = {"revoke_reason": said} if (said := reason_error(revoke_reason, missing)) else {}
     try:
         grant = f"/v1/registry/grants/{uuid.UUID(grant_id)}"
     except ValueError:
