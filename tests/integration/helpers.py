@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from services.common.bus import KafkaBus, Message, Subscription
+from services.common.bus import Handler, KafkaBus, Message, Subscription
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,6 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def unique(name: str) -> str:
     """A topic or group name no other test (or earlier run) uses."""
     return f"it-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def collector() -> tuple[list[bytes], Handler]:
+    """The values a subscription received, and the handler that collects them."""
+    received: list[bytes] = []
+
+    async def collect(batch: Sequence[Message]) -> None:
+        received.extend(m.value for m in batch)
+
+    return received, collect
 
 
 async def eventually(condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str) -> None:

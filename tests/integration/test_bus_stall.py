@@ -10,14 +10,13 @@ dead and never found again — and check what the watchdog reads of aiokafka's i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from services.common.bus import KafkaBus, Message, Stall, Subscription
-from tests.integration.helpers import eventually, started, unique
+from tests.integration.helpers import collector, eventually, started, unique
 
 # Short, for the tests; still longer than a group's rebalance, which a member notices at its next
 # heartbeat (every 3 s): shorter, a member waiting for the others to rejoin would be made anew,
@@ -50,10 +49,7 @@ async def test_a_consumer_whose_fetching_stopped_is_made_anew_and_what_came_mean
     bootstrap: str,
 ) -> None:
     topic, group, registry = unique("stall"), unique("g"), CollectorRegistry()
-    handled: list[bytes] = []
-
-    async def handler(batch: Sequence[Message]) -> None:
-        handled.extend(m.value for m in batch)
+    handled, handler = collector()
 
     producer = await started(bootstrap, topics=[topic])
     bus = await watched(bootstrap, Subscription([topic], handler, group=group), registry)
@@ -73,10 +69,7 @@ async def test_a_consumer_whose_fetching_stopped_is_made_anew_and_what_came_mean
 
 async def test_a_consumer_left_without_its_coordinator_is_made_anew(bootstrap: str) -> None:
     topic, group, registry = unique("stall"), unique("g"), CollectorRegistry()
-    handled: list[bytes] = []
-
-    async def handler(batch: Sequence[Message]) -> None:
-        handled.extend(m.value for m in batch)
+    handled, handler = collector()
 
     producer = await started(bootstrap, topics=[topic])
     bus = await watched(bootstrap, Subscription([topic], handler, group=group), registry)
@@ -103,10 +96,7 @@ async def test_a_consumer_without_a_group_resumes_where_it_was(bootstrap: str) -
     """Without a group a new consumer would start at the latest offset: the message published
     while the old one was stalled would be skipped. It resumes where the old one was."""
     topic, registry = unique("stall"), CollectorRegistry()
-    handled: list[bytes] = []
-
-    async def handler(batch: Sequence[Message]) -> None:
-        handled.extend(m.value for m in batch)
+    handled, handler = collector()
 
     producer = await started(bootstrap, topics=[topic])
     bus = await watched(bootstrap, Subscription([topic], handler, group=None), registry)
@@ -135,10 +125,7 @@ async def test_a_member_without_partitions_is_not_churned(bootstrap: str) -> Non
         await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     finally:
         await admin.close()
-    handled: list[bytes] = []
-
-    async def handler(batch: Sequence[Message]) -> None:
-        handled.extend(m.value for m in batch)
+    handled, handler = collector()
 
     registries = [CollectorRegistry(), CollectorRegistry()]
     buses = [

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase
 
-from services.common.bus import Handler, MemoryBus, Message, Subscription
+from services.common.bus import MemoryBus, Message, Subscription
 from services.common.db import create_engine, schema_metadata, session_factory
 from services.common.outbox import Outbox, OutboxRow
 from services.common.uow import UnitClosed
-from tests.integration.helpers import eventually, started, unique
+from tests.integration.helpers import collector, eventually, started, unique
 from tests.stack import create_database, drop_database, infra, infra_env
 
 
@@ -43,16 +43,6 @@ async def engine() -> AsyncIterator[AsyncEngine]:
     finally:
         await engine.dispose()
         await drop_database(url)
-
-
-def collector() -> tuple[list[bytes], Handler]:
-    """The values a subscription received, and the handler that collects them."""
-    received: list[bytes] = []
-
-    async def collect(batch: Sequence[Message]) -> None:
-        received.extend(m.value for m in batch)
-
-    return received, collect
 
 
 async def test_committed_while_the_broker_is_down_is_published_when_it_is_back(
